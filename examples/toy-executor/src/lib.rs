@@ -1,0 +1,1 @@
+//! toy-executor (work in progress).

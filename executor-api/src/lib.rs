@@ -1,0 +1,1 @@
+//! executor-api (work in progress).

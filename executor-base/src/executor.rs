@@ -1,0 +1,168 @@
+//! The [`Executor`] trait every backend implements, and conveniences on top of it.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{StartConfig, StopConfig, TimerConfig};
+use crate::error::{Error, ErrorKind};
+use crate::stats::Stats;
+use crate::status::BuildStatus;
+use crate::verdict::Verdict;
+
+/// What `gc` found (and removed, unless it was a dry run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    /// Whether anything was actually removed.
+    pub dry_run: bool,
+    /// The resources found expired, as `<kind>/<name>` (`container/sd-42-build`).
+    pub expired: Vec<String>,
+}
+
+/// A build execution engine.
+///
+/// # Behaviour every backend guarantees (checked by `testkit::conformance`)
+///
+/// * `start` creates the build on the engine and returns once the engine accepted it;
+///   on failure nothing it created is left behind. Starting a build id that is already
+///   live is [`ErrorKind::AlreadyExists`].
+/// * `stop` of a running build stops it and removes its resources; `stop` of a finished,
+///   stopped or never-started build is `Ok(())` (idempotent).
+/// * `status` of a build this executor never knew is [`ErrorKind::NotFound`]; of a build
+///   whose engine resources vanished behind our back it is [`crate::Phase::Lost`], never
+///   success; after `stop` it is [`crate::Phase::Canceled`] (or the terminal status it had).
+/// * `verify` renders the status as a [`Verdict`] with upstream's strings.
+/// * `cleanup` is safe to call any number of times; it releases connections and removes
+///   expired resources ([`Executor::gc`]).
+/// * Invalid input never reaches a backend: the config types are validated on parse.
+/// * No token appears in any error, `Debug` output or log line.
+///
+/// The trait is object-safe: servers hold `Arc<dyn Executor>` and route between backends.
+#[async_trait]
+pub trait Executor: Debug + Send + Sync {
+    /// The backend's short name (`docker`, `k8s`, `jenkins`, `gearman`, `process`, ...).
+    fn name(&self) -> &str;
+
+    /// Creates the build on the engine.
+    async fn start(&self, build: &StartConfig) -> Result<(), Error>;
+
+    /// Stops the build and removes its resources. Idempotent.
+    async fn stop(&self, build: &StopConfig) -> Result<(), Error>;
+
+    /// Checks the build's health; see [`Verdict`].
+    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error>;
+
+    /// The build's current status.
+    async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error>;
+
+    /// Counters and breaker state.
+    fn stats(&self) -> Stats;
+
+    /// Housekeeping on shutdown (close connections) and removal of expired resources.
+    /// Default: no-op.
+    async fn cleanup(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Finds (and unless `dry_run`, removes) resources whose expiry label has passed.
+    /// Default: nothing to collect.
+    async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
+        Ok(GcReport {
+            dry_run,
+            expired: Vec::new(),
+        })
+    }
+
+    /// Arms the build's timeout. Default: no-op (see `timer::TimerService`).
+    async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
+        let _ = timer;
+        Ok(())
+    }
+
+    /// Disarms the build's timeout. Default: no-op.
+    async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
+        let _ = build;
+        Ok(())
+    }
+}
+
+/// A trait object of any executor.
+pub type DynExecutor = dyn Executor;
+
+macro_rules! forward {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: Executor + ?Sized> Executor for $ty {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            async fn start(&self, build: &StartConfig) -> Result<(), Error> {
+                (**self).start(build).await
+            }
+            async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
+                (**self).stop(build).await
+            }
+            async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
+                (**self).verify(build).await
+            }
+            async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
+                (**self).status(build).await
+            }
+            fn stats(&self) -> Stats {
+                (**self).stats()
+            }
+            async fn cleanup(&self) -> Result<(), Error> {
+                (**self).cleanup().await
+            }
+            async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
+                (**self).gc(dry_run).await
+            }
+            async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
+                (**self).start_timer(timer).await
+            }
+            async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
+                (**self).stop_timer(build).await
+            }
+        }
+    };
+}
+
+forward!(Arc<T>);
+forward!(Box<T>);
+
+/// Conveniences for any [`Executor`], kept out of the trait so wrappers cannot lose them.
+#[async_trait]
+pub trait ExecutorExt: Executor {
+    /// Polls `status` every `every` until the build is terminal or `within` passes
+    /// ([`ErrorKind::Timeout`]). Returns the terminal status.
+    async fn wait_until_finished(
+        &self,
+        build: &StopConfig,
+        every: Duration,
+        within: Duration,
+    ) -> Result<BuildStatus, Error> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = self.status(build).await?;
+            if s.is_terminal() {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "build {} still {} after {:?}",
+                        build.build_id, s.phase, within
+                    ),
+                ));
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+impl<T: Executor + ?Sized> ExecutorExt for T {}

@@ -1,0 +1,38 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod annotations;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod ids;
+pub mod image;
+pub mod labels;
+pub mod launch;
+pub mod resources;
+pub mod stats;
+pub mod status;
+pub mod timeout;
+pub mod verdict;
+
+pub use annotations::{AnnotationMode, Annotations, ResourceRequest, Tier};
+pub use config::{ApiBuildStatus, ParseOptions, StartConfig, StartConfigBuilder, StopConfig, TimerConfig};
+pub use error::{Error, ErrorKind, FieldError, Result};
+pub use executor::{DynExecutor, Executor, ExecutorExt, GcReport};
+pub use ids::{BuildId, EventId, JobId, PipelineId};
+pub use image::ImageRef;
+pub use labels::{BuildLabels, build_name};
+pub use launch::{Ecosystem, LaunchCommand, LaunchMode, LaunchSpec, TokenDelivery};
+pub use resources::{ResourceTable, TierTable};
+pub use stats::{BuildCounter, BuildCounts, BreakerStats, RequestStats, Stats};
+pub use status::{BuildStatus, Failure, FailureReason, Fault, Phase};
+pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
+pub use verdict::Verdict;
+
+/// Re-exported so backends and users name the same secret type.
+pub use secrecy;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,6 @@
+//! Test support for backends (feature `testkit`): an in-memory `FakeExecutor`, the
+//! conformance suite every backend runs, and helpers for tests that need a real daemon.
+//!
+//! Not API-stable: it follows what the backends' tests need.
+
+pub mod daemon;

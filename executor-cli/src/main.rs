@@ -1,0 +1,2 @@
+//! `sdx` (work in progress).
+fn main() {}

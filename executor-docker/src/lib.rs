@@ -1,0 +1,1 @@
+//! Screwdriver-compatible docker build executor (work in progress).

@@ -1,0 +1,1 @@
+//! Screwdriver-compatible gearman build executor (work in progress).

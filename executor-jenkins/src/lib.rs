@@ -1,0 +1,1 @@
+//! Screwdriver-compatible jenkins build executor (work in progress).

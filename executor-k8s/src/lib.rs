@@ -1,0 +1,1 @@
+//! Screwdriver-compatible k8s build executor (work in progress).

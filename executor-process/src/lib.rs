@@ -1,0 +1,1 @@
+//! Screwdriver-compatible process build executor (work in progress).

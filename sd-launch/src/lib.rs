@@ -1,0 +1,1 @@
+//! sd-launch (work in progress).
