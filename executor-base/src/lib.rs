@@ -5,16 +5,21 @@
 
 pub mod annotations;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod ids;
 pub mod image;
 pub mod labels;
 pub mod launch;
+pub mod jwt;
 pub mod resources;
+pub mod router;
 pub mod stats;
 pub mod status;
 pub mod timeout;
+pub mod timer;
+pub mod token;
 pub mod verdict;
 
 pub use annotations::{AnnotationMode, Annotations, ResourceRequest, Tier};
@@ -30,6 +35,11 @@ pub use stats::{BuildCounter, BuildCounts, BreakerStats, RequestStats, Stats};
 pub use status::{BuildStatus, Failure, FailureReason, Fault, Phase};
 pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
 pub use verdict::Verdict;
+
+// Re-exports of engine/token/jwt (owned by the base helper) go below this line.
+
+// Re-exports of timer/router (owned by the testkit helper) go below this line.
+
 
 /// Re-exported so backends and users name the same secret type.
 pub use secrecy;

@@ -3,4 +3,6 @@
 //!
 //! Not API-stable: it follows what the backends' tests need.
 
+pub mod conformance;
 pub mod daemon;
+pub mod fake;
