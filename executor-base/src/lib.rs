@@ -37,6 +37,9 @@ pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
 pub use verdict::Verdict;
 
 // Re-exports of engine/token/jwt (owned by the base helper) go below this line.
+pub use engine::{BreakerConfig, EngineCalls, Idempotency, RetryPolicy};
+pub use jwt::{BuildClaims, JwtVerifier};
+pub use token::{TokenExchange, TokenExchangeOptions, exchange_token_for_build};
 
 // Re-exports of timer/router (owned by the testkit helper) go below this line.
 

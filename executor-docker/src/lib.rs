@@ -1,1 +1,88 @@
-//! Screwdriver-compatible docker build executor (work in progress).
+//! Runs Screwdriver builds on a Docker Engine.
+//!
+//! Per build (`<name>` = `<prefix><buildId>`), [`DockerExecutor::start`](executor_base::Executor::start):
+//!
+//! 1. with pull policy `always`, pulls the launcher (job-tools) image and the build image;
+//!    with `missing` (default) an image is pulled only when the daemon reports it absent;
+//!    with `never` an absent image fails the build (`ImagePull`). Pull progress goes to
+//!    `tracing` (one line per layer status change);
+//! 2. creates the volumes `<name>-tools` and (token mode `file`) `<name>-token`;
+//! 3. creates `<name>-init` from the launcher image (never started): creating it fills the
+//!    empty tools volume with the image's job-tools at the mount point (default `/opt/sd`);
+//! 4. creates `<name>-build` from the build's `container` with the tools volume mounted
+//!    **read-only** at the mount point, the token volume read-only at `/run/sd`, CPU and
+//!    memory limits from the `screwdriver.cd/cpu` / `ram` tiers (capped at the daemon's CPU
+//!    count; no swap), labels, and the optional network mode. Meanwhile the token is written
+//!    to the token volume through the init container (`PUT /containers/{id}/archive`);
+//! 5. starts `<name>-build` running
+//!    `/opt/sd/launch --api-uri … --store-uri … --ui-uri … --build-timeout … --token-file /run/sd/token <buildId>`.
+//!
+//! A failure at any step removes everything this start created (even when the `start`
+//! future is dropped half-way), and every resource carries the `sdbuild`, build id, job id
+//! and `screwdriver.cd/expires-at` labels, so [`Executor::gc`](executor_base::Executor::gc)
+//! collects what a crashed process left behind.
+//!
+//! **Token.** In the default mode the token is never in the container's config: `docker
+//! inspect` of either container does not show it. Token mode `env` sets `SD_TOKEN` (visible
+//! in `docker inspect`) for launchers that cannot read a file; launch mode `screwdriver`
+//! speaks upstream's `launcher_entrypoint.sh` + `run.sh "<token>" …` contract, which puts the
+//! token in the command line (visible in `ps` and `docker inspect`) and exists only for the
+//! `screwdrivercd/launcher` image.
+//!
+//! **Status** comes from the build container's state: created -> pending, running ->
+//! running, exited 0 -> succeeded, exited n -> failed (`nonZeroExit`; 3 from the native
+//! launcher -> timed out), `OOMKilled` -> failed (`outOfMemory`) whatever the exit code,
+//! a failed pull -> failed (`imagePull`), a container removed behind our back -> `Lost`
+//! (never success), a daemon that cannot be reached -> a temporary `Unavailable` error
+//! naming the socket or URL. `stop` kills the build container and removes both containers
+//! and the volumes; it is idempotent.
+//!
+//! # Differences from upstream executor-docker
+//! * pull policy (upstream always pulls); token out of `docker inspect`; no privileged
+//!   container and no Docker socket bind mount; CPU/RAM limits from tiers (upstream: fixed
+//!   2 GiB + swap); a real `status`; cleanup of half-created builds; GC by expiry label.
+//! * job-tools travel in a per-build named volume rather than `VolumesFrom`, so the mount
+//!   point is configurable, launcher images without a `VOLUME` work, and the volume is
+//!   labelled for the GC.
+//!
+//! # Dependencies
+//! * `bollard`: the maintained async Docker Engine API client (unix socket and HTTP),
+//!   with API version negotiation down to the daemon's (Docker 20.10 speaks 1.41).
+//! * `tar`: the archive format of Docker's build context and file-upload APIs (token file).
+//! * `executor-base`: the contract, retry/breaker (`EngineCalls`), labels, launch command.
+//! * `tokio`, `futures`, `async-trait`, `parking_lot`, `chrono`, `secrecy`, `serde`: runtime,
+//!   concurrency, time and config plumbing shared with the other backends.
+//!
+//! # Example
+//! ```no_run
+//! use executor_base::{Executor, StartConfig};
+//! use executor_docker::DockerExecutorBuilder;
+//! # async fn run() -> Result<(), executor_base::Error> {
+//! let exec = DockerExecutorBuilder::from_env().with_network("host").build().await?;
+//! let build = StartConfig::builder(42, "http://127.0.0.1:8080", "node:22", "temporary-jwt").build()?;
+//! exec.start(&build).await?;
+//! println!("{}", exec.status(&build.to_stop()).await?);
+//! exec.stop(&build.to_stop()).await?;
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod classify;
+mod client;
+pub mod config;
+mod error;
+mod executor;
+mod gc;
+mod plan;
+mod state;
+mod undo;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use builder::{DockerExecutorBuilder, env_var_name};
+pub use config::{DockerConfig, PullPolicy, TokenMode};
+pub use executor::{DockerExecutor, FaultHook, StartStep};
+
+/// The executor's scheme (`--executor docker`).
+pub const SCHEME: &str = "docker";

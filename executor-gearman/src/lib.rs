@@ -1,1 +1,32 @@
-//! Screwdriver-compatible gearman build executor (work in progress).
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod admin;
+mod builder;
+pub mod client;
+pub mod codec;
+mod config;
+mod conn;
+mod error;
+mod executor;
+pub mod launcher;
+pub mod packet;
+mod tracker;
+pub mod worker;
+pub mod zuul;
+
+/// The executor's scheme name (`screwdriver.cd/executor: gearman`).
+pub const SCHEME: &str = "gearman";
+
+pub use builder::GearmanExecutorBuilder;
+pub use client::{ClientOptions, GearmanClient, JobEvent, JobStatus, SubmittedJob};
+pub use codec::{CodecError, PacketCodec};
+pub use config::{GearmanConfig, JOB_ANNOTATION, NODE_ANNOTATION};
+pub use error::GearmanError;
+pub use executor::GearmanExecutor;
+pub use launcher::config::WorkerConfig;
+pub use launcher::{LauncherWorker, run_worker, shutdown_signal};
+pub use packet::{Magic, Packet, PacketType};
+pub use tracker::GearmanBuildInfo;
+pub use worker::{GearmanWorker, Job, JobSink, WorkerOptions};

@@ -1,1 +1,28 @@
-//! Screwdriver-compatible jenkins build executor (work in progress).
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod api;
+mod builder;
+mod client;
+mod config;
+mod crumb;
+mod error;
+mod executor;
+mod job;
+mod mapping;
+mod script;
+mod template;
+
+#[cfg(feature = "test-support")]
+pub mod fake;
+
+pub use builder::JenkinsExecutorBuilder;
+pub use config::{DEFAULT_JOB_PREFIX, DEFAULT_LAUNCHER_IMAGE, DEFAULT_NODE_LABEL, DEFAULT_USERNAME, JenkinsConfig, KEYS};
+pub use executor::JenkinsExecutor;
+pub use job::TIMEOUT_MARKER;
+pub use script::TOKEN_FILE;
+pub use template::{BUILTIN_TEMPLATE, JobTemplate, PLACEHOLDERS};
+
+/// The executor's scheme (`--executor jenkins`, `screwdriver.cd/executor: jenkins`).
+pub const SCHEME: &str = "jenkins";

@@ -1,1 +1,25 @@
-//! Screwdriver-compatible k8s build executor (work in progress).
+#![doc = include_str!("../README.md")]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod builder;
+mod cache;
+mod client;
+mod config;
+mod error;
+mod executor;
+mod manifest;
+mod policy;
+mod throttle;
+mod view;
+
+#[cfg(feature = "fake")]
+pub mod fake;
+
+pub use builder::{ENV_PREFIX, K8sExecutorBuilder};
+pub use config::K8sConfig;
+pub use executor::K8sExecutor;
+pub use manifest::TOKEN_KEY;
+pub use policy::{Grace, Match, Outcome, ReasonPolicy, ReasonRule};
+
+/// The executor's scheme (`screwdriver.cd/executor: k8s`).
+pub const SCHEME: &str = "k8s";

@@ -1,1 +1,97 @@
-//! Screwdriver-compatible process build executor (work in progress).
+//! The local-process build executor: the embedded default backend, no engine needed.
+//!
+//! [`ProcessExecutor`] runs the `launch` program from a job-tools directory on the host as
+//! a child process, one per build, exactly as the container backends run it inside the
+//! build's image (the native launch contract of [`executor_base::LaunchSpec::native`]):
+//!
+//! ```text
+//! <jobTools>/launch --api-uri A --store-uri S --ui-uri U --build-timeout N --token-file F <buildId>
+//! ```
+//!
+//! * **Token**: written to `<stateDir>/builds/<id>/token` (mode 0600, directory 0700) and
+//!   passed as `--token-file`; never in the argument list or the environment, unless the
+//!   `tokenEnv` option asks for `SD_TOKEN`. The file is deleted as soon as the process has
+//!   exited or been stopped.
+//! * **Environment**: cleared, then the variables named by `passEnv` (`PATH`, `HOME`, ...),
+//!   the configured `env`, and the launch variables (`SD_BUILD_ID`, `SD_API_URI`,
+//!   `SD_STORE_URI`, `SD_BUILD_TIMEOUT`, ...). Secrets of the server never reach builds.
+//! * **Output**: stdout and stderr go to `<stateDir>/builds/<id>/build.log`
+//!   ([`ProcessExecutor::log_path`]); the working directory is `<stateDir>/builds/<id>/work`.
+//! * **Process group**: each build is the leader of its own group, so `stop` sends SIGTERM
+//!   to the whole tree (steps, their children), then SIGKILL after `stopGraceMs`. When
+//!   `launch` exits, whatever it left running in its group is killed too.
+//! * **Status**: running until the reaper task sees the exit; exit code 0 succeeds, others
+//!   fail (`launch`'s code 3 means its own build timeout: `TimedOut`); a signal we did not
+//!   send is a failure with the signal name as evidence, or out of memory when the cgroup's
+//!   `memory.events` counted an OOM kill meanwhile (see the `oom` module). After `stop`:
+//!   `Canceled`; after a timeout: `TimedOut`.
+//! * **Restarts**: `<stateDir>/builds/<id>/state.json` keeps pid, process start time (to
+//!   detect pid reuse), deadlines and the outcome. A new instance on the same state
+//!   directory adopts running builds (status, stop and its timeout backstop keep working);
+//!   a build whose process vanished without a recorded exit is `Lost`. Builds are *not*
+//!   killed when the executor is dropped: a server restart does not cancel them.
+//! * **Timeouts**: the executor kills a build still running `timeoutGraceMs` (default 1
+//!   minute, upstream's "1 min more than the launcher") after its timeout, so `launch`
+//!   can run its own timeout handling first; `start_timer` arms the same kind of timer
+//!   from the API's `startTime`.
+//! * **gc / cleanup**: builds past start + timeout + 30 minutes are stopped and their
+//!   directories removed; `cleanup` also stops every build this instance started.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use executor_base::{Executor, ErrorKind, StartConfig, StopConfig};
+//! use executor_process::ProcessExecutorBuilder;
+//!
+//! let state = tempfile::tempdir().unwrap();
+//! let exec = ProcessExecutorBuilder::new()
+//!     .with_job_tools("/nonexistent/job-tools")
+//!     .with_state_dir(state.path())
+//!     .build()
+//!     .await
+//!     .unwrap();
+//! let build = StartConfig::builder(42, "http://127.0.0.1:8080", "busybox", "t").build().unwrap();
+//! let err = exec.start(&build).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::ConfigInvalid); // names jobTools: no launch there
+//! assert!(err.to_string().contains("jobTools"));
+//! assert_eq!(exec.status(&build.to_stop()).await.unwrap_err().kind(), ErrorKind::NotFound);
+//! exec.stop(&build.to_stop()).await.unwrap(); // stop of an unknown build is fine
+//! # });
+//! ```
+//!
+//! # Dependencies
+//!
+//! * `tokio::process`: async child processes whose exit a task can await, with
+//!   `process_group(0)` to give each build its own group without `unsafe` `pre_exec` code.
+//! * `nix`: safe, typed `killpg`/`kill` with `Errno` results; the workspace forbids
+//!   `unsafe`, which raw `libc::killpg` would need.
+//! * `chrono` and `serde_json`: the state file's timestamps and format, shared with the
+//!   other backends' expiry labels.
+//! * `parking_lot`: short, never-awaited locks around the build table and records.
+//! * `futures`: `join_all` to stop every build concurrently on `cleanup`.
+//!
+//! Linux is the target (procfs for pid identity, cgroup v2 for OOM evidence); on other
+//! Unix systems those extras are skipped and liveness falls back to `kill(pid, 0)`.
+
+mod builder;
+mod config;
+mod error;
+mod executor;
+mod gc;
+mod oom;
+mod os;
+mod reaper;
+mod record;
+mod requests;
+mod spawn;
+mod stop;
+
+pub use builder::{OPTIONS, ProcessExecutorBuilder};
+pub use config::{
+    DEFAULT_PASS_ENV, DEFAULT_STOP_GRACE_MS, DEFAULT_TIMEOUT_GRACE_MS, ENV_JOB_TOOLS, ENV_STATE_DIR, ProcessConfig,
+    default_job_tools, default_state_dir,
+};
+pub use executor::ProcessExecutor;
+pub use reaper::LAUNCH_EXIT_TIMEOUT;
+
+/// The backend's name, as used by the router and `--executor process`.
+pub const SCHEME: &str = "process";

@@ -1,1 +1,99 @@
-//! sd-launch (work in progress).
+//! The reference `launch` program of the sdx executors.
+//!
+//! Every backend runs the same unit of work: the job-tools directory (which holds `launch`)
+//! mounted into the build's container, with `launch` as its entry point. This crate is
+//! that program, in outline what Screwdriver's Go launcher does
+//! (`../shared/screwdriver.md` §8):
+//!
+//! 1. read the token from `--token-file`, `SD_TOKEN_FILE` or `SD_TOKEN` (never from the
+//!    argument list, where `ps` and `docker inspect` would show it);
+//! 2. when the token's `scope` claim includes `temporal`, exchange it for a build token at
+//!    `POST {api}/v4/builds/{id}/token` with `{"buildTimeout": timeout + 30}` (the payload
+//!    is decoded without verification: the API verifies it);
+//! 3. `PUT /v4/builds/{id}` `{"status": "RUNNING"}`, then `GET /v4/builds/{id}` for the
+//!    steps;
+//! 4. run each step with `/bin/sh -c <command>` (`--shell-bin`) in the workspace directory,
+//!    in its own process group, posting its output in batches of lines to
+//!    `POST /v4/builds/{id}/steps/{name}/logs` and its start and end to
+//!    `PUT /v4/builds/{id}/steps/{name}` (`{"startTime"}`, then `{"endTime", "code"}`);
+//! 5. at the build timeout, kill the running step's process group, log the timeout and end
+//!    with exit code 3; after a failed step, skip the rest except teardown steps;
+//! 6. `PUT /v4/builds/{id}` with `SUCCESS` or `FAILURE` (with a `statusMessage`).
+//!
+//! # Command line
+//!
+//! ```text
+//! launch --api-uri URL --store-uri URL --ui-uri URL --build-timeout MINUTES
+//!        [--token-file PATH] [--workspace DIR] [--shell-bin PATH] [--only-fetch-token] BUILD_ID
+//! ```
+//!
+//! Exit codes: `0` the build succeeded, `1` a step failed (or the build was aborted by
+//! SIGTERM/SIGINT/SIGHUP), `2` usage or API error, `3` the build timed out. Unlike
+//! upstream's launcher (which always exits 0), the exit code tells the executor the outcome,
+//! so a backend can classify a build even when the API is unreachable.
+//!
+//! # A static binary for `FROM scratch` images
+//!
+//! The crate has few dependencies and no C code and no TLS, so it links statically:
+//!
+//! ```text
+//! RUSTFLAGS="-C target-feature=+crt-static" cargo build -p sd-launch --release \
+//!     --target x86_64-unknown-linux-gnu --target-dir target/static
+//! # -> target/static/x86_64-unknown-linux-gnu/release/launch (statically linked)
+//! ```
+//!
+//! The static binary never calls the name service for IP addresses, so an API URL such as
+//! `http://127.0.0.1:8080` works in an image without `/etc/nsswitch.conf` or libc.
+//!
+//! # Dependencies and why
+//!
+//! * `ureq` (no TLS, `json`): a blocking HTTP/1.1 client without an async runtime, small
+//!   and pure Rust, so the binary stays small and builds fast and statically.
+//! * `serde_json`: the API's JSON bodies.
+//! * `base64`: decoding the JWT payload to read its `scope` (no signature check is needed
+//!   here, so no JWT or crypto crate).
+//! * `nix` (`signal`, `process`): safe `killpg` for a step's process group and `sigwait`
+//!   for SIGTERM, without `unsafe` code.
+
+pub mod api;
+pub mod args;
+pub mod logs;
+pub mod run;
+pub mod signals;
+pub mod step;
+pub mod timefmt;
+pub mod token;
+
+pub use api::{ApiClient, ApiError};
+pub use args::{Args, USAGE};
+pub use run::{Launcher, Outcome};
+
+/// Runs `launch` with these arguments (the first one is the program name) and returns
+/// the process exit code.
+///
+/// Installs the signal handling (SIGTERM, SIGINT and SIGHUP stop the running step and
+/// abort the build): call it before the process starts other threads, as the `launch`
+/// binary and `sdx` (when invoked as `launch`) do.
+pub fn main_with_args<I, S>(args: I) -> i32
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    let args = match Args::parse(args.into_iter().map(Into::into).skip(1)) {
+        Ok(args::Parsed::Run(a)) => a,
+        Ok(args::Parsed::Help) => {
+            println!("{USAGE}");
+            return 0;
+        }
+        Ok(args::Parsed::Version) => {
+            println!("launch {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("launch: {e}\n\n{USAGE}");
+            return Outcome::UsageOrApiError.exit_code();
+        }
+    };
+    let abort = signals::install();
+    Launcher::new(args).with_abort(abort).run().exit_code()
+}

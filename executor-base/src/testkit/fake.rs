@@ -1,1 +1,749 @@
-//! (being written)
+//! [`FakeExecutor`]: an in-memory backend with scriptable outcomes and faults.
+//!
+//! Builds move through the real [`BuildStatus`] state machine on a schedule the test
+//! controls: a [`Script`] per build (or a default one) whose steps happen after a delay
+//! or on [`FakeExecutor::advance`], plus [`FakeExecutor::set_status`] for anything else.
+//! Faults cover what real engines do: a refused start, an image pull failure, an OOM
+//! kill with exit code 0, a build lost behind the executor's back, a slow engine, and
+//! transient errors that pass after N calls. Every engine call is counted, so a test can
+//! show that a refused input never reached the engine.
+//!
+//! Time is [`tokio::time::Instant`], so tests with a paused clock control the schedule.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::config::{StartConfig, StopConfig};
+use crate::error::{Error, ErrorKind};
+use crate::executor::{Executor, GcReport};
+use crate::ids::BuildId;
+use crate::stats::{BuildCounter, RequestStats, Stats};
+use crate::status::{BuildStatus, FailureReason};
+use crate::verdict::Verdict;
+
+/// When a script step happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// This long after the previous step.
+    After(Duration),
+    /// Only on [`FakeExecutor::advance`].
+    Manual,
+}
+
+/// The statuses a fake build goes through, from the moment it is started.
+///
+/// ```
+/// use std::time::Duration;
+/// use executor_base::testkit::fake::Script;
+/// use executor_base::BuildStatus;
+/// let s = Script::starting_with(BuildStatus::pending("queued"))
+///     .then_after(Duration::from_millis(5), BuildStatus::running())
+///     .then_manual(BuildStatus::succeeded());
+/// assert_eq!(s.len(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    steps: Vec<(Trigger, BuildStatus)>,
+}
+
+/// The default step delay of the built-in scripts.
+const STEP: Duration = Duration::from_millis(5);
+
+impl Script {
+    /// A script whose first status (right after `start`) is `status`.
+    pub fn starting_with(status: BuildStatus) -> Self {
+        Self {
+            steps: vec![(Trigger::After(Duration::ZERO), status)],
+        }
+    }
+
+    /// Adds a step `after` the previous one.
+    ///
+    /// # Panics
+    /// If the state machine does not allow the transition ([`crate::Phase::can_become`]).
+    pub fn then_after(self, after: Duration, status: BuildStatus) -> Self {
+        self.then(Trigger::After(after), status)
+    }
+
+    /// Adds a step that happens on [`FakeExecutor::advance`].
+    ///
+    /// # Panics
+    /// If the state machine does not allow the transition.
+    pub fn then_manual(self, status: BuildStatus) -> Self {
+        self.then(Trigger::Manual, status)
+    }
+
+    fn then(mut self, trigger: Trigger, status: BuildStatus) -> Self {
+        let prev = &self.steps.last().expect("a script has a first step").1;
+        assert!(
+            prev.phase.can_become(status.phase),
+            "script: {} cannot become {}",
+            prev.phase,
+            status.phase
+        );
+        self.steps.push((trigger, status));
+        self
+    }
+
+    /// The number of steps.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether the script has only its first step.
+    pub fn is_empty(&self) -> bool {
+        self.steps.len() <= 1
+    }
+
+    /// `Pending -> Pulling -> Running` a few milliseconds apart, then runs until stopped
+    /// (the default; what the conformance suite needs).
+    pub fn run_until_stopped() -> Self {
+        Self::starting_with(BuildStatus::pending("waiting for the fake engine"))
+            .then_after(STEP, BuildStatus::pulling("pulling the image"))
+            .then_after(STEP, BuildStatus::running())
+    }
+
+    /// Runs, then ends with `outcome` `after` it started running.
+    pub fn finish_after(after: Duration, outcome: BuildStatus) -> Self {
+        Self::run_until_stopped().then_after(after, outcome)
+    }
+
+    /// Runs and succeeds (exit code 0) `after` it started running.
+    pub fn succeed_after(after: Duration) -> Self {
+        Self::finish_after(after, BuildStatus::succeeded())
+    }
+
+    /// The image cannot be pulled: `Pending -> Pulling -> Failed(ImagePull)`.
+    pub fn image_pull_failure() -> Self {
+        Self::starting_with(BuildStatus::pending("waiting for the fake engine"))
+            .then_after(STEP, BuildStatus::pulling("pulling the image"))
+            .then_after(
+                STEP,
+                BuildStatus::failed(
+                    FailureReason::ImagePull,
+                    "image pull failed",
+                    Some("ErrImagePull: manifest unknown".into()),
+                ),
+            )
+    }
+
+    /// Killed for memory with exit code 0 `after` it started running.
+    pub fn oom_exit_zero(after: Duration) -> Self {
+        Self::finish_after(after, BuildStatus::oom(Some(0), "OOMKilled: true, ExitCode: 0"))
+    }
+
+    /// Vanishes (deleted behind the executor's back) `after` it started running.
+    pub fn lost_after(after: Duration) -> Self {
+        Self::finish_after(
+            after,
+            BuildStatus::lost(Some(true), "the build's resources vanished from the engine"),
+        )
+    }
+
+    /// `Pending`, then `Pulling`, `Running` and `Succeeded`, each on [`FakeExecutor::advance`].
+    pub fn manual() -> Self {
+        Self::starting_with(BuildStatus::pending("waiting for the fake engine"))
+            .then_manual(BuildStatus::pulling("pulling the image"))
+            .then_manual(BuildStatus::running())
+            .then_manual(BuildStatus::succeeded())
+    }
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self::run_until_stopped()
+    }
+}
+
+/// The engine operations of the fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FakeOp {
+    /// `start`
+    Start,
+    /// `stop`
+    Stop,
+    /// `status`
+    Status,
+    /// `verify`
+    Verify,
+    /// `cleanup`
+    Cleanup,
+    /// `gc`
+    Gc,
+}
+
+impl FakeOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            FakeOp::Start => "start",
+            FakeOp::Stop => "stop",
+            FakeOp::Status => "status",
+            FakeOp::Verify => "verify",
+            FakeOp::Cleanup => "cleanup",
+            FakeOp::Gc => "gc",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How many times each engine operation was called (including failed calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// `start` calls.
+    pub start: u64,
+    /// `stop` calls.
+    pub stop: u64,
+    /// `status` calls.
+    pub status: u64,
+    /// `verify` calls.
+    pub verify: u64,
+    /// `cleanup` calls.
+    pub cleanup: u64,
+    /// `gc` calls.
+    pub gc: u64,
+}
+
+impl CallCounts {
+    /// All engine calls.
+    pub fn total(&self) -> u64 {
+        self.start + self.stop + self.status + self.verify + self.cleanup + self.gc
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    latency: Duration,
+    /// Per operation: (remaining transient failures, kind).
+    transient: HashMap<FakeOp, (u32, ErrorKind)>,
+    /// Per operation: a persistent refusal.
+    refuse: HashMap<FakeOp, ErrorKind>,
+}
+
+#[derive(Debug)]
+struct FakeBuild {
+    script: Arc<Script>,
+    idx: usize,
+    entered: Instant,
+    forced: Option<BuildStatus>,
+    counted: bool,
+}
+
+impl FakeBuild {
+    fn new(script: Arc<Script>) -> Self {
+        Self {
+            script,
+            idx: 0,
+            entered: Instant::now(),
+            forced: None,
+            counted: false,
+        }
+    }
+
+    /// Applies the timed steps that are due and returns the current status.
+    fn current(&mut self, counter: &BuildCounter) -> BuildStatus {
+        if self.forced.is_none() {
+            let now = Instant::now();
+            while let Some((Trigger::After(d), _)) = self.script.steps.get(self.idx + 1) {
+                if now < self.entered + *d {
+                    break;
+                }
+                self.entered += *d;
+                self.idx += 1;
+            }
+        }
+        let s = match &self.forced {
+            Some(s) => s.clone(),
+            None => self.script.steps[self.idx].1.clone(),
+        };
+        if s.is_terminal() && !self.counted {
+            self.counted = true;
+            counter.finished(&s);
+        }
+        s
+    }
+}
+
+#[derive(Debug, Default)]
+struct Requests {
+    total: AtomicU64,
+    success: AtomicU64,
+    failure: AtomicU64,
+    concurrent: AtomicU64,
+    micros: AtomicU64,
+    per_op: [AtomicU64; 6],
+}
+
+struct Inner {
+    name: &'static str,
+    builds: Mutex<HashMap<BuildId, FakeBuild>>,
+    default_script: Mutex<Arc<Script>>,
+    scripts: Mutex<HashMap<BuildId, Arc<Script>>>,
+    faults: Mutex<Faults>,
+    requests: Requests,
+    counter: BuildCounter,
+}
+
+/// An in-memory [`Executor`] whose builds follow [`Script`]s and whose engine can be made
+/// slow or faulty. Clones are handles to the same fake engine.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use executor_base::{Executor, ErrorKind, Phase, StartConfig};
+/// use executor_base::testkit::fake::{FakeExecutor, FakeOp, Script};
+/// let fake = FakeExecutor::new();
+/// let build = StartConfig::builder(1, "http://127.0.0.1:9", "busybox:latest", "tok").build().unwrap();
+///
+/// fake.script_for(build.build_id, Script::manual());
+/// fake.fail_next(FakeOp::Start, 1, ErrorKind::Unavailable);
+/// assert!(fake.start(&build).await.unwrap_err().is_temporary());
+/// fake.start(&build).await.unwrap();                       // the second try passes
+/// assert_eq!(fake.status(&build.to_stop()).await.unwrap().phase, Phase::Pending);
+/// fake.advance(build.build_id).unwrap();
+/// assert_eq!(fake.status(&build.to_stop()).await.unwrap().phase, Phase::Pulling);
+/// fake.stop(&build.to_stop()).await.unwrap();
+/// assert_eq!(fake.status(&build.to_stop()).await.unwrap().phase, Phase::Canceled);
+/// assert_eq!(fake.calls().start, 2);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct FakeExecutor {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for FakeExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeExecutor")
+            .field("name", &self.inner.name)
+            .field("builds", &self.inner.builds.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FakeExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeExecutor {
+    /// A fake named `fake` whose builds run until stopped ([`Script::run_until_stopped`]).
+    pub fn new() -> Self {
+        Self::named("fake")
+    }
+
+    /// A fake with another name (e.g. `docker`, to stand in for a backend in router tests).
+    pub fn named(name: &'static str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name,
+                builds: Mutex::new(HashMap::new()),
+                default_script: Mutex::new(Arc::new(Script::default())),
+                scripts: Mutex::new(HashMap::new()),
+                faults: Mutex::new(Faults::default()),
+                requests: Requests::default(),
+                counter: BuildCounter::new(),
+            }),
+        }
+    }
+
+    /// The script of builds without their own.
+    pub fn set_default_script(&self, script: Script) {
+        *self.inner.default_script.lock() = Arc::new(script);
+    }
+
+    /// The script of one build (used when it is next started).
+    pub fn script_for(&self, build_id: BuildId, script: Script) {
+        self.inner.scripts.lock().insert(build_id, Arc::new(script));
+    }
+
+    /// Makes every engine call take `latency` first (a slow engine).
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner.faults.lock().latency = latency;
+    }
+
+    /// The next `times` calls of `op` fail with a temporary error of `kind`, then calls
+    /// succeed again (transient errors, then success).
+    pub fn fail_next(&self, op: FakeOp, times: u32, kind: ErrorKind) {
+        self.inner.faults.lock().transient.insert(op, (times, kind));
+    }
+
+    /// Every `start` is refused with a persistent error of `kind` until
+    /// [`FakeExecutor::clear_faults`]; nothing is created.
+    pub fn refuse_start(&self, kind: ErrorKind) {
+        self.refuse(FakeOp::Start, kind);
+    }
+
+    /// Every call of `op` fails with a persistent error of `kind` until cleared.
+    pub fn refuse(&self, op: FakeOp, kind: ErrorKind) {
+        self.inner.faults.lock().refuse.insert(op, kind);
+    }
+
+    /// Removes every fault (latency, transient errors, refusals).
+    pub fn clear_faults(&self) {
+        *self.inner.faults.lock() = Faults::default();
+    }
+
+    /// Moves the build to its script's next step now. Errors when the build is unknown,
+    /// its status was set by hand or by `stop`, or the script has no next step.
+    pub fn advance(&self, build_id: BuildId) -> Result<BuildStatus, Error> {
+        let mut builds = self.inner.builds.lock();
+        let b = builds
+            .get_mut(&build_id)
+            .ok_or_else(|| Error::build_not_found(build_id))?;
+        b.current(&self.inner.counter);
+        if b.forced.is_some() || b.idx + 1 >= b.script.steps.len() {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("build {build_id}: the script has no next step"),
+            ));
+        }
+        b.idx += 1;
+        b.entered = Instant::now();
+        Ok(b.current(&self.inner.counter))
+    }
+
+    /// Sets the build's status, if the state machine allows the transition.
+    pub fn set_status(&self, build_id: BuildId, status: BuildStatus) -> Result<(), Error> {
+        let mut builds = self.inner.builds.lock();
+        let b = builds
+            .get_mut(&build_id)
+            .ok_or_else(|| Error::build_not_found(build_id))?;
+        let now = b.current(&self.inner.counter);
+        if !now.phase.can_become(status.phase) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("build {build_id}: {} cannot become {}", now.phase, status.phase),
+            ));
+        }
+        b.forced = Some(status);
+        b.current(&self.inner.counter);
+        Ok(())
+    }
+
+    /// Makes the build vanish behind the executor's back: it reports `Lost`.
+    pub fn lose(&self, build_id: BuildId) -> Result<(), Error> {
+        self.set_status(
+            build_id,
+            BuildStatus::lost(Some(true), "the build's resources vanished from the engine"),
+        )
+    }
+
+    /// Builds started and not finished, canceled or lost.
+    pub fn live_builds(&self) -> Vec<BuildId> {
+        let mut builds = self.inner.builds.lock();
+        let mut ids: Vec<BuildId> = builds
+            .iter_mut()
+            .filter_map(|(id, b)| (!b.current(&self.inner.counter).is_terminal()).then_some(*id))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// How many times each engine operation was called.
+    pub fn calls(&self) -> CallCounts {
+        let c = |op: FakeOp| self.inner.requests.per_op[op.index()].load(Ordering::Relaxed);
+        CallCounts {
+            start: c(FakeOp::Start),
+            stop: c(FakeOp::Stop),
+            status: c(FakeOp::Status),
+            verify: c(FakeOp::Verify),
+            cleanup: c(FakeOp::Cleanup),
+            gc: c(FakeOp::Gc),
+        }
+    }
+
+    fn error(&self, op: FakeOp, kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error::new(kind, message)
+            .with_executor("fake")
+            .with_operation(op.as_str())
+    }
+
+    /// Runs one engine call: latency, faults, counters, then `f`.
+    async fn call<T>(&self, op: FakeOp, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let r = &self.inner.requests;
+        r.total.fetch_add(1, Ordering::Relaxed);
+        r.per_op[op.index()].fetch_add(1, Ordering::Relaxed);
+        r.concurrent.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
+        let (latency, fault) = {
+            let mut faults = self.inner.faults.lock();
+            let fault = match faults.transient.get_mut(&op) {
+                Some((n, kind)) if *n > 0 => {
+                    *n -= 1;
+                    Some(
+                        self.error(op, *kind, "the fake engine failed (transient)")
+                            .temporary(),
+                    )
+                }
+                _ => faults
+                    .refuse
+                    .get(&op)
+                    .map(|kind| self.error(op, *kind, "the fake engine refused the call")),
+            };
+            (faults.latency, fault)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let out = match fault {
+            Some(e) => Err(e),
+            None => f(),
+        };
+        r.concurrent.fetch_sub(1, Ordering::Relaxed);
+        r.micros
+            .fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match &out {
+            Ok(_) => r.success.fetch_add(1, Ordering::Relaxed),
+            Err(_) => r.failure.fetch_add(1, Ordering::Relaxed),
+        };
+        out
+    }
+
+    fn status_now(&self, op: FakeOp, build_id: BuildId) -> Result<BuildStatus, Error> {
+        let mut builds = self.inner.builds.lock();
+        match builds.get_mut(&build_id) {
+            Some(b) => Ok(b.current(&self.inner.counter)),
+            None => Err(self.error(op, ErrorKind::NotFound, format!("build {build_id} not found"))),
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for FakeExecutor {
+    fn name(&self) -> &str {
+        self.inner.name
+    }
+
+    async fn start(&self, build: &StartConfig) -> Result<(), Error> {
+        let id = build.build_id;
+        self.call(FakeOp::Start, || {
+            let mut builds = self.inner.builds.lock();
+            if let Some(b) = builds.get_mut(&id)
+                && !b.current(&self.inner.counter).is_terminal()
+            {
+                return Err(self.error(
+                    FakeOp::Start,
+                    ErrorKind::AlreadyExists,
+                    format!("build {id} is already running"),
+                ));
+            }
+            let script = self
+                .inner
+                .scripts
+                .lock()
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| self.inner.default_script.lock().clone());
+            builds.insert(id, FakeBuild::new(script));
+            self.inner.counter.started();
+            tracing::debug!(executor = self.inner.name, build_id = %id, container = %build.container, "fake: build started");
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
+        let id = build.build_id;
+        self.call(FakeOp::Stop, || {
+            let mut builds = self.inner.builds.lock();
+            if let Some(b) = builds.get_mut(&id)
+                && !b.current(&self.inner.counter).is_terminal()
+            {
+                b.forced = Some(BuildStatus::canceled());
+                b.counted = true;
+                self.inner.counter.stopped();
+                tracing::debug!(executor = self.inner.name, build_id = %id, "fake: build stopped");
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
+        let id = build.build_id;
+        self.call(FakeOp::Verify, || {
+            self.status_now(FakeOp::Verify, id)
+                .map(|s| Verdict::from_status(&s))
+        })
+        .await
+    }
+
+    async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
+        let id = build.build_id;
+        self.call(FakeOp::Status, || self.status_now(FakeOp::Status, id))
+            .await
+    }
+
+    fn stats(&self) -> Stats {
+        let r = &self.inner.requests;
+        let success = r.success.load(Ordering::Relaxed);
+        let failure = r.failure.load(Ordering::Relaxed);
+        let done = success + failure;
+        Stats {
+            requests: RequestStats {
+                total: r.total.load(Ordering::Relaxed),
+                timeouts: 0,
+                success,
+                failure,
+                concurrent: r.concurrent.load(Ordering::Relaxed),
+                average_time: if done == 0 {
+                    0.0
+                } else {
+                    r.micros.load(Ordering::Relaxed) as f64 / 1000.0 / done as f64
+                },
+            },
+            builds: self.inner.counter.snapshot(),
+            ..Stats::default()
+        }
+    }
+
+    async fn cleanup(&self) -> Result<(), Error> {
+        self.call(FakeOp::Cleanup, || Ok(())).await?;
+        self.gc(false).await.map(|_| ())
+    }
+
+    /// Removes the records of finished builds (`status` then answers `NotFound`).
+    async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
+        self.call(FakeOp::Gc, || {
+            let mut builds = self.inner.builds.lock();
+            let mut expired: Vec<BuildId> = builds
+                .iter_mut()
+                .filter_map(|(id, b)| b.current(&self.inner.counter).is_terminal().then_some(*id))
+                .collect();
+            expired.sort();
+            if !dry_run {
+                for id in &expired {
+                    builds.remove(id);
+                }
+            }
+            Ok(GcReport {
+                dry_run,
+                expired: expired.iter().map(|id| format!("build/{id}")).collect(),
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Phase;
+
+    fn cfg(id: u64) -> StartConfig {
+        StartConfig::builder(id, "http://127.0.0.1:9", "busybox:latest", "secret-token")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn default_script_runs_until_stopped() {
+        let f = FakeExecutor::new();
+        let b = cfg(1);
+        f.start(&b).await.unwrap();
+        assert_eq!(f.status(&b.to_stop()).await.unwrap().phase, Phase::Pending);
+        tokio::time::sleep(STEP).await;
+        assert_eq!(f.status(&b.to_stop()).await.unwrap().phase, Phase::Pulling);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(f.status(&b.to_stop()).await.unwrap().phase, Phase::Running);
+        assert_eq!(f.live_builds(), vec![b.build_id]);
+        f.stop(&b.to_stop()).await.unwrap();
+        assert_eq!(f.status(&b.to_stop()).await.unwrap().phase, Phase::Canceled);
+        let s = f.stats();
+        assert_eq!((s.builds.started, s.builds.running, s.builds.finished), (1, 0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scripted_failures() {
+        let f = FakeExecutor::new();
+        let (pull, oom, lost) = (cfg(1), cfg(2), cfg(3));
+        f.script_for(pull.build_id, Script::image_pull_failure());
+        f.script_for(oom.build_id, Script::oom_exit_zero(Duration::from_secs(1)));
+        f.script_for(lost.build_id, Script::lost_after(Duration::from_secs(1)));
+        for b in [&pull, &oom, &lost] {
+            f.start(b).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let s = f.status(&pull.to_stop()).await.unwrap();
+        assert_eq!(s.reason(), Some(FailureReason::ImagePull));
+        assert!(f.verify(&pull).await.unwrap().is_failure());
+        let s = f.status(&oom.to_stop()).await.unwrap();
+        assert_eq!((s.phase, s.exit_code, s.reason()), (Phase::Failed, Some(0), Some(FailureReason::OutOfMemory)));
+        assert_eq!(f.status(&lost.to_stop()).await.unwrap().phase, Phase::Lost);
+        let st = f.stats();
+        assert_eq!(st.builds.failed, 3);
+        assert_eq!(st.builds.by_reason["lost"], 1);
+        // Stopping finished builds is fine and changes nothing.
+        f.stop(&lost.to_stop()).await.unwrap();
+        assert_eq!(f.status(&lost.to_stop()).await.unwrap().phase, Phase::Lost);
+    }
+
+    #[tokio::test]
+    async fn refused_start_creates_nothing() {
+        let f = FakeExecutor::new();
+        f.refuse_start(ErrorKind::PermissionDenied);
+        let b = cfg(1);
+        let e = f.start(&b).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(!e.is_temporary());
+        assert_eq!(f.status(&b.to_stop()).await.unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(f.stats().builds.started, 0);
+        f.clear_faults();
+        f.start(&b).await.unwrap();
+        assert_eq!(f.calls().start, 2);
+        assert_eq!(f.stats().requests.failure, 2); // the refusal and the NotFound
+    }
+
+    #[tokio::test]
+    async fn transient_errors_then_success_and_already_exists() {
+        let f = FakeExecutor::new();
+        let b = cfg(1);
+        f.fail_next(FakeOp::Status, 2, ErrorKind::RateLimited);
+        f.start(&b).await.unwrap();
+        for _ in 0..2 {
+            let e = f.status(&b.to_stop()).await.unwrap_err();
+            assert!(e.is_temporary() && e.kind() == ErrorKind::RateLimited);
+        }
+        f.status(&b.to_stop()).await.unwrap();
+        assert_eq!(f.start(&b).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+        f.stop(&b.to_stop()).await.unwrap();
+        f.start(&b).await.unwrap(); // a stopped build id may start again
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_engine_and_manual_control() {
+        let f = FakeExecutor::new();
+        f.set_latency(Duration::from_secs(2));
+        let b = cfg(1);
+        f.script_for(b.build_id, Script::manual());
+        let t0 = Instant::now();
+        f.start(&b).await.unwrap();
+        assert!(t0.elapsed() >= Duration::from_secs(2));
+        f.clear_faults();
+        f.advance(b.build_id).unwrap();
+        f.advance(b.build_id).unwrap();
+        assert_eq!(f.advance(b.build_id).unwrap().phase, Phase::Succeeded);
+        assert!(f.advance(b.build_id).is_err());
+        assert!(f.set_status(b.build_id, BuildStatus::running()).is_err());
+        assert_eq!(f.gc(true).await.unwrap().expired, vec!["build/1".to_string()]);
+        f.cleanup().await.unwrap();
+        assert_eq!(f.status(&b.to_stop()).await.unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    #[should_panic(expected = "succeeded cannot become running")]
+    fn scripts_follow_the_state_machine() {
+        let _ = Script::starting_with(BuildStatus::succeeded()).then_manual(BuildStatus::running());
+    }
+}

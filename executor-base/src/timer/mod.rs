@@ -1,1 +1,24 @@
-//! (being written)
+//! Build timeouts that survive a restart (`start_timer` / `stop_timer`).
+//!
+//! * [`TimerService`]: one task and one `tokio_util::time::DelayQueue` for every pending
+//!   deadline (not a task or a sleep per build), written through a [`TimerStore`].
+//! * [`MemoryTimerStore`] and the durable [`SqliteTimerStore`]: after a restart pending
+//!   deadlines are reloaded, and those that passed while the process was down fire at once.
+//! * [`TimedExecutor`] / [`stop_on_expiry`]: when a deadline passes, stop the build and
+//!   report it [`crate::Phase::TimedOut`]. The router uses the same pieces.
+//!
+//! Deadline = `startTime` + the build's timeout (`screwdriver.cd/timeout`, default 90
+//! minutes, capped by [`crate::TimeoutPolicy::max_minutes`]). Upstream's queue checked
+//! every build once a minute and added one minute of slack; here each deadline fires on
+//! time (within milliseconds), and the launcher's own timeout plus the engine-side
+//! backstop of each backend remain the first lines of defence.
+
+mod enforce;
+mod service;
+mod sqlite;
+mod store;
+
+pub use enforce::{TimedExecutor, TimedOutBuilds, stop_on_expiry, timed_out_status};
+pub use service::{Expired, ExpiryHandler, TimerService, TimerServiceBuilder};
+pub use sqlite::SqliteTimerStore;
+pub use store::{MemoryTimerStore, StoredDeadline, TimerStore};

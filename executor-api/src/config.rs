@@ -1,0 +1,132 @@
+//! The reference API's configuration.
+
+use std::fmt;
+
+use executor_base::{Error, ErrorKind, TimeoutPolicy};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// How the reference API runs. Every field has a default.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ApiConfig {
+    /// The URL builds use to reach this API (`apiUri` of the start configs). Default: the
+    /// address the server listens on (`http://127.0.0.1:<port>`).
+    pub public_uri: Option<String>,
+    /// `storeUri` passed to builds. Default: the executor's.
+    pub store_uri: Option<String>,
+    /// `uiUri` passed to builds. Default: the executor's.
+    pub ui_uri: Option<String>,
+    /// The image of builds that name none. Default `busybox:latest`.
+    pub default_container: String,
+    /// Lifetime of the temporary token given to executors, minutes (upstream: 720).
+    pub temporal_token_minutes: u32,
+    /// Build timeout policy, for the build token's lifetime when `buildTimeout` is null.
+    pub timeout: TimeoutPolicy,
+    /// The static bearer token of the API's administrator (submits, stops). Generated at
+    /// start when absent; see `ApiState::user_token`.
+    #[serde(skip_serializing)]
+    pub user_token: Option<SecretString>,
+    /// An EC P-256 private key (PKCS#8 PEM) to sign tokens with. Generated at start when
+    /// absent, so tokens do not survive a restart.
+    #[serde(skip_serializing)]
+    pub jwt_private_key: Option<SecretString>,
+    /// How often the executor's status of a running build is checked, milliseconds
+    /// (catches a `launch` that died without reporting). Default 1000.
+    pub status_poll_ms: u64,
+    /// How many consecutive checks must see the build ended on the engine while the API
+    /// still has it open before the API fails it. Default 3.
+    pub lost_after_polls: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            public_uri: None,
+            store_uri: None,
+            ui_uri: None,
+            default_container: "busybox:latest".into(),
+            temporal_token_minutes: 720,
+            timeout: TimeoutPolicy::default(),
+            user_token: None,
+            jwt_private_key: None,
+            status_poll_ms: 1000,
+            lost_after_polls: 3,
+        }
+    }
+}
+
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("public_uri", &self.public_uri)
+            .field("store_uri", &self.store_uri)
+            .field("ui_uri", &self.ui_uri)
+            .field("default_container", &self.default_container)
+            .field("temporal_token_minutes", &self.temporal_token_minutes)
+            .field("timeout", &self.timeout)
+            .field("user_token", &self.user_token.as_ref().map(|_| "[REDACTED]"))
+            .field("jwt_private_key", &self.jwt_private_key.as_ref().map(|_| "[REDACTED]"))
+            .field("status_poll_ms", &self.status_poll_ms)
+            .field("lost_after_polls", &self.lost_after_polls)
+            .finish()
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> Error {
+    Error::new(ErrorKind::ConfigInvalid, format!("{key}: {}", reason.into())).with_context("key", key)
+}
+
+impl ApiConfig {
+    /// Checks every field; the error names the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (key, v) in [("publicUri", &self.public_uri), ("storeUri", &self.store_uri), ("uiUri", &self.ui_uri)] {
+            if let Some(u) = v {
+                executor_base::config::parse_http_url(u).map_err(|r| invalid(key, r))?;
+            }
+        }
+        executor_base::ImageRef::parse(&self.default_container).map_err(|r| invalid("defaultContainer", r))?;
+        if self.temporal_token_minutes == 0 {
+            invalid_err("temporalTokenMinutes")?;
+        }
+        if self.status_poll_ms == 0 {
+            invalid_err("statusPollMs")?;
+        }
+        if self.lost_after_polls == 0 {
+            invalid_err("lostAfterPolls")?;
+        }
+        Ok(())
+    }
+}
+
+fn invalid_err(key: &str) -> Result<(), Error> {
+    Err(invalid(key, "must be a positive integer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_key_and_debug_hides_secrets() {
+        let c = ApiConfig {
+            user_token: Some(SecretString::from("hunter2")),
+            ..ApiConfig::default()
+        };
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let bad = ApiConfig {
+            public_uri: Some("ftp://x".into()),
+            ..ApiConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().message().starts_with("publicUri:"));
+        let bad = ApiConfig {
+            status_poll_ms: 0,
+            ..ApiConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::ConfigInvalid);
+        let parsed: ApiConfig = serde_json::from_value(serde_json::json!({"statusPollMs": 50})).unwrap();
+        assert_eq!(parsed.status_poll_ms, 50);
+        assert_eq!(parsed.default_container, "busybox:latest");
+    }
+}

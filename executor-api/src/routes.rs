@@ -1,0 +1,166 @@
+//! The HTTP surface (axum): thin handlers that authenticate, parse and call the rules in
+//! `ops`.
+//!
+//! | Method | Path | Who | What |
+//! |---|---|---|---|
+//! | GET | `/v4/status` | anyone | `OK` |
+//! | GET | `/v4/auth/key` | anyone | `{"key": "<PEM>"}`: the ES256 public key |
+//! | POST | `/v4/builds` | user | submit `{steps, container?, annotations?, environment?, executor?, jobId?, id?}` → 201 `{"id"}` |
+//! | GET | `/v4/builds` | user | `[{"id", "state", "status"}]` |
+//! | GET | `/v4/builds/{id}` | user, own build | the build, its `state` and `steps` |
+//! | PUT | `/v4/builds/{id}` | user, own build | `{status?, statusMessage?, meta?}` (§9.6 rules) |
+//! | POST | `/v4/builds/{id}/token` | own temporal token | `{buildTimeout}` → `{"token"}` (§9.5) |
+//! | GET | `/v4/builds/{id}/steps[/{name}]` | user, own build | steps |
+//! | PUT | `/v4/builds/{id}/steps/{name}` | admin, own build | `{startTime}` or `{endTime, code}` |
+//! | GET | `/v4/builds/{id}/steps/{name}/logs?from=N` | user, own build | `[{"t", "m", "n"}]` |
+//! | POST | `/v4/builds/{id}/steps/{name}/logs` | admin, own build | append `[{"t", "m", "n"}]` |
+//!
+//! Every error is JSON (`{"statusCode", "error", "message"}`), including unknown paths
+//! (404) and methods (405).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::auth::authenticate;
+use crate::error::HttpError;
+use crate::state::ApiState;
+
+/// The API's routes over `state`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v4/status", get(|| async { "OK" }))
+        .route("/v4/auth/key", get(auth_key))
+        .route("/v4/builds", post(submit).get(list))
+        .route("/v4/builds/{id}", get(get_build).put(update_build))
+        .route("/v4/builds/{id}/token", post(exchange))
+        .route("/v4/builds/{id}/steps", get(list_steps))
+        .route("/v4/builds/{id}/steps/{name}", get(get_step).put(update_step))
+        .route("/v4/builds/{id}/steps/{name}/logs", get(get_logs).post(post_logs))
+        .fallback(|| async { HttpError::not_found("Not Found") })
+        .method_not_allowed_fallback(|| async { HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed") })
+        .with_state(state)
+}
+
+fn parse_id(s: &str) -> Result<u64, HttpError> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| HttpError::bad_request(format!("id: must be a positive integer, got {s:?}")))
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, HttpError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("Invalid JSON body: {e}")))
+}
+
+async fn auth_key(State(s): State<ApiState>) -> Json<Value> {
+    Json(json!({ "key": s.issuer().public_key_pem() }))
+}
+
+async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    let body = parse_body(&body)?;
+    let id = s.op_submit(&caller, &body)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v4/builds/{id}"))],
+        Json(json!({ "id": id.get() })),
+    )
+        .into_response())
+}
+
+async fn list(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    s.op_list(&caller).map(Json)
+}
+
+async fn get_build(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    s.op_get(&caller, parse_id(&id)?).map(Json)
+}
+
+async fn update_build(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    let id = parse_id(&id)?;
+    s.op_update(&caller, id, &parse_body(&body)?).map(Json)
+}
+
+async fn exchange(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    let id = parse_id(&id)?;
+    s.op_exchange(&caller, id, &parse_body(&body)?).map(Json)
+}
+
+async fn list_steps(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    s.op_steps(&caller, parse_id(&id)?, None).map(Json)
+}
+
+async fn get_step(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    s.op_steps(&caller, parse_id(&id)?, Some(&name)).map(Json)
+}
+
+async fn update_step(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    let id = parse_id(&id)?;
+    s.op_step_update(&caller, id, &name, &parse_body(&body)?).map(Json)
+}
+
+async fn get_logs(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    let id = parse_id(&id)?;
+    let from = match q.get("from") {
+        Some(f) => f
+            .parse::<u64>()
+            .map_err(|_| HttpError::bad_request(format!("from: must be a line number, got {f:?}")))?,
+        None => 0,
+    };
+    s.op_logs_get(&caller, id, &name, from).map(Json)
+}
+
+async fn post_logs(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, HttpError> {
+    let caller = authenticate(&s, &headers)?;
+    let id = parse_id(&id)?;
+    s.op_logs_post(&caller, id, &name, &parse_body(&body)?)?;
+    Ok(StatusCode::NO_CONTENT)
+}

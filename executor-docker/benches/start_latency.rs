@@ -1,0 +1,211 @@
+//! Start latency of the Docker executor against plain bollard calls, on the real daemon.
+//!
+//! 1. `start()` until the build container runs (start returns after Docker's container
+//!    start, i.e. with the process running; checked by an untimed inspect), against a
+//!    baseline of what a naive executor does for the same two containers: create the
+//!    launcher container (job-tools volume from its `VOLUME`), create the build container
+//!    with `VolumesFrom: [init:ro]` and the token in the environment, start it. Runs are
+//!    interleaved; medians are compared.
+//! 2. 20 builds started concurrently vs one after another, for both; the daemon's
+//!    observed parallelism is baseline-sequential / baseline-concurrent.
+//!
+//! `cargo bench -p executor-docker --features test-support --bench start_latency`
+//! (`ITERATIONS=<n>` to change the sample count). Skips when the daemon is absent.
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use executor_base::{Executor, StartConfig};
+use executor_docker::testing::{self, TestImages};
+use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy};
+
+const PREFIX: &str = "sdx-bench-";
+const CONCURRENT: usize = 20;
+
+async fn executor(docker: &Docker, images: &TestImages) -> DockerExecutor {
+    DockerExecutorBuilder::new()
+        .with_client(docker.clone())
+        .with_launcher_image(&images.launcher_repo, &images.launcher_tag)
+        .with_pull_policy(PullPolicy::Missing)
+        .with_prefix(PREFIX)
+        .with_network("none")
+        .build()
+        .await
+        .expect("executor")
+}
+
+fn build(id: u64, image: &str) -> StartConfig {
+    StartConfig::builder(id, "http://127.0.0.1:9", image, "bench-token").build().expect("config")
+}
+
+async fn ours_once(e: &DockerExecutor, docker: &Docker, id: u64, image: &str) -> Duration {
+    let b = build(id, image);
+    let t = Instant::now();
+    e.start(&b).await.expect("start");
+    let took = t.elapsed();
+    let c = docker
+        .inspect_container(&e.build_container_name(b.build_id), None)
+        .await
+        .expect("inspect");
+    assert_eq!(c.state.and_then(|s| s.running), Some(true), "build container not running");
+    took
+}
+
+fn baseline_bodies(id: u64, images: &TestImages) -> (String, ContainerCreateBody, String, ContainerCreateBody) {
+    let init = format!("{PREFIX}base-{id}-init");
+    let build = format!("{PREFIX}base-{id}-build");
+    let init_body = ContainerCreateBody {
+        image: Some(format!("{}:{}", images.launcher_repo, images.launcher_tag)),
+        entrypoint: Some(vec!["/bin/true".into()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let build_body = ContainerCreateBody {
+        image: Some(images.build.clone()),
+        entrypoint: Some(vec!["/opt/sd/launch".into()]),
+        cmd: Some(vec!["--api-uri".into(), "http://127.0.0.1:9/".into(), id.to_string()]),
+        env: Some(vec!["SD_TOKEN=bench-token".into()]),
+        host_config: Some(HostConfig {
+            volumes_from: Some(vec![format!("{init}:ro")]),
+            network_mode: Some("none".into()),
+            nano_cpus: Some(2_000_000_000),
+            memory: Some(2 << 30),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (init, init_body, build, build_body)
+}
+
+async fn baseline_once(docker: &Docker, images: &TestImages, id: u64) -> Duration {
+    let (init, init_body, build, build_body) = baseline_bodies(id, images);
+    let t = Instant::now();
+    docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&init).build()), init_body)
+        .await
+        .expect("create init");
+    docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&build).build()), build_body)
+        .await
+        .expect("create build");
+    docker.start_container(&build, None).await.expect("start");
+    t.elapsed()
+}
+
+async fn baseline_cleanup(docker: &Docker, id: u64) {
+    let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+    for n in [format!("{PREFIX}base-{id}-build"), format!("{PREFIX}base-{id}-init")] {
+        let _ = docker.remove_container(&n, Some(opts.clone())).await;
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    if !testing::docker_reachable() {
+        eprintln!("Skipping start_latency: dockerd is not reachable on {}", testing::SOCKET);
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let iterations: u64 = std::env::var("ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let docker = testing::docker().await;
+    let images = testing::test_images().await;
+    let exec = executor(&docker, &images).await;
+    let base_id = 900_000 + u64::from(std::process::id() % 1000) * 100;
+
+    // Warm-up (first connection, page cache).
+    for i in 0..2 {
+        ours_once(&exec, &docker, base_id + 90 + i, &images.build).await;
+        baseline_once(&docker, &images, base_id + 90 + i).await;
+        exec.stop(&build(base_id + 90 + i, &images.build).to_stop()).await.expect("stop");
+        baseline_cleanup(&docker, base_id + 90 + i).await;
+    }
+
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for i in 0..iterations {
+        let id = base_id + i;
+        if i % 2 == 0 {
+            ours.push(ours_once(&exec, &docker, id, &images.build).await);
+            base.push(baseline_once(&docker, &images, id).await);
+        } else {
+            base.push(baseline_once(&docker, &images, id).await);
+            ours.push(ours_once(&exec, &docker, id, &images.build).await);
+        }
+        exec.stop(&build(id, &images.build).to_stop()).await.expect("stop");
+        baseline_cleanup(&docker, id).await;
+    }
+    let (mo, mb) = (median(ours.clone()), median(base.clone()));
+    println!("start -> build container running ({iterations} runs each, medians):");
+    println!("  executor-docker start(): {:8.1} ms", ms(mo));
+    println!("  baseline (bollard create init + create build + start): {:8.1} ms", ms(mb));
+    println!("  ratio: {:.3}x  (overhead {:+.1} ms)", ms(mo) / ms(mb), ms(mo) - ms(mb));
+
+    // Concurrency: 20 at once vs one after another.
+    let ids: Vec<u64> = (0..CONCURRENT as u64).map(|i| base_id + 50 + i).collect();
+    let t = Instant::now();
+    for id in &ids {
+        ours_once(&exec, &docker, *id, &images.build).await;
+    }
+    let ours_seq = t.elapsed();
+    for id in &ids {
+        exec.stop(&build(*id, &images.build).to_stop()).await.expect("stop");
+    }
+    let t = Instant::now();
+    futures::future::join_all(ids.iter().map(|id| ours_once(&exec, &docker, *id, &images.build))).await;
+    let ours_conc = t.elapsed();
+    futures::future::join_all(ids.iter().map(|id| exec.stop(&build(*id, &images.build).to_stop()))).await;
+
+    let t = Instant::now();
+    for id in &ids {
+        baseline_once(&docker, &images, *id).await;
+    }
+    let base_seq = t.elapsed();
+    futures::future::join_all(ids.iter().map(|id| baseline_cleanup(&docker, *id))).await;
+    let t = Instant::now();
+    futures::future::join_all(ids.iter().map(|id| baseline_once(&docker, &images, *id))).await;
+    let base_conc = t.elapsed();
+    futures::future::join_all(ids.iter().map(|id| baseline_cleanup(&docker, *id))).await;
+
+    let parallelism = ms(base_seq) / ms(base_conc);
+    println!("{CONCURRENT} builds:");
+    println!(
+        "  executor-docker: sequential {:8.1} ms, concurrent {:8.1} ms, ratio {:.2}",
+        ms(ours_seq),
+        ms(ours_conc),
+        ms(ours_conc) / ms(ours_seq)
+    );
+    println!(
+        "  baseline:        sequential {:8.1} ms, concurrent {:8.1} ms, ratio {:.2}",
+        ms(base_seq),
+        ms(base_conc),
+        ms(base_conc) / ms(base_seq)
+    );
+    println!(
+        "  daemon parallelism {:.2}; target concurrent <= 1.5 x sequential / parallelism = {:.1} ms; got {:.1} ms ({:.2}x of that bound's base)",
+        parallelism,
+        1.5 * ms(ours_seq) / parallelism,
+        ms(ours_conc),
+        ms(ours_conc) / (ms(ours_seq) / parallelism)
+    );
+    let s = exec.stats();
+    println!(
+        "  engine calls: {} (avg {:.1} ms), builds started {}",
+        s.requests.total, s.requests.average_time, s.builds.started
+    );
+}

@@ -1,0 +1,127 @@
+//! Container state -> [`BuildStatus`], on the engine's reasons rather than exit codes.
+//!
+//! * `OOMKilled` wins over everything: an OOM kill is a failure even with exit code 0
+//!   (a child killed for memory while the launcher exits 0).
+//! * A daemon-side start error (`State.Error`, e.g. the entry point is missing) is a
+//!   container configuration failure.
+//! * In the native launch mode, exit code 3 is the launcher's own timeout.
+//! * `dead` and `removing` (when we are not stopping it) mean the build was lost.
+
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
+use executor_base::{BuildStatus, FailureReason, LaunchMode};
+
+/// The native launcher's exit code for a build that ran past its timeout.
+pub(crate) const LAUNCH_TIMEOUT_EXIT: i64 = 3;
+
+/// Classifies the build container's inspect answer.
+pub(crate) fn classify(c: &ContainerInspectResponse, mode: LaunchMode) -> BuildStatus {
+    let Some(state) = c.state.as_ref() else {
+        return BuildStatus::pending("container state unknown");
+    };
+    let exit = state.exit_code.map(|c| c as i32);
+    if state.oom_killed == Some(true) {
+        return BuildStatus::oom(exit, "OOMKilled");
+    }
+    let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
+    if let Some(err) = state.error.as_deref().filter(|e| !e.is_empty())
+        && !matches!(status, ContainerStateStatusEnum::RUNNING)
+    {
+        let mut s = BuildStatus::failed(
+            FailureReason::ContainerConfig,
+            format!("build container failed to start: {err}"),
+            Some(err.to_string()),
+        );
+        s.exit_code = exit;
+        if let Some(f) = s.failure.as_mut() {
+            f.build_started = Some(false);
+        }
+        return s;
+    }
+    match status {
+        ContainerStateStatusEnum::CREATED => BuildStatus::pending("build container created, not started yet"),
+        ContainerStateStatusEnum::RUNNING
+        | ContainerStateStatusEnum::PAUSED
+        | ContainerStateStatusEnum::RESTARTING => BuildStatus::running(),
+        ContainerStateStatusEnum::EXITED => {
+            let code = state.exit_code.unwrap_or(-1);
+            if mode == LaunchMode::Native && code == LAUNCH_TIMEOUT_EXIT {
+                let mut s = BuildStatus::timed_out("the launcher stopped the build at its timeout (exit code 3)");
+                s.exit_code = Some(3);
+                return s;
+            }
+            BuildStatus::exited(code as i32)
+        }
+        ContainerStateStatusEnum::DEAD => {
+            BuildStatus::lost(Some(true), "build container is dead (the daemon failed to remove or stop it)")
+        }
+        ContainerStateStatusEnum::REMOVING => {
+            BuildStatus::lost(Some(true), "build container is being removed by someone else")
+        }
+        ContainerStateStatusEnum::STOPPING => BuildStatus::running(),
+        ContainerStateStatusEnum::EMPTY => BuildStatus::pending("container state unknown"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerState;
+    use executor_base::Phase;
+
+    fn with(state: ContainerState) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    fn exited(code: i64, oom: bool) -> ContainerInspectResponse {
+        with(ContainerState {
+            status: Some(ContainerStateStatusEnum::EXITED),
+            exit_code: Some(code),
+            oom_killed: Some(oom),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn oom_with_exit_zero_is_a_failure() {
+        let s = classify(&exited(0, true), LaunchMode::Native);
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(s.reason(), Some(FailureReason::OutOfMemory));
+        assert_eq!(s.exit_code, Some(0));
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(classify(&exited(0, false), LaunchMode::Native).phase, Phase::Succeeded);
+        let f = classify(&exited(1, false), LaunchMode::Native);
+        assert_eq!(f.reason(), Some(FailureReason::NonZeroExit));
+        assert_eq!(f.exit_code, Some(1));
+        assert_eq!(classify(&exited(3, false), LaunchMode::Native).phase, Phase::TimedOut);
+        assert_eq!(classify(&exited(3, false), LaunchMode::Screwdriver).phase, Phase::Failed);
+    }
+
+    #[test]
+    fn running_created_dead_and_start_errors() {
+        let st = |s| {
+            with(ContainerState {
+                status: Some(s),
+                ..Default::default()
+            })
+        };
+        assert_eq!(classify(&st(ContainerStateStatusEnum::RUNNING), LaunchMode::Native).phase, Phase::Running);
+        assert_eq!(classify(&st(ContainerStateStatusEnum::CREATED), LaunchMode::Native).phase, Phase::Pending);
+        assert_eq!(classify(&st(ContainerStateStatusEnum::DEAD), LaunchMode::Native).phase, Phase::Lost);
+        let err = with(ContainerState {
+            status: Some(ContainerStateStatusEnum::EXITED),
+            exit_code: Some(127),
+            error: Some("exec: \"/opt/sd/launch\": no such file or directory".into()),
+            ..Default::default()
+        });
+        let s = classify(&err, LaunchMode::Native);
+        assert_eq!(s.reason(), Some(FailureReason::ContainerConfig));
+        assert_eq!(s.failure.unwrap().build_started, Some(false));
+        assert_eq!(classify(&ContainerInspectResponse::default(), LaunchMode::Native).phase, Phase::Pending);
+    }
+}

@@ -1,0 +1,321 @@
+//! [`DockerConfig`]: the executor's options as serde data, with one `set(key, value)`
+//! entry point shared by `from_env`, the CLI's `--opt key=value` and config files.
+
+use std::fmt;
+use std::time::Duration;
+
+use executor_base::engine::{BreakerConfig, RetryPolicy};
+use executor_base::launch::DEFAULT_MOUNT_POINT;
+use executor_base::{Ecosystem, LaunchMode, ResourceRequest, ResourceTable, TimeoutPolicy};
+use serde::{Deserialize, Serialize};
+
+/// The default Docker socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// The default launcher (job-tools) image repository (upstream's).
+pub const DEFAULT_LAUNCHER_IMAGE: &str = "screwdrivercd/launcher";
+/// The default launcher image tag (upstream's).
+pub const DEFAULT_LAUNCHER_VERSION: &str = "stable";
+/// Where the per-build token volume is mounted in the build container.
+pub const DEFAULT_TOKEN_DIR: &str = "/run/sd";
+
+/// When images are pulled before a build starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull only when the image is not present locally (default).
+    #[default]
+    Missing,
+    /// Pull on every start, as upstream executor-docker does.
+    Always,
+    /// Never pull: a missing image fails the build with an image-pull failure.
+    Never,
+}
+
+impl PullPolicy {
+    /// Parses `missing`, `always` or `never` (case-insensitive; `ifnotpresent` is `missing`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "missing" | "ifnotpresent" | "if-not-present" => Some(Self::Missing),
+            "always" => Some(Self::Always),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
+/// How the native launcher receives the build token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    /// A file on a per-build volume, passed as `--token-file` (default). The token never
+    /// appears in `docker inspect` of the build container.
+    #[default]
+    File,
+    /// The `SD_TOKEN` environment variable. **Visible in `docker inspect`**; only for
+    /// launchers that cannot read a token file.
+    Env,
+}
+
+impl TokenMode {
+    /// Parses `file` or `env`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "file" => Some(Self::File),
+            "env" => Some(Self::Env),
+            _ => None,
+        }
+    }
+}
+
+/// Options of the Docker executor. Every field has a default; see
+/// [`crate::DockerExecutorBuilder`] for validation and environment overrides.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DockerConfig {
+    /// Docker endpoint in `DOCKER_HOST` form: `unix:///path`, `tcp://host:port` or
+    /// `http://host:port`. Default: the socket path below.
+    pub host: Option<String>,
+    /// Path of the Docker socket (a shortcut for `host = unix://<path>`); default
+    /// `/var/run/docker.sock`. Conflicts with `host`.
+    pub socket_path: Option<String>,
+    /// The launcher (job-tools) image repository.
+    pub launcher_image: String,
+    /// The launcher image tag.
+    pub launcher_version: String,
+    /// Where job-tools live in the launcher image and are mounted (read-only) in the build
+    /// container.
+    pub mount_point: String,
+    /// Where the per-build token volume is mounted (read-only) in the build container.
+    pub token_dir: String,
+    /// When images are pulled.
+    pub pull_policy: PullPolicy,
+    /// The native launch contract or upstream's `launcher_entrypoint.sh` + `run.sh`
+    /// (which passes the token as an argument, visible in `docker inspect`).
+    pub launch_mode: LaunchMode,
+    /// How the native launcher gets the token.
+    pub token_mode: TokenMode,
+    /// CPU (cores) and RAM (GiB) per tier.
+    pub resources: ResourceTable,
+    /// CPU request used when a build has no `screwdriver.cd/cpu` annotation (default `LOW`).
+    pub default_cpu: Option<ResourceRequest>,
+    /// RAM request used when a build has no `screwdriver.cd/ram` annotation (default `LOW`).
+    pub default_ram: Option<ResourceRequest>,
+    /// Prepended to container/volume names and the `sdbuild` label value.
+    pub prefix: String,
+    /// Docker network mode of build containers (`none`, `host`, a network name);
+    /// default: the daemon's default.
+    pub network: Option<String>,
+    /// Build timeout default and cap (minutes).
+    pub timeout: TimeoutPolicy,
+    /// Minutes added to the build timeout for the expiry label the GC honours.
+    pub expiry_grace_minutes: u32,
+    /// Store and UI URLs passed to every build (a build's own `storeUri`/`uiUri` win).
+    pub ecosystem: Ecosystem,
+    /// Retry policy of Docker API calls.
+    pub retry: RetryPolicy,
+    /// Circuit breaker and per-call timeout of Docker API calls (except pulls).
+    pub breaker: BreakerConfig,
+    /// Bound on one image pull, seconds.
+    pub pull_timeout_secs: u64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            socket_path: None,
+            launcher_image: DEFAULT_LAUNCHER_IMAGE.to_string(),
+            launcher_version: DEFAULT_LAUNCHER_VERSION.to_string(),
+            mount_point: DEFAULT_MOUNT_POINT.to_string(),
+            token_dir: DEFAULT_TOKEN_DIR.to_string(),
+            pull_policy: PullPolicy::default(),
+            launch_mode: LaunchMode::default(),
+            token_mode: TokenMode::default(),
+            resources: ResourceTable::default(),
+            default_cpu: None,
+            default_ram: None,
+            prefix: String::new(),
+            network: None,
+            timeout: TimeoutPolicy::default(),
+            expiry_grace_minutes: executor_base::TOKEN_BUFFER_MINUTES,
+            ecosystem: Ecosystem::default(),
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            pull_timeout_secs: 600,
+        }
+    }
+}
+
+impl fmt::Debug for DockerConfig {
+    // Hand-written so a future secret field cannot leak by accident; nothing here is secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerConfig")
+            .field("endpoint", &self.endpoint())
+            .field("launcher", &self.launcher_reference())
+            .field("mount_point", &self.mount_point)
+            .field("token_dir", &self.token_dir)
+            .field("pull_policy", &self.pull_policy)
+            .field("launch_mode", &self.launch_mode)
+            .field("token_mode", &self.token_mode)
+            .field("resources", &self.resources)
+            .field("default_cpu", &self.default_cpu)
+            .field("default_ram", &self.default_ram)
+            .field("prefix", &self.prefix)
+            .field("network", &self.network)
+            .field("timeout", &self.timeout)
+            .field("expiry_grace_minutes", &self.expiry_grace_minutes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The option keys [`DockerConfig::set`] accepts (camelCase, as in config files).
+pub const KEYS: &[&str] = &[
+    "host",
+    "socketPath",
+    "launcherImage",
+    "launcherVersion",
+    "mountPoint",
+    "tokenDir",
+    "pullPolicy",
+    "launchMode",
+    "tokenMode",
+    "defaultCpu",
+    "defaultRam",
+    "prefix",
+    "network",
+    "storeUri",
+    "uiUri",
+    "expiryGraceMinutes",
+    "pullTimeoutSecs",
+    "timeoutDefaultMinutes",
+    "timeoutMaxMinutes",
+];
+
+impl DockerConfig {
+    /// The endpoint this config connects to, in `DOCKER_HOST` form.
+    pub fn endpoint(&self) -> String {
+        match (&self.host, &self.socket_path) {
+            (Some(h), _) => h.clone(),
+            (None, Some(p)) => format!("unix://{p}"),
+            (None, None) => format!("unix://{DEFAULT_SOCKET}"),
+        }
+    }
+
+    /// `<launcherImage>:<launcherVersion>`.
+    pub fn launcher_reference(&self) -> String {
+        format!("{}:{}", self.launcher_image, self.launcher_version)
+    }
+
+    /// The bound on one pull.
+    pub fn pull_timeout(&self) -> Duration {
+        Duration::from_secs(self.pull_timeout_secs.max(1))
+    }
+
+    /// Sets one option from a string, as `--opt key=value` or an environment variable
+    /// gives it. Unknown keys and bad values are an error naming the key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let v = value.trim();
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        match key {
+            "host" => self.host = opt(v),
+            "socketPath" => self.socket_path = opt(v),
+            "launcherImage" => self.launcher_image = v.to_string(),
+            "launcherVersion" => self.launcher_version = v.to_string(),
+            "mountPoint" => self.mount_point = v.to_string(),
+            "tokenDir" => self.token_dir = v.to_string(),
+            "pullPolicy" => {
+                self.pull_policy =
+                    PullPolicy::parse(v).ok_or_else(|| format!("unknown pull policy {v:?}, expected missing, always or never"))?
+            }
+            "launchMode" => {
+                self.launch_mode = match v.to_ascii_lowercase().as_str() {
+                    "native" => LaunchMode::Native,
+                    "screwdriver" => LaunchMode::Screwdriver,
+                    _ => return Err(format!("unknown launch mode {v:?}, expected native or screwdriver")),
+                }
+            }
+            "tokenMode" => {
+                self.token_mode =
+                    TokenMode::parse(v).ok_or_else(|| format!("unknown token mode {v:?}, expected file or env"))?
+            }
+            "defaultCpu" => self.default_cpu = parse_request(v, "cores")?,
+            "defaultRam" => self.default_ram = parse_request(v, "GiB")?,
+            "prefix" => self.prefix = v.to_string(),
+            "network" => self.network = opt(v),
+            "storeUri" => self.ecosystem.store = parse_url(v)?,
+            "uiUri" => self.ecosystem.ui = parse_url(v)?,
+            "expiryGraceMinutes" => self.expiry_grace_minutes = parse_num(v)?,
+            "pullTimeoutSecs" => self.pull_timeout_secs = parse_num(v)?,
+            "timeoutDefaultMinutes" => self.timeout.default_minutes = parse_num(v)?,
+            "timeoutMaxMinutes" => self.timeout.max_minutes = parse_num(v)?,
+            _ => return Err(format!("unknown option, expected one of {}", KEYS.join(", "))),
+        }
+        Ok(())
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("must be a non-negative integer, got {v:?}"))
+}
+
+fn parse_url(v: &str) -> Result<url::Url, String> {
+    executor_base::config::parse_http_url(v)
+}
+
+fn parse_request(v: &str, unit: &str) -> Result<Option<ResourceRequest>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = v.parse::<executor_base::Tier>() {
+        return Ok(Some(ResourceRequest::Tier(t)));
+    }
+    match v.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Some(ResourceRequest::Amount(n))),
+        _ => Err(format!(
+            "unknown tier {v:?}, expected MICRO, LOW, HIGH, TURBO, MAX or a whole number of {unit}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_upstream() {
+        let c = DockerConfig::default();
+        assert_eq!(c.launcher_reference(), "screwdrivercd/launcher:stable");
+        assert_eq!(c.endpoint(), "unix:///var/run/docker.sock");
+        assert_eq!(c.mount_point, "/opt/sd");
+        assert_eq!(c.pull_policy, PullPolicy::Missing);
+        assert_eq!(c.token_mode, TokenMode::File);
+    }
+
+    #[test]
+    fn set_parses_and_names_problems() {
+        let mut c = DockerConfig::default();
+        c.set("pullPolicy", "Always").unwrap();
+        c.set("defaultRam", "high").unwrap();
+        c.set("defaultCpu", "3").unwrap();
+        c.set("socketPath", "/tmp/d.sock").unwrap();
+        assert_eq!(c.pull_policy, PullPolicy::Always);
+        assert_eq!(c.default_ram, Some(ResourceRequest::Tier(executor_base::Tier::High)));
+        assert_eq!(c.default_cpu, Some(ResourceRequest::Amount(3)));
+        assert_eq!(c.endpoint(), "unix:///tmp/d.sock");
+        assert!(c.set("pullPolicy", "sometimes").unwrap_err().contains("sometimes"));
+        assert!(c.set("nope", "x").unwrap_err().contains("unknown option"));
+        assert!(c.set("uiUri", "ftp://x").is_err());
+    }
+
+    #[test]
+    fn serde_round_trip_is_camel_case() {
+        let c: DockerConfig =
+            serde_json::from_value(serde_json::json!({"pullPolicy": "never", "tokenMode": "env", "prefix": "ci-"}))
+                .unwrap();
+        assert_eq!(c.pull_policy, PullPolicy::Never);
+        assert_eq!(c.token_mode, TokenMode::Env);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["launcherImage"], "screwdrivercd/launcher");
+        assert_eq!(v["prefix"], "ci-");
+    }
+}

@@ -1,0 +1,418 @@
+//! [`DockerExecutor`]: the [`Executor`] implementation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::models::ContainerCreateBody;
+use chrono::{DateTime, Utc};
+use executor_base::{
+    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef, RequestStats,
+    StartConfig, Stats, StopConfig, Verdict,
+};
+
+use crate::classify::classify;
+use crate::client::Engine;
+use crate::config::{DockerConfig, PullPolicy};
+use crate::error::{self, EXECUTOR};
+use crate::plan::{BuildPlan, Names, token_tar};
+use crate::state::{Builds, Known};
+use crate::undo::Undo;
+
+/// A point of `start` after which a test can inject a failure (feature `test-support`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartStep {
+    /// The tools (and token) volumes exist.
+    VolumesCreated,
+    /// The launcher (`-init`) container exists.
+    InitCreated,
+    /// The build container exists and the token file is written.
+    BuildCreated,
+}
+
+/// A hook called at each [`StartStep`]; an `Err` fails the start there.
+pub type FaultHook = Arc<dyn Fn(StartStep) -> Result<(), Error> + Send + Sync>;
+
+/// Runs Screwdriver builds as Docker containers; see the crate docs.
+///
+/// Cheap to clone: clones share the connection, counters and build registry.
+#[derive(Clone)]
+pub struct DockerExecutor {
+    pub(crate) cfg: Arc<DockerConfig>,
+    pub(crate) launcher: ImageRef,
+    pub(crate) engine: Engine,
+    pub(crate) builds: Arc<Builds>,
+    pub(crate) fault: Option<FaultHook>,
+}
+
+impl fmt::Debug for DockerExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerExecutor")
+            .field("config", &self.cfg)
+            .field("fault_hook", &self.fault.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for DockerExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DockerExecutor({})", self.engine.endpoint())
+    }
+}
+
+impl DockerExecutor {
+    /// The options in force.
+    pub fn config(&self) -> &DockerConfig {
+        &self.cfg
+    }
+
+    /// The daemon endpoint (`unix:///var/run/docker.sock`, `tcp://…`).
+    pub fn endpoint(&self) -> &str {
+        self.engine.endpoint()
+    }
+
+    /// Name of build `id`'s build container (`<prefix><id>-build`).
+    pub fn build_container_name(&self, id: BuildId) -> String {
+        Names::new(&self.cfg.prefix, id).build
+    }
+
+    /// Name of build `id`'s launcher container (`<prefix><id>-init`).
+    pub fn init_container_name(&self, id: BuildId) -> String {
+        Names::new(&self.cfg.prefix, id).init
+    }
+
+    /// Counters of image pulls (kept apart from other calls: pulls have their own bound).
+    pub fn pull_stats(&self) -> RequestStats {
+        self.engine.pulls().request_stats()
+    }
+
+    /// Like [`Executor::gc`], with expiry judged at `now` instead of the current time
+    /// (`sdx gc --at`, tests). Only resources of this executor's prefix are considered.
+    pub async fn gc_at(&self, now: DateTime<Utc>, dry_run: bool) -> Result<GcReport, Error> {
+        crate::gc::collect(self, now, dry_run).await
+    }
+
+    fn fault(&self, step: StartStep) -> Result<(), Error> {
+        match &self.fault {
+            Some(hook) => hook(step),
+            None => Ok(()),
+        }
+    }
+
+    async fn pull(&self, id: BuildId, image: &ImageRef) -> Result<(), Error> {
+        self.builds.pulling(id, true);
+        let r = self.engine.pull(image).await;
+        self.builds.pulling(id, false);
+        r
+    }
+
+    /// Creates a container, pulling its image first when the daemon lacks it and the
+    /// policy allows.
+    async fn create(&self, id: BuildId, name: &str, body: &ContainerCreateBody, image: &ImageRef) -> Result<(), Error> {
+        match self.engine.create_container(name, body).await {
+            Err(e) if error::is_missing_image(&e) => {
+                if self.cfg.pull_policy == PullPolicy::Never {
+                    return Err(Error::new(
+                        ErrorKind::ImagePull,
+                        format!("image {image} is not present and the pull policy is never"),
+                    )
+                    .with_context("image", image.as_str()));
+                }
+                self.pull(id, image).await?;
+                self.engine.create_container(name, body).await.map(drop)
+            }
+            Err(e) if e.status() == Some(400) && e.message().contains("reference format") => Err(Error::new(
+                ErrorKind::ImagePull,
+                format!("invalid image reference {image}: {}", e.message()),
+            )),
+            other => other.map(drop),
+        }
+    }
+
+    async fn create_and_start(&self, plan: &mut BuildPlan, b: &StartConfig, undo: &mut Undo) -> Result<(), Error> {
+        let id = plan.build_id;
+        if self.cfg.pull_policy == PullPolicy::Always {
+            let (l, i) = tokio::join!(self.pull(id, &plan.launcher), self.engine.pull(&plan.image));
+            l?;
+            i?;
+        }
+
+        undo.volume(&plan.names.tools);
+        if plan.token_file {
+            undo.volume(&plan.names.token);
+            let (a, c) = tokio::join!(
+                self.engine.create_volume(&plan.names.tools, &plan.tools_labels),
+                self.engine.create_volume(&plan.names.token, &plan.token_labels)
+            );
+            a?;
+            c?;
+        } else {
+            self.engine.create_volume(&plan.names.tools, &plan.tools_labels).await?;
+        }
+        self.fault(StartStep::VolumesCreated)?;
+
+        undo.container(&plan.names.init);
+        if let Err(e) = self.create(id, &plan.names.init, &plan.init, &plan.launcher).await {
+            undo.conflict_if(&e, &plan.names.init);
+            return Err(e);
+        }
+        self.fault(StartStep::InitCreated)?;
+
+        plan.cap_cpus(self.engine.ncpu().await?);
+        undo.container(&plan.names.build);
+        let write_token = async {
+            if plan.token_file {
+                self.engine
+                    .upload(&plan.names.init, &plan.token_dir, token_tar(&b.token))
+                    .await
+            } else {
+                Ok(())
+            }
+        };
+        let (created, written) = tokio::join!(self.create(id, &plan.names.build, &plan.build, &plan.image), write_token);
+        if let Err(e) = created {
+            undo.conflict_if(&e, &plan.names.build);
+            return Err(e);
+        }
+        written?;
+        self.fault(StartStep::BuildCreated)?;
+
+        self.engine.start_container(&plan.names.build).await.map_err(|e| {
+            if e.is_temporary() {
+                e
+            } else {
+                // The daemon refused to run it (entry point missing, bad mount, ...).
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("the build container failed to start: {}", e.message()),
+                )
+                .with_context("reason", FailureReason::StartRefused.as_str())
+            }
+        })
+    }
+
+    async fn lost_or_unknown(&self, id: BuildId, names: &Names) -> Result<BuildStatus, Error> {
+        match self.builds.get(id) {
+            Some(Known::Ended(s)) | Some(Known::Stopping(s)) => return Ok(s),
+            Some(Known::Starting { .. }) => return Ok(BuildStatus::pending("starting")),
+            Some(Known::Live) => {
+                let s = BuildStatus::lost(Some(true), "the build container was removed behind our back");
+                self.builds.ended(id, s.clone());
+                return Ok(s);
+            }
+            None => {}
+        }
+        // Not ours in this process (e.g. after a restart): leftovers mean it was lost.
+        let selector = vec![names.selector()];
+        let containers = self.engine.list_containers(&selector).await?;
+        let volumes = self.engine.list_volumes(&selector).await?;
+        if containers.is_empty() && volumes.is_empty() {
+            Err(Error::build_not_found(id).with_executor(EXECUTOR).with_operation("status"))
+        } else {
+            Ok(BuildStatus::lost(
+                None,
+                "the build container is gone but other resources of the build remain",
+            ))
+        }
+    }
+}
+
+/// What a failed start says about the build, to be reported by `status`/`verify`.
+fn start_outcome(e: &Error) -> Option<BuildStatus> {
+    match e.kind() {
+        ErrorKind::ImagePull => Some(BuildStatus::failed(
+            FailureReason::ImagePull,
+            e.message().to_string(),
+            Some(e.message().to_string()),
+        )),
+        ErrorKind::Unexpected | ErrorKind::NotFound if !e.is_temporary() => {
+            let mut s = BuildStatus::failed(
+                FailureReason::StartRefused,
+                e.message().to_string(),
+                Some(e.message().to_string()),
+            );
+            if let Some(f) = s.failure.as_mut() {
+                f.build_started = Some(false);
+            }
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Executor for DockerExecutor {
+    fn name(&self) -> &str {
+        crate::SCHEME
+    }
+
+    async fn start(&self, b: &StartConfig) -> Result<(), Error> {
+        let id = b.build_id;
+        let _serial = self.builds.lock(id).await;
+        if matches!(self.builds.get(id), Some(Known::Live | Known::Starting { .. })) {
+            return Err(Error::new(ErrorKind::AlreadyExists, format!("build {id} is already running"))
+                .with_executor(EXECUTOR)
+                .with_operation("start"));
+        }
+        let mut plan = BuildPlan::new(&self.cfg, &self.launcher, b, Utc::now());
+        tracing::debug!(build_id = %id, ?plan, "starting build");
+        self.builds.starting(id);
+        let mut undo = Undo::new(self.engine.clone());
+        match self.create_and_start(&mut plan, b, &mut undo).await {
+            Ok(()) => {
+                undo.disarm();
+                self.builds.started(id);
+                tracing::info!(build_id = %id, container = %plan.names.build, image = %plan.image, "build started");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(build_id = %id, error = %e, "start failed, removing what it created");
+                undo.run().await;
+                self.builds.start_failed(id, start_outcome(&e));
+                let e = if e.executor().is_empty() { e.with_executor(EXECUTOR) } else { e };
+                Err(if e.operation().is_empty() { e.with_operation("start") } else { e })
+            }
+        }
+    }
+
+    async fn stop(&self, s: &StopConfig) -> Result<(), Error> {
+        let id = s.build_id;
+        let names = Names::new(&self.cfg.prefix, id);
+        let _serial = self.builds.lock(id).await;
+        let known = self.builds.get(id);
+        let before = self.engine.inspect_container(&names.build).await?;
+        let last = match (&before, &known) {
+            (Some(c), _) => {
+                let st = classify(c, self.cfg.launch_mode);
+                if st.is_terminal() { st } else { BuildStatus::canceled() }
+            }
+            (None, Some(Known::Ended(st))) => st.clone(),
+            (None, Some(Known::Live)) => BuildStatus::lost(Some(true), "the build container was removed behind our back"),
+            (None, _) => BuildStatus::canceled(),
+        };
+        self.builds.stopping(id, last.clone());
+        let running = before
+            .as_ref()
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.running)
+            .unwrap_or(false);
+        if running {
+            self.engine.kill_container(&names.build).await?;
+        }
+        let removed = crate::gc::remove_build(&self.engine, &names).await;
+        match removed {
+            Ok(n) => {
+                if n > 0 || before.is_some() || known.is_some() {
+                    self.builds.ended(id, last);
+                } else {
+                    self.builds.forget(id);
+                }
+                tracing::info!(build_id = %id, removed = n, "build stopped");
+                Ok(())
+            }
+            Err(e) => {
+                self.builds.unstop(id, known);
+                Err(e)
+            }
+        }
+    }
+
+    async fn verify(&self, b: &StartConfig) -> Result<Verdict, Error> {
+        let s = self.status(&b.to_stop()).await?;
+        Ok(Verdict::from_status(&s))
+    }
+
+    async fn status(&self, s: &StopConfig) -> Result<BuildStatus, Error> {
+        let id = s.build_id;
+        match self.builds.get(id) {
+            Some(Known::Starting { pulling: true }) => return Ok(BuildStatus::pulling("pulling images")),
+            Some(Known::Starting { pulling: false }) => return Ok(BuildStatus::pending("starting")),
+            Some(Known::Ended(st)) | Some(Known::Stopping(st)) => return Ok(st),
+            _ => {}
+        }
+        let names = Names::new(&self.cfg.prefix, id);
+        match self.engine.inspect_container(&names.build).await? {
+            Some(c) => {
+                let st = classify(&c, self.cfg.launch_mode);
+                self.builds.observed(id, &st);
+                Ok(st)
+            }
+            None => self.lost_or_unknown(id, &names).await,
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let calls = self.engine.calls();
+        let pulls = self.engine.pulls();
+        Stats {
+            requests: merge(calls.request_stats(), pulls.request_stats()),
+            breaker: executor_base::BreakerStats {
+                is_closed: calls.breaker_stats().is_closed && pulls.breaker_stats().is_closed,
+            },
+            builds: self.builds.counts(),
+            executors: Default::default(),
+        }
+    }
+
+    async fn cleanup(&self) -> Result<(), Error> {
+        self.gc(false).await.map(drop)
+    }
+
+    async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
+        self.gc_at(Utc::now(), dry_run).await
+    }
+}
+
+fn merge(a: RequestStats, b: RequestStats) -> RequestStats {
+    let finished_a = (a.success + a.failure) as f64;
+    let finished_b = (b.success + b.failure) as f64;
+    let finished = finished_a + finished_b;
+    RequestStats {
+        total: a.total + b.total,
+        timeouts: a.timeouts + b.timeouts,
+        success: a.success + b.success,
+        failure: a.failure + b.failure,
+        concurrent: a.concurrent + b.concurrent,
+        average_time: if finished == 0.0 {
+            0.0
+        } else {
+            (a.average_time * finished_a + b.average_time * finished_b) / finished
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_outcomes() {
+        let pull = Error::new(ErrorKind::ImagePull, "cannot pull image x: manifest unknown");
+        assert_eq!(start_outcome(&pull).unwrap().reason(), Some(FailureReason::ImagePull));
+        let refused = Error::new(ErrorKind::Unexpected, "the build container failed to start: exec");
+        assert_eq!(start_outcome(&refused).unwrap().reason(), Some(FailureReason::StartRefused));
+        let down = Error::new(ErrorKind::Unavailable, "cannot reach").temporary();
+        assert!(start_outcome(&down).is_none());
+        assert!(start_outcome(&Error::new(ErrorKind::AlreadyExists, "conflict")).is_none());
+    }
+
+    #[test]
+    fn merged_request_stats_weight_the_average() {
+        let a = RequestStats {
+            total: 3,
+            success: 3,
+            average_time: 10.0,
+            ..Default::default()
+        };
+        let b = RequestStats {
+            total: 1,
+            failure: 1,
+            average_time: 50.0,
+            ..Default::default()
+        };
+        let m = merge(a, b);
+        assert_eq!((m.total, m.success, m.failure), (4, 3, 1));
+        assert!((m.average_time - 20.0).abs() < 1e-9);
+    }
+}

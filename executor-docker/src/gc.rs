@@ -1,0 +1,135 @@
+//! Removal by label: one build's resources (`stop`), and every resource of this executor's
+//! prefix whose `screwdriver.cd/expires-at` label has passed (the orphan GC behind
+//! `Executor::gc`, `cleanup` and `sdx gc`).
+//!
+//! A resource is this executor's when its `sdbuild` label is exactly
+//! `<prefix><its screwdriver.cd/build-id label>`, so executors with different prefixes
+//! sharing one daemon never collect each other's builds. A resource without a readable
+//! expiry is never collected.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use executor_base::labels::{LABEL_BUILD_ID, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY};
+use executor_base::{BuildId, BuildLabels, BuildStatus, Error, GcReport};
+
+use crate::client::Engine;
+use crate::executor::DockerExecutor;
+use crate::plan::Names;
+
+/// Removes every container, then every volume, labelled `sdbuild=<name>`, plus the
+/// build's well-known names (in case a label was lost). Returns how many existed.
+pub(crate) async fn remove_build(engine: &Engine, names: &Names) -> Result<usize, Error> {
+    let selector = vec![names.selector()];
+    let mut containers: BTreeSet<String> = engine
+        .list_containers(&selector)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+        .map(|n| n.trim_start_matches('/').to_string())
+        .collect();
+    containers.insert(names.build.clone());
+    containers.insert(names.init.clone());
+    let mut removed = 0;
+    for r in futures::future::join_all(containers.iter().map(|c| engine.remove_container(c))).await {
+        removed += usize::from(r?);
+    }
+    let mut volumes: BTreeSet<String> = engine
+        .list_volumes(&selector)
+        .await?
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    volumes.insert(names.tools.clone());
+    volumes.insert(names.token.clone());
+    for r in futures::future::join_all(volumes.iter().map(|v| engine.remove_volume(v))).await {
+        removed += usize::from(r?);
+    }
+    Ok(removed)
+}
+
+/// Whether labels mark a resource of the executor with `prefix`; returns its build id.
+fn ours(prefix: &str, labels: &HashMap<String, String>) -> Option<BuildId> {
+    let id: BuildId = labels.get(LABEL_BUILD_ID)?.parse().ok()?;
+    (labels.get(LABEL_SDBUILD)? == &executor_base::build_name(prefix, id)).then_some(id)
+}
+
+/// Finds (and unless `dry_run`, removes) expired resources of `exec`'s prefix.
+pub(crate) async fn collect(exec: &DockerExecutor, now: DateTime<Utc>, dry_run: bool) -> Result<GcReport, Error> {
+    let engine = &exec.engine;
+    let prefix = &exec.cfg.prefix;
+    let filter = vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}"), LABEL_EXPIRES.to_string()];
+    let expired = |labels: &HashMap<String, String>| -> Option<BuildId> {
+        let id = ours(prefix, labels)?;
+        BuildLabels::is_expired(labels.get(LABEL_EXPIRES).map(String::as_str), now).then_some(id)
+    };
+
+    let mut builds = BTreeSet::new();
+    let mut containers = Vec::new();
+    for c in engine.list_containers(&filter).await? {
+        let labels = c.labels.clone().unwrap_or_default();
+        if let Some(id) = expired(&labels)
+            && let Some(name) = c.names.as_ref().and_then(|n| n.first())
+        {
+            builds.insert(id);
+            containers.push(name.trim_start_matches('/').to_string());
+        }
+    }
+    let mut volumes = Vec::new();
+    for v in engine.list_volumes(&filter).await? {
+        if let Some(id) = expired(&v.labels) {
+            builds.insert(id);
+            volumes.push(v.name);
+        }
+    }
+    containers.sort();
+    volumes.sort();
+    let report = GcReport {
+        dry_run,
+        expired: containers
+            .iter()
+            .map(|c| format!("container/{c}"))
+            .chain(volumes.iter().map(|v| format!("volume/{v}")))
+            .collect(),
+    };
+    if dry_run || report.expired.is_empty() {
+        return Ok(report);
+    }
+    for id in &builds {
+        // A build we still thought running ran past its expiry.
+        if matches!(exec.builds.get(*id), Some(crate::state::Known::Live)) {
+            exec.builds.ended(
+                *id,
+                BuildStatus::timed_out("expired: removed by the garbage collector after its timeout"),
+            );
+        }
+    }
+    for r in futures::future::join_all(containers.iter().map(|c| engine.remove_container(c))).await {
+        r?;
+    }
+    for r in futures::future::join_all(volumes.iter().map(|v| engine.remove_volume(v))).await {
+        r?;
+    }
+    tracing::info!(removed = report.expired.len(), "garbage-collected expired build resources");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_prefix_is_ours() {
+        let labels = |sdbuild: &str, id: &str| {
+            HashMap::from([
+                (LABEL_SDBUILD.to_string(), sdbuild.to_string()),
+                (LABEL_BUILD_ID.to_string(), id.to_string()),
+            ])
+        };
+        assert_eq!(ours("ci-", &labels("ci-42", "42")).map(BuildId::get), Some(42));
+        assert_eq!(ours("", &labels("ci-42", "42")), None);
+        assert_eq!(ours("ci-", &labels("ci-42", "43")), None);
+        assert_eq!(ours("", &labels("42", "42")).map(BuildId::get), Some(42));
+        assert_eq!(ours("", &HashMap::new()), None);
+    }
+}

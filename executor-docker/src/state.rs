@@ -1,0 +1,254 @@
+//! What this executor process knows about its builds beyond the engine's state: starts in
+//! flight (reported as pending/pulling), builds it started (so a vanished container is
+//! `Lost` rather than unknown), how builds ended when their containers are gone (stopped,
+//! failed to start, collected), and the build counters.
+//!
+//! Also per-build start/stop serialisation (striped locks), so a `stop` racing a `start`
+//! of the same build cannot leave containers behind.
+
+use std::collections::{HashMap, VecDeque};
+
+use executor_base::{BuildCounter, BuildCounts, BuildId, BuildStatus};
+use parking_lot::Mutex;
+
+/// How many ended builds are remembered (oldest forgotten first).
+const ENDED_CAPACITY: usize = 10_000;
+/// Lock stripes for start/stop serialisation.
+const STRIPES: usize = 256;
+
+/// What we know about one build.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Known {
+    /// `start` is running; `pulling` while an image is being pulled.
+    Starting {
+        /// Whether an image pull is in progress.
+        pulling: bool,
+    },
+    /// Started by this process.
+    Live,
+    /// `stop` is removing its resources; this is how it will have ended.
+    Stopping(BuildStatus),
+    /// Its resources are gone and this is how it ended.
+    Ended(BuildStatus),
+}
+
+#[derive(Debug)]
+struct Entry {
+    known: Known,
+    /// Started by this process (so counted as started).
+    live: bool,
+    /// Whether the counters already saw this build finish.
+    counted: bool,
+}
+
+/// The registry.
+#[derive(Debug)]
+pub(crate) struct Builds {
+    entries: Mutex<HashMap<BuildId, Entry>>,
+    ended: Mutex<VecDeque<BuildId>>,
+    locks: Vec<tokio::sync::Mutex<()>>,
+    counter: BuildCounter,
+}
+
+impl Default for Builds {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            ended: Mutex::new(VecDeque::new()),
+            locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            counter: BuildCounter::new(),
+        }
+    }
+}
+
+impl Builds {
+    /// Serialises start/stop of one build.
+    pub(crate) async fn lock(&self, id: BuildId) -> tokio::sync::MutexGuard<'_, ()> {
+        self.locks[(id.get() % STRIPES as u64) as usize].lock().await
+    }
+
+    /// What we know, if anything.
+    pub(crate) fn get(&self, id: BuildId) -> Option<Known> {
+        self.entries.lock().get(&id).map(|e| e.known.clone())
+    }
+
+    /// A start began.
+    pub(crate) fn starting(&self, id: BuildId) {
+        self.entries.lock().insert(
+            id,
+            Entry {
+                known: Known::Starting { pulling: false },
+                live: false,
+                counted: false,
+            },
+        );
+    }
+
+    /// A pull began or ended during a start.
+    pub(crate) fn pulling(&self, id: BuildId, pulling: bool) {
+        if let Some(e) = self.entries.lock().get_mut(&id)
+            && matches!(e.known, Known::Starting { .. })
+        {
+            e.known = Known::Starting { pulling };
+        }
+    }
+
+    /// The start succeeded.
+    pub(crate) fn started(&self, id: BuildId) {
+        self.counter.started();
+        if let Some(e) = self.entries.lock().get_mut(&id) {
+            e.known = Known::Live;
+            e.live = true;
+        }
+    }
+
+    /// The start failed and left nothing: remember why (when it says something about the
+    /// build), or forget the build (when a retry may work, e.g. the daemon was down).
+    pub(crate) fn start_failed(&self, id: BuildId, outcome: Option<BuildStatus>) {
+        match outcome {
+            Some(status) => {
+                self.counter.started();
+                self.counter.finished(&status);
+                self.end(id, status, true);
+            }
+            None => {
+                self.entries.lock().remove(&id);
+            }
+        }
+    }
+
+    /// The build's resources are gone; `status` is how it ended. Counts it if not yet
+    /// counted (`stopped` for a build stopped while running).
+    pub(crate) fn ended(&self, id: BuildId, status: BuildStatus) {
+        let count = self.entries.lock().get(&id).is_some_and(|e| e.live && !e.counted);
+        if count {
+            if status.phase == executor_base::Phase::Canceled {
+                self.counter.stopped();
+            } else {
+                self.counter.finished(&status);
+            }
+        }
+        self.end(id, status, true);
+    }
+
+    /// `stop` began removing the build; `status` is how it will have ended.
+    pub(crate) fn stopping(&self, id: BuildId, status: BuildStatus) {
+        let mut entries = self.entries.lock();
+        let e = entries.entry(id).or_insert(Entry {
+            known: Known::Live,
+            live: false,
+            counted: false,
+        });
+        e.known = Known::Stopping(status);
+    }
+
+    /// `stop` failed half-way: back to what we knew before.
+    pub(crate) fn unstop(&self, id: BuildId, before: Option<Known>) {
+        let mut entries = self.entries.lock();
+        match before {
+            Some(k) => {
+                if let Some(e) = entries.get_mut(&id) {
+                    e.known = k;
+                }
+            }
+            None => {
+                entries.remove(&id);
+            }
+        }
+    }
+
+    /// Forgets a build (a stop of a build that never existed).
+    pub(crate) fn forget(&self, id: BuildId) {
+        self.entries.lock().remove(&id);
+    }
+
+    fn end(&self, id: BuildId, status: BuildStatus, counted: bool) {
+        let live = self.entries.lock().get(&id).is_some_and(|e| e.live);
+        self.entries.lock().insert(
+            id,
+            Entry {
+                known: Known::Ended(status),
+                live,
+                counted,
+            },
+        );
+        let mut ended = self.ended.lock();
+        ended.push_back(id);
+        while ended.len() > ENDED_CAPACITY {
+            if let Some(old) = ended.pop_front() {
+                let mut entries = self.entries.lock();
+                if matches!(entries.get(&old), Some(Entry { known: Known::Ended(_), .. })) {
+                    entries.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// A status was observed from the engine: counts a build we started the first time
+    /// it is seen terminal.
+    pub(crate) fn observed(&self, id: BuildId, status: &BuildStatus) {
+        if !status.is_terminal() {
+            return;
+        }
+        let mut entries = self.entries.lock();
+        if let Some(e) = entries.get_mut(&id)
+            && e.live
+            && matches!(e.known, Known::Live)
+            && !e.counted
+        {
+            e.counted = true;
+            drop(entries);
+            self.counter.finished(status);
+        }
+    }
+
+    /// Counter snapshot.
+    pub(crate) fn counts(&self) -> BuildCounts {
+        self.counter.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use executor_base::FailureReason;
+
+    fn id(n: u64) -> BuildId {
+        BuildId::new(n).unwrap()
+    }
+
+    #[test]
+    fn counts_each_build_once() {
+        let b = Builds::default();
+        b.starting(id(1));
+        b.started(id(1));
+        let oom = BuildStatus::oom(Some(0), "OOMKilled");
+        b.observed(id(1), &oom);
+        b.observed(id(1), &oom);
+        b.ended(id(1), oom);
+        let c = b.counts();
+        assert_eq!((c.started, c.running, c.finished, c.failed), (1, 0, 1, 1));
+        assert_eq!(c.by_reason["outOfMemory"], 1);
+
+        b.starting(id(2));
+        b.started(id(2));
+        b.ended(id(2), BuildStatus::canceled());
+        let c = b.counts();
+        assert_eq!((c.started, c.running, c.finished, c.failed), (2, 0, 2, 1));
+        assert_eq!(b.get(id(2)), Some(Known::Ended(BuildStatus::canceled())));
+    }
+
+    #[test]
+    fn failed_starts_are_remembered_or_forgotten() {
+        let b = Builds::default();
+        b.starting(id(3));
+        b.pulling(id(3), true);
+        assert_eq!(b.get(id(3)), Some(Known::Starting { pulling: true }));
+        b.start_failed(id(3), Some(BuildStatus::failed(FailureReason::ImagePull, "manifest unknown", None)));
+        assert!(matches!(b.get(id(3)), Some(Known::Ended(_))));
+        assert_eq!(b.counts().by_reason["imagePull"], 1);
+        b.starting(id(4));
+        b.start_failed(id(4), None);
+        assert_eq!(b.get(id(4)), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! [`GearmanExecutor`]: dispatches builds to Zuul-style launchers through gearmand.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use executor_base::engine::{EngineCalls, Idempotency};
+use executor_base::{
+    BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, StartConfig, Stats, StopConfig, Verdict,
+};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::client::GearmanClient;
+use crate::config::{GearmanConfig, JOB_ANNOTATION, NODE_ANNOTATION};
+use crate::launcher::config::check_name;
+use crate::tracker::{Cmd, GearmanBuildInfo, Tracked, track};
+
+/// An [`Executor`] that submits each build as a `build:<job>` Gearman job and follows it
+/// through the launcher's `WORK_*` packets (see the crate docs and
+/// [`crate::tracker`](crate) for the status mapping).
+///
+/// Build this through [`crate::GearmanExecutorBuilder`].
+#[derive(Clone)]
+pub struct GearmanExecutor {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: GearmanConfig,
+    pub(crate) calls: EngineCalls,
+    pub(crate) counter: BuildCounter,
+    builds: Mutex<HashMap<BuildId, Slot>>,
+}
+
+enum Slot {
+    /// `start` is submitting it.
+    Starting,
+    Tracked(Arc<Tracked>),
+}
+
+impl fmt::Debug for GearmanExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GearmanExecutor")
+            .field("config", &self.inner.cfg)
+            .field("builds", &self.inner.builds.lock().len())
+            .finish()
+    }
+}
+
+impl GearmanExecutor {
+    pub(crate) fn new(cfg: GearmanConfig) -> Self {
+        let calls = EngineCalls::new(crate::SCHEME, cfg.retry.clone(), cfg.breaker.clone());
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                calls,
+                counter: BuildCounter::new(),
+                builds: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GearmanConfig {
+        &self.inner.cfg
+    }
+
+    /// Follows a build's status as it changes (no polling); `None` for unknown builds.
+    pub fn watch(&self, build_id: BuildId) -> Option<watch::Receiver<BuildStatus>> {
+        match self.inner.builds.lock().get(&build_id)? {
+            Slot::Tracked(t) => Some(t.status.subscribe()),
+            Slot::Starting => None,
+        }
+    }
+
+    /// The build's Gearman job: handle, launcher, number, URL, progress.
+    pub fn build_info(&self, build_id: BuildId) -> Option<GearmanBuildInfo> {
+        match self.inner.builds.lock().get(&build_id)? {
+            Slot::Tracked(t) => Some(t.info.lock().clone()),
+            Slot::Starting => None,
+        }
+    }
+
+    fn tracked(&self, id: BuildId) -> Option<Result<Arc<Tracked>, ()>> {
+        self.inner.builds.lock().get(&id).map(|s| match s {
+            Slot::Tracked(t) => Ok(t.clone()),
+            Slot::Starting => Err(()),
+        })
+    }
+
+    /// The job and node a build goes to: annotations first, then the config.
+    fn function_for(&self, build: &StartConfig) -> Result<(String, String), Error> {
+        let pick = |name: &str, default: Option<&String>| -> Result<Option<String>, Error> {
+            match build.annotations.get(name) {
+                Some(Value::String(s)) => check_name(s)
+                    .map(|()| Some(s.clone()))
+                    .map_err(|why| Error::invalid_field(format!("annotations[screwdriver.cd/{name}]"), why)),
+                Some(_) => Err(Error::invalid_field(
+                    format!("annotations[screwdriver.cd/{name}]"),
+                    "must be a string",
+                )),
+                None => Ok(default.cloned()),
+            }
+        };
+        let job = pick(JOB_ANNOTATION, Some(&self.inner.cfg.job))?.unwrap_or_default();
+        let node = pick(NODE_ANNOTATION, self.inner.cfg.node.as_ref())?;
+        let function = self.inner.cfg.function(&job, node.as_deref());
+        Ok((job, function))
+    }
+
+    /// The job's arguments: the start config's wire form (token included: the launcher
+    /// needs it) plus the `ZUUL_*` parameters.
+    fn arguments(&self, build: &StartConfig, job: &str, uuid: &str) -> Value {
+        let cfg = &self.inner.cfg;
+        let mut m = match build.to_json() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let repo = build.extra.get("pipeline").and_then(|p| p.get("scmRepo"));
+        let project = repo
+            .and_then(|r| r.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| cfg.project.clone());
+        let commit = build
+            .extra
+            .get("sha")
+            .and_then(Value::as_str)
+            .filter(|s| (7..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit()))
+            .map_or_else(|| "0".repeat(40), str::to_string);
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), Value::String(v));
+        };
+        put("ZUUL_UUID", uuid.to_string());
+        put("ZUUL_PROJECT", project);
+        put("ZUUL_PIPELINE", cfg.pipeline.clone());
+        put("ZUUL_REF", format!("refs/screwdriver/builds/{}", build.build_id));
+        put("ZUUL_COMMIT", commit);
+        put("LOG_PATH", format!("{}/{job}/{uuid}", cfg.pipeline));
+        if let Some(branch) = repo.and_then(|r| r.get("branch")).and_then(Value::as_str) {
+            put("ZUUL_BRANCH", branch.to_string());
+        }
+        if let Some(u) = &cfg.zuul_url {
+            put("ZUUL_URL", u.clone());
+        }
+        Value::Object(m)
+    }
+
+    fn forget_old(&self) {
+        let retain = Duration::from_secs(self.inner.cfg.retain_finished_secs);
+        self.inner.builds.lock().retain(|_, s| match s {
+            Slot::Starting => true,
+            Slot::Tracked(t) => t.finished_at.lock().is_none_or(|at| at.elapsed() < retain),
+        });
+    }
+
+    async fn submit(&self, build: &StartConfig, job: &str, function: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let cfg = &inner.cfg;
+        if cfg.check_workers {
+            let workers = inner
+                .calls
+                .call("start", Idempotency::Idempotent, || async {
+                    crate::admin::workers_for(&cfg.server, function, cfg.client_options().request_timeout)
+                        .await
+                        .map_err(Error::from)
+                })
+                .await?;
+            if workers == 0 {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no Gearman worker can run {function}: no launcher registered it on {}", cfg.server),
+                )
+                .with_executor(crate::SCHEME)
+                .with_operation("start")
+                .with_context("function", function));
+            }
+        }
+        let uuid = format!("{:032x}", rand::random::<u128>());
+        let data = Bytes::from(serde_json::to_vec(&self.arguments(build, job, &uuid)).unwrap_or_default());
+        let (client, submitted) = inner
+            .calls
+            .call("start", Idempotency::NotIdempotent, || async {
+                let client = GearmanClient::connect(&cfg.server, cfg.client_options())
+                    .await
+                    .map_err(Error::from)?;
+                let job = client.submit(function, &uuid, data.clone()).await.map_err(Error::from)?;
+                Ok((client, job))
+            })
+            .await?;
+        tracing::info!(build_id = %build.build_id, %function, handle = %submitted.handle, "build submitted to gearmand");
+        let (tracked, cmds) = Tracked::new(GearmanBuildInfo {
+            function: function.to_string(),
+            handle: submitted.handle.clone(),
+            uuid,
+            ..GearmanBuildInfo::default()
+        });
+        inner.counter.started();
+        inner
+            .builds
+            .lock()
+            .insert(build.build_id, Slot::Tracked(tracked.clone()));
+        tokio::spawn(track(inner.clone(), tracked, client, submitted, cmds));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Executor for GearmanExecutor {
+    fn name(&self) -> &str {
+        crate::SCHEME
+    }
+
+    async fn start(&self, build: &StartConfig) -> Result<(), Error> {
+        let (job, function) = self.function_for(build)?;
+        self.forget_old();
+        {
+            let mut builds = self.inner.builds.lock();
+            let live = match builds.get(&build.build_id) {
+                Some(Slot::Starting) => true,
+                Some(Slot::Tracked(t)) => !t.is_terminal(),
+                None => false,
+            };
+            if live {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("build {} is already running", build.build_id),
+                )
+                .with_executor(crate::SCHEME)
+                .with_operation("start"));
+            }
+            builds.insert(build.build_id, Slot::Starting);
+        }
+        let r = self.submit(build, &job, &function).await;
+        if r.is_err() {
+            let mut builds = self.inner.builds.lock();
+            if matches!(builds.get(&build.build_id), Some(Slot::Starting)) {
+                builds.remove(&build.build_id);
+            }
+        }
+        r
+    }
+
+    async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
+        let deadline = Instant::now() + self.inner.cfg.stop_timeout();
+        let tracked = loop {
+            match self.tracked(build.build_id) {
+                None => return Ok(()),
+                Some(Ok(t)) => break t,
+                // A concurrent `start` is submitting it: wait for the handle.
+                Some(Err(())) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Some(Err(())) => {
+                    return Err(Error::new(ErrorKind::Timeout, "the build is still being submitted")
+                        .with_executor(crate::SCHEME)
+                        .temporary());
+                }
+            }
+        };
+        if tracked.is_terminal() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        if tracked.cmds.send(Cmd::Stop(reply)).is_err() {
+            return Ok(()); // the task ended: the build is over
+        }
+        let bound = self.inner.cfg.stop_timeout() * 2 + Duration::from_secs(5);
+        match tokio::time::timeout(bound, answer).await {
+            Ok(Ok(r)) => r.map_err(|e| e.with_operation("stop")),
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no stop confirmation within {bound:?}"))
+                .with_executor(crate::SCHEME)
+                .with_operation("stop")
+                .temporary()),
+        }
+    }
+
+    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
+        let s = self.status(&build.to_stop()).await?;
+        Ok(Verdict::from_status(&s))
+    }
+
+    async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
+        match self.tracked(build.build_id) {
+            None => Err(Error::build_not_found(build.build_id)
+                .with_executor(crate::SCHEME)
+                .with_operation("status")),
+            Some(Err(())) => Ok(BuildStatus::pending("submitting to gearmand")),
+            Some(Ok(t)) => Ok(t.status.borrow().clone()),
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            requests: self.inner.calls.request_stats(),
+            breaker: self.inner.calls.breaker_stats(),
+            builds: self.inner.counter.snapshot(),
+            ..Stats::default()
+        }
+    }
+
+    async fn cleanup(&self) -> Result<(), Error> {
+        // Finished builds' connections are closed when they finish; forget the old ones.
+        self.forget_old();
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! The launcher worker's configuration.
+
+use std::fmt;
+use std::time::Duration;
+
+use executor_base::config::parse_http_url;
+use executor_base::{Error, ErrorKind, ImageRef};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::codec::DEFAULT_MAX_PACKET_SIZE;
+
+/// How a launcher worker connects, what it registers and how it maps Zuul jobs to
+/// builds of the wrapped executor.
+///
+/// A `build:` job's arguments may carry the Screwdriver start fields (`buildId`,
+/// `apiUri`, `container`, `token`, `annotations`, `jobId`, ...), as the
+/// [`crate::GearmanExecutor`] sends them. A plain Zuul scheduler sends only `ZUUL_*`
+/// parameters; then the `default*` fields below fill in `apiUri`, `container`, `token`
+/// and `storeUri`, and the build id is the build number the worker assigns.
+///
+/// ```
+/// use executor_gearman::WorkerConfig;
+/// let cfg: WorkerConfig = serde_json::from_value(serde_json::json!({
+///     "server": "127.0.0.1:4730", "jobs": ["unit"], "nodes": ["linux"], "maxBuilds": 4,
+///     "defaultToken": "never-printed"
+/// })).unwrap();
+/// assert_eq!(cfg.functions(), ["build:unit", "build:unit:linux"]);
+/// assert!(!format!("{cfg:?}").contains("never-printed"));
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct WorkerConfig {
+    /// gearmand's `host:port` (default `127.0.0.1:4730`).
+    pub server: String,
+    /// Zuul job names this launcher runs; registers `build:<job>` for each (required).
+    pub jobs: Vec<String>,
+    /// Node names or classes; also registers `build:<job>:<node>` for each job and node.
+    pub nodes: Vec<String>,
+    /// The manager name of `stop:<manager>` and `set_description:<manager>`; must be
+    /// unique per worker process (default `sdx-<hostname>-<pid>-<random>`).
+    pub manager: Option<String>,
+    /// `worker_name` in the start announcement (default: the host name).
+    pub worker_name: Option<String>,
+    /// Builds run at once (default 10).
+    pub max_builds: usize,
+    /// How often the wrapped executor's status is polled, in milliseconds (default 1000).
+    pub poll_interval_ms: u64,
+    /// `apiUri` for jobs whose arguments have none.
+    pub default_api_uri: Option<String>,
+    /// `container` for jobs whose arguments have none.
+    pub default_container: Option<String>,
+    /// `token` for jobs whose arguments have none (never serialised or printed).
+    #[serde(skip_serializing)]
+    pub default_token: Option<SecretString>,
+    /// `storeUri` for jobs whose arguments have none.
+    pub default_store_uri: Option<String>,
+    /// The build URL announced to Zuul, with `{buildId}`, `{number}`, `{name}`, `{uuid}`
+    /// and `{manager}` replaced (default: `<uiUri>/pipelines/<pipelineId>/builds/<buildId>`
+    /// when the build has both, else none).
+    pub build_url: Option<String>,
+    /// After a drain starts, running builds get this many seconds to finish before they
+    /// are stopped (reported `ABORTED`); default: no limit.
+    pub drain_timeout_secs: Option<u64>,
+    /// Bound on each connect to gearmand, in milliseconds (default 5000).
+    pub connect_timeout_ms: u64,
+    /// Largest Gearman packet body accepted or sent (default 16 MiB).
+    pub max_packet_size: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            server: "127.0.0.1:4730".into(),
+            jobs: Vec::new(),
+            nodes: Vec::new(),
+            manager: None,
+            worker_name: None,
+            max_builds: 10,
+            poll_interval_ms: 1000,
+            default_api_uri: None,
+            default_container: None,
+            default_token: None,
+            default_store_uri: None,
+            build_url: None,
+            drain_timeout_secs: None,
+            connect_timeout_ms: 5000,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+        }
+    }
+}
+
+impl fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("server", &self.server)
+            .field("jobs", &self.jobs)
+            .field("nodes", &self.nodes)
+            .field("manager", &self.manager)
+            .field("worker_name", &self.worker_name)
+            .field("max_builds", &self.max_builds)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("default_api_uri", &self.default_api_uri)
+            .field("default_container", &self.default_container)
+            .field("default_token", &self.default_token.as_ref().map(|_| "[REDACTED]"))
+            .field("default_store_uri", &self.default_store_uri)
+            .field("build_url", &self.build_url)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerConfig {
+    /// A config for `jobs` on gearmand at `server`, defaults for the rest.
+    pub fn new(server: impl Into<String>, jobs: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            server: server.into(),
+            jobs: jobs.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Reads `EXECUTOR_GEARMAN_WORKER_*` variables over the defaults: `SERVER`, `JOBS`
+    /// and `NODES` (comma separated), `MANAGER`, `NAME`, `MAX_BUILDS`, `POLL_INTERVAL_MS`,
+    /// `API_URI`, `CONTAINER`, `TOKEN`, `STORE_URI`, `BUILD_URL`, `DRAIN_TIMEOUT_SECS`.
+    /// Unparsable numbers are kept as errors for [`WorkerConfig::validate`] to report by
+    /// making the field invalid (0).
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(format!("EXECUTOR_GEARMAN_WORKER_{k}")).ok();
+        let list = |s: String| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut c = Self::default();
+        if let Some(v) = var("SERVER") {
+            c.server = v;
+        }
+        if let Some(v) = var("JOBS") {
+            c.jobs = list(v);
+        }
+        if let Some(v) = var("NODES") {
+            c.nodes = list(v);
+        }
+        c.manager = var("MANAGER").or(c.manager);
+        c.worker_name = var("NAME").or(c.worker_name);
+        if let Some(v) = var("MAX_BUILDS") {
+            c.max_builds = v.trim().parse().unwrap_or(0);
+        }
+        if let Some(v) = var("POLL_INTERVAL_MS") {
+            c.poll_interval_ms = v.trim().parse().unwrap_or(0);
+        }
+        c.default_api_uri = var("API_URI").or(c.default_api_uri);
+        c.default_container = var("CONTAINER").or(c.default_container);
+        c.default_token = var("TOKEN").map(SecretString::from).or(c.default_token);
+        c.default_store_uri = var("STORE_URI").or(c.default_store_uri);
+        c.build_url = var("BUILD_URL").or(c.build_url);
+        if let Some(v) = var("DRAIN_TIMEOUT_SECS") {
+            c.drain_timeout_secs = Some(v.trim().parse().unwrap_or(0));
+        }
+        c
+    }
+
+    /// The functions a worker with this config registers for builds.
+    pub fn functions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for job in &self.jobs {
+            out.push(format!("build:{job}"));
+            for node in &self.nodes {
+                out.push(format!("build:{job}:{node}"));
+            }
+        }
+        out
+    }
+
+    /// Checks every field; [`ErrorKind::ConfigInvalid`] naming the first bad key.
+    pub fn validate(&self) -> Result<ValidWorkerConfig, Error> {
+        let bad = |key: &str, why: &str| Error::new(ErrorKind::ConfigInvalid, format!("{key}: {why}")).with_context("key", key);
+        if self.server.trim().is_empty() || !self.server.contains(':') {
+            return Err(bad("server", "must be host:port"));
+        }
+        if self.jobs.is_empty() {
+            return Err(bad("jobs", "at least one job name is required"));
+        }
+        for (i, j) in self.jobs.iter().enumerate() {
+            check_name(j).map_err(|why| bad(&format!("jobs[{i}]"), &why))?;
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            check_name(n).map_err(|why| bad(&format!("nodes[{i}]"), &why))?;
+        }
+        let manager = match &self.manager {
+            Some(m) => {
+                check_name(m).map_err(|why| bad("manager", &why))?;
+                m.clone()
+            }
+            None => default_manager(),
+        };
+        if self.max_builds == 0 {
+            return Err(bad("maxBuilds", "must be at least 1"));
+        }
+        if self.poll_interval_ms < 10 {
+            return Err(bad("pollIntervalMs", "must be at least 10"));
+        }
+        let url = |key: &str, v: &Option<String>| -> Result<Option<Url>, Error> {
+            v.as_deref().map(parse_http_url).transpose().map_err(|why| bad(key, &why))
+        };
+        let default_api_uri = url("defaultApiUri", &self.default_api_uri)?;
+        let default_store_uri = url("defaultStoreUri", &self.default_store_uri)?;
+        if let Some(c) = &self.default_container {
+            ImageRef::parse(c).map_err(|why| bad("defaultContainer", &why))?;
+        }
+        if self.drain_timeout_secs == Some(0) {
+            return Err(bad("drainTimeoutSecs", "must be a positive number of seconds"));
+        }
+        if self.max_packet_size < 1024 {
+            return Err(bad("maxPacketSize", "must be at least 1024 bytes"));
+        }
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        Ok(ValidWorkerConfig {
+            functions: self.functions(),
+            stop_function: format!("stop:{manager}"),
+            description_function: format!("set_description:{manager}"),
+            worker_name: self.worker_name.clone().unwrap_or_else(|| hostname.clone()),
+            hostname,
+            manager,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            drain_timeout: self.drain_timeout_secs.map(Duration::from_secs),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            default_api_uri,
+            default_store_uri,
+            raw: self.clone(),
+        })
+    }
+}
+
+/// A checked [`WorkerConfig`] with its derived values.
+#[derive(Debug, Clone)]
+pub struct ValidWorkerConfig {
+    /// `build:` functions registered.
+    pub functions: Vec<String>,
+    /// `stop:<manager>`.
+    pub stop_function: String,
+    /// `set_description:<manager>`.
+    pub description_function: String,
+    /// The manager name.
+    pub manager: String,
+    /// `worker_name`.
+    pub worker_name: String,
+    /// The host name.
+    pub hostname: String,
+    /// Status poll interval.
+    pub poll_interval: Duration,
+    /// Drain bound.
+    pub drain_timeout: Option<Duration>,
+    /// Connect bound.
+    pub connect_timeout: Duration,
+    /// Parsed `defaultApiUri`.
+    pub default_api_uri: Option<Url>,
+    /// Parsed `defaultStoreUri`.
+    pub default_store_uri: Option<Url>,
+    /// The config as given.
+    pub raw: WorkerConfig,
+}
+
+/// Job, node and manager names become parts of Gearman function names.
+pub(crate) fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else if s.len() > 200 {
+        Err("must be at most 200 characters".into())
+    } else if s.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
+        Err("must not contain ':', white space or control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn default_manager() -> String {
+    let host: String = gethostname::gethostname()
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c == ':' || c.is_whitespace() || c.is_control() { '_' } else { c })
+        .take(100)
+        .collect();
+    format!("sdx-{host}-{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_keys_are_named() {
+        let e = WorkerConfig::new("127.0.0.1:4730", Vec::<String>::new()).validate().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+        assert!(e.to_string().contains("jobs: at least one"), "{e}");
+        let e = WorkerConfig::new("127.0.0.1:4730", ["a:b"]).validate().unwrap_err();
+        assert!(e.to_string().contains("jobs[0]: must not contain ':'"), "{e}");
+        let mut c = WorkerConfig::new("127.0.0.1:4730", ["unit"]);
+        c.default_api_uri = Some("ftp://x".into());
+        assert!(c.validate().unwrap_err().to_string().contains("defaultApiUri"));
+        c.default_api_uri = None;
+        c.max_builds = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("maxBuilds"));
+    }
+
+    #[test]
+    fn a_default_manager_is_unique_per_worker() {
+        let c = WorkerConfig::new("127.0.0.1:4730", ["unit"]);
+        let (a, b) = (c.validate().unwrap(), c.validate().unwrap());
+        assert_ne!(a.manager, b.manager);
+        assert!(a.stop_function.starts_with("stop:sdx-"));
+        check_name(&a.manager).unwrap();
+    }
+}

@@ -1,0 +1,69 @@
+//! `stop:<manager>` and `set_description:<manager>` jobs.
+//!
+//! `stop:` with `{name, number}` stops that build on the wrapped executor and completes
+//! with `{"name", "number", "stopped": true}`; the build's own job then ends with
+//! `WORK_DATA {"result": "ABORTED"}` and `WORK_FAIL`. Stopping a build this worker does
+//! not run (finished, never started, another attempt) completes with `"stopped": false`:
+//! stop is idempotent. A stop that arrives while the build is still starting is applied
+//! as soon as the start returns.
+//!
+//! `set_description:` records the HTML description (see
+//! [`super::LauncherWorker::description`]) and completes.
+
+use std::sync::Arc;
+
+use executor_base::{Error, ErrorKind};
+use serde_json::json;
+
+use super::Launcher;
+use super::build::send_exception;
+use crate::worker::Job;
+use crate::zuul::{parse_build_ref, parse_description};
+
+impl Launcher {
+    pub(super) async fn run_control(self: Arc<Self>, job: Job) {
+        let outcome = if job.function == self.cfg.stop_function {
+            self.stop_build(&job).await
+        } else if job.function == self.cfg.description_function {
+            self.describe(&job)
+        } else {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("this worker does not do {:?}", job.function),
+            ))
+        };
+        let sent = match outcome {
+            Ok(answer) => job.sink.complete(answer.to_string()),
+            Err(e) => {
+                send_exception(&job.sink, &e);
+                Ok(())
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(function = %job.function, error = %e, "could not answer a control job");
+        }
+    }
+
+    async fn stop_build(&self, job: &Job) -> Result<serde_json::Value, Error> {
+        let b = parse_build_ref(&job.data)?;
+        let entry = self.registry.lock().get(&(b.name.clone(), b.number)).cloned();
+        let Some(entry) = entry else {
+            return Ok(json!({"name": b.name, "number": b.number, "stopped": false,
+                             "message": "no such running build on this launcher"}));
+        };
+        tracing::info!(name = %b.name, number = b.number, build_id = %entry.stop.build_id, "stop requested");
+        if entry.request_stop() {
+            self.executor.stop(&entry.stop).await?;
+        }
+        entry.wake.notify_one();
+        Ok(json!({"name": b.name, "number": b.number, "stopped": true}))
+    }
+
+    fn describe(&self, job: &Job) -> Result<serde_json::Value, Error> {
+        let d = parse_description(&job.data)?;
+        tracing::info!(name = %d.name, number = d.number, "build description set");
+        let answer = json!({"name": d.name, "number": d.number, "recorded": true});
+        self.record_description(d.name, d.number, d.html_description);
+        Ok(answer)
+    }
+}

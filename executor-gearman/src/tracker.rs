@@ -1,0 +1,458 @@
+//! Following one submitted build until it ends: the Gearman executor's per-build task.
+//!
+//! Each build has its own client connection to gearmand, so that withdrawing a queued
+//! build is exact: gearmand drops a foreground job that was never handed to a worker
+//! once its only client disconnects. The task maps the job's packets to a
+//! [`BuildStatus`]:
+//!
+//! | seen                                         | status                                   |
+//! |----------------------------------------------|------------------------------------------|
+//! | `JOB_CREATED`                                | `Pending` (queued on gearmand)           |
+//! | first `WORK_DATA` {name, number, manager}    | `Running`                                |
+//! | `WORK_DATA` {result} + `WORK_COMPLETE`/`FAIL` | from `result` (`SUCCESS`, `ABORTED`, ...) |
+//! | `WORK_EXCEPTION`                             | `Failed` (typed from the launcher error) |
+//! | a second announcement with another manager or number | `Lost` (re-queued to another attempt, which is stopped) |
+//! | `GET_STATUS`: known but no worker after the announcement | `Lost` (launcher died; the re-queued job is withdrawn) |
+//! | `GET_STATUS`: unknown job                    | `Lost`                                   |
+//! | connection to gearmand broken                | `Lost` (outcome unobservable; the build is stopped) |
+//! | no launcher took it within `queueTimeoutSecs` | `Failed(unschedulable)`, withdrawn      |
+//! | `stop` answered by the launcher              | `Canceled`                               |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use executor_base::engine::Idempotency;
+use executor_base::{BuildStatus, Error, ErrorKind, FailureReason, Phase};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::client::{GearmanClient, JobEvent, SubmittedJob};
+use crate::executor::Inner;
+use crate::zuul::{BuildRef, BuildReport, LauncherException, StartAnnouncement};
+
+/// What the executor knows about a build's Gearman job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct GearmanBuildInfo {
+    /// The function it was submitted to (`build:<job>[:<node>]`).
+    pub function: String,
+    /// gearmand's job handle.
+    pub handle: String,
+    /// `ZUUL_UUID` (also the Gearman unique id).
+    pub uuid: String,
+    /// The launcher that runs it (`stop:<manager>`), once announced.
+    pub manager: Option<String>,
+    /// The job name the launcher announced.
+    pub name: Option<String>,
+    /// The build number the launcher announced.
+    pub number: Option<u64>,
+    /// The build URL the launcher announced.
+    pub url: Option<String>,
+    /// The last `WORK_STATUS` (numerator, denominator).
+    pub progress: Option<(u64, u64)>,
+}
+
+/// Requests to a build's task.
+pub(crate) enum Cmd {
+    Stop(oneshot::Sender<Result<(), Error>>),
+}
+
+/// A tracked build, shared between the executor and its task.
+pub(crate) struct Tracked {
+    pub(crate) status: watch::Sender<BuildStatus>,
+    pub(crate) info: Mutex<GearmanBuildInfo>,
+    pub(crate) cmds: mpsc::UnboundedSender<Cmd>,
+    pub(crate) finished_at: Mutex<Option<Instant>>,
+}
+
+impl Tracked {
+    pub(crate) fn new(info: GearmanBuildInfo) -> (Arc<Self>, mpsc::UnboundedReceiver<Cmd>) {
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let status = watch::Sender::new(BuildStatus::pending(format!(
+            "queued on gearmand as {} ({})",
+            info.handle, info.function
+        )));
+        let t = Arc::new(Self {
+            status,
+            info: Mutex::new(info),
+            cmds,
+            finished_at: Mutex::new(None),
+        });
+        (t, rx)
+    }
+
+    pub(crate) fn is_terminal(&self) -> bool {
+        self.status.borrow().is_terminal()
+    }
+}
+
+/// Whether the task goes on.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Done,
+}
+
+struct Tracker {
+    inner: Arc<Inner>,
+    shared: Arc<Tracked>,
+    client: GearmanClient,
+    events: mpsc::UnboundedReceiver<JobEvent>,
+    handle: String,
+    announced: Option<StartAnnouncement>,
+    report: Option<BuildReport>,
+    stop_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    stop_deadline: Option<Instant>,
+}
+
+/// Follows the build until it ends; see the module docs.
+pub(crate) async fn track(
+    inner: Arc<Inner>,
+    shared: Arc<Tracked>,
+    client: GearmanClient,
+    job: SubmittedJob,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+) {
+    let mut t = Tracker {
+        inner,
+        shared,
+        client,
+        events: job.events,
+        handle: job.handle,
+        announced: None,
+        report: None,
+        stop_waiters: Vec::new(),
+        stop_deadline: None,
+    };
+    let queue_deadline = Instant::now() + t.inner.cfg.queue_timeout();
+    let every = t.inner.cfg.liveness_interval();
+    let mut liveness = tokio::time::interval_at(Instant::now() + every, every);
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stop_deadline = t.stop_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let flow = tokio::select! {
+            ev = t.events.recv() => t.on_event(ev.unwrap_or(JobEvent::Disconnected)).await,
+            Some(Cmd::Stop(reply)) = cmds.recv() => t.on_stop(reply).await,
+            _ = liveness.tick() => t.check_liveness().await,
+            _ = tokio::time::sleep_until(queue_deadline), if t.announced.is_none() && t.stop_deadline.is_none() => {
+                let mut s = BuildStatus::failed(
+                    FailureReason::Unschedulable,
+                    format!("no launcher took the build within {:?}; withdrawn from gearmand", t.inner.cfg.queue_timeout()),
+                    None,
+                );
+                if let Some(f) = s.failure.as_mut() {
+                    f.build_started = Some(false);
+                }
+                t.finish(s)
+            }
+            _ = tokio::time::sleep_until(stop_deadline), if t.stop_deadline.is_some() => {
+                t.stop_deadline = None;
+                let msg = "the launcher has not started the build yet; the stop is applied once it does";
+                t.reply_stop(|| Err(Error::new(ErrorKind::Timeout, msg).with_executor(crate::SCHEME).temporary()));
+                Flow::Continue
+            }
+        };
+        if flow == Flow::Done {
+            break;
+        }
+    }
+    // Dropping the client closes this build's connection: a job still queued on gearmand
+    // is withdrawn.
+}
+
+impl Tracker {
+    fn status(&self) -> BuildStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Records the terminal status (once), answers waiting stops and ends the task.
+    fn finish(&mut self, status: BuildStatus) -> Flow {
+        if !self.shared.is_terminal() {
+            tracing::info!(handle = %self.handle, status = %status, "gearman build finished");
+            self.inner.counter.finished(&status);
+            self.shared.status.send_replace(status);
+            *self.shared.finished_at.lock() = Some(Instant::now());
+        }
+        self.reply_stop(|| Ok(()));
+        Flow::Done
+    }
+
+    fn reply_stop(&mut self, answer: impl Fn() -> Result<(), Error>) {
+        for w in self.stop_waiters.drain(..) {
+            let _ = w.send(answer());
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.announced.is_some()
+    }
+
+    async fn on_event(&mut self, ev: JobEvent) -> Flow {
+        match ev {
+            JobEvent::Data(d) => {
+                if let Some(r) = BuildReport::from_data(&d) {
+                    self.report = Some(r);
+                } else if let Some(a) = StartAnnouncement::from_data(&d) {
+                    return self.on_announcement(a).await;
+                }
+                Flow::Continue
+            }
+            JobEvent::Warning(w) => {
+                tracing::debug!(handle = %self.handle, warning = %String::from_utf8_lossy(&w), "launcher warning");
+                Flow::Continue
+            }
+            JobEvent::Status { numerator, denominator } => {
+                self.shared.info.lock().progress = Some((numerator, denominator));
+                Flow::Continue
+            }
+            JobEvent::Disconnected => {
+                if let Some(a) = self.announced.clone() {
+                    // Nobody can see this build's outcome any more: do not let it run on.
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move {
+                        let client = GearmanClient::lazy(&inner.cfg.server, inner.cfg.client_options());
+                        request_stop(&inner, &client, &a).await
+                    });
+                }
+                let s = BuildStatus::lost(
+                    Some(self.started()),
+                    "connection to gearmand lost: the build's outcome can no longer be observed",
+                );
+                self.finish(s)
+            }
+            terminal => {
+                let s = self.terminal_status(terminal);
+                self.finish(s)
+            }
+        }
+    }
+
+    /// The status for `WORK_COMPLETE`, `WORK_FAIL` or `WORK_EXCEPTION`.
+    fn terminal_status(&self, ev: JobEvent) -> BuildStatus {
+        match ev {
+            JobEvent::Complete(d) => self
+                .report
+                .clone()
+                .or_else(|| BuildReport::from_data(&d))
+                .map_or_else(BuildStatus::succeeded, |r| r.to_status()),
+            JobEvent::Exception(d) => LauncherException::from_data(&d).to_status(),
+            _ => match &self.report {
+                Some(r) => r.to_status(),
+                None if self.started() => BuildStatus::lost(Some(true), "the launcher failed the job without a result"),
+                None => {
+                    let mut s = BuildStatus::failed(
+                        FailureReason::StartRefused,
+                        "the launcher failed the job before starting the build",
+                        None,
+                    );
+                    if let Some(f) = s.failure.as_mut() {
+                        f.build_started = Some(false);
+                    }
+                    s
+                }
+            },
+        }
+    }
+
+    async fn on_announcement(&mut self, a: StartAnnouncement) -> Flow {
+        match &self.announced {
+            None => {
+                {
+                    let mut info = self.shared.info.lock();
+                    info.manager = Some(a.manager.clone());
+                    info.name = Some(a.name.clone());
+                    info.number = Some(a.number);
+                    info.url = a.url.clone();
+                }
+                tracing::debug!(handle = %self.handle, manager = %a.manager, number = a.number, "build started on a launcher");
+                self.announced = Some(a);
+                if self.status().phase == Phase::Pending {
+                    self.shared.status.send_replace(BuildStatus::running());
+                }
+                if !self.stop_waiters.is_empty() {
+                    self.stop_deadline = None;
+                    return self.stop_announced().await;
+                }
+                Flow::Continue
+            }
+            Some(prev) if prev.manager == a.manager && prev.number == a.number => {
+                if a.url.is_some() {
+                    self.shared.info.lock().url = a.url;
+                }
+                Flow::Continue
+            }
+            Some(prev) => {
+                // gearmand handed the job out again: the first launcher dropped it
+                // mid-build. Stop the new attempt and report the build lost.
+                let msg = format!(
+                    "launcher {} lost the build (#{}); gearmand re-queued it to {} (#{}), which was stopped",
+                    prev.manager, prev.number, a.manager, a.number
+                );
+                let (inner, client) = (self.inner.clone(), self.client.clone());
+                tokio::spawn(async move { request_stop(&inner, &client, &a).await });
+                self.finish(BuildStatus::lost(Some(true), msg))
+            }
+        }
+    }
+
+    async fn on_stop(&mut self, reply: oneshot::Sender<Result<(), Error>>) -> Flow {
+        if self.shared.is_terminal() {
+            let _ = reply.send(Ok(()));
+            return Flow::Continue;
+        }
+        self.stop_waiters.push(reply);
+        if self.announced.is_some() {
+            return self.stop_announced().await;
+        }
+        // Not started yet: withdraw it if it is still queued, else wait for the
+        // launcher's announcement (it is starting the build) and stop it then.
+        match self.client.status(&self.handle).await {
+            Ok(s) if !s.running => {
+                if let Some(flow) = self.absorb_pending() {
+                    return flow;
+                }
+                self.finish(BuildStatus::canceled())
+            }
+            Ok(_) => {
+                self.stop_deadline = Some(Instant::now() + self.inner.cfg.stop_timeout());
+                Flow::Continue
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                self.reply_stop(|| Err(Error::new(e.kind(), e.message()).with_executor(crate::SCHEME)));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Stops a build whose launcher is known.
+    async fn stop_announced(&mut self) -> Flow {
+        let a = self.announced.clone().expect("announced");
+        match request_stop(&self.inner, &self.client, &a).await {
+            Ok(()) => {
+                if let Some(flow) = self.absorb_pending() {
+                    return flow;
+                }
+                self.finish(BuildStatus::canceled())
+            }
+            Err(e) => {
+                tracing::warn!(handle = %self.handle, error = %e, "stop failed");
+                self.reply_stop(|| {
+                    let mut x = Error::new(e.kind(), e.message()).with_executor(crate::SCHEME);
+                    if e.is_temporary() {
+                        x = x.temporary();
+                    }
+                    Err(x)
+                });
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Handles events already received; `Some` when one of them ended the build.
+    fn absorb_pending(&mut self) -> Option<Flow> {
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                JobEvent::Data(d) => {
+                    if let Some(r) = BuildReport::from_data(&d) {
+                        self.report = Some(r);
+                    }
+                }
+                JobEvent::Disconnected => return None,
+                ev if ev.is_terminal() => {
+                    let s = self.terminal_status(ev);
+                    return Some(self.finish(s));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// `GET_STATUS`: a launcher that died mid-build leaves the job re-queued (known, not
+    /// running); a job gearmand forgot is gone.
+    async fn check_liveness(&mut self) -> Flow {
+        let Ok(s) = self.client.status(&self.handle).await else {
+            // A broken connection arrives as `Disconnected`; a slow answer is retried
+            // at the next tick.
+            return Flow::Continue;
+        };
+        // Everything gearmand sent before this answer is queued already: handle it first.
+        while let Ok(ev) = self.events.try_recv() {
+            if self.on_event(ev).await == Flow::Done {
+                return Flow::Done;
+            }
+        }
+        if !s.known {
+            return self.finish(BuildStatus::lost(
+                Some(self.started()),
+                format!("gearmand no longer knows job {}", self.handle),
+            ));
+        }
+        if !s.running && let Some(a) = &self.announced {
+            let msg = format!(
+                "launcher {} went away mid-build; gearmand re-queued the job, which was withdrawn",
+                a.manager
+            );
+            return self.finish(BuildStatus::lost(Some(true), msg));
+        }
+        Flow::Continue
+    }
+}
+
+/// Asks the announcing launcher to stop the build (`stop:<manager>`) and waits for its
+/// answer. A launcher that is gone has nothing left to stop.
+async fn request_stop(inner: &Inner, client: &GearmanClient, a: &StartAnnouncement) -> Result<(), Error> {
+    let function = format!("stop:{}", a.manager);
+    let cfg = &inner.cfg;
+    let workers = inner
+        .calls
+        .call("stop", Idempotency::Idempotent, || async {
+            crate::admin::workers_for(&cfg.server, &function, cfg.client_options().request_timeout)
+                .await
+                .map_err(Error::from)
+        })
+        .await?;
+    if workers == 0 {
+        tracing::info!(manager = %a.manager, "launcher is gone; nothing to stop");
+        return Ok(());
+    }
+    let args = Bytes::from(
+        serde_json::to_vec(&BuildRef {
+            name: a.name.clone(),
+            number: a.number,
+        })
+        .unwrap_or_default(),
+    );
+    let job = inner
+        .calls
+        .call("stop", Idempotency::Idempotent, || async {
+            client.submit(&function, "", args.clone()).await.map_err(Error::from)
+        })
+        .await?;
+    match tokio::time::timeout(cfg.stop_timeout(), job.wait()).await {
+        Ok((_, JobEvent::Complete(_))) => Ok(()),
+        Ok((_, JobEvent::Exception(d))) => {
+            let x = LauncherException::from_data(&d);
+            Err(Error::new(ErrorKind::Unexpected, format!("the launcher refused the stop: {}", x.message)))
+        }
+        Ok((_, JobEvent::Disconnected)) => Err(Error::new(
+            ErrorKind::Unexpected,
+            "connection to gearmand lost while stopping",
+        )
+        .temporary()),
+        Ok((_, other)) => Err(Error::new(
+            ErrorKind::Unexpected,
+            format!("the launcher answered the stop with {other:?}"),
+        )),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!("the launcher did not confirm the stop within {:?}", cfg.stop_timeout()),
+        )
+        .temporary()),
+    }
+}

@@ -1,0 +1,463 @@
+//! [`JenkinsExecutorBuilder`]: options in, validated executor out.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use executor_base::engine::{BreakerConfig, EngineCalls, RetryPolicy};
+use executor_base::{BuildCounter, Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceTable, TimeoutPolicy};
+use parking_lot::Mutex;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::SCHEME;
+use crate::client::Client;
+use crate::config::{JenkinsConfig, KEYS};
+use crate::executor::JenkinsExecutor;
+use crate::job::JobSettings;
+use crate::template::{JobTemplate, check_xml_chars};
+
+/// Builds a [`JenkinsExecutor`]: a [`JenkinsConfig`] plus injections (template, HTTP
+/// client). Everything is validated in [`JenkinsExecutorBuilder::build`].
+///
+/// ```
+/// use executor_jenkins::JenkinsExecutorBuilder;
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let e = JenkinsExecutorBuilder::new()
+///     .with_url("http://127.0.0.1:8080")
+///     .with_path_prefix("/jenkins")
+///     .with_credentials("screwdriver", "api-token")
+///     .build()
+///     .await
+///     .unwrap();
+/// assert_eq!(e.base_url().as_str(), "http://127.0.0.1:8080/jenkins/");
+///
+/// let err = JenkinsExecutorBuilder::new().with_url("ftp://x").build().await.unwrap_err();
+/// assert!(err.to_string().contains("url: must be an http(s) URL"), "{err}");
+/// assert!(err.to_string().contains("apiToken: is required"), "{err}");
+/// # });
+/// ```
+#[derive(Debug, Default)]
+pub struct JenkinsExecutorBuilder {
+    config: JenkinsConfig,
+    template: Option<JobTemplate>,
+    http: Option<reqwest::Client>,
+    problems: Vec<String>,
+}
+
+impl JenkinsExecutorBuilder {
+    /// Defaults (no URL or token yet).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Defaults overridden by `EXECUTOR_JENKINS_<KEY>` variables (`EXECUTOR_JENKINS_URL`,
+    /// `EXECUTOR_JENKINS_API_TOKEN`, `EXECUTOR_JENKINS_REQUEST_TIMEOUT_MS`, ... for every
+    /// key of [`JenkinsConfig::set`]) and, where those are unset, Jenkins' own
+    /// `JENKINS_URL`, `JENKINS_USER_ID` and `JENKINS_API_TOKEN`.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let fallbacks: HashMap<&str, &str> = [
+            ("url", "JENKINS_URL"),
+            ("username", "JENKINS_USER_ID"),
+            ("apiToken", "JENKINS_API_TOKEN"),
+        ]
+        .into_iter()
+        .collect();
+        let mut b = Self::new();
+        for key in KEYS {
+            let var = env_name(key);
+            let value = lookup(&var).or_else(|| fallbacks.get(key).and_then(|f| lookup(f)));
+            if let Some(v) = value {
+                b = b.with_option_named(key, &v, &var);
+            }
+        }
+        b
+    }
+
+    /// Options from `key=value` pairs (the keys of [`JenkinsConfig::set`]).
+    pub fn from_iter<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        pairs
+            .into_iter()
+            .fold(Self::new(), |b, (k, v)| b.with_option(k.as_ref(), v.as_ref()))
+    }
+
+    /// Sets one option by key; a bad key or value is reported by `build()`.
+    pub fn with_option(self, key: &str, value: &str) -> Self {
+        self.with_option_named(key, value, key)
+    }
+
+    fn with_option_named(mut self, key: &str, value: &str, shown: &str) -> Self {
+        if let Err(reason) = self.config.set(key, value) {
+            self.problems.push(format!("{shown}: {reason}"));
+        }
+        self
+    }
+
+    /// Replaces the whole config.
+    pub fn with_config(mut self, config: JenkinsConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Jenkins' base URL.
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = url.into();
+        self
+    }
+
+    /// The path Jenkins is served under (`/jenkins`).
+    pub fn with_path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.path_prefix = prefix.into();
+        self
+    }
+
+    /// The user and their API token (basic auth).
+    pub fn with_credentials(mut self, username: impl Into<String>, api_token: impl Into<String>) -> Self {
+        self.config.username = username.into();
+        self.config.api_token = Some(SecretString::from(api_token.into()));
+        self
+    }
+
+    /// The user's API token, already secret.
+    pub fn with_api_token(mut self, api_token: SecretString) -> Self {
+        self.config.api_token = Some(api_token);
+        self
+    }
+
+    /// The bound on one HTTP request.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout_ms = timeout.as_millis().min(u128::from(u64::MAX)) as u64;
+        self
+    }
+
+    /// Job names are `<prefix><buildId>`.
+    pub fn with_job_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.job_prefix = prefix.into();
+        self
+    }
+
+    /// The node label builds run on.
+    pub fn with_node_label(mut self, label: impl Into<String>) -> Self {
+        self.config.node_label = label.into();
+        self
+    }
+
+    /// The launcher (job-tools) image.
+    pub fn with_launcher_image(mut self, image: impl Into<String>) -> Self {
+        self.config.launcher_image = image.into();
+        self
+    }
+
+    /// Where job-tools are mounted in the build container.
+    pub fn with_mount_point(mut self, path: impl Into<String>) -> Self {
+        self.config.mount_point = path.into();
+        self
+    }
+
+    /// Native or Screwdriver launch contract.
+    pub fn with_launch_mode(mut self, mode: LaunchMode) -> Self {
+        self.config.launch_mode = mode;
+        self
+    }
+
+    /// The Docker CLI the job runs.
+    pub fn with_docker_command(mut self, command: impl Into<String>) -> Self {
+        self.config.docker_command = command.into();
+        self
+    }
+
+    /// The Docker network of build containers.
+    pub fn with_docker_network(mut self, network: impl Into<String>) -> Self {
+        self.config.docker_network = Some(network.into());
+        self
+    }
+
+    /// A `config.xml` template file replacing the built-in one.
+    pub fn with_template_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.template_path = Some(path.into());
+        self
+    }
+
+    /// A parsed template (wins over `templatePath`).
+    pub fn with_template(mut self, template: JobTemplate) -> Self {
+        self.template = Some(template);
+        self
+    }
+
+    /// Build timeout default and cap.
+    pub fn with_timeout_policy(mut self, policy: TimeoutPolicy) -> Self {
+        self.config.timeout = policy;
+        self
+    }
+
+    /// Store and UI URLs.
+    pub fn with_ecosystem(mut self, ecosystem: Ecosystem) -> Self {
+        self.config.ecosystem = ecosystem;
+        self
+    }
+
+    /// CPU/RAM tier table.
+    pub fn with_resources(mut self, resources: ResourceTable) -> Self {
+        self.config.resources = resources;
+        self
+    }
+
+    /// Retry policy of idempotent calls (and of the checked `buildWithParameters` retry).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// Circuit breaker and per-call bound.
+    pub fn with_breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.config.breaker = breaker;
+        self
+    }
+
+    /// A preconfigured HTTP client (proxies, TLS roots). It should not follow redirects;
+    /// the request timeout option is not applied to it.
+    pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Validates everything and builds the executor; no request is made yet.
+    pub async fn build(self) -> Result<JenkinsExecutor, Error> {
+        let Self {
+            config: c,
+            template,
+            http,
+            mut problems,
+        } = self;
+        let mut problem = |key: &str, reason: &str| problems.push(format!("{key}: {reason}"));
+
+        let base = if c.url.trim().is_empty() {
+            problem("url", "is required");
+            None
+        } else {
+            match executor_base::config::parse_http_url(&c.url) {
+                Ok(u) => match with_prefix(u, &c.path_prefix) {
+                    Ok(u) => Some(u),
+                    Err(r) => {
+                        problem("pathPrefix", &r);
+                        None
+                    }
+                },
+                Err(r) => {
+                    problem("url", &r);
+                    None
+                }
+            }
+        };
+        if c.username.is_empty() || c.username.contains(':') || c.username.chars().any(char::is_control) {
+            problem("username", "must be a non-empty user name without ':' or control characters");
+        }
+        match &c.api_token {
+            None => problem("apiToken", "is required"),
+            Some(t) if t.expose_secret().trim().is_empty() => problem("apiToken", "must not be empty"),
+            Some(t) if t.expose_secret().chars().any(char::is_control) => {
+                problem("apiToken", "must not contain control characters")
+            }
+            Some(_) => {}
+        }
+        if c.request_timeout_ms == 0 {
+            problem("requestTimeoutMs", "must be positive");
+        }
+        if let Err(r) = check_job_prefix(&c.job_prefix) {
+            problem("jobPrefix", &r);
+        }
+        if c.node_label.trim().is_empty() || check_xml_chars("nodeLabel", &c.node_label).is_err() {
+            problem("nodeLabel", "must be a non-empty label without control characters");
+        }
+        if let Err(r) = ImageRef::parse(&c.launcher_image) {
+            problem("launcherImage", &r);
+        }
+        if !c.mount_point.starts_with('/') || c.mount_point.chars().any(char::is_control) {
+            problem("mountPoint", "must be an absolute path");
+        }
+        if c.docker_command.trim().is_empty() || c.docker_command.chars().any(char::is_control) {
+            problem("dockerCommand", "must be a command without control characters");
+        }
+        if c
+            .docker_network
+            .as_deref()
+            .is_some_and(|n| n.is_empty() || n.chars().any(|ch| ch.is_control() || ch.is_whitespace()))
+        {
+            problem("dockerNetwork", "must be a network name without white space");
+        }
+        if c.timeout.max_minutes == 0 {
+            problem("timeoutMaxMinutes", "must be positive");
+        }
+        let template = match (template, &c.template_path) {
+            (Some(t), _) => Some(t),
+            (None, Some(p)) => match JobTemplate::from_file(p) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    problems.push(e.message().to_string());
+                    None
+                }
+            },
+            (None, None) => Some(JobTemplate::builtin()),
+        };
+        let http = match http {
+            Some(h) => Some(h),
+            None => match Client::http_client(c.request_timeout()) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    problems.push(format!("http client: {e}"));
+                    None
+                }
+            },
+        };
+        if !problems.is_empty() {
+            return Err(Error::new(ErrorKind::ConfigInvalid, problems.join("; "))
+                .with_executor(SCHEME)
+                .with_operation("build"));
+        }
+        let (Some(base), Some(template), Some(http), Some(token)) = (base, template, http, c.api_token) else {
+            unreachable!("every missing piece is reported as a problem above");
+        };
+        Ok(JenkinsExecutor {
+            client: Client::new(http, base, c.username, token),
+            calls: EngineCalls::new(SCHEME, c.retry, c.breaker),
+            job: JobSettings {
+                job_prefix: c.job_prefix,
+                node_label: c.node_label,
+                launcher_image: c.launcher_image,
+                mount_point: c.mount_point,
+                launch_mode: c.launch_mode,
+                docker_command: c.docker_command,
+                docker_network: c.docker_network,
+                timeout: c.timeout,
+                job_timeout_margin_minutes: c.job_timeout_margin_minutes,
+                expiry_grace_minutes: c.expiry_grace_minutes,
+                ecosystem: c.ecosystem,
+                resources: c.resources,
+                template,
+            },
+            builds: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
+            counter: BuildCounter::new(),
+        })
+    }
+}
+
+/// `EXECUTOR_JENKINS_<KEY>` for a camelCase key.
+fn env_name(key: &str) -> String {
+    let mut s = String::from("EXECUTOR_JENKINS_");
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            s.push('_');
+        }
+        s.push(c.to_ascii_uppercase());
+    }
+    s
+}
+
+/// The base URL with the path prefix, ending in `/`.
+fn with_prefix(mut u: Url, prefix: &str) -> Result<Url, String> {
+    if prefix.contains(['?', '#', '\\']) || prefix.split('/').any(|s| s == "..") {
+        return Err("must be a plain path like /jenkins".into());
+    }
+    u.set_query(None);
+    u.set_fragment(None);
+    let path = format!(
+        "{}/{}",
+        u.path().trim_end_matches('/'),
+        prefix.trim_matches('/')
+    );
+    let path = format!("{}/", path.trim_end_matches('/'));
+    u.set_path(&path);
+    Ok(u)
+}
+
+/// Job prefixes also name Docker containers: `[A-Za-z0-9][A-Za-z0-9_.-]*` (or empty).
+fn check_job_prefix(p: &str) -> Result<(), String> {
+    let ok_first = p.chars().next().is_none_or(|c| c.is_ascii_alphanumeric());
+    if ok_first && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) && p.len() <= 64 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p:?} must start with a letter or digit and hold only letters, digits, '_', '.', '-' (at most 64)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_and_prefixes() {
+        assert_eq!(env_name("apiToken"), "EXECUTOR_JENKINS_API_TOKEN");
+        assert_eq!(env_name("requestTimeoutMs"), "EXECUTOR_JENKINS_REQUEST_TIMEOUT_MS");
+        let u = |s: &str, p: &str| with_prefix(Url::parse(s).unwrap(), p).unwrap().to_string();
+        assert_eq!(u("http://h:8080", ""), "http://h:8080/");
+        assert_eq!(u("http://h:8080/", "/jenkins"), "http://h:8080/jenkins/");
+        assert_eq!(u("http://h/ci/", "jenkins/"), "http://h/ci/jenkins/");
+        assert!(with_prefix(Url::parse("http://h").unwrap(), "/../x").is_err());
+        assert!(check_job_prefix("SD-").is_ok());
+        assert!(check_job_prefix("").is_ok());
+        assert!(check_job_prefix("-x").is_err());
+        assert!(check_job_prefix("a b").is_err());
+    }
+
+    #[tokio::test]
+    async fn from_env_reads_our_and_jenkins_variables() {
+        let vars: HashMap<&str, &str> = [
+            ("JENKINS_URL", "http://127.0.0.1:8080/"),
+            ("JENKINS_USER_ID", "ci"),
+            ("EXECUTOR_JENKINS_USERNAME", "sd"),
+            ("JENKINS_API_TOKEN", "tok-env"),
+            ("EXECUTOR_JENKINS_JOB_PREFIX", "build-"),
+        ]
+        .into_iter()
+        .collect();
+        let e = JenkinsExecutorBuilder::from_lookup(|k| vars.get(k).map(|v| v.to_string()))
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(e.base_url().as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(e.job_name(executor_base::BuildId::new(5).unwrap()), "build-5");
+        assert!(format!("{e:?}").contains("\"sd\""));
+        assert!(!format!("{e:?}").contains("tok-env"));
+    }
+
+    #[tokio::test]
+    async fn every_problem_is_named() {
+        let err = JenkinsExecutorBuilder::from_iter([
+            ("url", "http://u:p@127.0.0.1"),
+            ("requestTimeoutMs", "0"),
+            ("jobPrefix", "bad prefix"),
+            ("launcherImage", ""),
+            ("mountPoint", "opt/sd"),
+            ("apiToken", " "),
+            ("colour", "blue"),
+        ])
+        .build()
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+        let msg = err.to_string();
+        for key in ["url:", "requestTimeoutMs:", "jobPrefix:", "launcherImage:", "mountPoint:", "apiToken:", "colour:"] {
+            assert!(msg.contains(key), "{key} missing in {msg}");
+        }
+        let bad_template = JenkinsExecutorBuilder::new()
+            .with_url("http://127.0.0.1")
+            .with_credentials("u", "t")
+            .with_template_path("/nonexistent.xml")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(bad_template.to_string().contains("templatePath: /nonexistent.xml"), "{bad_template}");
+    }
+}

@@ -1,0 +1,375 @@
+//! Raw Jenkins REST calls over reqwest: URLs, basic auth, the crumb, status handling.
+//!
+//! Each method is one logical call (plus a crumb fetch or one resend after a crumb
+//! refresh); retries and the breaker live in the executor, around these methods, through
+//! `EngineCalls`. Only paths and status codes are logged; bodies (which carry the build
+//! token for `buildWithParameters`) never are.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::api::{BUILD_TREE, BuildInfo, CrumbAnswer, JOB_TREE, JOBS_TREE, JobInfo, JobList, QUEUE_TREE, QueueItem};
+use crate::crumb::{Crumb, CrumbCache, CrumbState, cookie_header, is_crumb_rejection};
+use crate::error::{JenkinsError, excerpt};
+
+/// A request body.
+#[derive(Clone)]
+pub(crate) enum Body {
+    /// No body.
+    Empty,
+    /// `application/xml`.
+    Xml(String),
+    /// `application/x-www-form-urlencoded`; may hold the build token, so never formatted.
+    Form(String),
+}
+
+/// An answer we keep: status, headers, body text.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// The outcome of `createItem`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Created {
+    /// The job was created.
+    New,
+    /// A job of that name already exists.
+    Exists,
+}
+
+/// A Jenkins server seen through its REST API.
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: Url,
+    user: String,
+    token: SecretString,
+    crumbs: CrumbCache,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the Jenkins at `base` (whose path ends with `/`).
+    pub fn new(http: reqwest::Client, base: Url, user: String, token: SecretString) -> Self {
+        Self {
+            http,
+            base,
+            user,
+            token,
+            crumbs: CrumbCache::default(),
+        }
+    }
+
+    /// Builds the default HTTP client: bounded requests, no redirects (Jenkins answers
+    /// POSTs with 302 and the redirect target is of no interest).
+    pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sdx-executor-jenkins/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// `base` + path segments (each percent-encoded) + query pairs.
+    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut u = self.base.clone();
+        {
+            let mut p = u.path_segments_mut().expect("http URLs have a path");
+            p.pop_if_empty();
+            p.extend(segments);
+        }
+        if !query.is_empty() {
+            u.query_pairs_mut().extend_pairs(query);
+        }
+        u
+    }
+
+    /// `/job/<name>/` + more segments.
+    fn job_url(&self, name: &str, more: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut segs = vec!["job", name];
+        segs.extend_from_slice(more);
+        self.url(&segs, query)
+    }
+
+    async fn send(&self, method: Method, url: &Url, body: &Body, crumb: Option<&Crumb>) -> Result<Answer, JenkinsError> {
+        let what = format!("{method} {}", url.path());
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .basic_auth(&self.user, Some(self.token.expose_secret()));
+        if let Some(c) = crumb {
+            req = req.header(c.field.as_str(), c.value.as_str());
+            if let Some(cookie) = &c.cookie {
+                req = req.header(COOKIE, cookie.as_str());
+            }
+        }
+        req = match body {
+            Body::Empty => req,
+            Body::Xml(x) => req
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))
+                .body(x.clone()),
+            Body::Form(f) => req
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+                .body(f.clone()),
+        };
+        let resp = req.send().await.map_err(|e| JenkinsError::transport(&what, url, e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.map_err(|e| JenkinsError::transport(&what, url, e))?;
+        tracing::debug!(method = %method, path = url.path(), status = status.as_u16(), "jenkins request");
+        Ok(Answer { status, headers, body })
+    }
+
+    /// Turns a non-success answer into the error of `what`.
+    pub fn refused(&self, what: &str, a: &Answer) -> JenkinsError {
+        let retry_after = a
+            .headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let detail = a
+            .headers
+            .get("X-Error")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| excerpt(&a.body));
+        JenkinsError::Status {
+            status: a.status.as_u16(),
+            what: what.to_string(),
+            detail,
+            user: self.user.clone(),
+            retry_after,
+        }
+    }
+
+    async fn fetch_crumb(&self) -> Result<CrumbState, JenkinsError> {
+        let url = self.url(&["crumbIssuer", "api", "json"], &[]);
+        let a = self.send(Method::GET, &url, &Body::Empty, None).await?;
+        match a.status {
+            s if s.is_success() => {
+                let c: CrumbAnswer = decode("GET /crumbIssuer/api/json", &a.body)?;
+                let cookie = cookie_header(a.headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()));
+                Ok(CrumbState::Have(Crumb {
+                    field: c.crumb_request_field,
+                    value: c.crumb,
+                    cookie,
+                }))
+            }
+            StatusCode::NOT_FOUND => {
+                tracing::debug!("Jenkins has no crumb issuer; POSTs go without a crumb");
+                Ok(CrumbState::NoIssuer)
+            }
+            _ => Err(self.refused("GET /crumbIssuer/api/json", &a)),
+        }
+    }
+
+    /// A GET; the answer whatever its status.
+    pub async fn get(&self, url: &Url) -> Result<Answer, JenkinsError> {
+        self.send(Method::GET, url, &Body::Empty, None).await
+    }
+
+    /// A POST with the crumb; resent once with a fresh crumb when Jenkins rejects it.
+    pub async fn post(&self, url: &Url, body: &Body) -> Result<Answer, JenkinsError> {
+        let (crumb, generation) = self.crumbs.current(|| self.fetch_crumb()).await?;
+        let a = self.send(Method::POST, url, body, crumb.as_ref()).await?;
+        if a.status == StatusCode::FORBIDDEN && is_crumb_rejection(&a.body) {
+            tracing::debug!(path = url.path(), "crumb rejected; fetching a fresh one and resending once");
+            let (crumb, _) = self.crumbs.refresh(generation, || self.fetch_crumb()).await?;
+            return self.send(Method::POST, url, body, crumb.as_ref()).await;
+        }
+        Ok(a)
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, url: &Url, what: &str) -> Result<Option<T>, JenkinsError> {
+        let a = self.get(url).await?;
+        match a.status {
+            s if s.is_success() => decode(what, &a.body).map(Some),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.refused(what, &a)),
+        }
+    }
+
+    /// `POST /createItem?name=<name>` with the job's XML.
+    pub async fn create_job(&self, name: &str, xml: &str) -> Result<Created, JenkinsError> {
+        let url = self.url(&["createItem"], &[("name", name)]);
+        let a = self.post(&url, &Body::Xml(xml.to_string())).await?;
+        if is_ok(a.status) {
+            return Ok(Created::New);
+        }
+        let x_error = a.headers.get("X-Error").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if a.status == StatusCode::BAD_REQUEST
+            && (x_error.contains("already exists") || a.body.contains("already exists"))
+        {
+            return Ok(Created::Exists);
+        }
+        Err(self.refused(&format!("POST /createItem (job {name})"), &a))
+    }
+
+    /// `POST /job/<name>/config.xml` with the job's XML.
+    pub async fn update_job(&self, name: &str, xml: &str) -> Result<(), JenkinsError> {
+        let url = self.job_url(name, &["config.xml"], &[]);
+        let a = self.post(&url, &Body::Xml(xml.to_string())).await?;
+        if is_ok(a.status) {
+            Ok(())
+        } else {
+            Err(self.refused(&format!("POST {}", url.path()), &a))
+        }
+    }
+
+    /// `GET /job/<name>/api/json`; `None` when the job does not exist.
+    pub async fn job(&self, name: &str) -> Result<Option<JobInfo>, JenkinsError> {
+        let url = self.job_url(name, &["api", "json"], &[("tree", JOB_TREE)]);
+        self.get_json(&url, &format!("GET {}", url.path())).await
+    }
+
+    /// `POST /job/<name>/buildWithParameters`; the queue item id from `Location`, if
+    /// Jenkins gave one.
+    pub async fn build_with_parameters(&self, name: &str, form: &Body) -> Result<Option<u64>, JenkinsError> {
+        let url = self.job_url(name, &["buildWithParameters"], &[]);
+        let a = self.post(&url, form).await?;
+        if !is_ok(a.status) {
+            return Err(self.refused(&format!("POST {}", url.path()), &a));
+        }
+        Ok(a.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(queue_id_from_location))
+    }
+
+    /// `GET /queue/item/<id>/api/json`; `None` when Jenkins forgot the item.
+    pub async fn queue_item(&self, id: u64) -> Result<Option<QueueItem>, JenkinsError> {
+        let id = id.to_string();
+        let url = self.url(&["queue", "item", &id, "api", "json"], &[("tree", QUEUE_TREE)]);
+        self.get_json(&url, &format!("GET {}", url.path())).await
+    }
+
+    /// `GET /job/<name>/<n>/api/json`; `None` when the job or build does not exist.
+    pub async fn build(&self, name: &str, number: u64) -> Result<Option<BuildInfo>, JenkinsError> {
+        let n = number.to_string();
+        let url = self.job_url(name, &[&n, "api", "json"], &[("tree", BUILD_TREE)]);
+        self.get_json(&url, &format!("GET {}", url.path())).await
+    }
+
+    /// `POST /queue/cancelItem?id=<id>`; `false` when the item is no longer in the queue.
+    pub async fn cancel_queue_item(&self, id: u64) -> Result<bool, JenkinsError> {
+        let ids = id.to_string();
+        let url = self.url(&["queue", "cancelItem"], &[("id", &ids)]);
+        let a = self.post(&url, &Body::Empty).await?;
+        match a.status {
+            s if is_ok(s) => Ok(true),
+            // Jenkins: 404 for an unknown id, 422 for an item that already left the queue.
+            StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => Ok(false),
+            _ => Err(self.refused(&format!("POST /queue/cancelItem (item {id})"), &a)),
+        }
+    }
+
+    /// `POST /job/<name>/<n>/stop`; `false` when the job or build does not exist.
+    pub async fn stop_build(&self, name: &str, number: u64) -> Result<bool, JenkinsError> {
+        let n = number.to_string();
+        let url = self.job_url(name, &[&n, "stop"], &[]);
+        self.post_idempotent(&url).await
+    }
+
+    /// `POST /job/<name>/doDelete`; `false` when the job does not exist.
+    pub async fn delete_job(&self, name: &str) -> Result<bool, JenkinsError> {
+        let url = self.job_url(name, &["doDelete"], &[]);
+        self.post_idempotent(&url).await
+    }
+
+    async fn post_idempotent(&self, url: &Url) -> Result<bool, JenkinsError> {
+        let a = self.post(url, &Body::Empty).await?;
+        match a.status {
+            s if is_ok(s) => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.refused(&format!("POST {}", url.path()), &a)),
+        }
+    }
+
+    /// `GET /api/json?tree=jobs[...]`: every top-level job.
+    pub async fn jobs(&self) -> Result<Vec<JobInfo>, JenkinsError> {
+        let url = self.url(&["api", "json"], &[("tree", JOBS_TREE)]);
+        let list: Option<JobList> = self.get_json(&url, "GET /api/json").await?;
+        Ok(list.unwrap_or_default().jobs)
+    }
+}
+
+/// 2xx, or a redirect (Jenkins answers many POSTs with 302).
+fn is_ok(s: StatusCode) -> bool {
+    s.is_success() || s.is_redirection()
+}
+
+fn decode<T: DeserializeOwned>(what: &str, body: &str) -> Result<T, JenkinsError> {
+    serde_json::from_str(body).map_err(|e| JenkinsError::Decode {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// `…/queue/item/<id>/` → `id`.
+pub(crate) fn queue_id_from_location(location: &str) -> Option<u64> {
+    let path = location.split(['?', '#']).next()?;
+    let mut segs = path.rsplit('/').filter(|s| !s.is_empty());
+    let id = segs.next()?.parse().ok()?;
+    (segs.next()? == "item").then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        Client::new(
+            reqwest::Client::new(),
+            Url::parse(base).unwrap(),
+            "u".into(),
+            SecretString::from("t"),
+        )
+    }
+
+    #[test]
+    fn urls_encode_job_names_and_keep_the_prefix() {
+        let c = client("http://127.0.0.1:8080/jenkins/");
+        assert_eq!(
+            c.job_url("SD 1/x?", &["api", "json"], &[("tree", "a[b]")]).as_str(),
+            "http://127.0.0.1:8080/jenkins/job/SD%201%2Fx%3F/api/json?tree=a%5Bb%5D"
+        );
+        assert_eq!(
+            c.url(&["createItem"], &[("name", "SD-1")]).as_str(),
+            "http://127.0.0.1:8080/jenkins/createItem?name=SD-1"
+        );
+        let root = client("http://127.0.0.1:8080/");
+        assert_eq!(root.url(&["queue", "item", "7", "api", "json"], &[]).path(), "/queue/item/7/api/json");
+        assert!(!format!("{root:?}").contains("\"t\""));
+    }
+
+    #[test]
+    fn queue_ids_come_from_location() {
+        assert_eq!(queue_id_from_location("http://j:8080/queue/item/42/"), Some(42));
+        assert_eq!(queue_id_from_location("http://j/jenkins/queue/item/7"), Some(7));
+        assert_eq!(queue_id_from_location("http://j/job/SD-1/"), None);
+        assert_eq!(queue_id_from_location("http://j/queue/item/x/"), None);
+    }
+}

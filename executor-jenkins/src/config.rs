@@ -1,0 +1,264 @@
+//! The Jenkins executor's options: serde data with defaults, a `Debug` without the token,
+//! and string setters for `--opt key=value` and environment variables.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use executor_base::engine::{BreakerConfig, RetryPolicy};
+use executor_base::launch::DEFAULT_MOUNT_POINT;
+use executor_base::{Ecosystem, LaunchMode, ResourceTable, TimeoutPolicy};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// The default launcher (job-tools) image: upstream's.
+pub const DEFAULT_LAUNCHER_IMAGE: &str = "screwdrivercd/launcher:stable";
+/// The default job name prefix: upstream's `SD-<buildId>`.
+pub const DEFAULT_JOB_PREFIX: &str = "SD-";
+/// The default Jenkins user (upstream's).
+pub const DEFAULT_USERNAME: &str = "screwdriver";
+/// The default node label (upstream's).
+pub const DEFAULT_NODE_LABEL: &str = "screwdriver";
+
+/// Every key [`JenkinsConfig::set`] accepts.
+pub const KEYS: &[&str] = &[
+    "url",
+    "pathPrefix",
+    "username",
+    "apiToken",
+    "requestTimeoutMs",
+    "jobPrefix",
+    "nodeLabel",
+    "launcherImage",
+    "mountPoint",
+    "launchMode",
+    "dockerCommand",
+    "dockerNetwork",
+    "templatePath",
+    "timeoutDefaultMinutes",
+    "timeoutMaxMinutes",
+    "jobTimeoutMarginMinutes",
+    "expiryGraceMinutes",
+    "storeUri",
+    "uiUri",
+];
+
+/// Options of the Jenkins executor. Every field but `url` and `apiToken` has a default;
+/// [`crate::JenkinsExecutorBuilder::build`] validates them.
+///
+/// ```
+/// use executor_jenkins::JenkinsConfig;
+/// let c: JenkinsConfig = serde_json::from_value(serde_json::json!({
+///     "url": "http://127.0.0.1:8080", "apiToken": "s3cret", "pathPrefix": "/jenkins"
+/// })).unwrap();
+/// assert_eq!(c.username, "screwdriver");
+/// assert!(!format!("{c:?}").contains("s3cret"));
+/// assert!(!serde_json::to_string(&c).unwrap().contains("s3cret"));
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct JenkinsConfig {
+    /// Jenkins' base URL (`http://jenkins.example:8080`); credentials in the URL are refused.
+    pub url: String,
+    /// A path Jenkins is served under (`/jenkins`), appended to `url`'s path.
+    pub path_prefix: String,
+    /// The Jenkins user the API token belongs to.
+    pub username: String,
+    /// The user's API token (or password); sent with HTTP basic auth, never logged,
+    /// never serialised.
+    #[serde(skip_serializing, alias = "password")]
+    pub api_token: Option<SecretString>,
+    /// The bound on one HTTP request, milliseconds.
+    pub request_timeout_ms: u64,
+    /// Job names are `<jobPrefix><buildId>`; letters, digits, `-`, `_`, `.`, starting with
+    /// a letter or digit (they also name the build's Docker containers).
+    pub job_prefix: String,
+    /// The Jenkins node label builds run on; a build's `screwdriver.cd/nodeLabel`
+    /// annotation makes it `<nodeLabel>-<annotation>` (upstream).
+    pub node_label: String,
+    /// The launcher (job-tools) image whose volume is mounted into the build container.
+    pub launcher_image: String,
+    /// Where job-tools are mounted in the build container.
+    pub mount_point: String,
+    /// The native launch contract (token as a file) or upstream's
+    /// `launcher_entrypoint.sh` + `run.sh` (token in the container's arguments).
+    pub launch_mode: LaunchMode,
+    /// The Docker CLI the job runs on the Jenkins node.
+    pub docker_command: String,
+    /// Docker network of build containers (`--network`); default: Docker's.
+    pub docker_network: Option<String>,
+    /// A `config.xml` template replacing the built-in one.
+    pub template_path: Option<PathBuf>,
+    /// Build timeout default and cap (minutes).
+    pub timeout: TimeoutPolicy,
+    /// Minutes the job's own timeout (the engine-side backstop) adds to the build timeout,
+    /// so the launcher's own timeout handling runs first.
+    pub job_timeout_margin_minutes: u32,
+    /// Minutes after the build timeout at which gc may delete the job.
+    pub expiry_grace_minutes: u32,
+    /// Store and UI URLs passed to every build (a build's own `storeUri`/`uiUri` win).
+    pub ecosystem: Ecosystem,
+    /// CPU (cores) and RAM (GiB) per tier, applied as `docker --cpus/--memory`.
+    pub resources: ResourceTable,
+    /// Retry policy of idempotent Jenkins calls.
+    pub retry: RetryPolicy,
+    /// Circuit breaker and per-call bound of Jenkins calls.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for JenkinsConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            path_prefix: String::new(),
+            username: DEFAULT_USERNAME.to_string(),
+            api_token: None,
+            request_timeout_ms: 10_000,
+            job_prefix: DEFAULT_JOB_PREFIX.to_string(),
+            node_label: DEFAULT_NODE_LABEL.to_string(),
+            launcher_image: DEFAULT_LAUNCHER_IMAGE.to_string(),
+            mount_point: DEFAULT_MOUNT_POINT.to_string(),
+            launch_mode: LaunchMode::default(),
+            docker_command: "docker".to_string(),
+            docker_network: None,
+            template_path: None,
+            timeout: TimeoutPolicy::default(),
+            job_timeout_margin_minutes: 5,
+            expiry_grace_minutes: executor_base::TOKEN_BUFFER_MINUTES,
+            ecosystem: Ecosystem::default(),
+            resources: ResourceTable::default(),
+            retry: RetryPolicy::default(),
+            // One call may be a crumb fetch, the request and a resend after a crumb refresh.
+            breaker: BreakerConfig {
+                call_timeout: Duration::from_secs(30),
+                ..BreakerConfig::default()
+            },
+        }
+    }
+}
+
+impl fmt::Debug for JenkinsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JenkinsConfig")
+            .field("url", &self.url)
+            .field("path_prefix", &self.path_prefix)
+            .field("username", &self.username)
+            .field("api_token", &self.api_token.as_ref().map(|_| "[REDACTED]"))
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("job_prefix", &self.job_prefix)
+            .field("node_label", &self.node_label)
+            .field("launcher_image", &self.launcher_image)
+            .field("mount_point", &self.mount_point)
+            .field("launch_mode", &self.launch_mode)
+            .field("docker_command", &self.docker_command)
+            .field("docker_network", &self.docker_network)
+            .field("template_path", &self.template_path)
+            .field("timeout", &self.timeout)
+            .field("job_timeout_margin_minutes", &self.job_timeout_margin_minutes)
+            .field("expiry_grace_minutes", &self.expiry_grace_minutes)
+            .field("ecosystem", &self.ecosystem)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JenkinsConfig {
+    /// The per-request bound.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Sets one option from a string, as `--opt key=value` or an environment variable
+    /// gives it. Unknown keys and bad values are an error saying why (the caller names the
+    /// key). The token's value never appears in an error.
+    ///
+    /// ```
+    /// let mut c = executor_jenkins::JenkinsConfig::default();
+    /// c.set("launchMode", "screwdriver").unwrap();
+    /// assert!(c.set("requestTimeoutMs", "soon").unwrap_err().contains("integer"));
+    /// assert!(c.set("colour", "blue").unwrap_err().contains("unknown option"));
+    /// ```
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let v = value.trim();
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        match key {
+            "url" => self.url = v.to_string(),
+            "pathPrefix" => self.path_prefix = v.to_string(),
+            "username" => self.username = v.to_string(),
+            "apiToken" => self.api_token = opt(value).map(SecretString::from),
+            "requestTimeoutMs" => self.request_timeout_ms = parse_num(v)?,
+            "jobPrefix" => self.job_prefix = v.to_string(),
+            "nodeLabel" => self.node_label = v.to_string(),
+            "launcherImage" => self.launcher_image = v.to_string(),
+            "mountPoint" => self.mount_point = v.to_string(),
+            "launchMode" => {
+                self.launch_mode = match v.to_ascii_lowercase().as_str() {
+                    "native" => LaunchMode::Native,
+                    "screwdriver" => LaunchMode::Screwdriver,
+                    _ => return Err(format!("unknown launch mode {v:?}, expected native or screwdriver")),
+                }
+            }
+            "dockerCommand" => self.docker_command = v.to_string(),
+            "dockerNetwork" => self.docker_network = opt(v),
+            "templatePath" => self.template_path = opt(v).map(PathBuf::from),
+            "timeoutDefaultMinutes" => self.timeout.default_minutes = parse_num(v)?,
+            "timeoutMaxMinutes" => self.timeout.max_minutes = parse_num(v)?,
+            "jobTimeoutMarginMinutes" => self.job_timeout_margin_minutes = parse_num(v)?,
+            "expiryGraceMinutes" => self.expiry_grace_minutes = parse_num(v)?,
+            "storeUri" => self.ecosystem.store = executor_base::config::parse_http_url(v)?,
+            "uiUri" => self.ecosystem.ui = executor_base::config::parse_http_url(v)?,
+            _ => return Err(format!("unknown option, expected one of {}", KEYS.join(", "))),
+        }
+        Ok(())
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("must be a non-negative integer, got {v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_upstream() {
+        let c = JenkinsConfig::default();
+        assert_eq!(c.username, "screwdriver");
+        assert_eq!(c.node_label, "screwdriver");
+        assert_eq!(c.job_prefix, "SD-");
+        assert_eq!(c.timeout, TimeoutPolicy::default());
+        assert_eq!(c.request_timeout(), Duration::from_secs(10));
+        assert_eq!(c.launch_mode, LaunchMode::Native);
+    }
+
+    #[test]
+    fn set_covers_every_key() {
+        let mut c = JenkinsConfig::default();
+        for key in KEYS {
+            let value = match *key {
+                "url" | "storeUri" | "uiUri" => "http://127.0.0.1:1",
+                "launchMode" => "native",
+                k if k.ends_with("Ms") || k.ends_with("Minutes") => "7",
+                _ => "x",
+            };
+            c.set(key, value).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        assert_eq!(c.timeout.max_minutes, 7);
+        assert_eq!(c.template_path, Some(PathBuf::from("x")));
+        assert!(c.set("storeUri", "ftp://x").is_err());
+        assert!(c.set("launchMode", "k8s").unwrap_err().contains("native or screwdriver"));
+    }
+
+    #[test]
+    fn token_is_redacted_and_not_serialised() {
+        let mut c = JenkinsConfig::default();
+        c.set("apiToken", "tok-123").unwrap();
+        assert!(!format!("{c:?}").contains("tok-123"));
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("tok-123") && !json.contains("apiToken"), "{json}");
+        let back: JenkinsConfig = serde_json::from_str(r#"{"password":"p"}"#).unwrap();
+        assert!(back.api_token.is_some());
+    }
+}

@@ -1,0 +1,200 @@
+//! Jenkins failures and their mapping onto [`executor_base::Error`].
+//!
+//! One private enum says what went wrong on the wire; `From` turns it into the shared error
+//! with the right kind and retry flag. Messages are built only from Jenkins' answers, paths
+//! and the user name: the API token and the build token are never formatted.
+
+use std::time::Duration;
+
+use executor_base::{Error, ErrorKind};
+
+use crate::SCHEME;
+
+/// What went wrong talking to Jenkins.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JenkinsError {
+    /// No connection could be made: the request never reached Jenkins.
+    #[error("cannot reach Jenkins at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request was sent (or partly sent) but no answer came in time.
+    #[error("Jenkins did not answer {what} within the request timeout")]
+    Timeout {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The connection broke after the request may have reached Jenkins.
+    #[error("transport error during {what}")]
+    Transport {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Jenkins answered with a non-success status.
+    #[error("{what} failed: {detail}")]
+    Status {
+        status: u16,
+        what: String,
+        detail: String,
+        user: String,
+        retry_after: Option<Duration>,
+    },
+    /// Jenkins answered 2xx with a body we cannot read.
+    #[error("{what}: unreadable answer from Jenkins: {detail}")]
+    Decode { what: String, detail: String },
+}
+
+impl JenkinsError {
+    /// Classifies a reqwest failure of the request `what` to `url`.
+    pub(crate) fn transport(what: &str, url: &url::Url, source: reqwest::Error) -> Self {
+        if source.is_connect() {
+            JenkinsError::Connect {
+                url: url.as_str().to_string(),
+                source,
+            }
+        } else if source.is_timeout() {
+            JenkinsError::Timeout {
+                what: what.to_string(),
+                source,
+            }
+        } else {
+            JenkinsError::Transport {
+                what: what.to_string(),
+                source,
+            }
+        }
+    }
+}
+
+impl From<JenkinsError> for Error {
+    fn from(e: JenkinsError) -> Self {
+        let message = e.to_string();
+        let err = match e {
+            JenkinsError::Connect { source, .. } => Error::new(ErrorKind::Unavailable, message)
+                .with_source(source)
+                .temporary(),
+            JenkinsError::Timeout { source, .. } => Error::new(ErrorKind::Timeout, message)
+                .with_source(source)
+                .temporary(),
+            JenkinsError::Transport { source, .. } => Error::new(ErrorKind::Unexpected, message)
+                .with_source(source)
+                .temporary(),
+            JenkinsError::Decode { .. } => Error::new(ErrorKind::Unexpected, message),
+            JenkinsError::Status {
+                status,
+                what,
+                detail,
+                user,
+                retry_after,
+            } => status_error(status, &what, &detail, &user, retry_after).with_status(status),
+        };
+        err.with_executor(SCHEME)
+    }
+}
+
+fn status_error(status: u16, what: &str, detail: &str, user: &str, retry_after: Option<Duration>) -> Error {
+    match status {
+        401 => Error::new(
+            ErrorKind::Unauthenticated,
+            format!(
+                "Jenkins refused the credentials of user '{user}' during {what}: \
+                 check the configured username and API token"
+            ),
+        ),
+        403 => Error::new(
+            ErrorKind::PermissionDenied,
+            format!("Jenkins user '{user}' is not allowed to do {what}: {detail}"),
+        ),
+        404 => Error::new(ErrorKind::NotFound, format!("{what}: not found on Jenkins")),
+        409 => Error::new(ErrorKind::AlreadyExists, format!("{what}: {detail}")),
+        429 => {
+            let e = Error::new(ErrorKind::RateLimited, format!("{what}: Jenkins asks to slow down"));
+            match retry_after {
+                Some(d) => e.with_retry_after(d),
+                None => e.temporary(),
+            }
+        }
+        500..=599 => Error::new(ErrorKind::Unexpected, format!("{what}: Jenkins failed: {detail}")).temporary(),
+        _ => Error::new(ErrorKind::Unexpected, format!("{what}: Jenkins refused: {detail}")),
+    }
+}
+
+/// A short, tag-free excerpt of an error page (Jenkins answers errors with HTML).
+pub(crate) fn excerpt(body: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    let mut last_space = true;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                if !last_space {
+                    out.push(' ');
+                    last_space = true;
+                }
+            }
+            _ if in_tag => {}
+            c if c.is_whitespace() || c.is_control() => {
+                if !last_space {
+                    out.push(' ');
+                    last_space = true;
+                }
+            }
+            c => {
+                out.push(c);
+                last_space = false;
+            }
+        }
+        if out.len() >= 200 {
+            out.push('…');
+            break;
+        }
+    }
+    let t = out.trim();
+    if t.is_empty() { "(no details)".to_string() } else { t.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Error {
+        JenkinsError::Status {
+            status: code,
+            what: "POST /job/SD-1/stop".into(),
+            detail: "boom".into(),
+            user: "screwdriver".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        }
+        .into()
+    }
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        assert_eq!(status(401).kind(), ErrorKind::Unauthenticated);
+        assert!(status(401).to_string().contains("'screwdriver'"));
+        assert_eq!(status(403).kind(), ErrorKind::PermissionDenied);
+        assert_eq!(status(404).kind(), ErrorKind::NotFound);
+        assert_eq!(status(409).kind(), ErrorKind::AlreadyExists);
+        assert_eq!(status(429).retry_after(), Some(Duration::from_secs(2)));
+        assert!(status(503).is_temporary());
+        assert!(!status(400).is_temporary());
+        assert_eq!(status(500).status(), Some(500));
+        assert_eq!(status(500).executor(), "jenkins");
+    }
+
+    #[test]
+    fn excerpt_strips_html() {
+        assert_eq!(
+            excerpt("<html><body><h1>Error</h1>\n<p>No valid crumb was included</p></body></html>"),
+            "Error No valid crumb was included"
+        );
+        assert_eq!(excerpt("  "), "(no details)");
+        assert!(excerpt(&"x".repeat(1000)).chars().count() < 210);
+    }
+}

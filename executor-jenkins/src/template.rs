@@ -1,0 +1,293 @@
+//! The job's `config.xml` template: `{{placeholder}}`s replaced by XML-escaped values.
+//!
+//! The built-in template (`templates/job.xml`) is a freestyle project that declares the
+//! build parameters (the token as a *password* parameter), pins the job to the node label,
+//! runs the generated shell script and aborts the build after the job's own timeout
+//! (build-timeout plugin) as the engine-side backstop. Users may replace it with their own
+//! file; it is checked when the executor is built: every placeholder must be known and the
+//! rendered document must be well-formed XML.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use executor_base::{Error, ErrorKind};
+
+/// The built-in `config.xml` template.
+pub const BUILTIN_TEMPLATE: &str = include_str!("../templates/job.xml");
+
+/// Every placeholder a template may use, with what it is replaced by.
+pub const PLACEHOLDERS: &[(&str, &str)] = &[
+    ("description", "the job description: a sentence plus the build's labels, one `key=value` per line (gc reads `screwdriver.cd/expires-at` from it)"),
+    ("build_id", "the build id"),
+    ("job_name", "the Jenkins job name (`SD-<buildId>` by default)"),
+    ("sdbuild", "the `sdbuild` label value (same as the job name)"),
+    ("api_uri", "the API URI"),
+    ("store_uri", "the store URI"),
+    ("ui_uri", "the UI URI"),
+    ("container", "the build's image"),
+    ("launcher_image", "the job-tools (launcher) image"),
+    ("mount_point", "where job-tools are mounted in the build container"),
+    ("timeout_minutes", "the build timeout in minutes (the launcher's)"),
+    ("job_timeout_minutes", "the job's own timeout in minutes: the build timeout plus a margin (engine-side backstop)"),
+    ("timeout_marker", "the build description written when the job's own timeout fires (status reads it as TimedOut)"),
+    ("node_label", "the node label the job is pinned to"),
+    ("expires_at", "Unix seconds after which gc may delete the job"),
+    ("job_id", "the Screwdriver job id, or empty"),
+    ("pipeline_id", "the pipeline id, or empty"),
+    ("script", "the shell script that runs the build container with job-tools mounted and the launch command"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Var(&'static str),
+}
+
+/// A parsed and checked `config.xml` template.
+///
+/// ```
+/// use executor_jenkins::JobTemplate;
+/// let t = JobTemplate::builtin();
+/// assert!(t.placeholders().contains(&"script"));
+/// let err = JobTemplate::parse("<project>{{nope}}</project>", "inline").unwrap_err();
+/// assert!(err.to_string().contains("unknown placeholder {{nope}}"));
+/// ```
+#[derive(Clone)]
+pub struct JobTemplate {
+    pieces: Arc<[Piece]>,
+    origin: Arc<str>,
+}
+
+impl fmt::Debug for JobTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobTemplate")
+            .field("origin", &self.origin)
+            .field("placeholders", &self.placeholders())
+            .finish()
+    }
+}
+
+impl Default for JobTemplate {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+fn template_error(origin: &str, reason: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::ConfigInvalid, format!("templatePath: {origin}: {reason}")).with_executor(crate::SCHEME)
+}
+
+impl JobTemplate {
+    /// The built-in template.
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN_TEMPLATE, "built-in template").expect("the built-in template is valid")
+    }
+
+    /// Reads and checks a template file.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| template_error(&origin, format!("cannot read: {e}")))?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Parses and checks a template; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, Error> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                pieces.push(Piece::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| template_error(origin, "unterminated {{ placeholder"))?;
+            let name = after[..end].trim();
+            let known = PLACEHOLDERS
+                .iter()
+                .map(|(n, _)| *n)
+                .find(|n| *n == name)
+                .ok_or_else(|| {
+                    template_error(
+                        origin,
+                        format!(
+                            "unknown placeholder {{{{{name}}}}}, expected one of {}",
+                            PLACEHOLDERS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })?;
+            pieces.push(Piece::Var(known));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        let t = Self {
+            pieces: pieces.into(),
+            origin: origin.into(),
+        };
+        // Render with values full of XML metacharacters: a template that is well-formed
+        // with those is well-formed with any escaped value.
+        let sample: BTreeMap<&str, String> = PLACEHOLDERS
+            .iter()
+            .map(|(n, _)| (*n, format!("<{n}> & \"'{n}'\" ]]>")))
+            .collect();
+        let rendered = t.render(&sample);
+        check_well_formed(&rendered).map_err(|e| template_error(origin, e))?;
+        Ok(t)
+    }
+
+    /// The placeholders this template uses, in order of first use.
+    pub fn placeholders(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for p in self.pieces.iter() {
+            if let Piece::Var(n) = p
+                && !v.contains(n)
+            {
+                v.push(*n);
+            }
+        }
+        v
+    }
+
+    /// Where the template came from (a path or "built-in template").
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Renders with `values` (unescaped; each is XML-escaped here). A placeholder without
+    /// a value renders empty.
+    pub(crate) fn render(&self, values: &BTreeMap<&str, String>) -> String {
+        let mut out = String::with_capacity(4096);
+        for p in self.pieces.iter() {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var(n) => out.push_str(&xml_escape(values.get(n).map(String::as_str).unwrap_or(""))),
+            }
+        }
+        out
+    }
+}
+
+/// Escapes `& < > " '` for element text and attribute values.
+pub(crate) fn xml_escape(s: &str) -> Cow<'_, str> {
+    quick_xml::escape::escape(s)
+}
+
+/// Refuses characters XML cannot carry (control characters other than tab and newline).
+pub(crate) fn check_xml_chars(field: &str, s: &str) -> Result<(), Error> {
+    if s.chars().any(|c| c.is_control() && c != '\t' && c != '\n' && c != '\r') {
+        return Err(Error::invalid_field(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Reads the whole document; the first syntax error, with its byte position.
+pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut depth: usize = 0;
+    let mut roots = 0;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Start(e)) => {
+                check_attributes(&e).map_err(|m| format!("not well-formed XML at byte {}: {m}", reader.buffer_position()))?;
+                if depth == 0 {
+                    roots += 1;
+                }
+                depth += 1;
+            }
+            Ok(quick_xml::events::Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(quick_xml::events::Event::Empty(e)) => {
+                check_attributes(&e).map_err(|m| format!("not well-formed XML at byte {}: {m}", reader.buffer_position()))?;
+                if depth == 0 {
+                    roots += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(format!(
+                    "not well-formed XML at byte {}: {e}",
+                    reader.error_position()
+                ));
+            }
+        }
+    }
+    if depth != 0 {
+        return Err("not well-formed XML: unclosed element at end of document".into());
+    }
+    if roots != 1 {
+        return Err(format!("not well-formed XML: expected one root element, found {roots}"));
+    }
+    Ok(())
+}
+
+fn check_attributes(e: &quick_xml::events::BytesStart<'_>) -> Result<(), String> {
+    for a in e.attributes() {
+        a.map_err(|err| err.to_string())?;
+    }
+    Ok(())
+}
+
+/// The unescaped text of the first `<tag>…</tag>` element (no nesting), if any.
+pub(crate) fn element_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&close)?;
+    quick_xml::escape::unescape(&xml[start..end]).ok().map(Cow::into_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_uses_the_core_placeholders() {
+        let t = JobTemplate::builtin();
+        for p in ["description", "script", "node_label", "job_timeout_minutes", "timeout_marker"] {
+            assert!(t.placeholders().contains(&p), "{p}");
+        }
+        assert!(!BUILTIN_TEMPLATE.contains("{{token"));
+        assert_eq!(t.origin(), "built-in template");
+        assert!(format!("{t:?}").contains("built-in"));
+    }
+
+    #[test]
+    fn rendering_escapes_every_value() {
+        let t = JobTemplate::parse("<a><b>{{script}}</b><c x=\"{{node_label}}\"/></a>", "t").unwrap();
+        let mut v = BTreeMap::new();
+        v.insert("script", "echo '<x>' && echo \"]]>\"".to_string());
+        v.insert("node_label", "a\"b".to_string());
+        let out = t.render(&v);
+        check_well_formed(&out).unwrap();
+        assert_eq!(element_text(&out, "b").unwrap(), "echo '<x>' && echo \"]]>\"");
+        assert!(out.contains("x=\"a&quot;b\""));
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_the_reason() {
+        let e = JobTemplate::parse("<a>{{script</a>", "mine.xml").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+        assert!(e.to_string().contains("templatePath: mine.xml: unterminated"), "{e}");
+        let e = JobTemplate::parse("<a><b>{{script}}</a>", "mine.xml").unwrap_err();
+        assert!(e.to_string().contains("not well-formed"), "{e}");
+        let e = JobTemplate::parse("<a/><b/>", "mine.xml").unwrap_err();
+        assert!(e.to_string().contains("one root element"), "{e}");
+        // A placeholder inside an attribute without quotes would break on hostile values.
+        let e = JobTemplate::parse("<a x={{script}}/>", "mine.xml").unwrap_err();
+        assert!(e.to_string().contains("not well-formed"), "{e}");
+        let e = JobTemplate::from_file(Path::new("/nonexistent/job.xml")).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert!(check_xml_chars("f", "ok\tline\n").is_ok());
+        let e = check_xml_chars("annotations[screwdriver.cd/nodeLabel]", "a\u{1}b").unwrap_err();
+        assert_eq!(e.field_errors()[0].field, "annotations[screwdriver.cd/nodeLabel]");
+    }
+}

@@ -1,0 +1,274 @@
+//! The shared pod cache: one watch per namespace feeds the status of every build.
+//!
+//! A kube-runtime [`watcher`] (label-selected `app=screwdriver`, bookmarks on; it re-lists
+//! by itself after `410 Gone`) streams pod events into a map of compact [`PodView`]s keyed
+//! by the `sdbuild` label, applying re-lists the way a reflector does (a fresh map is
+//! filled between `Init` and `InitDone`, then swapped in). Next to it lives what this
+//! executor knows about the builds it started ([`Tracked`]): the pod's name, whether the
+//! watch has seen it, whether we stopped it, and its terminal status once known, which is
+//! then sticky. `status()` reads both under a read lock: no API request per call.
+//!
+//! Deletions behind our back: a pod of a live build that gets a `deletionTimestamp`, a
+//! `DELETED` event, or disappears across a re-list is recorded as `Lost` at once, before a
+//! graceful shutdown can make it look successful.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use executor_base::labels::{LABEL_BUILD_ID, LABEL_SDBUILD};
+use executor_base::{BuildCounter, BuildId, BuildStatus, build_name};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::watcher::Event;
+use kube::runtime::{WatchStreamExt, watcher};
+use parking_lot::RwLock;
+use tokio::time::Instant;
+
+use crate::policy::ReasonPolicy;
+use crate::view::PodView;
+
+/// What this executor knows about a build it started.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    /// The pod's name (with its random suffix).
+    pub(crate) pod: Box<str>,
+    /// When `start` created it.
+    pub(crate) created_at: DateTime<Utc>,
+    /// The watch has delivered this pod at least once.
+    pub(crate) seen: bool,
+    /// `stop` was called.
+    pub(crate) stopped: bool,
+    /// The token Secret is owned by the pod (GC removes it) or there is none.
+    pub(crate) secret_collected: bool,
+    /// The terminal status, once known (sticky).
+    pub(crate) terminal: Option<BuildStatus>,
+    /// When the build finished or was stopped (for pruning).
+    pub(crate) finished_at: Option<Instant>,
+}
+
+impl Tracked {
+    pub(crate) fn new(pod: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            pod: pod.into(),
+            created_at: now,
+            seen: false,
+            stopped: false,
+            secret_collected: false,
+            terminal: None,
+            finished_at: None,
+        }
+    }
+
+    /// Neither finished nor stopped.
+    pub(crate) fn is_live(&self) -> bool {
+        !self.stopped && self.terminal.is_none()
+    }
+}
+
+/// The cache proper, behind one lock.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) tracked: HashMap<BuildId, Tracked>,
+    /// Pods by `sdbuild` label (almost always one per build).
+    pub(crate) pods: HashMap<Box<str>, Vec<PodView>>,
+    /// A complete list has been applied at least once.
+    pub(crate) synced: bool,
+    relist: Option<HashMap<Box<str>, Vec<PodView>>>,
+}
+
+impl State {
+    /// The pod named `name` of build `build`.
+    pub(crate) fn pod(&self, build: &str, name: &str) -> Option<&PodView> {
+        self.pods.get(build)?.iter().find(|p| &*p.name == name)
+    }
+
+    /// The newest pod of build `build`.
+    pub(crate) fn newest_pod(&self, build: &str) -> Option<&PodView> {
+        self.pods.get(build)?.iter().max_by_key(|p| p.created)
+    }
+}
+
+/// The cache plus what classifying and counting need; shared with the watch task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) state: RwLock<State>,
+    pub(crate) policy: ReasonPolicy,
+    pub(crate) prefix: String,
+    pub(crate) counter: BuildCounter,
+}
+
+/// The status of a pod that is being deleted (or is gone) without our `stop`.
+pub(crate) fn lost(view: Option<&PodView>, how: &str) -> BuildStatus {
+    let started = view.map(PodView::build_started);
+    BuildStatus::lost(
+        started,
+        format!(
+            "pod {how} by someone else{}",
+            match started {
+                Some(true) => "; the build had started",
+                Some(false) => "; the build had not started",
+                None => "",
+            }
+        ),
+    )
+}
+
+fn sdbuild(pod: &Pod) -> Option<&str> {
+    pod.metadata.labels.as_ref()?.get(LABEL_SDBUILD).map(String::as_str)
+}
+
+impl Shared {
+    pub(crate) fn new(policy: ReasonPolicy, prefix: String) -> Self {
+        Self {
+            state: RwLock::new(State::default()),
+            policy,
+            prefix,
+            counter: BuildCounter::new(),
+        }
+    }
+
+    fn view(&self, pod: &Pod, previous: Option<&PodView>, now: DateTime<Utc>) -> PodView {
+        PodView::from_pod(pod, previous, now, |t| self.policy.wants_condition(t))
+    }
+
+    /// The build id of a pod of ours (its `sdbuild` is `<prefix><build-id label>`).
+    fn build_id(&self, pod: &Pod) -> Option<BuildId> {
+        let labels = pod.metadata.labels.as_ref()?;
+        let id: BuildId = labels.get(LABEL_BUILD_ID)?.parse().ok()?;
+        (labels.get(LABEL_SDBUILD).map(String::as_str) == Some(build_name(&self.prefix, id).as_str())).then_some(id)
+    }
+
+    /// Records a terminal status for a live tracked build (once).
+    pub(crate) fn finish(&self, t: &mut Tracked, status: BuildStatus) {
+        if t.is_live() {
+            self.counter.finished(&status);
+            t.terminal = Some(status);
+            t.finished_at = Some(Instant::now());
+        }
+    }
+
+    /// Updates a tracked build from a fresh view of its pod.
+    fn observe(&self, t: &mut Tracked, view: &PodView, now: DateTime<Utc>) {
+        t.seen = true;
+        if !t.is_live() {
+            return;
+        }
+        if view.deleting {
+            self.finish(t, lost(Some(view), "deleted"));
+            return;
+        }
+        let s = self.policy.classify(view, now);
+        if s.is_terminal() {
+            self.finish(t, s);
+        }
+    }
+
+    /// Applies one watcher event.
+    pub(crate) fn apply(&self, event: Event<Pod>) {
+        let now = Utc::now();
+        let mut guard = self.state.write();
+        let st = &mut *guard;
+        match event {
+            Event::Init => st.relist = Some(HashMap::new()),
+            Event::InitApply(pod) => {
+                let Some(key) = sdbuild(&pod) else { return };
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                let previous = st.pod(key, name);
+                let view = self.view(&pod, previous, now);
+                if let Some(relist) = st.relist.as_mut() {
+                    relist.entry(key.into()).or_default().push(view);
+                }
+            }
+            Event::InitDone => {
+                if let Some(fresh) = st.relist.take() {
+                    st.pods = fresh;
+                }
+                st.synced = true;
+                let State { tracked, pods, .. } = st;
+                for (id, t) in tracked.iter_mut() {
+                    let build = build_name(&self.prefix, *id);
+                    match pods.get(build.as_str()).and_then(|v| v.iter().find(|p| p.name == t.pod)) {
+                        Some(view) => self.observe(t, view, now),
+                        None if t.seen => self.finish(t, lost(None, "deleted while the watch was re-listing")),
+                        None => {}
+                    }
+                }
+            }
+            Event::Apply(pod) => {
+                let Some(key) = sdbuild(&pod).map(Box::<str>::from) else {
+                    return;
+                };
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                let list = st.pods.entry(key).or_default();
+                let idx = list.iter().position(|p| &*p.name == name);
+                let view = self.view(&pod, idx.map(|i| &list[i]), now);
+                if let Some(id) = self.build_id(&pod)
+                    && let Some(t) = st.tracked.get_mut(&id)
+                    && *t.pod == *name
+                {
+                    self.observe(t, &view, now);
+                }
+                match idx {
+                    Some(i) => list[i] = view,
+                    None => list.push(view),
+                }
+            }
+            Event::Delete(pod) => {
+                let Some(key) = sdbuild(&pod) else { return };
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                let mut last = None;
+                if let Some(list) = st.pods.get_mut(key) {
+                    if let Some(i) = list.iter().position(|p| &*p.name == name) {
+                        last = Some(list.swap_remove(i));
+                    }
+                    if list.is_empty() {
+                        st.pods.remove(key);
+                    }
+                }
+                let view = last.unwrap_or_else(|| self.view(&pod, None, now));
+                if let Some(id) = self.build_id(&pod)
+                    && let Some(t) = st.tracked.get_mut(&id)
+                    && *t.pod == *name
+                {
+                    t.seen = true;
+                    if t.is_live() {
+                        self.finish(t, lost(Some(&view), "deleted"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets finished or stopped builds older than `retain`.
+    pub(crate) fn prune(&self, retain: Duration) {
+        let now = Instant::now();
+        self.state
+            .write()
+            .tracked
+            .retain(|_, t| t.finished_at.is_none_or(|f| now.duration_since(f) < retain));
+    }
+}
+
+/// Runs the shared watch until the executor is dropped.
+pub(crate) async fn run_watch(api: Api<Pod>, shared: Arc<Shared>, timeout_seconds: u32, retain: Duration) {
+    let wc = watcher::Config::default()
+        .labels("app=screwdriver")
+        .timeout(timeout_seconds);
+    let stream = watcher(api, wc).default_backoff();
+    futures::pin_mut!(stream);
+    let mut prune = tokio::time::interval(Duration::from_secs(60).min(retain.max(Duration::from_secs(1))));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = stream.next() => match ev {
+                Some(Ok(event)) => shared.apply(event),
+                Some(Err(e)) => tracing::warn!(executor = crate::SCHEME, error = %e, "pod watch error; recovering"),
+                None => break,
+            },
+            _ = prune.tick() => shared.prune(retain),
+        }
+    }
+}

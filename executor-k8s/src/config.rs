@@ -1,0 +1,153 @@
+//! [`K8sConfig`]: the executor's options as serde data, with upstream's defaults.
+
+use std::collections::BTreeMap;
+
+use executor_base::engine::{BreakerConfig, RetryPolicy};
+use executor_base::launch::DEFAULT_MOUNT_POINT;
+use executor_base::{Ecosystem, LaunchMode, ResourceTable, TimeoutPolicy};
+use k8s_openapi::api::core::v1::Toleration;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::ReasonPolicy;
+
+/// Options of the Kubernetes executor. Every field has a default (upstream
+/// executor-k8s's where it has one); see [`crate::K8sExecutorBuilder`] for setters and
+/// environment variables.
+///
+/// ```
+/// let c: executor_k8s::K8sConfig = serde_json::from_value(serde_json::json!({
+///     "namespace": "builds", "prefix": "sd-", "nodeSelectors": {"pool": "ci"},
+///     "policy": {"imagePullGraceSeconds": 30}
+/// })).unwrap();
+/// assert_eq!(c.namespace.as_deref(), Some("builds"));
+/// assert_eq!(c.policy.image_pull_grace_seconds, 30);
+/// assert_eq!(c.launcher_image, "screwdrivercd/launcher");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct K8sConfig {
+    /// An explicit API server URL (`http://127.0.0.1:6443` for a fake or a proxy). Unset:
+    /// kube's inference (`KUBECONFIG` / `~/.kube/config`, then in-cluster).
+    pub url: Option<String>,
+    /// The namespace builds run in. Unset: the kubeconfig context's (or the service
+    /// account's) namespace, else `default`.
+    pub namespace: Option<String>,
+    /// Prefix of every name and of the `sdbuild` label (`<prefix><buildId>`).
+    pub prefix: String,
+    /// The launcher (job-tools) image (upstream `launchImage`).
+    pub launcher_image: String,
+    /// Its tag (upstream `launchVersion`).
+    pub launcher_version: String,
+    /// The init container's command, which copies job-tools from the launcher image into
+    /// the shared volume mounted at `/opt/launcher`.
+    pub launcher_copy_command: Vec<String>,
+    /// Native `launch` (token through a Secret) or Screwdriver's `run.sh` contract (token
+    /// in the argument string, visible in the pod spec: for upstream's image only).
+    pub launch_mode: LaunchMode,
+    /// Where job-tools are mounted in the build container.
+    pub mount_point: String,
+    /// Store and UI URLs passed to `launch`.
+    pub ecosystem: Ecosystem,
+    /// Build timeout default and cap (minutes).
+    pub timeout: TimeoutPolicy,
+    /// Added to the build timeout for `activeDeadlineSeconds`, so the launcher's own
+    /// timeout (which reports to the API) fires first and the deadline is the backstop.
+    pub deadline_slack_seconds: u32,
+    /// Minutes added to the build timeout for the `screwdriver.cd/expires-at` label that
+    /// garbage collection honours.
+    pub expiry_buffer_minutes: u32,
+    /// CPU (cores) and memory (GiB) per tier.
+    pub resources: ResourceTable,
+    /// Requests as a fraction of limits (1.0: requests = limits, Guaranteed QoS).
+    pub request_fraction: f64,
+    /// Required node labels; each also becomes a `NoSchedule` toleration of the same
+    /// key/value (upstream §3.3: dedicated build nodes are tainted and labelled alike).
+    pub node_selectors: BTreeMap<String, String>,
+    /// Preferred node labels (one preferred affinity term, weight 100).
+    pub preferred_node_selectors: BTreeMap<String, String>,
+    /// Extra tolerations.
+    pub tolerations: Vec<Toleration>,
+    /// `serviceAccountName` of build pods.
+    pub service_account: String,
+    /// Whether the service account token is mounted into build pods.
+    pub automount_service_account_token: bool,
+    /// `imagePullPolicy` of the build container: `Always`, `IfNotPresent` or `Never`.
+    pub image_pull_policy: String,
+    /// Names of image pull secrets.
+    pub image_pull_secrets: Vec<String>,
+    /// `terminationGracePeriodSeconds` of build pods.
+    pub termination_grace_period_seconds: i64,
+    /// Grace period of `stop` for pods that started; unset: the pod's own.
+    pub stop_grace_seconds: Option<u32>,
+    /// Grace period of `stop` for pods still `Pending` (default 0: nothing to shut down).
+    pub pending_stop_grace_seconds: u32,
+    /// Extra labels on build pods (ours win on conflict).
+    pub pod_labels: BTreeMap<String, String>,
+    /// Annotations on build pods.
+    pub pod_annotations: BTreeMap<String, String>,
+    /// The per-reason failure policy.
+    pub policy: ReasonPolicy,
+    /// Serve `status`/`verify` from one shared watch (default). `false` makes every
+    /// call LIST the build's pods (upstream's way; the benchmark's baseline).
+    pub watch: bool,
+    /// Server-side timeout of each watch request (seconds); the watcher reconnects.
+    pub watch_timeout_seconds: u32,
+    /// How long a finished or stopped build's status is remembered (seconds).
+    pub retain_finished_seconds: u64,
+    /// Client-wide request rate (requests per second, shared by every call and the watch).
+    pub qps: u32,
+    /// Client-wide burst above `qps`.
+    pub burst: u32,
+    /// Retries of API calls (5xx only for idempotent calls; 429 waits for `Retry-After`).
+    pub retry: RetryPolicy,
+    /// Circuit breaker of API calls.
+    pub breaker: BreakerConfig,
+    /// Accept invalid TLS certificates of the API server (upstream always did; off by default).
+    pub accept_invalid_certs: bool,
+}
+
+impl Default for K8sConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            namespace: None,
+            prefix: String::new(),
+            launcher_image: "screwdrivercd/launcher".into(),
+            launcher_version: "stable".into(),
+            launcher_copy_command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "cp -a /opt/sd/. /opt/launcher/ && ([ ! -d /hab ] || cp -a /hab /opt/launcher/hab)".into(),
+            ],
+            launch_mode: LaunchMode::Native,
+            mount_point: DEFAULT_MOUNT_POINT.into(),
+            ecosystem: Ecosystem::default(),
+            timeout: TimeoutPolicy::default(),
+            deadline_slack_seconds: 60,
+            expiry_buffer_minutes: executor_base::TOKEN_BUFFER_MINUTES,
+            resources: ResourceTable::default(),
+            request_fraction: 1.0,
+            node_selectors: BTreeMap::new(),
+            preferred_node_selectors: BTreeMap::new(),
+            tolerations: Vec::new(),
+            service_account: "default".into(),
+            automount_service_account_token: false,
+            image_pull_policy: "Always".into(),
+            image_pull_secrets: Vec::new(),
+            termination_grace_period_seconds: 30,
+            stop_grace_seconds: None,
+            pending_stop_grace_seconds: 0,
+            pod_labels: BTreeMap::new(),
+            pod_annotations: BTreeMap::new(),
+            policy: ReasonPolicy::default(),
+            watch: true,
+            watch_timeout_seconds: 290,
+            retain_finished_seconds: 3600,
+            qps: 50,
+            burst: 100,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            accept_invalid_certs: false,
+        }
+    }
+}

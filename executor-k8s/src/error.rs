@@ -1,0 +1,91 @@
+//! Mapping of kube errors to [`executor_base::Error`].
+//!
+//! 404 -> `NotFound`, 401 -> `Unauthenticated`, 403 -> `PermissionDenied`, 409 ->
+//! `AlreadyExists`, 400/422 -> `ConfigInvalid` (the API refused a manifest built from our
+//! config), 429 -> `RateLimited` with the server's `retryAfterSeconds`, 5xx -> temporary
+//! `Unexpected` (retried for idempotent calls only: the request may have been applied),
+//! connection refused -> temporary `Unavailable` (the request never left, so even a create
+//! may be retried), transport timeouts -> temporary `Timeout`.
+
+use std::time::Duration;
+
+use executor_base::{Error, ErrorKind};
+
+use crate::SCHEME;
+
+/// Wait used for a 429 that carries no `retryAfterSeconds`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Maps a kube client error.
+pub(crate) fn map(e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(status) => {
+            let code = status.code;
+            let msg = if status.message.is_empty() {
+                status.reason.clone()
+            } else {
+                status.message.clone()
+            };
+            let base = |kind| Error::new(kind, msg.clone()).with_status(code);
+            let err = match code {
+                404 => base(ErrorKind::NotFound),
+                401 => base(ErrorKind::Unauthenticated),
+                403 => base(ErrorKind::PermissionDenied),
+                409 => base(ErrorKind::AlreadyExists),
+                400 | 422 => base(ErrorKind::ConfigInvalid),
+                429 => {
+                    let secs = status
+                        .details
+                        .as_ref()
+                        .map(|d| d.retry_after_seconds)
+                        .filter(|s| *s > 0);
+                    base(ErrorKind::RateLimited)
+                        .with_retry_after(secs.map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s.into())))
+                }
+                504 => base(ErrorKind::Timeout).temporary(),
+                c if c >= 500 => base(ErrorKind::Unexpected).temporary(),
+                _ => base(ErrorKind::Unexpected),
+            };
+            if status.reason.is_empty() {
+                err
+            } else {
+                err.with_context("reason", status.reason.clone())
+            }
+        }
+        other => transport(other),
+    }
+}
+
+fn transport(e: kube::Error) -> Error {
+    let text = e.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut kind = None;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            kind = Some(io.kind());
+            break;
+        }
+        source = s.source();
+    }
+    use std::io::ErrorKind as Io;
+    match kind {
+        Some(Io::ConnectionRefused | Io::NotFound | Io::AddrNotAvailable) => {
+            Error::new(ErrorKind::Unavailable, format!("cannot reach the API server: {text}")).temporary()
+        }
+        Some(Io::TimedOut) => Error::new(ErrorKind::Timeout, text).temporary(),
+        _ if matches!(e, kube::Error::SerdeError(_)) => {
+            Error::new(ErrorKind::Unexpected, format!("unreadable API answer: {text}"))
+        }
+        // The request may or may not have reached the server: temporary, but a
+        // non-idempotent call is not retried on it.
+        _ => Error::new(ErrorKind::Unexpected, text).temporary(),
+    }
+    .with_executor(SCHEME)
+}
+
+/// A `ConfigInvalid` error naming the configuration key.
+pub(crate) fn config(key: &str, reason: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::ConfigInvalid, format!("{key}: {reason}"))
+        .with_executor(SCHEME)
+        .with_context("key", key)
+}

@@ -1,0 +1,299 @@
+//! [`ProcessExecutor`]: the [`Executor`] implementation and the shared state behind it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use executor_base::{
+    ApiBuildStatus, BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
+    TimerConfig, Verdict,
+};
+use parking_lot::Mutex;
+
+use crate::SCHEME;
+use crate::builder::{ProcessExecutorBuilder, Settings};
+use crate::os;
+use crate::record::{Build, BuildPaths, StopReason};
+use crate::requests::Requests;
+
+/// How long an adopted build may sit without a recorded pid (another instance is
+/// starting it) before it counts as lost.
+const START_WINDOW: Duration = Duration::from_secs(60);
+/// How long to wait for the owning instance to record an exit before calling a vanished
+/// process lost.
+const EXIT_RECORD_WAIT: Duration = Duration::from_millis(100);
+
+/// Runs builds as local child processes; see the [crate docs](crate).
+///
+/// Cheap to clone: clones share the same builds.
+#[derive(Clone)]
+pub struct ProcessExecutor {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// State shared by the executor and its reaper and timer tasks.
+pub(crate) struct Inner {
+    pub settings: Settings,
+    pub builds: Mutex<HashMap<BuildId, Arc<Build>>>,
+    pub counter: BuildCounter,
+    pub requests: Requests,
+}
+
+impl ProcessExecutor {
+    /// A builder with default options.
+    pub fn builder() -> ProcessExecutorBuilder {
+        ProcessExecutorBuilder::new()
+    }
+
+    /// Opens the state directory and adopts the builds a previous instance left running.
+    pub(crate) async fn open(settings: Settings) -> Result<Self, Error> {
+        let inner = Arc::new(Inner {
+            settings,
+            builds: Mutex::new(HashMap::new()),
+            counter: BuildCounter::new(),
+            requests: Requests::default(),
+        });
+        for id in inner.build_ids_on_disk() {
+            let paths = BuildPaths::new(&inner.settings.builds_dir, id);
+            if paths.load().is_some_and(|r| r.status.is_none()) {
+                inner.lookup(id);
+            }
+        }
+        Ok(Self { inner })
+    }
+
+    /// The directory holding `launch`.
+    pub fn job_tools(&self) -> &Path {
+        &self.inner.settings.job_tools
+    }
+
+    /// The directory holding one subdirectory per build (`<stateDir>/builds`).
+    pub fn builds_dir(&self) -> &Path {
+        &self.inner.settings.builds_dir
+    }
+
+    /// Where the output (stdout and stderr) of `launch` for a build goes:
+    /// `<stateDir>/builds/<id>/build.log`. Kept after the build ends, until `gc` removes
+    /// the build's directory.
+    pub fn log_path(&self, build_id: BuildId) -> PathBuf {
+        BuildPaths::new(&self.inner.settings.builds_dir, build_id).log()
+    }
+
+    /// The process id (and process group id) of a build's `launch`, once spawned.
+    pub fn pid(&self, build_id: BuildId) -> Option<u32> {
+        self.inner.lookup(build_id).and_then(|b| b.snapshot().pid)
+    }
+}
+
+impl fmt::Debug for ProcessExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.inner.settings;
+        f.debug_struct("ProcessExecutor")
+            .field("job_tools", &s.job_tools)
+            .field("builds_dir", &s.builds_dir)
+            .field("stop_grace", &s.stop_grace)
+            .field("builds", &self.inner.builds.lock().len())
+            .finish()
+    }
+}
+
+impl Inner {
+    /// Ids of the build directories under `<state>/builds`.
+    pub(crate) fn build_ids_on_disk(&self) -> Vec<BuildId> {
+        let Ok(entries) = std::fs::read_dir(&self.settings.builds_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok().and_then(BuildId::new))
+            .collect()
+    }
+
+    /// The build `id`: from memory, or adopted from its state file (a build started by a
+    /// previous instance or another process sharing the state directory).
+    pub(crate) fn lookup(self: &Arc<Self>, id: BuildId) -> Option<Arc<Build>> {
+        if let Some(b) = self.builds.lock().get(&id) {
+            return Some(b.clone());
+        }
+        let paths = BuildPaths::new(&self.settings.builds_dir, id);
+        let record = paths.load()?;
+        let build = {
+            let mut map = self.builds.lock();
+            if let Some(b) = map.get(&id) {
+                return Some(b.clone());
+            }
+            let b = Arc::new(Build::new(paths, record, false));
+            map.insert(id, b.clone());
+            b
+        };
+        let r = build.snapshot();
+        if r.status.is_none() {
+            self.arm_deadline(&build, r.kill_at, StopReason::TimedOut, false);
+        }
+        Some(build)
+    }
+
+    /// Brings an adopted build's record up to date: the owner may have recorded an exit,
+    /// or its process may have vanished (then it is `Lost`, or stopped if a stop was asked).
+    pub(crate) async fn refresh(&self, build: &Build) {
+        if build.owned || build.is_finished() {
+            return;
+        }
+        if let Some(status) = build.paths.load().and_then(|r| r.status) {
+            build.finish(status);
+            return;
+        }
+        build.merge_disk_stop();
+        let r = build.snapshot();
+        let Some(pid) = r.pid else {
+            let age = (Utc::now() - r.started_at).to_std().unwrap_or_default();
+            if let Some(reason) = r.stop {
+                build.finish(r.stopped_status(reason));
+            } else if age > START_WINDOW {
+                build.finish(BuildStatus::lost(
+                    Some(false),
+                    "launch was never spawned: the executor stopped while starting it",
+                ));
+            }
+            return;
+        };
+        if os::is_alive(pid, r.proc_start) {
+            return;
+        }
+        // The owner may be about to record the exit.
+        tokio::time::sleep(EXIT_RECORD_WAIT).await;
+        if let Some(status) = build.paths.load().and_then(|r| r.status) {
+            build.finish(status);
+            return;
+        }
+        build.merge_disk_stop();
+        let r = build.snapshot();
+        let status = match r.stop {
+            Some(reason) => r.stopped_status(reason),
+            None => BuildStatus::lost(
+                Some(true),
+                format!("process {pid} is gone and no exit was recorded (the executor restarted while the build ran)"),
+            ),
+        };
+        build.finish(status);
+    }
+
+    /// The status of build `id`.
+    pub(crate) async fn status(self: &Arc<Self>, id: BuildId) -> Result<BuildStatus, Error> {
+        let build = self
+            .lookup(id)
+            .ok_or_else(|| Error::build_not_found(id).with_executor(SCHEME).with_operation("status"))?;
+        self.refresh(&build).await;
+        let r = build.snapshot();
+        Ok(match (r.status, r.pid) {
+            (Some(status), _) => status,
+            (None, None) => BuildStatus::pending("starting launch"),
+            (None, Some(_)) => BuildStatus::running(),
+        })
+    }
+
+    /// Arms a task that stops `build` for `reason` at `at` (the executor's backstop, or a
+    /// `start_timer` timer when `user`).
+    pub(crate) fn arm_deadline(
+        self: &Arc<Self>,
+        build: &Arc<Build>,
+        at: chrono::DateTime<Utc>,
+        reason: StopReason,
+        user: bool,
+    ) {
+        let delay = (at - Utc::now()).to_std().unwrap_or_default();
+        let (inner, b) = (self.clone(), build.clone());
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            tracing::info!(build_id = %b.id, ?reason, "build ran past its deadline; stopping it");
+            if let Err(e) = inner.terminate(&b, reason).await {
+                tracing::warn!(build_id = %b.id, error = %e, "cannot stop a build past its deadline");
+            }
+        });
+        if user {
+            build.set_user_timer(task.abort_handle());
+        } else {
+            build.add_timer(task.abort_handle());
+        }
+    }
+
+    /// `start_timer`: stops the build with `TimedOut` once it runs past
+    /// `startTime + timeout + timeoutGrace`. Only `RUNNING` arms a timer; a timer already
+    /// armed is kept (as upstream). Unknown builds are ignored (timers never fail upstream).
+    pub(crate) fn start_timer(self: &Arc<Self>, t: &TimerConfig) {
+        if t.build_status != ApiBuildStatus::Running {
+            return;
+        }
+        let Some(build) = self.lookup(t.build_id) else {
+            return;
+        };
+        if build.is_finished() || build.has_user_timer() {
+            return;
+        }
+        let timeout = chrono::Duration::minutes(i64::from(self.settings.timeout.minutes(&t.annotations)));
+        let grace = chrono::Duration::from_std(self.settings.timeout_grace).unwrap_or_default();
+        self.arm_deadline(&build, t.start_time + timeout + grace, StopReason::TimedOut, true);
+    }
+}
+
+#[async_trait]
+impl Executor for ProcessExecutor {
+    fn name(&self) -> &str {
+        SCHEME
+    }
+
+    async fn start(&self, build: &StartConfig) -> Result<(), Error> {
+        let inner = &self.inner;
+        inner.requests.track(inner.start(build)).await
+    }
+
+    async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
+        let inner = &self.inner;
+        inner.requests.track(inner.stop(build.build_id)).await
+    }
+
+    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
+        let inner = &self.inner;
+        let status = inner.requests.track(inner.status(build.build_id)).await?;
+        Ok(Verdict::from_status(&status))
+    }
+
+    async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
+        let inner = &self.inner;
+        inner.requests.track(inner.status(build.build_id)).await
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            requests: self.inner.requests.snapshot(),
+            builds: self.inner.counter.snapshot(),
+            ..Stats::default()
+        }
+    }
+
+    async fn cleanup(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        inner.requests.track(inner.cleanup()).await
+    }
+
+    async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
+        let inner = &self.inner;
+        inner.requests.track(inner.gc(dry_run)).await
+    }
+
+    async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
+        self.inner.start_timer(timer);
+        Ok(())
+    }
+
+    async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
+        if let Some(b) = self.inner.builds.lock().get(&build.build_id) {
+            b.clear_user_timer();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! `gc` and `cleanup`: builds past their expiry (start + timeout + the 30-minute token
+//! buffer) are stopped and their directories (log, state, work) removed.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use executor_base::{Error, GcReport, TOKEN_BUFFER_MINUTES};
+
+use crate::error;
+use crate::executor::Inner;
+use crate::record::{BuildPaths, StopReason};
+
+impl Inner {
+    /// Finds (and unless `dry_run`, stops and removes) expired builds.
+    pub(crate) async fn gc(self: &Arc<Self>, dry_run: bool) -> Result<GcReport, Error> {
+        let now = Utc::now();
+        let dir = &self.settings.builds_dir;
+        if let Err(e) = std::fs::read_dir(dir) {
+            return Err(error::io("gc", "cannot list builds", dir, e));
+        }
+        let mut expired = Vec::new();
+        let mut first_error = None;
+        let mut ids = self.build_ids_on_disk();
+        ids.sort();
+        for id in ids {
+            let paths = BuildPaths::new(dir, id);
+            let in_memory = self.builds.lock().get(&id).map(|b| b.snapshot().expires_at);
+            let Some(expires_at) = in_memory
+                .or_else(|| paths.load().map(|r| r.expires_at))
+                .or_else(|| self.undated_expiry(&paths))
+            else {
+                continue;
+            };
+            if now <= expires_at {
+                continue;
+            }
+            expired.push(format!("build/{id}"));
+            if dry_run {
+                continue;
+            }
+            if let Some(build) = self.lookup(id) {
+                if !build.is_finished() {
+                    if let Err(e) = self.terminate(&build, StopReason::Expired).await {
+                        // Never delete the files of a process we could not stop.
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                }
+                let mut map = self.builds.lock();
+                if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &build)) {
+                    map.remove(&id);
+                }
+            }
+            match std::fs::remove_dir_all(&paths.dir) {
+                Ok(()) => tracing::info!(build_id = %id, "gc removed an expired build"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    first_error.get_or_insert(error::io("gc", "cannot remove build directory", &paths.dir, e));
+                }
+            }
+        }
+        // Finished builds whose directory someone else removed.
+        if !dry_run {
+            self.builds
+                .lock()
+                .retain(|_, b| !(b.is_finished() && b.snapshot().expires_at < now && !b.paths.dir.exists()));
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(GcReport { dry_run, expired }),
+        }
+    }
+
+    /// The expiry of a directory without a readable state file (a crash between creating
+    /// it and writing the state): its modification time plus the longest timeout and the
+    /// buffer. Undatable directories are never expired.
+    fn undated_expiry(&self, paths: &BuildPaths) -> Option<DateTime<Utc>> {
+        let modified = std::fs::metadata(&paths.dir).and_then(|m| m.modified()).ok()?;
+        let minutes = self.settings.timeout.max_minutes + TOKEN_BUFFER_MINUTES;
+        Some(DateTime::<Utc>::from(modified) + chrono::Duration::minutes(i64::from(minutes)))
+    }
+
+    /// Stops every build this executor started that is still running, then collects
+    /// expired builds.
+    pub(crate) async fn cleanup(self: &Arc<Self>) -> Result<(), Error> {
+        let running: Vec<_> = self
+            .builds
+            .lock()
+            .values()
+            .filter(|b| b.owned && !b.is_finished())
+            .cloned()
+            .collect();
+        let stops = running.iter().map(|b| self.terminate(b, StopReason::Canceled));
+        let results = futures::future::join_all(stops).await;
+        let gc = self.gc(false).await;
+        for r in results {
+            r?;
+        }
+        gc.map(|_| ())
+    }
+}

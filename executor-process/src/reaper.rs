@@ -1,0 +1,111 @@
+//! The reaper: one task per spawned build waits for its exit and records the terminal
+//! status (exit code, signal, out of memory, or the stop the executor asked for).
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+
+use executor_base::{BuildStatus, FailureReason};
+use tokio::process::Child;
+
+use crate::executor::Inner;
+use crate::oom::OomProbe;
+use crate::os::{self, SIGKILL};
+use crate::record::Build;
+
+/// `launch`'s exit code for "the build ran past its timeout" (the native launch contract).
+pub const LAUNCH_EXIT_TIMEOUT: i32 = 3;
+
+/// Waits for `child` and records how it ended.
+pub(crate) async fn reap(inner: Arc<Inner>, build: Arc<Build>, mut child: Child, oom: Option<OomProbe>) {
+    let waited = child.wait().await;
+    let pid = build.snapshot().pid.unwrap_or(0);
+    // The build is over when `launch` is: anything it left behind in its group goes too.
+    if let Err(e) = os::signal_group(pid, SIGKILL) {
+        tracing::warn!(build_id = %build.id, pid, error = %e, "cannot kill what the build left running");
+    }
+    // A stop asked by another process sharing the state directory (`sdx stop`) counts too.
+    build.merge_disk_stop();
+    let r = build.snapshot();
+    let status = match (r.stop, waited) {
+        (Some(reason), _) => r.stopped_status(reason),
+        (None, Ok(exit)) => classify(exit, oom.as_ref()),
+        (None, Err(e)) => BuildStatus::lost(Some(true), format!("cannot wait for process {pid}: {e}")),
+    };
+    tracing::info!(build_id = %build.id, pid, %status, "build finished");
+    if build.finish(status.clone()) {
+        inner.counter.finished(&status);
+    }
+}
+
+/// The status of a `launch` that exited on its own.
+pub(crate) fn classify(exit: ExitStatus, oom: Option<&OomProbe>) -> BuildStatus {
+    if let Some(code) = exit.code() {
+        return match code {
+            0 => BuildStatus::succeeded(),
+            LAUNCH_EXIT_TIMEOUT => {
+                let mut s = BuildStatus::timed_out("launch reported that the build ran past its timeout (exit code 3)");
+                s.exit_code = Some(code);
+                s
+            }
+            _ => {
+                let mut s = BuildStatus::exited(code);
+                s.message = match code {
+                    1 => "launch exited with code 1: a step failed".to_string(),
+                    2 => "launch exited with code 2: usage or API error (see build.log)".to_string(),
+                    _ => format!("launch exited with code {code}"),
+                };
+                s
+            }
+        };
+    }
+    let signal = exit.signal().unwrap_or_default();
+    let name = os::signal_name(signal);
+    if signal == SIGKILL as i32 {
+        if let Some(evidence) = oom.and_then(OomProbe::fired) {
+            return BuildStatus::oom(None, evidence);
+        }
+    }
+    let core = if exit.core_dumped() { " (core dumped)" } else { "" };
+    let mut s = BuildStatus::failed(
+        FailureReason::NonZeroExit,
+        format!("launch was killed by {name}{core}, not sent by the executor"),
+        Some(name),
+    );
+    if let Some(f) = s.failure.as_mut() {
+        f.build_started = Some(true);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use executor_base::Phase;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(classify(ExitStatus::from_raw(0), None), BuildStatus::succeeded());
+        let failed = classify(ExitStatus::from_raw(1 << 8), None);
+        assert_eq!(failed.phase, Phase::Failed);
+        assert_eq!(failed.reason(), Some(FailureReason::NonZeroExit));
+        assert_eq!(failed.exit_code, Some(1));
+        assert!(failed.message.contains("a step failed"));
+        let timed_out = classify(ExitStatus::from_raw(3 << 8), None);
+        assert_eq!(timed_out.phase, Phase::TimedOut);
+        assert_eq!(timed_out.exit_code, Some(3));
+        assert_eq!(classify(ExitStatus::from_raw(42 << 8), None).exit_code, Some(42));
+    }
+
+    #[test]
+    fn signals_are_failures_with_the_signal_name() {
+        let s = classify(ExitStatus::from_raw(9), None);
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(s.exit_code, None);
+        let f = s.failure.unwrap();
+        assert_eq!(f.evidence.as_deref(), Some("SIGKILL"));
+        assert_eq!(f.build_started, Some(true));
+        let segv = classify(ExitStatus::from_raw(11 | 0x80), None);
+        assert!(segv.message.contains("SIGSEGV (core dumped)"), "{}", segv.message);
+    }
+}

@@ -1,0 +1,252 @@
+//! `start`: claims the build's directory, writes the token file, and spawns `launch` in
+//! its own process group with its output going to `build.log`.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use executor_base::launch::{TOKEN_ENV, expose_token};
+use executor_base::{
+    BuildStatus, Error, ErrorKind, FailureReason, LaunchSpec, StartConfig, TOKEN_BUFFER_MINUTES, TokenDelivery,
+};
+use tokio::process::Command;
+
+use crate::SCHEME;
+use crate::error;
+use crate::executor::Inner;
+use crate::oom::OomProbe;
+use crate::os;
+use crate::reaper::reap;
+use crate::record::{Build, BuildPaths, Record, StopReason};
+
+/// A leftover build directory without a state file younger than this is taken to be a
+/// build another instance is starting right now.
+const CLAIM_WINDOW: Duration = Duration::from_secs(10);
+
+fn already_exists(id: executor_base::BuildId, why: &str) -> Error {
+    Error::new(ErrorKind::AlreadyExists, format!("build {id} {why}"))
+        .with_executor(SCHEME)
+        .with_operation("start")
+}
+
+impl Inner {
+    /// Starts `cfg`'s build.
+    pub(crate) async fn start(self: &Arc<Self>, cfg: &StartConfig) -> Result<(), Error> {
+        let launch = self.settings.launch();
+        check_executable(&launch)?;
+        let id = cfg.build_id;
+        let existing = self.builds.lock().get(&id).cloned();
+        if let Some(old) = &existing {
+            self.refresh(old).await;
+            if !old.is_finished() {
+                return Err(already_exists(id, "is already running"));
+            }
+        }
+        let timeout_minutes = self.settings.timeout.minutes(&cfg.annotations);
+        let now = Utc::now();
+        let minutes = |m: u32| chrono::Duration::minutes(i64::from(m));
+        let grace = chrono::Duration::from_std(self.settings.timeout_grace).unwrap_or_default();
+        let record = Record {
+            build_id: id,
+            pid: None,
+            proc_start: None,
+            started_at: now,
+            timeout_minutes,
+            kill_at: now + minutes(timeout_minutes) + grace,
+            expires_at: now + minutes(timeout_minutes + TOKEN_BUFFER_MINUTES),
+            stop: None,
+            status: None,
+        };
+        let paths = BuildPaths::new(&self.settings.builds_dir, id);
+        let build = Arc::new(Build::new(paths, record, true));
+        {
+            let mut map = self.builds.lock();
+            let current = map.get(&id);
+            let unchanged = match (current, &existing) {
+                (None, _) => true,
+                (Some(c), Some(old)) => Arc::ptr_eq(c, old),
+                (Some(_), None) => false,
+            };
+            if !unchanged {
+                return Err(already_exists(id, "is being started"));
+            }
+            map.insert(id, build.clone());
+        }
+        match self.spawn(&build, cfg, timeout_minutes) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut map = self.builds.lock();
+                if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &build)) {
+                    map.remove(&id);
+                }
+                drop(map);
+                build.abandon(BuildStatus::failed(FailureReason::StartRefused, e.message(), None));
+                Err(e)
+            }
+        }
+    }
+
+    /// Claims the directory, spawns, and removes the directory again on failure.
+    fn spawn(self: &Arc<Self>, build: &Arc<Build>, cfg: &StartConfig, timeout_minutes: u32) -> Result<(), Error> {
+        claim_dir(&build.paths, build.id)?;
+        let result = self.spawn_in_dir(build, cfg, timeout_minutes);
+        if result.is_err() {
+            if let Err(e) = std::fs::remove_dir_all(&build.paths.dir) {
+                tracing::warn!(build_id = %build.id, error = %e, "cannot remove the directory of a failed start");
+            }
+        }
+        result
+    }
+
+    fn spawn_in_dir(self: &Arc<Self>, build: &Arc<Build>, cfg: &StartConfig, timeout_minutes: u32) -> Result<(), Error> {
+        let s = &self.settings;
+        let paths = &build.paths;
+        let delivery = if s.token_env {
+            TokenDelivery::EnvFromSecret
+        } else {
+            let token_path = paths.token();
+            write_private(&token_path, expose_token(&cfg.token).as_bytes())
+                .map_err(|e| error::io("start", "cannot write the token file", &token_path, e))?;
+            TokenDelivery::File(token_path.to_string_lossy().into_owned())
+        };
+        let work = paths.work();
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&work)
+            .map_err(|e| error::io("start", "cannot create the work directory", &work, e))?;
+        let log_path = paths.log();
+        let log = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| error::io("start", "cannot create the build log", &log_path, e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| error::io("start", "cannot share the build log", &log_path, e))?;
+
+        let job_tools = s.job_tools.to_str().expect("validated as UTF-8 by the builder");
+        let spec = LaunchSpec::new(cfg, job_tools, &s.ecosystem, timeout_minutes);
+        let launch = spec.native(&delivery);
+        let mut command = Command::new(&launch.entrypoint);
+        command
+            .args(&launch.args)
+            .env_clear()
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            // Its own process group: `stop` signals the whole tree, and a Ctrl-C aimed at
+            // the server's terminal group does not reach builds.
+            .process_group(0)
+            .kill_on_drop(false);
+        for name in &s.pass_env {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command.envs(s.env.iter().map(|(k, v)| (k, v)));
+        command.envs(launch.env.iter().map(|(k, v)| (k, v)));
+        if s.token_env {
+            command.env(TOKEN_ENV, expose_token(&cfg.token));
+        }
+        tracing::debug!(build_id = %build.id, command = ?launch, "spawning launch");
+        let child = command
+            .spawn()
+            .map_err(|e| error::spawn(std::path::Path::new(&launch.entrypoint), e))?;
+        let pid = child.id().expect("a just spawned child has a pid");
+        let proc_start = os::proc_start_time(pid);
+        let oom = OomProbe::for_pid(pid);
+        let saved = {
+            let mut r = build.snapshot();
+            r.pid = Some(pid);
+            r.proc_start = proc_start;
+            paths.save(&r)
+        };
+        if let Err(e) = saved {
+            // Without a state file a restart could neither find nor stop the build.
+            let _ = os::signal_group(pid, os::SIGKILL);
+            tokio::spawn(async move {
+                let mut child = child;
+                let _ = child.wait().await;
+            });
+            return Err(error::io("start", "cannot write the state file", &paths.state(), e));
+        }
+        build.update(|r| {
+            r.pid = Some(pid);
+            r.proc_start = proc_start;
+        });
+        tracing::info!(build_id = %build.id, pid, "build started");
+        self.counter.started();
+        tokio::spawn(reap(self.clone(), build.clone(), child, oom));
+        let kill_at = build.snapshot().kill_at;
+        self.arm_deadline(build, kill_at, StopReason::TimedOut, false);
+        Ok(())
+    }
+}
+
+/// `launch` must be an executable regular file.
+fn check_executable(path: &std::path::Path) -> Result<(), Error> {
+    let problem = match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => "is not a regular file".to_string(),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => "is not executable".to_string(),
+        Ok(_) => return Ok(()),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(error::config_invalid(
+        "start",
+        "jobTools",
+        format!(
+            "{} {problem}; point jobTools (or EXECUTOR_PROCESS_JOB_TOOLS) at a directory holding the launch program",
+            path.display()
+        ),
+    ))
+}
+
+/// Creates the build's directory (0700). A directory left by an earlier build with the
+/// same id is replaced unless that build is still alive.
+fn claim_dir(paths: &BuildPaths, id: executor_base::BuildId) -> Result<(), Error> {
+    let create = || DirBuilder::new().mode(0o700).create(&paths.dir);
+    match create() {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(error::io("start", "cannot create the build directory", &paths.dir, e)),
+    }
+    match paths.load() {
+        Some(r) if r.status.is_none() && r.pid.is_some_and(|p| os::is_alive(p, r.proc_start)) => {
+            return Err(already_exists(id, "is already running (started by another executor instance)"));
+        }
+        None => {
+            let young = std::fs::metadata(&paths.dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < CLAIM_WINDOW);
+            if young {
+                return Err(already_exists(id, "is being started by another executor instance"));
+            }
+        }
+        Some(_) => {}
+    }
+    std::fs::remove_dir_all(&paths.dir)
+        .map_err(|e| error::io("start", "cannot remove the previous build directory", &paths.dir, e))?;
+    match create() {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(already_exists(id, "is being started")),
+        Err(e) => Err(error::io("start", "cannot create the build directory", &paths.dir, e)),
+    }
+}
+
+/// Writes a new file readable only by its owner.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut f: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)
+}

@@ -1,0 +1,121 @@
+//! `stop`: SIGTERM to the build's process group, SIGKILL after the grace, and waiting
+//! until the exit is recorded. Idempotent; stopping an unknown or finished build is `Ok`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use executor_base::{BuildId, Error, ErrorKind};
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use crate::SCHEME;
+use crate::executor::Inner;
+use crate::os::{self, SIGKILL, SIGTERM};
+use crate::record::{Build, StopReason, StopRequest};
+
+/// How long to wait for the exit after SIGKILL (which cannot be caught) before giving up.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How often an adopted build's pid is polled (there is no child handle to wait on).
+const POLL: Duration = Duration::from_millis(50);
+
+impl Inner {
+    /// `stop` of build `id`.
+    pub(crate) async fn stop(self: &Arc<Self>, id: BuildId) -> Result<(), Error> {
+        match self.lookup(id) {
+            Some(build) => self.terminate(&build, StopReason::Canceled).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops `build` for `reason` and waits until its exit is recorded.
+    pub(crate) async fn terminate(self: &Arc<Self>, build: &Arc<Build>, reason: StopReason) -> Result<(), Error> {
+        self.refresh(build).await;
+        if build.request_stop(reason) == StopRequest::Finished {
+            build.paths.remove_token();
+            return Ok(());
+        }
+        let Some(pid) = wait_spawned(build).await else {
+            // Adopted without a pid: `refresh` settles it as stopped.
+            self.refresh(build).await;
+            return Ok(());
+        };
+        // Only signal a group whose leader we know is ours: an adopted build's pid may have
+        // been reused once the process is gone.
+        let r = build.snapshot();
+        let ours = build.owned || os::is_alive(pid, r.proc_start);
+        if ours {
+            signal(build, pid, SIGTERM)?;
+        }
+        if self.wait_finished(build, self.settings.stop_grace).await {
+            return Ok(());
+        }
+        if ours {
+            tracing::info!(build_id = %build.id, pid, "build did not exit within the grace; sending SIGKILL");
+            signal(build, pid, SIGKILL)?;
+        }
+        if self.wait_finished(build, KILL_WAIT).await {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            format!("build {} (process group {pid}) did not exit after SIGKILL", build.id),
+        )
+        .with_executor(SCHEME)
+        .with_operation("stop"))
+    }
+
+    /// Waits up to `within` until `build` has a terminal status.
+    async fn wait_finished(&self, build: &Build, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut changes = build.subscribe();
+        loop {
+            self.refresh(build).await;
+            if build.is_finished() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wake = if build.owned { deadline } else { deadline.min(now + POLL) };
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+}
+
+/// Waits until the build's process is spawned; `None` if it finished first or (adopted)
+/// has no pid.
+async fn wait_spawned(build: &Build) -> Option<u32> {
+    let mut changes = build.subscribe();
+    loop {
+        let r = build.snapshot();
+        if r.status.is_some() {
+            return None;
+        }
+        if let Some(pid) = r.pid {
+            return Some(pid);
+        }
+        if !build.owned || changes.changed().await.is_err() {
+            return None;
+        }
+    }
+}
+
+fn signal(build: &Build, pid: u32, sig: Signal) -> Result<(), Error> {
+    match os::signal_group(pid, sig) {
+        Ok(_) => Ok(()),
+        Err(errno) => Err(Error::new(
+            if errno == nix::errno::Errno::EPERM {
+                ErrorKind::PermissionDenied
+            } else {
+                ErrorKind::Unexpected
+            },
+            format!("cannot send {sig} to process group {pid} of build {}: {errno}", build.id),
+        )
+        .with_executor(SCHEME)
+        .with_operation("stop")),
+    }
+}

@@ -1,0 +1,319 @@
+//! The launch flow: token, RUNNING, steps, final status.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use crate::api::ApiClient;
+use crate::args::Args;
+use crate::signals::Abort;
+use crate::step::{StepContext, StepEnd, StepSpec, run_step};
+use crate::token::{Token, read_token};
+
+/// How a launch ended; [`Outcome::exit_code`] is the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step succeeded (exit 0).
+    Success,
+    /// A step failed (exit 1).
+    StepFailed,
+    /// A usage error, an unreadable token, or the API refused or could not be reached
+    /// (exit 2).
+    UsageOrApiError,
+    /// The build timed out (exit 3).
+    TimedOut,
+    /// Aborted by SIGTERM, SIGINT or SIGHUP (exit 1).
+    Aborted,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::StepFailed | Outcome::Aborted => 1,
+            Outcome::UsageOrApiError => 2,
+            Outcome::TimedOut => 3,
+        }
+    }
+}
+
+/// Runs one build as `launch` does.
+#[derive(Debug)]
+pub struct Launcher {
+    args: Args,
+    abort: Abort,
+    env_token: Option<String>,
+}
+
+fn describe(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s % 60, s / 60) {
+        (0, 1) => "1 minute".into(),
+        (0, m) => format!("{m} minutes"),
+        (_, _) if s == 1 => "1 second".into(),
+        _ => format!("{s} seconds"),
+    }
+}
+
+/// Parses the build's `steps` (`[{"name", "command"}]`), naming the bad field.
+pub fn parse_steps(build: &Value) -> Result<Vec<StepSpec>, String> {
+    let Some(steps) = build.get("steps").and_then(Value::as_array) else {
+        return Err("steps: must be an array".into());
+    };
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = s
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| format!("steps[{i}].name: must be a non-empty string"))?;
+            let command = s
+                .get("command")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("steps[{i}].command: must be a string"))?;
+            Ok(StepSpec {
+                name: name.to_string(),
+                command: command.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl Launcher {
+    /// A launcher for `args`; the token comes from `args.token_file` or `SD_TOKEN`.
+    pub fn new(args: Args) -> Self {
+        Self {
+            args,
+            abort: Abort::new(),
+            env_token: std::env::var("SD_TOKEN").ok(),
+        }
+    }
+
+    /// Uses this abort flag (see [`crate::signals::install`]).
+    pub fn with_abort(mut self, abort: Abort) -> Self {
+        self.abort = abort;
+        self
+    }
+
+    /// Uses this token instead of `SD_TOKEN` when no token file is given.
+    pub fn with_env_token(mut self, token: Option<String>) -> Self {
+        self.env_token = token;
+        self
+    }
+
+    fn fail(&self, api: &ApiClient, message: &str) -> Outcome {
+        eprintln!("launch: {message}");
+        if let Err(e) = api.update_status("FAILURE", Some(message)) {
+            eprintln!("launch: cannot report the failure: {e}");
+        }
+        Outcome::UsageOrApiError
+    }
+
+    /// Runs the build and reports it; returns the outcome.
+    pub fn run(self) -> Outcome {
+        let a = &self.args;
+        let token = match read_token(a.token_file.as_deref(), self.env_token.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("launch: {e}");
+                return Outcome::UsageOrApiError;
+            }
+        };
+        let mut api = ApiClient::new(&a.api_uri, a.build_id, token.clone());
+        if token.is_temporal() {
+            match api.exchange_token(a.timeout_minutes() + 30) {
+                Ok(t) => api.set_token(t),
+                Err(e) => {
+                    // The temporary token may still update its own build (upstream rule).
+                    return self.fail(&api, &format!("token exchange failed: {e}"));
+                }
+            }
+        }
+        if a.only_fetch_token {
+            println!("{}", api.token().expose());
+            return Outcome::Success;
+        }
+        if let Err(e) = api.update_status("RUNNING", None) {
+            eprintln!("launch: cannot mark the build RUNNING: {e}");
+            return Outcome::UsageOrApiError;
+        }
+        let deadline = Instant::now() + a.build_timeout;
+        let build = match api.get_build() {
+            Ok(b) => b,
+            Err(e) => return self.fail(&api, &format!("cannot fetch the build: {e}")),
+        };
+        let steps = match parse_steps(&build) {
+            Ok(s) => s,
+            Err(e) => return self.fail(&api, &format!("the build's steps are invalid: {e}")),
+        };
+        let workspace = match self.prepare_workspace() {
+            Ok(w) => w,
+            Err(e) => return self.fail(&api, &e),
+        };
+        let env = self.environment(&build, api.token(), &workspace);
+        let timeout_text = describe(a.build_timeout);
+        let (outcome, message) = self.run_steps(&api, &steps, &workspace, env, deadline, &timeout_text);
+        let status = match outcome {
+            Outcome::Success => "SUCCESS",
+            Outcome::Aborted => "ABORTED",
+            _ => "FAILURE",
+        };
+        if let Err(e) = api.update_status(status, message.as_deref()) {
+            eprintln!("launch: cannot report status {status}: {e}");
+            if outcome == Outcome::Success {
+                return Outcome::UsageOrApiError;
+            }
+        }
+        if let Some(m) = message {
+            eprintln!("launch: {m}");
+        }
+        outcome
+    }
+
+    fn run_steps(
+        &self,
+        api: &ApiClient,
+        steps: &[StepSpec],
+        workspace: &std::path::Path,
+        mut env: Vec<(String, String)>,
+        deadline: Instant,
+        timeout_text: &str,
+    ) -> (Outcome, Option<String>) {
+        let mut outcome = Outcome::Success;
+        let mut message = None;
+        for step in steps {
+            if self.abort.signal().is_some() && outcome != Outcome::Aborted {
+                outcome = Outcome::Aborted;
+                message = Some(format!("aborted by signal before step {}", step.name));
+            }
+            if outcome != Outcome::Success && !(outcome == Outcome::StepFailed && step.is_teardown()) {
+                continue;
+            }
+            println!("$ {}", step.command);
+            if let Err(e) = api.step_started(&step.name, SystemTime::now()) {
+                eprintln!("launch: cannot report the start of step {}: {e}", step.name);
+            }
+            let ctx = StepContext {
+                shell: &self.args.shell_bin,
+                workspace,
+                env: &env,
+                deadline,
+                timeout_text,
+                abort: &self.abort,
+            };
+            let (end, _lines) = run_step(&ctx, step, Some(api.clone()));
+            let code = end.code();
+            if let Err(e) = api.step_ended(&step.name, SystemTime::now(), code) {
+                eprintln!("launch: cannot report the end of step {}: {e}", step.name);
+            }
+            if outcome != Outcome::Success {
+                continue; // a teardown step after a failure does not change the outcome
+            }
+            match end {
+                StepEnd::Exited(0) => {}
+                StepEnd::Exited(c) => {
+                    outcome = Outcome::StepFailed;
+                    message = Some(format!("step {} failed with exit code {c}", step.name));
+                    env.push(("SD_STEP_EXIT_CODE".into(), c.to_string()));
+                }
+                StepEnd::SpawnFailed(e) => {
+                    outcome = Outcome::StepFailed;
+                    message = Some(format!("step {} could not start: {e}", step.name));
+                    env.push(("SD_STEP_EXIT_CODE".into(), code.to_string()));
+                }
+                StepEnd::TimedOut => {
+                    outcome = Outcome::TimedOut;
+                    message = Some(format!(
+                        "Build timed out after {timeout_text} (step {} was killed)",
+                        step.name
+                    ));
+                }
+                StepEnd::Aborted(sig) => {
+                    outcome = Outcome::Aborted;
+                    message = Some(format!("aborted by signal {sig} during step {}", step.name));
+                }
+            }
+        }
+        (outcome, message)
+    }
+
+    fn prepare_workspace(&self) -> Result<PathBuf, String> {
+        let ws = &self.args.workspace;
+        std::fs::create_dir_all(ws.join("artifacts"))
+            .map_err(|e| format!("cannot create the workspace {}: {e}", ws.display()))?;
+        std::path::absolute(ws).map_err(|e| format!("workspace {}: {e}", ws.display()))
+    }
+
+    fn environment(&self, build: &Value, token: &Token, workspace: &std::path::Path) -> Vec<(String, String)> {
+        let a = &self.args;
+        let mut env: Vec<(String, String)> = vec![
+            ("CI".into(), "true".into()),
+            ("CONTINUOUS_INTEGRATION".into(), "true".into()),
+            ("SCREWDRIVER".into(), "true".into()),
+            ("SD_BUILD_ID".into(), a.build_id.to_string()),
+            ("SD_TOKEN".into(), token.expose().to_string()),
+            ("SD_API_URL".into(), format!("{}/v4/", a.api_uri)),
+            ("SD_STORE_URL".into(), format!("{}/v1/", a.store_uri)),
+            ("SD_UI_URL".into(), format!("{}/", a.ui_uri)),
+            ("SD_ROOT_DIR".into(), workspace.display().to_string()),
+            ("SD_ARTIFACTS_DIR".into(), workspace.join("artifacts").display().to_string()),
+        ];
+        for (key, var) in [("jobId", "SD_JOB_ID"), ("eventId", "SD_EVENT_ID"), ("pipelineId", "SD_PIPELINE_ID")] {
+            if let Some(v) = build.get(key).and_then(scalar) {
+                env.push((var.into(), v));
+            }
+        }
+        if let Some(Value::Object(vars)) = build.get("environment") {
+            for (k, v) in vars {
+                if let Some(v) = scalar(v) {
+                    env.push((k.clone(), v));
+                }
+            }
+        }
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn steps_are_parsed_naming_the_bad_field() {
+        let ok = parse_steps(&json!({"steps": [{"name": "a", "command": "true"}]})).unwrap();
+        assert_eq!(ok[0].name, "a");
+        assert_eq!(parse_steps(&json!({})).unwrap_err(), "steps: must be an array");
+        assert_eq!(
+            parse_steps(&json!({"steps": [{"name": "a", "command": "x"}, {"command": "y"}]})).unwrap_err(),
+            "steps[1].name: must be a non-empty string"
+        );
+        assert_eq!(
+            parse_steps(&json!({"steps": [{"name": "a"}]})).unwrap_err(),
+            "steps[0].command: must be a string"
+        );
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(describe(Duration::from_secs(60)), "1 minute");
+        assert_eq!(describe(Duration::from_secs(5400)), "90 minutes");
+        assert_eq!(describe(Duration::from_secs(1)), "1 second");
+        assert_eq!(describe(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(Outcome::TimedOut.exit_code(), 3);
+        assert_eq!(Outcome::Aborted.exit_code(), 1);
+    }
+}
