@@ -49,7 +49,10 @@ pub fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Caller, Htt
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| HttpError::unauthorized("Authorization must be a Bearer token"))?;
-    if same(token.as_bytes(), state.user_token().expose_secret().as_bytes()) {
+    if same(
+        token.as_bytes(),
+        state.user_token().expose_secret().as_bytes(),
+    ) {
         return Ok(Caller::Admin);
     }
     let claims = state

@@ -65,8 +65,14 @@ impl fmt::Debug for ApiConfig {
             .field("default_container", &self.default_container)
             .field("temporal_token_minutes", &self.temporal_token_minutes)
             .field("timeout", &self.timeout)
-            .field("user_token", &self.user_token.as_ref().map(|_| "[REDACTED]"))
-            .field("jwt_private_key", &self.jwt_private_key.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "user_token",
+                &self.user_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "jwt_private_key",
+                &self.jwt_private_key.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("status_poll_ms", &self.status_poll_ms)
             .field("lost_after_polls", &self.lost_after_polls)
             .finish()
@@ -74,18 +80,27 @@ impl fmt::Debug for ApiConfig {
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
-    Error::new(ErrorKind::ConfigInvalid, format!("{key}: {}", reason.into())).with_context("key", key)
+    Error::new(
+        ErrorKind::ConfigInvalid,
+        format!("{key}: {}", reason.into()),
+    )
+    .with_context("key", key)
 }
 
 impl ApiConfig {
     /// Checks every field; the error names the key.
     pub fn validate(&self) -> Result<(), Error> {
-        for (key, v) in [("publicUri", &self.public_uri), ("storeUri", &self.store_uri), ("uiUri", &self.ui_uri)] {
+        for (key, v) in [
+            ("publicUri", &self.public_uri),
+            ("storeUri", &self.store_uri),
+            ("uiUri", &self.ui_uri),
+        ] {
             if let Some(u) = v {
                 executor_base::config::parse_http_url(u).map_err(|r| invalid(key, r))?;
             }
         }
-        executor_base::ImageRef::parse(&self.default_container).map_err(|r| invalid("defaultContainer", r))?;
+        executor_base::ImageRef::parse(&self.default_container)
+            .map_err(|r| invalid("defaultContainer", r))?;
         if self.temporal_token_minutes == 0 {
             invalid_err("temporalTokenMinutes")?;
         }
@@ -119,13 +134,19 @@ mod tests {
             public_uri: Some("ftp://x".into()),
             ..ApiConfig::default()
         };
-        assert!(bad.validate().unwrap_err().message().starts_with("publicUri:"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .message()
+                .starts_with("publicUri:")
+        );
         let bad = ApiConfig {
             status_poll_ms: 0,
             ..ApiConfig::default()
         };
         assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::ConfigInvalid);
-        let parsed: ApiConfig = serde_json::from_value(serde_json::json!({"statusPollMs": 50})).unwrap();
+        let parsed: ApiConfig =
+            serde_json::from_value(serde_json::json!({"statusPollMs": 50})).unwrap();
         assert_eq!(parsed.status_poll_ms, 50);
         assert_eq!(parsed.default_container, "busybox:latest");
     }

@@ -27,13 +27,20 @@ pub(crate) async fn start(state: ApiState, id: BuildId) {
                 stop(&state, id).await;
                 return;
             }
-            let _ = state.transition(id.get(), None, Some(format!("Started on {}", state.executor().name())), None);
+            let _ = state.transition(
+                id.get(),
+                None,
+                Some(format!("Started on {}", state.executor().name())),
+                None,
+            );
             watch(state, id).await;
         }
         Err(e) => {
             tracing::warn!(build = id.get(), error = %e, "executor start failed");
             let message = format!("Failed to start build by executor error: {e}");
-            if let Ok((t, _)) = state.transition(id.get(), Some(ApiBuildStatus::Failure), Some(message), None) {
+            if let Ok((t, _)) =
+                state.transition(id.get(), Some(ApiBuildStatus::Failure), Some(message), None)
+            {
                 react(&state, id, t);
             }
         }
@@ -105,7 +112,12 @@ async fn watch(state: ApiState, id: BuildId) {
             Some(message) => {
                 ended += 1;
                 if ended >= needed {
-                    if let Ok((t, _)) = state.transition(id.get(), Some(ApiBuildStatus::Failure), Some(message), None) {
+                    if let Ok((t, _)) = state.transition(
+                        id.get(),
+                        Some(ApiBuildStatus::Failure),
+                        Some(message),
+                        None,
+                    ) {
                         react(&state, id, t);
                     }
                     return;

@@ -56,7 +56,11 @@ impl HttpError {
 
     /// 422 Unprocessable Entity listing the rejected fields.
     pub fn unprocessable(fields: Vec<FieldError>) -> Self {
-        let message = fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let message = fields
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message,
@@ -108,6 +112,9 @@ mod tests {
             json!({"statusCode": 422, "error": "Unprocessable Entity", "message": "steps: must not be empty",
                    "fields": [{"field": "steps", "reason": "must not be empty"}]})
         );
-        assert_eq!(HttpError::not_found("Build does not exist").to_string(), "404: Build does not exist");
+        assert_eq!(
+            HttpError::not_found("Build does not exist").to_string(),
+            "404: Build does not exist"
+        );
     }
 }

@@ -8,7 +8,11 @@ use crate::model::LogLine;
 
 /// One change to a build.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum BuildEvent {
     /// The build's status (or status message) changed.
     Status {

@@ -64,7 +64,9 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) => Ok(s),
         serde_json::Value::Number(n) => Ok(n.to_string()),
-        _ => Err(serde::de::Error::custom("username: must be a string or a number")),
+        _ => Err(serde::de::Error::custom(
+            "username: must be a string or a number",
+        )),
     }
 }
 
@@ -140,8 +142,9 @@ fn pem(label: &str, der: &[u8]) -> String {
 impl TokenIssuer {
     /// A new issuer with a freshly generated P-256 key.
     pub fn generate() -> Result<Self, String> {
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| "cannot generate a P-256 key".to_string())?;
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| "cannot generate a P-256 key".to_string())?;
         Self::from_pkcs8_der(doc.as_ref())
     }
 
@@ -197,8 +200,12 @@ impl TokenIssuer {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenRefused("token expired".into()),
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenRefused("invalid token signature".into()),
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    TokenRefused("token expired".into())
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    TokenRefused("invalid token signature".into())
+                }
                 _ => TokenRefused("invalid token".into()),
             })
     }
@@ -218,7 +225,9 @@ mod tests {
         assert_eq!(got, c);
         assert!(got.has_scope("temporal") && !got.has_scope("build"));
 
-        let expired = issuer.mint(&Claims::for_build(42, SCOPE_TEMPORAL, -10)).unwrap();
+        let expired = issuer
+            .mint(&Claims::for_build(42, SCOPE_TEMPORAL, -10))
+            .unwrap();
         assert_eq!(issuer.verify(&expired).unwrap_err().0, "token expired");
         let other = TokenIssuer::generate().unwrap();
         assert_eq!(other.verify(&t).unwrap_err().0, "invalid token signature");
@@ -228,24 +237,32 @@ mod tests {
 
     #[test]
     fn published_key_verifies_and_configured_key_is_stable() {
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
         let private_pem = pem("PRIVATE KEY", doc.as_ref());
         let a = TokenIssuer::from_pkcs8_pem(&private_pem).unwrap();
         let b = TokenIssuer::from_pkcs8_pem(&private_pem).unwrap();
         assert_eq!(a.public_key_pem(), b.public_key_pem());
-        assert!(a.public_key_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert!(
+            a.public_key_pem()
+                .starts_with("-----BEGIN PUBLIC KEY-----\n")
+        );
         let t = a.mint(&Claims::for_build(1, SCOPE_BUILD, 5)).unwrap();
         let key = DecodingKey::from_ec_pem(a.public_key_pem().as_bytes()).unwrap();
-        let claims = jsonwebtoken::decode::<Claims>(&t, &key, &Validation::new(Algorithm::ES256)).unwrap().claims;
+        let claims = jsonwebtoken::decode::<Claims>(&t, &key, &Validation::new(Algorithm::ES256))
+            .unwrap()
+            .claims;
         assert_eq!(claims.username, "1");
         assert!(TokenIssuer::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nnope\n").is_err());
     }
 
     #[test]
     fn username_may_be_a_number() {
-        let c: Claims =
-            serde_json::from_value(serde_json::json!({"username": 42, "scope": ["build"], "exp": 1, "iat": 0, "jti": "x"}))
-                .unwrap();
+        let c: Claims = serde_json::from_value(
+            serde_json::json!({"username": 42, "scope": ["build"], "exp": 1, "iat": 0, "jti": "x"}),
+        )
+        .unwrap();
         assert_eq!(c.username, "42");
     }
 }

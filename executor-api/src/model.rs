@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use executor_base::{AnnotationMode, Annotations, ApiBuildStatus, BuildId, EventId, FieldError, ImageRef, JobId, PipelineId};
+use executor_base::{
+    AnnotationMode, Annotations, ApiBuildStatus, BuildId, EventId, FieldError, ImageRef, JobId,
+    PipelineId,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -79,9 +82,10 @@ pub fn module_state(status: ApiBuildStatus) -> &'static str {
         ApiBuildStatus::Queued | ApiBuildStatus::Blocked | ApiBuildStatus::Frozen => "wait",
         ApiBuildStatus::Running => "build",
         ApiBuildStatus::Success => "done",
-        ApiBuildStatus::Failure | ApiBuildStatus::Aborted | ApiBuildStatus::Collapsed | ApiBuildStatus::Unstable => {
-            "failed"
-        }
+        ApiBuildStatus::Failure
+        | ApiBuildStatus::Aborted
+        | ApiBuildStatus::Collapsed
+        | ApiBuildStatus::Unstable => "failed",
     }
 }
 
@@ -190,12 +194,16 @@ pub struct NewBuild {
 }
 
 fn is_word(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -226,21 +234,41 @@ impl NewBuild {
         };
         let mut errors = Vec::new();
         let get = |k: &str| map.get(k).filter(|v| !v.is_null());
-        let id = get("id").and_then(|v| BuildId::parse_json("id", v).map_err(|e| errors.push(e)).ok());
-        let job_id = get("jobId").and_then(|v| JobId::parse_json("jobId", v).map_err(|e| errors.push(e)).ok());
-        let event_id = get("eventId").and_then(|v| EventId::parse_json("eventId", v).map_err(|e| errors.push(e)).ok());
-        let pipeline_id =
-            get("pipelineId").and_then(|v| PipelineId::parse_json("pipelineId", v).map_err(|e| errors.push(e)).ok());
+        let id = get("id").and_then(|v| {
+            BuildId::parse_json("id", v)
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let job_id = get("jobId").and_then(|v| {
+            JobId::parse_json("jobId", v)
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let event_id = get("eventId").and_then(|v| {
+            EventId::parse_json("eventId", v)
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let pipeline_id = get("pipelineId").and_then(|v| {
+            PipelineId::parse_json("pipelineId", v)
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
         let job_name = match get("jobName") {
             Some(Value::String(s)) if is_word(s) && s.len() <= 110 => Some(s.clone()),
             Some(_) => {
-                errors.push(FieldError::new("jobName", "must be 1-110 letters, digits, '_' or '-'"));
+                errors.push(FieldError::new(
+                    "jobName",
+                    "must be 1-110 letters, digits, '_' or '-'",
+                ));
                 None
             }
             None => None,
         };
         let container = match get("container") {
-            Some(Value::String(s)) => ImageRef::parse(s).map_err(|r| errors.push(FieldError::new("container", r))).ok(),
+            Some(Value::String(s)) => ImageRef::parse(s)
+                .map_err(|r| errors.push(FieldError::new("container", r)))
+                .ok(),
             Some(_) => {
                 errors.push(FieldError::new("container", "must be a string"));
                 None
@@ -259,12 +287,16 @@ impl NewBuild {
             Some(Value::String(s)) if is_word(s) => {
                 raw_annotations.insert("screwdriver.cd/executor".into(), Value::String(s.clone()));
             }
-            Some(_) => errors.push(FieldError::new("executor", "must be a backend name (docker, k8s, process, ...)")),
+            Some(_) => errors.push(FieldError::new(
+                "executor",
+                "must be a backend name (docker, k8s, process, ...)",
+            )),
             None => {}
         }
-        let annotations = Annotations::parse(&Value::Object(raw_annotations), AnnotationMode::Strict)
-            .map_err(|mut e| errors.append(&mut e))
-            .unwrap_or_default();
+        let annotations =
+            Annotations::parse(&Value::Object(raw_annotations), AnnotationMode::Strict)
+                .map_err(|mut e| errors.append(&mut e))
+                .unwrap_or_default();
         let mut environment = BTreeMap::new();
         match get("environment") {
             Some(Value::Object(m)) => {
@@ -289,7 +321,9 @@ impl NewBuild {
         }
         let mut steps = Vec::new();
         match get("steps") {
-            Some(Value::Array(a)) if a.is_empty() => errors.push(FieldError::new("steps", "must list at least one step")),
+            Some(Value::Array(a)) if a.is_empty() => {
+                errors.push(FieldError::new("steps", "must list at least one step"))
+            }
             Some(Value::Array(a)) => {
                 let mut seen = HashSet::new();
                 for (i, s) in a.iter().enumerate() {
@@ -298,7 +332,10 @@ impl NewBuild {
                     match name {
                         Some(n) if is_word(n) && n.len() <= 64 => {
                             if !seen.insert(n.to_string()) {
-                                errors.push(FieldError::new(format!("steps[{i}].name"), format!("duplicate step name {n:?}")));
+                                errors.push(FieldError::new(
+                                    format!("steps[{i}].name"),
+                                    format!("duplicate step name {n:?}"),
+                                ));
                             }
                         }
                         _ => errors.push(FieldError::new(
@@ -308,14 +345,20 @@ impl NewBuild {
                     }
                     match command {
                         Some(c) if !c.trim().is_empty() => {}
-                        _ => errors.push(FieldError::new(format!("steps[{i}].command"), "must be a non-empty string")),
+                        _ => errors.push(FieldError::new(
+                            format!("steps[{i}].command"),
+                            "must be a non-empty string",
+                        )),
                     }
                     if let (Some(n), Some(c)) = (name, command) {
                         steps.push((n.to_string(), c.to_string()));
                     }
                 }
             }
-            Some(_) => errors.push(FieldError::new("steps", "must be an array of {name, command}")),
+            Some(_) => errors.push(FieldError::new(
+                "steps",
+                "must be an array of {name, command}",
+            )),
             None => errors.push(FieldError::new("steps", "is required")),
         }
         if !errors.is_empty() {
@@ -363,7 +406,10 @@ mod tests {
             assert!(fields.contains(&f), "{f} not in {fields:?}");
         }
         assert_eq!(NewBuild::parse(&json!([])).unwrap_err()[0].field, "(body)");
-        assert_eq!(NewBuild::parse(&json!({})).unwrap_err()[0].to_string(), "steps: is required");
+        assert_eq!(
+            NewBuild::parse(&json!({})).unwrap_err()[0].to_string(),
+            "steps: is required"
+        );
     }
 
     #[test]

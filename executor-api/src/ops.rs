@@ -20,7 +20,9 @@ pub const MAX_LINES_PER_PAGE: usize = 1000;
 
 fn own_build(caller: &Caller, id: u64) -> Result<(), HttpError> {
     match caller.build_username() {
-        Some(u) if u != id.to_string() => Err(HttpError::forbidden(format!("Credential only valid for {u}"))),
+        Some(u) if u != id.to_string() => Err(HttpError::forbidden(format!(
+            "Credential only valid for {u}"
+        ))),
         _ => Ok(()),
     }
 }
@@ -28,13 +30,17 @@ fn own_build(caller: &Caller, id: u64) -> Result<(), HttpError> {
 fn users_only(caller: &Caller) -> Result<(), HttpError> {
     match caller {
         Caller::Admin | Caller::User(_) => Ok(()),
-        _ => Err(HttpError::forbidden("Insufficient scope: a user token is required")),
+        _ => Err(HttpError::forbidden(
+            "Insufficient scope: a user token is required",
+        )),
     }
 }
 
 fn writes_steps(caller: &Caller, id: u64) -> Result<(), HttpError> {
     match caller {
-        Caller::User(_) => Err(HttpError::forbidden("Insufficient scope: only the build or an administrator may report steps")),
+        Caller::User(_) => Err(HttpError::forbidden(
+            "Insufficient scope: only the build or an administrator may report steps",
+        )),
         _ => own_build(caller, id),
     }
 }
@@ -45,7 +51,9 @@ fn time_field(body: &Value, key: &str) -> Result<Option<DateTime<Utc>>, HttpErro
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
             .map(|t| Some(t.with_timezone(&Utc)))
             .map_err(|e| HttpError::bad_request(format!("{key}: must be an ISO 8601 time ({e})"))),
-        Some(_) => Err(HttpError::bad_request(format!("{key}: must be an ISO 8601 time string"))),
+        Some(_) => Err(HttpError::bad_request(format!(
+            "{key}: must be an ISO 8601 time string"
+        ))),
     }
 }
 
@@ -62,8 +70,12 @@ fn build_timeout(body: &Value) -> Result<Option<u64>, HttpError> {
         _ => None,
     };
     match minutes {
-        Some(m) if m.is_finite() && m >= 1.0 => Ok(Some((m.ceil() as u64).min(MAX_BUILD_TOKEN_MINUTES))),
-        _ => Err(HttpError::bad_request(format!("Invalid buildTimeout value: {v}"))),
+        Some(m) if m.is_finite() && m >= 1.0 => {
+            Ok(Some((m.ceil() as u64).min(MAX_BUILD_TOKEN_MINUTES)))
+        }
+        _ => Err(HttpError::bad_request(format!(
+            "Invalid buildTimeout value: {v}"
+        ))),
     }
 }
 
@@ -87,44 +99,70 @@ impl ApiState {
     /// `GET /v4/builds/{id}`.
     pub(crate) fn op_get(&self, caller: &Caller, id: u64) -> Result<Value, HttpError> {
         own_build(caller, id)?;
-        self.build_json(id).ok_or_else(|| HttpError::not_found("Build does not exist"))
+        self.build_json(id)
+            .ok_or_else(|| HttpError::not_found("Build does not exist"))
     }
 
     /// `POST /v4/builds/{id}/token` (§9.5), in upstream's order of checks.
-    pub(crate) fn op_exchange(&self, caller: &Caller, id: u64, body: &Value) -> Result<Value, HttpError> {
+    pub(crate) fn op_exchange(
+        &self,
+        caller: &Caller,
+        id: u64,
+        body: &Value,
+    ) -> Result<Value, HttpError> {
         let Caller::Temporal(claims) = caller else {
-            return Err(HttpError::forbidden("Insufficient scope: a temporal token is required"));
+            return Err(HttpError::forbidden(
+                "Insufficient scope: a temporal token is required",
+            ));
         };
-        let build = self.build(id).ok_or_else(|| HttpError::not_found("Build does not exist"))?;
+        let build = self
+            .build(id)
+            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
         if claims.username != id.to_string() {
-            return Err(HttpError::not_found("Build Id parameter and token does not match"));
+            return Err(HttpError::not_found(
+                "Build Id parameter and token does not match",
+            ));
         }
         let minutes = build_timeout(body)?
             .unwrap_or_else(|| u64::from(self.config().timeout.token_minutes(&build.annotations)));
-        if !matches!(build.status, ApiBuildStatus::Queued | ApiBuildStatus::Blocked) {
-            return Err(HttpError::forbidden("Build is already running or finished."));
+        if !matches!(
+            build.status,
+            ApiBuildStatus::Queued | ApiBuildStatus::Blocked
+        ) {
+            return Err(HttpError::forbidden(
+                "Build is already running or finished.",
+            ));
         }
         let mut c = Claims::for_build(id, SCOPE_BUILD, minutes as i64);
         c.job_id = Some(build.job_id.get());
         c.event_id = build.event_id.map(|e| e.get());
         c.pipeline_id = build.pipeline_id.map(|p| p.get());
         c.is_pr = claims.is_pr;
-        let token = self.issuer().mint(&c).map_err(|e| HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let token = self
+            .issuer()
+            .mint(&c)
+            .map_err(|e| HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
         Ok(json!({ "token": token }))
     }
 
     /// `PUT /v4/builds/{id}` (§9.6).
-    pub(crate) fn op_update(&self, caller: &Caller, id: u64, body: &Value) -> Result<Value, HttpError> {
+    pub(crate) fn op_update(
+        &self,
+        caller: &Caller,
+        id: u64,
+        body: &Value,
+    ) -> Result<Value, HttpError> {
         if !body.is_object() {
             return Err(HttpError::bad_request("The body must be a JSON object"));
         }
-        let status = match body.get("status") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(
-                ApiBuildStatus::parse(s).ok_or_else(|| HttpError::bad_request(format!("status: unknown status {s:?}")))?,
-            ),
-            Some(_) => return Err(HttpError::bad_request("status: must be a string")),
-        };
+        let status =
+            match body.get("status") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(ApiBuildStatus::parse(s).ok_or_else(|| {
+                    HttpError::bad_request(format!("status: unknown status {s:?}"))
+                })?),
+                Some(_) => return Err(HttpError::bad_request("status: must be a string")),
+            };
         let mut message = match body.get("statusMessage") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -136,7 +174,9 @@ impl ApiState {
             Some(_) => return Err(HttpError::bad_request("meta: must be an object")),
         };
         if status.is_none() && message.is_none() && meta.is_none() {
-            return Err(HttpError::bad_request("Nothing to update: give status, statusMessage or meta"));
+            return Err(HttpError::bad_request(
+                "Nothing to update: give status, statusMessage or meta",
+            ));
         }
         match caller {
             Caller::Temporal(_) | Caller::Build(_) => {
@@ -151,12 +191,16 @@ impl ApiState {
                             | ApiBuildStatus::Unstable
                     )
                 {
-                    return Err(HttpError::forbidden(format!("Can not update status to {s}")));
+                    return Err(HttpError::forbidden(format!(
+                        "Can not update status to {s}"
+                    )));
                 }
             }
             Caller::User(_) => {
                 if status != Some(ApiBuildStatus::Aborted) {
-                    return Err(HttpError::forbidden("Users may only set the status ABORTED"));
+                    return Err(HttpError::forbidden(
+                        "Users may only set the status ABORTED",
+                    ));
                 }
                 message.get_or_insert_with(|| "Aborted by user".into());
             }
@@ -174,7 +218,9 @@ impl ApiState {
         }
         let (t, json) = self.transition_checked(id, status, message, meta, |b| {
             if status == Some(ApiBuildStatus::Running) && b.status == ApiBuildStatus::Running {
-                return Err(HttpError::forbidden("Can not update status to RUNNING: the build is already RUNNING"));
+                return Err(HttpError::forbidden(
+                    "Can not update status to RUNNING: the build is already RUNNING",
+                ));
             }
             Ok(())
         })?;
@@ -185,9 +231,16 @@ impl ApiState {
     }
 
     /// `GET /v4/builds/{id}/steps` or one step.
-    pub(crate) fn op_steps(&self, caller: &Caller, id: u64, name: Option<&str>) -> Result<Value, HttpError> {
+    pub(crate) fn op_steps(
+        &self,
+        caller: &Caller,
+        id: u64,
+        name: Option<&str>,
+    ) -> Result<Value, HttpError> {
         own_build(caller, id)?;
-        let b = self.build(id).ok_or_else(|| HttpError::not_found("Build does not exist"))?;
+        let b = self
+            .build(id)
+            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
         match name {
             None => Ok(Value::Array(b.steps.iter().map(|s| s.to_json()).collect())),
             Some(n) => b
@@ -200,7 +253,13 @@ impl ApiState {
     }
 
     /// `PUT /v4/builds/{id}/steps/{name}` with `{"startTime"}` or `{"endTime", "code"}`.
-    pub(crate) fn op_step_update(&self, caller: &Caller, id: u64, name: &str, body: &Value) -> Result<Value, HttpError> {
+    pub(crate) fn op_step_update(
+        &self,
+        caller: &Caller,
+        id: u64,
+        name: &str,
+        body: &Value,
+    ) -> Result<Value, HttpError> {
         writes_steps(caller, id)?;
         if !body.is_object() {
             return Err(HttpError::bad_request("The body must be a JSON object"));
@@ -216,7 +275,9 @@ impl ApiState {
             ),
         };
         if start.is_none() && end.is_none() && code.is_none() {
-            return Err(HttpError::bad_request("Nothing to update: give startTime, or endTime and code"));
+            return Err(HttpError::bad_request(
+                "Nothing to update: give startTime, or endTime and code",
+            ));
         }
         if code.is_some() && end.is_none() {
             end = Some(Utc::now());
@@ -226,9 +287,14 @@ impl ApiState {
             .get_mut(&id)
             .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
         if is_final(b.status) {
-            return Err(HttpError::forbidden(format!("Build {id} is already {}", b.status)));
+            return Err(HttpError::forbidden(format!(
+                "Build {id} is already {}",
+                b.status
+            )));
         }
-        let step = b.step_mut(name).ok_or_else(|| HttpError::not_found("Step does not exist"))?;
+        let step = b
+            .step_mut(name)
+            .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
         if let Some(t) = start {
             step.start_time = Some(t);
         }
@@ -257,10 +323,18 @@ impl ApiState {
 
     /// `POST /v4/builds/{id}/steps/{name}/logs` with `[{"t", "m", "n"}]`. Lines below the
     /// step's next line number (a retried post) are dropped.
-    pub(crate) fn op_logs_post(&self, caller: &Caller, id: u64, name: &str, body: &Value) -> Result<(), HttpError> {
+    pub(crate) fn op_logs_post(
+        &self,
+        caller: &Caller,
+        id: u64,
+        name: &str,
+        body: &Value,
+    ) -> Result<(), HttpError> {
         writes_steps(caller, id)?;
         let Some(items) = body.as_array() else {
-            return Err(HttpError::bad_request("The body must be an array of {t, m, n}"));
+            return Err(HttpError::bad_request(
+                "The body must be an array of {t, m, n}",
+            ));
         };
         let mut lines = Vec::with_capacity(items.len());
         for (i, l) in items.iter().enumerate() {
@@ -274,17 +348,23 @@ impl ApiState {
                 .ok_or_else(|| HttpError::bad_request(format!("[{i}].n: must be a line number")))?;
             let t = match l.get("t") {
                 None | Some(Value::Null) => Utc::now().timestamp_millis().max(0) as u64,
-                Some(v) => v
-                    .as_u64()
-                    .ok_or_else(|| HttpError::bad_request(format!("[{i}].t: must be milliseconds since the epoch")))?,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    HttpError::bad_request(format!("[{i}].t: must be milliseconds since the epoch"))
+                })?,
             };
-            lines.push(LogLine { t, m: m.to_string(), n });
+            lines.push(LogLine {
+                t,
+                m: m.to_string(),
+                n,
+            });
         }
         let mut builds = self.inner.builds.lock();
         let b = builds
             .get_mut(&id)
             .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
-        let step = b.step_mut(name).ok_or_else(|| HttpError::not_found("Step does not exist"))?;
+        let step = b
+            .step_mut(name)
+            .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
         let mut accepted = Vec::new();
         for l in lines {
             if l.n < step.next_line {
@@ -308,17 +388,28 @@ impl ApiState {
 
     /// `GET /v4/builds/{id}/steps/{name}/logs?from=N`: up to [`MAX_LINES_PER_PAGE`] lines
     /// numbered `N` and above.
-    pub(crate) fn op_logs_get(&self, caller: &Caller, id: u64, name: &str, from: u64) -> Result<Value, HttpError> {
+    pub(crate) fn op_logs_get(
+        &self,
+        caller: &Caller,
+        id: u64,
+        name: &str,
+        from: u64,
+    ) -> Result<Value, HttpError> {
         own_build(caller, id)?;
         let builds = self.inner.builds.lock();
-        let b = builds.get(&id).ok_or_else(|| HttpError::not_found("Build does not exist"))?;
+        let b = builds
+            .get(&id)
+            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
         let step = b
             .steps
             .iter()
             .find(|s| s.name == name)
             .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
         let start = step.lines.partition_point(|l| l.n < from);
-        let page: Vec<&LogLine> = step.lines[start..].iter().take(MAX_LINES_PER_PAGE).collect();
+        let page: Vec<&LogLine> = step.lines[start..]
+            .iter()
+            .take(MAX_LINES_PER_PAGE)
+            .collect();
         Ok(serde_json::to_value(page).unwrap_or(Value::Array(Vec::new())))
     }
 }
@@ -331,9 +422,18 @@ mod tests {
     fn build_timeout_values() {
         assert_eq!(build_timeout(&json!({})).unwrap(), None);
         assert_eq!(build_timeout(&json!({"buildTimeout": null})).unwrap(), None);
-        assert_eq!(build_timeout(&json!({"buildTimeout": 120})).unwrap(), Some(120));
-        assert_eq!(build_timeout(&json!({"buildTimeout": "45"})).unwrap(), Some(45));
-        assert_eq!(build_timeout(&json!({"buildTimeout": 1e12})).unwrap(), Some(MAX_BUILD_TOKEN_MINUTES));
+        assert_eq!(
+            build_timeout(&json!({"buildTimeout": 120})).unwrap(),
+            Some(120)
+        );
+        assert_eq!(
+            build_timeout(&json!({"buildTimeout": "45"})).unwrap(),
+            Some(45)
+        );
+        assert_eq!(
+            build_timeout(&json!({"buildTimeout": 1e12})).unwrap(),
+            Some(MAX_BUILD_TOKEN_MINUTES)
+        );
         let e = build_timeout(&json!({"buildTimeout": "soon"})).unwrap_err();
         assert_eq!(e.message, "Invalid buildTimeout value: \"soon\"");
         assert!(build_timeout(&json!({"buildTimeout": 0})).is_err());

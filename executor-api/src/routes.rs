@@ -42,10 +42,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/v4/builds/{id}", get(get_build).put(update_build))
         .route("/v4/builds/{id}/token", post(exchange))
         .route("/v4/builds/{id}/steps", get(list_steps))
-        .route("/v4/builds/{id}/steps/{name}", get(get_step).put(update_step))
-        .route("/v4/builds/{id}/steps/{name}/logs", get(get_logs).post(post_logs))
+        .route(
+            "/v4/builds/{id}/steps/{name}",
+            get(get_step).put(update_step),
+        )
+        .route(
+            "/v4/builds/{id}/steps/{name}/logs",
+            get(get_logs).post(post_logs),
+        )
         .fallback(|| async { HttpError::not_found("Not Found") })
-        .method_not_allowed_fallback(|| async { HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed") })
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
         .with_state(state)
 }
 
@@ -60,14 +68,19 @@ fn parse_body(body: &Bytes) -> Result<Value, HttpError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("Invalid JSON body: {e}")))
 }
 
 async fn auth_key(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({ "key": s.issuer().public_key_pem() }))
 }
 
-async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+async fn submit(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
     let caller = authenticate(&s, &headers)?;
     let body = parse_body(&body)?;
     let id = s.op_submit(&caller, &body)?;
@@ -84,7 +97,11 @@ async fn list(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<Valu
     s.op_list(&caller).map(Json)
 }
 
-async fn get_build(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, HttpError> {
+async fn get_build(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
     s.op_get(&caller, parse_id(&id)?).map(Json)
 }
@@ -111,7 +128,11 @@ async fn exchange(
     s.op_exchange(&caller, id, &parse_body(&body)?).map(Json)
 }
 
-async fn list_steps(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, HttpError> {
+async fn list_steps(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
     s.op_steps(&caller, parse_id(&id)?, None).map(Json)
 }
@@ -133,7 +154,8 @@ async fn update_step(
 ) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
     let id = parse_id(&id)?;
-    s.op_step_update(&caller, id, &name, &parse_body(&body)?).map(Json)
+    s.op_step_update(&caller, id, &name, &parse_body(&body)?)
+        .map(Json)
 }
 
 async fn get_logs(
@@ -145,9 +167,9 @@ async fn get_logs(
     let caller = authenticate(&s, &headers)?;
     let id = parse_id(&id)?;
     let from = match q.get("from") {
-        Some(f) => f
-            .parse::<u64>()
-            .map_err(|_| HttpError::bad_request(format!("from: must be a line number, got {f:?}")))?,
+        Some(f) => f.parse::<u64>().map_err(|_| {
+            HttpError::bad_request(format!("from: must be a line number, got {f:?}"))
+        })?,
         None => 0,
     };
     s.op_logs_get(&caller, id, &name, from).map(Json)

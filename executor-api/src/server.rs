@@ -26,14 +26,28 @@ impl ApiServer {
     /// Binds `addr` (port 0 picks a free port), and serves the API dispatching to
     /// `executor`. `apiUri` given to builds is `config.public_uri`, or
     /// `http://<bound address>`.
-    pub async fn start(executor: Arc<dyn Executor>, mut config: ApiConfig, addr: SocketAddr) -> Result<Self, Error> {
+    pub async fn start(
+        executor: Arc<dyn Executor>,
+        mut config: ApiConfig,
+        addr: SocketAddr,
+    ) -> Result<Self, Error> {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Error::new(ErrorKind::ConfigInvalid, format!("cannot listen on {addr}: {e}")).with_context("key", "listen")
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("cannot listen on {addr}: {e}"),
+            )
+            .with_context("key", "listen")
         })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("cannot read the bound address: {e}")))?;
-        let url = config.public_uri.clone().unwrap_or_else(|| format!("http://{bound}"));
+        let bound = listener.local_addr().map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("cannot read the bound address: {e}"),
+            )
+        })?;
+        let url = config
+            .public_uri
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"));
         config.public_uri = Some(url.clone());
         let state = ApiState::new(executor, config)?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -85,8 +99,14 @@ impl ApiServer {
     pub async fn wait(self) -> Result<(), Error> {
         match self.task.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::new(ErrorKind::Unavailable, format!("the API server failed: {e}"))),
-            Err(e) => Err(Error::new(ErrorKind::Unexpected, format!("the API server task failed: {e}"))),
+            Ok(Err(e)) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("the API server failed: {e}"),
+            )),
+            Err(e) => Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("the API server task failed: {e}"),
+            )),
         }
     }
 }

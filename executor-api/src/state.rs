@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
-use executor_base::{ApiBuildStatus, BuildId, Error, ErrorKind, Executor, JobId, StartConfig, StopConfig};
+use executor_base::{
+    ApiBuildStatus, BuildId, Error, ErrorKind, Executor, JobId, StartConfig, StopConfig,
+};
 use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -68,7 +70,9 @@ impl ApiState {
             Some(pem) => TokenIssuer::from_pkcs8_pem(pem.expose_secret()),
             None => TokenIssuer::generate(),
         }
-        .map_err(|e| Error::new(ErrorKind::ConfigInvalid, e).with_context("key", "jwtPrivateKey"))?;
+        .map_err(|e| {
+            Error::new(ErrorKind::ConfigInvalid, e).with_context("key", "jwtPrivateKey")
+        })?;
         let api_uri = config
             .public_uri
             .clone()
@@ -136,7 +140,14 @@ impl ApiState {
 
     /// Every build as `{"id", "state", "status"}`, by id.
     pub fn list_json(&self) -> Value {
-        Value::Array(self.inner.builds.lock().values().map(BuildRecord::summary).collect())
+        Value::Array(
+            self.inner
+                .builds
+                .lock()
+                .values()
+                .map(BuildRecord::summary)
+                .collect(),
+        )
     }
 
     pub(crate) fn emit(&self, e: BuildEvent) {
@@ -178,7 +189,9 @@ impl ApiState {
             let container = match new.container {
                 Some(c) => c,
                 None => executor_base::ImageRef::parse(&self.inner.config.default_container)
-                    .map_err(|r| HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, r))?,
+                    .map_err(|r| {
+                        HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, r)
+                    })?,
             };
             let record = BuildRecord {
                 id,
@@ -195,7 +208,11 @@ impl ApiState {
                 create_time: Utc::now(),
                 start_time: None,
                 end_time: None,
-                steps: new.steps.into_iter().map(|(n, c)| StepRecord::new(n, c)).collect(),
+                steps: new
+                    .steps
+                    .into_iter()
+                    .map(|(n, c)| StepRecord::new(n, c))
+                    .collect(),
             };
             builds.insert(id.get(), record);
             self.emit(BuildEvent::Status {
@@ -214,8 +231,14 @@ impl ApiState {
     /// The start config of build `id`, with a freshly minted temporary token
     /// (scope `temporal`, `username` = build id).
     pub fn start_config(&self, id: BuildId) -> Result<StartConfig, Error> {
-        let b = self.build(id.get()).ok_or_else(|| Error::build_not_found(id))?;
-        let mut claims = Claims::for_build(id.get(), SCOPE_TEMPORAL, i64::from(self.inner.config.temporal_token_minutes));
+        let b = self
+            .build(id.get())
+            .ok_or_else(|| Error::build_not_found(id))?;
+        let mut claims = Claims::for_build(
+            id.get(),
+            SCOPE_TEMPORAL,
+            i64::from(self.inner.config.temporal_token_minutes),
+        );
         claims.job_id = Some(b.job_id.get());
         claims.event_id = b.event_id.map(|e| e.get());
         claims.pipeline_id = b.pipeline_id.map(|p| p.get());
@@ -224,10 +247,11 @@ impl ApiState {
             .issuer
             .mint(&claims)
             .map_err(|e| Error::new(ErrorKind::Unexpected, e))?;
-        let mut builder = StartConfig::builder(id.get(), self.api_uri(), b.container.as_str(), token)
-            .job_id(b.job_id.get())
-            .field("annotations", b.annotations.to_json())
-            .field("isPR", false);
+        let mut builder =
+            StartConfig::builder(id.get(), self.api_uri(), b.container.as_str(), token)
+                .job_id(b.job_id.get())
+                .field("annotations", b.annotations.to_json())
+                .field("isPR", false);
         if let Some(e) = b.event_id {
             builder = builder.event_id(e.get());
         }
@@ -292,7 +316,11 @@ impl ApiState {
             if is_final(s) && !is_final(was) {
                 b.end_time = Some(now);
                 t.became_final = true;
-                for step in b.steps.iter_mut().filter(|st| st.start_time.is_some() && st.end_time.is_none()) {
+                for step in b
+                    .steps
+                    .iter_mut()
+                    .filter(|st| st.start_time.is_some() && st.end_time.is_none())
+                {
                     step.end_time = Some(now);
                 }
             }
@@ -330,7 +358,11 @@ impl ApiState {
 
     /// Whether build `id` is final (`None` when unknown).
     pub fn is_final(&self, id: u64) -> Option<bool> {
-        self.inner.builds.lock().get(&id).map(|b| is_final(b.status))
+        self.inner
+            .builds
+            .lock()
+            .get(&id)
+            .map(|b| is_final(b.status))
     }
 
     /// Aborts every build that is not final (status ABORTED, which stops it on the
@@ -346,8 +378,12 @@ impl ApiState {
             .map(|b| b.id.get())
             .collect();
         for id in open {
-            if let Ok((t, _)) = self.transition(id, Some(ApiBuildStatus::Aborted), Some("The API shut down".into()), None)
-                && let Some(bid) = BuildId::new(id)
+            if let Ok((t, _)) = self.transition(
+                id,
+                Some(ApiBuildStatus::Aborted),
+                Some("The API shut down".into()),
+                None,
+            ) && let Some(bid) = BuildId::new(id)
             {
                 crate::dispatch::react(self, bid, t);
             }

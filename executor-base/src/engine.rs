@@ -75,7 +75,8 @@ impl Idempotency {
 ///
 /// ```
 /// use executor_base::engine::{EngineCalls, Idempotency};
-/// # tokio_test_rt(async {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let calls = EngineCalls::with_defaults("docker");
 /// let n: u32 = calls
 ///     .call("ping", Idempotency::Idempotent, || async { Ok(7) })
@@ -83,9 +84,6 @@ impl Idempotency {
 ///     .unwrap();
 /// assert_eq!(n, 7);
 /// assert_eq!(calls.request_stats().success, 1);
-/// # });
-/// # fn tokio_test_rt(f: impl std::future::Future<Output = ()>) {
-/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 /// # }
 /// ```
 #[derive(Clone)]

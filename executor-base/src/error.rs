@@ -110,7 +110,10 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// assert!(e.is_temporary());
 /// assert_eq!(e.to_string(), "docker start: unavailable: cannot reach unix:///var/run/docker.sock");
 /// ```
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// The error's fields, boxed so `Result<T, Error>` stays one pointer wide.
+struct Inner {
     kind: ErrorKind,
     message: String,
     executor: &'static str,
@@ -126,7 +129,7 @@ pub struct Error {
 impl Error {
     /// A new, persistent error of `kind` with a human readable message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             kind,
             message: message.into(),
             executor: "",
@@ -137,7 +140,7 @@ impl Error {
             fields: Vec::new(),
             context: Vec::new(),
             source: None,
-        }
+        }))
     }
 
     /// A validation error listing every rejected field.
@@ -148,7 +151,7 @@ impl Error {
             .collect::<Vec<_>>()
             .join("; ");
         let mut e = Self::new(ErrorKind::Invalid, message);
-        e.fields = fields;
+        e.0.fields = fields;
         e
     }
 
@@ -164,112 +167,112 @@ impl Error {
 
     /// Sets the executor name (`docker`, `k8s`, ...).
     pub fn with_executor(mut self, executor: &'static str) -> Self {
-        self.executor = executor;
+        self.0.executor = executor;
         self
     }
 
     /// Sets the operation (`start`, `stop`, ...).
     pub fn with_operation(mut self, operation: &'static str) -> Self {
-        self.operation = operation;
+        self.0.operation = operation;
         self
     }
 
     /// Records the engine's HTTP status code.
     pub fn with_status(mut self, status: u16) -> Self {
-        self.status = Some(status);
+        self.0.status = Some(status);
         self
     }
 
     /// Adds a piece of context (`("container", "sd-42-build")`).
     pub fn with_context(mut self, key: &'static str, value: impl Into<String>) -> Self {
-        self.context.push((key, value.into()));
+        self.0.context.push((key, value.into()));
         self
     }
 
     /// Attaches the underlying error.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
     /// Marks the error as temporary: the same call may succeed later.
     pub fn temporary(mut self) -> Self {
-        self.temporary = true;
+        self.0.temporary = true;
         self
     }
 
     /// Marks the error as persistent (e.g. after retries gave up).
     pub fn persistent(mut self) -> Self {
-        self.temporary = false;
+        self.0.temporary = false;
         self
     }
 
     /// Says when a retry is worth it (from `Retry-After`); implies temporary.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
-        self.temporary = true;
+        self.0.retry_after = Some(after);
+        self.0.temporary = true;
         self
     }
 
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The message, without executor/operation prefix.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The executor that failed, or `""`.
     pub fn executor(&self) -> &'static str {
-        self.executor
+        self.0.executor
     }
 
     /// The operation that failed, or `""`.
     pub fn operation(&self) -> &'static str {
-        self.operation
+        self.0.operation
     }
 
     /// The engine's HTTP status, if any.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.0.status
     }
 
     /// Whether retrying the same call may succeed.
     pub fn is_temporary(&self) -> bool {
-        self.temporary
+        self.0.temporary
     }
 
     /// How long the engine asked us to wait before retrying.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
     /// The rejected fields of an [`ErrorKind::Invalid`] error.
     pub fn field_errors(&self) -> &[FieldError] {
-        &self.fields
+        &self.0.fields
     }
 
     /// Context pairs added by the backend.
     pub fn context(&self) -> &[(&'static str, String)] {
-        &self.context
+        &self.0.context
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.executor.is_empty(), self.operation.is_empty()) {
-            (false, false) => write!(f, "{} {}: ", self.executor, self.operation)?,
-            (false, true) => write!(f, "{}: ", self.executor)?,
-            (true, false) => write!(f, "{}: ", self.operation)?,
+        match (self.0.executor.is_empty(), self.0.operation.is_empty()) {
+            (false, false) => write!(f, "{} {}: ", self.0.executor, self.0.operation)?,
+            (false, true) => write!(f, "{}: ", self.0.executor)?,
+            (true, false) => write!(f, "{}: ", self.0.operation)?,
             (true, true) => {}
         }
-        write!(f, "{}: {}", self.kind, self.message)?;
-        if let Some(status) = self.status {
+        write!(f, "{}: {}", self.0.kind, self.0.message)?;
+        if let Some(status) = self.0.status {
             write!(f, " (HTTP {status})")?;
         }
-        for (k, v) in &self.context {
+        for (k, v) in &self.0.context {
             write!(f, ", {k}: {v}")?;
         }
         Ok(())
@@ -279,24 +282,24 @@ impl fmt::Display for Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if !self.executor.is_empty() {
-            d.field("executor", &self.executor);
+        d.field("kind", &self.0.kind).field("message", &self.0.message);
+        if !self.0.executor.is_empty() {
+            d.field("executor", &self.0.executor);
         }
-        if !self.operation.is_empty() {
-            d.field("operation", &self.operation);
+        if !self.0.operation.is_empty() {
+            d.field("operation", &self.0.operation);
         }
-        if let Some(s) = self.status {
+        if let Some(s) = self.0.status {
             d.field("status", &s);
         }
-        d.field("temporary", &self.temporary);
-        if let Some(r) = self.retry_after {
+        d.field("temporary", &self.0.temporary);
+        if let Some(r) = self.0.retry_after {
             d.field("retry_after", &r);
         }
-        if !self.context.is_empty() {
-            d.field("context", &self.context);
+        if !self.0.context.is_empty() {
+            d.field("context", &self.0.context);
         }
-        if let Some(s) = &self.source {
+        if let Some(s) = &self.0.source {
             d.field("source", &s.to_string());
         }
         d.finish()
@@ -305,7 +308,7 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0.source
             .as_deref()
             .map(|s| s as &(dyn std::error::Error + 'static))
     }
@@ -313,3 +316,15 @@ impl std::error::Error for Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_stay_small() {
+        // Boxed fields keep `Result<T, Error>` from tripping clippy::result_large_err in
+        // every backend.
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+}

@@ -42,6 +42,8 @@ pub use jwt::{BuildClaims, JwtVerifier};
 pub use token::{TokenExchange, TokenExchangeOptions, exchange_token_for_build};
 
 // Re-exports of timer/router (owned by the testkit helper) go below this line.
+pub use router::{Router, RouterBuilder};
+pub use timer::{TimedExecutor, TimerService, TimerStore};
 
 
 /// Re-exported so backends and users name the same secret type.

@@ -92,9 +92,13 @@ struct Attempt {
 
 impl TokenExchange {
     /// An exchange with its own HTTP client.
+    ///
+    /// The client keeps no idle connections: an exchange happens once per build, and an
+    /// idle connection would be tied to the runtime that opened it.
     pub fn new(options: TokenExchangeOptions) -> Result<Self, Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("executor-base/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| {
                 Error::new(

@@ -37,7 +37,9 @@ async fn executor(docker: &Docker, images: &TestImages) -> DockerExecutor {
 }
 
 fn build(id: u64, image: &str) -> StartConfig {
-    StartConfig::builder(id, "http://127.0.0.1:9", image, "bench-token").build().expect("config")
+    StartConfig::builder(id, "http://127.0.0.1:9", image, "bench-token")
+        .build()
+        .expect("config")
 }
 
 async fn ours_once(e: &DockerExecutor, docker: &Docker, id: u64, image: &str) -> Duration {
@@ -49,11 +51,18 @@ async fn ours_once(e: &DockerExecutor, docker: &Docker, id: u64, image: &str) ->
         .inspect_container(&e.build_container_name(b.build_id), None)
         .await
         .expect("inspect");
-    assert_eq!(c.state.and_then(|s| s.running), Some(true), "build container not running");
+    assert_eq!(
+        c.state.and_then(|s| s.running),
+        Some(true),
+        "build container not running"
+    );
     took
 }
 
-fn baseline_bodies(id: u64, images: &TestImages) -> (String, ContainerCreateBody, String, ContainerCreateBody) {
+fn baseline_bodies(
+    id: u64,
+    images: &TestImages,
+) -> (String, ContainerCreateBody, String, ContainerCreateBody) {
     let init = format!("{PREFIX}base-{id}-init");
     let build = format!("{PREFIX}base-{id}-build");
     let init_body = ContainerCreateBody {
@@ -68,7 +77,11 @@ fn baseline_bodies(id: u64, images: &TestImages) -> (String, ContainerCreateBody
     let build_body = ContainerCreateBody {
         image: Some(images.build.clone()),
         entrypoint: Some(vec!["/opt/sd/launch".into()]),
-        cmd: Some(vec!["--api-uri".into(), "http://127.0.0.1:9/".into(), id.to_string()]),
+        cmd: Some(vec![
+            "--api-uri".into(),
+            "http://127.0.0.1:9/".into(),
+            id.to_string(),
+        ]),
         env: Some(vec!["SD_TOKEN=bench-token".into()]),
         host_config: Some(HostConfig {
             volumes_from: Some(vec![format!("{init}:ro")]),
@@ -86,11 +99,17 @@ async fn baseline_once(docker: &Docker, images: &TestImages, id: u64) -> Duratio
     let (init, init_body, build, build_body) = baseline_bodies(id, images);
     let t = Instant::now();
     docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&init).build()), init_body)
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&init).build()),
+            init_body,
+        )
         .await
         .expect("create init");
     docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&build).build()), build_body)
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&build).build()),
+            build_body,
+        )
         .await
         .expect("create build");
     docker.start_container(&build, None).await.expect("start");
@@ -98,10 +117,20 @@ async fn baseline_once(docker: &Docker, images: &TestImages, id: u64) -> Duratio
 }
 
 async fn baseline_cleanup(docker: &Docker, id: u64) {
-    let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-    for n in [format!("{PREFIX}base-{id}-build"), format!("{PREFIX}base-{id}-init")] {
+    let opts = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    for n in [
+        format!("{PREFIX}base-{id}-build"),
+        format!("{PREFIX}base-{id}-init"),
+    ] {
         let _ = docker.remove_container(&n, Some(opts.clone())).await;
     }
+}
+
+async fn stop(e: &DockerExecutor, id: u64, image: &str) {
+    e.stop(&build(id, image).to_stop()).await.expect("stop");
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -115,7 +144,10 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     if !testing::docker_reachable() {
-        eprintln!("Skipping start_latency: dockerd is not reachable on {}", testing::SOCKET);
+        eprintln!(
+            "Skipping start_latency: dockerd is not reachable on {}",
+            testing::SOCKET
+        );
         return;
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -123,7 +155,10 @@ fn main() {
 }
 
 async fn run() {
-    let iterations: u64 = std::env::var("ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let iterations: u64 = std::env::var("ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
     let docker = testing::docker().await;
     let images = testing::test_images().await;
     let exec = executor(&docker, &images).await;
@@ -133,7 +168,9 @@ async fn run() {
     for i in 0..2 {
         ours_once(&exec, &docker, base_id + 90 + i, &images.build).await;
         baseline_once(&docker, &images, base_id + 90 + i).await;
-        exec.stop(&build(base_id + 90 + i, &images.build).to_stop()).await.expect("stop");
+        exec.stop(&build(base_id + 90 + i, &images.build).to_stop())
+            .await
+            .expect("stop");
         baseline_cleanup(&docker, base_id + 90 + i).await;
     }
 
@@ -147,14 +184,23 @@ async fn run() {
             base.push(baseline_once(&docker, &images, id).await);
             ours.push(ours_once(&exec, &docker, id, &images.build).await);
         }
-        exec.stop(&build(id, &images.build).to_stop()).await.expect("stop");
+        exec.stop(&build(id, &images.build).to_stop())
+            .await
+            .expect("stop");
         baseline_cleanup(&docker, id).await;
     }
     let (mo, mb) = (median(ours.clone()), median(base.clone()));
     println!("start -> build container running ({iterations} runs each, medians):");
     println!("  executor-docker start(): {:8.1} ms", ms(mo));
-    println!("  baseline (bollard create init + create build + start): {:8.1} ms", ms(mb));
-    println!("  ratio: {:.3}x  (overhead {:+.1} ms)", ms(mo) / ms(mb), ms(mo) - ms(mb));
+    println!(
+        "  baseline (bollard create init + create build + start): {:8.1} ms",
+        ms(mb)
+    );
+    println!(
+        "  ratio: {:.3}x  (overhead {:+.1} ms)",
+        ms(mo) / ms(mb),
+        ms(mo) - ms(mb)
+    );
 
     // Concurrency: 20 at once vs one after another.
     let ids: Vec<u64> = (0..CONCURRENT as u64).map(|i| base_id + 50 + i).collect();
@@ -164,12 +210,18 @@ async fn run() {
     }
     let ours_seq = t.elapsed();
     for id in &ids {
-        exec.stop(&build(*id, &images.build).to_stop()).await.expect("stop");
+        exec.stop(&build(*id, &images.build).to_stop())
+            .await
+            .expect("stop");
     }
     let t = Instant::now();
-    futures::future::join_all(ids.iter().map(|id| ours_once(&exec, &docker, *id, &images.build))).await;
+    futures::future::join_all(
+        ids.iter()
+            .map(|id| ours_once(&exec, &docker, *id, &images.build)),
+    )
+    .await;
     let ours_conc = t.elapsed();
-    futures::future::join_all(ids.iter().map(|id| exec.stop(&build(*id, &images.build).to_stop()))).await;
+    futures::future::join_all(ids.iter().map(|id| stop(&exec, *id, &images.build))).await;
 
     let t = Instant::now();
     for id in &ids {

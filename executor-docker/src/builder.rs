@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use bollard::Docker;
 use executor_base::engine::{BreakerConfig, EngineCalls, RetryPolicy};
-use executor_base::{Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceRequest, ResourceTable, TimeoutPolicy};
+use executor_base::{
+    Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceRequest, ResourceTable,
+    TimeoutPolicy,
+};
 
 use crate::client::{Connect, Engine};
 use crate::config::{DockerConfig, KEYS, PullPolicy, TokenMode};
@@ -91,18 +94,6 @@ impl DockerExecutorBuilder {
         b
     }
 
-    /// Builds from key/value pairs (`--opt key=value`), as [`DockerConfig::set`] reads them.
-    pub fn from_iter<I, K, V>(pairs: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        pairs
-            .into_iter()
-            .fold(Self::new(), |b, (k, v)| b.with_option(k.as_ref(), v.as_ref()))
-    }
-
     /// Replaces the whole config.
     pub fn with_config(mut self, config: DockerConfig) -> Self {
         self.config = config;
@@ -132,7 +123,11 @@ impl DockerExecutorBuilder {
     }
 
     /// The launcher (job-tools) image and tag.
-    pub fn with_launcher_image(mut self, image: impl Into<String>, version: impl Into<String>) -> Self {
+    pub fn with_launcher_image(
+        mut self,
+        image: impl Into<String>,
+        version: impl Into<String>,
+    ) -> Self {
         self.config.launcher_image = image.into();
         self.config.launcher_version = version.into();
         self
@@ -169,7 +164,11 @@ impl DockerExecutorBuilder {
     }
 
     /// CPU and RAM requests for builds without `screwdriver.cd/cpu` / `ram` annotations.
-    pub fn with_default_resources(mut self, cpu: Option<ResourceRequest>, ram: Option<ResourceRequest>) -> Self {
+    pub fn with_default_resources(
+        mut self,
+        cpu: Option<ResourceRequest>,
+        ram: Option<ResourceRequest>,
+    ) -> Self {
         self.config.default_cpu = cpu;
         self.config.default_ram = ram;
         self
@@ -255,7 +254,10 @@ impl DockerExecutorBuilder {
         let connect = match self.client {
             Some(d) => Connect::Given(d),
             None => Connect::Endpoint {
-                timeout_secs: c.pull_timeout_secs.max(c.breaker.call_timeout.as_secs()).max(1),
+                timeout_secs: c
+                    .pull_timeout_secs
+                    .max(c.breaker.call_timeout.as_secs())
+                    .max(1),
             },
         };
         let engine = Engine::new(c.endpoint(), connect, calls, pulls);
@@ -269,15 +271,30 @@ impl DockerExecutorBuilder {
     }
 }
 
+/// Builds from key/value pairs (`--opt key=value`), as [`DockerConfig::set`] reads them;
+/// bad pairs are reported by [`DockerExecutorBuilder::build`].
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for DockerExecutorBuilder {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        pairs.into_iter().fold(Self::new(), |b, (k, v)| {
+            b.with_option(k.as_ref(), v.as_ref())
+        })
+    }
+}
+
 fn validate(c: &DockerConfig, problems: &mut Vec<String>) {
     let mut bad = |key: &str, reason: &str| problems.push(format!("{key}: {reason}"));
     if c.host.is_some() && c.socket_path.is_some() {
         bad("socketPath", "conflicts with host; set one of them");
     }
     if let Some(h) = &c.host
-        && !["unix:///", "tcp://", "http://"].iter().any(|p| h.starts_with(p))
+        && !["unix:///", "tcp://", "http://"]
+            .iter()
+            .any(|p| h.starts_with(p))
     {
-        bad("host", "must be unix:///path, tcp://host:port or http://host:port");
+        bad(
+            "host",
+            "must be unix:///path, tcp://host:port or http://host:port",
+        );
     }
     if let Some(p) = &c.socket_path
         && !p.starts_with('/')
@@ -287,7 +304,10 @@ fn validate(c: &DockerConfig, problems: &mut Vec<String>) {
     for (key, path) in [("mountPoint", &c.mount_point), ("tokenDir", &c.token_dir)] {
         if !path.starts_with('/') || path.trim_end_matches('/').is_empty() {
             bad(key, "must be an absolute path other than /");
-        } else if path.chars().any(|ch| ch == ':' || ch == ',' || ch.is_whitespace()) {
+        } else if path
+            .chars()
+            .any(|ch| ch == ':' || ch == ',' || ch.is_whitespace())
+        {
             bad(key, "must not contain ':', ',' or white space");
         }
     }
@@ -295,8 +315,13 @@ fn validate(c: &DockerConfig, problems: &mut Vec<String>) {
         bad("tokenDir", "must differ from mountPoint");
     }
     let prefix_ok = c.prefix.len() <= 64
-        && c.prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
-        && c.prefix.chars().next().is_none_or(|ch| ch.is_ascii_alphanumeric());
+        && c.prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+        && c.prefix
+            .chars()
+            .next()
+            .is_none_or(|ch| ch.is_ascii_alphanumeric());
     if !prefix_ok {
         bad(
             "prefix",
@@ -306,10 +331,22 @@ fn validate(c: &DockerConfig, problems: &mut Vec<String>) {
     if let Some(n) = &c.network
         && (n.is_empty() || n.chars().any(char::is_whitespace))
     {
-        bad("network", "must be a network mode or name without white space");
+        bad(
+            "network",
+            "must be a network mode or name without white space",
+        );
     }
-    for (key, t) in [("resources.cpu", &c.resources.cpu), ("resources.ram", &c.resources.ram)] {
-        for (tier, v) in [("micro", t.micro), ("low", t.low), ("high", t.high), ("turbo", t.turbo), ("max", t.max)] {
+    for (key, t) in [
+        ("resources.cpu", &c.resources.cpu),
+        ("resources.ram", &c.resources.ram),
+    ] {
+        for (tier, v) in [
+            ("micro", t.micro),
+            ("low", t.low),
+            ("high", t.high),
+            ("turbo", t.turbo),
+            ("max", t.max),
+        ] {
             if !(v.is_finite() && v > 0.0) {
                 bad(&format!("{key}.{tier}"), "must be a positive number");
             }
@@ -318,9 +355,18 @@ fn validate(c: &DockerConfig, problems: &mut Vec<String>) {
     // Docker refuses memory limits below 6 MiB.
     let min_gib = 6.0 / 1024.0;
     let r = &c.resources.ram;
-    for (tier, v) in [("micro", r.micro), ("low", r.low), ("high", r.high), ("turbo", r.turbo), ("max", r.max)] {
+    for (tier, v) in [
+        ("micro", r.micro),
+        ("low", r.low),
+        ("high", r.high),
+        ("turbo", r.turbo),
+        ("max", r.max),
+    ] {
         if v.is_finite() && v > 0.0 && v < min_gib {
-            bad(&format!("resources.ram.{tier}"), "must be at least 6 MiB (Docker's minimum)");
+            bad(
+                &format!("resources.ram.{tier}"),
+                "must be at least 6 MiB (Docker's minimum)",
+            );
         }
     }
     if c.timeout.default_minutes == 0 || c.timeout.max_minutes == 0 {
@@ -357,14 +403,23 @@ mod tests {
                 .with_option("pullPolicy", "sometimes"),
         )
         .await;
-        for key in ["prefix: ", "mountPoint: ", "launcherImage: ", "pullPolicy: "] {
+        for key in [
+            "prefix: ",
+            "mountPoint: ",
+            "launcherImage: ",
+            "pullPolicy: ",
+        ] {
             assert!(m.contains(key), "{key} missing in {m}");
         }
         let m = build_err(DockerExecutorBuilder::new().with_host("ssh://x")).await;
         assert!(m.starts_with("host: "), "{m}");
         let mut c = DockerConfig::default();
         c.resources.ram.micro = 0.001;
-        assert!(build_err(DockerExecutorBuilder::new().with_config(c)).await.contains("resources.ram.micro"));
+        assert!(
+            build_err(DockerExecutorBuilder::new().with_config(c))
+                .await
+                .contains("resources.ram.micro")
+        );
     }
 
     #[tokio::test]
@@ -376,7 +431,10 @@ mod tests {
             "EXECUTOR_DOCKER_NETWORK" => Some("host".to_string()),
             _ => None,
         };
-        let e = DockerExecutorBuilder::from_vars(vars).build().await.unwrap();
+        let e = DockerExecutorBuilder::from_vars(vars)
+            .build()
+            .await
+            .unwrap();
         assert_eq!(e.endpoint(), "tcp://127.0.0.1:2375");
         assert_eq!(e.config().pull_policy, PullPolicy::Never);
         assert_eq!(e.config().launcher_reference(), "screwdrivercd/launcher:v6");
@@ -387,7 +445,10 @@ mod tests {
             "EXECUTOR_DOCKER_SOCKET_PATH" => Some("/tmp/d.sock".to_string()),
             _ => None,
         };
-        let e = DockerExecutorBuilder::from_vars(vars).build().await.unwrap();
+        let e = DockerExecutorBuilder::from_vars(vars)
+            .build()
+            .await
+            .unwrap();
         assert_eq!(e.endpoint(), "unix:///tmp/d.sock");
         assert_eq!(env_var_name("socketPath"), "EXECUTOR_DOCKER_SOCKET_PATH");
     }

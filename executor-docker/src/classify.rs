@@ -38,25 +38,31 @@ pub(crate) fn classify(c: &ContainerInspectResponse, mode: LaunchMode) -> BuildS
         return s;
     }
     match status {
-        ContainerStateStatusEnum::CREATED => BuildStatus::pending("build container created, not started yet"),
+        ContainerStateStatusEnum::CREATED => {
+            BuildStatus::pending("build container created, not started yet")
+        }
         ContainerStateStatusEnum::RUNNING
         | ContainerStateStatusEnum::PAUSED
         | ContainerStateStatusEnum::RESTARTING => BuildStatus::running(),
         ContainerStateStatusEnum::EXITED => {
             let code = state.exit_code.unwrap_or(-1);
             if mode == LaunchMode::Native && code == LAUNCH_TIMEOUT_EXIT {
-                let mut s = BuildStatus::timed_out("the launcher stopped the build at its timeout (exit code 3)");
+                let mut s = BuildStatus::timed_out(
+                    "the launcher stopped the build at its timeout (exit code 3)",
+                );
                 s.exit_code = Some(3);
                 return s;
             }
             BuildStatus::exited(code as i32)
         }
-        ContainerStateStatusEnum::DEAD => {
-            BuildStatus::lost(Some(true), "build container is dead (the daemon failed to remove or stop it)")
-        }
-        ContainerStateStatusEnum::REMOVING => {
-            BuildStatus::lost(Some(true), "build container is being removed by someone else")
-        }
+        ContainerStateStatusEnum::DEAD => BuildStatus::lost(
+            Some(true),
+            "build container is dead (the daemon failed to remove or stop it)",
+        ),
+        ContainerStateStatusEnum::REMOVING => BuildStatus::lost(
+            Some(true),
+            "build container is being removed by someone else",
+        ),
         ContainerStateStatusEnum::STOPPING => BuildStatus::running(),
         ContainerStateStatusEnum::EMPTY => BuildStatus::pending("container state unknown"),
     }
@@ -94,12 +100,21 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(classify(&exited(0, false), LaunchMode::Native).phase, Phase::Succeeded);
+        assert_eq!(
+            classify(&exited(0, false), LaunchMode::Native).phase,
+            Phase::Succeeded
+        );
         let f = classify(&exited(1, false), LaunchMode::Native);
         assert_eq!(f.reason(), Some(FailureReason::NonZeroExit));
         assert_eq!(f.exit_code, Some(1));
-        assert_eq!(classify(&exited(3, false), LaunchMode::Native).phase, Phase::TimedOut);
-        assert_eq!(classify(&exited(3, false), LaunchMode::Screwdriver).phase, Phase::Failed);
+        assert_eq!(
+            classify(&exited(3, false), LaunchMode::Native).phase,
+            Phase::TimedOut
+        );
+        assert_eq!(
+            classify(&exited(3, false), LaunchMode::Screwdriver).phase,
+            Phase::Failed
+        );
     }
 
     #[test]
@@ -110,9 +125,18 @@ mod tests {
                 ..Default::default()
             })
         };
-        assert_eq!(classify(&st(ContainerStateStatusEnum::RUNNING), LaunchMode::Native).phase, Phase::Running);
-        assert_eq!(classify(&st(ContainerStateStatusEnum::CREATED), LaunchMode::Native).phase, Phase::Pending);
-        assert_eq!(classify(&st(ContainerStateStatusEnum::DEAD), LaunchMode::Native).phase, Phase::Lost);
+        assert_eq!(
+            classify(&st(ContainerStateStatusEnum::RUNNING), LaunchMode::Native).phase,
+            Phase::Running
+        );
+        assert_eq!(
+            classify(&st(ContainerStateStatusEnum::CREATED), LaunchMode::Native).phase,
+            Phase::Pending
+        );
+        assert_eq!(
+            classify(&st(ContainerStateStatusEnum::DEAD), LaunchMode::Native).phase,
+            Phase::Lost
+        );
         let err = with(ContainerState {
             status: Some(ContainerStateStatusEnum::EXITED),
             exit_code: Some(127),
@@ -122,6 +146,9 @@ mod tests {
         let s = classify(&err, LaunchMode::Native);
         assert_eq!(s.reason(), Some(FailureReason::ContainerConfig));
         assert_eq!(s.failure.unwrap().build_started, Some(false));
-        assert_eq!(classify(&ContainerInspectResponse::default(), LaunchMode::Native).phase, Phase::Pending);
+        assert_eq!(
+            classify(&ContainerInspectResponse::default(), LaunchMode::Native).phase,
+            Phase::Pending
+        );
     }
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Volume, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Volume, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -62,7 +64,9 @@ struct Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("endpoint", &self.inner.endpoint).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("endpoint", &self.inner.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +75,12 @@ pub(crate) const LABEL_ROLE: &str = "screwdriver.cd/docker-role";
 
 impl Engine {
     /// A handle on `endpoint`; `calls` bounds ordinary calls, `pulls` image pulls.
-    pub(crate) fn new(endpoint: String, connect: Connect, calls: EngineCalls, pulls: EngineCalls) -> Self {
+    pub(crate) fn new(
+        endpoint: String,
+        connect: Connect,
+        calls: EngineCalls,
+        pulls: EngineCalls,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 endpoint,
@@ -143,7 +152,11 @@ impl Engine {
     }
 
     /// Creates (or finds) a named volume with labels.
-    pub(crate) async fn create_volume(&self, name: &str, labels: &HashMap<String, String>) -> Result<(), Error> {
+    pub(crate) async fn create_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), Error> {
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
             labels: Some(labels.clone()),
@@ -161,15 +174,22 @@ impl Engine {
     pub(crate) async fn remove_volume(&self, name: &str) -> Result<bool, Error> {
         let r = self
             .call("remove_volume", Idempotency::Idempotent, |d| async move {
-                d.remove_volume(name, Some(RemoveVolumeOptionsBuilder::new().force(true).build()))
-                    .await
+                d.remove_volume(
+                    name,
+                    Some(RemoveVolumeOptionsBuilder::new().force(false).build()),
+                )
+                .await
             })
             .await;
         absent_ok(r)
     }
 
     /// Creates a container named `name`; returns its id.
-    pub(crate) async fn create_container(&self, name: &str, body: &ContainerCreateBody) -> Result<String, Error> {
+    pub(crate) async fn create_container(
+        &self,
+        name: &str,
+        body: &ContainerCreateBody,
+    ) -> Result<String, Error> {
         self.call("create_container", Idempotency::NotIdempotent, |d| {
             let body = body.clone();
             async move {
@@ -189,12 +209,18 @@ impl Engine {
     }
 
     /// Copies a tar archive into a container's file system (including its volumes).
-    pub(crate) async fn upload(&self, container: &str, path: &str, tar: Bytes) -> Result<(), Error> {
+    pub(crate) async fn upload(
+        &self,
+        container: &str,
+        path: &str,
+        tar: Bytes,
+    ) -> Result<(), Error> {
         self.call("upload_to_container", Idempotency::Idempotent, |d| {
             let tar = tar.clone();
             async move {
                 let opts = UploadToContainerOptionsBuilder::new().path(path).build();
-                d.upload_to_container(container, Some(opts), bollard::body_full(tar)).await
+                d.upload_to_container(container, Some(opts), bollard::body_full(tar))
+                    .await
             }
         })
         .await
@@ -204,8 +230,11 @@ impl Engine {
     pub(crate) async fn kill_container(&self, name: &str) -> Result<bool, Error> {
         let r = self
             .call("kill_container", Idempotency::Idempotent, |d| async move {
-                d.kill_container(name, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()))
-                    .await
+                d.kill_container(
+                    name,
+                    Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+                )
+                .await
             })
             .await;
         match r {
@@ -217,10 +246,17 @@ impl Engine {
     /// Force-removes a container and its anonymous volumes; `Ok(false)` when absent.
     pub(crate) async fn remove_container(&self, name: &str) -> Result<bool, Error> {
         let r = self
-            .call("remove_container", Idempotency::Idempotent, |d| async move {
-                let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-                d.remove_container(name, Some(opts)).await
-            })
+            .call(
+                "remove_container",
+                Idempotency::Idempotent,
+                |d| async move {
+                    let opts = RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build();
+                    d.remove_container(name, Some(opts)).await
+                },
+            )
             .await;
         match r {
             // 409 "removal already in progress": someone else is removing it.
@@ -230,11 +266,16 @@ impl Engine {
     }
 
     /// Inspects a container; `None` when it does not exist.
-    pub(crate) async fn inspect_container(&self, name: &str) -> Result<Option<ContainerInspectResponse>, Error> {
+    pub(crate) async fn inspect_container(
+        &self,
+        name: &str,
+    ) -> Result<Option<ContainerInspectResponse>, Error> {
         let r = self
-            .call("inspect_container", Idempotency::Idempotent, |d| async move {
-                d.inspect_container(name, None).await
-            })
+            .call(
+                "inspect_container",
+                Idempotency::Idempotent,
+                |d| async move { d.inspect_container(name, None).await },
+            )
             .await;
         match r {
             Ok(c) => Ok(Some(c)),
@@ -244,12 +285,18 @@ impl Engine {
     }
 
     /// All containers (running or not) carrying every one of `labels` (`k` or `k=v`).
-    pub(crate) async fn list_containers(&self, labels: &[String]) -> Result<Vec<ContainerSummary>, Error> {
+    pub(crate) async fn list_containers(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, Error> {
         let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
         self.call("list_containers", Idempotency::Idempotent, |d| {
             let filters = filters.clone();
             async move {
-                let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+                let opts = ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build();
                 d.list_containers(Some(opts)).await
             }
         })
@@ -263,24 +310,12 @@ impl Engine {
             let filters = filters.clone();
             async move {
                 let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
-                d.list_volumes(Some(opts)).await.map(|r| r.volumes.unwrap_or_default())
+                d.list_volumes(Some(opts))
+                    .await
+                    .map(|r| r.volumes.unwrap_or_default())
             }
         })
         .await
-    }
-
-    /// Whether the image is present locally.
-    pub(crate) async fn image_present(&self, image: &str) -> Result<bool, Error> {
-        let r = self
-            .call("inspect_image", Idempotency::Idempotent, |d| async move {
-                d.inspect_image(image).await
-            })
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// Pulls `image` (`name[:tag]` or `name@digest`), reporting progress through tracing.
@@ -289,7 +324,10 @@ impl Engine {
         let started = Instant::now();
         let (from_image, tag) = match image.digest() {
             Some(_) => (image.as_str().to_string(), None),
-            None => (image.name(), Some(image.tag().unwrap_or("latest").to_string())),
+            None => (
+                image.name(),
+                Some(image.tag().unwrap_or("latest").to_string()),
+            ),
         };
         tracing::info!(image = %image, "pulling image");
         let from_image = &from_image;
@@ -307,7 +345,11 @@ impl Engine {
                 let mut progress = Progress::default();
                 while let Some(item) = stream.next().await {
                     match item {
-                        Ok(info) => progress.report(image.as_str(), info.id.as_deref(), info.status.as_deref()),
+                        Ok(info) => progress.report(
+                            image.as_str(),
+                            info.id.as_deref(),
+                            info.status.as_deref(),
+                        ),
                         Err(e) => return Err(map(e, &self.inner.endpoint)),
                     }
                 }
@@ -363,7 +405,9 @@ pub(crate) fn connect(endpoint: &str, timeout_secs: u64) -> Result<Docker, Error
     } else {
         return Err(Error::new(
             ErrorKind::ConfigInvalid,
-            format!("host: unsupported Docker endpoint {endpoint:?}, expected unix://, tcp:// or http://"),
+            format!(
+                "host: unsupported Docker endpoint {endpoint:?}, expected unix://, tcp:// or http://"
+            ),
         ));
     };
     r.map_err(|e| map(e, endpoint))

@@ -224,19 +224,24 @@ impl DockerConfig {
             "mountPoint" => self.mount_point = v.to_string(),
             "tokenDir" => self.token_dir = v.to_string(),
             "pullPolicy" => {
-                self.pull_policy =
-                    PullPolicy::parse(v).ok_or_else(|| format!("unknown pull policy {v:?}, expected missing, always or never"))?
+                self.pull_policy = PullPolicy::parse(v).ok_or_else(|| {
+                    format!("unknown pull policy {v:?}, expected missing, always or never")
+                })?
             }
             "launchMode" => {
                 self.launch_mode = match v.to_ascii_lowercase().as_str() {
                     "native" => LaunchMode::Native,
                     "screwdriver" => LaunchMode::Screwdriver,
-                    _ => return Err(format!("unknown launch mode {v:?}, expected native or screwdriver")),
+                    _ => {
+                        return Err(format!(
+                            "unknown launch mode {v:?}, expected native or screwdriver"
+                        ));
+                    }
                 }
             }
             "tokenMode" => {
-                self.token_mode =
-                    TokenMode::parse(v).ok_or_else(|| format!("unknown token mode {v:?}, expected file or env"))?
+                self.token_mode = TokenMode::parse(v)
+                    .ok_or_else(|| format!("unknown token mode {v:?}, expected file or env"))?
             }
             "defaultCpu" => self.default_cpu = parse_request(v, "cores")?,
             "defaultRam" => self.default_ram = parse_request(v, "GiB")?,
@@ -248,14 +253,20 @@ impl DockerConfig {
             "pullTimeoutSecs" => self.pull_timeout_secs = parse_num(v)?,
             "timeoutDefaultMinutes" => self.timeout.default_minutes = parse_num(v)?,
             "timeoutMaxMinutes" => self.timeout.max_minutes = parse_num(v)?,
-            _ => return Err(format!("unknown option, expected one of {}", KEYS.join(", "))),
+            _ => {
+                return Err(format!(
+                    "unknown option, expected one of {}",
+                    KEYS.join(", ")
+                ));
+            }
         }
         Ok(())
     }
 }
 
 fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("must be a non-negative integer, got {v:?}"))
+    v.parse()
+        .map_err(|_| format!("must be a non-negative integer, got {v:?}"))
 }
 
 fn parse_url(v: &str) -> Result<url::Url, String> {
@@ -299,19 +310,27 @@ mod tests {
         c.set("defaultCpu", "3").unwrap();
         c.set("socketPath", "/tmp/d.sock").unwrap();
         assert_eq!(c.pull_policy, PullPolicy::Always);
-        assert_eq!(c.default_ram, Some(ResourceRequest::Tier(executor_base::Tier::High)));
+        assert_eq!(
+            c.default_ram,
+            Some(ResourceRequest::Tier(executor_base::Tier::High))
+        );
         assert_eq!(c.default_cpu, Some(ResourceRequest::Amount(3)));
         assert_eq!(c.endpoint(), "unix:///tmp/d.sock");
-        assert!(c.set("pullPolicy", "sometimes").unwrap_err().contains("sometimes"));
+        assert!(
+            c.set("pullPolicy", "sometimes")
+                .unwrap_err()
+                .contains("sometimes")
+        );
         assert!(c.set("nope", "x").unwrap_err().contains("unknown option"));
         assert!(c.set("uiUri", "ftp://x").is_err());
     }
 
     #[test]
     fn serde_round_trip_is_camel_case() {
-        let c: DockerConfig =
-            serde_json::from_value(serde_json::json!({"pullPolicy": "never", "tokenMode": "env", "prefix": "ci-"}))
-                .unwrap();
+        let c: DockerConfig = serde_json::from_value(
+            serde_json::json!({"pullPolicy": "never", "tokenMode": "env", "prefix": "ci-"}),
+        )
+        .unwrap();
         assert_eq!(c.pull_policy, PullPolicy::Never);
         assert_eq!(c.token_mode, TokenMode::Env);
         let v = serde_json::to_value(&c).unwrap();

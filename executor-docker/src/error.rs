@@ -14,16 +14,24 @@ pub(crate) const EXECUTOR: &str = crate::SCHEME;
 pub(crate) fn map(err: bollard::errors::Error, endpoint: &str) -> Error {
     use bollard::errors::Error as B;
     let e = match err {
-        B::DockerResponseServerError { status_code, message } => {
+        B::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
             return from_status(status_code, message);
         }
-        B::SocketNotFoundError(path) => unreachable(endpoint, format!("socket {path} does not exist")),
+        B::SocketNotFoundError(path) => {
+            unreachable(endpoint, format!("socket {path} does not exist"))
+        }
         B::HyperLegacyError { err } => {
             if err.is_connect() {
                 unreachable(endpoint, err.to_string())
             } else {
-                Error::new(ErrorKind::Unexpected, format!("transport error talking to {endpoint}: {err}"))
-                    .temporary()
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("transport error talking to {endpoint}: {err}"),
+                )
+                .temporary()
             }
         }
         B::IOError { err } => match err.kind() {
@@ -31,17 +39,27 @@ pub(crate) fn map(err: bollard::errors::Error, endpoint: &str) -> Error {
             | std::io::ErrorKind::ConnectionRefused
             | std::io::ErrorKind::PermissionDenied
             | std::io::ErrorKind::AddrNotAvailable => unreachable(endpoint, err.to_string()),
-            _ => Error::new(ErrorKind::Unexpected, format!("I/O error talking to {endpoint}: {err}")).temporary(),
+            _ => Error::new(
+                ErrorKind::Unexpected,
+                format!("I/O error talking to {endpoint}: {err}"),
+            )
+            .temporary(),
         },
-        B::RequestTimeoutError => {
-            Error::new(ErrorKind::Timeout, format!("request to {endpoint} timed out")).temporary()
-        }
-        B::HyperResponseError { err } => {
-            Error::new(ErrorKind::Unexpected, format!("broken response from {endpoint}: {err}")).temporary()
-        }
+        B::RequestTimeoutError => Error::new(
+            ErrorKind::Timeout,
+            format!("request to {endpoint} timed out"),
+        )
+        .temporary(),
+        B::HyperResponseError { err } => Error::new(
+            ErrorKind::Unexpected,
+            format!("broken response from {endpoint}: {err}"),
+        )
+        .temporary(),
         B::UnsupportedURISchemeError { uri } => Error::new(
             ErrorKind::ConfigInvalid,
-            format!("host: unsupported Docker endpoint {uri:?}, expected unix://, tcp:// or http://"),
+            format!(
+                "host: unsupported Docker endpoint {uri:?}, expected unix://, tcp:// or http://"
+            ),
         ),
         B::DockerStreamError { error } => Error::new(ErrorKind::Unexpected, error),
         other => Error::new(ErrorKind::Unexpected, other.to_string()),
@@ -67,7 +85,11 @@ fn from_status(status: u16, message: String) -> Error {
         _ => ErrorKind::Unexpected,
     };
     let e = Error::new(kind, message).with_status(status);
-    if status == 429 || status >= 500 { e.temporary() } else { e }
+    if status == 429 || status >= 500 {
+        e.temporary()
+    } else {
+        e
+    }
 }
 
 /// Whether a 404 from container creation means the image is not present locally.
@@ -81,8 +103,11 @@ pub(crate) fn image_pull(image: &str, e: Error) -> Error {
     if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::CircuitOpen) {
         return e;
     }
-    let mut out = Error::new(ErrorKind::ImagePull, format!("cannot pull image {image}: {}", e.message()))
-        .with_context("image", image);
+    let mut out = Error::new(
+        ErrorKind::ImagePull,
+        format!("cannot pull image {image}: {}", e.message()),
+    )
+    .with_context("image", image);
     if let Some(s) = e.status() {
         out = out.with_status(s);
     }
@@ -99,10 +124,16 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(is_missing_image(&e));
         assert!(!e.is_temporary());
-        assert_eq!(from_status(409, "conflict".into()).kind(), ErrorKind::AlreadyExists);
+        assert_eq!(
+            from_status(409, "conflict".into()).kind(),
+            ErrorKind::AlreadyExists
+        );
         assert!(from_status(500, "boom".into()).is_temporary());
         assert!(from_status(429, "slow".into()).is_temporary());
-        assert_eq!(from_status(401, "who".into()).kind(), ErrorKind::Unauthenticated);
+        assert_eq!(
+            from_status(401, "who".into()).kind(),
+            ErrorKind::Unauthenticated
+        );
     }
 
     #[test]
@@ -118,7 +149,10 @@ mod tests {
 
     #[test]
     fn pull_failures_keep_the_daemon_words() {
-        let e = image_pull("127.0.0.1:5000/x:1", from_status(404, "manifest unknown".into()));
+        let e = image_pull(
+            "127.0.0.1:5000/x:1",
+            from_status(404, "manifest unknown".into()),
+        );
         assert_eq!(e.kind(), ErrorKind::ImagePull);
         assert!(e.message().contains("manifest unknown"));
         let down = unreachable("unix:///x", "refused".into());

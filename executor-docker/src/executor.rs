@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use bollard::models::ContainerCreateBody;
 use chrono::{DateTime, Utc};
 use executor_base::{
-    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef, RequestStats,
-    StartConfig, Stats, StopConfig, Verdict,
+    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef,
+    RequestStats, StartConfig, Stats, StopConfig, Verdict,
 };
 
 use crate::classify::classify;
@@ -109,7 +109,13 @@ impl DockerExecutor {
 
     /// Creates a container, pulling its image first when the daemon lacks it and the
     /// policy allows.
-    async fn create(&self, id: BuildId, name: &str, body: &ContainerCreateBody, image: &ImageRef) -> Result<(), Error> {
+    async fn create(
+        &self,
+        id: BuildId,
+        name: &str,
+        body: &ContainerCreateBody,
+        image: &ImageRef,
+    ) -> Result<(), Error> {
         match self.engine.create_container(name, body).await {
             Err(e) if error::is_missing_image(&e) => {
                 if self.cfg.pull_policy == PullPolicy::Never {
@@ -122,15 +128,22 @@ impl DockerExecutor {
                 self.pull(id, image).await?;
                 self.engine.create_container(name, body).await.map(drop)
             }
-            Err(e) if e.status() == Some(400) && e.message().contains("reference format") => Err(Error::new(
-                ErrorKind::ImagePull,
-                format!("invalid image reference {image}: {}", e.message()),
-            )),
+            Err(e) if e.status() == Some(400) && e.message().contains("reference format") => {
+                Err(Error::new(
+                    ErrorKind::ImagePull,
+                    format!("invalid image reference {image}: {}", e.message()),
+                ))
+            }
             other => other.map(drop),
         }
     }
 
-    async fn create_and_start(&self, plan: &mut BuildPlan, b: &StartConfig, undo: &mut Undo) -> Result<(), Error> {
+    async fn create_and_start(
+        &self,
+        plan: &mut BuildPlan,
+        b: &StartConfig,
+        undo: &mut Undo,
+    ) -> Result<(), Error> {
         let id = plan.build_id;
         if self.cfg.pull_policy == PullPolicy::Always {
             let (l, i) = tokio::join!(self.pull(id, &plan.launcher), self.engine.pull(&plan.image));
@@ -142,18 +155,25 @@ impl DockerExecutor {
         if plan.token_file {
             undo.volume(&plan.names.token);
             let (a, c) = tokio::join!(
-                self.engine.create_volume(&plan.names.tools, &plan.tools_labels),
-                self.engine.create_volume(&plan.names.token, &plan.token_labels)
+                self.engine
+                    .create_volume(&plan.names.tools, &plan.tools_labels),
+                self.engine
+                    .create_volume(&plan.names.token, &plan.token_labels)
             );
             a?;
             c?;
         } else {
-            self.engine.create_volume(&plan.names.tools, &plan.tools_labels).await?;
+            self.engine
+                .create_volume(&plan.names.tools, &plan.tools_labels)
+                .await?;
         }
         self.fault(StartStep::VolumesCreated)?;
 
         undo.container(&plan.names.init);
-        if let Err(e) = self.create(id, &plan.names.init, &plan.init, &plan.launcher).await {
+        if let Err(e) = self
+            .create(id, &plan.names.init, &plan.init, &plan.launcher)
+            .await
+        {
             undo.conflict_if(&e, &plan.names.init);
             return Err(e);
         }
@@ -170,7 +190,10 @@ impl DockerExecutor {
                 Ok(())
             }
         };
-        let (created, written) = tokio::join!(self.create(id, &plan.names.build, &plan.build, &plan.image), write_token);
+        let (created, written) = tokio::join!(
+            self.create(id, &plan.names.build, &plan.build, &plan.image),
+            write_token
+        );
         if let Err(e) = created {
             undo.conflict_if(&e, &plan.names.build);
             return Err(e);
@@ -178,18 +201,21 @@ impl DockerExecutor {
         written?;
         self.fault(StartStep::BuildCreated)?;
 
-        self.engine.start_container(&plan.names.build).await.map_err(|e| {
-            if e.is_temporary() {
-                e
-            } else {
-                // The daemon refused to run it (entry point missing, bad mount, ...).
-                Error::new(
-                    ErrorKind::Unexpected,
-                    format!("the build container failed to start: {}", e.message()),
-                )
-                .with_context("reason", FailureReason::StartRefused.as_str())
-            }
-        })
+        self.engine
+            .start_container(&plan.names.build)
+            .await
+            .map_err(|e| {
+                if e.is_temporary() {
+                    e
+                } else {
+                    // The daemon refused to run it (entry point missing, bad mount, ...).
+                    Error::new(
+                        ErrorKind::Unexpected,
+                        format!("the build container failed to start: {}", e.message()),
+                    )
+                    .with_context("reason", FailureReason::StartRefused.as_str())
+                }
+            })
     }
 
     async fn lost_or_unknown(&self, id: BuildId, names: &Names) -> Result<BuildStatus, Error> {
@@ -197,7 +223,10 @@ impl DockerExecutor {
             Some(Known::Ended(s)) | Some(Known::Stopping(s)) => return Ok(s),
             Some(Known::Starting { .. }) => return Ok(BuildStatus::pending("starting")),
             Some(Known::Live) => {
-                let s = BuildStatus::lost(Some(true), "the build container was removed behind our back");
+                let s = BuildStatus::lost(
+                    Some(true),
+                    "the build container was removed behind our back",
+                );
                 self.builds.ended(id, s.clone());
                 return Ok(s);
             }
@@ -208,7 +237,9 @@ impl DockerExecutor {
         let containers = self.engine.list_containers(&selector).await?;
         let volumes = self.engine.list_volumes(&selector).await?;
         if containers.is_empty() && volumes.is_empty() {
-            Err(Error::build_not_found(id).with_executor(EXECUTOR).with_operation("status"))
+            Err(Error::build_not_found(id)
+                .with_executor(EXECUTOR)
+                .with_operation("status"))
         } else {
             Ok(BuildStatus::lost(
                 None,
@@ -250,10 +281,16 @@ impl Executor for DockerExecutor {
     async fn start(&self, b: &StartConfig) -> Result<(), Error> {
         let id = b.build_id;
         let _serial = self.builds.lock(id).await;
-        if matches!(self.builds.get(id), Some(Known::Live | Known::Starting { .. })) {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("build {id} is already running"))
-                .with_executor(EXECUTOR)
-                .with_operation("start"));
+        if matches!(
+            self.builds.get(id),
+            Some(Known::Live | Known::Starting { .. })
+        ) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("build {id} is already running"),
+            )
+            .with_executor(EXECUTOR)
+            .with_operation("start"));
         }
         let mut plan = BuildPlan::new(&self.cfg, &self.launcher, b, Utc::now());
         tracing::debug!(build_id = %id, ?plan, "starting build");
@@ -270,8 +307,16 @@ impl Executor for DockerExecutor {
                 tracing::warn!(build_id = %id, error = %e, "start failed, removing what it created");
                 undo.run().await;
                 self.builds.start_failed(id, start_outcome(&e));
-                let e = if e.executor().is_empty() { e.with_executor(EXECUTOR) } else { e };
-                Err(if e.operation().is_empty() { e.with_operation("start") } else { e })
+                let e = if e.executor().is_empty() {
+                    e.with_executor(EXECUTOR)
+                } else {
+                    e
+                };
+                Err(if e.operation().is_empty() {
+                    e.with_operation("start")
+                } else {
+                    e
+                })
             }
         }
     }
@@ -285,10 +330,17 @@ impl Executor for DockerExecutor {
         let last = match (&before, &known) {
             (Some(c), _) => {
                 let st = classify(c, self.cfg.launch_mode);
-                if st.is_terminal() { st } else { BuildStatus::canceled() }
+                if st.is_terminal() {
+                    st
+                } else {
+                    BuildStatus::canceled()
+                }
             }
             (None, Some(Known::Ended(st))) => st.clone(),
-            (None, Some(Known::Live)) => BuildStatus::lost(Some(true), "the build container was removed behind our back"),
+            (None, Some(Known::Live)) => BuildStatus::lost(
+                Some(true),
+                "the build container was removed behind our back",
+            ),
             (None, _) => BuildStatus::canceled(),
         };
         self.builds.stopping(id, last.clone());
@@ -326,8 +378,12 @@ impl Executor for DockerExecutor {
     async fn status(&self, s: &StopConfig) -> Result<BuildStatus, Error> {
         let id = s.build_id;
         match self.builds.get(id) {
-            Some(Known::Starting { pulling: true }) => return Ok(BuildStatus::pulling("pulling images")),
-            Some(Known::Starting { pulling: false }) => return Ok(BuildStatus::pending("starting")),
+            Some(Known::Starting { pulling: true }) => {
+                return Ok(BuildStatus::pulling("pulling images"));
+            }
+            Some(Known::Starting { pulling: false }) => {
+                return Ok(BuildStatus::pending("starting"));
+            }
             Some(Known::Ended(st)) | Some(Known::Stopping(st)) => return Ok(st),
             _ => {}
         }
@@ -388,10 +444,22 @@ mod tests {
 
     #[test]
     fn start_outcomes() {
-        let pull = Error::new(ErrorKind::ImagePull, "cannot pull image x: manifest unknown");
-        assert_eq!(start_outcome(&pull).unwrap().reason(), Some(FailureReason::ImagePull));
-        let refused = Error::new(ErrorKind::Unexpected, "the build container failed to start: exec");
-        assert_eq!(start_outcome(&refused).unwrap().reason(), Some(FailureReason::StartRefused));
+        let pull = Error::new(
+            ErrorKind::ImagePull,
+            "cannot pull image x: manifest unknown",
+        );
+        assert_eq!(
+            start_outcome(&pull).unwrap().reason(),
+            Some(FailureReason::ImagePull)
+        );
+        let refused = Error::new(
+            ErrorKind::Unexpected,
+            "the build container failed to start: exec",
+        );
+        assert_eq!(
+            start_outcome(&refused).unwrap().reason(),
+            Some(FailureReason::StartRefused)
+        );
         let down = Error::new(ErrorKind::Unavailable, "cannot reach").temporary();
         assert!(start_outcome(&down).is_none());
         assert!(start_outcome(&Error::new(ErrorKind::AlreadyExists, "conflict")).is_none());

@@ -10,7 +10,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use executor_base::labels::{LABEL_BUILD_ID, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY};
+use executor_base::labels::{
+    LABEL_BUILD_ID, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY,
+};
 use executor_base::{BuildId, BuildLabels, BuildStatus, Error, GcReport};
 
 use crate::client::Engine;
@@ -31,7 +33,8 @@ pub(crate) async fn remove_build(engine: &Engine, names: &Names) -> Result<usize
     containers.insert(names.build.clone());
     containers.insert(names.init.clone());
     let mut removed = 0;
-    for r in futures::future::join_all(containers.iter().map(|c| engine.remove_container(c))).await {
+    for r in futures::future::join_all(containers.iter().map(|c| engine.remove_container(c))).await
+    {
         removed += usize::from(r?);
     }
     let mut volumes: BTreeSet<String> = engine
@@ -55,10 +58,17 @@ fn ours(prefix: &str, labels: &HashMap<String, String>) -> Option<BuildId> {
 }
 
 /// Finds (and unless `dry_run`, removes) expired resources of `exec`'s prefix.
-pub(crate) async fn collect(exec: &DockerExecutor, now: DateTime<Utc>, dry_run: bool) -> Result<GcReport, Error> {
+pub(crate) async fn collect(
+    exec: &DockerExecutor,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<GcReport, Error> {
     let engine = &exec.engine;
     let prefix = &exec.cfg.prefix;
-    let filter = vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}"), LABEL_EXPIRES.to_string()];
+    let filter = vec![
+        format!("{LABEL_MANAGED_BY}={MANAGED_BY}"),
+        LABEL_EXPIRES.to_string(),
+    ];
     let expired = |labels: &HashMap<String, String>| -> Option<BuildId> {
         let id = ours(prefix, labels)?;
         BuildLabels::is_expired(labels.get(LABEL_EXPIRES).map(String::as_str), now).then_some(id)
@@ -100,17 +110,23 @@ pub(crate) async fn collect(exec: &DockerExecutor, now: DateTime<Utc>, dry_run: 
         if matches!(exec.builds.get(*id), Some(crate::state::Known::Live)) {
             exec.builds.ended(
                 *id,
-                BuildStatus::timed_out("expired: removed by the garbage collector after its timeout"),
+                BuildStatus::timed_out(
+                    "expired: removed by the garbage collector after its timeout",
+                ),
             );
         }
     }
-    for r in futures::future::join_all(containers.iter().map(|c| engine.remove_container(c))).await {
+    for r in futures::future::join_all(containers.iter().map(|c| engine.remove_container(c))).await
+    {
         r?;
     }
     for r in futures::future::join_all(volumes.iter().map(|v| engine.remove_volume(v))).await {
         r?;
     }
-    tracing::info!(removed = report.expired.len(), "garbage-collected expired build resources");
+    tracing::info!(
+        removed = report.expired.len(),
+        "garbage-collected expired build resources"
+    );
     Ok(report)
 }
 
@@ -126,7 +142,10 @@ mod tests {
                 (LABEL_BUILD_ID.to_string(), id.to_string()),
             ])
         };
-        assert_eq!(ours("ci-", &labels("ci-42", "42")).map(BuildId::get), Some(42));
+        assert_eq!(
+            ours("ci-", &labels("ci-42", "42")).map(BuildId::get),
+            Some(42)
+        );
         assert_eq!(ours("", &labels("ci-42", "42")), None);
         assert_eq!(ours("ci-", &labels("ci-42", "43")), None);
         assert_eq!(ours("", &labels("42", "42")).map(BuildId::get), Some(42));

@@ -19,7 +19,9 @@ use std::fmt;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use executor_base::launch::expose_token;
-use executor_base::{BuildId, BuildLabels, ImageRef, LaunchMode, LaunchSpec, StartConfig, TokenDelivery};
+use executor_base::{
+    BuildId, BuildLabels, ImageRef, LaunchMode, LaunchSpec, StartConfig, TokenDelivery,
+};
 
 use crate::client::LABEL_ROLE;
 use crate::config::{DockerConfig, TokenMode};
@@ -107,10 +109,16 @@ impl fmt::Debug for BuildPlan {
 
 impl BuildPlan {
     /// Plans build `b` at time `now`. `launcher` is the validated launcher reference.
-    pub(crate) fn new(cfg: &DockerConfig, launcher: &ImageRef, b: &StartConfig, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(
+        cfg: &DockerConfig,
+        launcher: &ImageRef,
+        b: &StartConfig,
+        now: DateTime<Utc>,
+    ) -> Self {
         let names = Names::new(&cfg.prefix, b.build_id);
         let timeout = cfg.timeout.minutes(&b.annotations);
-        let expires = now + ChronoDuration::minutes(i64::from(timeout) + i64::from(cfg.expiry_grace_minutes));
+        let expires =
+            now + ChronoDuration::minutes(i64::from(timeout) + i64::from(cfg.expiry_grace_minutes));
         let labels = BuildLabels::new(&cfg.prefix, b.build_id, b.job_id, expires);
         let with_role = |role: &str| -> HashMap<String, String> {
             let mut m: HashMap<String, String> = labels
@@ -135,7 +143,11 @@ impl BuildPlan {
         let mut env: Vec<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if cfg.launch_mode == LaunchMode::Native && cfg.token_mode == TokenMode::Env {
             // Documented: visible in `docker inspect`.
-            env.push(format!("{}={}", executor_base::launch::TOKEN_ENV, expose_token(&b.token)));
+            env.push(format!(
+                "{}={}",
+                executor_base::launch::TOKEN_ENV,
+                expose_token(&b.token)
+            ));
         }
 
         let cpu_req = b.annotations.cpu().or(cfg.default_cpu);
@@ -258,24 +270,38 @@ mod tests {
             network: Some("none".into()),
             ..Default::default()
         };
-        let p = BuildPlan::new(&cfg, &launcher(), &start(serde_json::json!({"screwdriver.cd/timeout": 30})), now());
+        let p = BuildPlan::new(
+            &cfg,
+            &launcher(),
+            &start(serde_json::json!({"screwdriver.cd/timeout": 30})),
+            now(),
+        );
         assert_eq!(p.names.init, "ci-42-init");
         assert_eq!(p.names.build, "ci-42-build");
         let labels = p.build.labels.as_ref().unwrap();
         assert_eq!(labels["sdbuild"], "ci-42");
         assert_eq!(labels["screwdriver.cd/job-id"], "7");
         // 30 min timeout + 30 min grace.
-        assert_eq!(labels["screwdriver.cd/expires-at"], (1_800_000_000 + 3600).to_string());
+        assert_eq!(
+            labels["screwdriver.cd/expires-at"],
+            (1_800_000_000 + 3600).to_string()
+        );
         assert_eq!(p.build.entrypoint.as_deref().unwrap(), ["/opt/sd/launch"]);
         let args = p.build.cmd.as_ref().unwrap().join(" ");
         assert!(args.contains("--token-file /run/sd/token 42"), "{args}");
         let hc = p.build.host_config.as_ref().unwrap();
-        assert_eq!(hc.binds.as_deref().unwrap(), ["ci-42-tools:/opt/sd:ro", "ci-42-token:/run/sd:ro"]);
+        assert_eq!(
+            hc.binds.as_deref().unwrap(),
+            ["ci-42-tools:/opt/sd:ro", "ci-42-token:/run/sd:ro"]
+        );
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         let body = serde_json::to_string(&p.build).unwrap();
         assert!(!body.contains("sekrit-token"));
         assert!(!format!("{p:?}").contains("sekrit-token"));
-        assert_eq!(p.init.image.as_deref(), Some("screwdrivercd/launcher:stable"));
+        assert_eq!(
+            p.init.image.as_deref(),
+            Some("screwdrivercd/launcher:stable")
+        );
     }
 
     #[test]
@@ -286,15 +312,34 @@ mod tests {
         };
         let p = BuildPlan::new(&cfg, &launcher(), &start(serde_json::json!({})), now());
         assert!(!p.token_file);
-        assert!(p.build.env.as_ref().unwrap().contains(&"SD_TOKEN=sekrit-token".to_string()));
-        assert_eq!(p.build.host_config.as_ref().unwrap().binds.as_ref().unwrap().len(), 1);
+        assert!(
+            p.build
+                .env
+                .as_ref()
+                .unwrap()
+                .contains(&"SD_TOKEN=sekrit-token".to_string())
+        );
+        assert_eq!(
+            p.build
+                .host_config
+                .as_ref()
+                .unwrap()
+                .binds
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
 
         let cfg = DockerConfig {
             launch_mode: LaunchMode::Screwdriver,
             ..Default::default()
         };
         let p = BuildPlan::new(&cfg, &launcher(), &start(serde_json::json!({})), now());
-        assert_eq!(p.build.entrypoint.as_deref().unwrap(), ["/opt/sd/launcher_entrypoint.sh"]);
+        assert_eq!(
+            p.build.entrypoint.as_deref().unwrap(),
+            ["/opt/sd/launcher_entrypoint.sh"]
+        );
         assert!(p.build.cmd.as_ref().unwrap()[0].starts_with("/opt/sd/run.sh \"sekrit-token\""));
         assert!(!format!("{p:?}").contains("sekrit-token"));
     }
@@ -314,16 +359,23 @@ mod tests {
         let mut p = BuildPlan::new(
             &cfg,
             &launcher(),
-            &start(serde_json::json!({"screwdriver.cd/cpu": "HIGH", "screwdriver.cd/ram": "MICRO"})),
+            &start(
+                serde_json::json!({"screwdriver.cd/cpu": "HIGH", "screwdriver.cd/ram": "MICRO"}),
+            ),
             now(),
         );
         assert_eq!(p.nano_cpus, 6_000_000_000);
         assert_eq!(p.memory, 256 * 1024 * 1024);
         p.cap_cpus(Some(2));
-        assert_eq!(p.build.host_config.as_ref().unwrap().nano_cpus, Some(2_000_000_000));
+        assert_eq!(
+            p.build.host_config.as_ref().unwrap().nano_cpus,
+            Some(2_000_000_000)
+        );
 
         let cfg = DockerConfig {
-            default_ram: Some(executor_base::ResourceRequest::Tier(executor_base::Tier::High)),
+            default_ram: Some(executor_base::ResourceRequest::Tier(
+                executor_base::Tier::High,
+            )),
             ..Default::default()
         };
         let p = BuildPlan::new(&cfg, &launcher(), &start(serde_json::json!({})), now());

@@ -64,7 +64,9 @@ impl Default for Builds {
 impl Builds {
     /// Serialises start/stop of one build.
     pub(crate) async fn lock(&self, id: BuildId) -> tokio::sync::MutexGuard<'_, ()> {
-        self.locks[(id.get() % STRIPES as u64) as usize].lock().await
+        self.locks[(id.get() % STRIPES as u64) as usize]
+            .lock()
+            .await
     }
 
     /// What we know, if anything.
@@ -120,7 +122,11 @@ impl Builds {
     /// The build's resources are gone; `status` is how it ended. Counts it if not yet
     /// counted (`stopped` for a build stopped while running).
     pub(crate) fn ended(&self, id: BuildId, status: BuildStatus) {
-        let count = self.entries.lock().get(&id).is_some_and(|e| e.live && !e.counted);
+        let count = self
+            .entries
+            .lock()
+            .get(&id)
+            .is_some_and(|e| e.live && !e.counted);
         if count {
             if status.phase == executor_base::Phase::Canceled {
                 self.counter.stopped();
@@ -177,7 +183,13 @@ impl Builds {
         while ended.len() > ENDED_CAPACITY {
             if let Some(old) = ended.pop_front() {
                 let mut entries = self.entries.lock();
-                if matches!(entries.get(&old), Some(Entry { known: Known::Ended(_), .. })) {
+                if matches!(
+                    entries.get(&old),
+                    Some(Entry {
+                        known: Known::Ended(_),
+                        ..
+                    })
+                ) {
                     entries.remove(&old);
                 }
             }
@@ -244,7 +256,14 @@ mod tests {
         b.starting(id(3));
         b.pulling(id(3), true);
         assert_eq!(b.get(id(3)), Some(Known::Starting { pulling: true }));
-        b.start_failed(id(3), Some(BuildStatus::failed(FailureReason::ImagePull, "manifest unknown", None)));
+        b.start_failed(
+            id(3),
+            Some(BuildStatus::failed(
+                FailureReason::ImagePull,
+                "manifest unknown",
+                None,
+            )),
+        );
         assert!(matches!(b.get(id(3)), Some(Known::Ended(_))));
         assert_eq!(b.counts().by_reason["imagePull"], 1);
         b.starting(id(4));

@@ -13,8 +13,8 @@ use std::io::Write;
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, PushImageOptionsBuilder,
-    RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -66,7 +66,19 @@ pub const TEST_RUN_SH: &str = "#!/bin/sh\nSD_TOKEN=\"$1\" exec /opt/sd/launch --
 
 /// Busybox applets linked in the test images.
 pub const APPLETS: &[&str] = &[
-    "sh", "sleep", "head", "tail", "cat", "true", "false", "sha256sum", "printf", "ls", "echo", "env", "id",
+    "sh",
+    "sleep",
+    "head",
+    "tail",
+    "cat",
+    "true",
+    "false",
+    "sha256sum",
+    "printf",
+    "ls",
+    "echo",
+    "env",
+    "id",
 ];
 
 /// Whether the Docker socket accepts connections.
@@ -117,23 +129,23 @@ impl File {
 /// A build context (tar) for `FROM scratch` + busybox + `files`, with `extra` Dockerfile
 /// lines (e.g. `VOLUME /opt/sd`).
 pub fn busybox_context(files: &[File], extra: &str) -> Bytes {
-    let busybox = std::fs::read(BUSYBOX).unwrap_or_else(|e| panic!("{BUSYBOX} (Debian busybox-static): {e}"));
+    let busybox =
+        std::fs::read(BUSYBOX).unwrap_or_else(|e| panic!("{BUSYBOX} (Debian busybox-static): {e}"));
     let mut b = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8], mode: u32| {
+    fn add(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(mode);
         h.set_mtime(0);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, path, data).expect("tar");
-    };
-    add("root/bin/busybox", &busybox, 0o755);
+    }
+    add(&mut b, "root/bin/busybox", &busybox, 0o755);
     for f in files {
-        add(&format!("root/{}", f.path), &f.data, f.mode);
+        add(&mut b, &format!("root/{}", f.path), &f.data, f.mode);
     }
     let dockerfile = format!("FROM scratch\nCOPY root /\n{extra}\n");
-    add("Dockerfile", dockerfile.as_bytes(), 0o644);
-    drop(add);
+    add(&mut b, "Dockerfile", dockerfile.as_bytes(), 0o644);
     // Symlinks as tar entries (no RUN step needed in a scratch image).
     for a in APPLETS {
         let mut h = tar::Header::new_gnu();
@@ -141,7 +153,8 @@ pub fn busybox_context(files: &[File], extra: &str) -> Bytes {
         h.set_size(0);
         h.set_mode(0o777);
         h.set_mtime(0);
-        b.append_link(&mut h, format!("root/bin/{a}"), "busybox").expect("tar link");
+        b.append_link(&mut h, format!("root/bin/{a}"), "busybox")
+            .expect("tar link");
     }
     let mut out = b.into_inner().expect("tar");
     out.flush().expect("flush");
@@ -150,7 +163,11 @@ pub fn busybox_context(files: &[File], extra: &str) -> Bytes {
 
 /// Builds `tag` from a context tar; panics with the daemon's output on failure.
 pub async fn build_image(docker: &Docker, tag: &str, context: Bytes) {
-    let opts = BuildImageOptionsBuilder::new().t(tag).rm(true).forcerm(true).build();
+    let opts = BuildImageOptionsBuilder::new()
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
     let mut s = docker.build_image(opts, None, Some(bollard::body_full(context)));
     let mut log = String::new();
     while let Some(item) = s.next().await {
@@ -198,7 +215,12 @@ pub async fn test_images() -> TestImages {
     IMAGES
         .get_or_init(|| async {
             let d = docker().await;
-            build_launcher_image(&d, &format!("{LAUNCHER_REPO}:{TAG}"), TEST_LAUNCH.as_bytes()).await;
+            build_launcher_image(
+                &d,
+                &format!("{LAUNCHER_REPO}:{TAG}"),
+                TEST_LAUNCH.as_bytes(),
+            )
+            .await;
             let build = format!("sdx-test/build:{TAG}");
             build_image(&d, &build, busybox_context(&[], "")).await;
             TestImages {
@@ -215,11 +237,23 @@ pub async fn test_images() -> TestImages {
 pub async fn push(docker: &Docker, local: &str, repo: &str, tag: &str) -> String {
     let remote_repo = format!("{REGISTRY}/{repo}");
     docker
-        .tag_image(local, Some(TagImageOptionsBuilder::new().repo(&remote_repo).tag(tag).build()))
+        .tag_image(
+            local,
+            Some(
+                TagImageOptionsBuilder::new()
+                    .repo(&remote_repo)
+                    .tag(tag)
+                    .build(),
+            ),
+        )
         .await
         .unwrap_or_else(|e| panic!("tag {local} as {remote_repo}:{tag}: {e}"));
     let remote = format!("{remote_repo}:{tag}");
-    let mut s = docker.push_image(&remote_repo, Some(PushImageOptionsBuilder::new().tag(tag).build()), None);
+    let mut s = docker.push_image(
+        &remote_repo,
+        Some(PushImageOptionsBuilder::new().tag(tag).build()),
+        None,
+    );
     while let Some(item) = s.next().await {
         if let Err(e) = item {
             panic!("push {remote} failed: {e}");
@@ -232,7 +266,10 @@ pub async fn push(docker: &Docker, local: &str, repo: &str, tag: &str) -> String
 pub async fn remove_image(docker: &Docker, reference: &str) {
     let opts = RemoveImageOptionsBuilder::new().force(true).build();
     match docker.remove_image(reference, Some(opts), None).await {
-        Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Ok(_)
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
         Err(e) => panic!("remove image {reference}: {e}"),
     }
 }
@@ -241,7 +278,12 @@ pub async fn remove_image(docker: &Docker, reference: &str) {
 pub async fn labelled(docker: &Docker, selector: &str) -> (Vec<String>, Vec<String>) {
     let filters = HashMap::from([("label".to_string(), vec![selector.to_string()])]);
     let containers = docker
-        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
         .await
         .expect("list containers")
         .into_iter()
@@ -249,7 +291,9 @@ pub async fn labelled(docker: &Docker, selector: &str) -> (Vec<String>, Vec<Stri
         .map(|n| n.trim_start_matches('/').to_string())
         .collect();
     let volumes = docker
-        .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build()))
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::new().filters(&filters).build(),
+        ))
         .await
         .expect("list volumes")
         .volumes
@@ -269,7 +313,12 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .stdout(Stdio::piped())
         .spawn()
         .expect("busybox sha256sum");
-    child.stdin.take().expect("stdin").write_all(data).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write");
     let out = child.wait_with_output().expect("sha256sum");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()

@@ -65,13 +65,21 @@ impl Undo {
 
 async fn remove(engine: Engine, containers: Vec<String>, volumes: Vec<String>) {
     let removals = containers.iter().rev().map(|c| engine.remove_container(c));
-    for (name, r) in containers.iter().rev().zip(futures::future::join_all(removals).await) {
+    for (name, r) in containers
+        .iter()
+        .rev()
+        .zip(futures::future::join_all(removals).await)
+    {
         if let Err(e) = r {
             tracing::warn!(container = %name, error = %e, "could not remove container after a failed start; the GC will");
         }
     }
     let removals = volumes.iter().rev().map(|v| engine.remove_volume(v));
-    for (name, r) in volumes.iter().rev().zip(futures::future::join_all(removals).await) {
+    for (name, r) in volumes
+        .iter()
+        .rev()
+        .zip(futures::future::join_all(removals).await)
+    {
         if let Err(e) = r {
             tracing::warn!(volume = %name, error = %e, "could not remove volume after a failed start; the GC will");
         }

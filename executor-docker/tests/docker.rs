@@ -11,8 +11,8 @@ use executor_base::engine::{BreakerConfig, RetryPolicy};
 use executor_base::testkit::daemon::require;
 use executor_base::verdict::IMAGE_INVALID_MESSAGE;
 use executor_base::{
-    BuildId, Error, ErrorKind, Executor, ExecutorExt, FailureReason, LaunchMode, Phase, ResourceTable, StartConfig,
-    TierTable, Verdict,
+    BuildId, Error, ErrorKind, Executor, ExecutorExt, FailureReason, LaunchMode, Phase,
+    ResourceTable, StartConfig, TierTable, Verdict,
 };
 use executor_docker::testing::{self, TestImages};
 use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy, StartStep, TokenMode};
@@ -20,7 +20,11 @@ use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy, StartSt
 const TOKEN: &str = "header.payload-of-a-very-secret-token.signature";
 
 fn docker_up() -> bool {
-    require("dockerd", testing::docker_reachable(), "nothing answers on /var/run/docker.sock")
+    require(
+        "dockerd",
+        testing::docker_reachable(),
+        "nothing answers on /var/run/docker.sock",
+    )
 }
 
 fn init_tracing() {
@@ -73,15 +77,22 @@ fn build(id: u64, path: &str, image: &str) -> StartConfig {
 }
 
 async fn finish(exec: &DockerExecutor, b: &StartConfig) -> executor_base::BuildStatus {
-    exec.wait_until_finished(&b.to_stop(), Duration::from_millis(100), Duration::from_secs(60))
-        .await
-        .expect("build finishes")
+    exec.wait_until_finished(
+        &b.to_stop(),
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("build finishes")
 }
 
 async fn assert_nothing_left(docker: &Docker, exec: &DockerExecutor, id: u64) {
     let selector = format!("sdbuild={}{id}", exec.config().prefix);
     let (c, v) = testing::labelled(docker, &selector).await;
-    assert!(c.is_empty() && v.is_empty(), "left behind for {selector}: containers {c:?}, volumes {v:?}");
+    assert!(
+        c.is_empty() && v.is_empty(),
+        "left behind for {selector}: containers {c:?}, volumes {v:?}"
+    );
 }
 
 async fn wait_running(exec: &DockerExecutor, b: &StartConfig) {
@@ -96,7 +107,9 @@ async fn wait_running(exec: &DockerExecutor, b: &StartConfig) {
 
 #[tokio::test]
 async fn a_build_that_succeeds() {
-    let Some((docker, images, exec)) = setup("ok").await else { return };
+    let Some((docker, images, exec)) = setup("ok").await else {
+        return;
+    };
     let b = build(101, "/exit/0", &images.build);
     exec.start(&b).await.expect("start");
     let s = finish(&exec, &b).await;
@@ -105,7 +118,10 @@ async fn a_build_that_succeeds() {
     assert_eq!(exec.verify(&b).await.unwrap(), Verdict::Healthy);
 
     // Limits, labels, mounts and the launch command on the engine.
-    let c = docker.inspect_container(&exec.build_container_name(b.build_id), None).await.unwrap();
+    let c = docker
+        .inspect_container(&exec.build_container_name(b.build_id), None)
+        .await
+        .unwrap();
     let hc = c.host_config.unwrap();
     assert_eq!(hc.nano_cpus, Some(2_000_000_000)); // LOW = 2 cores (this machine's CPU count caps more)
     assert_eq!(hc.memory, Some(2 << 30)); // LOW = 2 GiB
@@ -115,21 +131,38 @@ async fn a_build_that_succeeds() {
     assert_eq!(labels["screwdriver.cd/job-id"], "7");
     assert!(labels.contains_key("screwdriver.cd/expires-at"));
     let mounts = c.mounts.unwrap();
-    let tools = mounts.iter().find(|m| m.destination.as_deref() == Some("/opt/sd")).expect("tools mount");
+    let tools = mounts
+        .iter()
+        .find(|m| m.destination.as_deref() == Some("/opt/sd"))
+        .expect("tools mount");
     assert_eq!(tools.rw, Some(false), "job-tools must be read-only");
     let args = c.args.unwrap().join(" ");
     assert!(args.ends_with("--token-file /run/sd/token 101"), "{args}");
 
     exec.stop(&b.to_stop()).await.expect("stop");
-    assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Succeeded, "stop keeps the outcome");
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().phase,
+        Phase::Succeeded,
+        "stop keeps the outcome"
+    );
     assert_nothing_left(&docker, &exec, 101).await;
     let counts = exec.stats().builds;
-    assert_eq!((counts.started, counts.finished, counts.failed, counts.running), (1, 1, 0, 0));
+    assert_eq!(
+        (
+            counts.started,
+            counts.finished,
+            counts.failed,
+            counts.running
+        ),
+        (1, 1, 0, 0)
+    );
 }
 
 #[tokio::test]
 async fn a_build_that_exits_non_zero() {
-    let Some((docker, images, exec)) = setup("fail").await else { return };
+    let Some((docker, images, exec)) = setup("fail").await else {
+        return;
+    };
     let b = build(102, "/exit/1", &images.build);
     exec.start(&b).await.expect("start");
     let s = finish(&exec, &b).await;
@@ -157,7 +190,11 @@ async fn a_build_killed_for_memory_is_an_oom_failure_even_with_exit_code_0() {
             ..TierTable::RAM_DEFAULT
         },
     };
-    let exec = builder(&images, "oom").with_resources(table).build().await.unwrap();
+    let exec = builder(&images, "oom")
+        .with_resources(table)
+        .build()
+        .await
+        .unwrap();
     let b = StartConfig::builder(103, "http://127.0.0.1:9/oom", &images.build, TOKEN)
         .annotation("screwdriver.cd/ram", "MICRO")
         .build()
@@ -167,7 +204,10 @@ async fn a_build_killed_for_memory_is_an_oom_failure_even_with_exit_code_0() {
     assert_eq!(s.phase, Phase::Failed, "{s}");
     assert_eq!(s.reason(), Some(FailureReason::OutOfMemory));
     assert_eq!(s.exit_code, Some(0), "the launcher itself exited 0");
-    let c = docker.inspect_container(&exec.build_container_name(b.build_id), None).await.unwrap();
+    let c = docker
+        .inspect_container(&exec.build_container_name(b.build_id), None)
+        .await
+        .unwrap();
     assert_eq!(c.host_config.unwrap().memory, Some(32 << 20));
     exec.stop(&b.to_stop()).await.unwrap();
     assert_nothing_left(&docker, &exec, 103).await;
@@ -176,7 +216,9 @@ async fn a_build_killed_for_memory_is_an_oom_failure_even_with_exit_code_0() {
 
 #[tokio::test]
 async fn a_missing_image_with_pull_policy_never_fails_and_leaves_nothing() {
-    let Some((docker, _images, exec)) = setup("never").await else { return };
+    let Some((docker, _images, exec)) = setup("never").await else {
+        return;
+    };
     let b = build(104, "/exit/0", "sdx-test/does-not-exist:never");
     let e = exec.start(&b).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ImagePull, "{e}");
@@ -186,15 +228,24 @@ async fn a_missing_image_with_pull_policy_never_fails_and_leaves_nothing() {
     assert_nothing_left(&docker, &exec, 104).await;
     let s = exec.status(&b.to_stop()).await.unwrap();
     assert_eq!(s.reason(), Some(FailureReason::ImagePull));
-    assert_eq!(exec.verify(&b).await.unwrap().as_str(), IMAGE_INVALID_MESSAGE);
+    assert_eq!(
+        exec.verify(&b).await.unwrap().as_str(),
+        IMAGE_INVALID_MESSAGE
+    );
     assert_eq!(exec.stats().builds.by_reason["imagePull"], 1);
-    exec.stop(&b.to_stop()).await.expect("stop after a failed start");
+    exec.stop(&b.to_stop())
+        .await
+        .expect("stop after a failed start");
 }
 
 #[tokio::test]
 async fn pulls_from_the_local_registry_by_policy() {
     if !docker_up()
-        || !require("docker-registry", testing::registry_reachable(), "nothing listens on 127.0.0.1:5000")
+        || !require(
+            "docker-registry",
+            testing::registry_reachable(),
+            "nothing listens on 127.0.0.1:5000",
+        )
     {
         return;
     }
@@ -206,7 +257,11 @@ async fn pulls_from_the_local_registry_by_policy() {
     testing::remove_image(&docker, &remote).await;
 
     // missing: pulled because absent.
-    let exec = builder(&images, "pull").with_pull_policy(PullPolicy::Missing).build().await.unwrap();
+    let exec = builder(&images, "pull")
+        .with_pull_policy(PullPolicy::Missing)
+        .build()
+        .await
+        .unwrap();
     let b = build(105, "/exit/0", &remote);
     exec.start(&b).await.expect("start pulls the missing image");
     assert_eq!(exec.pull_stats().success, 1);
@@ -236,7 +291,11 @@ async fn pulls_from_the_local_registry_by_policy() {
         .unwrap();
     let b = build(107, "/exit/0", &remote);
     always.start(&b).await.expect("start with always");
-    assert_eq!(always.pull_stats().success, 2, "launcher and build image pulled");
+    assert_eq!(
+        always.pull_stats().success,
+        2,
+        "launcher and build image pulled"
+    );
     assert_eq!(finish(&always, &b).await.phase, Phase::Succeeded);
     always.stop(&b.to_stop()).await.unwrap();
     for id in [105, 106, 107] {
@@ -249,62 +308,112 @@ async fn pulls_from_the_local_registry_by_policy() {
 #[tokio::test]
 async fn pull_failures_are_image_pull_failures() {
     if !docker_up()
-        || !require("docker-registry", testing::registry_reachable(), "nothing listens on 127.0.0.1:5000")
+        || !require(
+            "docker-registry",
+            testing::registry_reachable(),
+            "nothing listens on 127.0.0.1:5000",
+        )
     {
         return;
     }
     init_tracing();
     let images = testing::test_images().await;
     let docker = testing::docker().await;
-    let exec = builder(&images, "pullfail").with_pull_policy(PullPolicy::Missing).build().await.unwrap();
+    let exec = builder(&images, "pullfail")
+        .with_pull_policy(PullPolicy::Missing)
+        .build()
+        .await
+        .unwrap();
 
     // Manifest unknown: the registry answers, the tag does not exist.
-    let b = build(108, "/exit/0", &format!("{}/sdx-test/nothing-here:nope", testing::REGISTRY));
+    let b = build(
+        108,
+        "/exit/0",
+        &format!("{}/sdx-test/nothing-here:nope", testing::REGISTRY),
+    );
     let e = exec.start(&b).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ImagePull, "{e}");
     assert!(e.message().contains("nothing-here"), "{e}");
     let s = exec.status(&b.to_stop()).await.unwrap();
     assert_eq!(s.reason(), Some(FailureReason::ImagePull));
-    assert!(s.failure.unwrap().evidence.unwrap().contains("nothing-here"));
-    assert_eq!(exec.verify(&b).await.unwrap().as_str(), IMAGE_INVALID_MESSAGE);
+    assert!(
+        s.failure
+            .unwrap()
+            .evidence
+            .unwrap()
+            .contains("nothing-here")
+    );
+    assert_eq!(
+        exec.verify(&b).await.unwrap().as_str(),
+        IMAGE_INVALID_MESSAGE
+    );
     assert_nothing_left(&docker, &exec, 108).await;
 
     // Registry refused: nothing listens there.
     let b = build(109, "/exit/0", "127.0.0.1:5999/sdx-test/build:x");
     let e = exec.start(&b).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ImagePull, "{e}");
-    assert_eq!(exec.status(&b.to_stop()).await.unwrap().reason(), Some(FailureReason::ImagePull));
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().reason(),
+        Some(FailureReason::ImagePull)
+    );
     assert_nothing_left(&docker, &exec, 109).await;
 }
 
 #[tokio::test]
 async fn stop_of_a_running_build_kills_and_removes_everything() {
-    let Some((docker, images, exec)) = setup("stop").await else { return };
+    let Some((docker, images, exec)) = setup("stop").await else {
+        return;
+    };
     let b = build(110, "/run-until-stopped", &images.build);
     exec.start(&b).await.expect("start");
     wait_running(&exec, &b).await;
     assert_eq!(exec.stats().builds.running, 1);
     exec.stop(&b.to_stop()).await.expect("stop");
     assert_nothing_left(&docker, &exec, 110).await;
-    assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Canceled);
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().phase,
+        Phase::Canceled
+    );
     exec.stop(&b.to_stop()).await.expect("stop is idempotent");
     let unknown = executor_base::StopConfig::new(BuildId::new(999_999).unwrap());
-    exec.stop(&unknown).await.expect("stop of an unknown build is fine");
-    assert_eq!(exec.status(&unknown).await.unwrap_err().kind(), ErrorKind::NotFound);
+    exec.stop(&unknown)
+        .await
+        .expect("stop of an unknown build is fine");
+    assert_eq!(
+        exec.status(&unknown).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     let counts = exec.stats().builds;
-    assert_eq!((counts.started, counts.running, counts.finished, counts.failed), (1, 0, 1, 0));
+    assert_eq!(
+        (
+            counts.started,
+            counts.running,
+            counts.finished,
+            counts.failed
+        ),
+        (1, 0, 1, 0)
+    );
 }
 
 #[tokio::test]
 async fn the_token_is_not_in_docker_inspect_by_default() {
-    let Some((docker, images, exec)) = setup("token").await else { return };
+    let Some((docker, images, exec)) = setup("token").await else {
+        return;
+    };
     let sha = testing::sha256_hex(TOKEN.as_bytes());
     let b = build(111, &format!("/token-sha256/{sha}"), &images.build);
     exec.start(&b).await.expect("start");
-    for name in [exec.build_container_name(b.build_id), exec.init_container_name(b.build_id)] {
+    for name in [
+        exec.build_container_name(b.build_id),
+        exec.init_container_name(b.build_id),
+    ] {
         let c = docker.inspect_container(&name, None).await.unwrap();
         let json = serde_json::to_string(&c).unwrap();
-        assert!(!json.contains(TOKEN), "token visible in docker inspect of {name}");
+        assert!(
+            !json.contains(TOKEN),
+            "token visible in docker inspect of {name}"
+        );
     }
     // The launcher read exactly the token from the file.
     assert_eq!(finish(&exec, &b).await.phase, Phase::Succeeded);
@@ -314,12 +423,21 @@ async fn the_token_is_not_in_docker_inspect_by_default() {
 
 #[tokio::test]
 async fn env_and_screwdriver_modes_deliver_the_token_visibly_as_documented() {
-    let Some((docker, images, _)) = setup("tokenmodes").await else { return };
+    let Some((docker, images, _)) = setup("tokenmodes").await else {
+        return;
+    };
     let sha = testing::sha256_hex(TOKEN.as_bytes());
-    let env = builder(&images, "tokenmodes").with_token_mode(TokenMode::Env).build().await.unwrap();
+    let env = builder(&images, "tokenmodes")
+        .with_token_mode(TokenMode::Env)
+        .build()
+        .await
+        .unwrap();
     let b = build(112, &format!("/env-token-sha256/{sha}"), &images.build);
     env.start(&b).await.expect("start");
-    let c = docker.inspect_container(&env.build_container_name(b.build_id), None).await.unwrap();
+    let c = docker
+        .inspect_container(&env.build_container_name(b.build_id), None)
+        .await
+        .unwrap();
     assert!(serde_json::to_string(&c).unwrap().contains(TOKEN));
     assert_eq!(finish(&env, &b).await.phase, Phase::Succeeded);
     env.stop(&b.to_stop()).await.unwrap();
@@ -331,7 +449,10 @@ async fn env_and_screwdriver_modes_deliver_the_token_visibly_as_documented() {
         .unwrap();
     let b = build(113, "/exit/0", &images.build);
     sd.start(&b).await.expect("start");
-    let c = docker.inspect_container(&sd.build_container_name(b.build_id), None).await.unwrap();
+    let c = docker
+        .inspect_container(&sd.build_container_name(b.build_id), None)
+        .await
+        .unwrap();
     assert_eq!(c.path.as_deref(), Some("/opt/sd/launcher_entrypoint.sh"));
     assert_eq!(finish(&sd, &b).await.phase, Phase::Succeeded);
     sd.stop(&b.to_stop()).await.unwrap();
@@ -342,7 +463,9 @@ async fn env_and_screwdriver_modes_deliver_the_token_visibly_as_documented() {
 
 #[tokio::test]
 async fn a_crash_half_way_through_start_leaves_nothing_behind() {
-    let Some((docker, images, _)) = setup("crash").await else { return };
+    let Some((docker, images, _)) = setup("crash").await else {
+        return;
+    };
     for (id, step) in [
         (114, StartStep::VolumesCreated),
         (115, StartStep::InitCreated),
@@ -350,12 +473,19 @@ async fn a_crash_half_way_through_start_leaves_nothing_behind() {
     ] {
         let hook: executor_docker::FaultHook = Arc::new(move |at| {
             if at == step {
-                Err(Error::new(ErrorKind::Unexpected, format!("injected fault at {at:?}")))
+                Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("injected fault at {at:?}"),
+                ))
             } else {
                 Ok(())
             }
         });
-        let exec = builder(&images, "crash").with_fault_hook(hook).build().await.unwrap();
+        let exec = builder(&images, "crash")
+            .with_fault_hook(hook)
+            .build()
+            .await
+            .unwrap();
         let b = build(id, "/exit/0", &images.build);
         let e = exec.start(&b).await.unwrap_err();
         assert!(e.message().contains("injected fault"), "{e}");
@@ -365,27 +495,44 @@ async fn a_crash_half_way_through_start_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn a_second_start_of_a_live_build_is_refused_without_harming_it() {
-    let Some((docker, images, exec)) = setup("dup").await else { return };
+    let Some((docker, images, exec)) = setup("dup").await else {
+        return;
+    };
     let b = build(117, "/run-until-stopped", &images.build);
     exec.start(&b).await.expect("start");
-    assert_eq!(exec.start(&b).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        exec.start(&b).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     // Another executor process with the same prefix: the daemon's name conflict.
     let other = builder(&images, "dup").build().await.unwrap();
-    assert_eq!(other.start(&b).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        other.start(&b).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     wait_running(&exec, &b).await;
-    let (containers, volumes) = testing::labelled(&docker, &format!("sdbuild={}117", exec.config().prefix)).await;
-    assert_eq!((containers.len(), volumes.len()), (2, 2), "{containers:?} {volumes:?}");
+    let (containers, volumes) =
+        testing::labelled(&docker, &format!("sdbuild={}117", exec.config().prefix)).await;
+    assert_eq!(
+        (containers.len(), volumes.len()),
+        (2, 2),
+        "{containers:?} {volumes:?}"
+    );
     exec.stop(&b.to_stop()).await.unwrap();
     assert_nothing_left(&docker, &exec, 117).await;
 }
 
 #[tokio::test]
 async fn a_container_removed_behind_our_back_is_lost() {
-    let Some((docker, images, exec)) = setup("lost").await else { return };
+    let Some((docker, images, exec)) = setup("lost").await else {
+        return;
+    };
     let b = build(118, "/run-until-stopped", &images.build);
     exec.start(&b).await.expect("start");
     wait_running(&exec, &b).await;
-    let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build();
+    let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .build();
     docker
         .remove_container(&exec.build_container_name(b.build_id), Some(opts))
         .await
@@ -404,7 +551,9 @@ async fn a_container_removed_behind_our_back_is_lost() {
 
 #[tokio::test]
 async fn gc_removes_expired_resources_of_our_prefix_only() {
-    let Some((docker, images, exec)) = setup("gc").await else { return };
+    let Some((docker, images, exec)) = setup("gc").await else {
+        return;
+    };
     let other = builder(&images, "gc-other").build().await.unwrap();
     let b = build(119, "/run-until-stopped", &images.build);
     exec.start(&b).await.expect("start");
@@ -429,16 +578,29 @@ async fn gc_removes_expired_resources_of_our_prefix_only() {
             format!("volume/{p}119-tools"),
         ]
     );
-    assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Running, "dry run removes nothing");
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().phase,
+        Phase::Running,
+        "dry run removes nothing"
+    );
     let report = exec.gc_at(later, false).await.unwrap();
     assert_eq!(report.expired, dry.expired);
     assert_nothing_left(&docker, &exec, 119).await;
-    assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::TimedOut);
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().phase,
+        Phase::TimedOut
+    );
 
     // The other prefix's build is untouched.
-    assert_eq!(other.status(&o.to_stop()).await.unwrap().phase, Phase::Running);
+    assert_eq!(
+        other.status(&o.to_stop()).await.unwrap().phase,
+        Phase::Running
+    );
     other.cleanup().await.unwrap();
-    assert_eq!(other.status(&o.to_stop()).await.unwrap().phase, Phase::Running);
+    assert_eq!(
+        other.status(&o.to_stop()).await.unwrap().phase,
+        Phase::Running
+    );
     other.stop(&o.to_stop()).await.unwrap();
     assert_nothing_left(&docker, &other, 119).await;
 }

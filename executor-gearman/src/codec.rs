@@ -264,7 +264,7 @@ mod tests {
         PacketCodec::default()
             .encode(Packet::req(PacketType::SUBMIT_JOB, ["reverse", "", "test"]), &mut buf)
             .unwrap();
-        assert_eq!(&buf[..], b"\0REQ\0\0\0\x07\0\0\0\x0creverse\0\0test");
+        assert_eq!(&buf[..], b"\0REQ\0\0\0\x07\0\0\0\x0dreverse\0\0test");
         let mut buf = BytesMut::new();
         PacketCodec::default()
             .encode(Packet::bare(PacketType::GRAB_JOB_UNIQ), &mut buf)

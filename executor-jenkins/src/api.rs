@@ -95,7 +95,7 @@ mod tests {
         )
         .unwrap();
         assert!(j.is_live());
-        assert_eq!(j.queue_item.unwrap().id, 7);
+        assert_eq!(j.queue_item.as_ref().unwrap().id, 7);
         assert_eq!(j.last_number(), 0);
         let q: QueueItem = serde_json::from_str(
             r#"{"_class":"hudson.model.Queue$LeftItem","id":7,"why":null,"cancelled":false,

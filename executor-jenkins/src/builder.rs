@@ -1,12 +1,11 @@
 //! [`JenkinsExecutorBuilder`]: options in, validated executor out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, EngineCalls, RetryPolicy};
-use executor_base::{BuildCounter, Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceTable, TimeoutPolicy};
-use parking_lot::Mutex;
+use executor_base::{Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceTable, TimeoutPolicy};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -326,10 +325,10 @@ impl JenkinsExecutorBuilder {
         let (Some(base), Some(template), Some(http), Some(token)) = (base, template, http, c.api_token) else {
             unreachable!("every missing piece is reported as a problem above");
         };
-        Ok(JenkinsExecutor {
-            client: Client::new(http, base, c.username, token),
-            calls: EngineCalls::new(SCHEME, c.retry, c.breaker),
-            job: JobSettings {
+        Ok(JenkinsExecutor::new(
+            Client::new(http, base, c.username, token),
+            EngineCalls::new(SCHEME, c.retry, c.breaker),
+            JobSettings {
                 job_prefix: c.job_prefix,
                 node_label: c.node_label,
                 launcher_image: c.launcher_image,
@@ -344,10 +343,7 @@ impl JenkinsExecutorBuilder {
                 resources: c.resources,
                 template,
             },
-            builds: Mutex::new(HashMap::new()),
-            starting: Mutex::new(HashSet::new()),
-            counter: BuildCounter::new(),
-        })
+        ))
     }
 }
 

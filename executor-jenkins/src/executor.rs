@@ -44,12 +44,12 @@ struct Tracked {
 ///
 /// Built by [`crate::JenkinsExecutorBuilder`].
 pub struct JenkinsExecutor {
-    pub(crate) client: Client,
-    pub(crate) calls: EngineCalls,
-    pub(crate) job: JobSettings,
-    pub(crate) builds: Mutex<HashMap<BuildId, Tracked>>,
-    pub(crate) starting: Mutex<HashSet<BuildId>>,
-    pub(crate) counter: BuildCounter,
+    client: Client,
+    calls: EngineCalls,
+    job: JobSettings,
+    builds: Mutex<HashMap<BuildId, Tracked>>,
+    starting: Mutex<HashSet<BuildId>>,
+    counter: BuildCounter,
 }
 
 impl fmt::Debug for JenkinsExecutor {
@@ -89,6 +89,17 @@ fn ambiguous(e: &Error) -> bool {
 }
 
 impl JenkinsExecutor {
+    pub(crate) fn new(client: Client, calls: EngineCalls, job: JobSettings) -> Self {
+        Self {
+            client,
+            calls,
+            job,
+            builds: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
+            counter: BuildCounter::new(),
+        }
+    }
+
     /// The Jenkins base URL (with the path prefix).
     pub fn base_url(&self) -> &url::Url {
         self.client.base()
@@ -494,7 +505,6 @@ impl Executor for JenkinsExecutor {
             // Keep the final status of a build we track: its job is about to go.
             if let Ok(id) = rest.parse::<BuildId>()
                 && let Some(b) = j.last_build.as_ref().filter(|b| !b.building)
-            {
                 && let Some(t) = self.tracked(id)
                 && t.terminal.is_none()
                 && t.number.is_none_or(|n| n == b.number)

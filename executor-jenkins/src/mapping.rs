@@ -4,7 +4,7 @@
 //! |---|---|
 //! | queue item waiting (`why`) | Pending, with Jenkins' `why` as the message |
 //! | queue item `cancelled` | Canceled (Lost when the job itself is gone) |
-//! | build `building` | Running (Canceled once we asked it to stop) |
+//! | build `building` | Running (also while an abort we asked for is under way) |
 //! | `SUCCESS` | Succeeded |
 //! | `FAILURE` | Failed: non-zero exit (the job's script exits with the build's code) |
 //! | `UNSTABLE` | Failed: non-zero exit (evidence `UNSTABLE`) |
@@ -22,13 +22,14 @@ use crate::job::TIMEOUT_MARKER;
 pub(crate) fn from_build(job: &str, b: &BuildInfo, stopped: bool) -> BuildStatus {
     let at = format!("{job} #{}", b.number);
     if b.building {
-        if stopped {
-            let mut s = BuildStatus::canceled();
-            s.message = format!("{at} is being stopped");
-            return s;
-        }
+        // Still running after a stop until Jenkins finishes aborting it: reporting
+        // Canceled now could be contradicted by a result that was already on its way.
         let mut s = BuildStatus::running();
-        s.message = format!("running as {at}");
+        s.message = if stopped {
+            format!("{at} is being stopped")
+        } else {
+            format!("running as {at}")
+        };
         return s;
     }
     let evidence = |r: &str| Some(format!("Jenkins result {r}"));
@@ -121,7 +122,7 @@ mod tests {
     #[test]
     fn results_map_to_phases() {
         assert_eq!(from_build("SD-1", &b(true, None, None), false).phase, Phase::Running);
-        assert_eq!(from_build("SD-1", &b(true, None, None), true).phase, Phase::Canceled);
+        assert!(from_build("SD-1", &b(true, None, None), true).message.contains("being stopped"));
         assert_eq!(from_build("SD-1", &b(false, None, None), false).phase, Phase::Pending);
         assert_eq!(from_build("SD-1", &b(false, Some("SUCCESS"), None), false).phase, Phase::Succeeded);
         let f = from_build("SD-1", &b(false, Some("FAILURE"), None), false);

@@ -80,7 +80,7 @@ fn camel(snake: &str) -> String {
 /// parses as such, else `k=v,k=v` for maps, `a,b` for lists, a plain string otherwise.
 fn parse_value(current: &Value, raw: &str) -> Value {
     if let Ok(v) = serde_json::from_str::<Value>(raw)
-        && !(current.is_string() && !v.is_string())
+        && (!current.is_string() || v.is_string())
     {
         return v;
     }

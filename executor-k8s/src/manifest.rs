@@ -63,9 +63,9 @@ impl Names {
 pub(crate) fn memory_quantity(bytes: u64) -> String {
     const MI: u64 = 1024 * 1024;
     const GI: u64 = 1024 * MI;
-    if bytes > 0 && bytes % GI == 0 {
+    if bytes > 0 && bytes.is_multiple_of(GI) {
         format!("{}Gi", bytes / GI)
-    } else if bytes > 0 && bytes % MI == 0 {
+    } else if bytes > 0 && bytes.is_multiple_of(MI) {
         format!("{}Mi", bytes / MI)
     } else {
         bytes.to_string()

@@ -194,10 +194,8 @@ impl PodView {
             .and_then(|cs| {
                 cs.iter()
                     .find(|c| {
-                        !c.state
-                            .as_ref()
-                            .and_then(|s| s.terminated.as_ref())
-                            .is_some_and(|t| t.exit_code == 0)
+                        let done = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+                        done.is_none_or(|t| t.exit_code != 0)
                     })
                     .or_else(|| cs.last())
             })

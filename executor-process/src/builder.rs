@@ -22,7 +22,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("stateDir", "EXECUTOR_PROCESS_STATE_DIR"),
     ("stopGraceMs", "EXECUTOR_PROCESS_STOP_GRACE_MS"),
     ("timeoutGraceMs", "EXECUTOR_PROCESS_TIMEOUT_GRACE_MS"),
-    ("timeoutDefaultMinutes", "EXECUTOR_PROCESS_TIMEOUT_DEFAULT_MINUTES"),
+    (
+        "timeoutDefaultMinutes",
+        "EXECUTOR_PROCESS_TIMEOUT_DEFAULT_MINUTES",
+    ),
     ("timeoutMaxMinutes", "EXECUTOR_PROCESS_TIMEOUT_MAX_MINUTES"),
     ("storeUri", "EXECUTOR_PROCESS_STORE_URI"),
     ("uiUri", "EXECUTOR_PROCESS_UI_URI"),
@@ -91,18 +94,6 @@ impl ProcessExecutorBuilder {
         b
     }
 
-    /// A builder from `key=value` options (keys of [`OPTIONS`], or `env.<NAME>`).
-    pub fn from_iter<I, K, V>(pairs: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        pairs
-            .into_iter()
-            .fold(Self::new(), |b, (k, v)| b.with_option(k.as_ref(), v.as_ref()))
-    }
-
     /// Replaces all options.
     pub fn with_config(mut self, config: ProcessConfig) -> Self {
         self.config = config;
@@ -120,7 +111,11 @@ impl ProcessExecutorBuilder {
 
     fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
         let c = &mut self.config;
-        let ms = |v: &str| v.trim().parse::<u64>().map_err(|_| format!("must be milliseconds (an integer), got {v:?}"));
+        let ms = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("must be milliseconds (an integer), got {v:?}"))
+        };
         let minutes = |v: &str| {
             v.trim()
                 .parse::<u32>()
@@ -164,7 +159,10 @@ impl ProcessExecutorBuilder {
                 }
                 None => {
                     let known: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
-                    return Err(format!("unknown option, expected one of {} or env.<NAME>", known.join(", ")));
+                    return Err(format!(
+                        "unknown option, expected one of {} or env.<NAME>",
+                        known.join(", ")
+                    ));
                 }
             },
         }
@@ -256,11 +254,17 @@ impl ProcessExecutorBuilder {
         }
         let stop_grace = Duration::from_millis(c.stop_grace_ms);
         if stop_grace > MAX_GRACE {
-            return Err(bad("stopGraceMs", format!("{} ms is more than a day", c.stop_grace_ms)));
+            return Err(bad(
+                "stopGraceMs",
+                format!("{} ms is more than a day", c.stop_grace_ms),
+            ));
         }
         let timeout_grace = Duration::from_millis(c.timeout_grace_ms);
         if timeout_grace > MAX_GRACE {
-            return Err(bad("timeoutGraceMs", format!("{} ms is more than a day", c.timeout_grace_ms)));
+            return Err(bad(
+                "timeoutGraceMs",
+                format!("{} ms is more than a day", c.timeout_grace_ms),
+            ));
         }
         if c.timeout.default_minutes == 0 {
             return Err(bad("timeout.defaultMinutes", "must be at least 1".into()));
@@ -271,7 +275,10 @@ impl ProcessExecutorBuilder {
         for (name, value) in &c.env {
             check_env_name(&format!("env[{name}]"), name)?;
             if value.contains('\0') {
-                return Err(bad(&format!("env[{name}]"), "value contains a NUL byte".into()));
+                return Err(bad(
+                    &format!("env[{name}]"),
+                    "value contains a NUL byte".into(),
+                ));
             }
             if name == TOKEN_ENV || name == TOKEN_FILE_ENV {
                 return Err(bad(
@@ -283,13 +290,18 @@ impl ProcessExecutorBuilder {
         for name in &c.pass_env {
             check_env_name(&format!("passEnv[{name}]"), name)?;
         }
-        let job_tools = c
-            .job_tools
-            .or_else(default_job_tools)
-            .ok_or_else(|| bad("jobTools", "not set and the current executable's directory is unknown".into()))?;
+        let job_tools = c.job_tools.or_else(default_job_tools).ok_or_else(|| {
+            bad(
+                "jobTools",
+                "not set and the current executable's directory is unknown".into(),
+            )
+        })?;
         let job_tools = absolute("jobTools", job_tools)?;
         if job_tools.to_str().is_none() {
-            return Err(bad("jobTools", format!("{} is not valid UTF-8", job_tools.display())));
+            return Err(bad(
+                "jobTools",
+                format!("{} is not valid UTF-8", job_tools.display()),
+            ));
         }
         let state_dir = absolute("stateDir", c.state_dir.unwrap_or_else(default_state_dir))?;
         let builds_dir = state_dir.join("builds");
@@ -297,7 +309,12 @@ impl ProcessExecutorBuilder {
             .recursive(true)
             .mode(0o700)
             .create(&builds_dir)
-            .map_err(|e| bad("stateDir", format!("cannot create {}: {e}", builds_dir.display())))?;
+            .map_err(|e| {
+                bad(
+                    "stateDir",
+                    format!("cannot create {}: {e}", builds_dir.display()),
+                )
+            })?;
         Ok(Settings {
             job_tools,
             builds_dir,
@@ -317,8 +334,13 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 fn absolute(key: &str, path: PathBuf) -> Result<PathBuf, Error> {
-    std::path::absolute(&path)
-        .map_err(|e| config_invalid("build", key, format!("cannot resolve {}: {e}", path.display())))
+    std::path::absolute(&path).map_err(|e| {
+        config_invalid(
+            "build",
+            key,
+            format!("cannot resolve {}: {e}", path.display()),
+        )
+    })
 }
 
 fn check_env_name(key: &str, name: &str) -> Result<(), Error> {
@@ -333,6 +355,15 @@ fn check_env_name(key: &str, name: &str) -> Result<(), Error> {
             key,
             "an environment variable name must be letters, digits and _, not starting with a digit",
         ))
+    }
+}
+
+/// A builder from `key=value` options (keys of [`OPTIONS`], or `env.<NAME>`).
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for ProcessExecutorBuilder {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        pairs.into_iter().fold(Self::new(), |b, (k, v)| {
+            b.with_option(k.as_ref(), v.as_ref())
+        })
     }
 }
 
@@ -384,14 +415,38 @@ mod tests {
     #[test]
     fn names_the_bad_option() {
         let cases = [
-            (ProcessExecutorBuilder::new().with_option("stopGraceMs", "10s"), "stopGraceMs"),
-            (ProcessExecutorBuilder::new().with_option("bogus", "1"), "bogus"),
-            (ProcessExecutorBuilder::new().with_option("storeUri", "ftp://x"), "storeUri"),
-            (ProcessExecutorBuilder::new().with_option("tokenEnv", "maybe"), "tokenEnv"),
-            (ProcessExecutorBuilder::new().with_env("SD_TOKEN", "x"), "env[SD_TOKEN]"),
-            (ProcessExecutorBuilder::new().with_env("A=B", "x"), "env[A=B]"),
-            (ProcessExecutorBuilder::new().with_pass_env(["1X"]), "passEnv[1X]"),
-            (ProcessExecutorBuilder::new().with_stop_grace(Duration::from_secs(90_000)), "stopGraceMs"),
+            (
+                ProcessExecutorBuilder::new().with_option("stopGraceMs", "10s"),
+                "stopGraceMs",
+            ),
+            (
+                ProcessExecutorBuilder::new().with_option("bogus", "1"),
+                "bogus",
+            ),
+            (
+                ProcessExecutorBuilder::new().with_option("storeUri", "ftp://x"),
+                "storeUri",
+            ),
+            (
+                ProcessExecutorBuilder::new().with_option("tokenEnv", "maybe"),
+                "tokenEnv",
+            ),
+            (
+                ProcessExecutorBuilder::new().with_env("SD_TOKEN", "x"),
+                "env[SD_TOKEN]",
+            ),
+            (
+                ProcessExecutorBuilder::new().with_env("A=B", "x"),
+                "env[A=B]",
+            ),
+            (
+                ProcessExecutorBuilder::new().with_pass_env(["1X"]),
+                "passEnv[1X]",
+            ),
+            (
+                ProcessExecutorBuilder::new().with_stop_grace(Duration::from_secs(90_000)),
+                "stopGraceMs",
+            ),
             (
                 ProcessExecutorBuilder::new().with_timeout_policy(TimeoutPolicy {
                     default_minutes: 0,

@@ -21,7 +21,9 @@ pub const DEFAULT_TIMEOUT_GRACE_MS: u64 = 60_000;
 
 /// Variables of the executor's own environment passed through to builds by default.
 /// Everything else is dropped, so secrets of the server process do not leak into builds.
-pub const DEFAULT_PASS_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+pub const DEFAULT_PASS_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+];
 
 /// Options of the process backend.
 ///
@@ -118,7 +120,11 @@ pub fn default_job_tools() -> Option<PathBuf> {
 /// The default state directory: `$EXECUTOR_PROCESS_STATE_DIR`, else `$XDG_STATE_HOME/sdx`,
 /// else `$HOME/.local/state/sdx`, else `./.sdx`.
 pub fn default_state_dir() -> PathBuf {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = var(ENV_STATE_DIR) {
         return dir;
     }

@@ -9,7 +9,11 @@ use executor_base::{Error, ErrorKind};
 use crate::SCHEME;
 
 /// An [`ErrorKind::ConfigInvalid`] error naming the option `key`.
-pub(crate) fn config_invalid(operation: &'static str, key: &str, reason: impl std::fmt::Display) -> Error {
+pub(crate) fn config_invalid(
+    operation: &'static str,
+    key: &str,
+    reason: impl std::fmt::Display,
+) -> Error {
     Error::new(ErrorKind::ConfigInvalid, format!("{key}: {reason}"))
         .with_executor(SCHEME)
         .with_operation(operation)
@@ -40,13 +44,19 @@ pub(crate) fn spawn(program: &Path, err: io::Error) -> Error {
             "jobTools",
             format!("cannot execute {}: {err}", program.display()),
         ),
-        _ if is_temporary(&err) => Error::new(ErrorKind::Unavailable, format!("cannot spawn {}: {err}", program.display()))
-            .with_executor(SCHEME)
-            .with_operation("start")
-            .temporary(),
-        _ => Error::new(ErrorKind::Unexpected, format!("cannot spawn {}: {err}", program.display()))
-            .with_executor(SCHEME)
-            .with_operation("start"),
+        _ if is_temporary(&err) => Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot spawn {}: {err}", program.display()),
+        )
+        .with_executor(SCHEME)
+        .with_operation("start")
+        .temporary(),
+        _ => Error::new(
+            ErrorKind::Unexpected,
+            format!("cannot spawn {}: {err}", program.display()),
+        )
+        .with_executor(SCHEME)
+        .with_operation("start"),
     };
     e.with_source(err)
 }
@@ -56,7 +66,10 @@ fn is_temporary(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
         Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EINTR)
-    ) || matches!(err.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock)
+    ) || matches!(
+        err.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+    )
 }
 
 #[cfg(test)]
@@ -72,7 +85,12 @@ mod tests {
         let e = spawn(p, io::Error::from_raw_os_error(libc::EAGAIN));
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_temporary());
-        let e = io("start", "writing the token file", p, io::Error::from(io::ErrorKind::PermissionDenied));
+        let e = io(
+            "start",
+            "writing the token file",
+            p,
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
         assert!(e.to_string().contains("/nowhere/launch"));
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use executor_base::{
-    ApiBuildStatus, BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
-    TimerConfig, Verdict,
+    BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
+    Verdict,
 };
 use parking_lot::Mutex;
 
@@ -109,7 +109,13 @@ impl Inner {
         };
         entries
             .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok().and_then(BuildId::new))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(BuildId::new)
+            })
             .collect()
     }
 
@@ -132,7 +138,7 @@ impl Inner {
         };
         let r = build.snapshot();
         if r.status.is_none() {
-            self.arm_deadline(&build, r.kill_at, StopReason::TimedOut, false);
+            self.arm_deadline(&build, r.kill_at, StopReason::TimedOut);
         }
         Some(build)
     }
@@ -176,7 +182,9 @@ impl Inner {
             Some(reason) => r.stopped_status(reason),
             None => BuildStatus::lost(
                 Some(true),
-                format!("process {pid} is gone and no exit was recorded (the executor restarted while the build ran)"),
+                format!(
+                    "process {pid} is gone and no exit was recorded (the executor restarted while the build ran)"
+                ),
             ),
         };
         build.finish(status);
@@ -184,9 +192,11 @@ impl Inner {
 
     /// The status of build `id`.
     pub(crate) async fn status(self: &Arc<Self>, id: BuildId) -> Result<BuildStatus, Error> {
-        let build = self
-            .lookup(id)
-            .ok_or_else(|| Error::build_not_found(id).with_executor(SCHEME).with_operation("status"))?;
+        let build = self.lookup(id).ok_or_else(|| {
+            Error::build_not_found(id)
+                .with_executor(SCHEME)
+                .with_operation("status")
+        })?;
         self.refresh(&build).await;
         let r = build.snapshot();
         Ok(match (r.status, r.pid) {
@@ -196,14 +206,12 @@ impl Inner {
         })
     }
 
-    /// Arms a task that stops `build` for `reason` at `at` (the executor's backstop, or a
-    /// `start_timer` timer when `user`).
+    /// Arms the executor's backstop: a task that stops `build` for `reason` at `at`.
     pub(crate) fn arm_deadline(
         self: &Arc<Self>,
         build: &Arc<Build>,
         at: chrono::DateTime<Utc>,
         reason: StopReason,
-        user: bool,
     ) {
         let delay = (at - Utc::now()).to_std().unwrap_or_default();
         let (inner, b) = (self.clone(), build.clone());
@@ -214,29 +222,7 @@ impl Inner {
                 tracing::warn!(build_id = %b.id, error = %e, "cannot stop a build past its deadline");
             }
         });
-        if user {
-            build.set_user_timer(task.abort_handle());
-        } else {
-            build.add_timer(task.abort_handle());
-        }
-    }
-
-    /// `start_timer`: stops the build with `TimedOut` once it runs past
-    /// `startTime + timeout + timeoutGrace`. Only `RUNNING` arms a timer; a timer already
-    /// armed is kept (as upstream). Unknown builds are ignored (timers never fail upstream).
-    pub(crate) fn start_timer(self: &Arc<Self>, t: &TimerConfig) {
-        if t.build_status != ApiBuildStatus::Running {
-            return;
-        }
-        let Some(build) = self.lookup(t.build_id) else {
-            return;
-        };
-        if build.is_finished() || build.has_user_timer() {
-            return;
-        }
-        let timeout = chrono::Duration::minutes(i64::from(self.settings.timeout.minutes(&t.annotations)));
-        let grace = chrono::Duration::from_std(self.settings.timeout_grace).unwrap_or_default();
-        self.arm_deadline(&build, t.start_time + timeout + grace, StopReason::TimedOut, true);
+        build.add_timer(task.abort_handle());
     }
 }
 
@@ -283,17 +269,5 @@ impl Executor for ProcessExecutor {
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
         let inner = &self.inner;
         inner.requests.track(inner.gc(dry_run)).await
-    }
-
-    async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
-        self.inner.start_timer(timer);
-        Ok(())
-    }
-
-    async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
-        if let Some(b) = self.inner.builds.lock().get(&build.build_id) {
-            b.clear_user_timer();
-        }
-        Ok(())
     }
 }

@@ -39,12 +39,12 @@ impl Inner {
                 continue;
             }
             if let Some(build) = self.lookup(id) {
-                if !build.is_finished() {
-                    if let Err(e) = self.terminate(&build, StopReason::Expired).await {
-                        // Never delete the files of a process we could not stop.
-                        first_error.get_or_insert(e);
-                        continue;
-                    }
+                if !build.is_finished()
+                    && let Err(e) = self.terminate(&build, StopReason::Expired).await
+                {
+                    // Never delete the files of a process we could not stop.
+                    first_error.get_or_insert(e);
+                    continue;
                 }
                 let mut map = self.builds.lock();
                 if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &build)) {
@@ -55,15 +55,20 @@ impl Inner {
                 Ok(()) => tracing::info!(build_id = %id, "gc removed an expired build"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    first_error.get_or_insert(error::io("gc", "cannot remove build directory", &paths.dir, e));
+                    first_error.get_or_insert(error::io(
+                        "gc",
+                        "cannot remove build directory",
+                        &paths.dir,
+                        e,
+                    ));
                 }
             }
         }
         // Finished builds whose directory someone else removed.
         if !dry_run {
-            self.builds
-                .lock()
-                .retain(|_, b| !(b.is_finished() && b.snapshot().expires_at < now && !b.paths.dir.exists()));
+            self.builds.lock().retain(|_, b| {
+                !(b.is_finished() && b.snapshot().expires_at < now && !b.paths.dir.exists())
+            });
         }
         match first_error {
             Some(e) => Err(e),
@@ -75,7 +80,9 @@ impl Inner {
     /// it and writing the state): its modification time plus the longest timeout and the
     /// buffer. Undatable directories are never expired.
     fn undated_expiry(&self, paths: &BuildPaths) -> Option<DateTime<Utc>> {
-        let modified = std::fs::metadata(&paths.dir).and_then(|m| m.modified()).ok()?;
+        let modified = std::fs::metadata(&paths.dir)
+            .and_then(|m| m.modified())
+            .ok()?;
         let minutes = self.settings.timeout.max_minutes + TOKEN_BUFFER_MINUTES;
         Some(DateTime::<Utc>::from(modified) + chrono::Duration::minutes(i64::from(minutes)))
     }
@@ -90,12 +97,85 @@ impl Inner {
             .filter(|b| b.owned && !b.is_finished())
             .cloned()
             .collect();
-        let stops = running.iter().map(|b| self.terminate(b, StopReason::Canceled));
+        let stops = running
+            .iter()
+            .map(|b| self.terminate(b, StopReason::Canceled));
         let results = futures::future::join_all(stops).await;
         let gc = self.gc(false).await;
         for r in results {
             r?;
         }
         gc.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use executor_base::{ErrorKind, Executor, ExecutorExt, Phase};
+
+    use crate::testutil::{self, config};
+
+    #[tokio::test]
+    async fn gc_stops_and_removes_expired_builds_only() {
+        let tools = testutil::job_tools("[ \"$SD_BUILD_ID\" = 3 ] && exit 0\nexec sleep 3600");
+        let state = tempfile::tempdir().unwrap();
+        let exec = testutil::executor(tools.path(), state.path()).await;
+        let (running, fresh, done) = (config(1), config(2), config(3));
+        for b in [&running, &fresh, &done] {
+            exec.start(b).await.unwrap();
+        }
+        exec.wait_until_finished(
+            &done.to_stop(),
+            Duration::from_millis(20),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        let pid = exec.pid(running.build_id).unwrap();
+        let past = Utc::now() - chrono::Duration::minutes(1);
+        for b in [&running, &done] {
+            exec.inner
+                .lookup(b.build_id)
+                .unwrap()
+                .update(|r| r.expires_at = past);
+        }
+        std::fs::create_dir(state.path().join("builds").join("not-a-build")).unwrap();
+
+        let report = exec.gc(true).await.unwrap();
+        assert!(report.dry_run);
+        assert_eq!(report.expired, ["build/1", "build/3"]);
+        assert_eq!(
+            exec.status(&running.to_stop()).await.unwrap().phase,
+            Phase::Running
+        );
+        assert!(exec.builds_dir().join("3").exists());
+
+        let report = exec.gc(false).await.unwrap();
+        assert_eq!(report.expired, ["build/1", "build/3"]);
+        assert!(!crate::os::is_alive(pid, None));
+        for b in [&running, &done] {
+            assert!(!exec.builds_dir().join(b.build_id.to_string()).exists());
+            assert_eq!(
+                exec.status(&b.to_stop()).await.unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+        }
+        assert_eq!(
+            exec.status(&fresh.to_stop()).await.unwrap().phase,
+            Phase::Running
+        );
+        assert!(
+            exec.builds_dir().join("not-a-build").exists(),
+            "gc only touches build directories"
+        );
+        assert!(exec.gc(false).await.unwrap().expired.is_empty());
+        exec.cleanup().await.unwrap();
+        assert_eq!(
+            exec.status(&fresh.to_stop()).await.unwrap().phase,
+            Phase::Canceled
+        );
     }
 }

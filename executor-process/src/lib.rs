@@ -32,8 +32,9 @@
 //!   killed when the executor is dropped: a server restart does not cancel them.
 //! * **Timeouts**: the executor kills a build still running `timeoutGraceMs` (default 1
 //!   minute, upstream's "1 min more than the launcher") after its timeout, so `launch`
-//!   can run its own timeout handling first; `start_timer` arms the same kind of timer
-//!   from the API's `startTime`.
+//!   can run its own timeout handling first. This backstop is persisted with the build, so
+//!   a restart loses no timeout. `start_timer`/`stop_timer` are the trait's no-ops: wrap
+//!   the executor in `executor_base::timer::TimedExecutor` for the API-driven timers.
 //! * **gc / cleanup**: builds past start + timeout + 30 minutes are stopped and their
 //!   directories removed; `cleanup` also stops every build this instance started.
 //!
@@ -84,11 +85,13 @@ mod record;
 mod requests;
 mod spawn;
 mod stop;
+#[cfg(test)]
+mod testutil;
 
 pub use builder::{OPTIONS, ProcessExecutorBuilder};
 pub use config::{
-    DEFAULT_PASS_ENV, DEFAULT_STOP_GRACE_MS, DEFAULT_TIMEOUT_GRACE_MS, ENV_JOB_TOOLS, ENV_STATE_DIR, ProcessConfig,
-    default_job_tools, default_state_dir,
+    DEFAULT_PASS_ENV, DEFAULT_STOP_GRACE_MS, DEFAULT_TIMEOUT_GRACE_MS, ENV_JOB_TOOLS,
+    ENV_STATE_DIR, ProcessConfig, default_job_tools, default_state_dir,
 };
 pub use executor::ProcessExecutor;
 pub use reaper::LAUNCH_EXIT_TIMEOUT;

@@ -38,6 +38,16 @@ impl OomProbe {
         })
     }
 
+    /// A probe on an arbitrary `memory.events` file (tests).
+    #[cfg(test)]
+    pub(crate) fn on_file(events: PathBuf, before: u64) -> Self {
+        Self {
+            cgroup: "/test".into(),
+            events,
+            before,
+        }
+    }
+
     /// If the counter rose since the probe was taken: the evidence to report.
     pub(crate) fn fired(&self) -> Option<String> {
         let after = read_oom_kills(&self.events)?;
@@ -76,7 +86,10 @@ mod tests {
 
     #[test]
     fn finds_the_unified_hierarchy() {
-        assert_eq!(unified_path("0::/user.slice/sdx\n"), Some("/user.slice/sdx"));
+        assert_eq!(
+            unified_path("0::/user.slice/sdx\n"),
+            Some("/user.slice/sdx")
+        );
         assert_eq!(unified_path("12:memory:/x\n0::/\n"), Some("/"));
         assert_eq!(unified_path("12:memory:/x\n"), None);
     }

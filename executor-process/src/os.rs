@@ -25,7 +25,10 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) -> Result<bool, Errno> {
 /// `pid` as a nix `Pid`, refusing values that would address more than one process
 /// (0 is "my group", negative values are groups, 1 is init).
 fn to_pid(pid: u32) -> Option<Pid> {
-    i32::try_from(pid).ok().filter(|p| *p > 1).map(Pid::from_raw)
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .map(Pid::from_raw)
 }
 
 /// The start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), which
@@ -107,7 +110,10 @@ mod tests {
         let start = proc_start_time(me);
         assert!(is_alive(me, start));
         if let Some(t) = start {
-            assert!(!is_alive(me, Some(t + 1)), "a different start time means a reused pid");
+            assert!(
+                !is_alive(me, Some(t + 1)),
+                "a different start time means a reused pid"
+            );
         }
     }
 

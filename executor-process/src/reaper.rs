@@ -17,7 +17,12 @@ use crate::record::Build;
 pub const LAUNCH_EXIT_TIMEOUT: i32 = 3;
 
 /// Waits for `child` and records how it ended.
-pub(crate) async fn reap(inner: Arc<Inner>, build: Arc<Build>, mut child: Child, oom: Option<OomProbe>) {
+pub(crate) async fn reap(
+    inner: Arc<Inner>,
+    build: Arc<Build>,
+    mut child: Child,
+    oom: Option<OomProbe>,
+) {
     let waited = child.wait().await;
     let pid = build.snapshot().pid.unwrap_or(0);
     // The build is over when `launch` is: anything it left behind in its group goes too.
@@ -30,7 +35,9 @@ pub(crate) async fn reap(inner: Arc<Inner>, build: Arc<Build>, mut child: Child,
     let status = match (r.stop, waited) {
         (Some(reason), _) => r.stopped_status(reason),
         (None, Ok(exit)) => classify(exit, oom.as_ref()),
-        (None, Err(e)) => BuildStatus::lost(Some(true), format!("cannot wait for process {pid}: {e}")),
+        (None, Err(e)) => {
+            BuildStatus::lost(Some(true), format!("cannot wait for process {pid}: {e}"))
+        }
     };
     tracing::info!(build_id = %build.id, pid, %status, "build finished");
     if build.finish(status.clone()) {
@@ -44,7 +51,9 @@ pub(crate) fn classify(exit: ExitStatus, oom: Option<&OomProbe>) -> BuildStatus 
         return match code {
             0 => BuildStatus::succeeded(),
             LAUNCH_EXIT_TIMEOUT => {
-                let mut s = BuildStatus::timed_out("launch reported that the build ran past its timeout (exit code 3)");
+                let mut s = BuildStatus::timed_out(
+                    "launch reported that the build ran past its timeout (exit code 3)",
+                );
                 s.exit_code = Some(code);
                 s
             }
@@ -52,7 +61,9 @@ pub(crate) fn classify(exit: ExitStatus, oom: Option<&OomProbe>) -> BuildStatus 
                 let mut s = BuildStatus::exited(code);
                 s.message = match code {
                     1 => "launch exited with code 1: a step failed".to_string(),
-                    2 => "launch exited with code 2: usage or API error (see build.log)".to_string(),
+                    2 => {
+                        "launch exited with code 2: usage or API error (see build.log)".to_string()
+                    }
                     _ => format!("launch exited with code {code}"),
                 };
                 s
@@ -61,12 +72,16 @@ pub(crate) fn classify(exit: ExitStatus, oom: Option<&OomProbe>) -> BuildStatus 
     }
     let signal = exit.signal().unwrap_or_default();
     let name = os::signal_name(signal);
-    if signal == SIGKILL as i32 {
-        if let Some(evidence) = oom.and_then(OomProbe::fired) {
-            return BuildStatus::oom(None, evidence);
-        }
+    if signal == SIGKILL as i32
+        && let Some(evidence) = oom.and_then(OomProbe::fired)
+    {
+        return BuildStatus::oom(None, evidence);
     }
-    let core = if exit.core_dumped() { " (core dumped)" } else { "" };
+    let core = if exit.core_dumped() {
+        " (core dumped)"
+    } else {
+        ""
+    };
     let mut s = BuildStatus::failed(
         FailureReason::NonZeroExit,
         format!("launch was killed by {name}{core}, not sent by the executor"),
@@ -85,7 +100,10 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(classify(ExitStatus::from_raw(0), None), BuildStatus::succeeded());
+        assert_eq!(
+            classify(ExitStatus::from_raw(0), None),
+            BuildStatus::succeeded()
+        );
         let failed = classify(ExitStatus::from_raw(1 << 8), None);
         assert_eq!(failed.phase, Phase::Failed);
         assert_eq!(failed.reason(), Some(FailureReason::NonZeroExit));
@@ -94,7 +112,10 @@ mod tests {
         let timed_out = classify(ExitStatus::from_raw(3 << 8), None);
         assert_eq!(timed_out.phase, Phase::TimedOut);
         assert_eq!(timed_out.exit_code, Some(3));
-        assert_eq!(classify(ExitStatus::from_raw(42 << 8), None).exit_code, Some(42));
+        assert_eq!(
+            classify(ExitStatus::from_raw(42 << 8), None).exit_code,
+            Some(42)
+        );
     }
 
     #[test]
@@ -106,6 +127,32 @@ mod tests {
         assert_eq!(f.evidence.as_deref(), Some("SIGKILL"));
         assert_eq!(f.build_started, Some(true));
         let segv = classify(ExitStatus::from_raw(11 | 0x80), None);
-        assert!(segv.message.contains("SIGSEGV (core dumped)"), "{}", segv.message);
+        assert!(
+            segv.message.contains("SIGSEGV (core dumped)"),
+            "{}",
+            segv.message
+        );
+    }
+
+    #[test]
+    fn sigkill_with_an_oom_kill_counted_is_out_of_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("memory.events");
+        std::fs::write(&events, "oom_kill 0\n").unwrap();
+        let probe = OomProbe::on_file(events.clone(), 0);
+        // no rise: just a SIGKILL
+        assert_eq!(
+            classify(ExitStatus::from_raw(9), Some(&probe)).reason(),
+            Some(FailureReason::NonZeroExit)
+        );
+        std::fs::write(&events, "oom_kill 1\n").unwrap();
+        let s = classify(ExitStatus::from_raw(9), Some(&probe));
+        assert_eq!(s.reason(), Some(FailureReason::OutOfMemory));
+        assert!(s.failure.unwrap().evidence.unwrap().contains("oom_kill"));
+        // other signals are never OOM
+        assert_eq!(
+            classify(ExitStatus::from_raw(15), Some(&probe)).reason(),
+            Some(FailureReason::NonZeroExit)
+        );
     }
 }

@@ -103,9 +103,11 @@ impl BuildPaths {
 
     /// Writes `state.json` atomically (temporary file + rename).
     pub(crate) fn save(&self, record: &Record) -> std::io::Result<()> {
-        let tmp = self
-            .dir
-            .join(format!(".state.json.{}.{}", std::process::id(), rand::random::<u32>()));
+        let tmp = self.dir.join(format!(
+            ".state.json.{}.{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let body = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
         let result = std::fs::File::create(&tmp)
             .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_data()))
@@ -121,7 +123,9 @@ impl BuildPaths {
         match std::fs::remove_file(self.token()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %self.token().display(), error = %e, "cannot remove token file"),
+            Err(e) => {
+                tracing::warn!(path = %self.token().display(), error = %e, "cannot remove token file")
+            }
         }
     }
 }
@@ -148,7 +152,6 @@ pub(crate) struct Build {
     record: Mutex<Record>,
     changed: watch::Sender<u64>,
     timers: Mutex<Vec<AbortHandle>>,
-    user_timer: Mutex<Option<AbortHandle>>,
 }
 
 impl Build {
@@ -161,7 +164,6 @@ impl Build {
             record: Mutex::new(record),
             changed: watch::channel(0).0,
             timers: Mutex::new(Vec::new()),
-            user_timer: Mutex::new(None),
         }
     }
 
@@ -245,31 +247,6 @@ impl Build {
         for t in self.timers.lock().drain(..) {
             t.abort();
         }
-        if let Some(t) = self.user_timer.lock().take() {
-            t.abort();
-        }
-    }
-
-    /// Whether a timer set with `start_timer` is armed.
-    pub(crate) fn has_user_timer(&self) -> bool {
-        self.user_timer.lock().is_some()
-    }
-
-    /// Keeps the `start_timer` timer (replacing none: the first one wins, as upstream).
-    pub(crate) fn set_user_timer(&self, timer: AbortHandle) {
-        let mut slot = self.user_timer.lock();
-        if slot.is_some() || self.is_finished() {
-            timer.abort();
-        } else {
-            *slot = Some(timer);
-        }
-    }
-
-    /// Disarms the `start_timer` timer.
-    pub(crate) fn clear_user_timer(&self) {
-        if let Some(t) = self.user_timer.lock().take() {
-            t.abort();
-        }
     }
 
     /// Keeps `timer` to cancel it when the build finishes.
@@ -336,7 +313,10 @@ mod tests {
     #[test]
     fn stopped_status_names_the_reason() {
         let r = record(1);
-        assert_eq!(r.stopped_status(StopReason::Canceled).phase, executor_base::Phase::Canceled);
+        assert_eq!(
+            r.stopped_status(StopReason::Canceled).phase,
+            executor_base::Phase::Canceled
+        );
         let t = r.stopped_status(StopReason::TimedOut);
         assert_eq!(t.phase, executor_base::Phase::TimedOut);
         assert!(t.message.contains("90-minute"));

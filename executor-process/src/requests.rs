@@ -21,7 +21,10 @@ pub(crate) struct Requests {
 
 impl Requests {
     /// Runs `call`, counting it.
-    pub(crate) async fn track<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    pub(crate) async fn track<T>(
+        &self,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         self.total.fetch_add(1, Ordering::Relaxed);
         self.concurrent.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
@@ -32,7 +35,9 @@ impl Requests {
         self.concurrent.fetch_sub(1, Ordering::Relaxed);
         match &result {
             Ok(_) => self.success.fetch_add(1, Ordering::Relaxed),
-            Err(e) if e.kind() == ErrorKind::Timeout => self.timeouts.fetch_add(1, Ordering::Relaxed),
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed)
+            }
             Err(_) => self.failure.fetch_add(1, Ordering::Relaxed),
         };
         result
@@ -65,10 +70,17 @@ mod tests {
     async fn counts_outcomes() {
         let r = Requests::default();
         r.track(async { Ok::<_, Error>(()) }).await.unwrap();
-        r.track(async { Err::<(), _>(Error::new(ErrorKind::NotFound, "x")) }).await.unwrap_err();
-        r.track(async { Err::<(), _>(Error::new(ErrorKind::Timeout, "x")) }).await.unwrap_err();
+        r.track(async { Err::<(), _>(Error::new(ErrorKind::NotFound, "x")) })
+            .await
+            .unwrap_err();
+        r.track(async { Err::<(), _>(Error::new(ErrorKind::Timeout, "x")) })
+            .await
+            .unwrap_err();
         let s = r.snapshot();
-        assert_eq!((s.total, s.success, s.failure, s.timeouts, s.concurrent), (3, 1, 1, 1, 0));
+        assert_eq!(
+            (s.total, s.success, s.failure, s.timeouts, s.concurrent),
+            (3, 1, 1, 1, 0)
+        );
         assert!(s.average_time >= 0.0);
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use chrono::Utc;
 use executor_base::launch::{TOKEN_ENV, expose_token};
 use executor_base::{
-    BuildStatus, Error, ErrorKind, FailureReason, LaunchSpec, StartConfig, TOKEN_BUFFER_MINUTES, TokenDelivery,
+    BuildStatus, Error, ErrorKind, FailureReason, LaunchSpec, StartConfig, TOKEN_BUFFER_MINUTES,
+    TokenDelivery,
 };
 use tokio::process::Command;
 
@@ -84,25 +85,39 @@ impl Inner {
                     map.remove(&id);
                 }
                 drop(map);
-                build.abandon(BuildStatus::failed(FailureReason::StartRefused, e.message(), None));
+                build.abandon(BuildStatus::failed(
+                    FailureReason::StartRefused,
+                    e.message(),
+                    None,
+                ));
                 Err(e)
             }
         }
     }
 
     /// Claims the directory, spawns, and removes the directory again on failure.
-    fn spawn(self: &Arc<Self>, build: &Arc<Build>, cfg: &StartConfig, timeout_minutes: u32) -> Result<(), Error> {
+    fn spawn(
+        self: &Arc<Self>,
+        build: &Arc<Build>,
+        cfg: &StartConfig,
+        timeout_minutes: u32,
+    ) -> Result<(), Error> {
         claim_dir(&build.paths, build.id)?;
         let result = self.spawn_in_dir(build, cfg, timeout_minutes);
-        if result.is_err() {
-            if let Err(e) = std::fs::remove_dir_all(&build.paths.dir) {
-                tracing::warn!(build_id = %build.id, error = %e, "cannot remove the directory of a failed start");
-            }
+        if result.is_err()
+            && let Err(e) = std::fs::remove_dir_all(&build.paths.dir)
+        {
+            tracing::warn!(build_id = %build.id, error = %e, "cannot remove the directory of a failed start");
         }
         result
     }
 
-    fn spawn_in_dir(self: &Arc<Self>, build: &Arc<Build>, cfg: &StartConfig, timeout_minutes: u32) -> Result<(), Error> {
+    fn spawn_in_dir(
+        self: &Arc<Self>,
+        build: &Arc<Build>,
+        cfg: &StartConfig,
+        timeout_minutes: u32,
+    ) -> Result<(), Error> {
         let s = &self.settings;
         let paths = &build.paths;
         let delivery = if s.token_env {
@@ -129,7 +144,10 @@ impl Inner {
             .try_clone()
             .map_err(|e| error::io("start", "cannot share the build log", &log_path, e))?;
 
-        let job_tools = s.job_tools.to_str().expect("validated as UTF-8 by the builder");
+        let job_tools = s
+            .job_tools
+            .to_str()
+            .expect("validated as UTF-8 by the builder");
         let spec = LaunchSpec::new(cfg, job_tools, &s.ecosystem, timeout_minutes);
         let launch = spec.native(&delivery);
         let mut command = Command::new(&launch.entrypoint);
@@ -174,7 +192,12 @@ impl Inner {
                 let mut child = child;
                 let _ = child.wait().await;
             });
-            return Err(error::io("start", "cannot write the state file", &paths.state(), e));
+            return Err(error::io(
+                "start",
+                "cannot write the state file",
+                &paths.state(),
+                e,
+            ));
         }
         build.update(|r| {
             r.pid = Some(pid);
@@ -184,7 +207,7 @@ impl Inner {
         self.counter.started();
         tokio::spawn(reap(self.clone(), build.clone(), child, oom));
         let kill_at = build.snapshot().kill_at;
-        self.arm_deadline(build, kill_at, StopReason::TimedOut, false);
+        self.arm_deadline(build, kill_at, StopReason::TimedOut);
         Ok(())
     }
 }
@@ -214,11 +237,21 @@ fn claim_dir(paths: &BuildPaths, id: executor_base::BuildId) -> Result<(), Error
     match create() {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(error::io("start", "cannot create the build directory", &paths.dir, e)),
+        Err(e) => {
+            return Err(error::io(
+                "start",
+                "cannot create the build directory",
+                &paths.dir,
+                e,
+            ));
+        }
     }
     match paths.load() {
         Some(r) if r.status.is_none() && r.pid.is_some_and(|p| os::is_alive(p, r.proc_start)) => {
-            return Err(already_exists(id, "is already running (started by another executor instance)"));
+            return Err(already_exists(
+                id,
+                "is already running (started by another executor instance)",
+            ));
         }
         None => {
             let young = std::fs::metadata(&paths.dir)
@@ -227,17 +260,33 @@ fn claim_dir(paths: &BuildPaths, id: executor_base::BuildId) -> Result<(), Error
                 .and_then(|t| t.elapsed().ok())
                 .is_none_or(|age| age < CLAIM_WINDOW);
             if young {
-                return Err(already_exists(id, "is being started by another executor instance"));
+                return Err(already_exists(
+                    id,
+                    "is being started by another executor instance",
+                ));
             }
         }
         Some(_) => {}
     }
-    std::fs::remove_dir_all(&paths.dir)
-        .map_err(|e| error::io("start", "cannot remove the previous build directory", &paths.dir, e))?;
+    std::fs::remove_dir_all(&paths.dir).map_err(|e| {
+        error::io(
+            "start",
+            "cannot remove the previous build directory",
+            &paths.dir,
+            e,
+        )
+    })?;
     match create() {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(already_exists(id, "is being started")),
-        Err(e) => Err(error::io("start", "cannot create the build directory", &paths.dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(already_exists(id, "is being started"))
+        }
+        Err(e) => Err(error::io(
+            "start",
+            "cannot create the build directory",
+            &paths.dir,
+            e,
+        )),
     }
 }
 

@@ -28,7 +28,11 @@ impl Inner {
     }
 
     /// Stops `build` for `reason` and waits until its exit is recorded.
-    pub(crate) async fn terminate(self: &Arc<Self>, build: &Arc<Build>, reason: StopReason) -> Result<(), Error> {
+    pub(crate) async fn terminate(
+        self: &Arc<Self>,
+        build: &Arc<Build>,
+        reason: StopReason,
+    ) -> Result<(), Error> {
         self.refresh(build).await;
         if build.request_stop(reason) == StopRequest::Finished {
             build.paths.remove_token();
@@ -58,7 +62,10 @@ impl Inner {
         }
         Err(Error::new(
             ErrorKind::Timeout,
-            format!("build {} (process group {pid}) did not exit after SIGKILL", build.id),
+            format!(
+                "build {} (process group {pid}) did not exit after SIGKILL",
+                build.id
+            ),
         )
         .with_executor(SCHEME)
         .with_operation("stop"))
@@ -77,7 +84,11 @@ impl Inner {
             if now >= deadline {
                 return false;
             }
-            let wake = if build.owned { deadline } else { deadline.min(now + POLL) };
+            let wake = if build.owned {
+                deadline
+            } else {
+                deadline.min(now + POLL)
+            };
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(wake) => {}
@@ -113,9 +124,68 @@ fn signal(build: &Build, pid: u32, sig: Signal) -> Result<(), Error> {
             } else {
                 ErrorKind::Unexpected
             },
-            format!("cannot send {sig} to process group {pid} of build {}: {errno}", build.id),
+            format!(
+                "cannot send {sig} to process group {pid} of build {}: {errno}",
+                build.id
+            ),
         )
         .with_executor(SCHEME)
         .with_operation("stop")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use executor_base::{Executor, ExecutorExt, Phase};
+
+    use crate::record::StopReason;
+    use crate::testutil::{self, config};
+
+    #[tokio::test]
+    async fn backstop_stops_a_build_past_its_timeout_as_timed_out() {
+        let tools = testutil::job_tools("exec sleep 3600");
+        let state = tempfile::tempdir().unwrap();
+        let exec = testutil::executor(tools.path(), state.path()).await;
+        let b = config(4);
+        exec.start(&b).await.unwrap();
+        // Pretend the deadline passed: re-arm the backstop as a restart would.
+        let build = exec.inner.lookup(b.build_id).unwrap();
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        build.update(|r| r.kill_at = past);
+        exec.inner.arm_deadline(&build, past, StopReason::TimedOut);
+        let s = exec
+            .wait_until_finished(
+                &b.to_stop(),
+                Duration::from_millis(20),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.phase, Phase::TimedOut, "{s}");
+        assert!(s.message.contains("90-minute"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn stop_while_starting_waits_for_the_spawn() {
+        let tools = testutil::job_tools("exec sleep 3600");
+        let state = tempfile::tempdir().unwrap();
+        let exec = testutil::executor(tools.path(), state.path()).await;
+        let b = config(5);
+        let stop = b.to_stop();
+        let (started, stopped) = tokio::join!(exec.start(&b), async {
+            tokio::task::yield_now().await;
+            exec.stop(&stop).await
+        });
+        started.unwrap();
+        stopped.unwrap();
+        exec.stop(&stop).await.unwrap();
+        let s = exec
+            .wait_until_finished(&stop, Duration::from_millis(20), Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(matches!(s.phase, Phase::Canceled), "{s}");
     }
 }

@@ -58,7 +58,10 @@ pub struct ApiClient {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 /// Percent-encodes a path segment (everything but RFC 3986 unreserved characters).
@@ -126,8 +129,16 @@ impl ApiClient {
         loop {
             let sent = match (method, body) {
                 ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
-                ("PUT", Some(b)) => self.agent.put(&url).header("Authorization", &auth).send_json(b),
-                ("POST", Some(b)) => self.agent.post(&url).header("Authorization", &auth).send_json(b),
+                ("PUT", Some(b)) => self
+                    .agent
+                    .put(&url)
+                    .header("Authorization", &auth)
+                    .send_json(b),
+                ("POST", Some(b)) => self
+                    .agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .send_json(b),
                 _ => {
                     return Err(ApiError {
                         request,
@@ -193,7 +204,11 @@ impl ApiClient {
     /// `POST /v4/builds/{id}/token` with `{"buildTimeout": minutes}`: the build token.
     pub fn exchange_token(&self, build_timeout_minutes: u64) -> Result<Token, ApiError> {
         let path = format!("{}/token", self.build_path());
-        let v = self.call("POST", &path, Some(&json!({ "buildTimeout": build_timeout_minutes })))?;
+        let v = self.call(
+            "POST",
+            &path,
+            Some(&json!({ "buildTimeout": build_timeout_minutes })),
+        )?;
         match v.get("token").and_then(Value::as_str) {
             Some(t) if !t.trim().is_empty() => Ok(Token::new(t)),
             _ => Err(ApiError {
@@ -224,14 +239,19 @@ impl ApiClient {
     /// `PUT /v4/builds/{id}/steps/{name}` with `{"startTime"}`.
     pub fn step_started(&self, step: &str, at: SystemTime) -> Result<(), ApiError> {
         let path = format!("{}/steps/{}", self.build_path(), encode_segment(step));
-        self.call("PUT", &path, Some(&json!({ "startTime": iso8601(at) }))).map(drop)
+        self.call("PUT", &path, Some(&json!({ "startTime": iso8601(at) })))
+            .map(drop)
     }
 
     /// `PUT /v4/builds/{id}/steps/{name}` with `{"endTime", "code"}`.
     pub fn step_ended(&self, step: &str, at: SystemTime, code: i32) -> Result<(), ApiError> {
         let path = format!("{}/steps/{}", self.build_path(), encode_segment(step));
-        self.call("PUT", &path, Some(&json!({ "endTime": iso8601(at), "code": code })))
-            .map(drop)
+        self.call(
+            "PUT",
+            &path,
+            Some(&json!({ "endTime": iso8601(at), "code": code })),
+        )
+        .map(drop)
     }
 
     /// `POST /v4/builds/{id}/steps/{name}/logs` with `[{"t", "m", "n"}, ...]`.
@@ -241,7 +261,8 @@ impl ApiClient {
             .iter()
             .map(|l| json!({ "t": l.t, "m": l.m, "n": l.n }))
             .collect();
-        self.call("POST", &path, Some(&Value::Array(body))).map(drop)
+        self.call("POST", &path, Some(&Value::Array(body)))
+            .map(drop)
     }
 }
 
@@ -262,12 +283,16 @@ mod tests {
             status: Some(403),
             message: "Build is already running or finished.".into(),
         };
-        assert_eq!(e.to_string(), "PUT /v4/builds/1: HTTP 403: Build is already running or finished.");
+        assert_eq!(
+            e.to_string(),
+            "PUT /v4/builds/1: HTTP 403: Build is already running or finished."
+        );
     }
 
     #[test]
     fn unreachable_api_is_an_error_without_the_token() {
-        let c = ApiClient::new("http://127.0.0.1:9", 1, Token::new("s3cr3t-token")).with_max_retries(1);
+        let c =
+            ApiClient::new("http://127.0.0.1:9", 1, Token::new("s3cr3t-token")).with_max_retries(1);
         let e = c.get_build().unwrap_err();
         assert_eq!(e.status, None);
         assert!(!e.to_string().contains("s3cr3t"));

@@ -101,7 +101,9 @@ fn http_url(flag: &str, v: &str) -> Result<String, UsageError> {
         .or_else(|| v.strip_prefix("https://"))
         .ok_or_else(|| UsageError(format!("{flag}: must be an http(s) URL, got {v:?}")))?;
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(UsageError(format!("{flag}: must be an http(s) URL with a host")));
+        return Err(UsageError(format!(
+            "{flag}: must be an http(s) URL with a host"
+        )));
     }
     if v.starts_with("https://") {
         return Err(UsageError(format!(
@@ -194,15 +196,19 @@ impl Args {
         let build_id = build_id.ok_or_else(|| UsageError("BUILD_ID: is required".into()))?;
         let api_uri = http_url(
             "--api-uri",
-            &api.or_else(|| env("SD_API_URI")).unwrap_or_else(|| "http://localhost:8080".into()),
+            &api.or_else(|| env("SD_API_URI"))
+                .unwrap_or_else(|| "http://localhost:8080".into()),
         )?;
         let store_uri = http_url(
             "--store-uri",
-            &store.or_else(|| env("SD_STORE_URI")).unwrap_or_else(|| "http://localhost:8081".into()),
+            &store
+                .or_else(|| env("SD_STORE_URI"))
+                .unwrap_or_else(|| "http://localhost:8081".into()),
         )?;
         let ui_uri = http_url(
             "--ui-uri",
-            &ui.or_else(|| env("SD_UI_URI")).unwrap_or_else(|| "http://localhost:4200".into()),
+            &ui.or_else(|| env("SD_UI_URI"))
+                .unwrap_or_else(|| "http://localhost:4200".into()),
         )?;
         let build_timeout = match env("SD_BUILD_TIMEOUT_SECS") {
             Some(s) => Duration::from_secs(positive("SD_BUILD_TIMEOUT_SECS", &s)?),
@@ -219,12 +225,16 @@ impl Args {
             store_uri,
             ui_uri,
             build_timeout,
-            token_file: token_file.or_else(|| env("SD_TOKEN_FILE")).map(PathBuf::from),
+            token_file: token_file
+                .or_else(|| env("SD_TOKEN_FILE"))
+                .map(PathBuf::from),
             workspace: workspace
                 .or_else(|| env("SD_WORKSPACE"))
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("workspace")),
-            shell_bin: shell.or_else(|| env("SD_SHELL_BIN")).unwrap_or_else(|| "/bin/sh".into()),
+            shell_bin: shell
+                .or_else(|| env("SD_SHELL_BIN"))
+                .unwrap_or_else(|| "/bin/sh".into()),
             only_fetch_token: only_fetch,
             build_id,
         }))
@@ -270,7 +280,10 @@ mod tests {
         assert_eq!(a.ui_uri, "http://ui.example");
         assert_eq!(a.build_timeout, Duration::from_secs(120));
         assert_eq!(a.timeout_minutes(), 2);
-        assert_eq!(a.token_file.as_deref(), Some(std::path::Path::new("/run/sd/token")));
+        assert_eq!(
+            a.token_file.as_deref(),
+            Some(std::path::Path::new("/run/sd/token"))
+        );
         assert_eq!(a.workspace, PathBuf::from("/tmp/ws"));
         assert_eq!(a.shell_bin, "/bin/bash");
         assert_eq!(a.build_id, 7);
@@ -286,8 +299,13 @@ mod tests {
         assert!(e(&["1", "2"]).starts_with("unexpected argument"));
         assert_eq!(e(&["--bogus", "1"]), "unknown option --bogus");
         assert_eq!(e(&["1", "--api-uri"]), "--api-uri: needs a value");
-        assert!(e(&["--build-timeout", "-3", "1"]).starts_with("--build-timeout: must be a positive integer"));
-        assert!(e(&["--api-uri", "localhost:80", "1"]).starts_with("--api-uri: must be an http(s) URL"));
+        assert!(
+            e(&["--build-timeout", "-3", "1"])
+                .starts_with("--build-timeout: must be a positive integer")
+        );
+        assert!(
+            e(&["--api-uri", "localhost:80", "1"]).starts_with("--api-uri: must be an http(s) URL")
+        );
         assert!(e(&["--api-uri", "https://x", "1"]).contains("without TLS"));
         assert!(e(&["--token", "secret", "1"]).starts_with("--token: not accepted"));
         assert!(!e(&["--token", "secret", "1"]).contains("secret\""));

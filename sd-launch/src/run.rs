@@ -165,7 +165,8 @@ impl Launcher {
         };
         let env = self.environment(&build, api.token(), &workspace);
         let timeout_text = describe(a.build_timeout);
-        let (outcome, message) = self.run_steps(&api, &steps, &workspace, env, deadline, &timeout_text);
+        let (outcome, message) =
+            self.run_steps(&api, &steps, &workspace, env, deadline, &timeout_text);
         let status = match outcome {
             Outcome::Success => "SUCCESS",
             Outcome::Aborted => "ABORTED",
@@ -199,7 +200,9 @@ impl Launcher {
                 outcome = Outcome::Aborted;
                 message = Some(format!("aborted by signal before step {}", step.name));
             }
-            if outcome != Outcome::Success && !(outcome == Outcome::StepFailed && step.is_teardown()) {
+            if outcome != Outcome::Success
+                && !(outcome == Outcome::StepFailed && step.is_teardown())
+            {
                 continue;
             }
             println!("$ {}", step.command);
@@ -257,7 +260,12 @@ impl Launcher {
         std::path::absolute(ws).map_err(|e| format!("workspace {}: {e}", ws.display()))
     }
 
-    fn environment(&self, build: &Value, token: &Token, workspace: &std::path::Path) -> Vec<(String, String)> {
+    fn environment(
+        &self,
+        build: &Value,
+        token: &Token,
+        workspace: &std::path::Path,
+    ) -> Vec<(String, String)> {
         let a = &self.args;
         let mut env: Vec<(String, String)> = vec![
             ("CI".into(), "true".into()),
@@ -269,9 +277,16 @@ impl Launcher {
             ("SD_STORE_URL".into(), format!("{}/v1/", a.store_uri)),
             ("SD_UI_URL".into(), format!("{}/", a.ui_uri)),
             ("SD_ROOT_DIR".into(), workspace.display().to_string()),
-            ("SD_ARTIFACTS_DIR".into(), workspace.join("artifacts").display().to_string()),
+            (
+                "SD_ARTIFACTS_DIR".into(),
+                workspace.join("artifacts").display().to_string(),
+            ),
         ];
-        for (key, var) in [("jobId", "SD_JOB_ID"), ("eventId", "SD_EVENT_ID"), ("pipelineId", "SD_PIPELINE_ID")] {
+        for (key, var) in [
+            ("jobId", "SD_JOB_ID"),
+            ("eventId", "SD_EVENT_ID"),
+            ("pipelineId", "SD_PIPELINE_ID"),
+        ] {
             if let Some(v) = build.get(key).and_then(scalar) {
                 env.push((var.into(), v));
             }
@@ -296,9 +311,13 @@ mod tests {
     fn steps_are_parsed_naming_the_bad_field() {
         let ok = parse_steps(&json!({"steps": [{"name": "a", "command": "true"}]})).unwrap();
         assert_eq!(ok[0].name, "a");
-        assert_eq!(parse_steps(&json!({})).unwrap_err(), "steps: must be an array");
         assert_eq!(
-            parse_steps(&json!({"steps": [{"name": "a", "command": "x"}, {"command": "y"}]})).unwrap_err(),
+            parse_steps(&json!({})).unwrap_err(),
+            "steps: must be an array"
+        );
+        assert_eq!(
+            parse_steps(&json!({"steps": [{"name": "a", "command": "x"}, {"command": "y"}]}))
+                .unwrap_err(),
             "steps[1].name: must be a non-empty string"
         );
         assert_eq!(

@@ -50,11 +50,13 @@ pub fn install() -> Abort {
         return abort;
     }
     let flag = abort.clone();
-    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
-        while let Ok(sig) = set.wait() {
-            flag.trigger(sig as i32);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(sig) = set.wait() {
+                flag.trigger(sig as i32);
+            }
+        });
     if spawned.is_err() {
         let _ = set.thread_unblock();
     }

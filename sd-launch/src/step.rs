@@ -116,7 +116,11 @@ pub fn run_step(ctx: &StepContext<'_>, step: &StepSpec, api: Option<ApiClient>) 
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!("cannot start {} in {}: {e}", ctx.shell, ctx.workspace.display());
+            let msg = format!(
+                "cannot start {} in {}: {e}",
+                ctx.shell,
+                ctx.workspace.display()
+            );
             let _ = notice.send(Msg::Line(format!("launch: {msg}")));
             let _ = notice.send(Msg::Eof);
             let _ = notice.send(Msg::Eof);
@@ -126,8 +130,14 @@ pub fn run_step(ctx: &StepContext<'_>, step: &StepSpec, api: Option<ApiClient>) 
         }
     };
     for (i, pipe) in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .enumerate()
@@ -154,7 +164,10 @@ pub fn run_step(ctx: &StepContext<'_>, step: &StepSpec, api: Option<ApiClient>) 
             Err(_) => break StepEnd::Exited(child.wait().map(code_of).unwrap_or(-1)),
         }
         if let Some(sig) = ctx.abort.signal() {
-            let _ = notice.send(Msg::Line(format!("launch: aborted by signal {sig}, stopping step {}", step.name)));
+            let _ = notice.send(Msg::Line(format!(
+                "launch: aborted by signal {sig}, stopping step {}",
+                step.name
+            )));
             signal_group(&child, Signal::SIGTERM);
             let until = Instant::now() + ABORT_GRACE;
             while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
@@ -208,9 +221,15 @@ mod tests {
         let abort = Abort::new();
         let far = Instant::now() + Duration::from_secs(600);
         let c = ctx(dir.path(), &abort, far);
-        assert_eq!(run_step(&c, &step("echo a; echo b >&2"), None), (StepEnd::Exited(0), 2));
+        assert_eq!(
+            run_step(&c, &step("echo a; echo b >&2"), None),
+            (StepEnd::Exited(0), 2)
+        );
         assert_eq!(run_step(&c, &step("exit 7"), None).0, StepEnd::Exited(7));
-        assert_eq!(run_step(&c, &step("kill -9 $$"), None).0, StepEnd::Exited(137));
+        assert_eq!(
+            run_step(&c, &step("kill -9 $$"), None).0,
+            StepEnd::Exited(137)
+        );
         assert_eq!(StepEnd::Exited(137).code(), 137);
     }
 
@@ -218,7 +237,11 @@ mod tests {
     fn background_process_holding_the_pipe_does_not_hang_the_step() {
         let dir = tempfile::tempdir().unwrap();
         let abort = Abort::new();
-        let c = ctx(dir.path(), &abort, Instant::now() + Duration::from_secs(600));
+        let c = ctx(
+            dir.path(),
+            &abort,
+            Instant::now() + Duration::from_secs(600),
+        );
         let (end, _) = run_step(&c, &step("sleep 30 & echo started"), None);
         assert_eq!(end, StepEnd::Exited(0));
     }
@@ -228,7 +251,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let abort = Abort::new();
         let marker = dir.path().join("survived");
-        let c = ctx(dir.path(), &abort, Instant::now() + Duration::from_millis(300));
+        let c = ctx(
+            dir.path(),
+            &abort,
+            Instant::now() + Duration::from_millis(300),
+        );
         let cmd = format!("(sleep 2; touch {}) & sleep 30", marker.display());
         let (end, lines) = run_step(&c, &step(&cmd), None);
         assert_eq!(end, StepEnd::TimedOut);
@@ -243,7 +270,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let abort = Abort::new();
         abort.trigger(15);
-        let c = ctx(dir.path(), &abort, Instant::now() + Duration::from_secs(600));
+        let c = ctx(
+            dir.path(),
+            &abort,
+            Instant::now() + Duration::from_secs(600),
+        );
         let (end, _) = run_step(&c, &step("sleep 30"), None);
         assert_eq!(end, StepEnd::Aborted(15));
         assert_eq!(end.code(), 143);
@@ -253,7 +284,11 @@ mod tests {
     fn missing_shell_is_a_spawn_failure() {
         let dir = tempfile::tempdir().unwrap();
         let abort = Abort::new();
-        let mut c = ctx(dir.path(), &abort, Instant::now() + Duration::from_secs(600));
+        let mut c = ctx(
+            dir.path(),
+            &abort,
+            Instant::now() + Duration::from_secs(600),
+        );
         c.shell = "/nonexistent/sh";
         let (end, lines) = run_step(&c, &step("true"), None);
         assert!(matches!(end, StepEnd::SpawnFailed(_)), "{end:?}");
@@ -263,8 +298,21 @@ mod tests {
 
     #[test]
     fn teardown_names() {
-        for (n, t) in [("sd-teardown-x", true), ("postteardown-y", true), ("build", false), ("myteardown-", false)] {
-            assert_eq!(StepSpec { name: n.into(), command: String::new() }.is_teardown(), t, "{n}");
+        for (n, t) in [
+            ("sd-teardown-x", true),
+            ("postteardown-y", true),
+            ("build", false),
+            ("myteardown-", false),
+        ] {
+            assert_eq!(
+                StepSpec {
+                    name: n.into(),
+                    command: String::new()
+                }
+                .is_teardown(),
+                t,
+                "{n}"
+            );
         }
     }
 }

@@ -47,7 +47,10 @@ impl Token {
             return Vec::new();
         };
         match claims.get("scope") {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect(),
             Some(serde_json::Value::String(s)) => s.split_whitespace().map(String::from).collect(),
             _ => Vec::new(),
         }
@@ -73,7 +76,8 @@ pub fn read_token(file: Option<&Path>, env_token: Option<String>) -> Result<Toke
     let raw = match file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("--token-file {}: cannot read: {e}", path.display()))?,
-        None => env_token.ok_or_else(|| "no token: pass --token-file, SD_TOKEN_FILE or SD_TOKEN".to_string())?,
+        None => env_token
+            .ok_or_else(|| "no token: pass --token-file, SD_TOKEN_FILE or SD_TOKEN".to_string())?,
     };
     let token = Token::new(raw);
     if token.0.is_empty() {
@@ -99,13 +103,22 @@ mod tests {
 
     #[test]
     fn scopes_from_array_string_or_nothing() {
-        assert_eq!(Token::new(jwt(r#"{"scope":["build","x"]}"#)).scopes(), ["build", "x"]);
-        assert_eq!(Token::new(jwt(r#"{"scope":"temporal user"}"#)).scopes(), ["temporal", "user"]);
+        assert_eq!(
+            Token::new(jwt(r#"{"scope":["build","x"]}"#)).scopes(),
+            ["build", "x"]
+        );
+        assert_eq!(
+            Token::new(jwt(r#"{"scope":"temporal user"}"#)).scopes(),
+            ["temporal", "user"]
+        );
         assert!(Token::new(jwt(r#"{"username":"1"}"#)).scopes().is_empty());
         assert!(Token::new("a.!!!.c").scopes().is_empty());
         assert!(Token::new(jwt("not json")).scopes().is_empty());
         assert!(!Token::new(jwt(r#"{"scope":["build"]}"#)).is_temporal());
-        let padded = format!("e30.{}=.c2ln", URL_SAFE_NO_PAD.encode(r#"{"scope":["temporal"]}x"#));
+        let padded = format!(
+            "e30.{}=.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"scope":["temporal"]}x"#)
+        );
         let _ = Token::new(padded).scopes(); // tolerated, whatever the padding
     }
 
@@ -117,14 +130,30 @@ mod tests {
         let t = read_token(Some(&f), Some("from-env".into())).unwrap();
         assert_eq!(t.expose(), "from-file");
         assert_eq!(format!("{t:?}"), "Token([REDACTED])");
-        assert_eq!(read_token(None, Some(" from-env ".into())).unwrap().expose(), "from-env");
+        assert_eq!(
+            read_token(None, Some(" from-env ".into()))
+                .unwrap()
+                .expose(),
+            "from-env"
+        );
         assert!(read_token(None, None).unwrap_err().starts_with("no token"));
-        assert_eq!(read_token(None, Some("".into())).unwrap_err(), "SD_TOKEN: is empty");
+        assert_eq!(
+            read_token(None, Some("".into())).unwrap_err(),
+            "SD_TOKEN: is empty"
+        );
         let e = read_token(None, Some("sec ret".into())).unwrap_err();
         assert!(!e.contains("sec"), "{e}");
         let missing = dir.path().join("missing");
-        assert!(read_token(Some(&missing), None).unwrap_err().contains("cannot read"));
+        assert!(
+            read_token(Some(&missing), None)
+                .unwrap_err()
+                .contains("cannot read")
+        );
         std::fs::write(&f, "  \n").unwrap();
-        assert!(read_token(Some(&f), None).unwrap_err().ends_with("is empty"));
+        assert!(
+            read_token(Some(&f), None)
+                .unwrap_err()
+                .ends_with("is empty")
+        );
     }
 }

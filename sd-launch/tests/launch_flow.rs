@@ -119,11 +119,18 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
                 body,
             });
             match (method.as_str(), path.as_str()) {
-                ("POST", "/v4/builds/42/token") if st.exchange_status == 200 => {
-                    (200, json!({"token": jwt(json!({"username": "42", "scope": ["build"]}))}))
-                }
-                ("POST", "/v4/builds/42/token") => (st.exchange_status, json!({"message": "Build is already running or finished."})),
-                ("GET", "/v4/builds/42") => (200, json!({"id": 42, "jobId": 7, "environment": {"GREETING": "hi"}, "steps": st.steps})),
+                ("POST", "/v4/builds/42/token") if st.exchange_status == 200 => (
+                    200,
+                    json!({"token": jwt(json!({"username": "42", "scope": ["build"]}))}),
+                ),
+                ("POST", "/v4/builds/42/token") => (
+                    st.exchange_status,
+                    json!({"message": "Build is already running or finished."}),
+                ),
+                ("GET", "/v4/builds/42") => (
+                    200,
+                    json!({"id": 42, "jobId": 7, "environment": {"GREETING": "hi"}, "steps": st.steps}),
+                ),
                 _ => (200, json!({})),
             }
         };
@@ -138,8 +145,14 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
 }
 
 fn args(api: &FakeApi, ws: &std::path::Path, timeout: Duration) -> Args {
-    let Parsed::Run(mut a) = Args::parse(["--api-uri", api.url.as_str(), "--workspace", ws.to_str().unwrap(), "42"]).unwrap()
-    else {
+    let Parsed::Run(mut a) = Args::parse([
+        "--api-uri",
+        api.url.as_str(),
+        "--workspace",
+        ws.to_str().unwrap(),
+        "42",
+    ])
+    .unwrap() else {
         panic!("not a run");
     };
     a.build_timeout = timeout;
@@ -164,7 +177,12 @@ fn successful_build_exchanges_the_token_and_reports_everything() {
     assert_eq!(reqs[0].path, "/v4/builds/42/token");
     assert_eq!(reqs[0].auth, format!("Bearer {temporal}"));
     assert_eq!(reqs[0].body, json!({"buildTimeout": 35}));
-    assert!(reqs[1..].iter().all(|r| r.auth != format!("Bearer {temporal}")), "build token used after the exchange");
+    assert!(
+        reqs[1..]
+            .iter()
+            .all(|r| r.auth != format!("Bearer {temporal}")),
+        "build token used after the exchange"
+    );
     assert_eq!(api.statuses(), ["RUNNING", "SUCCESS"]);
 
     let hello = api.find("PUT", "/v4/builds/42/steps/hello");
@@ -191,11 +209,20 @@ fn failed_step_skips_the_rest_but_runs_teardown() {
         .run();
     assert_eq!(out, Outcome::StepFailed);
     assert_eq!(out.exit_code(), 1);
-    assert!(api.find("POST", "/v4/builds/42/token").is_empty(), "a non-temporal token is used as is");
+    assert!(
+        api.find("POST", "/v4/builds/42/token").is_empty(),
+        "a non-temporal token is used as is"
+    );
     assert_eq!(api.statuses(), ["RUNNING", "FAILURE"]);
     let last = api.find("PUT", "/v4/builds/42").pop().unwrap();
-    assert_eq!(last.body["statusMessage"], "step build failed with exit code 4");
-    assert_eq!(api.find("PUT", "/v4/builds/42/steps/build")[1].body["code"], 4);
+    assert_eq!(
+        last.body["statusMessage"],
+        "step build failed with exit code 4"
+    );
+    assert_eq!(
+        api.find("PUT", "/v4/builds/42/steps/build")[1].body["code"],
+        4
+    );
     assert!(api.find("PUT", "/v4/builds/42/steps/publish").is_empty());
     assert_eq!(api.log_lines("sd-teardown-report"), ["teardown saw 4"]);
 }
@@ -214,11 +241,20 @@ fn timeout_kills_the_step_and_exits_3() {
     assert_eq!(out.exit_code(), 3);
     assert_eq!(api.statuses(), ["RUNNING", "FAILURE"]);
     let last = api.find("PUT", "/v4/builds/42").pop().unwrap();
-    assert_eq!(last.body["statusMessage"], "Build timed out after 1 second (step slow was killed)");
-    assert_eq!(api.find("PUT", "/v4/builds/42/steps/slow")[1].body["code"], 3);
+    assert_eq!(
+        last.body["statusMessage"],
+        "Build timed out after 1 second (step slow was killed)"
+    );
+    assert_eq!(
+        api.find("PUT", "/v4/builds/42/steps/slow")[1].body["code"],
+        3
+    );
     let lines = api.log_lines("slow");
     assert_eq!(lines[0], "start");
-    assert!(lines[1].contains("build timeout of 1 second reached"), "{lines:?}");
+    assert!(
+        lines[1].contains("build timeout of 1 second reached"),
+        "{lines:?}"
+    );
     assert!(api.find("PUT", "/v4/builds/42/steps/after").is_empty());
 }
 
@@ -232,13 +268,20 @@ fn refused_exchange_reports_failure_with_the_temporary_token() {
         .with_env_token(Some(temporal.clone()))
         .run();
     assert_eq!(out, Outcome::UsageOrApiError);
-    assert_eq!(api.find("POST", "/v4/builds/42/token").len(), 1, "a 4xx exchange is never retried");
+    assert_eq!(
+        api.find("POST", "/v4/builds/42/token").len(),
+        1,
+        "a 4xx exchange is never retried"
+    );
     let put = api.find("PUT", "/v4/builds/42");
     assert_eq!(put.len(), 1);
     assert_eq!(put[0].body["status"], "FAILURE");
     assert_eq!(put[0].auth, format!("Bearer {temporal}"));
     let msg = put[0].body["statusMessage"].as_str().unwrap();
-    assert!(msg.contains("HTTP 403") && msg.contains("already running"), "{msg}");
+    assert!(
+        msg.contains("HTTP 403") && msg.contains("already running"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -250,7 +293,10 @@ fn invalid_steps_fail_the_build_naming_the_field() {
         .run();
     assert_eq!(out, Outcome::UsageOrApiError);
     let last = api.find("PUT", "/v4/builds/42").pop().unwrap();
-    assert_eq!(last.body["statusMessage"], "the build's steps are invalid: steps[0].command: must be a string");
+    assert_eq!(
+        last.body["statusMessage"],
+        "the build's steps are invalid: steps[0].command: must be a string"
+    );
 }
 
 #[test]
@@ -272,7 +318,10 @@ fn binary_without_arguments_prints_usage_and_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("BUILD_ID: is required") && err.contains("usage: launch"), "{err}");
+    assert!(
+        err.contains("BUILD_ID: is required") && err.contains("usage: launch"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -283,13 +332,31 @@ fn binary_only_fetch_token_prints_the_build_token() {
     std::fs::write(&file, jwt(json!({"username": "42", "scope": ["temporal"]}))).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_launch"))
         .env_clear()
-        .args(["--api-uri", &api.url, "--build-timeout", "1", "--only-fetch-token", "--token-file"])
+        .args([
+            "--api-uri",
+            &api.url,
+            "--build-timeout",
+            "1",
+            "--only-fetch-token",
+            "--token-file",
+        ])
         .arg(&file)
         .arg("42")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(printed.trim(), jwt(json!({"username": "42", "scope": ["build"]})));
-    assert_eq!(api.find("POST", "/v4/builds/42/token")[0].body, json!({"buildTimeout": 31}));
+    assert_eq!(
+        printed.trim(),
+        jwt(json!({"username": "42", "scope": ["build"]}))
+    );
+    assert_eq!(
+        api.find("POST", "/v4/builds/42/token")[0].body,
+        json!({"buildTimeout": 31})
+    );
 }

@@ -25,8 +25,11 @@ const RETAIN: chrono::TimeDelta = chrono::TimeDelta::days(1);
 /// for a day. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub struct TimedOutBuilds {
-    marks: Arc<Mutex<HashMap<BuildId, (u32, DateTime<Utc>)>>>,
+    marks: Arc<Mutex<HashMap<BuildId, Mark>>>,
 }
+
+/// Timeout minutes, when recorded.
+type Mark = (u32, DateTime<Utc>);
 
 impl TimedOutBuilds {
     /// An empty set.

@@ -72,8 +72,11 @@ pub trait TimerStore: Debug + Send + Sync {
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryTimerStore {
-    deadlines: Mutex<HashMap<BuildId, (JobId, DateTime<Utc>, u32)>>,
+    deadlines: Mutex<HashMap<BuildId, Entry>>,
 }
+
+/// Job, deadline, timeout minutes.
+type Entry = (JobId, DateTime<Utc>, u32);
 
 impl MemoryTimerStore {
     /// An empty store.

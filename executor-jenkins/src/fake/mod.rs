@@ -368,6 +368,23 @@ impl FakeJenkins {
             .insert(job.to_string(), State::new_job(config_xml.to_string()));
     }
 
+    /// Replaces a job's description (as a Jenkins user editing it would); `false` if
+    /// there is no such job.
+    pub fn set_description(&self, job: &str, description: &str) -> bool {
+        match self.state.lock().jobs.get_mut(job) {
+            Some(j) => {
+                j.description = description.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A job's description.
+    pub fn description(&self, job: &str) -> Option<String> {
+        self.state.lock().jobs.get(job).map(|j| j.description.clone())
+    }
+
     /// The names of all jobs.
     pub fn job_names(&self) -> Vec<String> {
         self.state.lock().jobs.keys().cloned().collect()

@@ -84,7 +84,9 @@ fn verb_of(method: &Method, path: &str, query: Option<&str>) -> Option<(String, 
 
 async fn faults_and_counts(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     if let Some((verb, kind)) = verb_of(req.method(), req.uri().path(), req.uri().query()) {
-        *s.counts.lock().entry(format!("{verb} {kind}")).or_default() += 1;
+        let key = format!("{verb} {kind}");
+        s.log.lock().push(key.clone());
+        *s.counts.lock().entry(key).or_default() += 1;
         let fault = {
             let mut faults = s.faults.lock();
             let hit = faults.iter_mut().find(|f| {
@@ -119,19 +121,23 @@ async fn version() -> Response {
     )
 }
 
-fn kind_of(kind: &str) -> Result<Kind, Response> {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(&self, None)
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn kind_of(kind: &str) -> Result<Kind, ApiError> {
     Kind::from_path(kind).ok_or_else(|| {
-        error_response(
-            &ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({kind})")),
-            None,
-        )
+        ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({kind})"))
     })
 }
 
-fn selector(q: &HashMap<String, String>) -> Result<Selector, Response> {
-    Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(|e| {
-        error_response(&ApiError::new(400, "BadRequest", format!("labelSelector: {e}")), None)
-    })
+fn selector(q: &HashMap<String, String>) -> Result<Selector, ApiError> {
+    Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::new(400, "BadRequest", format!("labelSelector: {e}")))
 }
 
 fn wants_metadata(headers: &HeaderMap) -> bool {
@@ -160,15 +166,9 @@ async fn list_or_watch(
     Path((ns, kind)): Path<(String, String)>,
     headers: HeaderMap,
     Query(q): Q,
-) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let sel = match selector(&q) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let kind = kind_of(&kind)?;
+    let sel = selector(&q)?;
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch(s, kind, ns, sel, &q);
     }
@@ -176,7 +176,7 @@ async fn list_or_watch(
         let st = s.store.lock();
         (st.list(kind, &ns, &sel), st.rv())
     };
-    json_response(200, &list_body(kind, items, rv, wants_metadata(&headers)))
+    Ok(json_response(200, &list_body(kind, items, rv, wants_metadata(&headers))))
 }
 
 fn event_line(event: &str, object: &Value) -> Bytes {
@@ -185,18 +185,14 @@ fn event_line(event: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<String, String>) -> Response {
+fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<String, String>) -> Answer {
     let rv = q
         .get("resourceVersion")
         .filter(|v| !v.is_empty())
         .map(|v| v.parse::<u64>());
-    let rv = match rv {
-        Some(Err(_)) => {
-            return error_response(&ApiError::new(400, "BadRequest", "resourceVersion: not a number"), None);
-        }
-        Some(Ok(v)) => Some(v),
-        None => None,
-    };
+    let rv = rv
+        .transpose()
+        .map_err(|_| ApiError::new(400, "BadRequest", "resourceVersion: not a number"))?;
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let timeout = Duration::from_secs(
         q.get("timeoutSeconds")
@@ -276,45 +272,30 @@ fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<Stri
     let mut r = Response::new(body);
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    Ok(r)
 }
 
-fn parse_body(body: &Bytes) -> Result<Option<Value>, Response> {
+fn parse_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     serde_json::from_slice(body)
         .map(Some)
-        .map_err(|e| error_response(&ApiError::new(400, "BadRequest", format!("invalid JSON body: {e}")), None))
+        .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid JSON body: {e}")))
 }
 
-async fn create(State(s): State<Arc<Shared>>, Path((ns, kind)): Path<(String, String)>, body: Bytes) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let obj = match parse_body(&body) {
-        Ok(Some(v)) => v,
-        Ok(None) => return error_response(&ApiError::new(400, "BadRequest", "empty body"), None),
-        Err(r) => return r,
-    };
-    let result = s.store.lock().create(kind, &ns, obj);
-    match result {
-        Ok(o) => json_response(201, &o),
-        Err(e) => error_response(&e, None),
-    }
+async fn create(State(s): State<Arc<Shared>>, Path((ns, kind)): Path<(String, String)>, body: Bytes) -> Answer {
+    let kind = kind_of(&kind)?;
+    let obj = parse_body(&body)?.ok_or_else(|| ApiError::new(400, "BadRequest", "empty body"))?;
+    let created = s.store.lock().create(kind, &ns, obj)?;
+    Ok(json_response(201, &created))
 }
 
-async fn get_one(State(s): State<Arc<Shared>>, Path((ns, kind, name)): Path<(String, String, String)>) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+async fn get_one(State(s): State<Arc<Shared>>, Path((ns, kind, name)): Path<(String, String, String)>) -> Answer {
+    let kind = kind_of(&kind)?;
     let obj = s.store.lock().get(kind, &ns, &name).cloned();
-    match obj {
-        Some(o) => json_response(200, &o),
-        None => error_response(&super::store::not_found(kind, &name), None),
-    }
+    let obj = obj.ok_or_else(|| super::store::not_found(kind, &name))?;
+    Ok(json_response(200, &obj))
 }
 
 /// The grace period of a delete: query parameter or `DeleteOptions` body.
@@ -329,26 +310,17 @@ async fn delete_one(
     Path((ns, kind, name)): Path<(String, String, String)>,
     Query(q): Q,
     body: Bytes,
-) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let opts = match parse_body(&body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let kind = kind_of(&kind)?;
+    let opts = parse_body(&body)?;
     s.deletions.lock().push(DeleteRecord {
         verb: "delete".into(),
         resource: kind.path().into(),
         target: name.clone(),
         grace_period_seconds: grace(&q, &opts),
     });
-    let result = s.store.lock().delete(kind, &ns, &name);
-    match result {
-        Ok(o) => json_response(200, &o),
-        Err(e) => error_response(&e, None),
-    }
+    let deleted = s.store.lock().delete(kind, &ns, &name)?;
+    Ok(json_response(200, &deleted))
 }
 
 async fn delete_collection(
@@ -356,19 +328,10 @@ async fn delete_collection(
     Path((ns, kind)): Path<(String, String)>,
     Query(q): Q,
     body: Bytes,
-) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let sel = match selector(&q) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let opts = match parse_body(&body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let kind = kind_of(&kind)?;
+    let sel = selector(&q)?;
+    let opts = parse_body(&body)?;
     s.deletions.lock().push(DeleteRecord {
         verb: "deletecollection".into(),
         resource: kind.path().into(),
@@ -380,7 +343,7 @@ async fn delete_collection(
         let items = st.delete_collection(kind, &ns, &sel);
         (items, st.rv())
     };
-    json_response(200, &list_body(kind, items, rv, false))
+    Ok(json_response(200, &list_body(kind, items, rv, false)))
 }
 
 async fn patch_one(
@@ -388,29 +351,20 @@ async fn patch_one(
     Path((ns, kind, name)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let kind = kind_of(&kind)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if !(ct.starts_with("application/merge-patch+json") || ct.starts_with("application/strategic-merge-patch+json")) {
-        return error_response(
-            &ApiError::new(415, "UnsupportedMediaType", format!("the fake supports merge patches only, not {ct:?}")),
-            None,
-        );
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the fake supports merge patches only, not {ct:?}"),
+        ));
     }
-    let patch = match parse_body(&body) {
-        Ok(Some(p)) => p,
-        Ok(None) => return error_response(&ApiError::new(400, "BadRequest", "empty patch"), None),
-        Err(r) => return r,
-    };
-    let result = s.store.lock().patch(kind, &ns, &name, &patch);
-    match result {
-        Ok(o) => json_response(200, &o),
-        Err(e) => error_response(&e, None),
-    }
+    let patch = parse_body(&body)?.ok_or_else(|| ApiError::new(400, "BadRequest", "empty patch"))?;
+    let patched = s.store.lock().patch(kind, &ns, &name, &patch)?;
+    Ok(json_response(200, &patched))
 }

@@ -101,6 +101,7 @@ pub struct DeleteRecord {
 pub(crate) struct Shared {
     pub(crate) store: Mutex<store::Store>,
     pub(crate) counts: Mutex<BTreeMap<String, u64>>,
+    pub(crate) log: Mutex<Vec<String>>,
     pub(crate) faults: Mutex<Vec<FaultState>>,
     pub(crate) deletions: Mutex<Vec<DeleteRecord>>,
     pub(crate) disconnect: watch::Sender<u64>,
@@ -150,6 +151,7 @@ impl FakeApiServer {
         let shared = Arc::new(Shared {
             store: Mutex::new(store::Store::new(history)),
             counts: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             deletions: Mutex::new(Vec::new()),
             disconnect: watch::channel(0).0,
@@ -227,9 +229,15 @@ impl FakeApiServer {
         self.shared.counts.lock().values().sum()
     }
 
-    /// Zeroes the request counters.
+    /// Every request so far, in order, as `"<verb> <resource>"`.
+    pub fn request_log(&self) -> Vec<String> {
+        self.shared.log.lock().clone()
+    }
+
+    /// Zeroes the request counters and the log.
     pub fn reset_requests(&self) {
         self.shared.counts.lock().clear();
+        self.shared.log.lock().clear();
     }
 
     /// Every delete request so far.

@@ -1,0 +1,117 @@
+//! Property tests of the packet decoder: arbitrary bytes never panic, every packet the
+//! encoder writes decodes back, and how the input is split into reads does not matter.
+
+use bytes::{Bytes, BytesMut};
+use executor_gearman::codec::{CodecError, PacketCodec};
+use executor_gearman::packet::{Magic, Packet, PacketType};
+use proptest::prelude::*;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Decodes everything in `buf`; stops at the first error (the stream is then unusable).
+fn decode_all(codec: &mut PacketCodec, buf: &mut BytesMut) -> Result<Vec<Packet>, CodecError> {
+    let mut out = Vec::new();
+    while let Some(p) = codec.decode(buf)? {
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn arb_packet() -> impl Strategy<Value = Packet> {
+    let kind = proptest::sample::select(PacketType::ALL.to_vec());
+    (kind, any::<bool>(), proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 8)).prop_map(
+        |(kind, req, raw)| {
+            let n = kind.arg_count();
+            let args: Vec<Bytes> = raw
+                .into_iter()
+                .take(n)
+                .enumerate()
+                .map(|(i, mut a)| {
+                    let last = i + 1 == n;
+                    if !last {
+                        a.retain(|b| *b != 0); // separators cannot appear inside
+                    } else if !kind.data_last() {
+                        // String arguments lose trailing NULs on decode.
+                        while a.last() == Some(&0) {
+                            a.pop();
+                        }
+                    }
+                    Bytes::from(a)
+                })
+                .collect();
+            Packet::new(if req { Magic::Req } else { Magic::Res }, kind, args)
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512), max in 0usize..256) {
+        let mut codec = PacketCodec::new(max);
+        let mut buf = BytesMut::from(&data[..]);
+        let _ = decode_all(&mut codec, &mut buf);
+    }
+
+    #[test]
+    fn valid_headers_with_arbitrary_bodies_never_panic(
+        type_num in 0u32..50, body in proptest::collection::vec(any::<u8>(), 0..200), res in any::<bool>()
+    ) {
+        let mut buf = BytesMut::from(if res { &b"\0RES"[..] } else { &b"\0REQ"[..] });
+        buf.extend_from_slice(&type_num.to_be_bytes());
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&body);
+        match PacketCodec::default().decode(&mut buf) {
+            Ok(Some(p)) => prop_assert_eq!(p.args.len(), p.kind.arg_count()),
+            Ok(None) => prop_assert!(false, "a complete frame must decode or fail"),
+            Err(CodecError::UnknownType(n)) => prop_assert!(PacketType::from_u32(n).is_none()),
+            Err(CodecError::Malformed { .. }) => {}
+            Err(e) => prop_assert!(false, "unexpected error {}", e),
+        }
+    }
+
+    #[test]
+    fn encoded_packets_decode_back(packets in proptest::collection::vec(arb_packet(), 1..8)) {
+        let mut codec = PacketCodec::default();
+        let mut buf = BytesMut::new();
+        for p in &packets {
+            codec.encode(p.clone(), &mut buf).unwrap();
+        }
+        let back = decode_all(&mut codec, &mut buf).unwrap();
+        prop_assert_eq!(back, packets);
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn read_boundaries_do_not_matter(packets in proptest::collection::vec(arb_packet(), 1..6), cuts in proptest::collection::vec(1usize..30, 0..40)) {
+        let mut codec = PacketCodec::default();
+        let mut wire = BytesMut::new();
+        for p in &packets {
+            codec.encode(p.clone(), &mut wire).unwrap();
+        }
+        let wire = wire.freeze();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for c in cuts.iter().copied().chain(std::iter::repeat(7)) {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + c).min(wire.len());
+            buf.extend_from_slice(&wire[at..end]);
+            at = end;
+            got.extend(decode_all(&mut codec, &mut buf).unwrap());
+        }
+        prop_assert_eq!(got, packets);
+    }
+
+    #[test]
+    fn garbage_after_a_packet_is_an_error_not_a_panic(p in arb_packet(), junk in proptest::collection::vec(1u8..=255, 1..20)) {
+        let mut codec = PacketCodec::default();
+        let mut buf = BytesMut::new();
+        codec.encode(p.clone(), &mut buf).unwrap();
+        buf.extend_from_slice(&junk);
+        prop_assert_eq!(codec.decode(&mut buf).unwrap(), Some(p));
+        prop_assert!(matches!(codec.decode(&mut buf), Err(CodecError::BadMagic(_))));
+    }
+}

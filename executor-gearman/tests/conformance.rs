@@ -1,0 +1,44 @@
+//! The executor-base conformance suite, run against the Gearman executor dispatching to
+//! a launcher worker (wrapping the FakeExecutor) through the real gearmand.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use executor_base::Executor;
+use executor_base::testkit::conformance::{ConformanceConfig, LoseBuild, conformance};
+use executor_base::testkit::fake::{FakeExecutor, Script};
+use futures::FutureExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gearman_executor_conforms() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("conformance");
+    let fake = FakeExecutor::new();
+    fake.set_default_script(Script::run_until_stopped());
+    let worker = RunningWorker::start(&job, fake.clone(), |c| c.max_builds = 128).await;
+    // The build vanishes from the launcher's engine: the launcher reports LOST.
+    let lost_fake = fake.clone();
+    let lose: LoseBuild = Arc::new(move |id| {
+        let f = lost_fake.clone();
+        async move { f.lose(id).expect("the fake knows the build") }.boxed()
+    });
+    let cfg = ConformanceConfig {
+        first_build_id: u64::from(rand::random::<u32>()) * 1000 + 1,
+        lose_build: Some(lose),
+        ..ConformanceConfig::default()
+    };
+    conformance(
+        || {
+            let job = job.clone();
+            async move { Arc::new(executor(&job).await) as Arc<dyn Executor> }
+        },
+        cfg,
+    )
+    .await;
+    assert!(fake.live_builds().is_empty(), "left running: {:?}", fake.live_builds());
+    worker.kill().await;
+}

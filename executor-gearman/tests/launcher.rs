@@ -1,0 +1,433 @@
+//! The Gearman executor driving the launcher worker (wrapping the FakeExecutor) through
+//! the real gearmand: success, failure, stop, a launcher killed mid-build, an unknown
+//! job, a drain, and the launcher's own validation and control functions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use executor_base::testkit::fake::{FakeExecutor, Script};
+use executor_base::{BuildStatus, ErrorKind, Executor, FailureReason, Phase};
+use executor_gearman::zuul::LauncherException;
+use executor_gearman::{ClientOptions, GearmanClient, JobEvent};
+use serde_json::json;
+
+fn fake(script: Script) -> FakeExecutor {
+    let f = FakeExecutor::new();
+    f.set_default_script(script);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_succeeds_and_is_announced() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("succeed");
+    let w = RunningWorker::start(&job, fake(Script::succeed_after(Duration::from_millis(300))), |_| {}).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    let s = exec.status(&b.to_stop()).await.unwrap();
+    assert!(!s.is_terminal(), "{s}");
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
+    let info = exec.build_info(b.build_id).unwrap();
+    assert_eq!(info.manager.as_deref(), Some(w.worker.manager()));
+    assert_eq!(info.name.as_deref(), Some(job.as_str()));
+    assert_eq!(info.function, format!("build:{job}"));
+    assert_eq!(
+        info.url.as_deref(),
+        Some(format!("http://127.0.0.1:4200/pipelines/3/builds/{}", b.build_id).as_str())
+    );
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.phase, Phase::Succeeded, "{s}");
+    assert_eq!(s.exit_code, Some(0));
+    assert_eq!(w.fake.calls().start, 1);
+    let stats = exec.stats();
+    assert_eq!((stats.builds.started, stats.builds.finished), (1, 1));
+    assert!(stats.requests.total >= 2, "admin check and submit are counted: {stats:?}");
+    // The launcher released the build on the engine after reporting it.
+    assert!(w.fake.calls().stop >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_build_is_failed_with_its_reason() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("fail");
+    let f = fake(Script::finish_after(Duration::from_millis(100), BuildStatus::exited(3)));
+    let oom = build(build_id());
+    f.script_for(oom.build_id, Script::oom_exit_zero(Duration::from_millis(100)));
+    let _w = RunningWorker::start(&job, f, |_| {}).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    exec.start(&oom).await.unwrap();
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.phase, Phase::Failed, "{s}");
+    assert_eq!(s.reason(), Some(FailureReason::NonZeroExit));
+    assert_eq!(s.exit_code, Some(3));
+    // An OOM kill with exit code 0 is a failure, never a success.
+    let s = wait_for(&exec, &oom, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.reason(), Some(FailureReason::OutOfMemory), "{s}");
+    assert_eq!(exec.stats().builds.failed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_while_running_cancels_the_build_on_the_launcher() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("stop");
+    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Canceled);
+    wait_on_fake(&w.fake, b.build_id.get(), |s| s.phase == Phase::Canceled, "Canceled").await;
+    exec.stop(&b.to_stop()).await.unwrap(); // idempotent
+    assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Canceled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_killed_mid_build_is_lost_never_success() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("kill");
+    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
+    w.kill().await;
+    // gearmand re-queues the job; with no launcher left, GET_STATUS shows it held by no
+    // worker after its start was announced.
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.phase, Phase::Lost, "{s}");
+    assert_eq!(s.failure.as_ref().unwrap().build_started, Some(true));
+    assert!(s.message.contains("went away mid-build"), "{s}");
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Lost);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_re_queued_to_another_launcher_is_lost_and_that_attempt_stopped() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("requeue");
+    let first = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    // Slow liveness checks, so the second launcher's announcement is what tells.
+    let exec = executor_with(&job, |b| b.with_liveness_interval(Duration::from_secs(3600))).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
+    let second = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    first.kill().await;
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.phase, Phase::Lost, "{s}");
+    assert!(s.message.contains("re-queued"), "{s}");
+    // The second attempt was stopped: the build does not run twice.
+    wait_on_fake(&second.fake, b.build_id.get(), |s| s.phase == Phase::Canceled, "Canceled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_job_is_reported_not_hung() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("nobody");
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    let e = exec.start(&b).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains(&format!("build:{job}")), "{e}");
+    assert_eq!(exec.status(&b.to_stop()).await.unwrap_err().kind(), ErrorKind::NotFound);
+
+    // Without the admin check, the queue timeout fails it and withdraws the job.
+    let exec = executor_with(&job, |b| b.with_check_workers(false).with_queue_timeout(Duration::from_secs(1))).await;
+    exec.start(&b).await.unwrap();
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.reason(), Some(FailureReason::Unschedulable), "{s}");
+    // A launcher that shows up later never runs the withdrawn build.
+    let w = RunningWorker::start(&job, fake(Script::succeed_after(Duration::from_millis(10))), |_| {}).await;
+    let later = build(build_id());
+    exec.start(&later).await.unwrap();
+    wait_for(&exec, &later, |s| s.phase == Phase::Succeeded, "Succeeded").await;
+    assert_eq!(w.fake.calls().start, 1, "only the later build ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_build_is_withdrawn_by_stop() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("queued");
+    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |c| c.max_builds = 1).await;
+    let exec = executor(&job).await;
+    let (running, queued, after) = (build(build_id()), build(build_id()), build(build_id()));
+    exec.start(&running).await.unwrap();
+    wait_for(&exec, &running, |s| s.phase == Phase::Running, "Running").await;
+    exec.start(&queued).await.unwrap();
+    assert_eq!(exec.status(&queued.to_stop()).await.unwrap().phase, Phase::Pending);
+    exec.stop(&queued.to_stop()).await.unwrap();
+    assert_eq!(exec.status(&queued.to_stop()).await.unwrap().phase, Phase::Canceled);
+    exec.start(&after).await.unwrap();
+    exec.stop(&running.to_stop()).await.unwrap();
+    // gearmand's queue is FIFO: had the withdrawn build been handed out, it would run
+    // before `after`.
+    wait_for(&exec, &after, |s| s.phase == Phase::Running, "Running").await;
+    assert_eq!(w.fake.calls().start, 2);
+    exec.stop(&after.to_stop()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_during_a_slow_start_leaves_nothing_running() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("slowstart");
+    let f = fake(Script::run_until_stopped());
+    f.set_latency(Duration::from_millis(300));
+    let w = RunningWorker::start(&job, f, |_| {}).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    exec.stop(&b.to_stop()).await.unwrap();
+    let s = exec.status(&b.to_stop()).await.unwrap();
+    assert_eq!(s.phase, Phase::Canceled, "{s}");
+    // Whether the launcher had grabbed it or not, the fake has no live build.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while !w.fake.live_builds().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "still live: {:?}", w.fake.live_builds());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_the_backend_refuses_is_a_typed_failure() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("refused");
+    let f = fake(Script::run_until_stopped());
+    f.refuse_start(ErrorKind::ImagePull);
+    let _w = RunningWorker::start(&job, f, |_| {}).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.reason(), Some(FailureReason::ImagePull), "{s}");
+    assert_eq!(s.failure.as_ref().unwrap().build_started, Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_zuul_parameters_are_refused_by_name() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("params");
+    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let client = GearmanClient::connect(GEARMAND, ClientOptions::default()).await.unwrap();
+    let args = json!({"ZUUL_UUID": "u-1", "ZUUL_PIPELINE": "gate", "ZUUL_REF": "refs/zuul/x",
+                      "ZUUL_CHANGE": "12", "LOG_PATH": "/abs", "apiUri": "http://127.0.0.1:9"});
+    let submitted = client
+        .submit(&format!("build:{job}"), "u-1", serde_json::to_vec(&args).unwrap().into())
+        .await
+        .unwrap();
+    let (_, end) = submitted.wait().await;
+    let JobEvent::Exception(data) = end else {
+        panic!("expected WORK_EXCEPTION, got {end:?}")
+    };
+    let x = LauncherException::from_data(&data);
+    assert_eq!(x.kind, "invalid");
+    let fields: Vec<&str> = x.fields.iter().map(|f| f.field.as_str()).collect();
+    for f in ["ZUUL_PROJECT", "ZUUL_BRANCH", "ZUUL_PATCHSET", "LOG_PATH", "container", "token"] {
+        assert!(fields.contains(&f), "{f} not named in {fields:?}");
+    }
+    assert_eq!(w.fake.calls().start, 0, "nothing reached the executor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_zuul_job_runs_with_worker_defaults_and_can_go_offline() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("zuul");
+    let mut w = RunningWorker::start(&job, fake(Script::succeed_after(Duration::from_millis(50))), |c| {
+        c.nodes = vec!["bionic".into()];
+        c.default_api_uri = Some("http://127.0.0.1:9".into());
+        c.default_container = Some("busybox:latest".into());
+        c.default_token = Some("worker-default-token".to_string().into());
+        c.build_url = Some("http://logs.example/{name}/{number}".into());
+    })
+    .await;
+    let client = GearmanClient::connect(GEARMAND, ClientOptions::default()).await.unwrap();
+    let args = json!({"ZUUL_UUID": "9f1c", "ZUUL_PROJECT": "org/repo", "ZUUL_PIPELINE": "check",
+        "ZUUL_REF": "refs/zuul/master/Z9", "ZUUL_COMMIT": "0123456789abcdef0123456789abcdef01234567",
+        "OFFLINE_NODE_WHEN_COMPLETE": "1"});
+    let submitted = client
+        .submit(&format!("build:{job}:bionic"), "9f1c", serde_json::to_vec(&args).unwrap().into())
+        .await
+        .unwrap();
+    let (data, end) = submitted.wait().await;
+    assert!(matches!(end, JobEvent::Complete(_)), "{end:?}");
+    let first: serde_json::Value = serde_json::from_slice(&data[0]).unwrap();
+    assert_eq!(first["name"], json!(job));
+    assert_eq!(first["manager"], json!(w.worker.manager()));
+    assert_eq!(first["worker_program"], json!("sdx-gearman-worker"));
+    assert_eq!(first["worker_extra"]["node"], json!("bionic"));
+    assert_eq!(first["worker_ips"], json!(["127.0.0.1"]));
+    let number = first["number"].as_u64().unwrap();
+    assert_eq!(first["url"], json!(format!("http://logs.example/{job}/{number}")));
+    // Without a buildId the build number is the build id.
+    assert_eq!(first["worker_extra"]["buildId"], json!(number));
+    let last: serde_json::Value = serde_json::from_slice(data.last().unwrap()).unwrap();
+    assert_eq!(last["result"], json!("SUCCESS"));
+    // OFFLINE_NODE_WHEN_COMPLETE: the worker went offline once the build was done.
+    let ran = tokio::time::timeout(SETTLE, &mut w.task).await.expect("worker exited");
+    ran.unwrap().unwrap();
+    w.drain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_description_is_recorded_and_stop_of_unknown_builds_is_ok() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("describe");
+    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let client = GearmanClient::connect(GEARMAND, ClientOptions::default()).await.unwrap();
+    let m = w.worker.manager().to_string();
+    let args = json!({"name": job, "number": 17, "html_description": "<b>gate</b> passed"});
+    let (_, end) = client
+        .submit(&format!("set_description:{m}"), "", serde_json::to_vec(&args).unwrap().into())
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    assert!(matches!(end, JobEvent::Complete(_)), "{end:?}");
+    assert_eq!(w.worker.description(&job, 17).as_deref(), Some("<b>gate</b> passed"));
+
+    let (_, end) = client
+        .submit(&format!("stop:{m}"), "", br#"{"name":"x","number":"5"}"#.to_vec().into())
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    let JobEvent::Complete(answer) = end else { panic!("{end:?}") };
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["stopped"], json!(false));
+
+    let (_, end) = client
+        .submit(&format!("stop:{m}"), "", br#"{"number":0}"#.to_vec().into())
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    let JobEvent::Exception(x) = end else { panic!("{end:?}") };
+    let x = LauncherException::from_data(&x);
+    assert_eq!(x.fields.len(), 2, "{x:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_running_builds_and_takes_no_new_ones() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("drain");
+    let f = fake(Script::run_until_stopped());
+    let mut w = RunningWorker::start(&job, f.clone(), |_| {}).await;
+    let exec = executor(&job).await;
+    let running = build(build_id());
+    exec.start(&running).await.unwrap();
+    wait_for(&exec, &running, |s| s.phase == Phase::Running, "Running").await;
+    w.drain();
+    // Still registered while the build runs (gearmand would re-queue it otherwise) ...
+    let late = build(build_id());
+    exec.start(&late).await.unwrap();
+    // ... and it finishes the running build, then exits.
+    f.set_status(running.build_id, BuildStatus::succeeded()).unwrap();
+    let s = wait_for(&exec, &running, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.phase, Phase::Succeeded);
+    tokio::time::timeout(SETTLE, &mut w.task)
+        .await
+        .expect("worker exited after the drain")
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.calls().start, 1, "the draining worker took no new build");
+    assert_eq!(exec.status(&late.to_stop()).await.unwrap().phase, Phase::Pending);
+    exec.stop(&late.to_stop()).await.unwrap();
+    assert_eq!(exec.status(&late.to_stop()).await.unwrap().phase, Phase::Canceled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_aborts_what_still_runs() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("draintimeout");
+    let mut w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |c| c.drain_timeout_secs = Some(1)).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
+    w.drain();
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.phase, Phase::Canceled, "{s}");
+    tokio::time::timeout(SETTLE, &mut w.task)
+        .await
+        .expect("worker exited")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_build_id_cannot_start_twice_and_tokens_stay_out_of_errors() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("twice");
+    let _w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(&job).await;
+    let b = build(build_id());
+    exec.start(&b).await.unwrap();
+    let e = exec.start(&b).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    assert!(!format!("{e} {e:?} {exec:?}").contains("secret-token"));
+    exec.stop(&b.to_stop()).await.unwrap();
+    // A finished build id may start again.
+    exec.start(&b).await.unwrap();
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
+    exec.stop(&b.to_stop()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_choose_the_job_and_are_validated() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("annotated");
+    let _w = RunningWorker::start(&job, fake(Script::succeed_after(Duration::from_millis(10))), |_| {}).await;
+    let exec = executor("some-default-job").await;
+    let id = build_id();
+    let b = executor_base::StartConfig::builder(id, "http://127.0.0.1:9", "busybox:latest", "t")
+        .annotation("screwdriver.cd/gearmanJob", job.clone())
+        .build()
+        .unwrap();
+    exec.start(&b).await.unwrap();
+    wait_for(&exec, &b, |s| s.phase == Phase::Succeeded, "Succeeded").await;
+    let bad = executor_base::StartConfig::builder(build_id(), "http://127.0.0.1:9", "busybox:latest", "t")
+        .annotation("screwdriver.cd/gearmanJob", "has space")
+        .build()
+        .unwrap();
+    let e = exec.start(&bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert_eq!(e.field_errors()[0].field, "annotations[screwdriver.cd/gearmanJob]");
+    assert_eq!(exec.status(&bad.to_stop()).await.unwrap_err().kind(), ErrorKind::NotFound);
+}

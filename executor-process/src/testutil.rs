@@ -1,0 +1,37 @@
+//! Helpers for the unit tests that run real processes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use executor_base::StartConfig;
+use tempfile::TempDir;
+
+use crate::{ProcessExecutor, ProcessExecutorBuilder};
+
+/// A job-tools directory whose `launch` runs `body` under `/bin/sh`.
+pub(crate) fn job_tools(body: &str) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = dir.path().join("launch");
+    std::fs::write(&launch, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&launch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// An executor over `tools` and `state` with a 200 ms stop grace.
+pub(crate) async fn executor(tools: &Path, state: &Path) -> ProcessExecutor {
+    ProcessExecutorBuilder::new()
+        .with_job_tools(tools)
+        .with_state_dir(state)
+        .with_stop_grace(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A start config for build `id`.
+pub(crate) fn config(id: u64) -> StartConfig {
+    StartConfig::builder(id, "http://127.0.0.1:9", "busybox", "tok")
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,428 @@
+//! Behaviour of the process backend with real child processes: `launch` is a shell
+//! script each test writes into a temporary job-tools directory.
+
+mod common;
+
+use common::{alive, build, executor, file, finished, job_tools, wait_dead, wait_file};
+use executor_base::{Error, ErrorKind, Executor, FailureReason, Phase, Verdict};
+use std::os::unix::fs::PermissionsExt;
+
+/// Records its arguments, environment, token and working directory, prints to stdout
+/// and stderr, and succeeds.
+const RECORDING_LAUNCH: &str = r#"
+printf '%s\n' "$@" > "$OUT/args"
+env > "$OUT/env"
+tokfile=""
+while [ $# -gt 0 ]; do
+  case "$1" in --token-file) tokfile="$2"; shift 2 ;; *) shift ;; esac
+done
+cat "$tokfile" > "$OUT/token"
+stat -c %a "$tokfile" > "$OUT/mode"
+pwd > "$OUT/pwd"
+echo "hello from launch"
+echo "oops on stderr" >&2
+"#;
+
+#[tokio::test]
+async fn successful_build_gets_the_documented_args_and_a_private_token_file() {
+    let tools = job_tools(RECORDING_LAUNCH);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let token = "tok-successful-build-7f3a";
+    let b = build(11, token);
+    exec.start(&b).await.unwrap();
+    let s = common::finished(&exec, &b.to_stop()).await;
+    assert_eq!(s.phase, Phase::Succeeded, "{s}");
+    assert_eq!(s.exit_code, Some(0));
+    assert_eq!(exec.verify(&b).await.unwrap(), Verdict::Healthy);
+
+    let build_dir = state.path().join("builds").join("11");
+    let token_path = build_dir.join("token");
+    let args = std::fs::read_to_string(file(out.path(), "args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        args,
+        [
+            "--api-uri",
+            "http://127.0.0.1:9/",
+            "--store-uri",
+            "http://localhost:8081/",
+            "--ui-uri",
+            "http://localhost:4200/",
+            "--build-timeout",
+            "90",
+            "--token-file",
+            token_path.to_str().unwrap(),
+            "11",
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(file(out.path(), "token")).unwrap(),
+        token
+    );
+    assert_eq!(
+        std::fs::read_to_string(file(out.path(), "mode"))
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    let env = std::fs::read_to_string(file(out.path(), "env")).unwrap();
+    assert!(
+        !env.contains(token),
+        "the token is in the environment:\n{env}"
+    );
+    for expected in [
+        "SD_BUILD_ID=11",
+        "SD_API_URI=http://127.0.0.1:9/",
+        "SD_BUILD_TIMEOUT=90",
+        "OUT=",
+    ] {
+        assert!(
+            env.lines().any(|l| l.starts_with(expected)),
+            "{expected} missing from:\n{env}"
+        );
+    }
+    assert!(
+        !env.lines().any(|l| l.starts_with("CARGO_")),
+        "the server's environment leaked:\n{env}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(file(out.path(), "pwd"))
+            .unwrap()
+            .trim(),
+        build_dir.join("work").to_str().unwrap()
+    );
+
+    // output captured, token gone once the process exited
+    let log = std::fs::read_to_string(exec.log_path(b.build_id)).unwrap();
+    assert!(
+        log.contains("hello from launch") && log.contains("oops on stderr"),
+        "{log}"
+    );
+    assert!(!token_path.exists(), "the token file outlived the process");
+
+    let stats = exec.stats();
+    assert_eq!(
+        (
+            stats.builds.started,
+            stats.builds.running,
+            stats.builds.finished
+        ),
+        (1, 0, 1)
+    );
+    assert!(stats.requests.total >= 2);
+}
+
+#[tokio::test]
+async fn non_zero_exit_is_a_failure_with_the_exit_code() {
+    let tools = job_tools("echo failing; exit 7");
+    let state = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let b = build(12, "tok");
+    exec.start(&b).await.unwrap();
+    let s = finished(&exec, &b.to_stop()).await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.exit_code, Some(7));
+    assert_eq!(s.reason(), Some(FailureReason::NonZeroExit));
+    let v = exec.verify(&b).await.unwrap();
+    assert!(v.is_failure());
+    assert!(v.to_string().contains("code 7"), "{v}");
+    assert_eq!(exec.stats().builds.failed, 1);
+    // stop of a finished build is Ok and keeps its status
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_eq!(exec.status(&b.to_stop()).await.unwrap(), s);
+}
+
+#[tokio::test]
+async fn killed_by_a_signal_we_did_not_send_names_the_signal() {
+    let tools = job_tools("kill -USR1 $$; sleep 5");
+    let state = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let b = build(13, "tok");
+    exec.start(&b).await.unwrap();
+    let s = finished(&exec, &b.to_stop()).await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.exit_code, None);
+    assert_eq!(s.failure.unwrap().evidence.as_deref(), Some("SIGUSR1"));
+}
+
+#[tokio::test]
+async fn stop_kills_the_whole_process_group_and_is_idempotent() {
+    let tools = job_tools(r#"sleep 3600 & echo $! > "$OUT/grandchild"; wait"#);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let b = build(14, "tok");
+    exec.start(&b).await.unwrap();
+    let grandchild: u32 = wait_file(&file(out.path(), "grandchild"))
+        .await
+        .parse()
+        .unwrap();
+    assert!(alive(grandchild));
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().phase,
+        Phase::Running
+    );
+    let token = state.path().join("builds/14/token");
+    assert!(token.exists());
+    let pid = exec.pid(b.build_id).unwrap();
+
+    // two concurrent stops, then a third
+    let stop = b.to_stop();
+    let (a, c) = tokio::join!(exec.stop(&stop), exec.stop(&stop));
+    a.unwrap();
+    c.unwrap();
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().phase,
+        Phase::Canceled
+    );
+    wait_dead(grandchild).await;
+    wait_dead(pid).await;
+    assert!(!token.exists(), "the token file outlived the stop");
+    assert_eq!(exec.verify(&b).await.unwrap(), Verdict::Healthy);
+    let stats = exec.stats();
+    assert_eq!(
+        (
+            stats.builds.running,
+            stats.builds.finished,
+            stats.builds.failed
+        ),
+        (0, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_for_a_group_ignoring_sigterm() {
+    let tools = job_tools(
+        r#"trap '' TERM; sleep 3600 & echo $! > "$OUT/grandchild"; while :; do wait; done"#,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let b = build(15, "tok");
+    exec.start(&b).await.unwrap();
+    let grandchild: u32 = wait_file(&file(out.path(), "grandchild"))
+        .await
+        .parse()
+        .unwrap();
+    let pid = exec.pid(b.build_id).unwrap();
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap().phase,
+        Phase::Canceled
+    );
+    wait_dead(pid).await;
+    wait_dead(grandchild).await;
+}
+
+#[tokio::test]
+async fn leftovers_in_the_group_die_with_launch() {
+    let tools = job_tools(r#"sleep 3600 & echo $! > "$OUT/grandchild""#);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let b = build(16, "tok");
+    exec.start(&b).await.unwrap();
+    assert_eq!(finished(&exec, &b.to_stop()).await.phase, Phase::Succeeded);
+    let grandchild: u32 = wait_file(&file(out.path(), "grandchild"))
+        .await
+        .parse()
+        .unwrap();
+    wait_dead(grandchild).await;
+}
+
+#[tokio::test]
+async fn a_live_build_id_is_already_exists_and_a_finished_one_can_run_again() {
+    let tools = job_tools(r#"[ -e "$OUT/quick" ] && exit 0; exec sleep 3600"#);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let b = build(17, "tok");
+    exec.start(&b).await.unwrap();
+    let e = exec.start(&b).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    exec.stop(&b.to_stop()).await.unwrap();
+    std::fs::write(file(out.path(), "quick"), "").unwrap();
+    exec.start(&b).await.unwrap();
+    assert_eq!(finished(&exec, &b.to_stop()).await.phase, Phase::Succeeded);
+}
+
+#[tokio::test]
+async fn missing_or_non_executable_launch_is_config_invalid_and_leaves_nothing() {
+    let tools = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let b = build(18, "tok-missing-launch");
+    let check = |e: Error| {
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid, "{e}");
+        assert!(e.to_string().contains("jobTools"), "{e}");
+        assert!(!e.to_string().contains("tok-missing-launch"));
+    };
+    check(exec.start(&b).await.unwrap_err());
+    std::fs::write(tools.path().join("launch"), "#!/bin/sh\n").unwrap();
+    check(exec.start(&b).await.unwrap_err());
+    // executable, but its interpreter does not exist: spawn itself fails
+    std::fs::write(tools.path().join("launch"), "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(
+        tools.path().join("launch"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    check(exec.start(&b).await.unwrap_err());
+    assert_eq!(
+        std::fs::read_dir(state.path().join("builds"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(exec.stats().builds.started, 0);
+}
+
+#[tokio::test]
+async fn token_env_option_puts_the_token_in_sd_token_instead_of_a_file() {
+    let tools =
+        job_tools(r#"printf '%s\n' "$@" > "$OUT/args"; printf '%s' "$SD_TOKEN" > "$OUT/token""#);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = common::builder(tools.path(), state.path(), out.path())
+        .with_token_env(true)
+        .build()
+        .await
+        .unwrap();
+    let b = build(19, "tok-in-env");
+    exec.start(&b).await.unwrap();
+    assert_eq!(finished(&exec, &b.to_stop()).await.phase, Phase::Succeeded);
+    assert_eq!(
+        std::fs::read_to_string(file(out.path(), "token")).unwrap(),
+        "tok-in-env"
+    );
+    let args = std::fs::read_to_string(file(out.path(), "args")).unwrap();
+    assert!(
+        !args.contains("--token-file") && !args.contains("tok-in-env"),
+        "{args}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_instance_on_the_same_state_dir_sees_finished_and_running_builds() {
+    let tools = job_tools(r#"[ "$SD_BUILD_ID" = 21 ] && exit 5; exec sleep 3600"#);
+    let state = tempfile::tempdir().unwrap();
+    let first = executor(tools.path(), state.path(), state.path()).await;
+    let done = build(21, "tok");
+    let running = build(22, "tok");
+    first.start(&done).await.unwrap();
+    first.start(&running).await.unwrap();
+    let s = finished(&first, &done.to_stop()).await;
+    assert_eq!(s.exit_code, Some(5));
+
+    let second = executor(tools.path(), state.path(), state.path()).await;
+    assert_eq!(second.status(&done.to_stop()).await.unwrap(), s);
+    assert_eq!(
+        second.status(&running.to_stop()).await.unwrap().phase,
+        Phase::Running
+    );
+    let e = second.start(&running).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let pid = second.pid(running.build_id).unwrap();
+    second.stop(&running.to_stop()).await.unwrap();
+    assert_eq!(
+        second.status(&running.to_stop()).await.unwrap().phase,
+        Phase::Canceled
+    );
+    wait_dead(pid).await;
+    // the instance that spawned it records the same outcome
+    assert_eq!(
+        finished(&first, &running.to_stop()).await.phase,
+        Phase::Canceled
+    );
+    assert!(!state.path().join("builds/22/token").exists());
+}
+
+#[test]
+fn a_build_whose_process_vanished_while_no_executor_ran_is_lost() {
+    let tools = job_tools("exec sleep 3600");
+    let state = tempfile::tempdir().unwrap();
+    let b = build(23, "tok");
+    // The "old server": its runtime (and the reaper task) goes away with the build running.
+    let pid = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pid = rt.block_on(async {
+            let exec = executor(tools.path(), state.path(), state.path()).await;
+            exec.start(&b).await.unwrap();
+            exec.pid(b.build_id).unwrap()
+        });
+        rt.shutdown_background();
+        pid
+    };
+    assert!(alive(pid), "dropping the executor must not kill its builds");
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        wait_dead(pid).await;
+        let exec = executor(tools.path(), state.path(), state.path()).await;
+        let s = exec.status(&b.to_stop()).await.unwrap();
+        assert_eq!(s.phase, Phase::Lost, "{s}");
+        assert_eq!(s.failure.as_ref().unwrap().build_started, Some(true));
+        assert!(exec.verify(&b).await.unwrap().is_failure());
+        exec.stop(&b.to_stop()).await.unwrap();
+        assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Lost);
+        assert!(!state.path().join("builds/23/token").exists());
+    });
+}
+
+#[tokio::test]
+async fn cleanup_stops_what_it_started() {
+    let tools = job_tools("exec sleep 3600");
+    let state = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let builds = [build(24, "tok"), build(25, "tok")];
+    for b in &builds {
+        exec.start(b).await.unwrap();
+    }
+    let pids: Vec<u32> = builds
+        .iter()
+        .map(|b| exec.pid(b.build_id).unwrap())
+        .collect();
+    exec.cleanup().await.unwrap();
+    exec.cleanup().await.unwrap();
+    for (b, pid) in builds.iter().zip(pids) {
+        assert_eq!(
+            exec.status(&b.to_stop()).await.unwrap().phase,
+            Phase::Canceled
+        );
+        wait_dead(pid).await;
+    }
+    let report = exec.gc(true).await.unwrap();
+    assert!(
+        report.expired.is_empty(),
+        "nothing is expired yet: {report:?}"
+    );
+}
+
+#[tokio::test]
+async fn stop_and_status_of_unknown_builds() {
+    let tools = job_tools("exit 0");
+    let state = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let b = build(26, "tok");
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        exec.verify(&b).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
