@@ -80,6 +80,22 @@ fn build_timeout(body: &Value) -> Result<Option<u64>, HttpError> {
 }
 
 impl ApiState {
+    /// Submits a build body (as `POST /v4/builds` from the administrator); 400/422 for
+    /// bad input, 409 for a taken id. Must be called within a Tokio runtime.
+    pub fn submit_json(&self, body: &Value) -> Result<BuildId, HttpError> {
+        self.op_submit(&Caller::Admin, body)
+    }
+
+    /// Aborts build `id` (as the administrator's `PUT` with ABORTED), which stops it on
+    /// the executor. 403 when it is already final.
+    pub fn abort(&self, id: u64, message: &str) -> Result<Value, HttpError> {
+        self.op_update(
+            &Caller::Admin,
+            id,
+            &json!({"status": "ABORTED", "statusMessage": message}),
+        )
+    }
+
     /// `POST /v4/builds`: 201 with the new id.
     pub(crate) fn op_submit(&self, caller: &Caller, body: &Value) -> Result<BuildId, HttpError> {
         users_only(caller)?;

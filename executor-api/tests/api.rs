@@ -12,8 +12,8 @@ use executor_api::{ApiConfig, ApiState, BuildEvent, router};
 use executor_base::secrecy::{ExposeSecret, SecretString};
 use executor_base::testkit::fake::{FakeExecutor, Script};
 use executor_base::{
-    ApiBuildStatus, BuildStatus, Error, ErrorKind, Executor, GcReport, StartConfig, Stats, StopConfig, TimerConfig,
-    Verdict,
+    ApiBuildStatus, BuildStatus, Error, ErrorKind, Executor, GcReport, StartConfig, Stats,
+    StopConfig, TimerConfig, Verdict,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -58,11 +58,15 @@ impl Executor for Recorder {
         self.fake.cleanup().await
     }
     async fn start_timer(&self, t: &TimerConfig) -> Result<(), Error> {
-        self.log.lock().push(format!("start_timer {} {}", t.build_id, t.build_status));
+        self.log
+            .lock()
+            .push(format!("start_timer {} {}", t.build_id, t.build_status));
         Ok(())
     }
     async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
-        self.log.lock().push(format!("stop_timer {}", build.build_id));
+        self.log
+            .lock()
+            .push(format!("stop_timer {}", build.build_id));
         Ok(())
     }
 }
@@ -94,21 +98,39 @@ impl Harness {
         Self { state, exec, app }
     }
 
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Body::from(body.unwrap_or("").to_string())).unwrap();
+        let req = req
+            .body(Body::from(body.unwrap_or("").to_string()))
+            .unwrap();
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
     }
 
-    async fn json(&self, method: &str, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.call(method, path, token, Some(&body.to_string())).await
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.call(method, path, token, Some(&body.to_string()))
+            .await
     }
 
     /// Submits a two-step build and returns its id.
@@ -128,7 +150,13 @@ impl Harness {
     /// The temporary token the executor received for build `id`.
     async fn temporal_token(&self, id: u64) -> String {
         for _ in 0..500 {
-            if let Some(c) = self.exec.starts.lock().iter().find(|c| c.build_id.get() == id) {
+            if let Some(c) = self
+                .exec
+                .starts
+                .lock()
+                .iter()
+                .find(|c| c.build_id.get() == id)
+            {
                 return c.token.expose_secret().to_string();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -141,7 +169,14 @@ impl Harness {
     }
 
     async fn status_of(&self, id: u64) -> String {
-        let (_, v) = self.call("GET", &format!("/v4/builds/{id}"), Some("admin-token"), None).await;
+        let (_, v) = self
+            .call(
+                "GET",
+                &format!("/v4/builds/{id}"),
+                Some("admin-token"),
+                None,
+            )
+            .await;
         v["status"].as_str().unwrap_or_default().to_string()
     }
 
@@ -157,7 +192,14 @@ impl Harness {
 
     async fn wait_for_status(&self, id: u64, status: &str) -> Value {
         for _ in 0..500 {
-            let (_, v) = self.call("GET", &format!("/v4/builds/{id}"), Some("admin-token"), None).await;
+            let (_, v) = self
+                .call(
+                    "GET",
+                    &format!("/v4/builds/{id}"),
+                    Some("admin-token"),
+                    None,
+                )
+                .await;
             if v["status"] == status {
                 return v;
             }
@@ -170,7 +212,10 @@ impl Harness {
 fn assert_error(v: &Value, status: StatusCode, message_part: &str) {
     assert_eq!(v["statusCode"], status.as_u16(), "{v}");
     assert_eq!(v["error"], status.canonical_reason().unwrap(), "{v}");
-    assert!(v["message"].as_str().unwrap().contains(message_part), "{v} lacks {message_part:?}");
+    assert!(
+        v["message"].as_str().unwrap().contains(message_part),
+        "{v} lacks {message_part:?}"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +243,14 @@ async fn submission_answers_201_and_the_build_is_dispatched_with_a_temporal_toke
     assert_eq!(started.annotations.executor(), Some("fake"));
     assert!(!format!("{started:?}").contains(&token));
 
-    let (s, b) = h.call("GET", &format!("/v4/builds/{id}"), Some("admin-token"), None).await;
+    let (s, b) = h
+        .call(
+            "GET",
+            &format!("/v4/builds/{id}"),
+            Some("admin-token"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["state"], "wait");
     assert_eq!(b["status"], "QUEUED");
@@ -207,10 +259,21 @@ async fn submission_answers_201_and_the_build_is_dispatched_with_a_temporal_toke
     assert_eq!(b["environment"]["X"], "1");
     let (s, list) = h.call("GET", "/v4/builds", Some("admin-token"), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(list, json!([{"id": id, "state": "wait", "status": "QUEUED"}]));
+    assert_eq!(
+        list,
+        json!([{"id": id, "state": "wait", "status": "QUEUED"}])
+    );
     match events.recv().await.unwrap() {
-        BuildEvent::Status { build_id, status, state, .. } => {
-            assert_eq!((build_id, status, state), (id, ApiBuildStatus::Queued, "wait"));
+        BuildEvent::Status {
+            build_id,
+            status,
+            state,
+            ..
+        } => {
+            assert_eq!(
+                (build_id, status, state),
+                (id, ApiBuildStatus::Queued, "wait")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -222,32 +285,54 @@ async fn submission_errors_are_json() {
     let (s, v) = h.call("POST", "/v4/builds", None, Some("{}")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error(&v, s, "Missing authentication");
-    let (s, v) = h.call("POST", "/v4/builds", Some("wrong"), Some("{}")).await;
+    let (s, v) = h
+        .call("POST", "/v4/builds", Some("wrong"), Some("{}"))
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error(&v, s, "Invalid token");
-    let (s, v) = h.call("POST", "/v4/builds", Some("admin-token"), Some("{not json")).await;
+    let (s, v) = h
+        .call("POST", "/v4/builds", Some("admin-token"), Some("{not json"))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "Invalid JSON body");
-    let (s, v) = h.call("POST", "/v4/builds", Some("admin-token"), Some("[1]")).await;
+    let (s, v) = h
+        .call("POST", "/v4/builds", Some("admin-token"), Some("[1]"))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "must be a JSON object");
     let (s, v) = h
-        .json("POST", "/v4/builds", Some("admin-token"), json!({"steps": [{"name": "a b"}], "container": "Bad Image"}))
+        .json(
+            "POST",
+            "/v4/builds",
+            Some("admin-token"),
+            json!({"steps": [{"name": "a b"}], "container": "Bad Image"}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_error(&v, s, "steps[0].name");
-    let fields: Vec<&str> = v["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["container", "steps[0].name", "steps[0].command"]);
 
     let body = json!({"id": 500, "steps": [{"name": "a", "command": "true"}]});
-    let (s, v) = h.json("POST", "/v4/builds", Some("admin-token"), body.clone()).await;
+    let (s, v) = h
+        .json("POST", "/v4/builds", Some("admin-token"), body.clone())
+        .await;
     assert_eq!((s, v["id"].as_u64()), (StatusCode::CREATED, Some(500)));
-    let (s, v) = h.json("POST", "/v4/builds", Some("admin-token"), body).await;
+    let (s, v) = h
+        .json("POST", "/v4/builds", Some("admin-token"), body)
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_error(&v, s, "Build 500 already exists");
 
     let build_token = h.mint(&Claims::for_build(500, SCOPE_BUILD, 5));
-    let (s, v) = h.json("POST", "/v4/builds", Some(&build_token), json!({})).await;
+    let (s, v) = h
+        .json("POST", "/v4/builds", Some(&build_token), json!({}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "Insufficient scope");
     let (s, _) = h.call("GET", "/v4/builds", Some(&build_token), None).await;
@@ -262,40 +347,76 @@ async fn token_exchange_follows_upstream_rules() {
     let temporal = h.temporal_token(id).await;
     let path = format!("/v4/builds/{id}/token");
 
-    let (s, v) = h.json("POST", &path, None, json!({"buildTimeout": 60})).await;
+    let (s, v) = h
+        .json("POST", &path, None, json!({"buildTimeout": 60}))
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error(&v, s, "Missing authentication");
     let expired = h.mint(&Claims::for_build(id, SCOPE_TEMPORAL, -10));
-    let (s, v) = h.json("POST", &path, Some(&expired), json!({"buildTimeout": 60})).await;
+    let (s, v) = h
+        .json("POST", &path, Some(&expired), json!({"buildTimeout": 60}))
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error(&v, s, "token expired");
     let forged = executor_api::TokenIssuer::generate()
         .unwrap()
         .mint(&Claims::for_build(id, SCOPE_TEMPORAL, 10))
         .unwrap();
-    let (s, v) = h.json("POST", &path, Some(&forged), json!({"buildTimeout": 60})).await;
+    let (s, v) = h
+        .json("POST", &path, Some(&forged), json!({"buildTimeout": 60}))
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error(&v, s, "invalid token signature");
     let build_scope = h.mint(&Claims::for_build(id, SCOPE_BUILD, 10));
-    let (s, v) = h.json("POST", &path, Some(&build_scope), json!({"buildTimeout": 60})).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            &path,
+            Some(&build_scope),
+            json!({"buildTimeout": 60}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "temporal");
-    let (s, v) = h.json("POST", "/v4/builds/999/token", Some(&temporal), json!({"buildTimeout": 60})).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            "/v4/builds/999/token",
+            Some(&temporal),
+            json!({"buildTimeout": 60}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Build does not exist");
     let (s, v) = h
-        .json("POST", &format!("/v4/builds/{other}/token"), Some(&temporal), json!({"buildTimeout": 60}))
+        .json(
+            "POST",
+            &format!("/v4/builds/{other}/token"),
+            Some(&temporal),
+            json!({"buildTimeout": 60}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Build Id parameter and token does not match");
-    let (s, v) = h.json("POST", &path, Some(&temporal), json!({"buildTimeout": "soon"})).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            &path,
+            Some(&temporal),
+            json!({"buildTimeout": "soon"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "Invalid buildTimeout value");
-    let (s, v) = h.call("POST", "/v4/builds/abc/token", Some(&temporal), None).await;
+    let (s, v) = h
+        .call("POST", "/v4/builds/abc/token", Some(&temporal), None)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "id: must be a positive integer");
 
-    let (s, v) = h.json("POST", &path, Some(&temporal), json!({"buildTimeout": 60})).await;
+    let (s, v) = h
+        .json("POST", &path, Some(&temporal), json!({"buildTimeout": 60}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let build_token = v["token"].as_str().unwrap().to_string();
     let c = h.state.issuer().verify(&build_token).unwrap();
@@ -307,12 +428,25 @@ async fn token_exchange_follows_upstream_rules() {
     // A null buildTimeout gets the policy's timeout plus the 30-minute buffer.
     let (s, v) = h.call("POST", &path, Some(&temporal), None).await;
     assert_eq!(s, StatusCode::OK);
-    let c = h.state.issuer().verify(v["token"].as_str().unwrap()).unwrap();
+    let c = h
+        .state
+        .issuer()
+        .verify(v["token"].as_str().unwrap())
+        .unwrap();
     assert_eq!(c.exp - c.iat, 120 * 60);
 
-    let (s, _) = h.json("PUT", &format!("/v4/builds/{id}"), Some(&build_token), json!({"status": "RUNNING"})).await;
+    let (s, _) = h
+        .json(
+            "PUT",
+            &format!("/v4/builds/{id}"),
+            Some(&build_token),
+            json!({"status": "RUNNING"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, v) = h.json("POST", &path, Some(&temporal), json!({"buildTimeout": 60})).await;
+    let (s, v) = h
+        .json("POST", &path, Some(&temporal), json!({"buildTimeout": 60}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "Build is already running or finished.");
 }
@@ -326,17 +460,36 @@ async fn launch_flow_runs_timers_and_stops_the_executor_at_the_end() {
     let b = format!("/v4/builds/{id}");
     let mut events = h.state.subscribe();
 
-    let (s, v) = h.json("PUT", &b, Some(&token), json!({"status": "RUNNING", "meta": {"a": 1}})).await;
+    let (s, v) = h
+        .json(
+            "PUT",
+            &b,
+            Some(&token),
+            json!({"status": "RUNNING", "meta": {"a": 1}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((v["status"].as_str(), v["state"].as_str()), (Some("RUNNING"), Some("build")));
+    assert_eq!(
+        (v["status"].as_str(), v["state"].as_str()),
+        (Some("RUNNING"), Some("build"))
+    );
     assert!(v["startTime"].is_string());
     h.wait_for_log(&format!("start_timer {id} RUNNING")).await;
-    let (s, v) = h.json("PUT", &b, Some(&token), json!({"status": "RUNNING"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&token), json!({"status": "RUNNING"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "Can not update status to RUNNING");
 
     let step = format!("{b}/steps/one");
-    let (s, v) = h.json("PUT", &step, Some(&token), json!({"startTime": "2026-01-01T00:00:00Z"})).await;
+    let (s, v) = h
+        .json(
+            "PUT",
+            &step,
+            Some(&token),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, _) = h
         .json(
@@ -357,29 +510,56 @@ async fn launch_flow_runs_timers_and_stops_the_executor_at_the_end() {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, lines) = h.call("GET", &format!("{step}/logs?from=1"), Some("admin-token"), None).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(lines, json!([{"t": 2, "m": "line 1", "n": 1}, {"t": 3, "m": "line 2", "n": 2}]));
-    let (s, v) = h
-        .json("PUT", &step, Some(&token), json!({"endTime": "2026-01-01T00:00:01Z", "code": 0}))
+    let (s, lines) = h
+        .call(
+            "GET",
+            &format!("{step}/logs?from=1"),
+            Some("admin-token"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((v["code"].as_i64(), v["lines"].as_u64()), (Some(0), Some(3)));
-    let (s, steps) = h.call("GET", &format!("{b}/steps"), Some(&token), None).await;
+    assert_eq!(
+        lines,
+        json!([{"t": 2, "m": "line 1", "n": 1}, {"t": 3, "m": "line 2", "n": 2}])
+    );
+    let (s, v) = h
+        .json(
+            "PUT",
+            &step,
+            Some(&token),
+            json!({"endTime": "2026-01-01T00:00:01Z", "code": 0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (v["code"].as_i64(), v["lines"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let (s, steps) = h
+        .call("GET", &format!("{b}/steps"), Some(&token), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(steps.as_array().unwrap().len(), 2);
 
-    let (s, v) = h.json("PUT", &b, Some(&token), json!({"status": "SUCCESS"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&token), json!({"status": "SUCCESS"}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["state"], "done");
     assert!(v["endTime"].is_string());
     h.wait_for_log(&format!("stop_timer {id}")).await;
     let log = h.exec.log.lock().clone();
     let stop = log.iter().position(|l| *l == format!("stop {id}")).unwrap();
-    let stop_timer = log.iter().position(|l| *l == format!("stop_timer {id}")).unwrap();
+    let stop_timer = log
+        .iter()
+        .position(|l| *l == format!("stop_timer {id}"))
+        .unwrap();
     assert!(stop < stop_timer, "stop, then stop_timer: {log:?}");
 
-    let (s, v) = h.json("PUT", &b, Some(&token), json!({"status": "FAILURE"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&token), json!({"status": "FAILURE"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "already SUCCESS");
     let (s, _) = h.json("PUT", &step, Some(&token), json!({"code": 1})).await;
@@ -396,7 +576,14 @@ async fn launch_flow_runs_timers_and_stops_the_executor_at_the_end() {
     }
     assert_eq!(
         seen,
-        ["status RUNNING", "started one", "log 2", "log 1", "finished one 0", "status SUCCESS"]
+        [
+            "status RUNNING",
+            "started one",
+            "log 2",
+            "log 1",
+            "finished one 0",
+            "status SUCCESS"
+        ]
     );
 }
 
@@ -412,35 +599,59 @@ async fn update_rules_by_caller() {
     user.username = "alice".into();
     let user = h.mint(&user);
 
-    let (s, v) = h.json("PUT", &b, Some(&foreign), json!({"status": "FAILURE"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&foreign), json!({"status": "FAILURE"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, &format!("Credential only valid for {other}"));
     let (s, v) = h.call("GET", &b, Some(&foreign), None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "Credential only valid for");
-    let (s, v) = h.json("PUT", &b, Some(&token), json!({"status": "QUEUED"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&token), json!({"status": "QUEUED"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "Can not update status to QUEUED");
-    let (s, v) = h.json("PUT", &b, Some(&token), json!({"status": "DONE"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&token), json!({"status": "DONE"}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "status: unknown status");
     let (s, v) = h.json("PUT", &b, Some(&token), json!({})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "Nothing to update");
-    let (s, _) = h.json("PUT", &b, Some(&token), json!({"statusMessage": 5})).await;
+    let (s, _) = h
+        .json("PUT", &b, Some(&token), json!({"statusMessage": 5}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, v) = h.json("PUT", &b, Some(&user), json!({"status": "SUCCESS"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&user), json!({"status": "SUCCESS"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "Users may only set the status ABORTED");
-    let (s, v) = h.json("PUT", &b, Some("admin-token"), json!({"status": "SUCCESS"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some("admin-token"), json!({"status": "SUCCESS"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "administrators may set ABORTED or FAILURE");
-    let (s, v) = h.json("PUT", "/v4/builds/999", Some("admin-token"), json!({"status": "ABORTED"})).await;
+    let (s, v) = h
+        .json(
+            "PUT",
+            "/v4/builds/999",
+            Some("admin-token"),
+            json!({"status": "ABORTED"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Build does not exist");
-    let (s, v) = h.json("PUT", &b, Some(&user), json!({"status": "ABORTED"})).await;
+    let (s, v) = h
+        .json("PUT", &b, Some(&user), json!({"status": "ABORTED"}))
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((v["status"].as_str(), v["statusMessage"].as_str()), (Some("ABORTED"), Some("Aborted by user")));
+    assert_eq!(
+        (v["status"].as_str(), v["statusMessage"].as_str()),
+        (Some("ABORTED"), Some("Aborted by user"))
+    );
     h.wait_for_log(&format!("stop {id}")).await;
 }
 
@@ -454,16 +665,39 @@ async fn step_and_log_errors() {
     let user = h.mint(&user);
     let step = format!("/v4/builds/{id}/steps/one");
 
-    let (s, v) = h.json("PUT", &format!("/v4/builds/{id}/steps/nope"), Some(&token), json!({"code": 0})).await;
+    let (s, v) = h
+        .json(
+            "PUT",
+            &format!("/v4/builds/{id}/steps/nope"),
+            Some(&token),
+            json!({"code": 0}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Step does not exist");
-    let (s, v) = h.call("GET", &format!("/v4/builds/{id}/steps/nope"), Some(&token), None).await;
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("/v4/builds/{id}/steps/nope"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Step does not exist");
-    let (s, v) = h.json("PUT", &step, Some(&token), json!({"startTime": "yesterday"})).await;
+    let (s, v) = h
+        .json(
+            "PUT",
+            &step,
+            Some(&token),
+            json!({"startTime": "yesterday"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "startTime: must be an ISO 8601 time");
-    let (s, v) = h.json("PUT", &step, Some(&token), json!({"code": "zero"})).await;
+    let (s, v) = h
+        .json("PUT", &step, Some(&token), json!({"code": "zero"}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "code: must be an integer");
     let (s, _) = h.json("PUT", &step, Some(&token), json!({})).await;
@@ -471,22 +705,54 @@ async fn step_and_log_errors() {
     let (s, v) = h.json("PUT", &step, Some(&user), json!({"code": 0})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error(&v, s, "Insufficient scope");
-    let (s, v) = h.json("POST", &format!("{step}/logs"), Some(&token), json!({"m": "x"})).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            &format!("{step}/logs"),
+            Some(&token),
+            json!({"m": "x"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "array");
-    let (s, v) = h.json("POST", &format!("{step}/logs"), Some(&token), json!([{"m": 1, "n": 0}])).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            &format!("{step}/logs"),
+            Some(&token),
+            json!([{"m": 1, "n": 0}]),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "[0].m: must be a string");
-    let (s, v) = h.json("POST", &format!("{step}/logs"), Some(&token), json!([{"m": "x", "n": -1}])).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            &format!("{step}/logs"),
+            Some(&token),
+            json!([{"m": "x", "n": -1}]),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "[0].n");
-    let (s, v) = h.call("GET", &format!("{step}/logs?from=x"), Some(&token), None).await;
+    let (s, v) = h
+        .call("GET", &format!("{step}/logs?from=x"), Some(&token), None)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "from: must be a line number");
-    let (s, v) = h.call("GET", "/v4/builds/999/steps/one/logs", Some("admin-token"), None).await;
+    let (s, v) = h
+        .call(
+            "GET",
+            "/v4/builds/999/steps/one/logs",
+            Some("admin-token"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Build does not exist");
-    let (s, v) = h.call("GET", "/v4/builds/0", Some("admin-token"), None).await;
+    let (s, v) = h
+        .call("GET", "/v4/builds/0", Some("admin-token"), None)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "id: must be a positive integer");
 }
@@ -497,17 +763,25 @@ async fn unknown_paths_and_methods_are_json_and_public_endpoints_answer() {
     let (s, v) = h.call("GET", "/nowhere", None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Not Found");
-    let (s, v) = h.call("DELETE", "/v4/builds", Some("admin-token"), None).await;
+    let (s, v) = h
+        .call("DELETE", "/v4/builds", Some("admin-token"), None)
+        .await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_error(&v, s, "Method Not Allowed");
     let (s, v) = h.call("GET", "/v4/status", None, None).await;
     assert_eq!((s, v), (StatusCode::OK, json!("OK")));
     let (s, v) = h.call("GET", "/v4/auth/key", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    let key = jsonwebtoken::DecodingKey::from_ec_pem(v["key"].as_str().unwrap().as_bytes()).unwrap();
+    let key =
+        jsonwebtoken::DecodingKey::from_ec_pem(v["key"].as_str().unwrap().as_bytes()).unwrap();
     let t = h.mint(&Claims::for_build(3, SCOPE_BUILD, 5));
-    let claims: Claims =
-        jsonwebtoken::decode(&t, &key, &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256)).unwrap().claims;
+    let claims: Claims = jsonwebtoken::decode(
+        &t,
+        &key,
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256),
+    )
+    .unwrap()
+    .claims;
     assert_eq!(claims.username, "3");
 }
 
@@ -518,7 +792,10 @@ async fn a_refused_start_fails_the_build_and_stops_it() {
     let id = h.submit().await;
     let v = h.wait_for_status(id, "FAILURE").await;
     let msg = v["statusMessage"].as_str().unwrap();
-    assert!(msg.starts_with("Failed to start build by executor error"), "{msg}");
+    assert!(
+        msg.starts_with("Failed to start build by executor error"),
+        "{msg}"
+    );
     assert_eq!(v["state"], "failed");
     h.wait_for_log(&format!("stop {id}")).await;
 }
@@ -526,11 +803,16 @@ async fn a_refused_start_fails_the_build_and_stops_it() {
 #[tokio::test]
 async fn a_build_that_ends_on_the_engine_without_reporting_is_failed() {
     let h = Harness::new();
-    h.exec.fake.set_default_script(Script::succeed_after(Duration::from_millis(5)));
+    h.exec
+        .fake
+        .set_default_script(Script::succeed_after(Duration::from_millis(5)));
     let id = h.submit().await;
     let v = h.wait_for_status(id, "FAILURE").await;
     let msg = v["statusMessage"].as_str().unwrap();
-    assert!(msg.contains("launch ended without reporting a final status"), "{msg}");
+    assert!(
+        msg.contains("launch ended without reporting a final status"),
+        "{msg}"
+    );
     assert_eq!(h.status_of(id).await, "FAILURE");
 }
 
@@ -541,7 +823,10 @@ async fn shutdown_aborts_open_builds_and_cleans_up() {
     h.temporal_token(id).await;
     h.state.shutdown(Duration::from_secs(5)).await;
     let b = h.state.build_json(id).unwrap();
-    assert_eq!((b["status"].as_str(), b["statusMessage"].as_str()), (Some("ABORTED"), Some("The API shut down")));
+    assert_eq!(
+        (b["status"].as_str(), b["statusMessage"].as_str()),
+        (Some("ABORTED"), Some("The API shut down"))
+    );
     assert!(h.exec.log.lock().contains(&format!("stop {id}")));
     assert!(h.exec.fake.calls().cleanup >= 1);
     assert!(h.exec.fake.live_builds().is_empty());
@@ -550,12 +835,15 @@ async fn shutdown_aborts_open_builds_and_cleans_up() {
 #[tokio::test]
 async fn a_server_on_loopback_serves_the_same_router() {
     let exec: Arc<dyn Executor> = Arc::new(FakeExecutor::new());
-    let server = executor_api::ApiServer::start(exec, ApiConfig::default(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let server =
+        executor_api::ApiServer::start(exec, ApiConfig::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     assert!(server.url().starts_with("http://127.0.0.1:"));
     assert_eq!(server.state().api_uri(), server.url());
-    let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(b"GET /v4/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -563,6 +851,9 @@ async fn a_server_on_loopback_serves_the_same_router() {
         .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("OK"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("OK"),
+        "{out}"
+    );
     server.shutdown(Duration::from_secs(5)).await;
 }

@@ -13,7 +13,7 @@
 use std::alloc::System;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use executor_base::timer::{MemoryTimerStore, SqliteTimerStore, TimerService};
@@ -51,7 +51,11 @@ struct SpawnPerTimer {
 }
 
 impl SpawnPerTimer {
-    fn start(&mut self, t: &TimerConfig, on_fire: Arc<dyn Fn(chrono::DateTime<Utc>) + Send + Sync>) {
+    fn start(
+        &mut self,
+        t: &TimerConfig,
+        on_fire: Arc<dyn Fn(chrono::DateTime<Utc>) + Send + Sync>,
+    ) {
         let deadline = t.start_time + chrono::Duration::minutes(90);
         let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
         let at = tokio::time::Instant::now() + wait;
@@ -86,7 +90,12 @@ fn service_figures(rt: &tokio::runtime::Runtime) -> Figures {
     rt.block_on(async {
         let region = Region::new(GLOBAL);
         let store = Arc::new(MemoryTimerStore::new());
-        let timers = TimerService::builder().store(store).handler(|_| {}).build().await.unwrap();
+        let timers = TimerService::builder()
+            .store(store)
+            .handler(|_| {})
+            .build()
+            .await
+            .unwrap();
         let far = Utc::now();
         for id in 1..=PENDING {
             timers.start_timer(&cfg(id, far)).await.unwrap();
@@ -131,24 +140,38 @@ fn service_figures(rt: &tokio::runtime::Runtime) -> Figures {
             let start = base + chrono::Duration::microseconds((id * 20) as i64);
             timers.start_timer(&cfg(id, start)).await.unwrap();
         }
-        let t = &timers;
-        let pool = &pool;
-        while late.lock().len() < PENDING as usize {
-            for c in pool {
-                t.start_timer(c).await.unwrap();
-                t.stop_timer(c.build_id).await.unwrap();
+        let churn = tokio::spawn({
+            let (timers, pool, late) = (timers.clone(), pool.clone(), late.clone());
+            async move {
+                while late.lock().len() < PENDING as usize {
+                    for c in &pool {
+                        timers.start_timer(c).await.unwrap();
+                        timers.stop_timer(c.build_id).await.unwrap();
+                    }
+                    tokio::task::yield_now().await;
+                }
             }
-            tokio::task::yield_now().await;
-        }
+        });
+        churn.await.unwrap();
         let (p50_ms, p99_ms, max_ms) = summarize(&late.lock());
-        Figures { pairs_per_s, bytes_per_timer, p50_ms, p99_ms, max_ms }
+        Figures {
+            pairs_per_s,
+            bytes_per_timer,
+            p50_ms,
+            p99_ms,
+            max_ms,
+        }
     })
 }
 
 fn summarize(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&v, 0.5), percentile(&v, 0.99), *v.last().unwrap())
+    (
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        *v.last().unwrap(),
+    )
 }
 
 fn baseline_figures(rt: &tokio::runtime::Runtime) -> Figures {
@@ -164,7 +187,7 @@ fn baseline_figures(rt: &tokio::runtime::Runtime) -> Figures {
         let bytes_per_timer = net_bytes(&region) as f64 / PENDING as f64;
 
         let pool: Vec<TimerConfig> = (0..YIELD_EVERY).map(|i| cfg(1_000_000 + i, far)).collect();
-        let mut churn = async |n: u64, base: &mut SpawnPerTimer| {
+        let churn = async |n: u64, base: &mut SpawnPerTimer| {
             for i in 0..n {
                 let c = &pool[(i % YIELD_EVERY) as usize];
                 base.start(c, noop.clone());
@@ -189,29 +212,51 @@ fn baseline_figures(rt: &tokio::runtime::Runtime) -> Figures {
             let ms = (Utc::now() - deadline).num_microseconds().unwrap_or(0) as f64 / 1000.0;
             l2.lock().push(ms);
         });
-        let start0 = Utc::now() - chrono::Duration::minutes(90) + chrono::Duration::milliseconds(500);
+        let start0 =
+            Utc::now() - chrono::Duration::minutes(90) + chrono::Duration::milliseconds(500);
         let mut fired = SpawnPerTimer::default();
         for id in 1..=PENDING {
             let start = start0 + chrono::Duration::microseconds((id * 20) as i64);
             fired.start(&cfg(id, start), record.clone());
         }
-        while late.lock().len() < PENDING as usize {
-            for c in &pool {
-                base.start(c, noop.clone());
-                base.stop(c.build_id);
+        let churn = tokio::spawn({
+            let late = late.clone();
+            async move {
+                while late.lock().len() < PENDING as usize {
+                    for c in &pool {
+                        base.start(c, noop.clone());
+                        base.stop(c.build_id);
+                    }
+                    tokio::task::yield_now().await;
+                }
             }
-            tokio::task::yield_now().await;
-        }
+        });
+        churn.await.unwrap();
         let (p50_ms, p99_ms, max_ms) = summarize(&late.lock());
-        Figures { pairs_per_s, bytes_per_timer, p50_ms, p99_ms, max_ms }
+        Figures {
+            pairs_per_s,
+            bytes_per_timer,
+            p50_ms,
+            p99_ms,
+            max_ms,
+        }
     })
 }
 
 fn sqlite_pairs_per_s(rt: &tokio::runtime::Runtime) -> f64 {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteTimerStore::open(dir.path().join("timers.db")).await.unwrap());
-        let timers = TimerService::builder().store(store).handler(|_| {}).build().await.unwrap();
+        let store = Arc::new(
+            SqliteTimerStore::open(dir.path().join("timers.db"))
+                .await
+                .unwrap(),
+        );
+        let timers = TimerService::builder()
+            .store(store)
+            .handler(|_| {})
+            .build()
+            .await
+            .unwrap();
         let now = Utc::now();
         let n = 2_000;
         let t0 = Instant::now();
@@ -226,21 +271,39 @@ fn sqlite_pairs_per_s(rt: &tokio::runtime::Runtime) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing: run anyway.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let s = service_figures(&rt);
     let b = baseline_figures(&rt);
     let sql = sqlite_pairs_per_s(&rt);
-    println!("timers: {PENDING} pending, {PAIRS} start+stop pairs, one core (current-thread runtime)");
-    println!("{:<34} {:>14} {:>16} {:>8}", "", "TimerService", "spawn+sleep", "ratio");
+    println!(
+        "timers: {PENDING} pending, {PAIRS} start+stop pairs, one core (current-thread runtime)"
+    );
+    println!(
+        "{:<34} {:>14} {:>16} {:>8}",
+        "", "TimerService", "spawn+sleep", "ratio"
+    );
     println!(
         "{:<34} {:>14.0} {:>16.0} {:>7.1}x",
-        "start+stop pairs/s (memory store)", s.pairs_per_s, b.pairs_per_s, s.pairs_per_s / b.pairs_per_s
+        "start+stop pairs/s (memory store)",
+        s.pairs_per_s,
+        b.pairs_per_s,
+        s.pairs_per_s / b.pairs_per_s
     );
     println!(
         "{:<34} {:>14.0} {:>16.0} {:>7.2}x",
-        "heap bytes per pending timer", s.bytes_per_timer, b.bytes_per_timer, s.bytes_per_timer / b.bytes_per_timer
+        "heap bytes per pending timer",
+        s.bytes_per_timer,
+        b.bytes_per_timer,
+        s.bytes_per_timer / b.bytes_per_timer
     );
-    for (name, a, c) in [("lateness p50 (ms)", s.p50_ms, b.p50_ms), ("lateness p99 (ms)", s.p99_ms, b.p99_ms), ("lateness max (ms)", s.max_ms, b.max_ms)] {
+    for (name, a, c) in [
+        ("lateness p50 (ms)", s.p50_ms, b.p50_ms),
+        ("lateness p99 (ms)", s.p99_ms, b.p99_ms),
+        ("lateness max (ms)", s.max_ms, b.max_ms),
+    ] {
         println!("{name:<34} {a:>14.2} {c:>16.2} {:>7.2}x", a / c.max(1e-9));
     }
     println!("{:<34} {:>14.0}", "start+stop pairs/s (SQLite store)", sql);

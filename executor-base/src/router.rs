@@ -57,7 +57,10 @@ impl Table {
                 Some((n, b)) => Ok(Some((n.as_str(), b))),
                 None => Err(Error::invalid_field(
                     FIELD,
-                    format!("unknown executor {name:?}, expected one of {}", self.known()),
+                    format!(
+                        "unknown executor {name:?}, expected one of {}",
+                        self.known()
+                    ),
                 )
                 .with_executor("router")),
             },
@@ -81,7 +84,11 @@ impl Table {
 
     /// Where a known build is: the backend that started it, else the annotation, else
     /// the default.
-    fn for_build(&self, id: BuildId, annotations: &Annotations) -> Result<Arc<dyn Executor>, Error> {
+    fn for_build(
+        &self,
+        id: BuildId,
+        annotations: &Annotations,
+    ) -> Result<Arc<dyn Executor>, Error> {
         if let Some((name, _)) = self.routes.lock().get(&id)
             && let Some(b) = self.backends.get(name)
         {
@@ -161,7 +168,10 @@ pub struct RouterBuilder {
 impl fmt::Debug for RouterBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouterBuilder")
-            .field("backends", &self.backends.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "backends",
+                &self.backends.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("default", &self.default)
             .field("timers", &self.timers)
             .field("stop_on_timeout", &self.stop_on_timeout)
@@ -179,7 +189,8 @@ impl RouterBuilder {
     /// Adds a backend under another name (e.g. two Kubernetes clusters `k8s` and `k8s-gpu`).
     /// Names are matched lower-case, as the annotation is.
     pub fn backend_named(mut self, name: impl Into<String>, backend: Arc<dyn Executor>) -> Self {
-        self.backends.push((name.into().to_ascii_lowercase(), backend));
+        self.backends
+            .push((name.into().to_ascii_lowercase(), backend));
         self
     }
 
@@ -220,8 +231,14 @@ impl RouterBuilder {
             .ok_or_else(|| bad("router: no backend configured".into()))?;
         let mut backends = BTreeMap::new();
         for (name, b) in self.backends {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(bad(format!("router: backend name {name:?} is not letters, digits, '-' or '_'")));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(bad(format!(
+                    "router: backend name {name:?} is not letters, digits, '-' or '_'"
+                )));
             }
             if backends.insert(name.clone(), b).is_some() {
                 return Err(bad(format!("router: two backends are named {name:?}")));
@@ -235,7 +252,9 @@ impl RouterBuilder {
             )));
         }
         if self.timers.is_none() && (self.stop_on_timeout || self.on_expiry.is_some()) {
-            return Err(bad("router: stop_on_timeout and on_expiry need timers".into()));
+            return Err(bad(
+                "router: stop_on_timeout and on_expiry need timers".into()
+            ));
         }
         let table = Arc::new(Table {
             backends,
@@ -338,7 +357,11 @@ fn sum(per: BTreeMap<String, Stats>) -> Stats {
         }
     }
     let done = req.success + req.failure;
-    req.average_time = if done == 0 { 0.0 } else { weighted / done as f64 };
+    req.average_time = if done == 0 {
+        0.0
+    } else {
+        weighted / done as f64
+    };
     let mut out = Stats {
         requests: req,
         builds,
@@ -360,7 +383,10 @@ impl Executor for Router {
         if let Some(prev) = self.table.routed_to(build.build_id)
             && prev != name
             && let Some(other) = self.table.backends.get(&prev)
-            && other.status(&build.to_stop()).await.is_ok_and(|s| !s.is_terminal())
+            && other
+                .status(&build.to_stop())
+                .await
+                .is_ok_and(|s| !s.is_terminal())
         {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
@@ -416,7 +442,10 @@ impl Executor for Router {
     /// Cleans up every backend (all are tried; the first error is returned).
     async fn cleanup(&self) -> Result<(), Error> {
         let results = join_all(self.table.backends.values().map(|b| b.cleanup())).await;
-        results.into_iter().collect::<Result<Vec<()>, Error>>().map(|_| ())
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()
+            .map(|_| ())
     }
 
     /// Collects garbage on every backend (all are tried; the first error is returned).

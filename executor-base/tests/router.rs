@@ -9,13 +9,17 @@ use executor_base::testkit::conformance::{ConformanceConfig, conformance};
 use executor_base::testkit::fake::FakeExecutor;
 use executor_base::timer::TimerService;
 use executor_base::{
-    Annotations, ApiBuildStatus, BuildId, ErrorKind, Executor, JobId, Phase, Router, StartConfig, StopConfig,
-    TimedExecutor, TimerConfig,
+    Annotations, ApiBuildStatus, BuildId, ErrorKind, Executor, JobId, Phase, Router, StartConfig,
+    StopConfig, TimedExecutor, TimerConfig,
 };
 use parking_lot::Mutex;
 
 fn fakes() -> (FakeExecutor, FakeExecutor, FakeExecutor) {
-    (FakeExecutor::named("docker"), FakeExecutor::named("k8s"), FakeExecutor::named("process"))
+    (
+        FakeExecutor::named("docker"),
+        FakeExecutor::named("k8s"),
+        FakeExecutor::named("process"),
+    )
 }
 
 fn router(d: &FakeExecutor, k: &FakeExecutor, p: &FakeExecutor) -> Router {
@@ -47,7 +51,11 @@ async fn router_over_fakes_passes_conformance() {
             let (d, k, p) = fakes();
             Arc::new(router(&d, &k, &p)) as Arc<dyn Executor>
         },
-        ConformanceConfig { first_build_id: 500, concurrent_builds: 20, ..Default::default() },
+        ConformanceConfig {
+            first_build_id: 500,
+            concurrent_builds: 20,
+            ..Default::default()
+        },
     )
     .await;
 }
@@ -68,7 +76,11 @@ async fn router_with_shared_timers_passes_conformance() {
                 .unwrap();
             Arc::new(r) as Arc<dyn Executor>
         },
-        ConformanceConfig { first_build_id: 700, concurrent_builds: 10, ..Default::default() },
+        ConformanceConfig {
+            first_build_id: 700,
+            concurrent_builds: 10,
+            ..Default::default()
+        },
     )
     .await;
 }
@@ -93,9 +105,20 @@ async fn an_unknown_executor_is_refused_naming_the_annotation_and_the_known_ones
     let r = router(&d, &k, &p);
     let e = r.start(&build(1, Some("jenkins"))).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
-    assert_eq!(e.field_errors()[0].field, "annotations[screwdriver.cd/executor]");
-    assert!(e.to_string().contains("unknown executor \"jenkins\", expected one of docker, k8s, process"), "{e}");
-    assert_eq!(d.calls().total() + k.calls().total() + p.calls().total(), 0, "no backend was called");
+    assert_eq!(
+        e.field_errors()[0].field,
+        "annotations[screwdriver.cd/executor]"
+    );
+    assert!(
+        e.to_string()
+            .contains("unknown executor \"jenkins\", expected one of docker, k8s, process"),
+        "{e}"
+    );
+    assert_eq!(
+        d.calls().total() + k.calls().total() + p.calls().total(),
+        0,
+        "no backend was called"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +145,11 @@ async fn builds_the_router_did_not_start_fall_back_to_the_annotation_then_the_de
     let r = router(&d, &k, &p);
     assert!(!r.status(&b.to_stop()).await.unwrap().is_terminal());
     let e = r.status(&StopConfig::new(b.build_id)).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NotFound, "no annotation: asked the default");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::NotFound,
+        "no annotation: asked the default"
+    );
     assert_eq!(p.calls().status, 1);
 }
 
@@ -165,15 +192,24 @@ async fn cleanup_and_gc_fan_out_to_every_backend() {
         r.stop(&b.to_stop()).await.unwrap();
     }
     let g = r.gc(true).await.unwrap();
-    assert_eq!(g.expired, vec!["build/1".to_string(), "build/2".to_string()]);
+    assert_eq!(
+        g.expired,
+        vec!["build/1".to_string(), "build/2".to_string()]
+    );
     r.cleanup().await.unwrap();
     r.cleanup().await.unwrap();
     for f in [&d, &k, &p] {
         assert_eq!(f.calls().cleanup, 2);
     }
     assert!(r.gc(false).await.unwrap().expired.is_empty());
-    d.refuse(executor_base::testkit::fake::FakeOp::Cleanup, ErrorKind::Unavailable);
-    assert_eq!(r.cleanup().await.unwrap_err().kind(), ErrorKind::Unavailable);
+    d.refuse(
+        executor_base::testkit::fake::FakeOp::Cleanup,
+        ErrorKind::Unavailable,
+    );
+    assert_eq!(
+        r.cleanup().await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
     assert_eq!(k.calls().cleanup, 3, "the others were still cleaned up");
 }
 
@@ -196,10 +232,24 @@ async fn shared_timers_stop_the_build_on_its_backend_and_report_timed_out() {
     let fine = build(2, Some("docker"));
     r.start(&late).await.unwrap();
     r.start(&fine).await.unwrap();
-    let t = |b: &StartConfig, start| TimerConfig::new(b.build_id, JobId::new(3).unwrap(), ApiBuildStatus::Running, start, Annotations::default());
-    r.start_timer(&t(&late, Utc::now() - chrono::Duration::minutes(95))).await.unwrap();
+    let t = |b: &StartConfig, start| {
+        TimerConfig::new(
+            b.build_id,
+            JobId::new(3).unwrap(),
+            ApiBuildStatus::Running,
+            start,
+            Annotations::default(),
+        )
+    };
+    r.start_timer(&t(&late, Utc::now() - chrono::Duration::minutes(95)))
+        .await
+        .unwrap();
     r.start_timer(&t(&fine, Utc::now())).await.unwrap();
-    assert_eq!(timers.pending(), 2, "nothing fired yet (current-thread runtime)");
+    assert_eq!(
+        timers.pending(),
+        2,
+        "nothing fired yet (current-thread runtime)"
+    );
     for _ in 0..500 {
         if k.live_builds().is_empty() {
             break;
@@ -207,7 +257,13 @@ async fn shared_timers_stop_the_build_on_its_backend_and_report_timed_out() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(k.live_builds().is_empty(), "stopped on k8s");
-    assert_eq!(r.status(&StopConfig::new(late.build_id)).await.unwrap().phase, Phase::TimedOut);
+    assert_eq!(
+        r.status(&StopConfig::new(late.build_id))
+            .await
+            .unwrap()
+            .phase,
+        Phase::TimedOut
+    );
     assert!(r.verify(&late).await.unwrap().is_failure());
     assert_eq!(*seen.lock(), vec![late.build_id]);
     assert_eq!(d.live_builds(), vec![fine.build_id]);
@@ -219,14 +275,31 @@ async fn shared_timers_stop_the_build_on_its_backend_and_report_timed_out() {
 async fn without_shared_timers_timer_calls_go_to_the_build_backend() {
     let d = FakeExecutor::named("docker");
     let docker_timers = TimerService::builder().build().await.unwrap();
-    let timed = Arc::new(TimedExecutor::new(Arc::new(d.clone()), docker_timers.clone()));
-    let r = Router::builder().backend(timed).backend(Arc::new(FakeExecutor::named("process"))).build().unwrap();
-    assert_eq!(r.default_backend(), "docker", "the first backend is the default");
+    let timed = Arc::new(TimedExecutor::new(
+        Arc::new(d.clone()),
+        docker_timers.clone(),
+    ));
+    let r = Router::builder()
+        .backend(timed)
+        .backend(Arc::new(FakeExecutor::named("process")))
+        .build()
+        .unwrap();
+    assert_eq!(
+        r.default_backend(),
+        "docker",
+        "the first backend is the default"
+    );
     let b = build(1, None);
     r.start(&b).await.unwrap();
-    r.start_timer(&TimerConfig::new(b.build_id, JobId::new(3).unwrap(), ApiBuildStatus::Running, Utc::now(), Annotations::default()))
-        .await
-        .unwrap();
+    r.start_timer(&TimerConfig::new(
+        b.build_id,
+        JobId::new(3).unwrap(),
+        ApiBuildStatus::Running,
+        Utc::now(),
+        Annotations::default(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(docker_timers.pending(), 1);
     r.stop_timer(&b.to_stop()).await.unwrap();
     assert_eq!(docker_timers.pending(), 0);
@@ -241,8 +314,14 @@ async fn the_builder_refuses_bad_setups() {
         e.to_string()
     };
     assert!(msg(Router::builder()).contains("no backend"));
-    assert!(msg(Router::builder().backend(f()).backend(f())).contains("two backends are named \"docker\""));
-    assert!(msg(Router::builder().backend(f()).default_backend("k8s")).contains("default backend \"k8s\" is not one of docker"));
+    assert!(
+        msg(Router::builder().backend(f()).backend(f()))
+            .contains("two backends are named \"docker\"")
+    );
+    assert!(
+        msg(Router::builder().backend(f()).default_backend("k8s"))
+            .contains("default backend \"k8s\" is not one of docker")
+    );
     assert!(msg(Router::builder().backend(f()).stop_on_timeout(true)).contains("need timers"));
     assert!(msg(Router::builder().backend_named("no spaces", f())).contains("not letters"));
 }

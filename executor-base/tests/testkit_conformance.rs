@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use executor_base::secrecy::ExposeSecret;
 use executor_base::testkit::conformance::{self, ConformanceConfig, LoseBuild, conformance};
 use executor_base::testkit::fake::FakeExecutor;
-use executor_base::{BuildId, BuildStatus, Error, ErrorKind, Executor, Phase, StartConfig, Stats, StopConfig, Verdict};
+use executor_base::{
+    BuildId, BuildStatus, Error, ErrorKind, Executor, Phase, StartConfig, Stats, StopConfig,
+    Verdict,
+};
 use futures::FutureExt;
 use parking_lot::Mutex;
 
@@ -49,7 +52,14 @@ async fn slow_fake_with_lost_builds_passes_and_leaves_nothing_running() {
     let exec: Arc<dyn Executor> = Arc::new(fake.clone());
     let mut c = cfg(1000);
     c.lose_build = Some(lose_with(&fake));
-    conformance(move || { let e = exec.clone(); async move { e } }, c).await;
+    conformance(
+        move || {
+            let e = exec.clone();
+            async move { e }
+        },
+        c,
+    )
+    .await;
     assert!(fake.live_builds().is_empty());
     assert!(fake.calls().stop >= 8);
 }
@@ -82,7 +92,12 @@ struct Broken {
 
 impl Broken {
     fn new(fake: FakeExecutor, flaw: Flaw) -> Self {
-        Self { fake, flaw, stopped: Mutex::default(), cleanups: Mutex::default() }
+        Self {
+            fake,
+            flaw,
+            stopped: Mutex::default(),
+            cleanups: Mutex::default(),
+        }
     }
     fn has(&self, f: Flaw) -> bool {
         self.flaw == f
@@ -100,10 +115,15 @@ impl Executor for Broken {
             tracing::trace!(token = build.token.expose_secret(), "starting");
         }
         match self.fake.start(build).await {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && self.has(Flaw::AcceptsSecondStart) => Ok(()),
-            Err(e) if self.has(Flaw::LeaksTokenInError) => {
-                Err(Error::new(e.kind(), format!("{} (token {})", e.message(), build.token.expose_secret())))
+            Err(e)
+                if e.kind() == ErrorKind::AlreadyExists && self.has(Flaw::AcceptsSecondStart) =>
+            {
+                Ok(())
             }
+            Err(e) if self.has(Flaw::LeaksTokenInError) => Err(Error::new(
+                e.kind(),
+                format!("{} (token {})", e.message(), build.token.expose_secret()),
+            )),
             r => r,
         }
     }
@@ -139,7 +159,9 @@ impl Executor for Broken {
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
         let r = self.fake.status(build).await;
         match (self.flaw, r) {
-            (Flaw::StatusOfUnknownIsPending, Err(e)) if e.kind() == ErrorKind::NotFound => Ok(BuildStatus::pending("queued")),
+            (Flaw::StatusOfUnknownIsPending, Err(e)) if e.kind() == ErrorKind::NotFound => {
+                Ok(BuildStatus::pending("queued"))
+            }
             (Flaw::LostIsSuccess, Ok(s)) if s.phase == Phase::Lost => Ok(BuildStatus::succeeded()),
             (Flaw::LeaksTokenInStatus, Ok(mut s)) => {
                 if let Some(t) = &build.token {
@@ -147,7 +169,9 @@ impl Executor for Broken {
                 }
                 Ok(s)
             }
-            (Flaw::GoesBackwardsAfterStop, Ok(s)) if s.phase == Phase::Canceled && self.stopped.lock().remove(&build.build_id) => {
+            (Flaw::GoesBackwardsAfterStop, Ok(s))
+                if s.phase == Phase::Canceled && self.stopped.lock().remove(&build.build_id) =>
+            {
                 Ok(BuildStatus::pending("restarting"))
             }
             (_, r) => r,
@@ -162,7 +186,10 @@ impl Executor for Broken {
         let mut n = self.cleanups.lock();
         *n += 1;
         if self.has(Flaw::CleanupTwiceFails) && *n > 1 {
-            return Err(Error::new(ErrorKind::Unexpected, "connection already closed"));
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                "connection already closed",
+            ));
         }
         Ok(())
     }
@@ -175,8 +202,19 @@ async fn assert_fails(flaw: Flaw, rule: &str, first: u64) {
     let exec: Arc<dyn Executor> = Arc::new(Broken::new(fake.clone(), flaw));
     let mut c = cfg(first);
     c.lose_build = Some(lose_with(&fake));
-    let run = tokio::spawn(async move { conformance(move || { let e = exec.clone(); async move { e } }, c).await });
-    let err = run.await.expect_err(&format!("the suite passed a backend with {flaw:?}"));
+    let run = tokio::spawn(async move {
+        conformance(
+            move || {
+                let e = exec.clone();
+                async move { e }
+            },
+            c,
+        )
+        .await
+    });
+    let err = run
+        .await
+        .expect_err(&format!("the suite passed a backend with {flaw:?}"));
     assert!(err.is_panic());
     let payload = err.into_panic();
     let msg = payload
@@ -184,9 +222,16 @@ async fn assert_fails(flaw: Flaw, rule: &str, first: u64) {
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
-    assert!(msg.contains(&format!("rule `{rule}` broken")), "{flaw:?}: expected rule {rule}, got: {msg}");
+    assert!(
+        msg.contains(&format!("rule `{rule}` broken")),
+        "{flaw:?}: expected rule {rule}, got: {msg}"
+    );
     if flaw != Flaw::IgnoresStop {
-        assert!(fake.live_builds().is_empty(), "{flaw:?}: the suite left {:?} running", fake.live_builds());
+        assert!(
+            fake.live_builds().is_empty(),
+            "{flaw:?}: the suite left {:?} running",
+            fake.live_builds()
+        );
     }
 }
 
@@ -217,16 +262,33 @@ async fn fails_a_backend_that_errors_on_stop_of_an_unknown_build() {
 
 #[tokio::test]
 async fn fails_a_backend_that_invents_unknown_builds() {
-    assert_fails(Flaw::StatusOfUnknownIsPending, "invalid_config_is_refused", 7000).await;
+    assert_fails(
+        Flaw::StatusOfUnknownIsPending,
+        "invalid_config_is_refused",
+        7000,
+    )
+    .await;
     // The dedicated check catches it on its own too.
-    let exec: Arc<dyn Executor> = Arc::new(Broken::new(FakeExecutor::new(), Flaw::StatusOfUnknownIsPending));
-    let r = tokio::spawn(async move { conformance::status_of_unknown_is_not_found(exec, &cfg(7100)).await }).await;
+    let exec: Arc<dyn Executor> = Arc::new(Broken::new(
+        FakeExecutor::new(),
+        Flaw::StatusOfUnknownIsPending,
+    ));
+    let r =
+        tokio::spawn(
+            async move { conformance::status_of_unknown_is_not_found(exec, &cfg(7100)).await },
+        )
+        .await;
     assert!(r.unwrap_err().is_panic());
 }
 
 #[tokio::test]
 async fn fails_a_backend_that_accepts_a_second_start() {
-    assert_fails(Flaw::AcceptsSecondStart, "start_of_live_build_is_already_exists", 8000).await;
+    assert_fails(
+        Flaw::AcceptsSecondStart,
+        "start_of_live_build_is_already_exists",
+        8000,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -236,7 +298,12 @@ async fn fails_a_backend_that_ignores_stop() {
 
 #[tokio::test]
 async fn fails_a_backend_whose_stop_stops_every_build() {
-    assert_fails(Flaw::StopStopsEveryBuild, "concurrent_starts_do_not_interfere", 10000).await;
+    assert_fails(
+        Flaw::StopStopsEveryBuild,
+        "concurrent_starts_do_not_interfere",
+        10000,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -265,7 +332,16 @@ async fn fails_a_backend_that_ignores_stop_in_the_timeout_check() {
     let exec: Arc<dyn Executor> = Arc::new(Broken::new(FakeExecutor::new(), Flaw::IgnoresStop));
     let mut c = cfg(15000);
     c.settle = Duration::from_secs(1);
-    let r = tokio::spawn(async move { conformance::timed_out_build_is_stopped(exec, &c).await }).await;
-    let msg = r.unwrap_err().into_panic().downcast::<String>().map(|b| *b).unwrap_or_default();
-    assert!(msg.contains("rule `timed_out_build_is_stopped` broken"), "{msg}");
+    let r =
+        tokio::spawn(async move { conformance::timed_out_build_is_stopped(exec, &c).await }).await;
+    let msg = r
+        .unwrap_err()
+        .into_panic()
+        .downcast::<String>()
+        .map(|b| *b)
+        .unwrap_or_default();
+    assert!(
+        msg.contains("rule `timed_out_build_is_stopped` broken"),
+        "{msg}"
+    );
 }

@@ -150,6 +150,9 @@ fn main() {
         );
         return;
     }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(run());
 }

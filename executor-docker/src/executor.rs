@@ -93,7 +93,9 @@ impl DockerExecutor {
         crate::gc::collect(self, now, dry_run).await
     }
 
-    fn fault(&self, step: StartStep) -> Result<(), Error> {
+    /// Marks a step of `start` (debug timing) and runs the fault hook, if any.
+    fn step(&self, step: StartStep, id: BuildId, since: std::time::Instant) -> Result<(), Error> {
+        tracing::debug!(build_id = %id, ?step, elapsed_ms = since.elapsed().as_secs_f64() * 1000.0, "start step done");
         match &self.fault {
             Some(hook) => hook(step),
             None => Ok(()),
@@ -145,6 +147,7 @@ impl DockerExecutor {
         undo: &mut Undo,
     ) -> Result<(), Error> {
         let id = plan.build_id;
+        let t0 = std::time::Instant::now();
         if self.cfg.pull_policy == PullPolicy::Always {
             let (l, i) = tokio::join!(self.pull(id, &plan.launcher), self.engine.pull(&plan.image));
             l?;
@@ -167,7 +170,7 @@ impl DockerExecutor {
                 .create_volume(&plan.names.tools, &plan.tools_labels)
                 .await?;
         }
-        self.fault(StartStep::VolumesCreated)?;
+        self.step(StartStep::VolumesCreated, id, t0)?;
 
         undo.container(&plan.names.init);
         if let Err(e) = self
@@ -177,7 +180,7 @@ impl DockerExecutor {
             undo.conflict_if(&e, &plan.names.init);
             return Err(e);
         }
-        self.fault(StartStep::InitCreated)?;
+        self.step(StartStep::InitCreated, id, t0)?;
 
         plan.cap_cpus(self.engine.ncpu().await?);
         undo.container(&plan.names.build);
@@ -199,7 +202,7 @@ impl DockerExecutor {
             return Err(e);
         }
         written?;
-        self.fault(StartStep::BuildCreated)?;
+        self.step(StartStep::BuildCreated, id, t0)?;
 
         self.engine
             .start_container(&plan.names.build)

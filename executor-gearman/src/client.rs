@@ -3,7 +3,8 @@
 //! One [`GearmanClient`] owns one TCP connection, driven by a background task; clones
 //! share it. Requests are answered by gearmand in order, so the task keeps a FIFO of
 //! outstanding requests (`SUBMIT_JOB` -> `JOB_CREATED`, `GET_STATUS` -> `STATUS_RES`,
-//! `ECHO_REQ` -> `ECHO_RES`, any of them -> `ERROR`) and routes `WORK_*` packets to the
+//! `GET_STATUS_UNIQUE` -> `STATUS_RES_UNIQUE`, `ECHO_REQ` -> `ECHO_RES`, any of them ->
+//! `ERROR`) and routes `WORK_*` packets to the
 //! job they name through a per-job channel registered when `JOB_CREATED` arrives, before
 //! any later packet is read.
 //!
@@ -122,6 +123,21 @@ pub struct JobStatus {
     pub denominator: u64,
 }
 
+/// A job's status looked up by its unique id (`STATUS_RES_UNIQUE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueStatus {
+    /// Whether gearmand knows a job with this unique id.
+    pub known: bool,
+    /// Whether a worker holds it.
+    pub running: bool,
+    /// Last reported progress numerator.
+    pub numerator: u64,
+    /// Last reported progress denominator.
+    pub denominator: u64,
+    /// Clients waiting for its result (0: nobody can see its outcome any more).
+    pub clients: u64,
+}
+
 enum Command {
     Submit {
         function: String,
@@ -137,12 +153,17 @@ enum Command {
         data: Bytes,
         reply: oneshot::Sender<Result<Bytes, GearmanError>>,
     },
+    StatusUnique {
+        unique: String,
+        reply: oneshot::Sender<Result<UniqueStatus, GearmanError>>,
+    },
 }
 
 enum Pending {
     Submit(oneshot::Sender<Result<SubmittedJob, GearmanError>>),
     Status(oneshot::Sender<Result<JobStatus, GearmanError>>),
     Echo(oneshot::Sender<Result<Bytes, GearmanError>>),
+    StatusUnique(oneshot::Sender<Result<UniqueStatus, GearmanError>>),
 }
 
 impl Pending {
@@ -152,6 +173,7 @@ impl Pending {
             Pending::Submit(r) => r.send(Err(e)).map_err(drop),
             Pending::Status(r) => r.send(Err(e)).map_err(drop),
             Pending::Echo(r) => r.send(Err(e)).map_err(drop),
+            Pending::StatusUnique(r) => r.send(Err(e)).map_err(drop),
         };
     }
 }
@@ -245,6 +267,14 @@ impl GearmanClient {
         self.request("GET_STATUS", |reply| Command::Status { handle, reply }).await
     }
 
+    /// Asks gearmand for the status of the job with this unique id
+    /// (`GET_STATUS_UNIQUE`), including how many clients wait for it.
+    pub async fn status_unique(&self, unique: &str) -> Result<UniqueStatus, GearmanError> {
+        let unique = unique.to_string();
+        self.request("GET_STATUS_UNIQUE", |reply| Command::StatusUnique { unique, reply })
+            .await
+    }
+
     /// Round trip through gearmand (`ECHO_REQ`).
     pub async fn echo(&self, data: Bytes) -> Result<Bytes, GearmanError> {
         self.request("ECHO_REQ", |reply| Command::Echo { data, reply }).await
@@ -316,6 +346,20 @@ impl Session {
                         running: p.arg_str(2) == Some("1"),
                         numerator: num(3),
                         denominator: num(4),
+                    }));
+                    return Ok(());
+                }
+                other => return Err(self.desync(other, p.kind)),
+            },
+            PacketType::STATUS_RES_UNIQUE => match self.pending.pop_front() {
+                Some(Pending::StatusUnique(reply)) => {
+                    let num = |i| p.arg_str(i).and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+                    let _ = reply.send(Ok(UniqueStatus {
+                        known: p.arg_str(1) == Some("1"),
+                        running: p.arg_str(2) == Some("1"),
+                        numerator: num(3),
+                        denominator: num(4),
+                        clients: num(5),
                     }));
                     return Ok(());
                 }
@@ -423,6 +467,7 @@ fn fail_command(cmd: Command, e: GearmanError) {
         Command::Submit { reply, .. } => Pending::Submit(reply).fail(e),
         Command::Status { reply, .. } => Pending::Status(reply).fail(e),
         Command::Echo { reply, .. } => Pending::Echo(reply).fail(e),
+        Command::StatusUnique { reply, .. } => Pending::StatusUnique(reply).fail(e),
     }
 }
 
@@ -439,6 +484,10 @@ async fn send_command(c: &mut Conn, session: &mut Session, cmd: Command) -> Resu
         ),
         Command::Status { handle, reply } => (Packet::req(PacketType::GET_STATUS, [handle]), Pending::Status(reply)),
         Command::Echo { data, reply } => (Packet::req(PacketType::ECHO_REQ, [data]), Pending::Echo(reply)),
+        Command::StatusUnique { unique, reply } => (
+            Packet::req(PacketType::GET_STATUS_UNIQUE, [unique]),
+            Pending::StatusUnique(reply),
+        ),
     };
     match c.send(packet).await {
         Ok(()) => {

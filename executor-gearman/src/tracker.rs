@@ -8,7 +8,8 @@
 //! | seen                                         | status                                   |
 //! |----------------------------------------------|------------------------------------------|
 //! | `JOB_CREATED`                                | `Pending` (queued on gearmand)           |
-//! | first `WORK_DATA` {name, number, manager}    | `Running`                                |
+//! | first `WORK_DATA` {name, number, manager}    | `Running` (`Pending` while `worker_extra.starting`) |
+//! | `WORK_STATUS` after the announcement         | `Running`                                |
 //! | `WORK_DATA` {result} + `WORK_COMPLETE`/`FAIL` | from `result` (`SUCCESS`, `ABORTED`, ...) |
 //! | `WORK_EXCEPTION`                             | `Failed` (typed from the launcher error) |
 //! | a second announcement with another manager or number | `Lost` (re-queued to another attempt, which is stopped) |
@@ -207,6 +208,10 @@ impl Tracker {
             }
             JobEvent::Status { numerator, denominator } => {
                 self.shared.info.lock().progress = Some((numerator, denominator));
+                // Zuul launchers send WORK_STATUS once the build runs.
+                if self.started() && self.status().phase == Phase::Pending {
+                    self.shared.status.send_replace(BuildStatus::running());
+                }
                 Flow::Continue
             }
             JobEvent::Disconnected => {
@@ -269,10 +274,14 @@ impl Tracker {
                     info.url = a.url.clone();
                 }
                 tracing::debug!(handle = %self.handle, manager = %a.manager, number = a.number, "build started on a launcher");
-                self.announced = Some(a);
                 if self.status().phase == Phase::Pending {
-                    self.shared.status.send_replace(BuildStatus::running());
+                    self.shared.status.send_replace(if a.is_starting() {
+                        BuildStatus::pending(format!("starting on launcher {}", a.manager))
+                    } else {
+                        BuildStatus::running()
+                    });
                 }
+                self.announced = Some(a);
                 if !self.stop_waiters.is_empty() {
                     self.stop_deadline = None;
                     return self.stop_announced().await;

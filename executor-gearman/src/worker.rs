@@ -1,6 +1,8 @@
 //! An async Gearman worker: registers functions, grabs jobs, runs a handler per job.
 //!
-//! The loop follows the protocol's sleep cycle: `GRAB_JOB_UNIQ`; on `NO_JOB` send
+//! After `CAN_DO` for each function and an `ECHO_REQ` round trip (so the functions are
+//! known to gearmand before [`GearmanWorker::registered`] says so), the loop follows the
+//! protocol's sleep cycle: `GRAB_JOB_UNIQ`; on `NO_JOB` send
 //! `PRE_SLEEP` and wait for gearmand's `NOOP` wake-up; on `JOB_ASSIGN_UNIQ` run the
 //! handler and, while fewer than `max_jobs` handlers run, grab again. Several jobs run
 //! at once on the one connection; each handler answers through its [`JobSink`].
@@ -263,7 +265,22 @@ impl GearmanWorker {
         for f in &self.opts.functions {
             conn.feed(Packet::req(PacketType::CAN_DO, [f.clone()])).await?;
         }
-        conn.flush().await?;
+        // gearmand handles a connection's packets in order: the echo's answer means the
+        // functions are registered (and visible to the admin `status` command).
+        conn.send(Packet::req(PacketType::ECHO_REQ, ["registered"])).await?;
+        let echoed = tokio::time::timeout(self.opts.connect_timeout, async {
+            loop {
+                match conn.next().await {
+                    Some(Ok(p)) if p.kind == PacketType::ECHO_RES => return Ok(()),
+                    Some(Ok(p)) => tracing::debug!(packet = %p.kind, "ignored while registering"),
+                    Some(Err(e)) => return Err(GearmanError::from(e)),
+                    None => return Err(GearmanError::Disconnected),
+                }
+            }
+        })
+        .await
+        .map_err(|_| GearmanError::Timeout("registration"))?;
+        echoed?;
         self.registered.send_replace(true);
 
         let mut grabbing = false;

@@ -315,6 +315,12 @@ pub struct StartAnnouncement {
 }
 
 impl StartAnnouncement {
+    /// Whether the launcher announced the build before its start returned
+    /// (`worker_extra.starting`, our extension); otherwise it runs.
+    pub fn is_starting(&self) -> bool {
+        self.worker_extra.get("starting") == Some(&Value::Bool(true))
+    }
+
     /// Recognises an announcement: a JSON object with `manager` and `number` and no
     /// `result`.
     pub fn from_data(data: &[u8]) -> Option<Self> {

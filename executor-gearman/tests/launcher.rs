@@ -350,7 +350,11 @@ async fn a_drain_finishes_running_builds_and_takes_no_new_ones() {
     w.drain();
     // Still registered while the build runs (gearmand would re-queue it otherwise) ...
     let late = build(build_id());
-    exec.start(&late).await.unwrap();
+    if let Err(e) = exec.start(&late).await {
+        let st = executor_gearman::admin::status(GEARMAND, Duration::from_secs(5)).await.unwrap();
+        let mine: Vec<_> = st.iter().filter(|f| f.function.contains(&job)).collect();
+        panic!("DEBUG {e}: {mine:?} total functions {}", st.len());
+    }
     // ... and it finishes the running build, then exits.
     f.set_status(running.build_id, BuildStatus::succeeded()).unwrap();
     let s = wait_for(&exec, &running, |s| s.is_terminal(), "a terminal status").await;

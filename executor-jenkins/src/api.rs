@@ -4,8 +4,7 @@
 use serde::Deserialize;
 
 /// `tree` of `GET /job/<name>/api/json`.
-pub(crate) const JOB_TREE: &str =
-    "name,description,inQueue,nextBuildNumber,queueItem[id,why,cancelled],lastBuild[number,building,result,description]";
+pub(crate) const JOB_TREE: &str = "name,description,inQueue,nextBuildNumber,queueItem[id,why,cancelled],lastBuild[number,building,result,description]";
 /// `tree` of `GET /job/<name>/<n>/api/json`.
 pub(crate) const BUILD_TREE: &str = "number,building,result,description";
 /// `tree` of `GET /queue/item/<id>/api/json`.
@@ -103,8 +102,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.executable.unwrap().number, 3);
-        let b: BuildInfo =
-            serde_json::from_str(r#"{"number":3,"building":false,"result":"UNSTABLE","description":null}"#).unwrap();
+        let b: BuildInfo = serde_json::from_str(
+            r#"{"number":3,"building":false,"result":"UNSTABLE","description":null}"#,
+        )
+        .unwrap();
         assert_eq!(b.result.as_deref(), Some("UNSTABLE"));
     }
 }

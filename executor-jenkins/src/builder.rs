@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, EngineCalls, RetryPolicy};
-use executor_base::{Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceTable, TimeoutPolicy};
+use executor_base::{
+    Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceTable, TimeoutPolicy,
+};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -77,18 +79,6 @@ impl JenkinsExecutorBuilder {
         b
     }
 
-    /// Options from `key=value` pairs (the keys of [`JenkinsConfig::set`]).
-    pub fn from_iter<I, K, V>(pairs: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        pairs
-            .into_iter()
-            .fold(Self::new(), |b, (k, v)| b.with_option(k.as_ref(), v.as_ref()))
-    }
-
     /// Sets one option by key; a bad key or value is reported by `build()`.
     pub fn with_option(self, key: &str, value: &str) -> Self {
         self.with_option_named(key, value, key)
@@ -120,7 +110,11 @@ impl JenkinsExecutorBuilder {
     }
 
     /// The user and their API token (basic auth).
-    pub fn with_credentials(mut self, username: impl Into<String>, api_token: impl Into<String>) -> Self {
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        api_token: impl Into<String>,
+    ) -> Self {
         self.config.username = username.into();
         self.config.api_token = Some(SecretString::from(api_token.into()));
         self
@@ -257,12 +251,20 @@ impl JenkinsExecutorBuilder {
                 }
             }
         };
-        if c.username.is_empty() || c.username.contains(':') || c.username.chars().any(char::is_control) {
-            problem("username", "must be a non-empty user name without ':' or control characters");
+        if c.username.is_empty()
+            || c.username.contains(':')
+            || c.username.chars().any(char::is_control)
+        {
+            problem(
+                "username",
+                "must be a non-empty user name without ':' or control characters",
+            );
         }
         match &c.api_token {
             None => problem("apiToken", "is required"),
-            Some(t) if t.expose_secret().trim().is_empty() => problem("apiToken", "must not be empty"),
+            Some(t) if t.expose_secret().trim().is_empty() => {
+                problem("apiToken", "must not be empty")
+            }
             Some(t) if t.expose_secret().chars().any(char::is_control) => {
                 problem("apiToken", "must not contain control characters")
             }
@@ -275,7 +277,10 @@ impl JenkinsExecutorBuilder {
             problem("jobPrefix", &r);
         }
         if c.node_label.trim().is_empty() || check_xml_chars("nodeLabel", &c.node_label).is_err() {
-            problem("nodeLabel", "must be a non-empty label without control characters");
+            problem(
+                "nodeLabel",
+                "must be a non-empty label without control characters",
+            );
         }
         if let Err(r) = ImageRef::parse(&c.launcher_image) {
             problem("launcherImage", &r);
@@ -284,14 +289,18 @@ impl JenkinsExecutorBuilder {
             problem("mountPoint", "must be an absolute path");
         }
         if c.docker_command.trim().is_empty() || c.docker_command.chars().any(char::is_control) {
-            problem("dockerCommand", "must be a command without control characters");
+            problem(
+                "dockerCommand",
+                "must be a command without control characters",
+            );
         }
-        if c
-            .docker_network
-            .as_deref()
-            .is_some_and(|n| n.is_empty() || n.chars().any(|ch| ch.is_control() || ch.is_whitespace()))
-        {
-            problem("dockerNetwork", "must be a network name without white space");
+        if c.docker_network.as_deref().is_some_and(|n| {
+            n.is_empty() || n.chars().any(|ch| ch.is_control() || ch.is_whitespace())
+        }) {
+            problem(
+                "dockerNetwork",
+                "must be a network name without white space",
+            );
         }
         if c.timeout.max_minutes == 0 {
             problem("timeoutMaxMinutes", "must be positive");
@@ -322,7 +331,9 @@ impl JenkinsExecutorBuilder {
                 .with_executor(SCHEME)
                 .with_operation("build"));
         }
-        let (Some(base), Some(template), Some(http), Some(token)) = (base, template, http, c.api_token) else {
+        let (Some(base), Some(template), Some(http), Some(token)) =
+            (base, template, http, c.api_token)
+        else {
             unreachable!("every missing piece is reported as a problem above");
         };
         Ok(JenkinsExecutor::new(
@@ -344,6 +355,22 @@ impl JenkinsExecutorBuilder {
                 template,
             },
         ))
+    }
+}
+
+/// Options from `key=value` pairs (the keys of [`JenkinsConfig::set`]), as
+/// `--opt key=value` gives them; bad keys or values are reported by `build()`.
+///
+/// ```
+/// use executor_jenkins::JenkinsExecutorBuilder;
+/// let b = JenkinsExecutorBuilder::from_iter([("url", "http://127.0.0.1:8080"), ("jobPrefix", "ci-")]);
+/// assert!(format!("{b:?}").contains("ci-"));
+/// ```
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for JenkinsExecutorBuilder {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        pairs.into_iter().fold(Self::new(), |b, (k, v)| {
+            b.with_option(k.as_ref(), v.as_ref())
+        })
     }
 }
 
@@ -379,7 +406,11 @@ fn with_prefix(mut u: Url, prefix: &str) -> Result<Url, String> {
 /// Job prefixes also name Docker containers: `[A-Za-z0-9][A-Za-z0-9_.-]*` (or empty).
 fn check_job_prefix(p: &str) -> Result<(), String> {
     let ok_first = p.chars().next().is_none_or(|c| c.is_ascii_alphanumeric());
-    if ok_first && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) && p.len() <= 64 {
+    if ok_first
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && p.len() <= 64
+    {
         Ok(())
     } else {
         Err(format!(
@@ -395,7 +426,10 @@ mod tests {
     #[test]
     fn env_names_and_prefixes() {
         assert_eq!(env_name("apiToken"), "EXECUTOR_JENKINS_API_TOKEN");
-        assert_eq!(env_name("requestTimeoutMs"), "EXECUTOR_JENKINS_REQUEST_TIMEOUT_MS");
+        assert_eq!(
+            env_name("requestTimeoutMs"),
+            "EXECUTOR_JENKINS_REQUEST_TIMEOUT_MS"
+        );
         let u = |s: &str, p: &str| with_prefix(Url::parse(s).unwrap(), p).unwrap().to_string();
         assert_eq!(u("http://h:8080", ""), "http://h:8080/");
         assert_eq!(u("http://h:8080/", "/jenkins"), "http://h:8080/jenkins/");
@@ -423,7 +457,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(e.base_url().as_str(), "http://127.0.0.1:8080/");
-        assert_eq!(e.job_name(executor_base::BuildId::new(5).unwrap()), "build-5");
+        assert_eq!(
+            e.job_name(executor_base::BuildId::new(5).unwrap()),
+            "build-5"
+        );
         assert!(format!("{e:?}").contains("\"sd\""));
         assert!(!format!("{e:?}").contains("tok-env"));
     }
@@ -444,7 +481,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
         let msg = err.to_string();
-        for key in ["url:", "requestTimeoutMs:", "jobPrefix:", "launcherImage:", "mountPoint:", "apiToken:", "colour:"] {
+        for key in [
+            "url:",
+            "requestTimeoutMs:",
+            "jobPrefix:",
+            "launcherImage:",
+            "mountPoint:",
+            "apiToken:",
+            "colour:",
+        ] {
             assert!(msg.contains(key), "{key} missing in {msg}");
         }
         let bad_template = JenkinsExecutorBuilder::new()
@@ -454,6 +499,11 @@ mod tests {
             .build()
             .await
             .unwrap_err();
-        assert!(bad_template.to_string().contains("templatePath: /nonexistent.xml"), "{bad_template}");
+        assert!(
+            bad_template
+                .to_string()
+                .contains("templatePath: /nonexistent.xml"),
+            "{bad_template}"
+        );
     }
 }

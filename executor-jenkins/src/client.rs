@@ -8,13 +8,18 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{
+    CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE,
+};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::api::{BUILD_TREE, BuildInfo, CrumbAnswer, JOB_TREE, JOBS_TREE, JobInfo, JobList, QUEUE_TREE, QueueItem};
+use crate::api::{
+    BUILD_TREE, BuildInfo, CrumbAnswer, JOB_TREE, JOBS_TREE, JobInfo, JobList, QUEUE_TREE,
+    QueueItem,
+};
 use crate::crumb::{Crumb, CrumbCache, CrumbState, cookie_header, is_crumb_rejection};
 use crate::error::{JenkinsError, excerpt};
 
@@ -113,7 +118,13 @@ impl Client {
         self.url(&segs, query)
     }
 
-    async fn send(&self, method: Method, url: &Url, body: &Body, crumb: Option<&Crumb>) -> Result<Answer, JenkinsError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: &Body,
+        crumb: Option<&Crumb>,
+    ) -> Result<Answer, JenkinsError> {
         let what = format!("{method} {}", url.path());
         let mut req = self
             .http
@@ -128,18 +139,34 @@ impl Client {
         req = match body {
             Body::Empty => req,
             Body::Xml(x) => req
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/xml; charset=utf-8"),
+                )
                 .body(x.clone()),
             Body::Form(f) => req
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )
                 .body(f.clone()),
         };
-        let resp = req.send().await.map_err(|e| JenkinsError::transport(&what, url, e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| JenkinsError::transport(&what, url, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.text().await.map_err(|e| JenkinsError::transport(&what, url, e))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| JenkinsError::transport(&what, url, e))?;
         tracing::debug!(method = %method, path = url.path(), status = status.as_u16(), "jenkins request");
-        Ok(Answer { status, headers, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Turns a non-success answer into the error of `what`.
@@ -171,7 +198,12 @@ impl Client {
         match a.status {
             s if s.is_success() => {
                 let c: CrumbAnswer = decode("GET /crumbIssuer/api/json", &a.body)?;
-                let cookie = cookie_header(a.headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()));
+                let cookie = cookie_header(
+                    a.headers
+                        .get_all(SET_COOKIE)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok()),
+                );
                 Ok(CrumbState::Have(Crumb {
                     field: c.crumb_request_field,
                     value: c.crumb,
@@ -196,14 +228,24 @@ impl Client {
         let (crumb, generation) = self.crumbs.current(|| self.fetch_crumb()).await?;
         let a = self.send(Method::POST, url, body, crumb.as_ref()).await?;
         if a.status == StatusCode::FORBIDDEN && is_crumb_rejection(&a.body) {
-            tracing::debug!(path = url.path(), "crumb rejected; fetching a fresh one and resending once");
-            let (crumb, _) = self.crumbs.refresh(generation, || self.fetch_crumb()).await?;
+            tracing::debug!(
+                path = url.path(),
+                "crumb rejected; fetching a fresh one and resending once"
+            );
+            let (crumb, _) = self
+                .crumbs
+                .refresh(generation, || self.fetch_crumb())
+                .await?;
             return self.send(Method::POST, url, body, crumb.as_ref()).await;
         }
         Ok(a)
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: &Url, what: &str) -> Result<Option<T>, JenkinsError> {
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        what: &str,
+    ) -> Result<Option<T>, JenkinsError> {
         let a = self.get(url).await?;
         match a.status {
             s if s.is_success() => decode(what, &a.body).map(Some),
@@ -219,7 +261,11 @@ impl Client {
         if is_ok(a.status) {
             return Ok(Created::New);
         }
-        let x_error = a.headers.get("X-Error").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let x_error = a
+            .headers
+            .get("X-Error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if a.status == StatusCode::BAD_REQUEST
             && (x_error.contains("already exists") || a.body.contains("already exists"))
         {
@@ -247,7 +293,11 @@ impl Client {
 
     /// `POST /job/<name>/buildWithParameters`; the queue item id from `Location`, if
     /// Jenkins gave one.
-    pub async fn build_with_parameters(&self, name: &str, form: &Body) -> Result<Option<u64>, JenkinsError> {
+    pub async fn build_with_parameters(
+        &self,
+        name: &str,
+        form: &Body,
+    ) -> Result<Option<u64>, JenkinsError> {
         let url = self.job_url(name, &["buildWithParameters"], &[]);
         let a = self.post(&url, form).await?;
         if !is_ok(a.status) {
@@ -262,7 +312,10 @@ impl Client {
     /// `GET /queue/item/<id>/api/json`; `None` when Jenkins forgot the item.
     pub async fn queue_item(&self, id: u64) -> Result<Option<QueueItem>, JenkinsError> {
         let id = id.to_string();
-        let url = self.url(&["queue", "item", &id, "api", "json"], &[("tree", QUEUE_TREE)]);
+        let url = self.url(
+            &["queue", "item", &id, "api", "json"],
+            &[("tree", QUEUE_TREE)],
+        );
         self.get_json(&url, &format!("GET {}", url.path())).await
     }
 
@@ -353,7 +406,8 @@ mod tests {
     fn urls_encode_job_names_and_keep_the_prefix() {
         let c = client("http://127.0.0.1:8080/jenkins/");
         assert_eq!(
-            c.job_url("SD 1/x?", &["api", "json"], &[("tree", "a[b]")]).as_str(),
+            c.job_url("SD 1/x?", &["api", "json"], &[("tree", "a[b]")])
+                .as_str(),
             "http://127.0.0.1:8080/jenkins/job/SD%201%2Fx%3F/api/json?tree=a%5Bb%5D"
         );
         assert_eq!(
@@ -361,14 +415,23 @@ mod tests {
             "http://127.0.0.1:8080/jenkins/createItem?name=SD-1"
         );
         let root = client("http://127.0.0.1:8080/");
-        assert_eq!(root.url(&["queue", "item", "7", "api", "json"], &[]).path(), "/queue/item/7/api/json");
+        assert_eq!(
+            root.url(&["queue", "item", "7", "api", "json"], &[]).path(),
+            "/queue/item/7/api/json"
+        );
         assert!(!format!("{root:?}").contains("\"t\""));
     }
 
     #[test]
     fn queue_ids_come_from_location() {
-        assert_eq!(queue_id_from_location("http://j:8080/queue/item/42/"), Some(42));
-        assert_eq!(queue_id_from_location("http://j/jenkins/queue/item/7"), Some(7));
+        assert_eq!(
+            queue_id_from_location("http://j:8080/queue/item/42/"),
+            Some(42)
+        );
+        assert_eq!(
+            queue_id_from_location("http://j/jenkins/queue/item/7"),
+            Some(7)
+        );
         assert_eq!(queue_id_from_location("http://j/job/SD-1/"), None);
         assert_eq!(queue_id_from_location("http://j/queue/item/x/"), None);
     }

@@ -154,7 +154,10 @@ impl fmt::Debug for JenkinsConfig {
             .field("docker_network", &self.docker_network)
             .field("template_path", &self.template_path)
             .field("timeout", &self.timeout)
-            .field("job_timeout_margin_minutes", &self.job_timeout_margin_minutes)
+            .field(
+                "job_timeout_margin_minutes",
+                &self.job_timeout_margin_minutes,
+            )
             .field("expiry_grace_minutes", &self.expiry_grace_minutes)
             .field("ecosystem", &self.ecosystem)
             .field("retry", &self.retry)
@@ -196,7 +199,11 @@ impl JenkinsConfig {
                 self.launch_mode = match v.to_ascii_lowercase().as_str() {
                     "native" => LaunchMode::Native,
                     "screwdriver" => LaunchMode::Screwdriver,
-                    _ => return Err(format!("unknown launch mode {v:?}, expected native or screwdriver")),
+                    _ => {
+                        return Err(format!(
+                            "unknown launch mode {v:?}, expected native or screwdriver"
+                        ));
+                    }
                 }
             }
             "dockerCommand" => self.docker_command = v.to_string(),
@@ -208,14 +215,20 @@ impl JenkinsConfig {
             "expiryGraceMinutes" => self.expiry_grace_minutes = parse_num(v)?,
             "storeUri" => self.ecosystem.store = executor_base::config::parse_http_url(v)?,
             "uiUri" => self.ecosystem.ui = executor_base::config::parse_http_url(v)?,
-            _ => return Err(format!("unknown option, expected one of {}", KEYS.join(", "))),
+            _ => {
+                return Err(format!(
+                    "unknown option, expected one of {}",
+                    KEYS.join(", ")
+                ));
+            }
         }
         Ok(())
     }
 }
 
 fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("must be a non-negative integer, got {v:?}"))
+    v.parse()
+        .map_err(|_| format!("must be a non-negative integer, got {v:?}"))
 }
 
 #[cfg(test)]
@@ -248,7 +261,11 @@ mod tests {
         assert_eq!(c.timeout.max_minutes, 7);
         assert_eq!(c.template_path, Some(PathBuf::from("x")));
         assert!(c.set("storeUri", "ftp://x").is_err());
-        assert!(c.set("launchMode", "k8s").unwrap_err().contains("native or screwdriver"));
+        assert!(
+            c.set("launchMode", "k8s")
+                .unwrap_err()
+                .contains("native or screwdriver")
+        );
     }
 
     #[test]
@@ -257,7 +274,10 @@ mod tests {
         c.set("apiToken", "tok-123").unwrap();
         assert!(!format!("{c:?}").contains("tok-123"));
         let json = serde_json::to_string(&c).unwrap();
-        assert!(!json.contains("tok-123") && !json.contains("apiToken"), "{json}");
+        assert!(
+            !json.contains("tok-123") && !json.contains("apiToken"),
+            "{json}"
+        );
         let back: JenkinsConfig = serde_json::from_str(r#"{"password":"p"}"#).unwrap();
         assert!(back.api_token.is_some());
     }

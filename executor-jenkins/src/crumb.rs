@@ -122,14 +122,20 @@ mod tests {
     #[tokio::test]
     async fn fetched_once_and_refreshed_once_per_generation() {
         let cache = CrumbCache::default();
-        let (c, g) = cache.current(|| async { Ok::<_, ()>(crumb("a")) }).await.unwrap();
+        let (c, g) = cache
+            .current(|| async { Ok::<_, ()>(crumb("a")) })
+            .await
+            .unwrap();
         assert_eq!(c.unwrap().value, "a");
         let (c, g2) = cache
             .current(|| async { panic!("cached: no second fetch") })
             .await
             .unwrap_or_else(|()| unreachable!());
         assert_eq!((c.unwrap().value.as_str(), g2), ("a", g));
-        let (c, g3) = cache.refresh(g, || async { Ok::<_, ()>(crumb("b")) }).await.unwrap();
+        let (c, g3) = cache
+            .refresh(g, || async { Ok::<_, ()>(crumb("b")) })
+            .await
+            .unwrap();
         assert_eq!(c.unwrap().value, "b");
         // A second caller that saw the old crumb rejected gets the new one, no fetch.
         let (c, g4) = cache
@@ -143,7 +149,10 @@ mod tests {
     #[tokio::test]
     async fn no_issuer_is_remembered() {
         let cache = CrumbCache::default();
-        let (c, _) = cache.current(|| async { Ok::<_, ()>(CrumbState::NoIssuer) }).await.unwrap();
+        let (c, _) = cache
+            .current(|| async { Ok::<_, ()>(CrumbState::NoIssuer) })
+            .await
+            .unwrap();
         assert!(c.is_none());
         let (c, _) = cache
             .current(|| async { panic!("remembered") })
@@ -159,7 +168,11 @@ mod tests {
             Some("JSESSIONID.1=abc; x=y")
         );
         assert_eq!(cookie_header(std::iter::empty()), None);
-        assert!(is_crumb_rejection("HTTP ERROR 403 No valid crumb was included in the request"));
-        assert!(!is_crumb_rejection("Access Denied: missing Job/Build permission"));
+        assert!(is_crumb_rejection(
+            "HTTP ERROR 403 No valid crumb was included in the request"
+        ));
+        assert!(!is_crumb_rejection(
+            "Access Denied: missing Job/Build permission"
+        ));
     }
 }

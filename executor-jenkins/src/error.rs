@@ -96,7 +96,13 @@ impl From<JenkinsError> for Error {
     }
 }
 
-fn status_error(status: u16, what: &str, detail: &str, user: &str, retry_after: Option<Duration>) -> Error {
+fn status_error(
+    status: u16,
+    what: &str,
+    detail: &str,
+    user: &str,
+    retry_after: Option<Duration>,
+) -> Error {
     match status {
         401 => Error::new(
             ErrorKind::Unauthenticated,
@@ -112,14 +118,24 @@ fn status_error(status: u16, what: &str, detail: &str, user: &str, retry_after: 
         404 => Error::new(ErrorKind::NotFound, format!("{what}: not found on Jenkins")),
         409 => Error::new(ErrorKind::AlreadyExists, format!("{what}: {detail}")),
         429 => {
-            let e = Error::new(ErrorKind::RateLimited, format!("{what}: Jenkins asks to slow down"));
+            let e = Error::new(
+                ErrorKind::RateLimited,
+                format!("{what}: Jenkins asks to slow down"),
+            );
             match retry_after {
                 Some(d) => e.with_retry_after(d),
                 None => e.temporary(),
             }
         }
-        500..=599 => Error::new(ErrorKind::Unexpected, format!("{what}: Jenkins failed: {detail}")).temporary(),
-        _ => Error::new(ErrorKind::Unexpected, format!("{what}: Jenkins refused: {detail}")),
+        500..=599 => Error::new(
+            ErrorKind::Unexpected,
+            format!("{what}: Jenkins failed: {detail}"),
+        )
+        .temporary(),
+        _ => Error::new(
+            ErrorKind::Unexpected,
+            format!("{what}: Jenkins refused: {detail}"),
+        ),
     }
 }
 
@@ -156,7 +172,11 @@ pub(crate) fn excerpt(body: &str) -> String {
         }
     }
     let t = out.trim();
-    if t.is_empty() { "(no details)".to_string() } else { t.to_string() }
+    if t.is_empty() {
+        "(no details)".to_string()
+    } else {
+        t.to_string()
+    }
 }
 
 #[cfg(test)]

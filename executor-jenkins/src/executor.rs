@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use executor_base::engine::{EngineCalls, Idempotency};
 use executor_base::{
-    BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, GcReport, StartConfig, Stats, StopConfig, Verdict,
+    BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, GcReport, StartConfig, Stats,
+    StopConfig, Verdict,
 };
 use parking_lot::Mutex;
 
@@ -85,7 +86,11 @@ enum TriggerError {
 
 /// An error whose request may have reached Jenkins and taken effect.
 fn ambiguous(e: &Error) -> bool {
-    e.is_temporary() && !matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::RateLimited | ErrorKind::CircuitOpen)
+    e.is_temporary()
+        && !matches!(
+            e.kind(),
+            ErrorKind::Unavailable | ErrorKind::RateLimited | ErrorKind::CircuitOpen
+        )
 }
 
 impl JenkinsExecutor {
@@ -148,11 +153,15 @@ impl JenkinsExecutor {
     }
 
     async fn get_job(&self, name: &str) -> Result<Option<JobInfo>, Error> {
-        self.engine("get job", Idempotent, || self.client.job(name)).await
+        self.engine("get job", Idempotent, || self.client.job(name))
+            .await
     }
 
     async fn delete_quietly(&self, name: &str) {
-        if let Err(e) = self.engine("delete job", Idempotent, || self.client.delete_job(name)).await {
+        if let Err(e) = self
+            .engine("delete job", Idempotent, || self.client.delete_job(name))
+            .await
+        {
             tracing::warn!(job = name, error = %e, "could not remove the job of a failed start");
         }
     }
@@ -164,7 +173,9 @@ impl JenkinsExecutor {
         let mut attempt = 0;
         loop {
             let err = match self
-                .engine("buildWithParameters", NotIdempotent, || self.client.build_with_parameters(name, form))
+                .engine("buildWithParameters", NotIdempotent, || {
+                    self.client.build_with_parameters(name, form)
+                })
                 .await
             {
                 Ok(queue_id) => {
@@ -186,8 +197,11 @@ impl JenkinsExecutor {
                 Ok(i) => i,
                 Err(check) => {
                     return Err(TriggerError::Unknown(
-                        err.with_context("outcome", "unknown: Jenkins could not be asked whether the build was queued")
-                            .with_context("check", check.message().to_string()),
+                        err.with_context(
+                            "outcome",
+                            "unknown: Jenkins could not be asked whether the build was queued",
+                        )
+                        .with_context("check", check.message().to_string()),
                     ));
                 }
             };
@@ -207,13 +221,21 @@ impl JenkinsExecutor {
                     });
                 }
                 Some(_) => {}
-                None => return Err(TriggerError::Refused(err.with_context("job", format!("{name} vanished")))),
+                None => {
+                    return Err(TriggerError::Refused(
+                        err.with_context("job", format!("{name} vanished")),
+                    ));
+                }
             }
             if attempt >= policy.max_retries {
                 return Err(TriggerError::Refused(err));
             }
             attempt += 1;
-            tracing::info!(job = name, attempt, "Jenkins did not queue the build; sending buildWithParameters again");
+            tracing::info!(
+                job = name,
+                attempt,
+                "Jenkins did not queue the build; sending buildWithParameters again"
+            );
         }
     }
 
@@ -221,7 +243,12 @@ impl JenkinsExecutor {
         let id = build.build_id;
         let job = self.job.render(build, Utc::now())?;
         let name = job.name.as_str();
-        let already = || Error::new(ErrorKind::AlreadyExists, format!("build {id} is already live as Jenkins job {name}"));
+        let already = || {
+            Error::new(
+                ErrorKind::AlreadyExists,
+                format!("build {id} is already live as Jenkins job {name}"),
+            )
+        };
 
         if !self.starting.lock().insert(id) {
             return Err(already());
@@ -238,7 +265,9 @@ impl JenkinsExecutor {
         }
 
         let before = match self
-            .engine("create job", Idempotent, || self.client.create_job(name, &job.xml))
+            .engine("create job", Idempotent, || {
+                self.client.create_job(name, &job.xml)
+            })
             .await?
         {
             Created::New => 0,
@@ -247,16 +276,22 @@ impl JenkinsExecutor {
                 Some(j) if !DescribedJob::parse(j.description.as_deref().unwrap_or("")).managed => {
                     return Err(Error::new(
                         ErrorKind::AlreadyExists,
-                        format!("Jenkins job {name} exists and was not created by sdx; not touching it"),
+                        format!(
+                            "Jenkins job {name} exists and was not created by sdx; not touching it"
+                        ),
                     ));
                 }
                 Some(j) => {
-                    self.engine("update job", Idempotent, || self.client.update_job(name, &job.xml))
-                        .await?;
+                    self.engine("update job", Idempotent, || {
+                        self.client.update_job(name, &job.xml)
+                    })
+                    .await?;
                     j.last_number()
                 }
                 None => match self
-                    .engine("create job", Idempotent, || self.client.create_job(name, &job.xml))
+                    .engine("create job", Idempotent, || {
+                        self.client.create_job(name, &job.xml)
+                    })
                     .await?
                 {
                     Created::New => 0,
@@ -288,7 +323,11 @@ impl JenkinsExecutor {
     }
 
     /// Status of a build we track; returns whether the status is final.
-    async fn status_tracked(&self, name: &str, t: &mut Tracked) -> Result<(BuildStatus, bool), Error> {
+    async fn status_tracked(
+        &self,
+        name: &str,
+        t: &mut Tracked,
+    ) -> Result<(BuildStatus, bool), Error> {
         if t.number.is_none()
             && let Some(q) = t.queue_id
         {
@@ -301,7 +340,10 @@ impl JenkinsExecutor {
                     (None, Some(s)) if s.is_terminal() && !t.stopped => {
                         // Cancelled by someone else: deleting the job cancels its queue too.
                         return match self.get_job(name).await? {
-                            None => Ok((lost(name, Some(false), "the job was deleted while queued"), true)),
+                            None => Ok((
+                                lost(name, Some(false), "the job was deleted while queued"),
+                                true,
+                            )),
                             Some(_) => Ok((s, true)),
                         };
                     }
@@ -316,11 +358,19 @@ impl JenkinsExecutor {
             }
         }
         if let Some(n) = t.number {
-            return Ok(match self.engine("get build", Idempotent, || self.client.build(name, n)).await? {
-                Some(b) => (from_build(name, &b, t.stopped), !b.building),
-                None if t.stopped => (BuildStatus::canceled(), true),
-                None => (lost(name, Some(true), "the job or its build was deleted"), true),
-            });
+            return Ok(
+                match self
+                    .engine("get build", Idempotent, || self.client.build(name, n))
+                    .await?
+                {
+                    Some(b) => (from_build(name, &b, t.stopped), !b.building),
+                    None if t.stopped => (BuildStatus::canceled(), true),
+                    None => (
+                        lost(name, Some(true), "the job or its build was deleted"),
+                        true,
+                    ),
+                },
+            );
         }
         match self.get_job(name).await? {
             None if t.stopped => Ok((BuildStatus::canceled(), true)),
@@ -333,16 +383,30 @@ impl JenkinsExecutor {
                 _ if j.in_queue => {
                     t.queue_id = j.queue_item.as_ref().map(|q| q.id);
                     let s = j.queue_item.as_ref().and_then(|q| from_queue(name, q));
-                    Ok((s.unwrap_or_else(|| BuildStatus::pending(format!("{name} is queued"))), false))
+                    Ok((
+                        s.unwrap_or_else(|| BuildStatus::pending(format!("{name} is queued"))),
+                        false,
+                    ))
                 }
-                _ => Ok((lost(name, Some(false), "the build left the queue without running"), true)),
+                _ => Ok((
+                    lost(
+                        name,
+                        Some(false),
+                        "the build left the queue without running",
+                    ),
+                    true,
+                )),
             },
         }
     }
 
     /// Status of a build this executor does not track (started by another process, or
     /// before a restart); `None` when Jenkins has no such job.
-    async fn status_untracked(&self, name: &str, t: &mut Tracked) -> Result<Option<(BuildStatus, bool)>, Error> {
+    async fn status_untracked(
+        &self,
+        name: &str,
+        t: &mut Tracked,
+    ) -> Result<Option<(BuildStatus, bool)>, Error> {
         let Some(j) = self.get_job(name).await? else {
             return Ok(None);
         };
@@ -350,14 +414,20 @@ impl JenkinsExecutor {
             t.queue_id = j.queue_item.as_ref().map(|q| q.id);
             t.before = j.last_number();
             let s = j.queue_item.as_ref().and_then(|q| from_queue(name, q));
-            return Ok(Some((s.unwrap_or_else(|| BuildStatus::pending(format!("{name} is queued"))), false)));
+            return Ok(Some((
+                s.unwrap_or_else(|| BuildStatus::pending(format!("{name} is queued"))),
+                false,
+            )));
         }
         Ok(Some(match j.last_build {
             Some(b) => {
                 t.number = Some(b.number);
                 (from_build(name, &b, false), !b.building)
             }
-            None => (lost(name, Some(false), "the job has no queued or started build"), true),
+            None => (
+                lost(name, Some(false), "the job has no queued or started build"),
+                true,
+            ),
         }))
     }
 }
@@ -379,7 +449,7 @@ impl Executor for JenkinsExecutor {
         let name = self.job.job_name(id);
         let name = name.as_str();
         let t = self.tracked(id);
-        if t.as_ref().is_some_and(|t| t.terminal.is_some() || t.stopped) {
+        if t.as_ref().is_some_and(|t| t.terminal.is_some()) {
             return Ok(());
         }
         let t = t.unwrap_or_default();
@@ -394,7 +464,9 @@ impl Executor for JenkinsExecutor {
         }
         if let Some(q) = queue
             && !self
-                .engine("cancel queue item", Idempotent, || self.client.cancel_queue_item(q))
+                .engine("cancel queue item", Idempotent, || {
+                    self.client.cancel_queue_item(q)
+                })
                 .await?
         {
             // It left the queue meanwhile: stop the build it became, if any.
@@ -490,32 +562,44 @@ impl Executor for JenkinsExecutor {
         let now = Utc::now();
         let mut expired = Vec::new();
         for j in jobs {
-            let Some(name) = j.name.as_deref() else { continue };
+            let Some(name) = j.name.as_deref() else {
+                continue;
+            };
             let Some(rest) = name.strip_prefix(self.job.job_prefix.as_str()) else {
                 continue;
             };
             let finished = !j.last_build.as_ref().is_some_and(|b| b.building);
-            if !finished || !DescribedJob::parse(j.description.as_deref().unwrap_or("")).expired(now) {
+            if !finished
+                || !DescribedJob::parse(j.description.as_deref().unwrap_or("")).expired(now)
+            {
                 continue;
             }
             expired.push(format!("job/{name}"));
             if dry_run {
                 continue;
             }
-            // Keep the final status of a build we track: its job is about to go.
-            if let Ok(id) = rest.parse::<BuildId>()
-                && let Some(b) = j.last_build.as_ref().filter(|b| !b.building)
-                && let Some(t) = self.tracked(id)
-                && t.terminal.is_none()
-                && t.number.is_none_or(|n| n == b.number)
-            {
-                let status = from_build(name, b, t.stopped);
-                self.remember(id, |r| r.terminal = Some(status));
-            }
             self.engine("delete job", Idempotent, || self.client.delete_job(name))
                 .await
                 .map_err(tag)?;
             tracing::info!(job = name, "expired job deleted");
+            // A collected build is forgotten with its job (status: NotFound), after its
+            // final status, if it was never read, is counted.
+            if let Ok(id) = rest.parse::<BuildId>()
+                && let Some(t) = self.tracked(id)
+            {
+                if t.terminal.is_none() {
+                    let last = j
+                        .last_build
+                        .as_ref()
+                        .filter(|b| !b.building && b.number > t.before);
+                    let status = match last {
+                        Some(b) => from_build(name, b, t.stopped),
+                        None => lost(name, Some(false), "collected by gc before it ran"),
+                    };
+                    self.remember(id, |r| r.terminal = Some(status));
+                }
+                self.builds.lock().remove(&id);
+            }
         }
         Ok(GcReport { dry_run, expired })
     }

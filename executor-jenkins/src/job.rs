@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use executor_base::labels::{LABEL_EXPIRES, LABEL_MANAGED_BY, MANAGED_BY};
 use executor_base::launch::expose_token;
 use executor_base::{
-    BuildId, BuildLabels, Ecosystem, Error, LaunchMode, LaunchSpec, ResourceTable, StartConfig, TimeoutPolicy,
-    TokenDelivery, build_name,
+    BuildId, BuildLabels, Ecosystem, Error, LaunchMode, LaunchSpec, ResourceTable, StartConfig,
+    TimeoutPolicy, TokenDelivery, build_name,
 };
 use secrecy::SecretString;
 use url::form_urlencoded;
@@ -72,21 +72,25 @@ impl JobSettings {
         let name = self.job_name(build.build_id);
         let minutes = self.timeout.minutes(&build.annotations);
         let job_minutes = minutes + self.job_timeout_margin_minutes;
-        let expires = now + chrono::Duration::minutes(i64::from(minutes + self.expiry_grace_minutes));
+        let expires =
+            now + chrono::Duration::minutes(i64::from(minutes + self.expiry_grace_minutes));
         let labels = BuildLabels::new(&self.job_prefix, build.build_id, build.job_id, expires);
         let store = build.store_uri.as_ref().unwrap_or(&self.ecosystem.store);
         let ui = build.ui_uri.as_ref().unwrap_or(&self.ecosystem.ui);
 
         let command = match self.launch_mode {
-            LaunchMode::Native => LaunchSpec::new(build, &self.mount_point, &self.ecosystem, minutes)
-                .native(&TokenDelivery::File(TOKEN_FILE.to_string())),
+            LaunchMode::Native => {
+                LaunchSpec::new(build, &self.mount_point, &self.ecosystem, minutes)
+                    .native(&TokenDelivery::File(TOKEN_FILE.to_string()))
+            }
             LaunchMode::Screwdriver => {
                 // run.sh takes the token as an argument; render it as a reference to the
                 // container's SD_TOKEN so the job's config never holds the value.
                 const SENTINEL: &str = "sdx-token-placeholder";
                 let mut b = build.clone();
                 b.token = SecretString::from(SENTINEL);
-                let mut c = LaunchSpec::new(&b, &self.mount_point, &self.ecosystem, minutes).screwdriver();
+                let mut c =
+                    LaunchSpec::new(&b, &self.mount_point, &self.ecosystem, minutes).screwdriver();
                 for a in &mut c.args {
                     *a = a.replace(&format!("\"{SENTINEL}\""), "\"$SD_TOKEN\"");
                 }
@@ -124,12 +128,20 @@ impl JobSettings {
         v.insert("job_timeout_minutes", job_minutes.to_string());
         v.insert(
             "timeout_marker",
-            format!("{TIMEOUT_MARKER} the job's own timeout of {job_minutes} minutes aborted this build"),
+            format!(
+                "{TIMEOUT_MARKER} the job's own timeout of {job_minutes} minutes aborted this build"
+            ),
         );
         v.insert("node_label", self.node_label(build)?);
         v.insert("expires_at", expires.timestamp().to_string());
-        v.insert("job_id", build.job_id.map(|j| j.to_string()).unwrap_or_default());
-        v.insert("pipeline_id", build.pipeline_id.map(|p| p.to_string()).unwrap_or_default());
+        v.insert(
+            "job_id",
+            build.job_id.map(|j| j.to_string()).unwrap_or_default(),
+        );
+        v.insert(
+            "pipeline_id",
+            build.pipeline_id.map(|p| p.to_string()).unwrap_or_default(),
+        );
         v.insert("script", script);
         let xml = self.template.render(&v);
 
@@ -186,7 +198,10 @@ impl DescribedJob {
                 _ => {}
             }
         }
-        Self { managed, expires_at }
+        Self {
+            managed,
+            expires_at,
+        }
     }
 
     /// Whether gc may delete the job at `now`.
@@ -235,11 +250,16 @@ mod tests {
 
     #[test]
     fn renders_a_well_formed_job_without_the_token() {
-        let j = settings(LaunchMode::Native).render(&build(), now()).unwrap();
+        let j = settings(LaunchMode::Native)
+            .render(&build(), now())
+            .unwrap();
         assert_eq!(j.name, "SD-42");
         check_well_formed(&j.xml).unwrap();
         assert!(!j.xml.contains("tok-SECRET"));
-        assert_eq!(element_text(&j.xml, "assignedNode").unwrap(), "screwdriver-gpu&<big>");
+        assert_eq!(
+            element_text(&j.xml, "assignedNode").unwrap(),
+            "screwdriver-gpu&<big>"
+        );
         assert_eq!(element_text(&j.xml, "timeoutMinutes").unwrap(), "35");
         let d = DescribedJob::parse(&element_text(&j.xml, "description").unwrap());
         assert!(d.managed);
@@ -247,8 +267,11 @@ mod tests {
         let cmd = element_text(&j.xml, "command").unwrap();
         assert!(cmd.contains("'--build-timeout' '30'"), "{cmd}");
         assert!(cmd.contains("'--token-file' '/run/sd/token'"), "{cmd}");
-        let Body::Form(f) = &j.form else { panic!("form") };
-        let params: BTreeMap<String, String> = form_urlencoded::parse(f.as_bytes()).into_owned().collect();
+        let Body::Form(f) = &j.form else {
+            panic!("form")
+        };
+        let params: BTreeMap<String, String> =
+            form_urlencoded::parse(f.as_bytes()).into_owned().collect();
         assert_eq!(params["SD_TOKEN"], "tok-SECRET");
         assert_eq!(params["SD_BUILD_TIMEOUT"], "30");
         assert_eq!(params["SD_API"], "http://127.0.0.1:9/a?b=1&c=2");
@@ -257,7 +280,9 @@ mod tests {
 
     #[test]
     fn screwdriver_mode_references_the_token_variable() {
-        let j = settings(LaunchMode::Screwdriver).render(&build(), now()).unwrap();
+        let j = settings(LaunchMode::Screwdriver)
+            .render(&build(), now())
+            .unwrap();
         assert!(!j.xml.contains("tok-SECRET"));
         let cmd = element_text(&j.xml, "command").unwrap();
         assert!(cmd.contains("'/opt/sd/launcher_entrypoint.sh'"), "{cmd}");
@@ -271,8 +296,14 @@ mod tests {
             .annotation("screwdriver.cd/nodeLabel", "a\u{7}b")
             .build()
             .unwrap();
-        let e = settings(LaunchMode::Native).render(&b, now()).err().unwrap();
-        assert_eq!(e.field_errors()[0].field, "annotations[screwdriver.cd/nodeLabel]");
+        let e = settings(LaunchMode::Native)
+            .render(&b, now())
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.field_errors()[0].field,
+            "annotations[screwdriver.cd/nodeLabel]"
+        );
     }
 
     #[test]
@@ -281,7 +312,13 @@ mod tests {
         let d = DescribedJob::parse(&description(&l));
         assert!(d.expired(now()));
         assert!(!d.expired(now() - chrono::Duration::seconds(1)));
-        assert!(!DescribedJob::parse("screwdriver.cd/expires-at=1").expired(now()), "unmanaged");
-        assert!(!DescribedJob::parse("app.kubernetes.io/managed-by=sdx").expired(now()), "undated");
+        assert!(
+            !DescribedJob::parse("screwdriver.cd/expires-at=1").expired(now()),
+            "unmanaged"
+        );
+        assert!(
+            !DescribedJob::parse("app.kubernetes.io/managed-by=sdx").expired(now()),
+            "undated"
+        );
     }
 }

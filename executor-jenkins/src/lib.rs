@@ -18,7 +18,10 @@ mod template;
 pub mod fake;
 
 pub use builder::JenkinsExecutorBuilder;
-pub use config::{DEFAULT_JOB_PREFIX, DEFAULT_LAUNCHER_IMAGE, DEFAULT_NODE_LABEL, DEFAULT_USERNAME, JenkinsConfig, KEYS};
+pub use config::{
+    DEFAULT_JOB_PREFIX, DEFAULT_LAUNCHER_IMAGE, DEFAULT_NODE_LABEL, DEFAULT_USERNAME,
+    JenkinsConfig, KEYS,
+};
 pub use executor::JenkinsExecutor;
 pub use job::TIMEOUT_MARKER;
 pub use script::TOKEN_FILE;

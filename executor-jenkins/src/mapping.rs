@@ -66,7 +66,11 @@ pub(crate) fn from_build(job: &str, b: &BuildInfo, stopped: bool) -> BuildStatus
             }
         }
         Some(r @ "NOT_BUILT") => {
-            let mut s = BuildStatus::failed(FailureReason::StartRefused, format!("{at} was not built"), evidence(r));
+            let mut s = BuildStatus::failed(
+                FailureReason::StartRefused,
+                format!("{at} was not built"),
+                evidence(r),
+            );
             if let Some(f) = s.failure.as_mut() {
                 f.build_started = Some(false);
             }
@@ -121,26 +125,55 @@ mod tests {
 
     #[test]
     fn results_map_to_phases() {
-        assert_eq!(from_build("SD-1", &b(true, None, None), false).phase, Phase::Running);
-        assert!(from_build("SD-1", &b(true, None, None), true).message.contains("being stopped"));
-        assert_eq!(from_build("SD-1", &b(false, None, None), false).phase, Phase::Pending);
-        assert_eq!(from_build("SD-1", &b(false, Some("SUCCESS"), None), false).phase, Phase::Succeeded);
+        assert_eq!(
+            from_build("SD-1", &b(true, None, None), false).phase,
+            Phase::Running
+        );
+        assert!(
+            from_build("SD-1", &b(true, None, None), true)
+                .message
+                .contains("being stopped")
+        );
+        assert_eq!(
+            from_build("SD-1", &b(false, None, None), false).phase,
+            Phase::Pending
+        );
+        assert_eq!(
+            from_build("SD-1", &b(false, Some("SUCCESS"), None), false).phase,
+            Phase::Succeeded
+        );
         let f = from_build("SD-1", &b(false, Some("FAILURE"), None), false);
-        assert_eq!((f.phase, f.reason()), (Phase::Failed, Some(FailureReason::NonZeroExit)));
+        assert_eq!(
+            (f.phase, f.reason()),
+            (Phase::Failed, Some(FailureReason::NonZeroExit))
+        );
         let u = from_build("SD-1", &b(false, Some("UNSTABLE"), None), false);
-        assert_eq!(u.failure.unwrap().evidence.as_deref(), Some("Jenkins result UNSTABLE"));
-        assert_eq!(from_build("SD-1", &b(false, Some("ABORTED"), None), true).phase, Phase::Canceled);
+        assert_eq!(
+            u.failure.unwrap().evidence.as_deref(),
+            Some("Jenkins result UNSTABLE")
+        );
+        assert_eq!(
+            from_build("SD-1", &b(false, Some("ABORTED"), None), true).phase,
+            Phase::Canceled
+        );
         let aborted = from_build("SD-1", &b(false, Some("ABORTED"), None), false);
         assert!(aborted.message.contains("aborted in Jenkins"));
         let t = from_build(
             "SD-1",
-            &b(false, Some("ABORTED"), Some("sdx-timeout: the job's own timeout of 95 minutes aborted this build")),
+            &b(
+                false,
+                Some("ABORTED"),
+                Some("sdx-timeout: the job's own timeout of 95 minutes aborted this build"),
+            ),
             false,
         );
         assert_eq!(t.phase, Phase::TimedOut);
         let nb = from_build("SD-1", &b(false, Some("NOT_BUILT"), None), false);
         assert_eq!(nb.reason(), Some(FailureReason::StartRefused));
-        assert_eq!(from_build("SD-1", &b(false, Some("WEIRD"), None), false).reason(), Some(FailureReason::EngineError));
+        assert_eq!(
+            from_build("SD-1", &b(false, Some("WEIRD"), None), false).reason(),
+            Some(FailureReason::EngineError)
+        );
     }
 
     #[test]
@@ -152,7 +185,10 @@ mod tests {
         };
         let s = from_queue("SD-1", &q).unwrap();
         assert_eq!(s.phase, Phase::Pending);
-        assert_eq!(s.message, "Waiting for next available executor on ‘screwdriver’");
+        assert_eq!(
+            s.message,
+            "Waiting for next available executor on ‘screwdriver’"
+        );
         q.why = None;
         assert_eq!(from_queue("SD-1", &q).unwrap().message, "SD-1 is queued");
         q.cancelled = Some(true);

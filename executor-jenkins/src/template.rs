@@ -20,24 +20,51 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("../templates/job.xml");
 
 /// Every placeholder a template may use, with what it is replaced by.
 pub const PLACEHOLDERS: &[(&str, &str)] = &[
-    ("description", "the job description: a sentence plus the build's labels, one `key=value` per line (gc reads `screwdriver.cd/expires-at` from it)"),
+    (
+        "description",
+        "the job description: a sentence plus the build's labels, one `key=value` per line (gc reads `screwdriver.cd/expires-at` from it)",
+    ),
     ("build_id", "the build id"),
-    ("job_name", "the Jenkins job name (`SD-<buildId>` by default)"),
-    ("sdbuild", "the `sdbuild` label value (same as the job name)"),
+    (
+        "job_name",
+        "the Jenkins job name (`SD-<buildId>` by default)",
+    ),
+    (
+        "sdbuild",
+        "the `sdbuild` label value (same as the job name)",
+    ),
     ("api_uri", "the API URI"),
     ("store_uri", "the store URI"),
     ("ui_uri", "the UI URI"),
     ("container", "the build's image"),
     ("launcher_image", "the job-tools (launcher) image"),
-    ("mount_point", "where job-tools are mounted in the build container"),
-    ("timeout_minutes", "the build timeout in minutes (the launcher's)"),
-    ("job_timeout_minutes", "the job's own timeout in minutes: the build timeout plus a margin (engine-side backstop)"),
-    ("timeout_marker", "the build description written when the job's own timeout fires (status reads it as TimedOut)"),
+    (
+        "mount_point",
+        "where job-tools are mounted in the build container",
+    ),
+    (
+        "timeout_minutes",
+        "the build timeout in minutes (the launcher's)",
+    ),
+    (
+        "job_timeout_minutes",
+        "the job's own timeout in minutes: the build timeout plus a margin (engine-side backstop)",
+    ),
+    (
+        "timeout_marker",
+        "the build description written when the job's own timeout fires (status reads it as TimedOut)",
+    ),
     ("node_label", "the node label the job is pinned to"),
-    ("expires_at", "Unix seconds after which gc may delete the job"),
+    (
+        "expires_at",
+        "Unix seconds after which gc may delete the job",
+    ),
     ("job_id", "the Screwdriver job id, or empty"),
     ("pipeline_id", "the pipeline id, or empty"),
-    ("script", "the shell script that runs the build container with job-tools mounted and the launch command"),
+    (
+        "script",
+        "the shell script that runs the build container with job-tools mounted and the launch command",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +104,11 @@ impl Default for JobTemplate {
 }
 
 fn template_error(origin: &str, reason: impl fmt::Display) -> Error {
-    Error::new(ErrorKind::ConfigInvalid, format!("templatePath: {origin}: {reason}")).with_executor(crate::SCHEME)
+    Error::new(
+        ErrorKind::ConfigInvalid,
+        format!("templatePath: {origin}: {reason}"),
+    )
+    .with_executor(crate::SCHEME)
 }
 
 impl JobTemplate {
@@ -89,7 +120,8 @@ impl JobTemplate {
     /// Reads and checks a template file.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| template_error(&origin, format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| template_error(&origin, format!("cannot read: {e}")))?;
         Self::parse(&text, &origin)
     }
 
@@ -115,7 +147,11 @@ impl JobTemplate {
                         origin,
                         format!(
                             "unknown placeholder {{{{{name}}}}}, expected one of {}",
-                            PLACEHOLDERS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                            PLACEHOLDERS
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     )
                 })?;
@@ -165,7 +201,9 @@ impl JobTemplate {
         for p in self.pieces.iter() {
             match p {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Var(n) => out.push_str(&xml_escape(values.get(n).map(String::as_str).unwrap_or(""))),
+                Piece::Var(n) => {
+                    out.push_str(&xml_escape(values.get(n).map(String::as_str).unwrap_or("")))
+                }
             }
         }
         out
@@ -179,8 +217,13 @@ pub(crate) fn xml_escape(s: &str) -> Cow<'_, str> {
 
 /// Refuses characters XML cannot carry (control characters other than tab and newline).
 pub(crate) fn check_xml_chars(field: &str, s: &str) -> Result<(), Error> {
-    if s.chars().any(|c| c.is_control() && c != '\t' && c != '\n' && c != '\r') {
-        return Err(Error::invalid_field(field, "must not contain control characters"));
+    if s.chars()
+        .any(|c| c.is_control() && c != '\t' && c != '\n' && c != '\r')
+    {
+        return Err(Error::invalid_field(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -194,7 +237,12 @@ pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
         match reader.read_event() {
             Ok(quick_xml::events::Event::Eof) => break,
             Ok(quick_xml::events::Event::Start(e)) => {
-                check_attributes(&e).map_err(|m| format!("not well-formed XML at byte {}: {m}", reader.buffer_position()))?;
+                check_attributes(&e).map_err(|m| {
+                    format!(
+                        "not well-formed XML at byte {}: {m}",
+                        reader.buffer_position()
+                    )
+                })?;
                 if depth == 0 {
                     roots += 1;
                 }
@@ -202,7 +250,12 @@ pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
             }
             Ok(quick_xml::events::Event::End(_)) => depth = depth.saturating_sub(1),
             Ok(quick_xml::events::Event::Empty(e)) => {
-                check_attributes(&e).map_err(|m| format!("not well-formed XML at byte {}: {m}", reader.buffer_position()))?;
+                check_attributes(&e).map_err(|m| {
+                    format!(
+                        "not well-formed XML at byte {}: {m}",
+                        reader.buffer_position()
+                    )
+                })?;
                 if depth == 0 {
                     roots += 1;
                 }
@@ -220,7 +273,9 @@ pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
         return Err("not well-formed XML: unclosed element at end of document".into());
     }
     if roots != 1 {
-        return Err(format!("not well-formed XML: expected one root element, found {roots}"));
+        return Err(format!(
+            "not well-formed XML: expected one root element, found {roots}"
+        ));
     }
     Ok(())
 }
@@ -233,12 +288,15 @@ fn check_attributes(e: &quick_xml::events::BytesStart<'_>) -> Result<(), String>
 }
 
 /// The unescaped text of the first `<tag>…</tag>` element (no nesting), if any.
+#[cfg(any(test, feature = "test-support"))]
 pub(crate) fn element_text(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
     let start = xml.find(&open)? + open.len();
     let end = start + xml[start..].find(&close)?;
-    quick_xml::escape::unescape(&xml[start..end]).ok().map(Cow::into_owned)
+    quick_xml::escape::unescape(&xml[start..end])
+        .ok()
+        .map(Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -248,7 +306,13 @@ mod tests {
     #[test]
     fn builtin_uses_the_core_placeholders() {
         let t = JobTemplate::builtin();
-        for p in ["description", "script", "node_label", "job_timeout_minutes", "timeout_marker"] {
+        for p in [
+            "description",
+            "script",
+            "node_label",
+            "job_timeout_minutes",
+            "timeout_marker",
+        ] {
             assert!(t.placeholders().contains(&p), "{p}");
         }
         assert!(!BUILTIN_TEMPLATE.contains("{{token"));
@@ -258,13 +322,17 @@ mod tests {
 
     #[test]
     fn rendering_escapes_every_value() {
-        let t = JobTemplate::parse("<a><b>{{script}}</b><c x=\"{{node_label}}\"/></a>", "t").unwrap();
+        let t =
+            JobTemplate::parse("<a><b>{{script}}</b><c x=\"{{node_label}}\"/></a>", "t").unwrap();
         let mut v = BTreeMap::new();
         v.insert("script", "echo '<x>' && echo \"]]>\"".to_string());
         v.insert("node_label", "a\"b".to_string());
         let out = t.render(&v);
         check_well_formed(&out).unwrap();
-        assert_eq!(element_text(&out, "b").unwrap(), "echo '<x>' && echo \"]]>\"");
+        assert_eq!(
+            element_text(&out, "b").unwrap(),
+            "echo '<x>' && echo \"]]>\""
+        );
         assert!(out.contains("x=\"a&quot;b\""));
     }
 
@@ -272,7 +340,11 @@ mod tests {
     fn bad_templates_are_refused_with_the_reason() {
         let e = JobTemplate::parse("<a>{{script</a>", "mine.xml").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
-        assert!(e.to_string().contains("templatePath: mine.xml: unterminated"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("templatePath: mine.xml: unterminated"),
+            "{e}"
+        );
         let e = JobTemplate::parse("<a><b>{{script}}</a>", "mine.xml").unwrap_err();
         assert!(e.to_string().contains("not well-formed"), "{e}");
         let e = JobTemplate::parse("<a/><b/>", "mine.xml").unwrap_err();
@@ -288,6 +360,9 @@ mod tests {
     fn control_characters_are_refused() {
         assert!(check_xml_chars("f", "ok\tline\n").is_ok());
         let e = check_xml_chars("annotations[screwdriver.cd/nodeLabel]", "a\u{1}b").unwrap_err();
-        assert_eq!(e.field_errors()[0].field, "annotations[screwdriver.cd/nodeLabel]");
+        assert_eq!(
+            e.field_errors()[0].field,
+            "annotations[screwdriver.cd/nodeLabel]"
+        );
     }
 }

@@ -21,12 +21,17 @@ async fn conformance() {
     let lose: LoseBuild = Arc::new(move |id| {
         let j = j.clone();
         Box::pin(async move {
-            assert!(j.delete_job(&format!("SD-{id}")), "the job of build {id} exists");
+            assert!(
+                j.delete_job(&format!("SD-{id}")),
+                "the job of build {id} exists"
+            );
         })
     });
     let factory = || {
         let j = jenkins.clone();
-        async move { Arc::new(j.executor_builder().build().await.expect("executor")) as Arc<dyn Executor> }
+        async move {
+            Arc::new(j.executor_builder().build().await.expect("executor")) as Arc<dyn Executor>
+        }
     };
     run_suite(
         factory,

@@ -5,9 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::future::join_all;
 use executor_base::{ErrorKind, Executor, Phase};
-use executor_jenkins::fake::{Fault, FaultAction, FakeOptions};
+use executor_jenkins::fake::{FakeOptions, Fault, FaultAction};
+use futures::future::join_all;
 
 #[tokio::test]
 async fn the_crumb_is_fetched_once_for_many_posts() {
@@ -15,8 +15,16 @@ async fn the_crumb_is_fetched_once_for_many_posts() {
     let builds: Vec<_> = (1..=20).map(build).collect();
     let results = join_all(builds.iter().map(|b| e.start(b))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(j.crumbs_issued(), 1, "one crumb shared by 20 concurrent starts");
-    let posts: Vec<_> = j.requests().into_iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(
+        j.crumbs_issued(),
+        1,
+        "one crumb shared by 20 concurrent starts"
+    );
+    let posts: Vec<_> = j
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
     assert_eq!(posts.len(), 40);
     assert!(posts.iter().all(|r| r.with_crumb));
 }
@@ -109,7 +117,10 @@ async fn jenkins_without_a_crumb_issuer_works() {
     assert_eq!(status(&e, 1).await.phase, Phase::Running);
     e.stop(&stop_cfg(1)).await.unwrap();
     e.stop(&stop_cfg(2)).await.unwrap();
-    let crumb_gets = calls(&j).iter().filter(|c| c.contains("crumbIssuer")).count();
+    let crumb_gets = calls(&j)
+        .iter()
+        .filter(|c| c.contains("crumbIssuer"))
+        .count();
     assert_eq!(crumb_gets, 1, "the missing issuer is remembered");
     assert!(j.requests().iter().all(|r| !r.with_crumb));
     assert_eq!(status(&e, 1).await.phase, Phase::Canceled);

@@ -35,7 +35,10 @@ async fn bad_credentials_name_the_user_never_the_token() {
     assert_eq!(err.status(), Some(401));
     let all = texts(&err);
     assert!(all.contains("user 'screwdriver'"), "{all}");
-    assert!(!all.contains("wrong-token-c0ffee") && !all.contains(BUILD_TOKEN), "{all}");
+    assert!(
+        !all.contains("wrong-token-c0ffee") && !all.contains(BUILD_TOKEN),
+        "{all}"
+    );
     assert_eq!(j.request_count(), 1, "not retried");
     let err = e.status(&stop_cfg(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);
@@ -57,8 +60,15 @@ async fn missing_permissions_name_the_user() {
     ));
     let err = e.status(&stop_cfg(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
-    assert!(err.to_string().contains("Jenkins user 'screwdriver' is not allowed"), "{err}");
-    assert!(err.to_string().contains("missing the Job/Read permission"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Jenkins user 'screwdriver' is not allowed"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("missing the Job/Read permission"),
+        "{err}"
+    );
     assert!(!texts(&err).contains(FAKE_TOKEN));
 }
 
@@ -78,7 +88,11 @@ async fn server_errors_on_reads_are_retried() {
 async fn create_is_retried_because_it_cannot_create_twice() {
     let (j, e) = setup().await;
     // Jenkins created the job but the answer was lost: the retry finds it and updates it.
-    j.inject(Fault::on("POST", "/createItem", FaultAction::ProcessThenRespond(502)));
+    j.inject(Fault::on(
+        "POST",
+        "/createItem",
+        FaultAction::ProcessThenRespond(502),
+    ));
     e.start(&build(1)).await.unwrap();
     assert_eq!(
         calls(&j),
@@ -110,8 +124,17 @@ async fn connection_refused_is_unavailable_and_temporary() {
     let err = e.status(&stop_cfg(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_temporary());
-    assert!(err.to_string().contains(&format!("cannot reach Jenkins at http://127.0.0.1:{port}/")), "{err}");
-    assert!(err.context().iter().any(|(k, v)| *k == "attempts" && v == "4"), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("cannot reach Jenkins at http://127.0.0.1:{port}/")),
+        "{err}"
+    );
+    assert!(
+        err.context()
+            .iter()
+            .any(|(k, v)| *k == "attempts" && v == "4"),
+        "{err:?}"
+    );
     // A start that cannot connect never reached Jenkins: nothing to clean, plain error.
     let err = e.start(&build(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -127,10 +150,21 @@ async fn slow_answers_time_out_and_reads_are_retried() {
         .await
         .unwrap();
     e.start(&build(1)).await.unwrap();
-    j.inject(Fault::on("GET", "/queue/item/", FaultAction::DelayBefore(Duration::from_millis(600))));
+    j.inject(Fault::on(
+        "GET",
+        "/queue/item/",
+        FaultAction::DelayBefore(Duration::from_millis(600)),
+    ));
     assert_eq!(status(&e, 1).await.phase, Phase::Pending);
     assert_eq!(e.stats().requests.timeouts, 1);
-    j.inject(Fault::on("GET", "/queue/item/", FaultAction::DelayBefore(Duration::from_millis(600))).times(10));
+    j.inject(
+        Fault::on(
+            "GET",
+            "/queue/item/",
+            FaultAction::DelayBefore(Duration::from_millis(600)),
+        )
+        .times(10),
+    );
     let err = e.status(&stop_cfg(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.is_temporary());
@@ -179,7 +213,11 @@ async fn repeated_failures_open_the_breaker() {
 #[tokio::test]
 async fn an_answer_lost_after_jenkins_queued_the_build_does_not_queue_it_twice() {
     let (j, e) = setup().await;
-    j.inject(Fault::on("POST", "/buildWithParameters", FaultAction::ProcessThenRespond(502)));
+    j.inject(Fault::on(
+        "POST",
+        "/buildWithParameters",
+        FaultAction::ProcessThenRespond(502),
+    ));
     e.start(&build(1)).await.unwrap();
     assert_eq!(
         calls(&j),
@@ -219,12 +257,20 @@ async fn a_timeout_after_jenkins_queued_the_build_does_not_queue_it_twice() {
 async fn a_build_that_already_started_is_found_by_the_check() {
     let (j, e) = setup().await;
     j.set_queue_delay(Some(Duration::ZERO));
-    j.inject(Fault::on("POST", "/buildWithParameters", FaultAction::ProcessThenRespond(504)));
+    j.inject(Fault::on(
+        "POST",
+        "/buildWithParameters",
+        FaultAction::ProcessThenRespond(504),
+    ));
     e.start(&build(1)).await.unwrap();
     assert_eq!(j.queue_items("SD-1").len(), 1);
     j.clear_requests();
     assert_eq!(status(&e, 1).await.phase, Phase::Running);
-    assert_eq!(calls(&j), ["GET /job/SD-1/1/api/json"], "the check learnt the build number");
+    assert_eq!(
+        calls(&j),
+        ["GET /job/SD-1/1/api/json"],
+        "the check learnt the build number"
+    );
 }
 
 #[tokio::test]
@@ -252,9 +298,15 @@ async fn a_definitive_refusal_removes_the_job() {
     let err = e.start(&build(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unexpected);
     assert_eq!(err.operation(), "start");
-    assert!(j.job_names().is_empty(), "the job of the failed start is gone");
+    assert!(
+        j.job_names().is_empty(),
+        "the job of the failed start is gone"
+    );
     assert_eq!(e.stats().builds.started, 0);
-    assert_eq!(e.status(&stop_cfg(1)).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        e.status(&stop_cfg(1)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[tokio::test]
@@ -264,7 +316,10 @@ async fn a_build_never_queued_after_every_retry_is_cleaned_up() {
     let err = e.start(&build(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unexpected);
     assert!(err.is_temporary());
-    let sends = calls(&j).iter().filter(|c| c.ends_with("/buildWithParameters")).count();
+    let sends = calls(&j)
+        .iter()
+        .filter(|c| c.ends_with("/buildWithParameters"))
+        .count();
     assert_eq!(sends, 4, "1 + 3 checked retries");
     assert!(j.queue_items("SD-1").is_empty());
     assert!(j.job_names().is_empty());
@@ -273,11 +328,19 @@ async fn a_build_never_queued_after_every_retry_is_cleaned_up() {
 #[tokio::test]
 async fn when_jenkins_cannot_be_asked_the_job_is_left_in_place() {
     let (j, e) = setup().await;
-    j.inject(Fault::on("POST", "/buildWithParameters", FaultAction::ProcessThenRespond(502)));
+    j.inject(Fault::on(
+        "POST",
+        "/buildWithParameters",
+        FaultAction::ProcessThenRespond(502),
+    ));
     j.inject(Fault::status("GET", "/job/SD-1/api/json", 503).times(100));
     let err = e.start(&build(1)).await.unwrap_err();
     assert!(err.is_temporary());
     assert!(err.to_string().contains("outcome: unknown"), "{err}");
-    assert_eq!(j.job_names(), ["SD-1"], "a build may be queued: nothing is removed");
+    assert_eq!(
+        j.job_names(),
+        ["SD-1"],
+        "a build may be queued: nothing is removed"
+    );
     assert_eq!(j.queue_items("SD-1").len(), 1, "and nothing is sent twice");
 }

@@ -14,15 +14,26 @@ async fn start_creates_the_job_and_queues_one_build_with_parameters() {
     e.start(&build(42)).await.unwrap();
     assert_eq!(
         calls(&j),
-        ["GET /crumbIssuer/api/json", "POST /createItem", "POST /job/SD-42/buildWithParameters"]
+        [
+            "GET /crumbIssuer/api/json",
+            "POST /createItem",
+            "POST /job/SD-42/buildWithParameters"
+        ]
     );
     let reqs = j.requests();
     assert_eq!(reqs[1].query, "name=SD-42");
     assert!(reqs[1].with_crumb && reqs[2].with_crumb);
 
     let config = j.job_config("SD-42").unwrap();
-    assert!(config.contains("<hudson.model.PasswordParameterDefinition>\n          <name>SD_TOKEN</name>"));
-    assert!(!config.contains(BUILD_TOKEN), "the token is a parameter, not part of the job");
+    assert!(
+        config.contains(
+            "<hudson.model.PasswordParameterDefinition>\n          <name>SD_TOKEN</name>"
+        )
+    );
+    assert!(
+        !config.contains(BUILD_TOKEN),
+        "the token is a parameter, not part of the job"
+    );
     assert!(config.contains("<assignedNode>screwdriver</assignedNode>"));
 
     let items = j.queue_items("SD-42");
@@ -39,7 +50,10 @@ async fn start_creates_the_job_and_queues_one_build_with_parameters() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    assert_eq!(items[0].params, expected, "every parameter is declared by the job and arrives");
+    assert_eq!(
+        items[0].params, expected,
+        "every parameter is declared by the job and arrives"
+    );
     assert_eq!(e.stats().builds.started, 1);
 }
 
@@ -66,7 +80,15 @@ async fn status_follows_the_queue_item_to_the_build() {
     assert_eq!(status(&e, 42).await.phase, Phase::Succeeded);
     assert_eq!(j.request_count(), n);
     let counts = e.stats().builds;
-    assert_eq!((counts.started, counts.running, counts.finished, counts.failed), (1, 0, 1, 0));
+    assert_eq!(
+        (
+            counts.started,
+            counts.running,
+            counts.finished,
+            counts.failed
+        ),
+        (1, 0, 1, 0)
+    );
 }
 
 #[tokio::test]
@@ -77,7 +99,11 @@ async fn results_map_onto_statuses_and_verdicts() {
         ("FAILURE", Phase::Failed, Some(FailureReason::NonZeroExit)),
         ("UNSTABLE", Phase::Failed, Some(FailureReason::NonZeroExit)),
         ("ABORTED", Phase::Canceled, None),
-        ("NOT_BUILT", Phase::Failed, Some(FailureReason::StartRefused)),
+        (
+            "NOT_BUILT",
+            Phase::Failed,
+            Some(FailureReason::StartRefused),
+        ),
     ];
     for (i, (result, phase, reason)) in cases.into_iter().enumerate() {
         let id = 100 + i as u64;
@@ -91,10 +117,11 @@ async fn results_map_onto_statuses_and_verdicts() {
         let v = e.verify(&build(id)).await.unwrap();
         assert_eq!(v.is_failure(), phase == Phase::Failed, "{result}: {v:?}");
         if phase == Phase::Failed {
-            assert_eq!(v.to_string(), format!("SD-{id} #1 finished with {result}").replace(
-                "finished with NOT_BUILT",
-                "was not built",
-            ));
+            assert_eq!(
+                v.to_string(),
+                format!("SD-{id} #1 finished with {result}")
+                    .replace("finished with NOT_BUILT", "was not built",)
+            );
             assert_eq!(
                 s.failure.unwrap().evidence,
                 Some(format!("Jenkins result {result}"))
@@ -113,7 +140,10 @@ async fn the_jobs_own_timeout_reads_as_timed_out() {
         .unwrap();
     e.start(&b).await.unwrap();
     let config = j.job_config("SD-7").unwrap();
-    assert!(config.contains("<timeoutMinutes>35</timeoutMinutes>"), "build timeout + 5 min margin");
+    assert!(
+        config.contains("<timeoutMinutes>35</timeoutMinutes>"),
+        "build timeout + 5 min margin"
+    );
     assert_eq!(j.queue_items("SD-7")[0].params["SD_BUILD_TIMEOUT"], "30");
     j.start_queued("SD-7").unwrap();
     assert!(j.fire_job_timeout("SD-7", 1));
@@ -166,9 +196,27 @@ async fn stop_finds_the_build_an_item_just_became() {
     e.stop(&stop_cfg(42)).await.unwrap();
     assert_eq!(
         calls(&j),
-        ["POST /queue/cancelItem", "GET /queue/item/1/api/json", "POST /job/SD-42/1/stop"]
+        [
+            "POST /queue/cancelItem",
+            "GET /queue/item/1/api/json",
+            "POST /job/SD-42/1/stop"
+        ]
     );
     assert_eq!(status(&e, 42).await.phase, Phase::Canceled);
+}
+
+#[tokio::test]
+async fn a_forgotten_queue_item_is_followed_through_the_job() {
+    let (j, e) = setup().await;
+    e.start(&build(42)).await.unwrap();
+    j.start_queued("SD-42").unwrap();
+    assert_eq!(j.forget_left_items("SD-42"), 1);
+    j.clear_requests();
+    let s = status(&e, 42).await;
+    assert_eq!(s.phase, Phase::Running, "{s}");
+    assert_eq!(calls(&j), ["GET /queue/item/1/api/json", "GET /job/SD-42/api/json"]);
+    j.finish("SD-42", 1, "SUCCESS");
+    assert_eq!(status(&e, 42).await.phase, Phase::Succeeded);
 }
 
 #[tokio::test]
@@ -178,8 +226,14 @@ async fn unknown_builds_stop_ok_and_have_no_status() {
     assert_eq!(calls(&j), ["GET /job/SD-9/api/json"]);
     let err = e.status(&stop_cfg(9)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert_eq!(err.to_string(), "jenkins status: not_found: build 9 not found");
-    assert_eq!(e.verify(&build(9)).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        err.to_string(),
+        "jenkins status: not_found: build 9 not found"
+    );
+    assert_eq!(
+        e.verify(&build(9)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[tokio::test]
@@ -193,10 +247,17 @@ async fn a_job_deleted_behind_our_back_is_lost() {
     let s = status(&e, 1).await;
     assert_eq!(s.phase, Phase::Lost, "{s}");
     let f = s.failure.clone().unwrap();
-    assert_eq!((f.reason, f.build_started), (FailureReason::InfrastructureLost, Some(true)));
+    assert_eq!(
+        (f.reason, f.build_started),
+        (FailureReason::InfrastructureLost, Some(true))
+    );
     assert!(e.verify(&build(1)).await.unwrap().is_failure());
     e.stop(&stop_cfg(1)).await.unwrap();
-    assert_eq!(status(&e, 1).await.phase, Phase::Lost, "stop does not turn lost into canceled");
+    assert_eq!(
+        status(&e, 1).await.phase,
+        Phase::Lost,
+        "stop does not turn lost into canceled"
+    );
 
     // Queued: deleting the job cancels its queue item, which must not read as a stop.
     e.start(&build(2)).await.unwrap();
@@ -241,9 +302,15 @@ async fn starting_a_live_build_again_is_already_exists() {
     assert!(err.to_string().contains("SD-42"));
     // An executor without memory of it asks Jenkins.
     let other = j.executor_builder().build().await.unwrap();
-    assert_eq!(other.start(&build(42)).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        other.start(&build(42)).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     j.start_queued("SD-42").unwrap();
-    assert_eq!(other.start(&build(42)).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        other.start(&build(42)).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     assert_eq!(j.queue_items("SD-42").len(), 1, "never queued twice");
     assert_eq!(j.builds("SD-42").len(), 1);
 }
@@ -266,7 +333,11 @@ async fn starting_a_finished_build_again_updates_its_job() {
             "POST /job/SD-42/buildWithParameters"
         ]
     );
-    assert_eq!(status(&e, 42).await.phase, Phase::Pending, "the new run, not the old result");
+    assert_eq!(
+        status(&e, 42).await.phase,
+        Phase::Pending,
+        "the new run, not the old result"
+    );
     assert_eq!(j.start_queued("SD-42"), Some(2));
     assert_eq!(status(&e, 42).await.message, "running as SD-42 #2");
 }
@@ -290,7 +361,12 @@ async fn path_prefix_and_job_prefix_are_honoured() {
         ..FakeOptions::default()
     })
     .await;
-    let e = j.executor_builder().with_job_prefix("ci.build-").build().await.unwrap();
+    let e = j
+        .executor_builder()
+        .with_job_prefix("ci.build-")
+        .build()
+        .await
+        .unwrap();
     assert_eq!(e.base_url().path(), "/jenkins/");
     e.start(&build(5)).await.unwrap();
     assert_eq!(j.job_names(), ["ci.build-5"]);
@@ -300,8 +376,16 @@ async fn path_prefix_and_job_prefix_are_honoured() {
     assert!(j.requests().iter().all(|r| r.path.starts_with("/jenkins/")));
     assert!(calls(&j).contains(&"POST /jenkins/job/ci.build-5/1/stop".to_string()));
     // Without the prefix the same fake has nothing.
-    let wrong = j.executor_builder().with_path_prefix("").build().await.unwrap();
-    assert_eq!(wrong.status(&stop_cfg(5)).await.unwrap_err().kind(), ErrorKind::NotFound);
+    let wrong = j
+        .executor_builder()
+        .with_path_prefix("")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong.status(&stop_cfg(5)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[tokio::test]
@@ -328,6 +412,9 @@ async fn a_build_takes_at_most_six_requests_from_start_to_finished() {
         ]
     );
     let stats = e.stats();
-    assert_eq!(stats.requests.total, 8, "engine calls: 2 starts + 4 status reads");
+    assert_eq!(
+        stats.requests.total, 8,
+        "engine calls: 2 starts + 4 status reads"
+    );
     assert!(stats.breaker.is_closed);
 }

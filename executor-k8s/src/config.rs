@@ -92,6 +92,9 @@ pub struct K8sConfig {
     pub watch: bool,
     /// Server-side timeout of each watch request (seconds); the watcher reconnects.
     pub watch_timeout_seconds: u32,
+    /// How long a pod `start` created may be missing from the watch before `status`
+    /// GETs it once (a `404` then means it was deleted behind our back).
+    pub watch_lag_grace_seconds: u64,
     /// How long a finished or stopped build's status is remembered (seconds).
     pub retain_finished_seconds: u64,
     /// Client-wide request rate (requests per second, shared by every call and the watch).
@@ -142,6 +145,7 @@ impl Default for K8sConfig {
             policy: ReasonPolicy::default(),
             watch: true,
             watch_timeout_seconds: 290,
+            watch_lag_grace_seconds: 10,
             retain_finished_seconds: 3600,
             qps: 50,
             burst: 100,

@@ -89,3 +89,49 @@ pub(crate) fn config(key: &str, reason: impl std::fmt::Display) -> Error {
         .with_executor(SCHEME)
         .with_context("key", key)
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::core::{Status, response::StatusDetails};
+
+    use super::*;
+
+    fn api(code: u16, retry: u32) -> kube::Error {
+        kube::Error::Api(Box::new(Status {
+            code,
+            message: "msg".into(),
+            reason: "Reason".into(),
+            details: (retry > 0).then(|| StatusDetails {
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: retry,
+            }),
+            ..Status::default()
+        }))
+    }
+
+    #[test]
+    fn statuses_map_to_kinds_and_retryability() {
+        let cases = [
+            (404, ErrorKind::NotFound, false),
+            (401, ErrorKind::Unauthenticated, false),
+            (403, ErrorKind::PermissionDenied, false),
+            (409, ErrorKind::AlreadyExists, false),
+            (422, ErrorKind::ConfigInvalid, false),
+            (500, ErrorKind::Unexpected, true),
+            (503, ErrorKind::Unexpected, true),
+            (504, ErrorKind::Timeout, true),
+        ];
+        for (code, kind, temporary) in cases {
+            let e = map(api(code, 0));
+            assert_eq!((e.kind(), e.is_temporary(), e.status()), (kind, temporary, Some(code)), "{code}");
+        }
+        let e = map(api(429, 7));
+        assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(7))));
+        assert_eq!(map(api(429, 0)).retry_after(), Some(DEFAULT_RETRY_AFTER));
+        assert_eq!(config("qps", "must be positive").to_string(), "k8s: config_invalid: qps: must be positive, key: qps");
+    }
+}

@@ -20,10 +20,6 @@ use crate::config::K8sConfig;
 use crate::manifest::{self, Names};
 use crate::view::{PodPhase, PodView};
 
-/// How long a freshly created pod may be missing from the watch before `status` asks
-/// the API server directly.
-const WATCH_LAG_GRACE: Duration = Duration::from_secs(10);
-
 /// Runs Screwdriver builds as Kubernetes pods. Cheap to clone.
 #[derive(Clone)]
 pub struct K8sExecutor {
@@ -238,7 +234,9 @@ impl K8sExecutor {
                                 }
                             }
                             None if t.seen => Next::Record(lost(None, "deleted"), None),
-                            None if (now - t.created_at).to_std().unwrap_or_default() < WATCH_LAG_GRACE => {
+                            None if (now - t.created_at).to_std().unwrap_or_default()
+                                < Duration::from_secs(i.cfg.watch_lag_grace_seconds) =>
+                            {
                                 Next::Done(BuildStatus::pending("pod created; waiting for the scheduler"), None)
                             }
                             None => Next::GetPod(t.pod.clone()),

@@ -289,3 +289,26 @@ pub(crate) fn pod(
         status: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(memory_quantity(2 * 1024 * 1024 * 1024), "2Gi");
+        assert_eq!(memory_quantity(512 * 1024 * 1024), "512Mi");
+        assert_eq!(memory_quantity(1000), "1000");
+        assert_eq!(memory_quantity(0), "0");
+    }
+
+    #[test]
+    fn names_follow_upstream() {
+        let l = BuildLabels::new("sd-", executor_base::BuildId::new(42).unwrap(), None, Utc::now());
+        let n = Names::new(&l);
+        assert_eq!(n.build, "sd-42");
+        assert!(n.pod.starts_with("sd-42-") && n.pod.len() == "sd-42-".len() + 5);
+        assert_eq!(n.secret, format!("{}-token", n.pod));
+        assert_ne!(Names::new(&l).pod, Names::new(&l).pod, "random suffix (1 in 60 million to collide)");
+    }
+}

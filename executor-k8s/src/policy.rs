@@ -454,3 +454,173 @@ fn by_phase(pod: &PodView, within_grace: Option<(Hit, Duration)>) -> BuildStatus
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn base(status: serde_json::Value) -> Pod {
+        pod(serde_json::json!({
+            "metadata": {"name": "sd-1-abcde", "creationTimestamp": "2027-01-15T08:00:00Z"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "sd-1"}], "initContainers": [{"name": "launcher-sd-1"}]},
+            "status": status,
+        }))
+    }
+
+    fn view(p: &Pod, prev: Option<&PodView>, now: DateTime<Utc>, policy: &ReasonPolicy) -> PodView {
+        PodView::from_pod(p, prev, now, |c| policy.wants_condition(c))
+    }
+
+    fn waiting(reason: &str) -> Pod {
+        base(serde_json::json!({"phase": "Pending", "containerStatuses": [
+            {"name": "sd-1", "ready": false, "restartCount": 0, "image": "", "imageID": "",
+             "state": {"waiting": {"reason": reason, "message": "m"}}}]}))
+    }
+
+    #[test]
+    fn image_pull_grace_counts_from_when_the_reason_was_first_seen() {
+        let p = ReasonPolicy {
+            image_pull_grace_seconds: 60,
+            ..ReasonPolicy::default()
+        };
+        let first = view(&waiting("ErrImagePull"), None, t(0), &p);
+        let s = p.classify(&first, t(10));
+        assert_eq!(s.phase, Phase::Pulling);
+        assert!(s.message.contains("ErrImagePull: m (fails in 50s)"), "{s}");
+        // The same reason later keeps its first-seen time ...
+        let later = view(&waiting("ErrImagePull"), Some(&first), t(59), &p);
+        assert_eq!(p.classify(&later, t(59)).phase, Phase::Pulling);
+        let s = p.classify(&later, t(60));
+        assert_eq!((s.phase, s.reason()), (Phase::Failed, Some(FailureReason::ImagePull)));
+        // ... a new reason restarts it.
+        let backoff = view(&waiting("ImagePullBackOff"), Some(&later), t(61), &p);
+        assert_eq!(p.classify(&backoff, t(100)).phase, Phase::Pulling);
+        assert!(p.classify(&backoff, t(121)).is_terminal());
+    }
+
+    #[test]
+    fn immediate_reasons_fail_at_once() {
+        let p = ReasonPolicy::default();
+        for (reason, want) in [
+            ("InvalidImageName", FailureReason::InvalidImage),
+            ("ErrImageNeverPull", FailureReason::ImagePull),
+            ("CreateContainerConfigError", FailureReason::ContainerConfig),
+            ("CreateContainerError", FailureReason::ContainerConfig),
+            ("CrashLoopBackOff", FailureReason::CrashLoop),
+        ] {
+            let v = view(&waiting(reason), None, t(0), &p);
+            assert_eq!(p.classify(&v, t(0)).reason(), Some(want), "{reason}");
+        }
+        // A reason the table does not know is just "initializing".
+        let v = view(&waiting("ContainerCreating"), None, t(0), &p);
+        let s = p.classify(&v, t(1000));
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Pulling, "initializing: ContainerCreating"));
+    }
+
+    #[test]
+    fn the_table_is_data_first_match_wins_and_can_be_changed() {
+        let mut p = ReasonPolicy::default();
+        // Make CrashLoopBackOff transient for 30 s by putting a rule before the default.
+        p.rules.insert(
+            0,
+            ReasonRule::new(
+                Match::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                },
+                Outcome::Fail {
+                    reason: FailureReason::CrashLoop,
+                },
+                Grace::Seconds(30),
+            ),
+        );
+        p.rules.retain(|r| {
+            !(r.on
+                == Match::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                }
+                && r.grace == Grace::Immediate)
+        });
+        let v = view(&waiting("CrashLoopBackOff"), None, t(0), &p);
+        assert!(!p.classify(&v, t(29)).is_terminal());
+        assert!(p.classify(&v, t(30)).is_terminal());
+        // An empty table: only phases and exit codes count.
+        let none = ReasonPolicy {
+            rules: vec![],
+            ..ReasonPolicy::default()
+        };
+        assert!(!none.classify(&view(&waiting("InvalidImageName"), None, t(0), &none), t(999)).is_terminal());
+        assert!(none.validate().is_ok());
+    }
+
+    #[test]
+    fn unschedulable_fails_after_the_pending_timeout_with_the_schedulers_message() {
+        let p = ReasonPolicy {
+            pending_timeout_seconds: 300,
+            ..ReasonPolicy::default()
+        };
+        let mut pd = pod(serde_json::json!({
+            "metadata": {"name": "sd-1-abcde", "creationTimestamp": "2027-01-15T08:00:00Z"},
+            "spec": {"containers": [{"name": "sd-1"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory.",
+                "lastTransitionTime": "2027-01-15T08:00:00Z"}]}
+        }));
+        let since = crate::view::to_chrono(pd.status.as_ref().unwrap().conditions.as_ref().unwrap()[0].last_transition_time.as_ref().unwrap()).unwrap();
+        let v = view(&pd, None, since, &p);
+        let s = p.classify(&v, since + chrono::Duration::seconds(299));
+        assert_eq!(s.phase, Phase::Pending);
+        assert!(s.message.contains("Insufficient memory"), "{s}");
+        let s = p.classify(&v, since + chrono::Duration::seconds(300));
+        assert_eq!((s.phase, s.reason()), (Phase::Failed, Some(FailureReason::Unschedulable)));
+        assert_eq!(s.message, "build could not be scheduled: 0/3 nodes are available: 3 Insufficient memory.");
+        // Scheduled after all: no longer matches.
+        pd.status.as_mut().unwrap().conditions = None;
+        assert_eq!(p.classify(&view(&pd, Some(&v), since, &p), since + chrono::Duration::seconds(900)).phase, Phase::Pending);
+    }
+
+    #[test]
+    fn phase_unknown_is_lost_after_its_grace() {
+        let p = ReasonPolicy::default();
+        let pd = base(serde_json::json!({"phase": "Unknown", "containerStatuses": [
+            {"name": "sd-1", "ready": true, "restartCount": 0, "image": "", "imageID": "",
+             "state": {"running": {"startedAt": "2027-01-15T08:00:01Z"}}}]}));
+        let v = view(&pd, None, t(0), &p);
+        let created = v.created.unwrap();
+        assert_eq!(p.classify(&v, created + chrono::Duration::seconds(299)).phase, Phase::Running);
+        let s = p.classify(&v, created + chrono::Duration::seconds(300));
+        assert_eq!((s.phase, s.failure.unwrap().build_started), (Phase::Lost, Some(true)));
+    }
+
+    #[test]
+    fn oom_with_exit_code_zero_is_still_oom() {
+        let p = ReasonPolicy::default();
+        let pd = base(serde_json::json!({"phase": "Succeeded", "containerStatuses": [
+            {"name": "sd-1", "ready": false, "restartCount": 0, "image": "", "imageID": "",
+             "state": {"terminated": {"exitCode": 0, "reason": "OOMKilled", "startedAt": "2027-01-15T08:00:01Z"}}}]}));
+        let s = p.classify(&view(&pd, None, t(0), &p), t(0));
+        assert_eq!((s.reason(), s.exit_code), (Some(FailureReason::OutOfMemory), Some(0)));
+    }
+
+    #[test]
+    fn the_default_table_serialises_readably() {
+        let v = serde_json::to_value(ReasonPolicy::default()).unwrap();
+        assert_eq!(v["rules"][0], serde_json::json!({
+            "on": {"terminated": {"reason": "OOMKilled"}},
+            "then": {"status": "fail", "reason": "outOfMemory"},
+            "grace": "immediate"
+        }));
+        assert_eq!(v["rules"][6]["grace"], "imagePull");
+        assert_eq!(v["rules"].as_array().unwrap().last().unwrap()["grace"], serde_json::json!({"seconds": 300}));
+    }
+}

@@ -98,6 +98,18 @@ pub(crate) struct ThrottleService<S> {
     permitted: bool,
 }
 
+impl<S: Clone> Clone for ThrottleService<S> {
+    fn clone(&self) -> Self {
+        // A clone starts without a permit: it waits for its own token.
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            wait: None,
+            permitted: false,
+        }
+    }
+}
+
 impl<S, B, RB> Service<Request<B>> for ThrottleService<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
@@ -141,5 +153,45 @@ where
             }
             Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_429_pauses_every_later_request_for_retry_after() {
+        let throttle = Throttle::new(nz(1000), nz(1000));
+        let answered = Arc::new(AtomicU64::new(0));
+        let a = answered.clone();
+        let svc = ServiceBuilder::new()
+            .layer(ThrottleLayer(throttle.clone()))
+            .service(tower::service_fn(move |_req: Request<()>| {
+                let n = a.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let mut r = Response::new(());
+                    if n == 0 {
+                        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                        r.headers_mut().insert(http::header::RETRY_AFTER, "1".parse().unwrap());
+                    }
+                    Ok::<_, Infallible>(r)
+                }
+            }));
+        let first = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+        let t = std::time::Instant::now();
+        let second = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(second.status(), StatusCode::OK);
+        assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+        assert_eq!(throttle.requests(), 2);
     }
 }

@@ -65,9 +65,8 @@
 //!   `process_group(0)` to give each build its own group without `unsafe` `pre_exec` code.
 //! * `nix`: safe, typed `killpg`/`kill` with `Errno` results; the workspace forbids
 //!   `unsafe`, which raw `libc::killpg` would need.
-//! * `chrono` and `serde_json`: the state file's timestamps and format, shared with the
-//!   other backends' expiry labels.
-//! * `parking_lot`: short, never-awaited locks around the build table and records.
+//! * `chrono`, `serde_json`: the state file's timestamps and format; `parking_lot`: short,
+//!   never-awaited locks around the build table and records.
 //! * `futures`: `join_all` to stop every build concurrently on `cleanup`.
 //!
 //! Linux is the target (procfs for pid identity, cgroup v2 for OOM evidence); on other

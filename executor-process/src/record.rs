@@ -196,6 +196,19 @@ impl Build {
         out
     }
 
+    /// Records the spawned process; unlike [`Build::update`], failing to persist is an
+    /// error (the state file is what lets a restarted executor find the process).
+    pub(crate) fn set_spawned(&self, pid: u32, proc_start: Option<u64>) -> std::io::Result<()> {
+        {
+            let mut r = self.record.lock();
+            r.pid = Some(pid);
+            r.proc_start = proc_start;
+            self.paths.save(&r)?;
+        }
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
     /// Marks the build to be stopped for `reason` (the first reason wins).
     pub(crate) fn request_stop(&self, reason: StopReason) -> StopRequest {
         if self.is_finished() {

@@ -179,13 +179,7 @@ impl Inner {
         let pid = child.id().expect("a just spawned child has a pid");
         let proc_start = os::proc_start_time(pid);
         let oom = OomProbe::for_pid(pid);
-        let saved = {
-            let mut r = build.snapshot();
-            r.pid = Some(pid);
-            r.proc_start = proc_start;
-            paths.save(&r)
-        };
-        if let Err(e) = saved {
+        if let Err(e) = build.set_spawned(pid, proc_start) {
             // Without a state file a restart could neither find nor stop the build.
             let _ = os::signal_group(pid, os::SIGKILL);
             tokio::spawn(async move {
@@ -199,10 +193,6 @@ impl Inner {
                 e,
             ));
         }
-        build.update(|r| {
-            r.pid = Some(pid);
-            r.proc_start = proc_start;
-        });
         tracing::info!(build_id = %build.id, pid, "build started");
         self.counter.started();
         tokio::spawn(reap(self.clone(), build.clone(), child, oom));

@@ -169,7 +169,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stop_while_starting_waits_for_the_spawn() {
+    async fn stop_right_after_start_cancels() {
         let tools = testutil::job_tools("exec sleep 3600");
         let state = tempfile::tempdir().unwrap();
         let exec = testutil::executor(tools.path(), state.path()).await;
@@ -186,6 +186,6 @@ mod tests {
             .wait_until_finished(&stop, Duration::from_millis(20), Duration::from_secs(20))
             .await
             .unwrap();
-        assert!(matches!(s.phase, Phase::Canceled), "{s}");
+        assert_eq!(s.phase, Phase::Canceled, "{s}");
     }
 }

@@ -11,7 +11,10 @@ use toy_executor::{ToyConfig, ToyExecutor};
 async fn toy_executor_passes_conformance() {
     conformance(
         || async { Arc::new(ToyExecutor::new(ToyConfig::default())) as Arc<dyn Executor> },
-        ConformanceConfig { first_build_id: 1, ..Default::default() },
+        ConformanceConfig {
+            first_build_id: 1,
+            ..Default::default()
+        },
     )
     .await;
 }
@@ -22,7 +25,14 @@ fn options_use_the_shared_config_types() {
         "runSeconds": 1, "timeout": {"maxMinutes": 30}, "resources": {"cpu": {"low": 1.0}}
     }))
     .unwrap();
-    assert_eq!((c.run_seconds, c.timeout.max_minutes, c.timeout.default_minutes), (Some(1), 30, 90));
+    assert_eq!(
+        (
+            c.run_seconds,
+            c.timeout.max_minutes,
+            c.timeout.default_minutes
+        ),
+        (Some(1), 30, 90)
+    );
     assert_eq!(c.resources.cpu_millis(None), 1000);
     let e = ToyConfig::from_json(&serde_json::json!({"runSecs": 1})).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
@@ -33,7 +43,10 @@ fn options_use_the_shared_config_types() {
 
 #[tokio::test(start_paused = true)]
 async fn builds_succeed_after_their_run_time_or_time_out_on_the_engine() {
-    let toy = ToyExecutor::new(ToyConfig { run_seconds: Some(120), ..ToyConfig::default() });
+    let toy = ToyExecutor::new(ToyConfig {
+        run_seconds: Some(120),
+        ..ToyConfig::default()
+    });
     let build = |id, timeout: u32| {
         StartConfig::builder(id, "http://127.0.0.1:9", "busybox:latest", "t")
             .annotation("screwdriver.cd/ram", "HIGH")
@@ -44,12 +57,32 @@ async fn builds_succeed_after_their_run_time_or_time_out_on_the_engine() {
     let (ok, slow) = (build(1, 5), build(2, 1));
     toy.start(&ok).await.unwrap();
     toy.start(&slow).await.unwrap();
-    assert!(toy.status(&ok.to_stop()).await.unwrap().message.contains("12288 MiB"));
+    assert!(
+        toy.status(&ok.to_stop())
+            .await
+            .unwrap()
+            .message
+            .contains("12288 MiB")
+    );
     let (every, within) = (Duration::from_secs(1), Duration::from_secs(600));
-    let s = toy.wait_until_finished(&ok.to_stop(), every, within).await.unwrap();
-    assert_eq!(s.phase, Phase::Succeeded, "2 minutes of work within a 5-minute timeout");
-    let s = toy.wait_until_finished(&slow.to_stop(), every, within).await.unwrap();
-    assert_eq!(s.phase, Phase::TimedOut, "2 minutes of work with a 1-minute timeout");
+    let s = toy
+        .wait_until_finished(&ok.to_stop(), every, within)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.phase,
+        Phase::Succeeded,
+        "2 minutes of work within a 5-minute timeout"
+    );
+    let s = toy
+        .wait_until_finished(&slow.to_stop(), every, within)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.phase,
+        Phase::TimedOut,
+        "2 minutes of work with a 1-minute timeout"
+    );
     assert_eq!(toy.stats().builds.by_reason["timedOut"], 1);
     assert_eq!(toy.gc(false).await.unwrap().expired.len(), 2);
 }

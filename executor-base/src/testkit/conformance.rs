@@ -152,11 +152,16 @@ pub async fn start_status_stop(exec: Arc<dyn Executor>, cfg: &ConformanceConfig)
     check(RULE, exec, cfg, |p| async move {
         let build = p.config(ids::START_STATUS_STOP);
         let before = p.exec.stats().builds.started;
-        p.start(&build).await.unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
+        p.start(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
         let first = p.status(&build).await;
         match first {
             Ok(s) if !s.is_terminal() => {}
-            Ok(s) => broken!(RULE, "a build that runs until stopped is {s} right after start"),
+            Ok(s) => broken!(
+                RULE,
+                "a build that runs until stopped is {s} right after start"
+            ),
             Err(e) if e.kind() == ErrorKind::NotFound => {} // eventually consistent engines
             Err(e) if e.is_temporary() => {}
             Err(e) => broken!(RULE, "status right after start failed: {e}"),
@@ -165,14 +170,19 @@ pub async fn start_status_stop(exec: Arc<dyn Executor>, cfg: &ConformanceConfig)
             .await;
         let started = p.exec.stats().builds.started;
         if started <= before {
-            broken!(RULE, "stats().builds.started did not count the start ({before} -> {started})");
+            broken!(
+                RULE,
+                "stats().builds.started did not count the start ({before} -> {started})"
+            );
         }
         match p.verify(&build).await {
             Ok(v) if v.is_failure() => broken!(RULE, "verify of a running build is a failure: {v}"),
             Ok(_) => {}
             Err(e) => broken!(RULE, "verify of a running build failed: {e}"),
         }
-        p.stop(&build).await.unwrap_or_else(|e| broken!(RULE, "stop failed: {e}"));
+        p.stop(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "stop failed: {e}"));
         p.expect_stopped(RULE, &build).await;
     })
     .await;
@@ -184,7 +194,9 @@ pub async fn stop_is_idempotent(exec: Arc<dyn Executor>, cfg: &ConformanceConfig
     const RULE: &str = "stop_is_idempotent";
     check(RULE, exec, cfg, |p| async move {
         let build = p.config(ids::STOP_TWICE);
-        p.start(&build).await.unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
+        p.start(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
         p.wait_for(RULE, &build, |s| s.phase == Phase::Running, "Running")
             .await;
         for n in ["first", "second"] {
@@ -220,11 +232,16 @@ pub async fn status_of_unknown_is_not_found(exec: Arc<dyn Executor>, cfg: &Confo
 
 /// `start` of a build id that is live is [`ErrorKind::AlreadyExists`], and leaves the
 /// running build alone.
-pub async fn start_of_live_build_is_already_exists(exec: Arc<dyn Executor>, cfg: &ConformanceConfig) {
+pub async fn start_of_live_build_is_already_exists(
+    exec: Arc<dyn Executor>,
+    cfg: &ConformanceConfig,
+) {
     const RULE: &str = "start_of_live_build_is_already_exists";
     check(RULE, exec, cfg, |p| async move {
         let build = p.config(ids::ALREADY_EXISTS);
-        p.start(&build).await.unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
+        p.start(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
         p.wait_for(RULE, &build, |s| !s.is_terminal(), "a live status")
             .await;
         match p.start(&build).await {
@@ -232,9 +249,16 @@ pub async fn start_of_live_build_is_already_exists(exec: Arc<dyn Executor>, cfg:
             Err(e) => broken!(RULE, "expected AlreadyExists, got {e}"),
             Ok(()) => broken!(RULE, "a second start of a live build id was accepted"),
         }
-        p.wait_for(RULE, &build, |s| s.phase == Phase::Running, "Running (the first build untouched)")
-            .await;
-        p.stop(&build).await.unwrap_or_else(|e| broken!(RULE, "stop failed: {e}"));
+        p.wait_for(
+            RULE,
+            &build,
+            |s| s.phase == Phase::Running,
+            "Running (the first build untouched)",
+        )
+        .await;
+        p.stop(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "stop failed: {e}"));
         p.expect_stopped(RULE, &build).await;
     })
     .await;
@@ -316,7 +340,9 @@ pub async fn tokens_never_leak(exec: Arc<dyn Executor>, cfg: &ConformanceConfig)
         let _ = p.status(&unknown).await;
         let _ = p.verify(&unknown).await;
         let _ = p.stop(&unknown).await;
-        p.start(&build).await.unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
+        p.start(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
         let _ = p.start(&build).await;
         p.wait_for(RULE, &build, |s| !s.is_terminal(), "a live status")
             .await;
@@ -341,16 +367,32 @@ pub async fn concurrent_starts_do_not_interfere(exec: Arc<dyn Executor>, cfg: &C
         let results = join_all(builds.iter().map(|b| p.start(b))).await;
         for (b, r) in builds.iter().zip(&results) {
             if let Err(e) = r {
-                broken!(RULE, "start of build {} (of {n} at once) failed: {e}", b.build_id);
+                broken!(
+                    RULE,
+                    "start of build {} (of {n} at once) failed: {e}",
+                    b.build_id
+                );
             }
         }
         let started = p.exec.stats().builds.started;
         if started < before + n {
-            broken!(RULE, "stats().builds.started counted {} of {n} starts", started - before);
+            broken!(
+                RULE,
+                "stats().builds.started counted {} of {n} starts",
+                started - before
+            );
         }
-        join_all(builds.iter().map(|b| p.wait_for(RULE, b, |s| !s.is_terminal(), "a live status"))).await;
+        join_all(
+            builds
+                .iter()
+                .map(|b| p.wait_for(RULE, b, |s| !s.is_terminal(), "a live status")),
+        )
+        .await;
         let (first, second) = builds.split_at(builds.len() / 2);
-        for (b, r) in first.iter().zip(join_all(first.iter().map(|b| p.stop(b))).await) {
+        for (b, r) in first
+            .iter()
+            .zip(join_all(first.iter().map(|b| p.stop(b))).await)
+        {
             if let Err(e) = r {
                 broken!(RULE, "stop of build {} failed: {e}", b.build_id);
             }
@@ -359,11 +401,22 @@ pub async fn concurrent_starts_do_not_interfere(exec: Arc<dyn Executor>, cfg: &C
         for b in second {
             match p.status(b).await {
                 Ok(s) if !s.is_terminal() => {}
-                Ok(s) => broken!(RULE, "stopping other builds changed build {} to {s}", b.build_id),
-                Err(e) => broken!(RULE, "status of build {} after stopping others: {e}", b.build_id),
+                Ok(s) => broken!(
+                    RULE,
+                    "stopping other builds changed build {} to {s}",
+                    b.build_id
+                ),
+                Err(e) => broken!(
+                    RULE,
+                    "status of build {} after stopping others: {e}",
+                    b.build_id
+                ),
             }
         }
-        for (b, r) in second.iter().zip(join_all(second.iter().map(|b| p.stop(b))).await) {
+        for (b, r) in second
+            .iter()
+            .zip(join_all(second.iter().map(|b| p.stop(b))).await)
+        {
             if let Err(e) = r {
                 broken!(RULE, "stop of build {} failed: {e}", b.build_id);
             }
@@ -386,20 +439,44 @@ pub async fn timed_out_build_is_stopped(exec: Arc<dyn Executor>, cfg: &Conforman
             .unwrap_or_else(|e| broken!(RULE, "timer service: {e}"));
         let timed = Arc::new(TimedExecutor::new(p.exec.clone(), timers.clone()));
         let build = p.config(ids::TIMED_OUT);
-        p.start(&build).await.unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
+        p.start(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
         p.wait_for(RULE, &build, |s| s.phase == Phase::Running, "Running")
             .await;
-        let annotations = Annotations::parse(&json!({"screwdriver.cd/timeout": 1}), AnnotationMode::Strict)
-            .expect("valid annotations");
+        let annotations = Annotations::parse(
+            &json!({"screwdriver.cd/timeout": 1}),
+            AnnotationMode::Strict,
+        )
+        .expect("valid annotations");
         let job = crate::ids::JobId::new(1).expect("positive");
-        let start_time = chrono::Utc::now() - chrono::Duration::seconds(60) + chrono::Duration::milliseconds(300);
-        let queued = TimerConfig::new(build.build_id, job, ApiBuildStatus::Queued, start_time, annotations.clone());
-        timed.start_timer(&queued).await.unwrap_or_else(|e| broken!(RULE, "start_timer: {e}"));
+        let start_time = chrono::Utc::now() - chrono::Duration::seconds(60)
+            + chrono::Duration::milliseconds(300);
+        let queued = TimerConfig::new(
+            build.build_id,
+            job,
+            ApiBuildStatus::Queued,
+            start_time,
+            annotations.clone(),
+        );
+        timed
+            .start_timer(&queued)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start_timer: {e}"));
         if timers.pending() != 0 {
             broken!(RULE, "start_timer armed a timer for a QUEUED build");
         }
-        let running = TimerConfig::new(build.build_id, job, ApiBuildStatus::Running, start_time, annotations);
-        timed.start_timer(&running).await.unwrap_or_else(|e| broken!(RULE, "start_timer: {e}"));
+        let running = TimerConfig::new(
+            build.build_id,
+            job,
+            ApiBuildStatus::Running,
+            start_time,
+            annotations,
+        );
+        timed
+            .start_timer(&running)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start_timer: {e}"));
         let deadline = tokio::time::Instant::now() + cfg.settle;
         loop {
             match timed.status(&build.to_stop()).await {
@@ -411,13 +488,20 @@ pub async fn timed_out_build_is_stopped(exec: Arc<dyn Executor>, cfg: &Conforman
                 Err(e) => p.look_error("a status error", &e),
             }
             if tokio::time::Instant::now() >= deadline {
-                broken!(RULE, "the build was not reported TimedOut within {:?}", cfg.settle);
+                broken!(
+                    RULE,
+                    "the build was not reported TimedOut within {:?}",
+                    cfg.settle
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The timer service stopped the build on the executor itself.
         p.expect_stopped(RULE, &build).await;
-        timed.stop_timer(&build.to_stop()).await.unwrap_or_else(|e| broken!(RULE, "stop_timer: {e}"));
+        timed
+            .stop_timer(&build.to_stop())
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "stop_timer: {e}"));
     })
     .await;
 }
@@ -433,7 +517,9 @@ pub async fn lost_build_is_never_success(exec: Arc<dyn Executor>, cfg: &Conforma
     };
     check(RULE, exec, cfg, |p| async move {
         let build = p.config(ids::LOST);
-        p.start(&build).await.unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
+        p.start(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
         p.wait_for(RULE, &build, |s| s.phase == Phase::Running, "Running")
             .await;
         lose(build.build_id).await;
@@ -441,7 +527,10 @@ pub async fn lost_build_is_never_success(exec: Arc<dyn Executor>, cfg: &Conforma
             .wait_for(RULE, &build, |s| s.is_terminal(), "a terminal status")
             .await;
         if s.phase != Phase::Lost {
-            broken!(RULE, "a build lost behind the executor's back reports {s}, expected lost");
+            broken!(
+                RULE,
+                "a build lost behind the executor's back reports {s}, expected lost"
+            );
         }
         match p.verify(&build).await {
             Ok(v) if v.is_failure() => {}
@@ -596,11 +685,17 @@ impl Probe {
                         return s;
                     }
                     if s.is_terminal() {
-                        broken!(rule, "build {} became {s} while waiting for {what}", b.build_id);
+                        broken!(
+                            rule,
+                            "build {} became {s} while waiting for {what}",
+                            b.build_id
+                        );
                     }
                     last = Some(s);
                 }
-                Err(e) if e.kind() == ErrorKind::NotFound || e.is_temporary() => last_err = Some(e.to_string()),
+                Err(e) if e.kind() == ErrorKind::NotFound || e.is_temporary() => {
+                    last_err = Some(e.to_string())
+                }
                 Err(e) => broken!(rule, "status of build {} failed: {e}", b.build_id),
             }
             if tokio::time::Instant::now() >= deadline {
@@ -626,16 +721,29 @@ impl Probe {
             match self.status(b).await {
                 Ok(s) if s.is_terminal() => {
                     if matches!(s.phase, Phase::Succeeded | Phase::Lost) {
-                        broken!(rule, "build {} stopped while running reports {s}, expected canceled", b.build_id);
+                        broken!(
+                            rule,
+                            "build {} stopped while running reports {s}, expected canceled",
+                            b.build_id
+                        );
                     }
                     return;
                 }
                 Ok(s) if tokio::time::Instant::now() >= deadline => {
-                    broken!(rule, "build {} still {s} {:?} after stop", b.build_id, self.cfg.settle)
+                    broken!(
+                        rule,
+                        "build {} still {s} {:?} after stop",
+                        b.build_id,
+                        self.cfg.settle
+                    )
                 }
                 Ok(_) => {}
                 Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {}
-                Err(e) => broken!(rule, "status of build {} after stop: expected canceled, got {e}", b.build_id),
+                Err(e) => broken!(
+                    rule,
+                    "status of build {} after stop: expected canceled, got {e}",
+                    b.build_id
+                ),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -644,8 +752,12 @@ impl Probe {
 
 /// Runs one check: capture on, the body, then stop every build it started (also when
 /// the body panicked), then no captured log line may hold a token.
-async fn check<F, Fut>(rule: &'static str, exec: Arc<dyn Executor>, cfg: &ConformanceConfig, body: F)
-where
+async fn check<F, Fut>(
+    rule: &'static str,
+    exec: Arc<dyn Executor>,
+    cfg: &ConformanceConfig,
+    body: F,
+) where
     F: FnOnce(Arc<Probe>) -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -682,7 +794,10 @@ where
         }
     }
     if let Some(line) = leaks.first() {
-        broken!("tokens_never_leak", "a token appears in a log line captured during `{rule}`: {line}");
+        broken!(
+            "tokens_never_leak",
+            "a token appears in a log line captured during `{rule}`: {line}"
+        );
     }
 }
 

@@ -136,7 +136,10 @@ impl Script {
 
     /// Killed for memory with exit code 0 `after` it started running.
     pub fn oom_exit_zero(after: Duration) -> Self {
-        Self::finish_after(after, BuildStatus::oom(Some(0), "OOMKilled: true, ExitCode: 0"))
+        Self::finish_after(
+            after,
+            BuildStatus::oom(Some(0), "OOMKilled: true, ExitCode: 0"),
+        )
     }
 
     /// Vanishes (deleted behind the executor's back) `after` it started running.
@@ -423,7 +426,10 @@ impl FakeExecutor {
         if !now.phase.can_become(status.phase) {
             return Err(Error::new(
                 ErrorKind::Invalid,
-                format!("build {build_id}: {} cannot become {}", now.phase, status.phase),
+                format!(
+                    "build {build_id}: {} cannot become {}",
+                    now.phase, status.phase
+                ),
             ));
         }
         b.forced = Some(status);
@@ -514,7 +520,11 @@ impl FakeExecutor {
         let mut builds = self.inner.builds.lock();
         match builds.get_mut(&build_id) {
             Some(b) => Ok(b.current(&self.inner.counter)),
-            None => Err(self.error(op, ErrorKind::NotFound, format!("build {build_id} not found"))),
+            None => Err(self.error(
+                op,
+                ErrorKind::NotFound,
+                format!("build {build_id} not found"),
+            )),
         }
     }
 }
@@ -661,7 +671,10 @@ mod tests {
         f.stop(&b.to_stop()).await.unwrap();
         assert_eq!(f.status(&b.to_stop()).await.unwrap().phase, Phase::Canceled);
         let s = f.stats();
-        assert_eq!((s.builds.started, s.builds.running, s.builds.finished), (1, 0, 1));
+        assert_eq!(
+            (s.builds.started, s.builds.running, s.builds.finished),
+            (1, 0, 1)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -679,7 +692,10 @@ mod tests {
         assert_eq!(s.reason(), Some(FailureReason::ImagePull));
         assert!(f.verify(&pull).await.unwrap().is_failure());
         let s = f.status(&oom.to_stop()).await.unwrap();
-        assert_eq!((s.phase, s.exit_code, s.reason()), (Phase::Failed, Some(0), Some(FailureReason::OutOfMemory)));
+        assert_eq!(
+            (s.phase, s.exit_code, s.reason()),
+            (Phase::Failed, Some(0), Some(FailureReason::OutOfMemory))
+        );
         assert_eq!(f.status(&lost.to_stop()).await.unwrap().phase, Phase::Lost);
         let st = f.stats();
         assert_eq!(st.builds.failed, 3);
@@ -697,7 +713,10 @@ mod tests {
         let e = f.start(&b).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
         assert!(!e.is_temporary());
-        assert_eq!(f.status(&b.to_stop()).await.unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            f.status(&b.to_stop()).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
         assert_eq!(f.stats().builds.started, 0);
         f.clear_faults();
         f.start(&b).await.unwrap();
@@ -716,7 +735,10 @@ mod tests {
             assert!(e.is_temporary() && e.kind() == ErrorKind::RateLimited);
         }
         f.status(&b.to_stop()).await.unwrap();
-        assert_eq!(f.start(&b).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert_eq!(
+            f.start(&b).await.unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
         f.stop(&b.to_stop()).await.unwrap();
         f.start(&b).await.unwrap(); // a stopped build id may start again
     }
@@ -736,9 +758,15 @@ mod tests {
         assert_eq!(f.advance(b.build_id).unwrap().phase, Phase::Succeeded);
         assert!(f.advance(b.build_id).is_err());
         assert!(f.set_status(b.build_id, BuildStatus::running()).is_err());
-        assert_eq!(f.gc(true).await.unwrap().expired, vec!["build/1".to_string()]);
+        assert_eq!(
+            f.gc(true).await.unwrap().expired,
+            vec!["build/1".to_string()]
+        );
         f.cleanup().await.unwrap();
-        assert_eq!(f.status(&b.to_stop()).await.unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            f.status(&b.to_stop()).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

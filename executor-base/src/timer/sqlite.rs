@@ -69,8 +69,11 @@ fn db_error(what: &str, e: rusqlite::Error) -> Error {
 }
 
 fn closed() -> Error {
-    Error::new(ErrorKind::Unavailable, "timer store: the database thread has stopped")
-        .with_executor("timer")
+    Error::new(
+        ErrorKind::Unavailable,
+        "timer store: the database thread has stopped",
+    )
+    .with_executor("timer")
 }
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sd_timers (
@@ -88,7 +91,8 @@ fn open_db(path: &Path) -> Result<Connection, Error> {
         .map_err(|e| db_error("synchronous=NORMAL", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| db_error("busy_timeout", e))?;
-    conn.execute_batch(SCHEMA).map_err(|e| db_error("create table", e))?;
+    conn.execute_batch(SCHEMA)
+        .map_err(|e| db_error("create table", e))?;
     Ok(conn)
 }
 
@@ -148,8 +152,14 @@ fn load(conn: &Connection) -> Result<Vec<StoredDeadline>, Error> {
             .with_executor("timer")
         };
         out.push(StoredDeadline {
-            build_id: u64::try_from(b).ok().and_then(BuildId::new).ok_or_else(corrupt)?,
-            job_id: u64::try_from(j).ok().and_then(JobId::new).ok_or_else(corrupt)?,
+            build_id: u64::try_from(b)
+                .ok()
+                .and_then(BuildId::new)
+                .ok_or_else(corrupt)?,
+            job_id: u64::try_from(j)
+                .ok()
+                .and_then(JobId::new)
+                .ok_or_else(corrupt)?,
             deadline: DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(corrupt)?,
             timeout_minutes: minutes,
         });
@@ -192,8 +202,11 @@ impl SqliteTimerStore {
                 }
             })
             .map_err(|e| {
-                Error::new(ErrorKind::Unexpected, format!("timer store: cannot start thread: {e}"))
-                    .with_executor("timer")
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("timer store: cannot start thread: {e}"),
+                )
+                .with_executor("timer")
             })?;
         ready_rx.await.map_err(|_| closed())??;
         Ok(Self {

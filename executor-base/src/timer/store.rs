@@ -122,12 +122,14 @@ impl TimerStore for MemoryTimerStore {
             .deadlines
             .lock()
             .iter()
-            .map(|(&build_id, &(job_id, deadline, timeout_minutes))| StoredDeadline {
-                build_id,
-                job_id,
-                deadline,
-                timeout_minutes,
-            })
+            .map(
+                |(&build_id, &(job_id, deadline, timeout_minutes))| StoredDeadline {
+                    build_id,
+                    job_id,
+                    deadline,
+                    timeout_minutes,
+                },
+            )
             .collect())
     }
 }

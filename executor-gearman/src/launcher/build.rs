@@ -3,19 +3,23 @@
 //! 1. Validate the arguments ([`ZuulParams`] and the Screwdriver start fields) into a
 //!    [`StartConfig`]; a bad one ends the job with `WORK_EXCEPTION` naming every bad
 //!    parameter.
-//! 2. Assign the build number (unique per attempt) and start the build on the wrapped
-//!    executor; a refused start ends the job with `WORK_EXCEPTION` carrying the error.
-//! 3. Announce it: `WORK_DATA` {name, number, manager, url, worker_*} and `WORK_STATUS`
-//!    0/timeout.
-//! 4. Poll the executor's status every `pollIntervalMs` (at once when a stop arrives),
-//!    sending `WORK_STATUS` elapsed/timeout seconds.
-//! 5. Report: `WORK_DATA` {result, ...} then `WORK_COMPLETE` for `SUCCESS`, `WORK_FAIL`
+//! 2. If every submitter of the job is gone already (a withdrawn job taken in the same
+//!    instant), end it with `WORK_FAIL` without starting anything.
+//! 3. Announce it at once: `WORK_DATA` {name, number, manager, url, worker_*} with
+//!    `worker_extra.starting = true`, so a stop can reach it while it starts.
+//! 4. Start the build on the wrapped executor (a refused start ends the job with
+//!    `WORK_EXCEPTION` carrying the error), then `WORK_STATUS` 0/timeout: running.
+//! 5. Poll the executor's status every `pollIntervalMs` (at once when a stop arrives),
+//!    sending `WORK_STATUS` elapsed/timeout seconds; every `abandonCheckMs` check that
+//!    someone still waits for the job (`GET_STATUS_UNIQUE` client count), else stop it.
+//! 6. Report: `WORK_DATA` {result, ...} then `WORK_COMPLETE` for `SUCCESS`, `WORK_FAIL`
 //!    otherwise; then `stop` on the executor to release the build's resources.
 //!
 //! If the connection that grabbed the job breaks, gearmand re-queues the job and this
 //! attempt can no longer report: the runner stops the build and leaves.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use executor_base::{BuildStatus, Error, ErrorKind, FieldError, StartConfig, TimeoutPolicy};
@@ -62,45 +66,54 @@ impl Launcher {
                 return;
             }
         };
+        if self.abandoned(&job.unique).await {
+            // The submitter withdrew the job as we took it: nobody would see the build.
+            tracing::info!(handle = %job.handle, "the job's submitter is gone: not starting the build");
+            let _ = sink.fail();
+            return;
+        }
         if p.params.offline_node_when_complete {
             // No further builds on this node; it goes offline once the running ones end.
             self.offline.cancel();
         }
         let key = (p.name.clone(), p.number);
-        let entry = Arc::new(BuildEntry {
-            stop: p.start.to_stop(),
-            state: Default::default(),
-            wake: Default::default(),
-        });
+        let entry = Arc::new(BuildEntry::new(p.start.to_stop()));
         self.registry.lock().insert(key.clone(), entry.clone());
         self.run_prepared(&job, &sink, &p, &entry).await;
+        entry.settle(false); // releases stop handlers waiting on a start that never came
         self.registry.lock().remove(&key);
     }
 
     async fn run_prepared(&self, job: &Job, sink: &JobSink, p: &Prepared, entry: &BuildEntry) {
         let build_id = p.start.build_id;
+        // Announce at once (Zuul: "immediately"), marked as starting, so the submitter
+        // can reach this build with `stop:<manager>` while the executor starts it.
+        let announced = serde_json::to_vec(&self.announcement(job, p))
+            .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))
+            .and_then(|data| sink.data(data).map_err(Error::from));
+        if announced.is_err() {
+            return; // the connection is gone and nothing was started
+        }
         if let Err(e) = self.executor.start(&p.start).await {
             tracing::warn!(%build_id, error = %e, "wrapped executor refused the build");
             send_exception(sink, &e);
             return;
         }
+        entry.settle(true);
         tracing::info!(%build_id, name = %p.name, number = p.number, handle = %job.handle, "build started");
-        if entry.mark_started() {
+        if entry.stop_requested() {
             self.stop_quietly(entry).await;
         }
-        let announcement = self.announcement(job, p);
-        let sent = serde_json::to_vec(&announcement)
-            .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))
-            .and_then(|data| sink.data(data).map_err(Error::from))
-            .and_then(|()| sink.status(0, p.timeout_secs).map_err(Error::from));
-        if sent.is_err() || sink.is_connection_lost() {
-            return self.abandon(entry).await;
+        if sink.status(0, p.timeout_secs).is_err() || sink.is_connection_lost() {
+            return self.abandon(entry, "gearman connection lost mid-build").await;
         }
 
         let started = Instant::now();
         let mut last_progress = 0;
         let mut errors = 0;
         let mut aborted = false;
+        let check_every = self.cfg.abandon_check.unwrap_or(Duration::from_secs(3600));
+        let mut abandon_check = tokio::time::interval_at(started + check_every, check_every);
         let status = loop {
             match self.executor.status(&entry.stop).await {
                 Ok(s) if s.is_terminal() => break s,
@@ -124,7 +137,17 @@ impl Launcher {
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
                 _ = entry.wake.notified() => {}
-                _ = sink.connection_lost() => return self.abandon(entry).await,
+                _ = sink.connection_lost() => {
+                    return self.abandon(entry, "gearman connection lost mid-build").await;
+                }
+                _ = abandon_check.tick(), if self.cfg.abandon_check.is_some() && !aborted => {
+                    if self.abandoned(&job.unique).await {
+                        aborted = true;
+                        tracing::warn!(%build_id, "nobody waits for the build's outcome any more: stopping it");
+                        entry.request_stop();
+                        self.stop_quietly(entry).await;
+                    }
+                }
                 _ = self.abort.cancelled(), if !aborted => {
                     aborted = true;
                     entry.request_stop();
@@ -152,10 +175,10 @@ impl Launcher {
         self.stop_quietly(entry).await;
     }
 
-    /// The connection that grabbed the job is gone: gearmand re-queued it, so this
-    /// attempt can never report. Stop it rather than run the build twice.
-    async fn abandon(&self, entry: &BuildEntry) {
-        tracing::warn!(build_id = %entry.stop.build_id, "gearman connection lost mid-build: stopping the build");
+    /// This attempt can never report (its connection broke: gearmand re-queued the job),
+    /// so stop it rather than run the build twice.
+    async fn abandon(&self, entry: &BuildEntry, why: &str) {
+        tracing::warn!(build_id = %entry.stop.build_id, "{why}: stopping the build");
         entry.request_stop();
         self.stop_quietly(entry).await;
     }
@@ -264,6 +287,8 @@ impl Launcher {
         let mut extra = Map::new();
         extra.insert("executor".into(), Value::String(self.executor.name().to_string()));
         extra.insert("buildId".into(), p.start.build_id.get().into());
+        // Announced before the executor's start returns: not running yet.
+        extra.insert("starting".into(), Value::Bool(true));
         if let Some(node) = &p.node {
             extra.insert("node".into(), Value::String(node.clone()));
         }

@@ -63,6 +63,13 @@ pub struct WorkerConfig {
     /// After a drain starts, running builds get this many seconds to finish before they
     /// are stopped (reported `ABORTED`); default: no limit.
     pub drain_timeout_secs: Option<u64>,
+    /// Stop builds nobody waits for any more: a `build:` job whose submitters all
+    /// disconnected (gearmand's client count for its unique id is 0) is not started, or
+    /// is stopped, since its outcome can never be reported (default true). Jobs without a
+    /// unique id are never checked.
+    pub stop_abandoned: bool,
+    /// How often a running build's job is checked for that, in milliseconds (default 5000).
+    pub abandon_check_ms: u64,
     /// Bound on each connect to gearmand, in milliseconds (default 5000).
     pub connect_timeout_ms: u64,
     /// Largest Gearman packet body accepted or sent (default 16 MiB).
@@ -85,6 +92,8 @@ impl Default for WorkerConfig {
             default_store_uri: None,
             build_url: None,
             drain_timeout_secs: None,
+            stop_abandoned: true,
+            abandon_check_ms: 5000,
             connect_timeout_ms: 5000,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
         }
@@ -107,6 +116,8 @@ impl fmt::Debug for WorkerConfig {
             .field("default_store_uri", &self.default_store_uri)
             .field("build_url", &self.build_url)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
+            .field("stop_abandoned", &self.stop_abandoned)
+            .field("abandon_check_ms", &self.abandon_check_ms)
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +134,8 @@ impl WorkerConfig {
 
     /// Reads `EXECUTOR_GEARMAN_WORKER_*` variables over the defaults: `SERVER`, `JOBS`
     /// and `NODES` (comma separated), `MANAGER`, `NAME`, `MAX_BUILDS`, `POLL_INTERVAL_MS`,
-    /// `API_URI`, `CONTAINER`, `TOKEN`, `STORE_URI`, `BUILD_URL`, `DRAIN_TIMEOUT_SECS`.
+    /// `API_URI`, `CONTAINER`, `TOKEN`, `STORE_URI`, `BUILD_URL`, `DRAIN_TIMEOUT_SECS`,
+    /// `STOP_ABANDONED` (`false`/`0`/`no` turn it off).
     /// Unparsable numbers are kept as errors for [`WorkerConfig::validate`] to report by
     /// making the field invalid (0).
     pub fn from_env() -> Self {
@@ -160,6 +172,9 @@ impl WorkerConfig {
         c.build_url = var("BUILD_URL").or(c.build_url);
         if let Some(v) = var("DRAIN_TIMEOUT_SECS") {
             c.drain_timeout_secs = Some(v.trim().parse().unwrap_or(0));
+        }
+        if let Some(v) = var("STOP_ABANDONED") {
+            c.stop_abandoned = !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no");
         }
         c
     }
@@ -218,6 +233,9 @@ impl WorkerConfig {
         if self.max_packet_size < 1024 {
             return Err(bad("maxPacketSize", "must be at least 1024 bytes"));
         }
+        if self.stop_abandoned && self.abandon_check_ms < 10 {
+            return Err(bad("abandonCheckMs", "must be at least 10"));
+        }
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         Ok(ValidWorkerConfig {
             functions: self.functions(),
@@ -228,6 +246,9 @@ impl WorkerConfig {
             manager,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             drain_timeout: self.drain_timeout_secs.map(Duration::from_secs),
+            abandon_check: self
+                .stop_abandoned
+                .then(|| Duration::from_millis(self.abandon_check_ms)),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
             default_api_uri,
             default_store_uri,
@@ -255,6 +276,8 @@ pub struct ValidWorkerConfig {
     pub poll_interval: Duration,
     /// Drain bound.
     pub drain_timeout: Option<Duration>,
+    /// How often running builds are checked for abandonment (`None`: never).
+    pub abandon_check: Option<Duration>,
     /// Connect bound.
     pub connect_timeout: Duration,
     /// Parsed `defaultApiUri`.

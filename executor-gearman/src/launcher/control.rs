@@ -4,8 +4,8 @@
 //! with `{"name", "number", "stopped": true}`; the build's own job then ends with
 //! `WORK_DATA {"result": "ABORTED"}` and `WORK_FAIL`. Stopping a build this worker does
 //! not run (finished, never started, another attempt) completes with `"stopped": false`:
-//! stop is idempotent. A stop that arrives while the build is still starting is applied
-//! as soon as the start returns.
+//! stop is idempotent. A stop that arrives while the build is still starting waits for
+//! the start to return, then stops it.
 //!
 //! `set_description:` records the HTML description (see
 //! [`super::LauncherWorker::description`]) and completes.
@@ -52,7 +52,9 @@ impl Launcher {
                              "message": "no such running build on this launcher"}));
         };
         tracing::info!(name = %b.name, number = b.number, build_id = %entry.stop.build_id, "stop requested");
-        if entry.request_stop() {
+        entry.request_stop();
+        // A build still starting is stopped once its start returns.
+        if entry.wait_started().await {
             self.executor.stop(&entry.stop).await?;
         }
         entry.wake.notify_one();

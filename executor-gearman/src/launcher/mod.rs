@@ -25,13 +25,15 @@ mod control;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use executor_base::{Error, Executor, StopConfig};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::{ClientOptions, GearmanClient};
 use crate::worker::{GearmanWorker, WorkerOptions};
 use config::{ValidWorkerConfig, WorkerConfig};
 
@@ -112,6 +114,7 @@ impl LauncherWorker {
             descriptions: Mutex::new(VecDeque::new()),
             offline: CancellationToken::new(),
             abort: CancellationToken::new(),
+            watcher: OnceLock::new(),
             cfg,
         });
         Ok(Self {
@@ -237,11 +240,39 @@ struct Launcher {
     offline: CancellationToken,
     /// Cancelled when the drain timeout passes: stop the running builds.
     abort: CancellationToken,
+    /// A client connection for `GET_STATUS_UNIQUE` (abandonment checks), made on first use.
+    watcher: OnceLock<GearmanClient>,
 }
 
 impl Launcher {
     fn next_number(&self) -> u64 {
         self.number.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether nobody waits for the job with this unique id any more (its submitters all
+    /// disconnected), so its outcome can never be reported. Errors count as "no".
+    async fn abandoned(&self, unique: &str) -> bool {
+        if self.cfg.abandon_check.is_none() || unique.is_empty() {
+            return false;
+        }
+        let watcher = self.watcher.get_or_init(|| {
+            GearmanClient::lazy(
+                &self.cfg.raw.server,
+                ClientOptions {
+                    connect_timeout: self.cfg.connect_timeout,
+                    max_packet_size: self.cfg.raw.max_packet_size,
+                    exceptions: false,
+                    ..ClientOptions::default()
+                },
+            )
+        });
+        match watcher.status_unique(unique).await {
+            Ok(s) => s.clients == 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "abandonment check failed");
+                false
+            }
+        }
     }
 
     fn record_description(&self, name: String, number: u64, html: String) {
@@ -258,34 +289,42 @@ impl Launcher {
 #[derive(Debug)]
 struct BuildEntry {
     stop: StopConfig,
-    state: Mutex<EntryState>,
+    stop_requested: AtomicBool,
+    /// `None` while the executor starts the build, then whether it started.
+    started: watch::Sender<Option<bool>>,
     /// Wakes the runner to poll the status now.
     wake: Notify,
 }
 
-#[derive(Debug, Default)]
-struct EntryState {
-    started: bool,
-    stop_requested: bool,
-}
-
 impl BuildEntry {
-    /// Marks the stop; returns whether the build has started (so the caller must stop
-    /// it on the executor; otherwise the runner does once the start returns).
-    fn request_stop(&self) -> bool {
-        let mut s = self.state.lock();
-        s.stop_requested = true;
-        s.started
+    fn new(stop: StopConfig) -> Self {
+        Self {
+            stop,
+            stop_requested: AtomicBool::new(false),
+            started: watch::Sender::new(None),
+            wake: Notify::new(),
+        }
     }
 
-    /// Marks the start; returns whether a stop came in meanwhile.
-    fn mark_started(&self) -> bool {
-        let mut s = self.state.lock();
-        s.started = true;
-        s.stop_requested
+    fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     fn stop_requested(&self) -> bool {
-        self.state.lock().stop_requested
+        self.stop_requested.load(Ordering::SeqCst)
+    }
+
+    /// Records the outcome of the executor's `start`.
+    fn settle(&self, started: bool) {
+        self.started.send_replace(Some(started));
+    }
+
+    /// Waits for the executor's `start` to return; whether the build started.
+    async fn wait_started(&self) -> bool {
+        let mut rx = self.started.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail while we wait.
+        let started = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true));
+        started.unwrap_or(false)
     }
 }

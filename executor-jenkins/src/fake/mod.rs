@@ -192,7 +192,9 @@ pub struct FakeJenkins {
 
 impl fmt::Debug for FakeJenkins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FakeJenkins").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("FakeJenkins")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -240,7 +242,11 @@ impl FakeJenkins {
                 })
                 .await;
         });
-        Self { addr, state, _stop: tx }
+        Self {
+            addr,
+            state,
+            _stop: tx,
+        }
     }
 
     /// `http://127.0.0.1:<port>` (without the path prefix).
@@ -303,8 +309,15 @@ impl FakeJenkins {
     pub fn start_all_queued(&self) -> usize {
         let mut s = self.state.lock();
         s.tick();
-        let ids: Vec<u64> = s.queue.values().filter(|q| q.waiting()).map(|q| q.id).collect();
-        ids.into_iter().filter(|id| s.promote(*id).is_some()).count()
+        let ids: Vec<u64> = s
+            .queue
+            .values()
+            .filter(|q| q.waiting())
+            .map(|q| q.id)
+            .collect();
+        ids.into_iter()
+            .filter(|id| s.promote(*id).is_some())
+            .count()
     }
 
     /// Finishes build `number` of `job` with `result` (`SUCCESS`, `FAILURE`, `UNSTABLE`,
@@ -327,7 +340,13 @@ impl FakeJenkins {
         self.finish_with(job, number, "ABORTED", desc)
     }
 
-    fn finish_with(&self, job: &str, number: u64, result: &str, description: Option<String>) -> bool {
+    fn finish_with(
+        &self,
+        job: &str,
+        number: u64,
+        result: &str,
+        description: Option<String>,
+    ) -> bool {
         let mut s = self.state.lock();
         s.tick();
         match s.jobs.get_mut(job).and_then(|j| j.builds.get_mut(&number)) {
@@ -348,6 +367,15 @@ impl FakeJenkins {
         for q in s.queue.values_mut().filter(|q| q.job == job && q.waiting()) {
             q.why = why.to_string();
         }
+    }
+
+    /// Forgets the queue items of `job` that left the queue, as Jenkins does some
+    /// minutes after an item became a build or was cancelled.
+    pub fn forget_left_items(&self, job: &str) -> usize {
+        let mut s = self.state.lock();
+        let before = s.queue.len();
+        s.queue.retain(|_, q| q.job != job || q.waiting());
+        before - s.queue.len()
     }
 
     /// Deletes a job behind the executor's back (its waiting items are cancelled, as in
@@ -382,7 +410,11 @@ impl FakeJenkins {
 
     /// A job's description.
     pub fn description(&self, job: &str) -> Option<String> {
-        self.state.lock().jobs.get(job).map(|j| j.description.clone())
+        self.state
+            .lock()
+            .jobs
+            .get(job)
+            .map(|j| j.description.clone())
     }
 
     /// The names of all jobs.

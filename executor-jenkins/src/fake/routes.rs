@@ -40,7 +40,9 @@ pub(crate) async fn handle(
         let path = uri.path().to_string();
         let m = method.as_str();
         let hit = s.faults.iter_mut().position(|f| {
-            f.remaining > 0 && f.method.as_deref().is_none_or(|fm| fm == m) && path.contains(&f.path_contains)
+            f.remaining > 0
+                && f.method.as_deref().is_none_or(|fm| fm == m)
+                && path.contains(&f.path_contains)
         });
         hit.map(|i| {
             let f = &mut s.faults[i];
@@ -49,10 +51,19 @@ pub(crate) async fn handle(
         })
     };
     match fault {
-        Some(FaultAction::Respond { status, body, headers: extra }) => {
-            let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body).into_response();
+        Some(FaultAction::Respond {
+            status,
+            body,
+            headers: extra,
+        }) => {
+            let mut r = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body,
+            )
+                .into_response();
             for (k, v) in extra {
-                if let (Ok(k), Ok(v)) = (header::HeaderName::try_from(k), HeaderValue::try_from(v)) {
+                if let (Ok(k), Ok(v)) = (header::HeaderName::try_from(k), HeaderValue::try_from(v))
+                {
                     r.headers_mut().insert(k, v);
                 }
             }
@@ -84,14 +95,25 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 }
 
 fn json_ok(v: serde_json::Value) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 fn redirect(to: &str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response()
 }
 
-fn process(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
+fn process(
+    state: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     let mut s = state.lock();
     s.tick();
 
@@ -99,10 +121,19 @@ fn process(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", s.user, s.token))
     );
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        let mut r = text(StatusCode::UNAUTHORIZED, "<html><body>Invalid password/token for user</body></html>");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Jenkins\""));
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "<html><body>Invalid password/token for user</body></html>",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Jenkins\""),
+        );
         return r;
     }
 
@@ -112,12 +143,13 @@ fn process(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
     let segs: Vec<String> = rest
         .split('/')
         .filter(|p| !p.is_empty())
-        .map(|p| percent_decode(p))
+        .map(percent_decode)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let query: BTreeMap<String, String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
 
     if *method == Method::POST && s.crumb_issuer {
         let crumb = headers.get("Jenkins-Crumb").and_then(|v| v.to_str().ok());
@@ -151,7 +183,9 @@ fn process(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
                 "crumb": crumb,
                 "crumbRequestField": "Jenkins-Crumb",
             }));
-            if let Ok(v) = HeaderValue::try_from(format!("JSESSIONID.fake={session}; Path=/; HttpOnly")) {
+            if let Ok(v) =
+                HeaderValue::try_from(format!("JSESSIONID.fake={session}; Path=/; HttpOnly"))
+            {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             r
@@ -162,21 +196,32 @@ fn process(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
         }
         ("POST", ["createItem"]) => {
             let Some(name) = query.get("name").cloned() else {
-                return text(StatusCode::BAD_REQUEST, "Query parameter 'name' is required");
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "Query parameter 'name' is required",
+                );
             };
             if !is_xml(headers) {
-                return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "createItem needs an XML body");
+                return text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "createItem needs an XML body",
+                );
             }
             if s.jobs.contains_key(&name) {
                 let mut r = text(StatusCode::BAD_REQUEST, "job exists");
-                if let Ok(v) = HeaderValue::try_from(format!("A job already exists with the name '{name}'")) {
+                if let Ok(v) =
+                    HeaderValue::try_from(format!("A job already exists with the name '{name}'"))
+                {
                     r.headers_mut().insert("X-Error", v);
                 }
                 return r;
             }
             let xml = String::from_utf8_lossy(body).into_owned();
             if let Err(e) = check_well_formed(&xml) {
-                return text(StatusCode::BAD_REQUEST, format!("Failed to parse config.xml: {e}"));
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to parse config.xml: {e}"),
+                );
             }
             s.jobs.insert(name, State::new_job(xml));
             text(StatusCode::OK, "")
@@ -191,7 +236,9 @@ fn process(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
             let id = query.get("id").and_then(|i| i.parse::<u64>().ok());
             match id.and_then(|id| s.queue.get_mut(&id)) {
                 None => text(StatusCode::NOT_FOUND, "Provided id not found"),
-                Some(q) if !q.waiting() => text(StatusCode::UNPROCESSABLE_ENTITY, "Item is not cancellable"),
+                Some(q) if !q.waiting() => {
+                    text(StatusCode::UNPROCESSABLE_ENTITY, "Item is not cancellable")
+                }
                 Some(q) => {
                     q.cancelled = true;
                     StatusCode::NO_CONTENT.into_response()
@@ -209,17 +256,30 @@ fn process(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
     }
 }
 
-fn job_route(s: &mut State, method: &str, name: &str, rest: &[&str], headers: &HeaderMap, body: &Bytes) -> Response {
+fn job_route(
+    s: &mut State,
+    method: &str,
+    name: &str,
+    rest: &[&str],
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     match (method, rest) {
         ("GET", ["api", "json"]) => json_ok(s.job_json(name, &s.jobs[name])),
         ("GET", ["config.xml"]) => text(StatusCode::OK, s.jobs[name].config.clone()),
         ("POST", ["config.xml"]) => {
             if !is_xml(headers) {
-                return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "config.xml needs an XML body");
+                return text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "config.xml needs an XML body",
+                );
             }
             let xml = String::from_utf8_lossy(body).into_owned();
             if let Err(e) = check_well_formed(&xml) {
-                return text(StatusCode::BAD_REQUEST, format!("Failed to parse config.xml: {e}"));
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to parse config.xml: {e}"),
+                );
             }
             let job = s.jobs.get_mut(name).expect("checked");
             job.description = element_text(&xml, "description").unwrap_or_default();
@@ -254,14 +314,22 @@ fn job_route(s: &mut State, method: &str, name: &str, rest: &[&str], headers: &H
         }
         ("POST", ["doDelete"]) => {
             s.jobs.remove(name);
-            for q in s.queue.values_mut().filter(|q| q.job == name && q.waiting()) {
+            for q in s
+                .queue
+                .values_mut()
+                .filter(|q| q.job == name && q.waiting())
+            {
                 q.cancelled = true;
             }
             let base = s.base.clone();
             redirect(&base)
         }
         ("GET", [n, "api", "json"]) => {
-            match n.parse::<u64>().ok().and_then(|n| s.jobs[name].builds.get(&n)) {
+            match n
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| s.jobs[name].builds.get(&n))
+            {
                 Some(b) => json_ok(s.build_json(name, b)),
                 None => text(StatusCode::NOT_FOUND, "Not Found"),
             }
@@ -298,7 +366,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;

@@ -205,6 +205,9 @@ impl State {
         if self.crumb_ttl.is_some_and(|ttl| c.issued.elapsed() > ttl) {
             return false;
         }
-        cookie.is_some_and(|h| h.split(';').any(|p| p.trim() == format!("JSESSIONID.fake={}", c.session)))
+        cookie.is_some_and(|h| {
+            h.split(';')
+                .any(|p| p.trim() == format!("JSESSIONID.fake={}", c.session))
+        })
     }
 }

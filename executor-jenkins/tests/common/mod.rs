@@ -53,5 +53,8 @@ pub async fn eventually(mut pred: impl FnMut() -> bool) {
 
 /// The `(method, path)` pairs the fake saw since the last clear.
 pub fn calls(j: &FakeJenkins) -> Vec<String> {
-    j.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect()
+    j.requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
 }

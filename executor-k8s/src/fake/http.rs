@@ -84,6 +84,11 @@ fn verb_of(method: &Method, path: &str, query: Option<&str>) -> Option<(String, 
 
 async fn faults_and_counts(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     if let Some((verb, kind)) = verb_of(req.method(), req.uri().path(), req.uri().query()) {
+        if verb == "watch" {
+            s.watch_queries
+                .lock()
+                .push(req.uri().query().unwrap_or_default().to_string());
+        }
         let key = format!("{verb} {kind}");
         s.log.lock().push(key.clone());
         *s.counts.lock().entry(key).or_default() += 1;
@@ -170,7 +175,7 @@ async fn list_or_watch(
     let kind = kind_of(&kind)?;
     let sel = selector(&q)?;
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return watch(s, kind, ns, sel, &q);
+        return watch(s, kind, ns, sel, &q).await;
     }
     let (items, rv) = {
         let st = s.store.lock();
@@ -185,7 +190,11 @@ fn event_line(event: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<String, String>) -> Answer {
+async fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<String, String>) -> Answer {
+    let mut gate = s.watch_gate.subscribe();
+    if gate.wait_for(|open| *open).await.is_err() {
+        return Err(ApiError::new(503, "ServiceUnavailable", "shutting down"));
+    }
     let rv = q
         .get("resourceVersion")
         .filter(|v| !v.is_empty())
@@ -215,8 +224,18 @@ fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<Stri
             tokio::spawn(async move {
                 let mut last_rv = start.from_rv;
                 let mut rx_changes = start.rx;
+                // A cut (or paused) stream ends before sending anything more, even when
+                // a change is already waiting.
+                macro_rules! cut {
+                    () => {
+                        disconnect.has_changed().unwrap_or(true)
+                    };
+                }
                 let wanted = |c: &Change| c.kind == kind && c.ns == ns && sel.matches(&c.object);
                 for c in start.replay {
+                    if cut!() {
+                        return;
+                    }
                     if wanted(&c) && tx.send(event_line(c.event, &c.object)).await.is_err() {
                         return;
                     }
@@ -236,18 +255,21 @@ fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<Stri
                     tokio::select! {
                         _ = disconnect.changed() => return,
                         _ = &mut deadline => {
-                            if bookmarks {
+                            if bookmarks && !cut!() {
                                 let _ = tx.send(bookmark(last_rv)).await;
                             }
                             return;
                         }
                         _ = tick.tick(), if bookmarks => {
-                            if tx.send(bookmark(last_rv)).await.is_err() {
+                            if cut!() || tx.send(bookmark(last_rv)).await.is_err() {
                                 return;
                             }
                         }
                         msg = rx_changes.recv() => match msg {
                             Ok(c) => {
+                                if cut!() {
+                                    return;
+                                }
                                 if c.rv <= last_rv {
                                     continue;
                                 }

@@ -105,6 +105,9 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<Vec<FaultState>>,
     pub(crate) deletions: Mutex<Vec<DeleteRecord>>,
     pub(crate) disconnect: watch::Sender<u64>,
+    /// `false` while watches are paused: streams end, new watches wait.
+    pub(crate) watch_gate: watch::Sender<bool>,
+    pub(crate) watch_queries: Mutex<Vec<String>>,
     pub(crate) bookmark_interval: Mutex<Duration>,
 }
 
@@ -155,6 +158,8 @@ impl FakeApiServer {
             faults: Mutex::new(Vec::new()),
             deletions: Mutex::new(Vec::new()),
             disconnect: watch::channel(0).0,
+            watch_gate: watch::channel(true).0,
+            watch_queries: Mutex::new(Vec::new()),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -248,6 +253,24 @@ impl FakeApiServer {
     /// Cuts every open watch stream (clients reconnect from their last version).
     pub fn disconnect_watches(&self) {
         self.shared.disconnect.send_modify(|n| *n += 1);
+    }
+
+    /// Ends every open watch and holds new watch requests until
+    /// [`FakeApiServer::resume_watches`]: changes made meanwhile reach clients only
+    /// through replay (or, after [`FakeApiServer::compact`], a re-list).
+    pub fn pause_watches(&self) {
+        self.shared.watch_gate.send_replace(false);
+        self.disconnect_watches();
+    }
+
+    /// Lets watches through again.
+    pub fn resume_watches(&self) {
+        self.shared.watch_gate.send_replace(true);
+    }
+
+    /// The query strings of every watch request so far.
+    pub fn watch_queries(&self) -> Vec<String> {
+        self.shared.watch_queries.lock().clone()
     }
 
     /// Forgets the change history, so a watch resuming from any earlier resource

@@ -1,0 +1,214 @@
+//! `sdx doctor`: for each backend, is it configured, is its engine reachable, which
+//! version, are the permissions there.
+//!
+//! Reachability and permissions are checked through the executor contract itself (a
+//! `status` of a build id nobody uses must answer "not found"; a dry-run `gc` must be
+//! able to list resources), so the check exercises the same client, credentials and
+//! retry policy as real builds. Versions come from each engine's own version endpoint.
+
+use std::future::Future;
+use std::time::Duration;
+
+use executor_base::{BuildId, ErrorKind, StopConfig};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::backends::{self, ProcessOverrides};
+use crate::cli::DoctorArgs;
+use crate::error::{CliResult, EXIT_FAILURE};
+
+/// A build id no real build uses (2^53 - 1, the largest id JSON clients keep exact).
+const PROBE_BUILD: u64 = 9_007_199_254_740_991;
+/// Bound on each check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The findings about one backend.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The backend.
+    pub backend: String,
+    /// `ok`, or why the backend could not be built.
+    pub config: String,
+    /// `yes`, `no: ...`, or `-` when not checked.
+    pub reachable: String,
+    /// `ok`, or what was refused.
+    pub permissions: String,
+    /// The engine's version, when it tells.
+    pub version: String,
+    /// Where it works (socket, URL, namespace, job-tools directory).
+    pub endpoint: String,
+    /// Whether the backend can run builds.
+    pub healthy: bool,
+    /// Whether the backend is configured at all (it could be built).
+    pub configured: bool,
+}
+
+async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(CHECK_TIMEOUT, f).await.ok()
+}
+
+async fn check(ctx: &Ctx, name: &str) -> Report {
+    let mut r = Report {
+        backend: name.to_string(),
+        reachable: "-".into(),
+        permissions: "-".into(),
+        version: "-".into(),
+        endpoint: "-".into(),
+        ..Report::default()
+    };
+    let built = match bounded(backends::build_with_endpoint(
+        name,
+        &ctx.file,
+        &ProcessOverrides::default(),
+    ))
+    .await
+    {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            r.config = e.message;
+            return r;
+        }
+        None => {
+            r.config = format!(
+                "building the backend took over {}s",
+                CHECK_TIMEOUT.as_secs()
+            );
+            return r;
+        }
+    };
+    r.configured = true;
+    r.config = "ok".into();
+    if let Some(e) = &built.endpoint {
+        r.endpoint = e.clone();
+    }
+    let Some(probe_id) = BuildId::new(PROBE_BUILD) else {
+        return r;
+    };
+    let probe = StopConfig::new(probe_id);
+    match bounded(built.executor.status(&probe)).await {
+        None => r.reachable = format!("no: no answer within {}s", CHECK_TIMEOUT.as_secs()),
+        Some(Ok(_)) => r.reachable = "yes".into(),
+        Some(Err(e)) => match e.kind() {
+            ErrorKind::NotFound => r.reachable = "yes".into(),
+            ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => {
+                r.reachable = "yes".into();
+                r.permissions = format!("refused: {e}");
+            }
+            _ => r.reachable = format!("no: {e}"),
+        },
+    }
+    if r.reachable == "yes" && r.permissions == "-" {
+        r.permissions = match bounded(built.executor.gc(true)).await {
+            Some(Ok(report)) => {
+                format!("ok (can list resources; {} expired)", report.expired.len())
+            }
+            Some(Err(e)) => format!("refused: {e}"),
+            None => format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+        };
+    }
+    if r.reachable == "yes"
+        && let Some(v) = bounded(version(name, built.endpoint.as_deref()))
+            .await
+            .flatten()
+    {
+        r.version = v;
+    }
+    r.healthy = r.reachable == "yes" && r.permissions.starts_with("ok");
+    r
+}
+
+/// The engine's version, if the engine tells.
+async fn version(name: &str, endpoint: Option<&str>) -> Option<String> {
+    match name {
+        backends::PROCESS => {
+            let launch = endpoint.map(|d| std::path::Path::new(d).join("launch"));
+            let found = launch.as_ref().is_some_and(|l| l.exists());
+            Some(format!(
+                "sdx {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                if found {
+                    "launch found"
+                } else {
+                    "no launch in job tools; demo/run/serve link their own"
+                }
+            ))
+        }
+        #[cfg(feature = "docker")]
+        "docker" => {
+            let ep = endpoint?;
+            let client = if let Some(path) = ep.strip_prefix("unix://") {
+                bollard::Docker::connect_with_unix(path, 10, bollard::API_DEFAULT_VERSION)
+            } else {
+                bollard::Docker::connect_with_http(ep, 10, bollard::API_DEFAULT_VERSION)
+            }
+            .ok()?;
+            let v = client.version().await.ok()?;
+            Some(format!(
+                "Docker {} (API {})",
+                v.version.unwrap_or_default(),
+                v.api_version.unwrap_or_default()
+            ))
+        }
+        #[cfg(feature = "k8s")]
+        "k8s" => {
+            let client = kube::Client::try_default().await.ok()?;
+            let info = client.apiserver_version().await.ok()?;
+            Some(format!("Kubernetes {}", info.git_version))
+        }
+        #[cfg(feature = "jenkins")]
+        "jenkins" => {
+            let base = endpoint?.trim_end_matches('/').to_string();
+            let resp = reqwest::Client::new()
+                .get(format!("{base}/api/json"))
+                .send()
+                .await
+                .ok()?;
+            resp.headers()
+                .get("X-Jenkins")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!("Jenkins {v}"))
+        }
+        _ => None,
+    }
+}
+
+/// Runs the checks; exit 1 when a backend that was asked for explicitly (or that is
+/// configured) cannot run builds.
+pub async fn run(ctx: &Ctx, a: DoctorArgs) -> CliResult<u8> {
+    let names: Vec<String> = if ctx.explicit_executors {
+        ctx.executors.clone()
+    } else {
+        backends::compiled().into_iter().map(String::from).collect()
+    };
+    let mut reports = Vec::new();
+    for n in &names {
+        reports.push(check(ctx, n).await);
+    }
+    let bad = reports
+        .iter()
+        .any(|r| !r.healthy && (ctx.explicit_executors || r.configured));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
+    } else {
+        for r in &reports {
+            let mark = if r.healthy {
+                "ok"
+            } else if r.configured || ctx.explicit_executors {
+                "PROBLEM"
+            } else {
+                "not configured"
+            };
+            println!("{} [{mark}]", r.backend);
+            println!("  config:      {}", r.config);
+            println!("  endpoint:    {}", r.endpoint);
+            println!("  reachable:   {}", r.reachable);
+            println!("  permissions: {}", r.permissions);
+            println!("  version:     {}", r.version);
+        }
+    }
+    Ok(if bad { EXIT_FAILURE } else { 0 })
+}

@@ -1,0 +1,120 @@
+//! `sdx serve`: the reference API on a port, dispatching to the configured backend(s),
+//! until SIGINT or SIGTERM; then open builds are aborted and stopped.
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Ctx;
+use crate::cli::ServeArgs;
+use crate::embedded::{Embedded, EmbeddedOptions, api_config};
+use crate::error::{CliError, CliResult};
+
+fn listen_addr(s: &str) -> CliResult<SocketAddr> {
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| CliError::usage(format!("--listen: not an address: {s:?}")))
+}
+
+fn write_token(path: &Path, token: &SecretString) -> CliResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::failure(format!("--token-file {}: {e}", path.display())))?;
+    writeln!(f, "{}", token.expose_secret())
+        .map_err(|e| CliError::failure(format!("--token-file {}: {e}", path.display())))
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serves until interrupted.
+pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
+    let mut api = api_config(&ctx.file)?;
+    if let Some(u) = &a.public_uri {
+        api.public_uri = Some(u.clone());
+    }
+    if let Ok(t) = std::env::var("SDX_API_TOKEN")
+        && !t.trim().is_empty()
+    {
+        api.user_token = Some(SecretString::from(t.trim().to_string()));
+    }
+    let opts = EmbeddedOptions {
+        listen: listen_addr(&a.listen)?,
+        ephemeral_state: false,
+        api,
+    };
+    let emb = Embedded::start(&ctx.file, &ctx.executors, opts).await?;
+    let (token_file, remove_after): (PathBuf, bool) = match &a.token_file {
+        Some(p) => (p.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("sdx-api-{}.token", emb.server.local_addr().port())),
+            true,
+        ),
+    };
+    if let Err(e) = write_token(&token_file, emb.server.state().user_token()) {
+        emb.shutdown().await;
+        return Err(e);
+    }
+    println!(
+        "sdx serve: reference API at {} (executor {})",
+        emb.server.url(),
+        emb.label()
+    );
+    println!(
+        "administrator token in {} (export SDX_API_TOKEN=$(cat {}) for sdx run/status/stop --api {})",
+        token_file.display(),
+        token_file.display(),
+        emb.server.url()
+    );
+    println!("stop with Ctrl-C");
+    terminated().await;
+    println!("shutting down: aborting open builds");
+    emb.shutdown().await;
+    if remove_after {
+        let _ = std::fs::remove_file(&token_file);
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_token_files() {
+        assert_eq!(
+            listen_addr("127.0.0.1:0").unwrap().ip().to_string(),
+            "127.0.0.1"
+        );
+        assert_eq!(listen_addr("nope").unwrap_err().code, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        write_token(&p, &SecretString::from("abc")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "abc\n");
+    }
+}

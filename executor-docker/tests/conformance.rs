@@ -1,0 +1,68 @@
+//! The executor-base conformance suite against the real `dockerd`: builds run the test
+//! launcher, which keeps running until stopped; a build is "lost" by force-removing its
+//! build container behind the executor's back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use executor_base::Executor;
+use executor_base::engine::RetryPolicy;
+use executor_base::testkit::conformance::{ConformanceConfig, LoseBuild, conformance};
+use executor_base::testkit::daemon::require;
+use executor_docker::testing;
+use executor_docker::{DockerExecutorBuilder, PullPolicy};
+use futures::FutureExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_conformance() {
+    if !require("dockerd", testing::docker_reachable(), "nothing answers on /var/run/docker.sock") {
+        return;
+    }
+    let images = testing::test_images().await;
+    let prefix = format!("sdxc-{}-", std::process::id());
+
+    let lose_prefix = prefix.clone();
+    let lose: LoseBuild = Arc::new(move |id| {
+        let name = format!("{lose_prefix}{id}-build");
+        async move {
+            let docker = testing::docker().await;
+            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build();
+            docker.remove_container(&name, Some(opts)).await.expect("remove behind its back");
+        }
+        .boxed()
+    });
+
+    let factory = || {
+        let images = images.clone();
+        let prefix = prefix.clone();
+        async move {
+            let exec = DockerExecutorBuilder::new()
+                .with_launcher_image(&images.launcher_repo, &images.launcher_tag)
+                .with_prefix(prefix)
+                .with_network("none")
+                .with_pull_policy(PullPolicy::Never)
+                .with_retry(RetryPolicy {
+                    initial_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(500),
+                    ..RetryPolicy::default()
+                })
+                .build()
+                .await
+                .expect("executor");
+            Arc::new(exec) as Arc<dyn Executor>
+        }
+    };
+    conformance(
+        factory,
+        ConformanceConfig {
+            // A path the test launcher does not know: it runs until stopped.
+            api_uri: "http://127.0.0.1:9/run-until-stopped".into(),
+            container: images.build.clone(),
+            first_build_id: 7_000_000 + u64::from(std::process::id() % 1000) * 1000,
+            concurrent_builds: 50,
+            settle: Duration::from_secs(60),
+            lose_build: Some(lose),
+        },
+    )
+    .await;
+}

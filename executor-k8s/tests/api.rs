@@ -1,0 +1,119 @@
+//! Respecting the API server: 429 + Retry-After, 5xx only retried when idempotent,
+//! refused connections, the circuit breaker, and the client-wide rate limit.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use executor_base::engine::BreakerConfig;
+use executor_base::{ErrorKind, Executor, Phase};
+use executor_k8s::K8sExecutorBuilder;
+use executor_k8s::fake::{FakeApiServer, Fault};
+use support::*;
+
+#[tokio::test]
+async fn a_429_waits_for_retry_after_then_the_create_goes_through() {
+    let (fake, k, e) = setup().await;
+    fake.inject(Fault::status(429).on("create", "pods").retry_after(1));
+    e.start(&start_cfg(1)).await.unwrap();
+    // A create is not idempotent, but a 429 proves it was not applied: retried once.
+    assert_eq!(fake.request_count("create pods"), 2);
+    assert_eq!(k.pods().len(), 1);
+    assert_eq!(k.secrets().len(), 1);
+    let r = e.stats().requests;
+    assert_eq!((r.failure, r.success), (1, 3), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_backoff_cap_is_handed_back() {
+    let fake = FakeApiServer::start().await;
+    let mut retry = fast_retry();
+    retry.max_backoff = Duration::from_millis(500);
+    let e = executor(builder(&fake).with_retry(retry)).await;
+    fake.inject(Fault::status(429).on("create", "secrets").retry_after(30));
+    let err = e.start(&start_cfg(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
+    assert!(err.is_temporary());
+    assert!(fake.kubelet(NS).pods().is_empty());
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_for_idempotent_calls_only() {
+    let (fake, k, e) = setup().await;
+    // Not idempotent: a 503 on create is not retried (the pod may exist).
+    fake.inject(Fault::status(503).on("create", "secrets"));
+    assert!(e.start(&start_cfg(3)).await.unwrap_err().is_temporary());
+    assert_eq!(fake.request_count("create secrets"), 1);
+    // Idempotent: the owner patch is retried through two 500s.
+    fake.inject(Fault::status(500).on("patch", "secrets").times(2));
+    e.start(&start_cfg(4)).await.unwrap();
+    assert_eq!(fake.request_count("patch secrets"), 3);
+    assert!(k.secrets()[0].metadata.owner_references.is_some());
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_unavailable_after_retries() {
+    // Nothing listens on port 1 of loopback.
+    let e = K8sExecutorBuilder::new()
+        .with_url("http://127.0.0.1:1")
+        .with_namespace(NS)
+        .with_watch(false)
+        .with_retry(fast_retry())
+        .build()
+        .await
+        .unwrap();
+    let err = e.start(&start_cfg(5)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_temporary());
+    // The request never left: even the create was retried.
+    assert!(err.context().iter().any(|(k, v)| *k == "attempts" && v == "5"), "{err:?}");
+    assert!(!format!("{err:?}").contains(TOKEN));
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_repeated_failures_and_fails_fast() {
+    let fake = FakeApiServer::start().await;
+    let e = executor(
+        builder(&fake)
+            .with_watch(false)
+            .with_retry(executor_base::engine::RetryPolicy::none())
+            .with_breaker(BreakerConfig {
+                max_failures: 3,
+                reset_timeout: Duration::from_secs(60),
+                ..BreakerConfig::default()
+            }),
+    )
+    .await;
+    let k = fake.kubelet(NS);
+    e.start(&start_cfg(6)).await.unwrap();
+    k.run(&pod_name(&k, 6));
+    fake.inject(Fault::status(500).on("get", "pods").times(100));
+    for _ in 0..3 {
+        assert!(e.status(&stop_cfg(6)).await.unwrap_err().is_temporary());
+    }
+    assert!(!e.stats().breaker.is_closed);
+    let before = fake.request_count("get pods");
+    let err = e.status(&stop_cfg(6)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(fake.request_count("get pods"), before, "an open breaker sends nothing");
+}
+
+#[tokio::test]
+async fn one_rate_limit_covers_every_request_of_the_client() {
+    let fake = FakeApiServer::start().await;
+    let e = executor(builder(&fake).with_watch(false).with_rate_limit(20, 1)).await;
+    let k = fake.kubelet(NS);
+    e.start(&start_cfg(7)).await.unwrap();
+    k.run(&pod_name(&k, 7));
+    let before = e.api_requests().unwrap();
+    let t = Instant::now();
+    // 21 GETs at 20/s with a burst of 1 cannot finish in less than one second.
+    let stop = stop_cfg(7);
+    let calls = (0..21).map(|_| e.status(&stop));
+    for s in futures::future::join_all(calls).await {
+        assert_eq!(s.unwrap().phase, Phase::Running);
+    }
+    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert_eq!(e.api_requests().unwrap() - before, 21);
+}
