@@ -27,11 +27,18 @@ pub(crate) async fn start(state: ApiState, id: BuildId) {
                 stop(&state, id).await;
                 return;
             }
-            let _ = state.transition(
+            // Only while launch has not reported yet (it may already run).
+            let _ = state.transition_checked(
                 id.get(),
                 None,
-                Some(format!("Started on {}", state.executor().name())),
+                Some("Accepted by the executor".into()),
                 None,
+                |b| match b.status {
+                    ApiBuildStatus::Queued | ApiBuildStatus::Blocked => Ok(()),
+                    _ => Err(crate::error::HttpError::conflict(
+                        "already reported by launch",
+                    )),
+                },
             );
             watch(state, id).await;
         }

@@ -177,7 +177,7 @@ pub async fn build_with_endpoint(
             };
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {
-                endpoint: None,
+                endpoint: Some(exec.config().server.clone()),
                 executor: Arc::new(exec),
             })
         }

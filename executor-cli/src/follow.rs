@@ -1,5 +1,5 @@
 //! Following a build to its end: from the embedded API's event stream, or by polling a
-//! remote API. Ctrl-C while following aborts the build (and keeps following until the
+//! remote API. Ctrl-C (or SIGTERM) while following aborts the build (and keeps following until the
 //! API has it final).
 
 use std::collections::{HashMap, HashSet};
@@ -16,6 +16,22 @@ use crate::client::ApiClient;
 use crate::error::{CliError, CliResult};
 use crate::progress::Progress;
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn signalled() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Lines per page of `GET .../logs` (the reference API's page size).
 const MAX_LINES_PER_PAGE: usize = 1000;
 
@@ -31,6 +47,8 @@ pub async fn local(
     p: &mut Progress,
 ) -> CliResult<Value> {
     let mut interrupted = false;
+    let signal = signalled();
+    tokio::pin!(signal);
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -49,7 +67,7 @@ pub async fn local(
                 }
                 Err(RecvError::Closed) => break,
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = &mut signal, if !interrupted => {
                 interrupted = true;
                 p.line("interrupted: aborting the build");
                 if let Err(e) = state.abort(id, "Aborted from sdx (interrupted)") {
@@ -74,6 +92,8 @@ pub async fn remote(client: &ApiClient, id: u64, p: &mut Progress) -> CliResult<
     let mut finished: HashSet<String> = HashSet::new();
     let mut next_line: HashMap<String, u64> = HashMap::new();
     let mut interrupted = false;
+    let signal = signalled();
+    tokio::pin!(signal);
     loop {
         let b = client.build(id).await?;
         let status = status_of(&b)
@@ -139,7 +159,7 @@ pub async fn remote(client: &ApiClient, id: u64, p: &mut Progress) -> CliResult<
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = &mut signal, if !interrupted => {
                 interrupted = true;
                 p.line("interrupted: aborting the build");
                 if let Err(e) = client.abort(id).await {

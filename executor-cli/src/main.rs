@@ -31,6 +31,24 @@
 //!   `doctor`; the backends themselves build on them already.
 //! * `tempfile`: the demo's job-tools and state directories, removed at the end.
 
+/// `println!` that ignores a closed stdout (`sdx demo | head` must not panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
 mod backends;
 mod cli;
 mod client;

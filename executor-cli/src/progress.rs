@@ -48,7 +48,7 @@ impl Progress {
 
     /// Prints a line above the spinner.
     pub fn line(&self, text: &str) {
-        self.bar.suspend(|| println!("{text}"));
+        self.bar.suspend(|| say!("{text}"));
     }
 
     fn stamp(&self) -> String {
@@ -118,7 +118,7 @@ impl Progress {
                 for l in lines {
                     let _ = writeln!(out, "    {step} | {}", l.m);
                 }
-                self.bar.suspend(|| print!("{out}"));
+                self.bar.suspend(|| say_raw!("{out}"));
             }
         }
     }

@@ -23,6 +23,20 @@ use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy};
 
 const PREFIX: &str = "sdx-bench-";
 const CONCURRENT: usize = 20;
+const BASELINE_LABEL: &str = "sdx-bench-baseline";
+
+/// Removes what an interrupted earlier run left: the executor's resources (GC far in the
+/// future, this prefix only) and the labelled baseline containers.
+async fn sweep(e: &DockerExecutor, docker: &Docker) {
+    e.gc_at(chrono::Utc::now() + chrono::Duration::days(365), false)
+        .await
+        .expect("gc");
+    let (containers, _) = testing::labelled(docker, &format!("{BASELINE_LABEL}=1")).await;
+    let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+    for c in containers {
+        let _ = docker.remove_container(&c, Some(opts.clone())).await;
+    }
+}
 
 async fn executor(docker: &Docker, images: &TestImages) -> DockerExecutor {
     DockerExecutorBuilder::new()
@@ -65,7 +79,9 @@ fn baseline_bodies(
 ) -> (String, ContainerCreateBody, String, ContainerCreateBody) {
     let init = format!("{PREFIX}base-{id}-init");
     let build = format!("{PREFIX}base-{id}-build");
+    let labels = Some(std::collections::HashMap::from([(BASELINE_LABEL.to_string(), "1".to_string())]));
     let init_body = ContainerCreateBody {
+        labels: labels.clone(),
         image: Some(format!("{}:{}", images.launcher_repo, images.launcher_tag)),
         entrypoint: Some(vec!["/bin/true".into()]),
         host_config: Some(HostConfig {
@@ -75,6 +91,7 @@ fn baseline_bodies(
         ..Default::default()
     };
     let build_body = ContainerCreateBody {
+        labels,
         image: Some(images.build.clone()),
         entrypoint: Some(vec!["/opt/sd/launch".into()]),
         cmd: Some(vec![
@@ -143,6 +160,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("start_latency: a benchmark against the real daemon; run it with `cargo bench`");
+        return;
+    }
     if !testing::docker_reachable() {
         eprintln!(
             "Skipping start_latency: dockerd is not reachable on {}",
@@ -166,6 +187,7 @@ async fn run() {
     let images = testing::test_images().await;
     let exec = executor(&docker, &images).await;
     let base_id = 900_000 + u64::from(std::process::id() % 1000) * 100;
+    sweep(&exec, &docker).await;
 
     // Warm-up (first connection, page cache).
     for i in 0..2 {
@@ -258,6 +280,7 @@ async fn run() {
         ms(ours_conc),
         ms(ours_conc) / (ms(ours_seq) / parallelism)
     );
+    sweep(&exec, &docker).await;
     let s = exec.stats();
     println!(
         "  engine calls: {} (avg {:.1} ms), builds started {}",

@@ -53,10 +53,13 @@ pub fn parse_status(text: &str) -> Vec<FunctionStatus> {
 /// Runs `status` against gearmand at `addr` on a fresh connection, within `timeout`.
 pub async fn status(addr: &str, timeout: Duration) -> Result<Vec<FunctionStatus>, GearmanError> {
     let run = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|source| GearmanError::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let mut stream =
+            TcpStream::connect(addr)
+                .await
+                .map_err(|source| GearmanError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })?;
         stream
             .write_all(b"status\n")
             .await
@@ -76,7 +79,9 @@ pub async fn status(addr: &str, timeout: Duration) -> Result<Vec<FunctionStatus>
                 return Ok(parse_status(&text));
             }
             if text.len() > 16 * 1024 * 1024 {
-                return Err(GearmanError::Unexpected("admin status answer too large".into()));
+                return Err(GearmanError::Unexpected(
+                    "admin status answer too large".into(),
+                ));
             }
             text.push_str(&line);
         }
@@ -87,7 +92,11 @@ pub async fn status(addr: &str, timeout: Duration) -> Result<Vec<FunctionStatus>
 }
 
 /// The number of workers registered for `function` (0 when gearmand does not know it).
-pub async fn workers_for(addr: &str, function: &str, timeout: Duration) -> Result<u64, GearmanError> {
+pub async fn workers_for(
+    addr: &str,
+    function: &str,
+    timeout: Duration,
+) -> Result<u64, GearmanError> {
     Ok(status(addr, timeout)
         .await?
         .into_iter()

@@ -81,7 +81,10 @@ impl JobEvent {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            JobEvent::Complete(_) | JobEvent::Fail | JobEvent::Exception(_) | JobEvent::Disconnected
+            JobEvent::Complete(_)
+                | JobEvent::Fail
+                | JobEvent::Exception(_)
+                | JobEvent::Disconnected
         )
     }
 }
@@ -238,7 +241,9 @@ impl GearmanClient {
         make: impl FnOnce(oneshot::Sender<Result<T, GearmanError>>) -> Command,
     ) -> Result<T, GearmanError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| GearmanError::Closed)?;
+        self.tx
+            .send(make(reply))
+            .map_err(|_| GearmanError::Closed)?;
         match tokio::time::timeout(self.opts.request_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(GearmanError::Disconnected),
@@ -250,7 +255,12 @@ impl GearmanClient {
     ///
     /// Jobs with the same function and non-empty `unique` are coalesced by gearmand: the
     /// second submitter is attached to the first job.
-    pub async fn submit(&self, function: &str, unique: &str, data: Bytes) -> Result<SubmittedJob, GearmanError> {
+    pub async fn submit(
+        &self,
+        function: &str,
+        unique: &str,
+        data: Bytes,
+    ) -> Result<SubmittedJob, GearmanError> {
         let (function, unique) = (function.to_string(), unique.to_string());
         self.request("SUBMIT_JOB", |reply| Command::Submit {
             function,
@@ -264,20 +274,25 @@ impl GearmanClient {
     /// Asks gearmand for a job's status (`GET_STATUS`).
     pub async fn status(&self, handle: &str) -> Result<JobStatus, GearmanError> {
         let handle = handle.to_string();
-        self.request("GET_STATUS", |reply| Command::Status { handle, reply }).await
+        self.request("GET_STATUS", |reply| Command::Status { handle, reply })
+            .await
     }
 
     /// Asks gearmand for the status of the job with this unique id
     /// (`GET_STATUS_UNIQUE`), including how many clients wait for it.
     pub async fn status_unique(&self, unique: &str) -> Result<UniqueStatus, GearmanError> {
         let unique = unique.to_string();
-        self.request("GET_STATUS_UNIQUE", |reply| Command::StatusUnique { unique, reply })
-            .await
+        self.request("GET_STATUS_UNIQUE", |reply| Command::StatusUnique {
+            unique,
+            reply,
+        })
+        .await
     }
 
     /// Round trip through gearmand (`ECHO_REQ`).
     pub async fn echo(&self, data: Bytes) -> Result<Bytes, GearmanError> {
-        self.request("ECHO_REQ", |reply| Command::Echo { data, reply }).await
+        self.request("ECHO_REQ", |reply| Command::Echo { data, reply })
+            .await
     }
 }
 
@@ -285,7 +300,8 @@ impl GearmanClient {
 async fn open(addr: &str, opts: &ClientOptions) -> Result<Conn, GearmanError> {
     let (mut conn, _) = connect(addr, opts.connect_timeout, opts.max_packet_size).await?;
     if opts.exceptions {
-        conn.send(Packet::req(PacketType::OPTION_REQ, ["exceptions"])).await?;
+        conn.send(Packet::req(PacketType::OPTION_REQ, ["exceptions"]))
+            .await?;
         let answer = tokio::time::timeout(opts.request_timeout, conn.next())
             .await
             .map_err(|_| GearmanError::Timeout("OPTION_REQ"))?;
@@ -297,7 +313,12 @@ async fn open(addr: &str, opts: &ClientOptions) -> Result<Conn, GearmanError> {
                     text: p.arg_lossy(1),
                 });
             }
-            Some(Ok(p)) => return Err(GearmanError::Unexpected(format!("{} in answer to OPTION_REQ", p.kind))),
+            Some(Ok(p)) => {
+                return Err(GearmanError::Unexpected(format!(
+                    "{} in answer to OPTION_REQ",
+                    p.kind
+                )));
+            }
             Some(Err(e)) => return Err(e.into()),
             None => return Err(GearmanError::Disconnected),
         }
@@ -340,7 +361,11 @@ impl Session {
             }
             PacketType::STATUS_RES => match self.pending.pop_front() {
                 Some(Pending::Status(reply)) => {
-                    let num = |i| p.arg_str(i).and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+                    let num = |i| {
+                        p.arg_str(i)
+                            .and_then(|s| s.trim().parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
                     let _ = reply.send(Ok(JobStatus {
                         known: p.arg_str(1) == Some("1"),
                         running: p.arg_str(2) == Some("1"),
@@ -353,7 +378,11 @@ impl Session {
             },
             PacketType::STATUS_RES_UNIQUE => match self.pending.pop_front() {
                 Some(Pending::StatusUnique(reply)) => {
-                    let num = |i| p.arg_str(i).and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+                    let num = |i| {
+                        p.arg_str(i)
+                            .and_then(|s| s.trim().parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
                     let _ = reply.send(Ok(UniqueStatus {
                         known: p.arg_str(1) == Some("1"),
                         running: p.arg_str(2) == Some("1"),
@@ -387,7 +416,11 @@ impl Session {
             PacketType::WORK_DATA => JobEvent::Data(p.args[1].clone()),
             PacketType::WORK_WARNING => JobEvent::Warning(p.args[1].clone()),
             PacketType::WORK_STATUS => {
-                let num = |i| p.arg_str(i).and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+                let num = |i| {
+                    p.arg_str(i)
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
                 JobEvent::Status {
                     numerator: num(1),
                     denominator: num(2),
@@ -397,7 +430,9 @@ impl Session {
             PacketType::WORK_FAIL => JobEvent::Fail,
             PacketType::WORK_EXCEPTION => JobEvent::Exception(p.args[1].clone()),
             other => {
-                return Err(GearmanError::Unexpected(format!("{other} sent to a client")));
+                return Err(GearmanError::Unexpected(format!(
+                    "{other} sent to a client"
+                )));
             }
         };
         let handle = p.arg_lossy(0);
@@ -419,13 +454,20 @@ impl Session {
         if let Some(p) = got {
             p.fail(GearmanError::Unexpected(format!("{kind} out of order")));
         }
-        GearmanError::Unexpected(format!("{kind} does not answer the oldest outstanding request"))
+        GearmanError::Unexpected(format!(
+            "{kind} does not answer the oldest outstanding request"
+        ))
     }
 }
 
 /// The connection task: sends commands, reads packets, reconnects on the next command
 /// after a failure, ends when every client handle is dropped.
-async fn drive(addr: String, opts: ClientOptions, mut conn: Option<Conn>, mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn drive(
+    addr: String,
+    opts: ClientOptions,
+    mut conn: Option<Conn>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
     let mut session = Session::default();
     loop {
         let Some(c) = conn.as_mut() else {
@@ -433,7 +475,9 @@ async fn drive(addr: String, opts: ClientOptions, mut conn: Option<Conn>, mut rx
             match open(&addr, &opts).await {
                 Ok(c) => {
                     conn = Some(c);
-                    if let Err(e) = send_command(conn.as_mut().expect("just set"), &mut session, cmd).await {
+                    if let Err(e) =
+                        send_command(conn.as_mut().expect("just set"), &mut session, cmd).await
+                    {
                         tracing::debug!(error = %e, "gearman client connection failed");
                         conn = None;
                         std::mem::take(&mut session).shut();
@@ -471,7 +515,11 @@ fn fail_command(cmd: Command, e: GearmanError) {
     }
 }
 
-async fn send_command(c: &mut Conn, session: &mut Session, cmd: Command) -> Result<(), GearmanError> {
+async fn send_command(
+    c: &mut Conn,
+    session: &mut Session,
+    cmd: Command,
+) -> Result<(), GearmanError> {
     let (packet, pending) = match cmd {
         Command::Submit {
             function,
@@ -479,11 +527,20 @@ async fn send_command(c: &mut Conn, session: &mut Session, cmd: Command) -> Resu
             data,
             reply,
         } => (
-            Packet::req(PacketType::SUBMIT_JOB, [Bytes::from(function), Bytes::from(unique), data]),
+            Packet::req(
+                PacketType::SUBMIT_JOB,
+                [Bytes::from(function), Bytes::from(unique), data],
+            ),
             Pending::Submit(reply),
         ),
-        Command::Status { handle, reply } => (Packet::req(PacketType::GET_STATUS, [handle]), Pending::Status(reply)),
-        Command::Echo { data, reply } => (Packet::req(PacketType::ECHO_REQ, [data]), Pending::Echo(reply)),
+        Command::Status { handle, reply } => (
+            Packet::req(PacketType::GET_STATUS, [handle]),
+            Pending::Status(reply),
+        ),
+        Command::Echo { data, reply } => (
+            Packet::req(PacketType::ECHO_REQ, [data]),
+            Pending::Echo(reply),
+        ),
         Command::StatusUnique { unique, reply } => (
             Packet::req(PacketType::GET_STATUS_UNIQUE, [unique]),
             Pending::StatusUnique(reply),

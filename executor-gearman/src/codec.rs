@@ -199,7 +199,10 @@ impl Encoder<Packet> for PacketCodec {
             .take(n.saturating_sub(1))
             .position(|a| a.contains(&0))
         {
-            return Err(CodecError::NulInArgument { kind: p.kind, index });
+            return Err(CodecError::NulInArgument {
+                kind: p.kind,
+                index,
+            });
         }
         let size = p.body_len();
         if size > self.max_packet_size {
@@ -262,7 +265,10 @@ mod tests {
     fn wire_bytes_match_the_protocol() {
         let mut buf = BytesMut::new();
         PacketCodec::default()
-            .encode(Packet::req(PacketType::SUBMIT_JOB, ["reverse", "", "test"]), &mut buf)
+            .encode(
+                Packet::req(PacketType::SUBMIT_JOB, ["reverse", "", "test"]),
+                &mut buf,
+            )
             .unwrap();
         assert_eq!(&buf[..], b"\0REQ\0\0\0\x07\0\0\0\x0dreverse\0\0test");
         let mut buf = BytesMut::new();
@@ -289,10 +295,23 @@ mod tests {
     fn two_packets_in_one_buffer() {
         let mut codec = PacketCodec::default();
         let mut buf = BytesMut::new();
-        codec.encode(Packet::res(PacketType::NOOP, Vec::<Bytes>::new()), &mut buf).unwrap();
-        codec.encode(Packet::res(PacketType::NO_JOB, Vec::<Bytes>::new()), &mut buf).unwrap();
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().kind, PacketType::NOOP);
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().kind, PacketType::NO_JOB);
+        codec
+            .encode(Packet::res(PacketType::NOOP, Vec::<Bytes>::new()), &mut buf)
+            .unwrap();
+        codec
+            .encode(
+                Packet::res(PacketType::NO_JOB, Vec::<Bytes>::new()),
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap().kind,
+            PacketType::NOOP
+        );
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap().kind,
+            PacketType::NO_JOB
+        );
         assert!(codec.decode(&mut buf).unwrap().is_none());
     }
 
@@ -302,7 +321,10 @@ mod tests {
         let mut buf = BytesMut::from(&b"s"[..]);
         assert!(matches!(codec.decode(&mut buf), Err(CodecError::BadMagic(m)) if m[0] == b's'));
         let mut buf = BytesMut::from(&b"\0REX\0\0\0\x06\0\0\0\0"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(CodecError::BadMagic(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::BadMagic(_))
+        ));
     }
 
     #[test]
@@ -312,7 +334,10 @@ mod tests {
             buf.put_u32(t);
             buf.put_u32(0);
             let e = PacketCodec::default().decode(&mut buf).unwrap_err();
-            assert!(matches!(e, CodecError::UnknownType(n) if n == t), "{t}: {e}");
+            assert!(
+                matches!(e, CodecError::UnknownType(n) if n == t),
+                "{t}: {e}"
+            );
         }
     }
 
@@ -323,9 +348,15 @@ mod tests {
         buf.put_u32(PacketType::WORK_DATA as u32);
         buf.put_u32(17);
         let e = codec.decode(&mut buf).unwrap_err();
-        assert_eq!(e.to_string(), "WORK_DATA packet of 17 bytes exceeds the maximum of 16 bytes");
+        assert_eq!(
+            e.to_string(),
+            "WORK_DATA packet of 17 bytes exceeds the maximum of 16 bytes"
+        );
         let big = Packet::req(PacketType::ECHO_REQ, [vec![b'x'; 17]]);
-        assert!(matches!(codec.encode(big, &mut BytesMut::new()), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            codec.encode(big, &mut BytesMut::new()),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -335,7 +366,17 @@ mod tests {
         buf.put_u32(3);
         buf.put_slice(b"h\0f");
         let e = PacketCodec::default().decode(&mut buf).unwrap_err();
-        assert!(matches!(e, CodecError::Malformed { expected: 4, found: 2, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                CodecError::Malformed {
+                    expected: 4,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let mut buf = BytesMut::from(&b"\0RES"[..]);
         buf.put_u32(PacketType::NOOP as u32);
         buf.put_u32(1);
@@ -358,18 +399,34 @@ mod tests {
     fn encoder_refuses_bad_packets() {
         let mut codec = PacketCodec::default();
         let e = codec
-            .encode(Packet::req(PacketType::SUBMIT_JOB, ["a\0b", "u", "d"]), &mut BytesMut::new())
+            .encode(
+                Packet::req(PacketType::SUBMIT_JOB, ["a\0b", "u", "d"]),
+                &mut BytesMut::new(),
+            )
             .unwrap_err();
         assert!(matches!(e, CodecError::NulInArgument { index: 0, .. }));
         let e = codec
-            .encode(Packet::req(PacketType::SUBMIT_JOB, ["only-one"]), &mut BytesMut::new())
+            .encode(
+                Packet::req(PacketType::SUBMIT_JOB, ["only-one"]),
+                &mut BytesMut::new(),
+            )
             .unwrap_err();
-        assert!(matches!(e, CodecError::Malformed { expected: 3, found: 1, .. }));
+        assert!(matches!(
+            e,
+            CodecError::Malformed {
+                expected: 3,
+                found: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn debug_hides_job_data() {
-        let p = Packet::req(PacketType::SUBMIT_JOB, ["build:x", "u", r#"{"token":"secret-jwt"}"#]);
+        let p = Packet::req(
+            PacketType::SUBMIT_JOB,
+            ["build:x", "u", r#"{"token":"secret-jwt"}"#],
+        );
         let d = format!("{p:?}");
         assert!(d.contains("build:x") && !d.contains("secret-jwt"), "{d}");
     }

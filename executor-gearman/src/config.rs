@@ -117,7 +117,9 @@ impl GearmanConfig {
 
     /// Checks every field; [`ErrorKind::ConfigInvalid`] naming the bad key.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        let bad = |key: &str, why: &str| Error::new(ErrorKind::ConfigInvalid, format!("{key}: {why}")).with_context("key", key);
+        let bad = |key: &str, why: &str| {
+            Error::new(ErrorKind::ConfigInvalid, format!("{key}: {why}")).with_context("key", key)
+        };
         if self.server.trim().is_empty() || !self.server.contains(':') {
             return Err(bad("server", "must be host:port"));
         }

@@ -50,7 +50,10 @@ impl GearmanError {
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            GearmanError::Connect { .. } | GearmanError::Disconnected | GearmanError::Timeout(_) | GearmanError::Codec(CodecError::Io(_))
+            GearmanError::Connect { .. }
+                | GearmanError::Disconnected
+                | GearmanError::Timeout(_)
+                | GearmanError::Codec(CodecError::Io(_))
         )
     }
 }

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use executor_base::engine::{EngineCalls, Idempotency};
 use executor_base::{
-    BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, StartConfig, Stats, StopConfig, Verdict,
+    BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, StartConfig, Stats, StopConfig,
+    Verdict,
 };
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -98,9 +99,9 @@ impl GearmanExecutor {
     fn function_for(&self, build: &StartConfig) -> Result<(String, String), Error> {
         let pick = |name: &str, default: Option<&String>| -> Result<Option<String>, Error> {
             match build.annotations.get(name) {
-                Some(Value::String(s)) => check_name(s)
-                    .map(|()| Some(s.clone()))
-                    .map_err(|why| Error::invalid_field(format!("annotations[screwdriver.cd/{name}]"), why)),
+                Some(Value::String(s)) => check_name(s).map(|()| Some(s.clone())).map_err(|why| {
+                    Error::invalid_field(format!("annotations[screwdriver.cd/{name}]"), why)
+                }),
                 Some(_) => Err(Error::invalid_field(
                     format!("annotations[screwdriver.cd/{name}]"),
                     "must be a string",
@@ -140,7 +141,10 @@ impl GearmanExecutor {
         put("ZUUL_UUID", uuid.to_string());
         put("ZUUL_PROJECT", project);
         put("ZUUL_PIPELINE", cfg.pipeline.clone());
-        put("ZUUL_REF", format!("refs/screwdriver/builds/{}", build.build_id));
+        put(
+            "ZUUL_REF",
+            format!("refs/screwdriver/builds/{}", build.build_id),
+        );
         put("ZUUL_COMMIT", commit);
         put("LOG_PATH", format!("{}/{job}/{uuid}", cfg.pipeline));
         if let Some(branch) = repo.and_then(|r| r.get("branch")).and_then(Value::as_str) {
@@ -160,22 +164,35 @@ impl GearmanExecutor {
         });
     }
 
-    async fn submit(&self, build: &StartConfig, job: &str, function: &str) -> Result<(), Error> {
+    async fn submit(
+        &self,
+        build: &StartConfig,
+        job: &str,
+        function: &str,
+        began: Instant,
+    ) -> Result<(), Error> {
         let inner = &self.inner;
         let cfg = &inner.cfg;
         if cfg.check_workers {
             let workers = inner
                 .calls
                 .call("start", Idempotency::Idempotent, || async {
-                    crate::admin::workers_for(&cfg.server, function, cfg.client_options().request_timeout)
-                        .await
-                        .map_err(Error::from)
+                    crate::admin::workers_for(
+                        &cfg.server,
+                        function,
+                        cfg.client_options().request_timeout,
+                    )
+                    .await
+                    .map_err(Error::from)
                 })
                 .await?;
             if workers == 0 {
                 return Err(Error::new(
                     ErrorKind::NotFound,
-                    format!("no Gearman worker can run {function}: no launcher registered it on {}", cfg.server),
+                    format!(
+                        "no Gearman worker can run {function}: no launcher registered it on {}",
+                        cfg.server
+                    ),
                 )
                 .with_executor(crate::SCHEME)
                 .with_operation("start")
@@ -183,24 +200,31 @@ impl GearmanExecutor {
             }
         }
         let uuid = format!("{:032x}", rand::random::<u128>());
-        let data = Bytes::from(serde_json::to_vec(&self.arguments(build, job, &uuid)).unwrap_or_default());
+        let data =
+            Bytes::from(serde_json::to_vec(&self.arguments(build, job, &uuid)).unwrap_or_default());
         let (client, submitted) = inner
             .calls
             .call("start", Idempotency::NotIdempotent, || async {
                 let client = GearmanClient::connect(&cfg.server, cfg.client_options())
                     .await
                     .map_err(Error::from)?;
-                let job = client.submit(function, &uuid, data.clone()).await.map_err(Error::from)?;
+                let job = client
+                    .submit(function, &uuid, data.clone())
+                    .await
+                    .map_err(Error::from)?;
                 Ok((client, job))
             })
             .await?;
         tracing::info!(build_id = %build.build_id, %function, handle = %submitted.handle, "build submitted to gearmand");
-        let (tracked, cmds) = Tracked::new(GearmanBuildInfo {
-            function: function.to_string(),
-            handle: submitted.handle.clone(),
-            uuid,
-            ..GearmanBuildInfo::default()
-        });
+        let (tracked, cmds) = Tracked::new(
+            GearmanBuildInfo {
+                function: function.to_string(),
+                handle: submitted.handle.clone(),
+                uuid,
+                ..GearmanBuildInfo::default()
+            },
+            began,
+        );
         inner.counter.started();
         inner
             .builds
@@ -218,6 +242,7 @@ impl Executor for GearmanExecutor {
     }
 
     async fn start(&self, build: &StartConfig) -> Result<(), Error> {
+        let began = Instant::now();
         let (job, function) = self.function_for(build)?;
         self.forget_old();
         {
@@ -237,7 +262,7 @@ impl Executor for GearmanExecutor {
             }
             builds.insert(build.build_id, Slot::Starting);
         }
-        let r = self.submit(build, &job, &function).await;
+        let r = self.submit(build, &job, &function, began).await;
         if r.is_err() {
             let mut builds = self.inner.builds.lock();
             if matches!(builds.get(&build.build_id), Some(Slot::Starting)) {
@@ -254,11 +279,16 @@ impl Executor for GearmanExecutor {
                 None => return Ok(()),
                 Some(Ok(t)) => break t,
                 // A concurrent `start` is submitting it: wait for the handle.
-                Some(Err(())) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Some(Err(())) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Some(Err(())) => {
-                    return Err(Error::new(ErrorKind::Timeout, "the build is still being submitted")
-                        .with_executor(crate::SCHEME)
-                        .temporary());
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "the build is still being submitted",
+                    )
+                    .with_executor(crate::SCHEME)
+                    .temporary());
                 }
             }
         };
@@ -273,10 +303,13 @@ impl Executor for GearmanExecutor {
         match tokio::time::timeout(bound, answer).await {
             Ok(Ok(r)) => r.map_err(|e| e.with_operation("stop")),
             Ok(Err(_)) => Ok(()),
-            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no stop confirmation within {bound:?}"))
-                .with_executor(crate::SCHEME)
-                .with_operation("stop")
-                .temporary()),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no stop confirmation within {bound:?}"),
+            )
+            .with_executor(crate::SCHEME)
+            .with_operation("stop")
+            .temporary()),
         }
     }
 

@@ -55,6 +55,9 @@ pub struct GearmanBuildInfo {
     pub url: Option<String>,
     /// The last `WORK_STATUS` (numerator, denominator).
     pub progress: Option<(u64, u64)>,
+    /// How long after `start` was called the launcher announced the build (its first
+    /// `WORK_DATA`): the dispatch latency.
+    pub time_to_announcement: Option<Duration>,
 }
 
 /// Requests to a build's task.
@@ -68,10 +71,15 @@ pub(crate) struct Tracked {
     pub(crate) info: Mutex<GearmanBuildInfo>,
     pub(crate) cmds: mpsc::UnboundedSender<Cmd>,
     pub(crate) finished_at: Mutex<Option<Instant>>,
+    /// When `start` was called.
+    pub(crate) began: Instant,
 }
 
 impl Tracked {
-    pub(crate) fn new(info: GearmanBuildInfo) -> (Arc<Self>, mpsc::UnboundedReceiver<Cmd>) {
+    pub(crate) fn new(
+        info: GearmanBuildInfo,
+        began: Instant,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Cmd>) {
         let (cmds, rx) = mpsc::unbounded_channel();
         let status = watch::Sender::new(BuildStatus::pending(format!(
             "queued on gearmand as {} ({})",
@@ -82,6 +90,7 @@ impl Tracked {
             info: Mutex::new(info),
             cmds,
             finished_at: Mutex::new(None),
+            began,
         });
         (t, rx)
     }
@@ -134,7 +143,9 @@ pub(crate) async fn track(
     let mut liveness = tokio::time::interval_at(Instant::now() + every, every);
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let stop_deadline = t.stop_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let stop_deadline = t
+            .stop_deadline
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let flow = tokio::select! {
             ev = t.events.recv() => t.on_event(ev.unwrap_or(JobEvent::Disconnected)).await,
             Some(Cmd::Stop(reply)) = cmds.recv() => t.on_stop(reply).await,
@@ -206,7 +217,10 @@ impl Tracker {
                 tracing::debug!(handle = %self.handle, warning = %String::from_utf8_lossy(&w), "launcher warning");
                 Flow::Continue
             }
-            JobEvent::Status { numerator, denominator } => {
+            JobEvent::Status {
+                numerator,
+                denominator,
+            } => {
                 self.shared.info.lock().progress = Some((numerator, denominator));
                 // Zuul launchers send WORK_STATUS once the build runs.
                 if self.started() && self.status().phase == Phase::Pending {
@@ -219,7 +233,8 @@ impl Tracker {
                     // Nobody can see this build's outcome any more: do not let it run on.
                     let inner = self.inner.clone();
                     tokio::spawn(async move {
-                        let client = GearmanClient::lazy(&inner.cfg.server, inner.cfg.client_options());
+                        let client =
+                            GearmanClient::lazy(&inner.cfg.server, inner.cfg.client_options());
                         request_stop(&inner, &client, &a).await
                     });
                 }
@@ -247,7 +262,9 @@ impl Tracker {
             JobEvent::Exception(d) => LauncherException::from_data(&d).to_status(),
             _ => match &self.report {
                 Some(r) => r.to_status(),
-                None if self.started() => BuildStatus::lost(Some(true), "the launcher failed the job without a result"),
+                None if self.started() => {
+                    BuildStatus::lost(Some(true), "the launcher failed the job without a result")
+                }
                 None => {
                     let mut s = BuildStatus::failed(
                         FailureReason::StartRefused,
@@ -272,6 +289,7 @@ impl Tracker {
                     info.name = Some(a.name.clone());
                     info.number = Some(a.number);
                     info.url = a.url.clone();
+                    info.time_to_announcement = Some(self.shared.began.elapsed());
                 }
                 tracing::debug!(handle = %self.handle, manager = %a.manager, number = a.number, "build started on a launcher");
                 if self.status().phase == Phase::Pending {
@@ -332,7 +350,9 @@ impl Tracker {
             }
             Err(e) => {
                 let e = Error::from(e);
-                self.reply_stop(|| Err(Error::new(e.kind(), e.message()).with_executor(crate::SCHEME)));
+                self.reply_stop(|| {
+                    Err(Error::new(e.kind(), e.message()).with_executor(crate::SCHEME))
+                });
                 Flow::Continue
             }
         }
@@ -402,7 +422,9 @@ impl Tracker {
                 format!("gearmand no longer knows job {}", self.handle),
             ));
         }
-        if !s.running && let Some(a) = &self.announced {
+        if !s.running
+            && let Some(a) = &self.announced
+        {
             let msg = format!(
                 "launcher {} went away mid-build; gearmand re-queued the job, which was withdrawn",
                 a.manager
@@ -415,7 +437,11 @@ impl Tracker {
 
 /// Asks the announcing launcher to stop the build (`stop:<manager>`) and waits for its
 /// answer. A launcher that is gone has nothing left to stop.
-async fn request_stop(inner: &Inner, client: &GearmanClient, a: &StartAnnouncement) -> Result<(), Error> {
+async fn request_stop(
+    inner: &Inner,
+    client: &GearmanClient,
+    a: &StartAnnouncement,
+) -> Result<(), Error> {
     let function = format!("stop:{}", a.manager);
     let cfg = &inner.cfg;
     let workers = inner
@@ -440,14 +466,20 @@ async fn request_stop(inner: &Inner, client: &GearmanClient, a: &StartAnnounceme
     let job = inner
         .calls
         .call("stop", Idempotency::Idempotent, || async {
-            client.submit(&function, "", args.clone()).await.map_err(Error::from)
+            client
+                .submit(&function, "", args.clone())
+                .await
+                .map_err(Error::from)
         })
         .await?;
     match tokio::time::timeout(cfg.stop_timeout(), job.wait()).await {
         Ok((_, JobEvent::Complete(_))) => Ok(()),
         Ok((_, JobEvent::Exception(d))) => {
             let x = LauncherException::from_data(&d);
-            Err(Error::new(ErrorKind::Unexpected, format!("the launcher refused the stop: {}", x.message)))
+            Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("the launcher refused the stop: {}", x.message),
+            ))
         }
         Ok((_, JobEvent::Disconnected)) => Err(Error::new(
             ErrorKind::Unexpected,
@@ -460,7 +492,10 @@ async fn request_stop(inner: &Inner, client: &GearmanClient, a: &StartAnnounceme
         )),
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
-            format!("the launcher did not confirm the stop within {:?}", cfg.stop_timeout()),
+            format!(
+                "the launcher did not confirm the stop within {:?}",
+                cfg.stop_timeout()
+            ),
         )
         .temporary()),
     }

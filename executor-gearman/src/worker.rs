@@ -195,7 +195,11 @@ impl GearmanWorker {
     }
 
     /// Runs until `shutdown` resolves and every running handler has finished.
-    pub async fn run<H, Fut>(&self, handler: H, shutdown: impl Future<Output = ()>) -> Result<(), GearmanError>
+    pub async fn run<H, Fut>(
+        &self,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), GearmanError>
     where
         H: Fn(Job) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -208,7 +212,13 @@ impl GearmanWorker {
             if draining && jobs.is_empty() {
                 return Ok(());
             }
-            let (conn, local) = match connect(&self.opts.addr, self.opts.connect_timeout, self.opts.max_packet_size).await {
+            let (conn, local) = match connect(
+                &self.opts.addr,
+                self.opts.connect_timeout,
+                self.opts.max_packet_size,
+            )
+            .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "gearman worker cannot connect");
@@ -230,12 +240,21 @@ impl GearmanWorker {
             };
             backoff = self.opts.reconnect_initial;
             let outcome = self
-                .session(conn, local, &handler, &mut jobs, &mut draining, &mut shutdown)
+                .session(
+                    conn,
+                    local,
+                    &handler,
+                    &mut jobs,
+                    &mut draining,
+                    &mut shutdown,
+                )
                 .await;
             self.registered.send_replace(false);
             match outcome {
                 Ok(()) => return Ok(()),
-                Err(e) => tracing::warn!(error = %e, "gearman worker connection lost; reconnecting"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "gearman worker connection lost; reconnecting")
+                }
             }
         }
     }
@@ -260,14 +279,17 @@ impl GearmanWorker {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Packet>();
 
         if let Some(id) = &self.opts.client_id {
-            conn.feed(Packet::req(PacketType::SET_CLIENT_ID, [id.clone()])).await?;
+            conn.feed(Packet::req(PacketType::SET_CLIENT_ID, [id.clone()]))
+                .await?;
         }
         for f in &self.opts.functions {
-            conn.feed(Packet::req(PacketType::CAN_DO, [f.clone()])).await?;
+            conn.feed(Packet::req(PacketType::CAN_DO, [f.clone()]))
+                .await?;
         }
         // gearmand handles a connection's packets in order: the echo's answer means the
         // functions are registered (and visible to the admin `status` command).
-        conn.send(Packet::req(PacketType::ECHO_REQ, ["registered"])).await?;
+        conn.send(Packet::req(PacketType::ECHO_REQ, ["registered"]))
+            .await?;
         let echoed = tokio::time::timeout(self.opts.connect_timeout, async {
             loop {
                 match conn.next().await {
@@ -365,7 +387,10 @@ fn assigned(p: Packet, local_addr: Option<SocketAddr>, mut sink: JobSink) -> Job
             let _reducer = args.next();
             (unique, args.next().unwrap_or_default())
         }
-        _ => (args.next().unwrap_or_default(), args.next().unwrap_or_default()),
+        _ => (
+            args.next().unwrap_or_default(),
+            args.next().unwrap_or_default(),
+        ),
     };
     sink.handle = handle.clone();
     Job {

@@ -90,7 +90,8 @@ impl Reader<'_> {
         match self.get(name) {
             Some(Value::String(s)) if !s.trim().is_empty() => {
                 if s.chars().any(char::is_control) {
-                    self.errors.push(FieldError::new(name, "must not contain control characters"));
+                    self.errors
+                        .push(FieldError::new(name, "must not contain control characters"));
                     None
                 } else {
                     Some(s.clone())
@@ -124,7 +125,8 @@ impl Reader<'_> {
         match parsed.filter(|n| *n > 0) {
             Some(n) => Some(n),
             None => {
-                self.errors.push(FieldError::new(name, "must be a positive integer"));
+                self.errors
+                    .push(FieldError::new(name, "must be a positive integer"));
                 None
             }
         }
@@ -135,8 +137,10 @@ impl Reader<'_> {
         if (min..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit()) {
             Some(s)
         } else {
-            self.errors
-                .push(FieldError::new(name, format!("must be {min} to 64 hexadecimal digits")));
+            self.errors.push(FieldError::new(
+                name,
+                format!("must be {min} to 64 hexadecimal digits"),
+            ));
             None
         }
     }
@@ -144,8 +148,10 @@ impl Reader<'_> {
     fn relative_path(&mut self, name: &str) -> Option<String> {
         let s = self.string(name, false)?;
         if s.starts_with('/') || s.split('/').any(|c| c == "..") {
-            self.errors
-                .push(FieldError::new(name, "must be a relative path without '..' components"));
+            self.errors.push(FieldError::new(
+                name,
+                "must be a relative path without '..' components",
+            ));
             None
         } else {
             Some(s)
@@ -192,11 +198,15 @@ impl ZuulParams {
         let uuid = r.string("ZUUL_UUID", true);
         if let Some(u) = &uuid {
             if u.len() > 64 {
-                r.errors
-                    .push(FieldError::new("ZUUL_UUID", "must be at most 64 characters (gearmand's unique id limit)"));
+                r.errors.push(FieldError::new(
+                    "ZUUL_UUID",
+                    "must be at most 64 characters (gearmand's unique id limit)",
+                ));
             } else if !unique.is_empty() && unique != u {
-                r.errors
-                    .push(FieldError::new("ZUUL_UUID", "does not match the job's Gearman unique id"));
+                r.errors.push(FieldError::new(
+                    "ZUUL_UUID",
+                    "does not match the job's Gearman unique id",
+                ));
             }
         }
         let project = r.string("ZUUL_PROJECT", true);
@@ -208,17 +218,28 @@ impl ZuulParams {
         let patchset = r.number("ZUUL_PATCHSET");
         let has_change = r.get("ZUUL_CHANGE").is_some();
         if has_change && branch.is_none() && r.get("ZUUL_BRANCH").is_none() {
-            r.errors.push(FieldError::new("ZUUL_BRANCH", "is required with ZUUL_CHANGE"));
+            r.errors.push(FieldError::new(
+                "ZUUL_BRANCH",
+                "is required with ZUUL_CHANGE",
+            ));
         }
         if has_change && r.get("ZUUL_PATCHSET").is_none() {
-            r.errors.push(FieldError::new("ZUUL_PATCHSET", "is required with ZUUL_CHANGE"));
+            r.errors.push(FieldError::new(
+                "ZUUL_PATCHSET",
+                "is required with ZUUL_CHANGE",
+            ));
         }
         if !has_change && r.get("ZUUL_PATCHSET").is_some() {
-            r.errors.push(FieldError::new("ZUUL_CHANGE", "is required with ZUUL_PATCHSET"));
+            r.errors.push(FieldError::new(
+                "ZUUL_CHANGE",
+                "is required with ZUUL_PATCHSET",
+            ));
         }
         if !has_change && r.get("ZUUL_COMMIT").is_none() {
-            r.errors
-                .push(FieldError::new("ZUUL_COMMIT", "is required (or ZUUL_CHANGE and ZUUL_PATCHSET)"));
+            r.errors.push(FieldError::new(
+                "ZUUL_COMMIT",
+                "is required (or ZUUL_CHANGE and ZUUL_PATCHSET)",
+            ));
         }
         let changes = match r.string("ZUUL_CHANGES", false) {
             Some(s) => parse_changes(&s).unwrap_or_else(|reason| {
@@ -268,11 +289,13 @@ fn parse_changes(s: &str) -> Result<Vec<ChangeRef>, String> {
         .map(|entry| {
             let mut parts = entry.splitn(3, ':');
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(p), Some(b), Some(r)) if !p.is_empty() && !b.is_empty() && !r.is_empty() => Ok(ChangeRef {
-                    project: p.to_string(),
-                    branch: b.to_string(),
-                    git_ref: r.to_string(),
-                }),
+                (Some(p), Some(b), Some(r)) if !p.is_empty() && !b.is_empty() && !r.is_empty() => {
+                    Ok(ChangeRef {
+                        project: p.to_string(),
+                        branch: b.to_string(),
+                        git_ref: r.to_string(),
+                    })
+                }
                 _ => Err(format!("entry {entry:?} is not project:branch:ref")),
             }
         })
@@ -407,7 +430,9 @@ impl BuildReport {
                 let reason = self
                     .reason
                     .as_deref()
-                    .and_then(|r| serde_json::from_value::<FailureReason>(Value::String(r.into())).ok())
+                    .and_then(|r| {
+                        serde_json::from_value::<FailureReason>(Value::String(r.into())).ok()
+                    })
                     .unwrap_or(FailureReason::NonZeroExit);
                 BuildStatus::failed(reason, message.clone(), Some(self.result.clone()))
             }
@@ -479,7 +504,9 @@ impl LauncherException {
             "image_pull" => FailureReason::ImagePull,
             "token_rejected" | "unauthenticated" => FailureReason::TokenRejected,
             _ if self.temporary => FailureReason::EngineError,
-            "unavailable" | "timeout" | "rate_limited" | "circuit_open" => FailureReason::EngineError,
+            "unavailable" | "timeout" | "rate_limited" | "circuit_open" => {
+                FailureReason::EngineError
+            }
             _ => FailureReason::StartRefused,
         };
         let mut s = BuildStatus::failed(
@@ -545,7 +572,10 @@ pub fn parse_build_ref(data: &[u8]) -> Result<BuildRef, Error> {
 pub fn parse_description(data: &[u8]) -> Result<DescriptionRequest, Error> {
     let b = parse_build_ref(data);
     let v: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
-    let html = v.get("html_description").and_then(Value::as_str).map(str::to_string);
+    let html = v
+        .get("html_description")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     match (b, html) {
         (Ok(b), Some(html_description)) => Ok(DescriptionRequest {
             name: b.name,
@@ -592,7 +622,10 @@ mod tests {
         o.insert("ZUUL_CHANGE".into(), json!("1234"));
         o.insert("ZUUL_PATCHSET".into(), json!(3));
         o.insert("ZUUL_BRANCH".into(), json!("master"));
-        o.insert("ZUUL_CHANGES".into(), json!("org/a:master:refs/changes/1/1/1^org/b:master:refs/changes/2/2/2"));
+        o.insert(
+            "ZUUL_CHANGES".into(),
+            json!("org/a:master:refs/changes/1/1/1^org/b:master:refs/changes/2/2/2"),
+        );
         o.insert("OFFLINE_NODE_WHEN_COMPLETE".into(), json!("true"));
         let p = params(v).unwrap();
         assert_eq!((p.change, p.patchset), (Some(1234), Some(3)));
@@ -637,9 +670,24 @@ mod tests {
             (BuildStatus::exited(2), false, "FAILURE", Phase::Failed),
             (BuildStatus::exited(137), true, "ABORTED", Phase::Canceled),
             (BuildStatus::canceled(), false, "ABORTED", Phase::Canceled),
-            (BuildStatus::timed_out("too slow"), false, "TIMED_OUT", Phase::TimedOut),
-            (BuildStatus::lost(Some(true), "gone"), false, "LOST", Phase::Lost),
-            (BuildStatus::oom(Some(0), "OOMKilled"), false, "FAILURE", Phase::Failed),
+            (
+                BuildStatus::timed_out("too slow"),
+                false,
+                "TIMED_OUT",
+                Phase::TimedOut,
+            ),
+            (
+                BuildStatus::lost(Some(true), "gone"),
+                false,
+                "LOST",
+                Phase::Lost,
+            ),
+            (
+                BuildStatus::oom(Some(0), "OOMKilled"),
+                false,
+                "FAILURE",
+                Phase::Failed,
+            ),
         ];
         for (status, stop, result, phase) in cases {
             let r = BuildReport::from_status(&status, stop);
@@ -691,7 +739,10 @@ mod tests {
             }
         );
         let e = parse_build_ref(br#"{"number":0}"#).unwrap_err();
-        assert_eq!(e.to_string(), "invalid: name: is required; number: must be a positive integer");
+        assert_eq!(
+            e.to_string(),
+            "invalid: name: is required; number: must be a positive integer"
+        );
         let e = parse_description(br#"{"name":"unit","number":5}"#).unwrap_err();
         assert_eq!(e.field_errors()[0].field, "html_description");
     }

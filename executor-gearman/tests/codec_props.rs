@@ -18,8 +18,12 @@ fn decode_all(codec: &mut PacketCodec, buf: &mut BytesMut) -> Result<Vec<Packet>
 
 fn arb_packet() -> impl Strategy<Value = Packet> {
     let kind = proptest::sample::select(PacketType::ALL.to_vec());
-    (kind, any::<bool>(), proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 8)).prop_map(
-        |(kind, req, raw)| {
+    (
+        kind,
+        any::<bool>(),
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 8),
+    )
+        .prop_map(|(kind, req, raw)| {
             let n = kind.arg_count();
             let args: Vec<Bytes> = raw
                 .into_iter()
@@ -39,8 +43,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                 })
                 .collect();
             Packet::new(if req { Magic::Req } else { Magic::Res }, kind, args)
-        },
-    )
+        })
 }
 
 proptest! {

@@ -9,14 +9,20 @@ use bytes::Bytes;
 use common::*;
 use executor_gearman::codec::PacketCodec;
 use executor_gearman::packet::{Packet, PacketType};
-use executor_gearman::{ClientOptions, GearmanClient, GearmanError, GearmanWorker, JobEvent, WorkerOptions};
+use executor_gearman::{
+    ClientOptions, GearmanClient, GearmanError, GearmanWorker, JobEvent, WorkerOptions,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 
 /// Runs a worker doing `function` with `handler` until the returned sender fires.
-async fn spawn_worker<H, Fut>(function: &str, max_jobs: usize, handler: H) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
+async fn spawn_worker<H, Fut>(
+    function: &str,
+    max_jobs: usize,
+    handler: H,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
 where
     H: Fn(executor_gearman::Job) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -56,10 +62,22 @@ async fn submit_data_status_complete_through_gearmand() {
         let mut out = job.data.to_vec();
         out.reverse();
         s.complete(out).unwrap();
-    }).await;
-    let client = GearmanClient::connect(GEARMAND, ClientOptions::default()).await.unwrap();
-    assert_eq!(client.echo(Bytes::from_static(b"ping\0pong")).await.unwrap(), Bytes::from_static(b"ping\0pong"));
-    let mut job = client.submit(&f, "u-1", Bytes::from_static(b"abc\0")).await.unwrap();
+    })
+    .await;
+    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .echo(Bytes::from_static(b"ping\0pong"))
+            .await
+            .unwrap(),
+        Bytes::from_static(b"ping\0pong")
+    );
+    let mut job = client
+        .submit(&f, "u-1", Bytes::from_static(b"abc\0"))
+        .await
+        .unwrap();
     let mut events = Vec::new();
     while let Some(ev) = job.events.recv().await {
         events.push(ev);
@@ -101,11 +119,24 @@ async fn exceptions_fail_and_status_are_delivered() {
                 }
             }
         }
-    }).await;
-    let client = GearmanClient::connect(GEARMAND, ClientOptions::default()).await.unwrap();
-    let (_, end) = client.submit(&f, "", "raise".into()).await.unwrap().wait().await;
+    })
+    .await;
+    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+        .await
+        .unwrap();
+    let (_, end) = client
+        .submit(&f, "", "raise".into())
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(end, JobEvent::Exception(Bytes::from_static(b"boom")));
-    let (_, end) = client.submit(&f, "", "fail".into()).await.unwrap().wait().await;
+    let (_, end) = client
+        .submit(&f, "", "fail".into())
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(end, JobEvent::Fail);
     // Without the exceptions option gearmand turns an exception into WORK_FAIL.
     let plain = GearmanClient::connect(
@@ -117,7 +148,12 @@ async fn exceptions_fail_and_status_are_delivered() {
     )
     .await
     .unwrap();
-    let (_, end) = plain.submit(&f, "", "raise".into()).await.unwrap().wait().await;
+    let (_, end) = plain
+        .submit(&f, "", "raise".into())
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(end, JobEvent::Fail);
     // GET_STATUS sees a held job as running.
     let held = client.submit(&f, "", "hold".into()).await.unwrap();
@@ -143,16 +179,25 @@ async fn jobs_with_the_same_unique_are_coalesced() {
         return;
     }
     let f = unique("coalesce");
-    let (stop, task) = spawn_worker(&f, 1, |job| async move {
-        job.sink.complete(job.data).unwrap();
-    }).await;
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (stop, task) = spawn_worker(&f, 1, move |job| {
+        let mut release = release_rx.clone();
+        async move {
+            let _ = release.wait_for(|r| *r).await;
+            job.sink.complete(job.data).unwrap();
+        }
+    })
+    .await;
     let a = GearmanClient::lazy(GEARMAND, ClientOptions::default());
     let b = GearmanClient::lazy(GEARMAND, ClientOptions::default());
-    let (ja, jb) = tokio::join!(a.submit(&f, "same", "a".into()), b.submit(&f, "same", "b".into()));
-    let (ja, jb) = (ja.unwrap(), jb.unwrap());
+    let ja = a.submit(&f, "same", "a".into()).await.unwrap();
+    // The first job is held by the worker: a second submission joins it.
+    let jb = b.submit(&f, "same", "b".into()).await.unwrap();
     assert_eq!(ja.handle, jb.handle);
-    assert!(matches!(ja.wait().await.1, JobEvent::Complete(_)));
-    assert!(matches!(jb.wait().await.1, JobEvent::Complete(_)));
+    release_tx.send_replace(true);
+    let (ea, eb) = (ja.wait().await.1, jb.wait().await.1);
+    assert_eq!(ea, JobEvent::Complete(Bytes::from_static(b"a")));
+    assert_eq!(eb, ea);
     let _ = stop.send(());
     task.await.unwrap();
 }
@@ -167,50 +212,86 @@ async fn the_client_reports_a_broken_connection_and_reconnects() {
         let mut f = Framed::new(s, PacketCodec::default());
         let p = f.next().await.unwrap().unwrap();
         assert_eq!(p.kind, PacketType::OPTION_REQ);
-        f.send(Packet::res(PacketType::OPTION_RES, ["exceptions"])).await.unwrap();
+        f.send(Packet::res(PacketType::OPTION_RES, ["exceptions"]))
+            .await
+            .unwrap();
         let p = f.next().await.unwrap().unwrap();
         assert_eq!((p.kind, p.arg_str(0)), (PacketType::SUBMIT_JOB, Some("fn")));
-        f.send(Packet::res(PacketType::JOB_CREATED, ["H:fake:1"])).await.unwrap();
-        f.send(Packet::res(PacketType::WORK_DATA, ["H:fake:1", "hello"])).await.unwrap();
+        f.send(Packet::res(PacketType::JOB_CREATED, ["H:fake:1"]))
+            .await
+            .unwrap();
+        f.send(Packet::res(PacketType::WORK_DATA, ["H:fake:1", "hello"]))
+            .await
+            .unwrap();
         drop(f);
         // Second connection: the client re-sends its option, then echoes work; an
         // ERROR answers the oldest request.
         let (s, _) = listener.accept().await.unwrap();
         let mut f = Framed::new(s, PacketCodec::default());
-        assert_eq!(f.next().await.unwrap().unwrap().kind, PacketType::OPTION_REQ);
-        f.send(Packet::res(PacketType::OPTION_RES, ["exceptions"])).await.unwrap();
+        assert_eq!(
+            f.next().await.unwrap().unwrap().kind,
+            PacketType::OPTION_REQ
+        );
+        f.send(Packet::res(PacketType::OPTION_RES, ["exceptions"]))
+            .await
+            .unwrap();
         let p = f.next().await.unwrap().unwrap();
         assert_eq!(p.kind, PacketType::ECHO_REQ);
-        f.send(Packet::res(PacketType::ECHO_RES, [p.args[0].clone()])).await.unwrap();
+        f.send(Packet::res(PacketType::ECHO_RES, [p.args[0].clone()]))
+            .await
+            .unwrap();
         let p = f.next().await.unwrap().unwrap();
         assert_eq!(p.kind, PacketType::SUBMIT_JOB);
-        f.send(Packet::res(PacketType::ERROR, ["QUEUE_FULL", "too many jobs"])).await.unwrap();
+        f.send(Packet::res(
+            PacketType::ERROR,
+            ["QUEUE_FULL", "too many jobs"],
+        ))
+        .await
+        .unwrap();
         // Then garbage: the client must drop the connection, not panic.
         let p = f.next().await.unwrap().unwrap();
         assert_eq!(p.kind, PacketType::GET_STATUS);
         use tokio::io::AsyncWriteExt;
         let mut raw = f.into_inner();
-        raw.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await.unwrap();
+        raw.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .unwrap();
         raw
     });
-    let client = GearmanClient::connect(&addr, ClientOptions::default()).await.unwrap();
+    let client = GearmanClient::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
     let job = client.submit("fn", "u", "x".into()).await.unwrap();
     assert_eq!(job.handle, "H:fake:1");
     let (data, end) = job.wait().await;
     assert_eq!(data, [Bytes::from_static(b"hello")]);
     assert_eq!(end, JobEvent::Disconnected);
-    assert_eq!(client.echo("again".into()).await.unwrap(), Bytes::from_static(b"again"));
+    assert_eq!(
+        client.echo("again".into()).await.unwrap(),
+        Bytes::from_static(b"again")
+    );
     match client.submit("fn", "u", "x".into()).await {
-        Err(GearmanError::Server { code, text }) => assert_eq!((code.as_str(), text.as_str()), ("QUEUE_FULL", "too many jobs")),
+        Err(GearmanError::Server { code, text }) => assert_eq!(
+            (code.as_str(), text.as_str()),
+            ("QUEUE_FULL", "too many jobs")
+        ),
         other => panic!("{other:?}"),
     }
     let e = client.status("H:fake:2").await.unwrap_err();
-    assert!(matches!(e, GearmanError::Codec(_) | GearmanError::Disconnected), "{e}");
+    assert!(
+        matches!(e, GearmanError::Codec(_) | GearmanError::Disconnected),
+        "{e}"
+    );
     drop(server.await.unwrap());
     // Nothing listens any more: a connect error, typed and temporary.
     drop(client);
-    let e = GearmanClient::connect("127.0.0.1:1", ClientOptions::default()).await.unwrap_err();
-    assert!(matches!(e, GearmanError::Connect { .. }) && e.is_temporary(), "{e}");
+    let e = GearmanClient::connect("127.0.0.1:1", ClientOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, GearmanError::Connect { .. }) && e.is_temporary(),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -241,27 +322,53 @@ async fn the_worker_reconnects_re_registers_and_signals_lost_jobs() {
                     (PacketType::SET_CLIENT_ID, "w1".to_string()),
                     (PacketType::CAN_DO, "build:a".to_string()),
                     (PacketType::CAN_DO, "build:a:n".to_string()),
-                    (PacketType::GRAB_JOB_UNIQ, String::new()),
+                    (PacketType::ECHO_REQ, "registered".to_string()),
                 ],
                 "round {round}"
             );
+            // Registered once gearmand answers the echo; then the worker grabs.
+            f.send(Packet::res(PacketType::ECHO_RES, ["registered"]))
+                .await
+                .unwrap();
+            assert_eq!(
+                f.next().await.unwrap().unwrap().kind,
+                PacketType::GRAB_JOB_UNIQ
+            );
             if round == 0 {
-                f.send(Packet::res(PacketType::JOB_ASSIGN_UNIQ, ["H:1", "build:a", "u1", "{}"]))
-                    .await
-                    .unwrap();
+                f.send(Packet::res(
+                    PacketType::JOB_ASSIGN_UNIQ,
+                    ["H:1", "build:a", "u1", "{}"],
+                ))
+                .await
+                .unwrap();
                 // The worker grabs again while it has room; then the connection breaks.
-                assert_eq!(f.next().await.unwrap().unwrap().kind, PacketType::GRAB_JOB_UNIQ);
+                assert_eq!(
+                    f.next().await.unwrap().unwrap().kind,
+                    PacketType::GRAB_JOB_UNIQ
+                );
                 drop(f);
             } else {
-                f.send(Packet::res(PacketType::NO_JOB, Vec::<Bytes>::new())).await.unwrap();
+                f.send(Packet::res(PacketType::NO_JOB, Vec::<Bytes>::new()))
+                    .await
+                    .unwrap();
                 assert_eq!(f.next().await.unwrap().unwrap().kind, PacketType::PRE_SLEEP);
-                f.send(Packet::res(PacketType::NOOP, Vec::<Bytes>::new())).await.unwrap();
-                assert_eq!(f.next().await.unwrap().unwrap().kind, PacketType::GRAB_JOB_UNIQ);
-                f.send(Packet::res(PacketType::NO_JOB, Vec::<Bytes>::new())).await.unwrap();
+                f.send(Packet::res(PacketType::NOOP, Vec::<Bytes>::new()))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    f.next().await.unwrap().unwrap().kind,
+                    PacketType::GRAB_JOB_UNIQ
+                );
+                f.send(Packet::res(PacketType::NO_JOB, Vec::<Bytes>::new()))
+                    .await
+                    .unwrap();
                 assert_eq!(f.next().await.unwrap().unwrap().kind, PacketType::PRE_SLEEP);
                 let _ = stop_tx.take().expect("once").send(());
                 // Drained: the worker unregisters and closes.
-                assert_eq!(f.next().await.unwrap().unwrap().kind, PacketType::RESET_ABILITIES);
+                assert_eq!(
+                    f.next().await.unwrap().unwrap().kind,
+                    PacketType::RESET_ABILITIES
+                );
                 assert!(f.next().await.is_none());
             }
         }
@@ -285,6 +392,9 @@ async fn the_worker_reconnects_re_registers_and_signals_lost_jobs() {
         )
         .await
         .unwrap();
-    assert!(lost_rx.await.unwrap(), "the running job learned its connection was lost");
+    assert!(
+        lost_rx.await.unwrap(),
+        "the running job learned its connection was lost"
+    );
     server.await.unwrap();
 }

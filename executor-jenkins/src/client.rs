@@ -361,6 +361,20 @@ impl Client {
         }
     }
 
+    /// Jenkins' version from the `X-Jenkins` header of an authenticated `GET /api/json`.
+    pub async fn version(&self) -> Result<String, JenkinsError> {
+        let url = self.url(&["api", "json"], &[("tree", "mode")]);
+        let a = self.get(&url).await?;
+        if !a.status.is_success() {
+            return Err(self.refused("GET /api/json", &a));
+        }
+        Ok(a.headers
+            .get("X-Jenkins")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown (no X-Jenkins header)")
+            .to_string())
+    }
+
     /// `GET /api/json?tree=jobs[...]`: every top-level job.
     pub async fn jobs(&self) -> Result<Vec<JobInfo>, JenkinsError> {
         let url = self.url(&["api", "json"], &[("tree", JOBS_TREE)]);

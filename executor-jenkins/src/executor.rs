@@ -115,6 +115,14 @@ impl JenkinsExecutor {
         self.job.job_name(build_id)
     }
 
+    /// Jenkins' version (its `X-Jenkins` header), read with the configured credentials:
+    /// a check that the URL, path prefix, user and token work (`sdx doctor`).
+    pub async fn jenkins_version(&self) -> Result<String, Error> {
+        self.engine("version", Idempotent, || self.client.version())
+            .await
+            .map_err(|e| e.with_executor(SCHEME).with_operation("version"))
+    }
+
     /// One engine call through the retry policy and breaker.
     async fn engine<T, F, Fut>(&self, op: &'static str, idem: Idempotency, f: F) -> Result<T, Error>
     where

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use executor_base::{ErrorKind, Executor, FailureReason, Phase, Verdict};
-use executor_jenkins::fake::{FakeJenkins, FakeOptions};
+use executor_jenkins::fake::{FAKE_VERSION, FakeJenkins, FakeOptions};
 
 #[tokio::test]
 async fn start_creates_the_job_and_queues_one_build_with_parameters() {
@@ -214,7 +214,10 @@ async fn a_forgotten_queue_item_is_followed_through_the_job() {
     j.clear_requests();
     let s = status(&e, 42).await;
     assert_eq!(s.phase, Phase::Running, "{s}");
-    assert_eq!(calls(&j), ["GET /queue/item/1/api/json", "GET /job/SD-42/api/json"]);
+    assert_eq!(
+        calls(&j),
+        ["GET /queue/item/1/api/json", "GET /job/SD-42/api/json"]
+    );
     j.finish("SD-42", 1, "SUCCESS");
     assert_eq!(status(&e, 42).await.phase, Phase::Succeeded);
 }
@@ -417,4 +420,19 @@ async fn a_build_takes_at_most_six_requests_from_start_to_finished() {
         "engine calls: 2 starts + 4 status reads"
     );
     assert!(stats.breaker.is_closed);
+}
+
+#[tokio::test]
+async fn the_jenkins_version_is_read_with_the_credentials() {
+    let (j, e) = setup().await;
+    assert_eq!(e.jenkins_version().await.unwrap(), FAKE_VERSION);
+    let wrong = j
+        .executor_builder()
+        .with_credentials("screwdriver", "nope")
+        .build()
+        .await
+        .unwrap();
+    let err = wrong.jenkins_version().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    assert_eq!(err.operation(), "version");
 }

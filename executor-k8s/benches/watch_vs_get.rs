@@ -94,16 +94,13 @@ fn config(id: u64) -> StartConfig {
         .expect("start config")
 }
 
-fn stop(id: u64) -> StopConfig {
-    config(id).to_stop()
-}
-
 async fn executor(url: &str, ns: &str, watch: bool) -> K8sExecutor {
     let e = K8sExecutorBuilder::new()
         .with_url(url)
         .with_namespace(ns)
         .with_prefix("bench-")
         .with_watch(watch)
+        .with_option("retainFinishedSeconds", "0")
         .with_rate_limit(1_000_000, 1_000_000)
         .with_retry(RetryPolicy {
             initial_backoff: Duration::from_millis(50),
@@ -123,6 +120,26 @@ async fn executor(url: &str, ns: &str, watch: bool) -> K8sExecutor {
     e
 }
 
+/// Waits until every build is seen `Running` (free with the watch; the baseline just
+/// waits, so its cache holds nothing it did not GET).
+async fn wait_running(e: &K8sExecutor, stops: &[StopConfig], watch: bool) {
+    if !watch {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return;
+    }
+    loop {
+        let running = join_all(stops.iter().map(|b| e.status(b)))
+            .await
+            .into_iter()
+            .filter(|s| s.as_ref().is_ok_and(|s| s.phase == Phase::Running))
+            .count();
+        if running == stops.len() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn reqs(e: &K8sExecutor) -> u64 {
     e.api_requests().expect("our own client")
 }
@@ -135,11 +152,28 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     let ns = if watch { "bench-watch" } else { "bench-get" };
     let e = executor(url, ns, watch).await;
     let ids: Vec<u64> = (first_id..first_id + n as u64).collect();
+    let starts: Vec<StartConfig> = ids.iter().map(|id| config(*id)).collect();
+    let stops: Vec<StopConfig> = starts.iter().map(StartConfig::to_stop).collect();
+    // Warm up with a full cycle of `n` other builds, so the HTTP connection pool (one
+    // connection per concurrent request, with its buffers) is already at size and the
+    // memory figure is the executor's own state. `cleanup` forgets the warm-up builds.
+    let warm: Vec<StartConfig> = ids.iter().map(|id| config(id + 500_000)).collect();
+    let warm_stops: Vec<StopConfig> = warm.iter().map(StartConfig::to_stop).collect();
+    for r in join_all(warm.iter().map(|b| e.start(b))).await {
+        r.expect("warm-up start");
+    }
+    wait_running(&e, &warm_stops, watch).await;
+    for r in join_all(warm_stops.iter().map(|b| e.stop(b))).await {
+        r.expect("warm-up stop");
+    }
+    settle().await;
+    e.cleanup().await.expect("cleanup");
+    drop((warm, warm_stops));
     settle().await;
     let mem0 = live();
 
     let r0 = reqs(&e);
-    for r in join_all(ids.iter().map(|id| e.start(&config(*id)))).await {
+    for r in join_all(starts.iter().map(|b| e.start(b))).await {
         r.expect("start");
     }
     let r1 = reqs(&e);
@@ -148,7 +182,7 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     // these GETs are not counted below).
     if watch {
         loop {
-            let running = join_all(ids.iter().map(|id| e.status(&stop(*id))))
+            let running = join_all(stops.iter().map(|b| e.status(b)))
                 .await
                 .into_iter()
                 .filter(|s| s.as_ref().is_ok_and(|s| s.phase == Phase::Running))
@@ -167,7 +201,7 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     let r2 = reqs(&e);
     let t = Instant::now();
     for _ in 0..STATUS_CALLS {
-        for s in join_all(ids.iter().map(|id| e.status(&stop(*id)))).await {
+        for s in join_all(stops.iter().map(|b| e.status(b))).await {
             assert_eq!(s.expect("status").phase, Phase::Running);
         }
     }
@@ -179,7 +213,7 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     let pods: Api<Pod> = Api::namespaced(client, ns);
     let mut latency = Vec::with_capacity(LATENCY_SAMPLES);
     let mut latency_reqs = 0;
-    for id in ids.iter().take(LATENCY_SAMPLES) {
+    for (id, b) in ids.iter().zip(&stops).take(LATENCY_SAMPLES) {
         let name = pods
             .list(&ListParams::default().labels(&format!("sdbuild=bench-{id}")))
             .await
@@ -198,7 +232,7 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
             .expect("patch");
         let t = Instant::now();
         loop {
-            if e.status(&stop(*id)).await.expect("status").phase == Phase::Succeeded {
+            if e.status(b).await.expect("status").phase == Phase::Succeeded {
                 break;
             }
             tokio::task::yield_now().await;
@@ -208,7 +242,7 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     }
 
     let r4 = reqs(&e);
-    for r in join_all(ids.iter().map(|id| e.stop(&stop(*id)))).await {
+    for r in join_all(stops.iter().map(|b| e.stop(b))).await {
         r.expect("stop");
     }
     let r5 = reqs(&e);

@@ -242,13 +242,19 @@ impl Shared {
         }
     }
 
-    /// Forgets finished or stopped builds older than `retain`.
+    /// Forgets finished or stopped builds older than `retain`, and gives memory back
+    /// after a burst of builds has passed.
     pub(crate) fn prune(&self, retain: Duration) {
         let now = Instant::now();
-        self.state
-            .write()
-            .tracked
+        let mut st = self.state.write();
+        st.tracked
             .retain(|_, t| t.finished_at.is_none_or(|f| now.duration_since(f) < retain));
+        if st.tracked.len() * 4 < st.tracked.capacity() {
+            st.tracked.shrink_to_fit();
+        }
+        if st.pods.len() * 4 < st.pods.capacity() {
+            st.pods.shrink_to_fit();
+        }
     }
 }
 

@@ -57,6 +57,7 @@
 
 pub mod api;
 pub mod args;
+mod cli;
 pub mod logs;
 pub mod run;
 pub mod signals;
@@ -66,34 +67,7 @@ pub mod token;
 
 pub use api::{ApiClient, ApiError};
 pub use args::{Args, USAGE};
+pub use cli::main_with_args;
 pub use run::{Launcher, Outcome};
 
-/// Runs `launch` with these arguments (the first one is the program name) and returns
-/// the process exit code.
-///
-/// Installs the signal handling (SIGTERM, SIGINT and SIGHUP stop the running step and
-/// abort the build): call it before the process starts other threads, as the `launch`
-/// binary and `sdx` (when invoked as `launch`) do.
-pub fn main_with_args<I, S>(args: I) -> i32
-where
-    I: IntoIterator<Item = S>,
-    S: Into<std::ffi::OsString>,
-{
-    let args = match Args::parse(args.into_iter().map(Into::into).skip(1)) {
-        Ok(args::Parsed::Run(a)) => a,
-        Ok(args::Parsed::Help) => {
-            println!("{USAGE}");
-            return 0;
-        }
-        Ok(args::Parsed::Version) => {
-            println!("launch {}", env!("CARGO_PKG_VERSION"));
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("launch: {e}\n\n{USAGE}");
-            return Outcome::UsageOrApiError.exit_code();
-        }
-    };
-    let abort = signals::install();
-    Launcher::new(args).with_abort(abort).run().exit_code()
-}
+pub(crate) use cli::say;

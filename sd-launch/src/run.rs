@@ -143,7 +143,7 @@ impl Launcher {
             }
         }
         if a.only_fetch_token {
-            println!("{}", api.token().expose());
+            crate::say(api.token().expose());
             return Outcome::Success;
         }
         if let Err(e) = api.update_status("RUNNING", None) {
@@ -205,7 +205,7 @@ impl Launcher {
             {
                 continue;
             }
-            println!("$ {}", step.command);
+            crate::say(&format!("$ {}", step.command));
             if let Err(e) = api.step_started(&step.name, SystemTime::now()) {
                 eprintln!("launch: cannot report the start of step {}: {e}", step.name);
             }

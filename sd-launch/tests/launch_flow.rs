@@ -360,3 +360,45 @@ fn binary_only_fetch_token_prints_the_build_token() {
         json!({"buildTimeout": 31})
     );
 }
+
+#[test]
+fn binary_on_sigterm_kills_the_step_and_reports_aborted() {
+    let api = FakeApi::start(json!([
+        {"name": "long", "command": "echo started; sleep 60"},
+        {"name": "after", "command": "echo never"}
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_launch"))
+        .env_clear()
+        .env("SD_TOKEN", "build-token")
+        .args(["--api-uri", &api.url, "--workspace"])
+        .arg(dir.path())
+        .arg("42")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the step has started (its start was reported).
+    for _ in 0..500 {
+        if !api.find("PUT", "/v4/builds/42/steps/long").is_empty()
+            && !api.log_lines("long").is_empty()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(api.statuses(), ["RUNNING", "ABORTED"]);
+    let last = api.find("PUT", "/v4/builds/42").pop().unwrap();
+    assert_eq!(
+        last.body["statusMessage"],
+        "aborted by signal 15 during step long"
+    );
+    assert_eq!(
+        api.find("PUT", "/v4/builds/42/steps/long")[1].body["code"],
+        143
+    );
+    assert!(api.find("PUT", "/v4/builds/42/steps/after").is_empty());
+}

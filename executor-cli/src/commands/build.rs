@@ -38,25 +38,25 @@ pub async fn on_embedded(emb: &Embedded, body: &Value) -> CliResult<u8> {
     let rx = state.subscribe();
     let id = state.submit_json(body).map_err(submit_error)?.get();
     let steps = body["steps"].as_array().map_or(0, Vec::len);
-    println!("build {id} submitted: {steps} step(s) on {}", emb.label());
+    say!("build {id} submitted: {steps} step(s) on {}", emb.label());
     let mut p = Progress::new(id);
     let done = follow::local(state, rx, id, &mut p).await;
     p.finish();
     let build = done?;
-    println!();
-    print!("{}", summary(&build, &emb.label()));
+    say!();
+    say_raw!("{}", summary(&build, &emb.label()));
     Ok(exit_code(&build))
 }
 
 /// Submits `body` to a remote API and follows it.
 pub async fn on_remote(client: &ApiClient, body: &Value, api: &str) -> CliResult<u8> {
     let id = client.submit(body).await?;
-    println!("build {id} submitted to {api}");
+    say!("build {id} submitted to {api}");
     let mut p = Progress::new(id);
     let done = follow::remote(client, id, &mut p).await;
     p.finish();
     let build = done?;
-    println!();
-    print!("{}", summary(&build, api));
+    say!();
+    say_raw!("{}", summary(&build, api));
     Ok(exit_code(&build))
 }

@@ -62,8 +62,13 @@ pub async fn run(ctx: &Ctx, args: DemoArgs) -> CliResult<u8> {
         api: api_config(&ctx.file)?,
     };
     let emb = Embedded::start(&ctx.file, &ctx.executors, opts).await?;
-    println!(
-        "sdx demo: reference API at {}, executor {}, launch = this sdx binary",
+    let launch = if ctx.executors.first().map(String::as_str) == Some(crate::backends::PROCESS) {
+        ", launch = this sdx binary"
+    } else {
+        ""
+    };
+    say!(
+        "sdx demo: reference API at {}, executor {}{launch}",
         emb.server.url(),
         emb.label()
     );

@@ -107,24 +107,29 @@ async fn check(ctx: &Ctx, name: &str) -> Report {
             None => format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
         };
     }
-    if r.reachable == "yes"
-        && let Some(v) = bounded(version(name, built.endpoint.as_deref()))
-            .await
-            .flatten()
-    {
-        r.version = v;
+    if r.reachable == "yes" {
+        match bounded(version(name, built.endpoint.as_deref())).await {
+            Some(Some(Ok(v))) => r.version = v,
+            Some(Some(Err(e))) if name == "gearman" => {
+                r.reachable = format!("no: {e}");
+                r.permissions = "-".into();
+            }
+            Some(Some(Err(e))) => r.version = format!("unknown ({e})"),
+            Some(None) => {}
+            None => r.version = format!("unknown (no answer within {}s)", CHECK_TIMEOUT.as_secs()),
+        }
     }
     r.healthy = r.reachable == "yes" && r.permissions.starts_with("ok");
     r
 }
 
-/// The engine's version, if the engine tells.
-async fn version(name: &str, endpoint: Option<&str>) -> Option<String> {
+/// The engine's version (`None` when the engine has no version endpoint).
+async fn version(name: &str, endpoint: Option<&str>) -> Option<Result<String, String>> {
     match name {
         backends::PROCESS => {
             let launch = endpoint.map(|d| std::path::Path::new(d).join("launch"));
             let found = launch.as_ref().is_some_and(|l| l.exists());
-            Some(format!(
+            Some(Ok(format!(
                 "sdx {} ({})",
                 env!("CARGO_PKG_VERSION"),
                 if found {
@@ -132,7 +137,7 @@ async fn version(name: &str, endpoint: Option<&str>) -> Option<String> {
                 } else {
                     "no launch in job tools; demo/run/serve link their own"
                 }
-            ))
+            )))
         }
         #[cfg(feature = "docker")]
         "docker" => {
@@ -141,33 +146,61 @@ async fn version(name: &str, endpoint: Option<&str>) -> Option<String> {
                 bollard::Docker::connect_with_unix(path, 10, bollard::API_DEFAULT_VERSION)
             } else {
                 bollard::Docker::connect_with_http(ep, 10, bollard::API_DEFAULT_VERSION)
-            }
-            .ok()?;
-            let v = client.version().await.ok()?;
-            Some(format!(
-                "Docker {} (API {})",
-                v.version.unwrap_or_default(),
-                v.api_version.unwrap_or_default()
-            ))
+            };
+            let v = match client {
+                Ok(c) => c.version().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            Some(v.map(|v| {
+                format!(
+                    "Docker {} (API {})",
+                    v.version.unwrap_or_default(),
+                    v.api_version.unwrap_or_default()
+                )
+            }))
         }
         #[cfg(feature = "k8s")]
         "k8s" => {
-            let client = kube::Client::try_default().await.ok()?;
-            let info = client.apiserver_version().await.ok()?;
-            Some(format!("Kubernetes {}", info.git_version))
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            Some(
+                client
+                    .apiserver_version()
+                    .await
+                    .map(|info| format!("Kubernetes {}", info.git_version))
+                    .map_err(|e| e.to_string()),
+            )
         }
         #[cfg(feature = "jenkins")]
         "jenkins" => {
             let base = endpoint?.trim_end_matches('/').to_string();
-            let resp = reqwest::Client::new()
+            let resp = match reqwest::Client::new()
                 .get(format!("{base}/api/json"))
                 .send()
                 .await
-                .ok()?;
-            resp.headers()
-                .get("X-Jenkins")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| format!("Jenkins {v}"))
+            {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            Some(
+                resp.headers()
+                    .get("X-Jenkins")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| format!("Jenkins {v}"))
+                    .ok_or_else(|| "no X-Jenkins header: is this Jenkins?".to_string()),
+            )
+        }
+        #[cfg(feature = "gearman")]
+        "gearman" => {
+            let server = endpoint?;
+            Some(
+                executor_gearman::admin::status(server, Duration::from_secs(5))
+                    .await
+                    .map(|f| format!("gearmand at {server} ({} functions registered)", f.len()))
+                    .map_err(|e| format!("gearmand at {server}: {e}")),
+            )
         }
         _ => None,
     }
@@ -189,7 +222,7 @@ pub async fn run(ctx: &Ctx, a: DoctorArgs) -> CliResult<u8> {
         .iter()
         .any(|r| !r.healthy && (ctx.explicit_executors || r.configured));
     if a.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&reports).unwrap_or_default()
         );
@@ -202,12 +235,12 @@ pub async fn run(ctx: &Ctx, a: DoctorArgs) -> CliResult<u8> {
             } else {
                 "not configured"
             };
-            println!("{} [{mark}]", r.backend);
-            println!("  config:      {}", r.config);
-            println!("  endpoint:    {}", r.endpoint);
-            println!("  reachable:   {}", r.reachable);
-            println!("  permissions: {}", r.permissions);
-            println!("  version:     {}", r.version);
+            say!("{} [{mark}]", r.backend);
+            say!("  config:      {}", r.config);
+            say!("  endpoint:    {}", r.endpoint);
+            say!("  reachable:   {}", r.reachable);
+            say!("  permissions: {}", r.permissions);
+            say!("  version:     {}", r.version);
         }
     }
     Ok(if bad { EXIT_FAILURE } else { 0 })

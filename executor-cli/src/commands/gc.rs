@@ -22,9 +22,9 @@ pub async fn run(ctx: &Ctx, a: GcArgs) -> CliResult<u8> {
                 if !a.json {
                     let verb = if a.dry_run { "would remove" } else { "removed" };
                     if r.expired.is_empty() {
-                        println!("{name}: nothing expired");
+                        say!("{name}: nothing expired");
                     } else {
-                        println!(
+                        say!(
                             "{name}: {verb} {}: {}",
                             r.expired.len(),
                             r.expired.join(", ")
@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, a: GcArgs) -> CliResult<u8> {
         }
     }
     if a.json {
-        println!("{:#}", serde_json::Value::Array(reports));
+        say!("{:#}", serde_json::Value::Array(reports));
     }
     Ok(if failed { EXIT_FAILURE } else { 0 })
 }

@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, a: GearmanWorkerArgs) -> CliResult<u8> {
         ..ProcessOverrides::default()
     };
     let exec = backends::router(&ctx.executors, &ctx.file, &overrides).await?;
-    println!(
+    say!(
         "sdx gearman-worker: gearmand {} jobs {} on {}",
         cfg.server,
         cfg.jobs.join(","),

@@ -32,21 +32,6 @@ fn write_token(path: &Path, token: &SecretString) -> CliResult<()> {
         .map_err(|e| CliError::failure(format!("--token-file {}: {e}", path.display())))
 }
 
-async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 /// Serves until interrupted.
 pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
     let mut api = api_config(&ctx.file)?;
@@ -75,20 +60,20 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
         emb.shutdown().await;
         return Err(e);
     }
-    println!(
+    say!(
         "sdx serve: reference API at {} (executor {})",
         emb.server.url(),
         emb.label()
     );
-    println!(
+    say!(
         "administrator token in {} (export SDX_API_TOKEN=$(cat {}) for sdx run/status/stop --api {})",
         token_file.display(),
         token_file.display(),
         emb.server.url()
     );
-    println!("stop with Ctrl-C");
-    terminated().await;
-    println!("shutting down: aborting open builds");
+    say!("stop with Ctrl-C");
+    crate::follow::signalled().await;
+    say!("shutting down: aborting open builds");
     emb.shutdown().await;
     if remove_after {
         let _ = std::fs::remove_file(&token_file);

@@ -21,9 +21,9 @@ pub async fn run(ctx: &Ctx, a: BuildRef) -> CliResult<u8> {
         let client = ApiClient::new(api, a.remote.api_token.clone())?;
         let b = client.build(id.get()).await?;
         if a.json {
-            println!("{b:#}");
+            say!("{b:#}");
         } else {
-            print!("{}", summary(&b, api));
+            say_raw!("{}", summary(&b, api));
         }
         return Ok(0);
     }
@@ -33,13 +33,13 @@ pub async fn run(ctx: &Ctx, a: BuildRef) -> CliResult<u8> {
         .await
         .map_err(|e| CliError::from(e).context(format!("status of build {id}")))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
         let code = s
             .exit_code
             .map(|c| format!(", exit code {c}"))
             .unwrap_or_default();
-        println!("build {id}: {s}{code}");
+        say!("build {id}: {s}{code}");
     }
     Ok(0)
 }

@@ -16,9 +16,9 @@ pub async fn run(ctx: &Ctx, a: BuildRef) -> CliResult<u8> {
         let client = ApiClient::new(api, a.remote.api_token.clone())?;
         let b = client.abort(id.get()).await?;
         if a.json {
-            println!("{b:#}");
+            say!("{b:#}");
         } else {
-            println!("build {id}: {}", b["status"].as_str().unwrap_or("ABORTED"));
+            say!("build {id}: {}", b["status"].as_str().unwrap_or("ABORTED"));
         }
         return Ok(0);
     }
@@ -27,12 +27,12 @@ pub async fn run(ctx: &Ctx, a: BuildRef) -> CliResult<u8> {
         .await
         .map_err(|e| CliError::from(e).context(format!("stop of build {id}")))?;
     if a.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({"buildId": id.get(), "stopped": true})
         );
     } else {
-        println!("build {id}: stopped");
+        say!("build {id}: stopped");
     }
     Ok(0)
 }

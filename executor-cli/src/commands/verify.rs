@@ -34,13 +34,13 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> CliResult<u8> {
         .await
         .map_err(|e| CliError::from(e).context(format!("verify of build {}", cfg.build_id)))?;
     if a.json {
-        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string(&v).unwrap_or_default());
     } else {
         let text = match &v {
             Verdict::Healthy => "healthy".to_string(),
             other => other.to_string(),
         };
-        println!("build {}: {text}", cfg.build_id);
+        say!("build {}: {text}", cfg.build_id);
     }
     Ok(if v.is_failure() { EXIT_FAILURE } else { 0 })
 }

@@ -105,7 +105,9 @@ impl Launcher {
             self.stop_quietly(entry).await;
         }
         if sink.status(0, p.timeout_secs).is_err() || sink.is_connection_lost() {
-            return self.abandon(entry, "gearman connection lost mid-build").await;
+            return self
+                .abandon(entry, "gearman connection lost mid-build")
+                .await;
         }
 
         let started = Instant::now();
@@ -192,16 +194,19 @@ impl Launcher {
 
     /// Validates the job and builds the start config.
     fn prepare(&self, job: &Job) -> Result<Prepared, Error> {
-        let rest = job
-            .function
-            .strip_prefix("build:")
-            .ok_or_else(|| Error::invalid_field("(function)", format!("{:?} is not a build: function", job.function)))?;
+        let rest = job.function.strip_prefix("build:").ok_or_else(|| {
+            Error::invalid_field(
+                "(function)",
+                format!("{:?} is not a build: function", job.function),
+            )
+        })?;
         let (name, node) = match rest.split_once(':') {
             Some((n, node)) => (n.to_string(), Some(node.to_string())),
             None => (rest.to_string(), None),
         };
-        let args: Value = serde_json::from_slice(&job.data)
-            .map_err(|e| Error::invalid_field("(arguments)", format!("must be a JSON object ({e})")))?;
+        let args: Value = serde_json::from_slice(&job.data).map_err(|e| {
+            Error::invalid_field("(arguments)", format!("must be a JSON object ({e})"))
+        })?;
         let Value::Object(mut map) = args else {
             return Err(Error::invalid_field("(arguments)", "must be a JSON object"));
         };
@@ -245,18 +250,34 @@ impl Launcher {
 
     /// Fills `buildId`, `apiUri`, `container`, `token` and `storeUri` from the worker's
     /// defaults when the arguments lack them; records what neither provides.
-    fn fill_defaults(&self, map: &mut Map<String, Value>, number: u64, node: Option<&str>, missing: &mut Vec<FieldError>) {
+    fn fill_defaults(
+        &self,
+        map: &mut Map<String, Value>,
+        number: u64,
+        node: Option<&str>,
+        missing: &mut Vec<FieldError>,
+    ) {
         let raw = &self.cfg.raw;
         let absent = |map: &Map<String, Value>, k: &str| map.get(k).is_none_or(Value::is_null);
         if absent(map, "buildId") {
             map.insert("buildId".into(), number.into());
         }
         let defaults: [(&str, Option<String>, &str); 3] = [
-            ("apiUri", self.cfg.default_api_uri.as_ref().map(|u| u.to_string()), "defaultApiUri"),
-            ("container", raw.default_container.clone(), "defaultContainer"),
+            (
+                "apiUri",
+                self.cfg.default_api_uri.as_ref().map(|u| u.to_string()),
+                "defaultApiUri",
+            ),
+            (
+                "container",
+                raw.default_container.clone(),
+                "defaultContainer",
+            ),
             (
                 "token",
-                raw.default_token.as_ref().map(|t| t.expose_secret().to_string()),
+                raw.default_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_string()),
                 "defaultToken",
             ),
         ];
@@ -268,7 +289,9 @@ impl Launcher {
                     }
                     None => missing.push(FieldError::new(
                         key,
-                        format!("is required (not in the job arguments and the worker has no {setting})"),
+                        format!(
+                            "is required (not in the job arguments and the worker has no {setting})"
+                        ),
                     )),
                 }
             }
@@ -279,13 +302,17 @@ impl Launcher {
             map.insert("storeUri".into(), Value::String(u.to_string()));
         }
         if let Some(node) = node {
-            map.entry("gearmanNode").or_insert_with(|| Value::String(node.to_string()));
+            map.entry("gearmanNode")
+                .or_insert_with(|| Value::String(node.to_string()));
         }
     }
 
     fn announcement(&self, job: &Job, p: &Prepared) -> StartAnnouncement {
         let mut extra = Map::new();
-        extra.insert("executor".into(), Value::String(self.executor.name().to_string()));
+        extra.insert(
+            "executor".into(),
+            Value::String(self.executor.name().to_string()),
+        );
         extra.insert("buildId".into(), p.start.build_id.get().into());
         // Announced before the executor's start returns: not running yet.
         extra.insert("starting".into(), Value::Bool(true));
@@ -299,7 +326,11 @@ impl Launcher {
             url: self.build_url(p),
             worker_name: Some(self.cfg.worker_name.clone()),
             worker_hostname: Some(self.cfg.hostname.clone()),
-            worker_ips: job.local_addr.map(|a| a.ip().to_string()).into_iter().collect(),
+            worker_ips: job
+                .local_addr
+                .map(|a| a.ip().to_string())
+                .into_iter()
+                .collect(),
             worker_fqdn: Some(self.cfg.hostname.clone()),
             worker_program: Some(PROGRAM.to_string()),
             worker_version: Some(env!("CARGO_PKG_VERSION").to_string()),

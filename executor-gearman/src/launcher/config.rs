@@ -112,7 +112,10 @@ impl fmt::Debug for WorkerConfig {
             .field("poll_interval_ms", &self.poll_interval_ms)
             .field("default_api_uri", &self.default_api_uri)
             .field("default_container", &self.default_container)
-            .field("default_token", &self.default_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "default_token",
+                &self.default_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("default_store_uri", &self.default_store_uri)
             .field("build_url", &self.build_url)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
@@ -124,7 +127,10 @@ impl fmt::Debug for WorkerConfig {
 
 impl WorkerConfig {
     /// A config for `jobs` on gearmand at `server`, defaults for the rest.
-    pub fn new(server: impl Into<String>, jobs: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        server: impl Into<String>,
+        jobs: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         Self {
             server: server.into(),
             jobs: jobs.into_iter().map(Into::into).collect(),
@@ -174,7 +180,8 @@ impl WorkerConfig {
             c.drain_timeout_secs = Some(v.trim().parse().unwrap_or(0));
         }
         if let Some(v) = var("STOP_ABANDONED") {
-            c.stop_abandoned = !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no");
+            c.stop_abandoned =
+                !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no");
         }
         c
     }
@@ -193,7 +200,9 @@ impl WorkerConfig {
 
     /// Checks every field; [`ErrorKind::ConfigInvalid`] naming the first bad key.
     pub fn validate(&self) -> Result<ValidWorkerConfig, Error> {
-        let bad = |key: &str, why: &str| Error::new(ErrorKind::ConfigInvalid, format!("{key}: {why}")).with_context("key", key);
+        let bad = |key: &str, why: &str| {
+            Error::new(ErrorKind::ConfigInvalid, format!("{key}: {why}")).with_context("key", key)
+        };
         if self.server.trim().is_empty() || !self.server.contains(':') {
             return Err(bad("server", "must be host:port"));
         }
@@ -220,7 +229,10 @@ impl WorkerConfig {
             return Err(bad("pollIntervalMs", "must be at least 10"));
         }
         let url = |key: &str, v: &Option<String>| -> Result<Option<Url>, Error> {
-            v.as_deref().map(parse_http_url).transpose().map_err(|why| bad(key, &why))
+            v.as_deref()
+                .map(parse_http_url)
+                .transpose()
+                .map_err(|why| bad(key, &why))
         };
         let default_api_uri = url("defaultApiUri", &self.default_api_uri)?;
         let default_store_uri = url("defaultStoreUri", &self.default_store_uri)?;
@@ -228,7 +240,10 @@ impl WorkerConfig {
             ImageRef::parse(c).map_err(|why| bad("defaultContainer", &why))?;
         }
         if self.drain_timeout_secs == Some(0) {
-            return Err(bad("drainTimeoutSecs", "must be a positive number of seconds"));
+            return Err(bad(
+                "drainTimeoutSecs",
+                "must be a positive number of seconds",
+            ));
         }
         if self.max_packet_size < 1024 {
             return Err(bad("maxPacketSize", "must be at least 1024 bytes"));
@@ -294,7 +309,10 @@ pub(crate) fn check_name(s: &str) -> Result<(), String> {
         Err("must not be empty".into())
     } else if s.len() > 200 {
         Err("must be at most 200 characters".into())
-    } else if s.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
+    } else if s
+        .chars()
+        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    {
         Err("must not contain ':', white space or control characters".into())
     } else {
         Ok(())
@@ -305,10 +323,20 @@ fn default_manager() -> String {
     let host: String = gethostname::gethostname()
         .to_string_lossy()
         .chars()
-        .map(|c| if c == ':' || c.is_whitespace() || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == ':' || c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .take(100)
         .collect();
-    format!("sdx-{host}-{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "sdx-{host}-{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 #[cfg(test)]
@@ -317,14 +345,26 @@ mod tests {
 
     #[test]
     fn bad_keys_are_named() {
-        let e = WorkerConfig::new("127.0.0.1:4730", Vec::<String>::new()).validate().unwrap_err();
+        let e = WorkerConfig::new("127.0.0.1:4730", Vec::<String>::new())
+            .validate()
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
         assert!(e.to_string().contains("jobs: at least one"), "{e}");
-        let e = WorkerConfig::new("127.0.0.1:4730", ["a:b"]).validate().unwrap_err();
-        assert!(e.to_string().contains("jobs[0]: must not contain ':'"), "{e}");
+        let e = WorkerConfig::new("127.0.0.1:4730", ["a:b"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("jobs[0]: must not contain ':'"),
+            "{e}"
+        );
         let mut c = WorkerConfig::new("127.0.0.1:4730", ["unit"]);
         c.default_api_uri = Some("ftp://x".into());
-        assert!(c.validate().unwrap_err().to_string().contains("defaultApiUri"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("defaultApiUri")
+        );
         c.default_api_uri = None;
         c.max_builds = 0;
         assert!(c.validate().unwrap_err().to_string().contains("maxBuilds"));

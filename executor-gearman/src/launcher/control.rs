@@ -46,7 +46,11 @@ impl Launcher {
 
     async fn stop_build(&self, job: &Job) -> Result<serde_json::Value, Error> {
         let b = parse_build_ref(&job.data)?;
-        let entry = self.registry.lock().get(&(b.name.clone(), b.number)).cloned();
+        let entry = self
+            .registry
+            .lock()
+            .get(&(b.name.clone(), b.number))
+            .cloned();
         let Some(entry) = entry else {
             return Ok(json!({"name": b.name, "number": b.number, "stopped": false,
                              "message": "no such running build on this launcher"}));

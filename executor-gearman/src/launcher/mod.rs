@@ -101,7 +101,8 @@ impl LauncherWorker {
             max_packet_size: cfg.raw.max_packet_size,
             ..WorkerOptions::new(cfg.raw.server.clone(), functions)
         };
-        let builds = GearmanWorker::new(options(cfg.functions.clone(), cfg.raw.max_builds, "builds"));
+        let builds =
+            GearmanWorker::new(options(cfg.functions.clone(), cfg.raw.max_builds, "builds"));
         let control = GearmanWorker::new(options(
             vec![cfg.stop_function.clone(), cfg.description_function.clone()],
             16,
@@ -185,14 +186,19 @@ impl LauncherWorker {
                 drain.cancel();
             };
             let launcher = l.clone();
-            let r = self.builds.run(move |job| launcher.clone().run_build(job), stop_taking).await;
+            let r = self
+                .builds
+                .run(move |job| launcher.clone().run_build(job), stop_taking)
+                .await;
             builds_done.cancel();
             r
         };
         let control_side = {
             let launcher = l.clone();
-            self.control
-                .run(move |job| launcher.clone().run_control(job), builds_done.cancelled())
+            self.control.run(
+                move |job| launcher.clone().run_control(job),
+                builds_done.cancelled(),
+            )
         };
         let drain_bound = async {
             drain.cancelled().await;

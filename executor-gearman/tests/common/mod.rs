@@ -28,7 +28,11 @@ pub fn gearmand() -> bool {
 
 /// A job name no other test (or test run) uses, so tests never take each other's jobs.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// A running launcher worker in a task of its own.
@@ -42,12 +46,20 @@ pub struct RunningWorker {
 impl RunningWorker {
     /// Starts a worker for `job` over `fake`, `tweak`ing its config; returns once its
     /// functions are registered on gearmand.
-    pub async fn start(job: &str, fake: FakeExecutor, tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+    pub async fn start(
+        job: &str,
+        fake: FakeExecutor,
+        tweak: impl FnOnce(&mut WorkerConfig),
+    ) -> Self {
         let mut cfg = WorkerConfig::new(GEARMAND, [job]);
         cfg.max_builds = 64;
         cfg.poll_interval_ms = 20;
+        cfg.abandon_check_ms = 100;
         tweak(&mut cfg);
-        let worker = Arc::new(LauncherWorker::new(Arc::new(fake.clone()) as Arc<dyn Executor>, cfg).expect("worker config"));
+        let worker = Arc::new(
+            LauncherWorker::new(Arc::new(fake.clone()) as Arc<dyn Executor>, cfg)
+                .expect("worker config"),
+        );
         let (tx, rx) = oneshot::channel::<()>();
         let w = worker.clone();
         let task = tokio::spawn(async move {
@@ -87,7 +99,10 @@ pub async fn executor(job: &str) -> GearmanExecutor {
 }
 
 /// A Gearman executor for `job`, `tweak`ed.
-pub async fn executor_with(job: &str, tweak: impl FnOnce(GearmanExecutorBuilder) -> GearmanExecutorBuilder) -> GearmanExecutor {
+pub async fn executor_with(
+    job: &str,
+    tweak: impl FnOnce(GearmanExecutorBuilder) -> GearmanExecutorBuilder,
+) -> GearmanExecutor {
     let b = GearmanExecutorBuilder::new()
         .with_server(GEARMAND)
         .with_job(job)
@@ -103,12 +118,17 @@ pub async fn executor_with(job: &str, tweak: impl FnOnce(GearmanExecutorBuilder)
 
 /// A start config for build `id`.
 pub fn build(id: u64) -> StartConfig {
-    StartConfig::builder(id, "http://127.0.0.1:9", "busybox:latest", format!("secret-token-{id}"))
-        .job_id(7)
-        .pipeline_id(3)
-        .field("uiUri", "http://127.0.0.1:4200")
-        .build()
-        .expect("valid start config")
+    StartConfig::builder(
+        id,
+        "http://127.0.0.1:9",
+        "busybox:latest",
+        format!("secret-token-{id}"),
+    )
+    .job_id(7)
+    .pipeline_id(3)
+    .field("uiUri", "http://127.0.0.1:4200")
+    .build()
+    .expect("valid start config")
 }
 
 /// A random build id (builds of different tests never share an id on the fake).
@@ -118,19 +138,49 @@ pub fn build_id() -> u64 {
 
 /// Waits until the build's status satisfies `pred`; panics with the last status after
 /// [`SETTLE`].
-pub async fn wait_for(exec: &GearmanExecutor, b: &StartConfig, pred: impl Fn(&BuildStatus) -> bool, what: &str) -> BuildStatus {
+pub async fn wait_for(
+    exec: &GearmanExecutor,
+    b: &StartConfig,
+    pred: impl Fn(&BuildStatus) -> bool,
+    what: &str,
+) -> BuildStatus {
     let mut rx = exec.watch(b.build_id).expect("a tracked build");
     let r = tokio::time::timeout(SETTLE, rx.wait_for(|s| pred(s)))
         .await
         .map(|r| r.map(|s| s.clone()));
     match r {
         Ok(Ok(s)) => s,
-        _ => panic!("build {} did not reach {what}; last status: {}", b.build_id, *rx.borrow()),
+        _ => panic!(
+            "build {} did not reach {what}; last status: {}",
+            b.build_id,
+            *rx.borrow()
+        ),
+    }
+}
+
+/// Polls the fake until it runs none of `ids`.
+pub async fn wait_not_live(fake: &FakeExecutor, ids: &[executor_base::BuildId]) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let live = fake.live_builds();
+        if !live.iter().any(|id| ids.contains(id)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still live on the fake: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Polls the fake until `pred` holds for the build's status there.
-pub async fn wait_on_fake(fake: &FakeExecutor, id: u64, pred: impl Fn(&BuildStatus) -> bool, what: &str) -> BuildStatus {
+pub async fn wait_on_fake(
+    fake: &FakeExecutor,
+    id: u64,
+    pred: impl Fn(&BuildStatus) -> bool,
+    what: &str,
+) -> BuildStatus {
     let stop = executor_base::StopConfig::new(executor_base::BuildId::new(id).expect("positive"));
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
@@ -140,7 +190,10 @@ pub async fn wait_on_fake(fake: &FakeExecutor, id: u64, pred: impl Fn(&BuildStat
         {
             return s.clone();
         }
-        assert!(tokio::time::Instant::now() < deadline, "fake build {id} did not reach {what}: {s:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fake build {id} did not reach {what}: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -46,6 +46,9 @@ pub const FAKE_USER: &str = "screwdriver";
 /// The API token the fake accepts by default.
 pub const FAKE_TOKEN: &str = "fake-api-token-0123456789";
 
+/// The version the fake announces in its `X-Jenkins` header.
+pub const FAKE_VERSION: &str = "2.479.1-fake";
+
 /// How a fake starts.
 #[derive(Debug, Clone)]
 pub struct FakeOptions {

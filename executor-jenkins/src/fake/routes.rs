@@ -50,7 +50,7 @@ pub(crate) async fn handle(
             f.action.clone()
         })
     };
-    match fault {
+    let mut r = match fault {
         Some(FaultAction::Respond {
             status,
             body,
@@ -87,7 +87,10 @@ pub(crate) async fn handle(
                 .into_response()
         }
         None => process(&state, &method, &uri, &headers, &body),
-    }
+    };
+    r.headers_mut()
+        .insert("X-Jenkins", HeaderValue::from_static(super::FAKE_VERSION));
+    r
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {

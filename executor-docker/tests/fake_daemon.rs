@@ -1,0 +1,264 @@
+//! The executor against a fake Docker Engine API (wiremock over HTTP): failures the real
+//! daemon does not produce on demand. Runs everywhere, no daemon needed.
+
+use std::time::Duration;
+
+use executor_base::engine::{BreakerConfig, RetryPolicy};
+use executor_base::{ErrorKind, Executor, Phase, StartConfig};
+use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy};
+use serde_json::json;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const TOKEN: &str = "fake-daemon-secret-token";
+
+fn retry(n: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_retries: n,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        multiplier: 2.0,
+        jitter: false,
+    }
+}
+
+/// A daemon answering version/info/volume/container calls successfully.
+async fn daemon() -> MockServer {
+    let server = MockServer::start().await;
+    let ok = |p: &str, m: &str, status: u16, body: serde_json::Value| {
+        Mock::given(method(m))
+            .and(path_regex(p))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+    };
+    ok(r"/version$", "GET", 200, json!({"ApiVersion": "1.41", "Version": "20.10.24"}))
+        .mount(&server)
+        .await;
+    ok(r"/info$", "GET", 200, json!({"NCPU": 2})).mount(&server).await;
+    ok(
+        r"/volumes/create$",
+        "POST",
+        201,
+        json!({"Name": "v", "Driver": "local", "Mountpoint": "/v", "Labels": {}, "Scope": "local", "Options": {}}),
+    )
+    .with_priority(5)
+    .mount(&server)
+    .await;
+    ok(r"/containers/create$", "POST", 201, json!({"Id": "c0ffee", "Warnings": []}))
+        .with_priority(5)
+        .mount(&server)
+        .await;
+    ok(r"/containers/[^/]+/archive$", "PUT", 200, json!({})).mount(&server).await;
+    ok(r"/containers/[^/]+$", "DELETE", 204, json!({})).mount(&server).await;
+    ok(r"/volumes/[^/]+$", "DELETE", 204, json!({})).mount(&server).await;
+    ok(r"/containers/json$", "GET", 200, json!([])).mount(&server).await;
+    ok(r"/volumes$", "GET", 200, json!({"Volumes": [], "Warnings": []}))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn executor(server: &MockServer, retries: u32, policy: PullPolicy) -> DockerExecutor {
+    DockerExecutorBuilder::new()
+        .with_host(server.uri())
+        .with_launcher_image("sdx-test/launcher", "fake")
+        .with_prefix("fake-")
+        .with_pull_policy(policy)
+        .with_retry(retry(retries))
+        .with_breaker(BreakerConfig {
+            max_failures: 0,
+            ..BreakerConfig::default()
+        })
+        .build()
+        .await
+        .expect("executor")
+}
+
+fn build(id: u64) -> StartConfig {
+    StartConfig::builder(id, "http://127.0.0.1:9", "busybox:latest", TOKEN)
+        .build()
+        .unwrap()
+}
+
+async fn calls(server: &MockServer, verb: &str, suffix: &str) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r: &Request| r.method.as_str() == verb && r.url.path().ends_with(suffix))
+        .map(|r| r.url.path().rsplit('/').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refused_container_start_removes_what_start_created() {
+    let server = daemon().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        // What Docker 20.10 answers when the entry point is missing.
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "message": "failed to create shim task: OCI runtime create failed: exec: \"/opt/sd/launch\": no such file or directory: unknown"
+        })))
+        .mount(&server)
+        .await;
+    let exec = executor(&server, 0, PullPolicy::Never).await;
+    let e = exec.start(&build(41)).await.unwrap_err();
+    assert!(e.message().contains("failed to start"), "{e}");
+    assert!(!format!("{e} {e:?}").contains(TOKEN));
+
+    let mut removed = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path().rsplit('/').next().unwrap().to_string())
+        .collect::<Vec<_>>();
+    removed.sort();
+    assert_eq!(removed, ["fake-41-build", "fake-41-init", "fake-41-token", "fake-41-tools"]);
+    // The container removals asked for force and anonymous volumes.
+    let delete_query: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "DELETE" && r.url.path().contains("/containers/"))
+        .map(|r| r.url.query().unwrap_or_default().to_string())
+        .collect();
+    assert!(delete_query.iter().all(|q| q.contains("force=true") && q.contains("v=true")), "{delete_query:?}");
+
+    // The refusal is remembered as a start failure of the build.
+    let s = exec.status(&build(41).to_stop()).await.unwrap();
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.failure.unwrap().build_started, Some(false));
+}
+
+#[tokio::test]
+async fn a_transient_daemon_error_is_retried() {
+    let server = daemon().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/volumes/create$"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "busy"})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let exec = executor(&server, 3, PullPolicy::Never).await;
+    exec.start(&build(42)).await.expect("start succeeds after a retry");
+    let stats = exec.stats();
+    assert!(stats.requests.failure >= 1, "{stats:?}");
+    assert_eq!(stats.builds.started, 1);
+    // The token went to the token volume through the init container, in a tar archive.
+    let uploads = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .collect::<Vec<_>>();
+    assert_eq!(uploads.len(), 1);
+    assert!(uploads[0].url.path().ends_with("/containers/fake-42-init/archive"));
+    assert!(uploads[0].url.query().unwrap_or_default().contains("path=%2Frun%2Fsd"));
+    assert!(String::from_utf8_lossy(&uploads[0].body).contains(TOKEN));
+    // ... and never into a container's config.
+    for r in server.received_requests().await.unwrap() {
+        if r.url.path().ends_with("/containers/create") {
+            assert!(!String::from_utf8_lossy(&r.body).contains(TOKEN));
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_reports_pulling_while_a_missing_image_is_pulled() {
+    let server = daemon().await;
+    // The build image is absent once, then present after the pull.
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/create$"))
+        .and(|r: &Request| r.url.query().unwrap_or_default().contains("fake-43-build"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "No such image: busybox:latest"})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/images/create$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(
+                    "{\"status\":\"Pulling from library/busybox\",\"id\":\"latest\"}\n{\"status\":\"Pull complete\",\"id\":\"abc\"}\n",
+                    "application/json",
+                )
+                .set_delay(Duration::from_millis(600)),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let exec = executor(&server, 0, PullPolicy::Missing).await;
+    let b = build(43);
+    let starting = {
+        let exec = exec.clone();
+        let b = b.clone();
+        tokio::spawn(async move { exec.start(&b).await })
+    };
+    let mut saw_pulling = false;
+    for _ in 0..100 {
+        if exec.status(&b.to_stop()).await.unwrap().phase == Phase::Pulling {
+            saw_pulling = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    starting.await.unwrap().expect("start after the pull");
+    assert!(saw_pulling, "status never said Pulling during the pull");
+    assert_eq!(exec.pull_stats().success, 1);
+    let pulls = calls(&server, "POST", "/images/create").await;
+    assert_eq!(pulls.len(), 1);
+    let q = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path().ends_with("/images/create"))
+        .unwrap()
+        .url
+        .query()
+        .unwrap_or_default()
+        .to_string();
+    assert!(q.contains("fromImage=busybox") && q.contains("tag=latest"), "{q}");
+}
+
+#[tokio::test]
+async fn a_pull_error_in_the_progress_stream_is_an_image_pull_failure() {
+    let server = daemon().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/create$"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "No such image: busybox:latest"})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/images/create$"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "{\"errorDetail\":{\"message\":\"toomanyrequests: rate limit\"},\"error\":\"toomanyrequests: rate limit\"}\n",
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    let exec = executor(&server, 0, PullPolicy::Missing).await;
+    let e = exec.start(&build(44)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ImagePull, "{e}");
+    assert!(e.message().contains("toomanyrequests"), "{e}");
+    assert_eq!(
+        exec.verify(&build(44)).await.unwrap().as_str(),
+        executor_base::verdict::IMAGE_INVALID_MESSAGE
+    );
+}

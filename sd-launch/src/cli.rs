@@ -1,0 +1,41 @@
+//! The `launch` entry point: arguments, signal handling, exit code.
+
+use crate::args::{self, Args, USAGE};
+use crate::run::{Launcher, Outcome};
+use crate::signals;
+
+/// Writes a line to stdout, ignoring a closed stdout (never a panic).
+pub(crate) fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Runs `launch` with these arguments (the first one is the program name) and returns
+/// the process exit code.
+///
+/// Installs the signal handling (SIGTERM, SIGINT and SIGHUP stop the running step and
+/// abort the build): call it before the process starts other threads, as the `launch`
+/// binary and `sdx` (when invoked as `launch`) do.
+pub fn main_with_args<I, S>(args: I) -> i32
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    let args = match Args::parse(args.into_iter().map(Into::into).skip(1)) {
+        Ok(args::Parsed::Run(a)) => a,
+        Ok(args::Parsed::Help) => {
+            say(USAGE);
+            return 0;
+        }
+        Ok(args::Parsed::Version) => {
+            say(concat!("launch ", env!("CARGO_PKG_VERSION")));
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("launch: {e}\n\n{USAGE}");
+            return Outcome::UsageOrApiError.exit_code();
+        }
+    };
+    let abort = signals::install();
+    Launcher::new(args).with_abort(abort).run().exit_code()
+}
