@@ -32,7 +32,10 @@ async fn sweep(e: &DockerExecutor, docker: &Docker) {
         .await
         .expect("gc");
     let (containers, _) = testing::labelled(docker, &format!("{BASELINE_LABEL}=1")).await;
-    let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+    let opts = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
     for c in containers {
         let _ = docker.remove_container(&c, Some(opts.clone())).await;
     }
@@ -79,7 +82,10 @@ fn baseline_bodies(
 ) -> (String, ContainerCreateBody, String, ContainerCreateBody) {
     let init = format!("{PREFIX}base-{id}-init");
     let build = format!("{PREFIX}base-{id}-build");
-    let labels = Some(std::collections::HashMap::from([(BASELINE_LABEL.to_string(), "1".to_string())]));
+    let labels = Some(std::collections::HashMap::from([(
+        BASELINE_LABEL.to_string(),
+        "1".to_string(),
+    )]));
     let init_body = ContainerCreateBody {
         labels: labels.clone(),
         image: Some(format!("{}:{}", images.launcher_repo, images.launcher_tag)),

@@ -297,19 +297,19 @@ impl Executor for DockerExecutor {
         }
         let mut plan = BuildPlan::new(&self.cfg, &self.launcher, b, Utc::now());
         tracing::debug!(build_id = %id, ?plan, "starting build");
-        self.builds.starting(id);
+        let starting = self.builds.starting(id);
         let mut undo = Undo::new(self.engine.clone());
         match self.create_and_start(&mut plan, b, &mut undo).await {
             Ok(()) => {
                 undo.disarm();
-                self.builds.started(id);
+                starting.started();
                 tracing::info!(build_id = %id, container = %plan.names.build, image = %plan.image, "build started");
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(build_id = %id, error = %e, "start failed, removing what it created");
                 undo.run().await;
-                self.builds.start_failed(id, start_outcome(&e));
+                starting.failed(start_outcome(&e));
                 let e = if e.executor().is_empty() {
                     e.with_executor(EXECUTOR)
                 } else {

@@ -41,6 +41,36 @@ struct Entry {
     counted: bool,
 }
 
+/// A start in progress; see [`Builds::starting`].
+#[derive(Debug)]
+pub(crate) struct Starting<'a> {
+    builds: &'a Builds,
+    id: BuildId,
+    done: bool,
+}
+
+impl Starting<'_> {
+    /// The start succeeded.
+    pub(crate) fn started(mut self) {
+        self.done = true;
+        self.builds.started(self.id);
+    }
+
+    /// The start failed; see `Builds::start_failed`.
+    pub(crate) fn failed(mut self, outcome: Option<BuildStatus>) {
+        self.done = true;
+        self.builds.start_failed(self.id, outcome);
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.builds.start_failed(self.id, None);
+        }
+    }
+}
+
 /// The registry.
 #[derive(Debug)]
 pub(crate) struct Builds {
@@ -74,8 +104,9 @@ impl Builds {
         self.entries.lock().get(&id).map(|e| e.known.clone())
     }
 
-    /// A start began.
-    pub(crate) fn starting(&self, id: BuildId) {
+    /// A start began. Unless the returned guard is told how it ended, dropping it (the
+    /// `start` future was abandoned) forgets the build again.
+    pub(crate) fn starting(&self, id: BuildId) -> Starting<'_> {
         self.entries.lock().insert(
             id,
             Entry {
@@ -84,6 +115,11 @@ impl Builds {
                 counted: false,
             },
         );
+        Starting {
+            builds: self,
+            id,
+            done: false,
+        }
     }
 
     /// A pull began or ended during a start.
@@ -95,8 +131,7 @@ impl Builds {
         }
     }
 
-    /// The start succeeded.
-    pub(crate) fn started(&self, id: BuildId) {
+    fn started(&self, id: BuildId) {
         self.counter.started();
         if let Some(e) = self.entries.lock().get_mut(&id) {
             e.known = Known::Live;
@@ -106,7 +141,7 @@ impl Builds {
 
     /// The start failed and left nothing: remember why (when it says something about the
     /// build), or forget the build (when a retry may work, e.g. the daemon was down).
-    pub(crate) fn start_failed(&self, id: BuildId, outcome: Option<BuildStatus>) {
+    fn start_failed(&self, id: BuildId, outcome: Option<BuildStatus>) {
         match outcome {
             Some(status) => {
                 self.counter.started();
@@ -232,8 +267,7 @@ mod tests {
     #[test]
     fn counts_each_build_once() {
         let b = Builds::default();
-        b.starting(id(1));
-        b.started(id(1));
+        b.starting(id(1)).started();
         let oom = BuildStatus::oom(Some(0), "OOMKilled");
         b.observed(id(1), &oom);
         b.observed(id(1), &oom);
@@ -242,8 +276,7 @@ mod tests {
         assert_eq!((c.started, c.running, c.finished, c.failed), (1, 0, 1, 1));
         assert_eq!(c.by_reason["outOfMemory"], 1);
 
-        b.starting(id(2));
-        b.started(id(2));
+        b.starting(id(2)).started();
         b.ended(id(2), BuildStatus::canceled());
         let c = b.counts();
         assert_eq!((c.started, c.running, c.finished, c.failed), (2, 0, 2, 1));
@@ -253,21 +286,19 @@ mod tests {
     #[test]
     fn failed_starts_are_remembered_or_forgotten() {
         let b = Builds::default();
-        b.starting(id(3));
+        let s = b.starting(id(3));
         b.pulling(id(3), true);
         assert_eq!(b.get(id(3)), Some(Known::Starting { pulling: true }));
-        b.start_failed(
-            id(3),
-            Some(BuildStatus::failed(
-                FailureReason::ImagePull,
-                "manifest unknown",
-                None,
-            )),
-        );
+        s.failed(Some(BuildStatus::failed(
+            FailureReason::ImagePull,
+            "manifest unknown",
+            None,
+        )));
         assert!(matches!(b.get(id(3)), Some(Known::Ended(_))));
         assert_eq!(b.counts().by_reason["imagePull"], 1);
-        b.starting(id(4));
-        b.start_failed(id(4), None);
+        b.starting(id(4)).failed(None);
         assert_eq!(b.get(id(4)), None);
+        drop(b.starting(id(5))); // abandoned
+        assert_eq!(b.get(id(5)), None);
     }
 }

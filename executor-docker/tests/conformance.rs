@@ -15,7 +15,11 @@ use futures::FutureExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_conformance() {
-    if !require("dockerd", testing::docker_reachable(), "nothing answers on /var/run/docker.sock") {
+    if !require(
+        "dockerd",
+        testing::docker_reachable(),
+        "nothing answers on /var/run/docker.sock",
+    ) {
         return;
     }
     let images = testing::test_images().await;
@@ -26,8 +30,13 @@ async fn docker_conformance() {
         let name = format!("{lose_prefix}{id}-build");
         async move {
             let docker = testing::docker().await;
-            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build();
-            docker.remove_container(&name, Some(opts)).await.expect("remove behind its back");
+            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                .force(true)
+                .build();
+            docker
+                .remove_container(&name, Some(opts))
+                .await
+                .expect("remove behind its back");
         }
         .boxed()
     });

@@ -30,10 +30,17 @@ async fn daemon() -> MockServer {
             .and(path_regex(p))
             .respond_with(ResponseTemplate::new(status).set_body_json(body))
     };
-    ok(r"/version$", "GET", 200, json!({"ApiVersion": "1.41", "Version": "20.10.24"}))
+    ok(
+        r"/version$",
+        "GET",
+        200,
+        json!({"ApiVersion": "1.41", "Version": "20.10.24"}),
+    )
+    .mount(&server)
+    .await;
+    ok(r"/info$", "GET", 200, json!({"NCPU": 2}))
         .mount(&server)
         .await;
-    ok(r"/info$", "GET", 200, json!({"NCPU": 2})).mount(&server).await;
     ok(
         r"/volumes/create$",
         "POST",
@@ -43,17 +50,35 @@ async fn daemon() -> MockServer {
     .with_priority(5)
     .mount(&server)
     .await;
-    ok(r"/containers/create$", "POST", 201, json!({"Id": "c0ffee", "Warnings": []}))
-        .with_priority(5)
+    ok(
+        r"/containers/create$",
+        "POST",
+        201,
+        json!({"Id": "c0ffee", "Warnings": []}),
+    )
+    .with_priority(5)
+    .mount(&server)
+    .await;
+    ok(r"/containers/[^/]+/archive$", "PUT", 200, json!({}))
         .mount(&server)
         .await;
-    ok(r"/containers/[^/]+/archive$", "PUT", 200, json!({})).mount(&server).await;
-    ok(r"/containers/[^/]+$", "DELETE", 204, json!({})).mount(&server).await;
-    ok(r"/volumes/[^/]+$", "DELETE", 204, json!({})).mount(&server).await;
-    ok(r"/containers/json$", "GET", 200, json!([])).mount(&server).await;
-    ok(r"/volumes$", "GET", 200, json!({"Volumes": [], "Warnings": []}))
+    ok(r"/containers/[^/]+$", "DELETE", 204, json!({}))
         .mount(&server)
         .await;
+    ok(r"/volumes/[^/]+$", "DELETE", 204, json!({}))
+        .mount(&server)
+        .await;
+    ok(r"/containers/json$", "GET", 200, json!([]))
+        .mount(&server)
+        .await;
+    ok(
+        r"/volumes$",
+        "GET",
+        200,
+        json!({"Volumes": [], "Warnings": []}),
+    )
+    .mount(&server)
+    .await;
     server
 }
 
@@ -86,7 +111,14 @@ async fn calls(server: &MockServer, verb: &str, suffix: &str) -> Vec<String> {
         .unwrap_or_default()
         .into_iter()
         .filter(|r: &Request| r.method.as_str() == verb && r.url.path().ends_with(suffix))
-        .map(|r| r.url.path().rsplit('/').next().unwrap_or_default().to_string())
+        .map(|r| {
+            r.url
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect()
 }
 
@@ -115,7 +147,15 @@ async fn a_refused_container_start_removes_what_start_created() {
         .map(|r| r.url.path().rsplit('/').next().unwrap().to_string())
         .collect::<Vec<_>>();
     removed.sort();
-    assert_eq!(removed, ["fake-41-build", "fake-41-init", "fake-41-token", "fake-41-tools"]);
+    assert_eq!(
+        removed,
+        [
+            "fake-41-build",
+            "fake-41-init",
+            "fake-41-token",
+            "fake-41-tools"
+        ]
+    );
     // The container removals asked for force and anonymous volumes.
     let delete_query: Vec<String> = server
         .received_requests()
@@ -125,7 +165,12 @@ async fn a_refused_container_start_removes_what_start_created() {
         .filter(|r| r.method.as_str() == "DELETE" && r.url.path().contains("/containers/"))
         .map(|r| r.url.query().unwrap_or_default().to_string())
         .collect();
-    assert!(delete_query.iter().all(|q| q.contains("force=true") && q.contains("v=true")), "{delete_query:?}");
+    assert!(
+        delete_query
+            .iter()
+            .all(|q| q.contains("force=true") && q.contains("v=true")),
+        "{delete_query:?}"
+    );
 
     // The refusal is remembered as a start failure of the build.
     let s = exec.status(&build(41).to_stop()).await.unwrap();
@@ -149,7 +194,9 @@ async fn a_transient_daemon_error_is_retried() {
         .mount(&server)
         .await;
     let exec = executor(&server, 3, PullPolicy::Never).await;
-    exec.start(&build(42)).await.expect("start succeeds after a retry");
+    exec.start(&build(42))
+        .await
+        .expect("start succeeds after a retry");
     let stats = exec.stats();
     assert!(stats.requests.failure >= 1, "{stats:?}");
     assert_eq!(stats.builds.started, 1);
@@ -162,8 +209,19 @@ async fn a_transient_daemon_error_is_retried() {
         .filter(|r| r.method.as_str() == "PUT")
         .collect::<Vec<_>>();
     assert_eq!(uploads.len(), 1);
-    assert!(uploads[0].url.path().ends_with("/containers/fake-42-init/archive"));
-    assert!(uploads[0].url.query().unwrap_or_default().contains("path=%2Frun%2Fsd"));
+    assert!(
+        uploads[0]
+            .url
+            .path()
+            .ends_with("/containers/fake-42-init/archive")
+    );
+    assert!(
+        uploads[0]
+            .url
+            .query()
+            .unwrap_or_default()
+            .contains("path=%2Frun%2Fsd")
+    );
     assert!(String::from_utf8_lossy(&uploads[0].body).contains(TOKEN));
     // ... and never into a container's config.
     for r in server.received_requests().await.unwrap() {
@@ -180,7 +238,10 @@ async fn status_reports_pulling_while_a_missing_image_is_pulled() {
     Mock::given(method("POST"))
         .and(path_regex(r"/containers/create$"))
         .and(|r: &Request| r.url.query().unwrap_or_default().contains("fake-43-build"))
-        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "No such image: busybox:latest"})))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"message": "No such image: busybox:latest"})),
+        )
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
@@ -233,7 +294,10 @@ async fn status_reports_pulling_while_a_missing_image_is_pulled() {
         .query()
         .unwrap_or_default()
         .to_string();
-    assert!(q.contains("fromImage=busybox") && q.contains("tag=latest"), "{q}");
+    assert!(
+        q.contains("fromImage=busybox") && q.contains("tag=latest"),
+        "{q}"
+    );
 }
 
 #[tokio::test]
@@ -241,7 +305,10 @@ async fn a_pull_error_in_the_progress_stream_is_an_image_pull_failure() {
     let server = daemon().await;
     Mock::given(method("POST"))
         .and(path_regex(r"/containers/create$"))
-        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "No such image: busybox:latest"})))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"message": "No such image: busybox:latest"})),
+        )
         .with_priority(1)
         .mount(&server)
         .await;
@@ -260,5 +327,46 @@ async fn a_pull_error_in_the_progress_stream_is_an_image_pull_failure() {
     assert_eq!(
         exec.verify(&build(44)).await.unwrap().as_str(),
         executor_base::verdict::IMAGE_INVALID_MESSAGE
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_start_is_cleaned_up_and_forgotten() {
+    let server = daemon().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let exec = executor(&server, 0, PullPolicy::Never).await;
+    let b = build(45);
+    // The caller gives up while the daemon is still starting the container.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), exec.start(&b))
+            .await
+            .is_err()
+    );
+    let mut removed = Vec::new();
+    for _ in 0..100 {
+        removed = calls(&server, "DELETE", "").await;
+        if removed.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            "fake-45-build",
+            "fake-45-init",
+            "fake-45-token",
+            "fake-45-tools"
+        ]
+    );
+    // Not left as "starting" forever: unknown again (the fake daemon lists nothing).
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
     );
 }
