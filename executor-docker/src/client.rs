@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Volume, VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Volume};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -149,25 +147,6 @@ impl Engine {
                 f(d).await.map_err(|e| map(e, &self.inner.endpoint))
             })
             .await
-    }
-
-    /// Creates (or finds) a named volume with labels.
-    pub(crate) async fn create_volume(
-        &self,
-        name: &str,
-        labels: &HashMap<String, String>,
-    ) -> Result<(), Error> {
-        let req = VolumeCreateRequest {
-            name: Some(name.to_string()),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        };
-        // Docker answers an existing name with the existing volume: idempotent.
-        self.call("create_volume", Idempotency::Idempotent, |d| {
-            let req = req.clone();
-            async move { d.create_volume(req).await.map(|_| ()) }
-        })
-        .await
     }
 
     /// Removes a volume; `Ok(false)` when it did not exist.

@@ -23,9 +23,9 @@ use crate::undo::Undo;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StartStep {
-    /// The tools (and token) volumes exist.
-    VolumesCreated,
-    /// The launcher (`-init`) container exists.
+    /// The images are ready (pulled when the policy says so); nothing is created yet.
+    ImagesReady,
+    /// The launcher (`-init`) container and the tools and token volumes exist.
     InitCreated,
     /// The build container exists and the token file is written.
     BuildCreated,
@@ -154,23 +154,12 @@ impl DockerExecutor {
             i?;
         }
 
+        // The volumes are created by the daemon together with the init container.
         undo.volume(&plan.names.tools);
         if plan.token_file {
             undo.volume(&plan.names.token);
-            let (a, c) = tokio::join!(
-                self.engine
-                    .create_volume(&plan.names.tools, &plan.tools_labels),
-                self.engine
-                    .create_volume(&plan.names.token, &plan.token_labels)
-            );
-            a?;
-            c?;
-        } else {
-            self.engine
-                .create_volume(&plan.names.tools, &plan.tools_labels)
-                .await?;
         }
-        self.step(StartStep::VolumesCreated, id, t0)?;
+        self.step(StartStep::ImagesReady, id, t0)?;
 
         undo.container(&plan.names.init);
         if let Err(e) = self

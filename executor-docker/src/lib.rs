@@ -6,15 +6,16 @@
 //!    with `missing` (default) an image is pulled only when the daemon reports it absent;
 //!    with `never` an absent image fails the build (`ImagePull`). Pull progress goes to
 //!    `tracing` (one line per layer status change);
-//! 2. creates the volumes `<name>-tools` and (token mode `file`) `<name>-token`;
-//! 3. creates `<name>-init` from the launcher image (never started): creating it fills the
-//!    empty tools volume with the image's job-tools at the mount point (default `/opt/sd`);
-//! 4. creates `<name>-build` from the build's `container` with the tools volume mounted
-//!    **read-only** at the mount point, the token volume read-only at `/run/sd`, CPU and
-//!    memory limits from the `screwdriver.cd/cpu` / `ram` tiers (capped at the daemon's CPU
-//!    count; no swap), labels, and the optional network mode. Meanwhile the token is written
-//!    to the token volume through the init container (`PUT /containers/{id}/archive`);
-//! 5. starts `<name>-build` running
+//! 2. creates `<name>-init` from the launcher image (never started) with the named volumes
+//!    `<name>-tools` at the mount point (default `/opt/sd`) and, in token mode `file`,
+//!    `<name>-token` at `/run/sd`; the daemon creates both volumes (labelled) with the
+//!    container and fills the empty tools volume with the launcher image's job-tools;
+//! 3. creates `<name>-build` from the build's `container` with both volumes mounted
+//!    **read-only**, CPU and memory limits from the `screwdriver.cd/cpu` / `ram` tiers
+//!    (capped at the daemon's CPU count; no swap), labels, and the optional network mode.
+//!    Meanwhile the token is written to the token volume through the init container
+//!    (`PUT /containers/{id}/archive`);
+//! 4. starts `<name>-build` running
 //!    `/opt/sd/launch --api-uri … --store-uri … --ui-uri … --build-timeout … --token-file /run/sd/token <buildId>`.
 //!
 //! A failure at any step removes everything this start created (even when the `start`

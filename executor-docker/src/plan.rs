@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use executor_base::launch::expose_token;
 use executor_base::{
@@ -74,10 +74,6 @@ pub(crate) struct BuildPlan {
     pub launcher: ImageRef,
     /// The build image.
     pub image: ImageRef,
-    /// Labels per role.
-    pub tools_labels: HashMap<String, String>,
-    /// Labels of the token volume.
-    pub token_labels: HashMap<String, String>,
     /// Whether a token volume + file is used.
     pub token_file: bool,
     /// Directory of the token file (inside both containers).
@@ -155,11 +151,15 @@ impl BuildPlan {
         let nano_cpus = (cfg.resources.cpu_millis(cpu_req) as i64).saturating_mul(1_000_000);
         let memory = cfg.resources.memory_bytes(ram_req) as i64;
 
-        let mut init_binds = vec![format!("{}:{mount}", names.tools)];
-        let mut build_binds = vec![format!("{}:{mount}:ro", names.tools)];
+        // Named volumes created by the daemon with the init container (labels included),
+        // filled from the launcher image on that creation (copy-up), read-only in the build.
+        let tools_labels = with_role("tools");
+        let token_labels = with_role("token");
+        let mut init_mounts = vec![volume_mount(&names.tools, &mount, false, &tools_labels)];
+        let mut build_mounts = vec![volume_mount(&names.tools, &mount, true, &tools_labels)];
         if token_file {
-            init_binds.push(format!("{}:{token_dir}", names.token));
-            build_binds.push(format!("{}:{token_dir}:ro", names.token));
+            init_mounts.push(volume_mount(&names.token, &token_dir, false, &token_labels));
+            build_mounts.push(volume_mount(&names.token, &token_dir, true, &token_labels));
         }
 
         let init = ContainerCreateBody {
@@ -170,7 +170,7 @@ impl BuildPlan {
             labels: Some(with_role("init")),
             network_disabled: Some(true),
             host_config: Some(HostConfig {
-                binds: Some(init_binds),
+                mounts: Some(init_mounts),
                 network_mode: Some("none".to_string()),
                 ..Default::default()
             }),
@@ -183,7 +183,7 @@ impl BuildPlan {
             env: Some(env),
             labels: Some(with_role("build")),
             host_config: Some(HostConfig {
-                binds: Some(build_binds),
+                mounts: Some(build_mounts),
                 nano_cpus: Some(nano_cpus),
                 memory: Some(memory),
                 // No swap: the memory limit is the limit, so OOM is deterministic.
@@ -197,8 +197,6 @@ impl BuildPlan {
             build_id: b.build_id,
             launcher: launcher.clone(),
             image: b.container.clone(),
-            tools_labels: with_role("tools"),
-            token_labels: with_role("token"),
             token_file,
             token_dir,
             init,
@@ -220,6 +218,27 @@ impl BuildPlan {
                 }
             }
         }
+    }
+}
+
+/// A named-volume mount; the daemon creates the volume with `labels` if it is missing.
+fn volume_mount(
+    name: &str,
+    target: &str,
+    read_only: bool,
+    labels: &HashMap<String, String>,
+) -> Mount {
+    Mount {
+        typ: Some(MountType::VOLUME),
+        source: Some(name.to_string()),
+        target: Some(target.to_string()),
+        read_only: Some(read_only),
+        volume_options: Some(MountVolumeOptions {
+            no_copy: Some(false),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -290,10 +309,25 @@ mod tests {
         let args = p.build.cmd.as_ref().unwrap().join(" ");
         assert!(args.contains("--token-file /run/sd/token 42"), "{args}");
         let hc = p.build.host_config.as_ref().unwrap();
-        assert_eq!(
-            hc.binds.as_deref().unwrap(),
-            ["ci-42-tools:/opt/sd:ro", "ci-42-token:/run/sd:ro"]
-        );
+        let mounts: Vec<String> = hc
+            .mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}:{}:{}",
+                    m.source.as_deref().unwrap(),
+                    m.target.as_deref().unwrap(),
+                    if m.read_only == Some(true) {
+                        "ro"
+                    } else {
+                        "rw"
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(mounts, ["ci-42-tools:/opt/sd:ro", "ci-42-token:/run/sd:ro"]);
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         let body = serde_json::to_string(&p.build).unwrap();
         assert!(!body.contains("sekrit-token"));
@@ -324,7 +358,7 @@ mod tests {
                 .host_config
                 .as_ref()
                 .unwrap()
-                .binds
+                .mounts
                 .as_ref()
                 .unwrap()
                 .len(),

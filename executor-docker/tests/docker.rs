@@ -469,7 +469,7 @@ async fn a_crash_half_way_through_start_leaves_nothing_behind() {
         return;
     };
     for (id, step) in [
-        (114, StartStep::VolumesCreated),
+        (114, StartStep::ImagesReady),
         (115, StartStep::InitCreated),
         (116, StartStep::BuildCreated),
     ] {

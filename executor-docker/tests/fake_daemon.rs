@@ -42,15 +42,6 @@ async fn daemon() -> MockServer {
         .mount(&server)
         .await;
     ok(
-        r"/volumes/create$",
-        "POST",
-        201,
-        json!({"Name": "v", "Driver": "local", "Mountpoint": "/v", "Labels": {}, "Scope": "local", "Options": {}}),
-    )
-    .with_priority(5)
-    .mount(&server)
-    .await;
-    ok(
         r"/containers/create$",
         "POST",
         201,
@@ -181,8 +172,8 @@ async fn a_refused_container_start_removes_what_start_created() {
 #[tokio::test]
 async fn a_transient_daemon_error_is_retried() {
     let server = daemon().await;
-    Mock::given(method("POST"))
-        .and(path_regex(r"/volumes/create$"))
+    Mock::given(method("PUT"))
+        .and(path_regex(r"/archive$"))
         .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "busy"})))
         .up_to_n_times(1)
         .with_priority(1)
@@ -208,7 +199,7 @@ async fn a_transient_daemon_error_is_retried() {
         .into_iter()
         .filter(|r| r.method.as_str() == "PUT")
         .collect::<Vec<_>>();
-    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads.len(), 2, "one refused, one retried");
     assert!(
         uploads[0]
             .url

@@ -20,8 +20,8 @@ use executor_base::testkit::daemon::tcp_reachable;
 use executor_base::testkit::fake::{FakeExecutor, Script};
 use executor_base::{BuildStatus, Executor, StartConfig};
 use executor_gearman::{
-    ClientOptions, GearmanClient, GearmanExecutor, GearmanExecutorBuilder, GearmanWorker, JobEvent, LauncherWorker,
-    WorkerConfig, WorkerOptions,
+    ClientOptions, GearmanClient, GearmanExecutor, GearmanExecutorBuilder, GearmanWorker, JobEvent,
+    LauncherWorker, WorkerConfig, WorkerOptions,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -29,7 +29,10 @@ use futures::stream::FuturesUnordered;
 const GEARMAND: &str = "127.0.0.1:4730";
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Throughput and latency percentiles of one run.
@@ -90,19 +93,33 @@ where
     (began.elapsed(), out)
 }
 
-async fn raw(name: &'static str, function: &str, n: usize, c: usize, per_job_connection: bool) -> Run {
-    let shared = GearmanClient::connect(GEARMAND, ClientOptions::default()).await.expect("client");
+async fn raw(
+    name: &'static str,
+    function: &str,
+    n: usize,
+    c: usize,
+    per_job_connection: bool,
+) -> Run {
+    let shared = GearmanClient::connect(GEARMAND, ClientOptions::default())
+        .await
+        .expect("client");
     let (elapsed, times) = drive(n, c, |i| {
         let shared = shared.clone();
         async move {
             let began = Instant::now();
             let client = if per_job_connection {
-                GearmanClient::connect(GEARMAND, ClientOptions::default()).await.expect("client")
+                GearmanClient::connect(GEARMAND, ClientOptions::default())
+                    .await
+                    .expect("client")
             } else {
                 shared
             };
             let mut job = client
-                .submit(function, &format!("raw-{i}-{}", rand::random::<u64>()), Bytes::from_static(b"{}"))
+                .submit(
+                    function,
+                    &format!("raw-{i}-{}", rand::random::<u64>()),
+                    Bytes::from_static(b"{}"),
+                )
                 .await
                 .expect("submit");
             let mut first = None;
@@ -126,15 +143,30 @@ async fn raw(name: &'static str, function: &str, n: usize, c: usize, per_job_con
     }
 }
 
-async fn launcher(name: &'static str, exec: &GearmanExecutor, n: usize, c: usize, base_id: u64) -> Run {
+async fn launcher(
+    name: &'static str,
+    exec: &GearmanExecutor,
+    n: usize,
+    c: usize,
+    base_id: u64,
+) -> Run {
     let (elapsed, times) = drive(n, c, |i| async move {
-        let build = StartConfig::builder(base_id + i as u64, "http://127.0.0.1:9", "busybox:latest", "bench-token")
-            .build()
-            .expect("config");
+        let build = StartConfig::builder(
+            base_id + i as u64,
+            "http://127.0.0.1:9",
+            "busybox:latest",
+            "bench-token",
+        )
+        .build()
+        .expect("config");
         let began = Instant::now();
         exec.start(&build).await.expect("start");
         let mut rx = exec.watch(build.build_id).expect("tracked");
-        let s = rx.wait_for(BuildStatus::is_terminal).await.expect("status").clone();
+        let s = rx
+            .wait_for(BuildStatus::is_terminal)
+            .await
+            .expect("status")
+            .clone();
         assert_eq!(s.phase, executor_base::Phase::Succeeded, "{s}");
         let done = began.elapsed();
         let first = exec
@@ -159,7 +191,10 @@ fn main() {
     }
     let n = env("BENCH_BUILDS", 2000);
     let c = env("BENCH_CONCURRENCY", 32);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let tag = format!("{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff);
 

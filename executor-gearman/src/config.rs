@@ -45,6 +45,10 @@ pub struct GearmanConfig {
     /// Before submitting, ask gearmand (admin `status`) whether any worker registered
     /// the build's function, and refuse the start when none did (default true).
     pub check_workers: bool,
+    /// How long an admin `status` answer is reused for that check, in milliseconds
+    /// (default 1000). An answer without workers is always re-read before a start is
+    /// refused.
+    pub worker_check_ttl_ms: u64,
     /// How long a build may wait in gearmand's queue for a launcher before it is failed
     /// (`Failed(unschedulable)`) and withdrawn, in seconds (default 900).
     pub queue_timeout_secs: u64,
@@ -77,6 +81,7 @@ impl Default for GearmanConfig {
             project: "screwdriver".into(),
             zuul_url: None,
             check_workers: true,
+            worker_check_ttl_ms: 1000,
             queue_timeout_secs: 900,
             liveness_interval_ms: 2000,
             stop_timeout_secs: 30,
@@ -99,6 +104,7 @@ impl fmt::Debug for GearmanConfig {
             .field("node", &self.node)
             .field("pipeline", &self.pipeline)
             .field("check_workers", &self.check_workers)
+            .field("worker_check_ttl_ms", &self.worker_check_ttl_ms)
             .field("queue_timeout_secs", &self.queue_timeout_secs)
             .field("liveness_interval_ms", &self.liveness_interval_ms)
             .field("stop_timeout_secs", &self.stop_timeout_secs)

@@ -21,6 +21,7 @@ use crate::client::GearmanClient;
 use crate::config::{GearmanConfig, JOB_ANNOTATION, NODE_ANNOTATION};
 use crate::launcher::config::check_name;
 use crate::tracker::{Cmd, GearmanBuildInfo, Tracked, track};
+use crate::workers::WorkerCheck;
 
 /// An [`Executor`] that submits each build as a `build:<job>` Gearman job and follows it
 /// through the launcher's `WORK_*` packets (see the crate docs and
@@ -35,6 +36,7 @@ pub struct GearmanExecutor {
 pub(crate) struct Inner {
     pub(crate) cfg: GearmanConfig,
     pub(crate) calls: EngineCalls,
+    pub(crate) workers: WorkerCheck,
     pub(crate) counter: BuildCounter,
     builds: Mutex<HashMap<BuildId, Slot>>,
 }
@@ -57,10 +59,16 @@ impl fmt::Debug for GearmanExecutor {
 impl GearmanExecutor {
     pub(crate) fn new(cfg: GearmanConfig) -> Self {
         let calls = EngineCalls::new(crate::SCHEME, cfg.retry.clone(), cfg.breaker.clone());
+        let workers = WorkerCheck::new(
+            cfg.server.clone(),
+            Duration::from_millis(cfg.worker_check_ttl_ms),
+            cfg.client_options().request_timeout,
+        );
         Self {
             inner: Arc::new(Inner {
                 cfg,
                 calls,
+                workers,
                 counter: BuildCounter::new(),
                 builds: Mutex::new(HashMap::new()),
             }),
@@ -175,16 +183,8 @@ impl GearmanExecutor {
         let cfg = &inner.cfg;
         if cfg.check_workers {
             let workers = inner
-                .calls
-                .call("start", Idempotency::Idempotent, || async {
-                    crate::admin::workers_for(
-                        &cfg.server,
-                        function,
-                        cfg.client_options().request_timeout,
-                    )
-                    .await
-                    .map_err(Error::from)
-                })
+                .workers
+                .workers(&inner.calls, "start", function)
                 .await?;
             if workers == 0 {
                 return Err(Error::new(

@@ -14,6 +14,7 @@ pub mod launcher;
 pub mod packet;
 mod tracker;
 pub mod worker;
+mod workers;
 pub mod zuul;
 
 /// The executor's scheme name (`screwdriver.cd/executor: gearman`).

@@ -445,12 +445,8 @@ async fn request_stop(
     let function = format!("stop:{}", a.manager);
     let cfg = &inner.cfg;
     let workers = inner
-        .calls
-        .call("stop", Idempotency::Idempotent, || async {
-            crate::admin::workers_for(&cfg.server, &function, cfg.client_options().request_timeout)
-                .await
-                .map_err(Error::from)
-        })
+        .workers
+        .workers(&inner.calls, "stop", &function)
         .await?;
     if workers == 0 {
         tracing::info!(manager = %a.manager, "launcher is gone; nothing to stop");

@@ -61,15 +61,36 @@ fn main() {
     rt.block_on(parent(builds));
 }
 
-/// The fake API server process: prints its URL, serves until stdin closes.
+/// The fake API server process: prints its URL, serves until stdin closes. A line
+/// `create <namespace> <count>` on stdin creates that many build pods (as another
+/// executor would), which the parent's watch then caches.
 async fn child() {
     let fake = FakeApiServer::start_with(1_000_000).await;
     let _kubelet = fake.auto_kubelet(AutoKubelet::RunUntilDeleted);
     println!("{}", fake.url());
     std::io::stdout().flush().expect("flush");
-    tokio::task::spawn_blocking(|| {
+    let f = fake.clone();
+    tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let ["create", ns, count] = words.as_slice() {
+                for i in 0..count.parse::<u64>().expect("count") {
+                    let id = 2_000_000 + i;
+                    let pod: Pod = serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("other-{id}-abcde"), "labels": {
+                            "app": "screwdriver", "tier": "builds", "sdbuild": format!("other-{id}"),
+                            "screwdriver.cd/build-id": id.to_string()}},
+                        "spec": {"containers": [{"name": format!("other-{id}"), "image": "busybox"}]}
+                    }))
+                    .expect("pod");
+                    f.create_pod(ns, &pod).expect("create");
+                    if i % 20 == 19 {
+                        // Let the watcher keep up, so no stream buffer grows to a backlog.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
             line.clear();
         }
     })
@@ -83,7 +104,7 @@ struct Figures {
     start_reqs: u64,
     status_reqs: u64,
     stop_reqs: u64,
-    bytes_per_build: f64,
+    est_bytes_per_build: f64,
     status_wall: Duration,
     latency: Vec<Duration>,
     latency_reqs: u64,
@@ -102,7 +123,6 @@ async fn executor(url: &str, ns: &str, watch: bool) -> K8sExecutor {
         .with_namespace(ns)
         .with_prefix("bench-")
         .with_watch(watch)
-        .with_option("retainFinishedSeconds", "0")
         .with_rate_limit(1_000_000, 1_000_000)
         .with_retry(RetryPolicy {
             initial_backoff: Duration::from_millis(50),
@@ -156,22 +176,8 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     let ids: Vec<u64> = (first_id..first_id + n as u64).collect();
     let starts: Vec<StartConfig> = ids.iter().map(|id| config(*id)).collect();
     let stops: Vec<StopConfig> = starts.iter().map(StartConfig::to_stop).collect();
-    // Warm up with a full cycle of `n` other builds, so the HTTP connection pool (one
-    // connection per concurrent request, with its buffers) is already at size and the
-    // memory figure is the executor's own state. `cleanup` forgets the warm-up builds.
-    let warm: Vec<StartConfig> = ids.iter().map(|id| config(id + 500_000)).collect();
-    let warm_stops: Vec<StopConfig> = warm.iter().map(StartConfig::to_stop).collect();
-    for r in join_all(warm.iter().map(|b| e.start(b))).await {
-        r.expect("warm-up start");
-    }
-    wait_running(&e, &warm_stops, watch).await;
-    for r in join_all(warm_stops.iter().map(|b| e.stop(b))).await {
-        r.expect("warm-up stop");
-    }
     settle().await;
-    e.cleanup().await.expect("cleanup");
-    drop((warm, warm_stops));
-    settle().await;
+    let empty = e.cache_stats();
 
     let r0 = reqs(&e);
     for r in join_all(starts.iter().map(|b| e.start(b))).await {
@@ -179,25 +185,7 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     }
     let r1 = reqs(&e);
 
-    // Wait until every build is seen Running (free with the watch; for the baseline
-    // these GETs are not counted below).
-    if watch {
-        loop {
-            let running = join_all(stops.iter().map(|b| e.status(b)))
-                .await
-                .into_iter()
-                .filter(|s| s.as_ref().is_ok_and(|s| s.phase == Phase::Running))
-                .count();
-            if running == n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    } else {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    settle().await;
-    let mem1 = live();
+    wait_running(&e, &stops, watch).await;
 
     let r2 = reqs(&e);
     let t = Instant::now();
@@ -208,6 +196,9 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     }
     let status_wall = t.elapsed();
     let r3 = reqs(&e);
+    // Both modes now hold every pod: the watch cached them, the baseline kept its GETs.
+    let cache = e.cache_stats();
+    assert_eq!((cache.tracked_builds, cache.cached_pods), (n, n));
 
     // Latency of a status change: make one pod succeed through the API, poll status().
     let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
@@ -242,19 +233,11 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
         latency_reqs += reqs(&e) - before;
     }
 
-    // Memory: what stopping and forgetting the builds gives back (the connection pool
-    // is the same before and after: the warm-up did the same requests).
-    settle().await;
-    let mem_tracked = live();
     let r4 = reqs(&e);
     for r in join_all(stops.iter().map(|b| e.stop(b))).await {
         r.expect("stop");
     }
     let r5 = reqs(&e);
-    settle().await;
-    e.cleanup().await.expect("cleanup");
-    settle().await;
-    let mem_forgotten = live();
     let start_reqs = r1 - r0;
     let status_reqs = r3 - r2;
     let stop_reqs = r5 - r4;
@@ -266,7 +249,7 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
         start_reqs,
         status_reqs,
         stop_reqs,
-        bytes_per_build: (mem_tracked - mem_forgotten) as f64 / n as f64,
+        est_bytes_per_build: (cache.estimated_bytes as f64 - empty.estimated_bytes as f64) / n as f64,
         status_wall,
         latency,
         latency_reqs,
@@ -283,7 +266,10 @@ fn print(f: &Figures, n: usize) {
         "  API requests per build (start -> {STATUS_CALLS} status -> stop): {:.3}  (start {}, status {}, stop {} over {n} builds)",
         f.requests_per_build, f.start_reqs, f.status_reqs, f.stop_reqs
     );
-    println!("  heap retained per tracked build: {:.0} bytes", f.bytes_per_build);
+    println!(
+        "  status cache per tracked build: {:.0} bytes (the executor's estimate)",
+        f.est_bytes_per_build
+    );
     println!(
         "  {} status calls: {:?} ({:.2} us/call)",
         STATUS_CALLS * n,
@@ -300,6 +286,26 @@ fn print(f: &Figures, n: usize) {
     );
 }
 
+/// Fills a watch-only executor's cache with `n` pods created inside the fake process:
+/// the allocator sees only what the cache keeps (one watch connection, no requests of
+/// ours), to check the estimator. Returns (measured, estimated) bytes per pod.
+async fn cross_check(url: &str, stdin: &mut std::process::ChildStdin, n: usize) -> (f64, f64) {
+    let e = executor(url, "bench-check", true).await;
+    settle().await;
+    let (m0, s0) = (live(), e.cache_stats());
+    writeln!(stdin, "create bench-check {n}").expect("command the fake");
+    stdin.flush().expect("flush");
+    while e.cache_stats().cached_pods < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    settle().await;
+    let (m1, s1) = (live(), e.cache_stats());
+    (
+        (m1 - m0) as f64 / n as f64,
+        (s1.estimated_bytes as f64 - s0.estimated_bytes as f64) / n as f64,
+    )
+}
+
 async fn parent(n: usize) {
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
@@ -314,6 +320,8 @@ async fn parent(n: usize) {
         .expect("read the fake's URL");
     let url = url.trim().to_string();
     println!("k8s executor benchmark: {n} concurrent builds against the fake API server at {url}");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let (measured, estimated) = cross_check(&url, &mut stdin, n).await;
     let watch = run(&url, "shared watch (status from the cache)", true, 1, n).await;
     let get = run(&url, "baseline (GET per status call)", false, 1_000_001, n).await;
     print(&watch, n);
@@ -327,10 +335,10 @@ async fn parent(n: usize) {
         "  status call time: {:.1}x",
         get.status_wall.as_secs_f64() / watch.status_wall.as_secs_f64()
     );
+
     println!(
-        "  heap per tracked build: {:.2}x",
-        get.bytes_per_build / watch.bytes_per_build.max(1.0)
+        "estimator check: {n} pods cached by the watch alone: allocator {measured:.0} bytes/pod, estimate {estimated:.0} bytes/pod"
     );
-    drop(child.stdin.take());
+    drop(stdin);
     let _ = child.wait();
 }

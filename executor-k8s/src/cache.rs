@@ -79,7 +79,60 @@ pub(crate) struct State {
     relist: Option<HashMap<Box<str>, Vec<PodView>>>,
 }
 
+/// Bytes of a hash table with `capacity` usable slots of `slot` bytes (hashbrown:
+/// power-of-two buckets at most 7/8 full, one control byte per bucket).
+fn table_bytes(capacity: usize, slot: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * (slot + 1)
+}
+
+fn status_heap(s: &BuildStatus) -> usize {
+    s.message.capacity()
+        + s.failure
+            .as_ref()
+            .and_then(|f| f.evidence.as_ref())
+            .map_or(0, String::capacity)
+}
+
+/// What the cache holds, for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Builds this executor remembers (live and recently finished).
+    pub tracked_builds: usize,
+    /// Pods the watch has cached.
+    pub cached_pods: usize,
+    /// Heap bytes of both maps and what they own, computed from sizes and capacities.
+    pub estimated_bytes: usize,
+}
+
 impl State {
+    /// Sizes of the cache.
+    pub(crate) fn stats(&self) -> CacheStats {
+        use std::mem::size_of;
+        let tracked = table_bytes(self.tracked.capacity(), size_of::<(BuildId, Tracked)>())
+            + self
+                .tracked
+                .values()
+                .map(|t| t.pod.len() + t.terminal.as_ref().map_or(0, status_heap))
+                .sum::<usize>();
+        let pods = table_bytes(self.pods.capacity(), size_of::<(Box<str>, Vec<PodView>)>())
+            + self
+                .pods
+                .iter()
+                .map(|(k, v)| {
+                    k.len() + v.capacity() * size_of::<PodView>() + v.iter().map(PodView::heap_bytes).sum::<usize>()
+                })
+                .sum::<usize>();
+        CacheStats {
+            tracked_builds: self.tracked.len(),
+            cached_pods: self.pods.values().map(Vec::len).sum(),
+            estimated_bytes: tracked + pods,
+        }
+    }
+
     /// The pod named `name` of build `build`.
     pub(crate) fn pod(&self, build: &str, name: &str) -> Option<&PodView> {
         self.pods.get(build)?.iter().find(|p| &*p.name == name)
@@ -179,7 +232,7 @@ impl Shared {
                 let previous = st.pod(key, name);
                 let view = self.view(&pod, previous, now);
                 if let Some(relist) = st.relist.as_mut() {
-                    relist.entry(key.into()).or_default().push(view);
+                    relist.entry(key.into()).or_insert_with(|| Vec::with_capacity(1)).push(view);
                 }
             }
             Event::InitDone => {
@@ -202,7 +255,7 @@ impl Shared {
                     return;
                 };
                 let name = pod.metadata.name.as_deref().unwrap_or_default();
-                let list = st.pods.entry(key).or_default();
+                let list = st.pods.entry(key).or_insert_with(|| Vec::with_capacity(1));
                 let idx = list.iter().position(|p| &*p.name == name);
                 let view = self.view(&pod, idx.map(|i| &list[i]), now);
                 if let Some(id) = self.build_id(&pod)

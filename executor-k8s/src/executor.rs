@@ -14,7 +14,7 @@ use executor_base::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::SCHEME;
-use crate::cache::{Shared, Tracked, lost};
+use crate::cache::{CacheStats, Shared, Tracked, lost};
 use crate::client::K8sClient;
 use crate::config::K8sConfig;
 use crate::manifest::{self, Names};
@@ -127,6 +127,11 @@ impl K8sExecutor {
     /// Builds this executor remembers (live ones and recently finished ones).
     pub fn tracked_builds(&self) -> usize {
         self.inner.shared.state.read().tracked.len()
+    }
+
+    /// Sizes of the status cache (tracked builds, cached pods, estimated heap bytes).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.shared.state.read().stats()
     }
 
     fn build_name(&self, id: BuildId) -> String {
@@ -264,7 +269,7 @@ impl K8sExecutor {
                 let st = &mut *st;
                 let (s, phase) = match got {
                     Some(p) => {
-                        let list = st.pods.entry(name.as_str().into()).or_default();
+                        let list = st.pods.entry(name.as_str().into()).or_insert_with(|| Vec::with_capacity(1));
                         let idx = list.iter().position(|v| v.name == pod);
                         let view = PodView::from_pod(&p, idx.map(|x| &list[x]), now, |t| {
                             i.shared.policy.wants_condition(t)

@@ -16,6 +16,7 @@ mod view;
 pub mod fake;
 
 pub use builder::{ENV_PREFIX, K8sExecutorBuilder};
+pub use cache::CacheStats;
 pub use config::K8sConfig;
 pub use executor::K8sExecutor;
 pub use manifest::TOKEN_KEY;

@@ -71,7 +71,20 @@ pub(crate) struct ContainerView {
     pub(crate) started: bool,
 }
 
+fn opt_len(s: &Option<Box<str>>) -> usize {
+    s.as_deref().map_or(0, str::len)
+}
+
 impl ContainerView {
+    /// Heap bytes this view owns (beyond its own size).
+    fn heap_bytes(&self) -> usize {
+        match &self.state {
+            ContainerState::Waiting { reason, message, .. } => reason.len() + opt_len(message),
+            ContainerState::Terminated { reason, message, .. } => opt_len(reason) + opt_len(message),
+            _ => 0,
+        }
+    }
+
     const UNKNOWN: ContainerView = ContainerView {
         state: ContainerState::Unknown,
         started: false,
@@ -233,5 +246,20 @@ impl PodView {
     /// Whether the build's own process ever started.
     pub(crate) fn build_started(&self) -> bool {
         self.build.started
+    }
+
+    /// Heap bytes this view owns (beyond its own size).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.name.len()
+            + opt_len(&self.reason)
+            + opt_len(&self.message)
+            + self.conditions.capacity() * std::mem::size_of::<ConditionView>()
+            + self
+                .conditions
+                .iter()
+                .map(|c| c.type_.len() + c.status.len() + opt_len(&c.reason) + opt_len(&c.message))
+                .sum::<usize>()
+            + self.init.heap_bytes()
+            + self.build.heap_bytes()
     }
 }

@@ -284,6 +284,13 @@ impl FakeApiServer {
         *self.shared.bookmark_interval.lock() = d;
     }
 
+    /// Creates a pod in `ns` as any API client would (`None` if the name is taken).
+    pub fn create_pod(&self, ns: &str, pod: &k8s_openapi::api::core::v1::Pod) -> Option<k8s_openapi::api::core::v1::Pod> {
+        let v = serde_json::to_value(pod).ok()?;
+        let created = self.shared.store.lock().create(Kind::Pods, ns, v).ok()?;
+        serde_json::from_value(created).ok()
+    }
+
     /// The current resource version.
     pub fn resource_version(&self) -> u64 {
         self.shared.store.lock().rv()
