@@ -23,6 +23,7 @@ use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy};
 
 const PREFIX: &str = "sdx-bench-";
 const CONCURRENT: usize = 20;
+const ROUNDS: usize = 3;
 const BASELINE_LABEL: &str = "sdx-bench-baseline";
 
 /// Removes what an interrupted earlier run left: the executor's resources (GC far in the
@@ -161,6 +162,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+fn quartiles(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let q = |f: f64| ms(v[((v.len() - 1) as f64 * f).round() as usize]);
+    format!("{:7.1} / {:7.1} / {:7.1} ms", q(0.25), q(0.5), q(0.75))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -221,11 +228,11 @@ async fn run() {
         baseline_cleanup(&docker, id).await;
     }
     let (mo, mb) = (median(ours.clone()), median(base.clone()));
-    println!("start -> build container running ({iterations} runs each, medians):");
-    println!("  executor-docker start(): {:8.1} ms", ms(mo));
+    println!("start -> build container running ({iterations} runs each; p25 / median / p75):");
+    println!("  executor-docker start(): {}", quartiles(ours));
     println!(
-        "  baseline (bollard create init + create build + start): {:8.1} ms",
-        ms(mb)
+        "  baseline (bollard create init + create build + start): {}",
+        quartiles(base)
     );
     println!(
         "  ratio: {:.3}x  (overhead {:+.1} ms)",
@@ -233,40 +240,43 @@ async fn run() {
         ms(mo) - ms(mb)
     );
 
-    // Concurrency: 20 at once vs one after another.
+    // Concurrency: 20 at once vs one after another, ROUNDS rounds (medians).
     let ids: Vec<u64> = (0..CONCURRENT as u64).map(|i| base_id + 50 + i).collect();
-    let t = Instant::now();
-    for id in &ids {
-        ours_once(&exec, &docker, *id, &images.build).await;
-    }
-    let ours_seq = t.elapsed();
-    for id in &ids {
-        exec.stop(&build(*id, &images.build).to_stop())
-            .await
-            .expect("stop");
-    }
-    let t = Instant::now();
-    futures::future::join_all(
-        ids.iter()
-            .map(|id| ours_once(&exec, &docker, *id, &images.build)),
-    )
-    .await;
-    let ours_conc = t.elapsed();
-    futures::future::join_all(ids.iter().map(|id| stop(&exec, *id, &images.build))).await;
+    let (mut os, mut oc, mut bs, mut bc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for id in &ids {
+            ours_once(&exec, &docker, *id, &images.build).await;
+        }
+        os.push(t.elapsed());
+        futures::future::join_all(ids.iter().map(|id| stop(&exec, *id, &images.build))).await;
 
-    let t = Instant::now();
-    for id in &ids {
-        baseline_once(&docker, &images, *id).await;
+        let t = Instant::now();
+        for id in &ids {
+            baseline_once(&docker, &images, *id).await;
+        }
+        bs.push(t.elapsed());
+        futures::future::join_all(ids.iter().map(|id| baseline_cleanup(&docker, *id))).await;
+
+        let t = Instant::now();
+        futures::future::join_all(
+            ids.iter()
+                .map(|id| ours_once(&exec, &docker, *id, &images.build)),
+        )
+        .await;
+        oc.push(t.elapsed());
+        futures::future::join_all(ids.iter().map(|id| stop(&exec, *id, &images.build))).await;
+
+        let t = Instant::now();
+        futures::future::join_all(ids.iter().map(|id| baseline_once(&docker, &images, *id))).await;
+        bc.push(t.elapsed());
+        futures::future::join_all(ids.iter().map(|id| baseline_cleanup(&docker, *id))).await;
     }
-    let base_seq = t.elapsed();
-    futures::future::join_all(ids.iter().map(|id| baseline_cleanup(&docker, *id))).await;
-    let t = Instant::now();
-    futures::future::join_all(ids.iter().map(|id| baseline_once(&docker, &images, *id))).await;
-    let base_conc = t.elapsed();
-    futures::future::join_all(ids.iter().map(|id| baseline_cleanup(&docker, *id))).await;
+    let (ours_seq, ours_conc, base_seq, base_conc) =
+        (median(os), median(oc), median(bs), median(bc));
 
     let parallelism = ms(base_seq) / ms(base_conc);
-    println!("{CONCURRENT} builds:");
+    println!("{CONCURRENT} builds (medians of {ROUNDS} rounds):");
     println!(
         "  executor-docker: sequential {:8.1} ms, concurrent {:8.1} ms, ratio {:.2}",
         ms(ours_seq),

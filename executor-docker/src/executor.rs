@@ -149,9 +149,9 @@ impl DockerExecutor {
         let id = plan.build_id;
         let t0 = std::time::Instant::now();
         if self.cfg.pull_policy == PullPolicy::Always {
-            let (l, i) = tokio::join!(self.pull(id, &plan.launcher), self.engine.pull(&plan.image));
-            l?;
+            let (l, i) = tokio::join!(self.pull(id, &plan.launcher), self.pull(id, &plan.image));
             i?;
+            l.map_err(launcher_problem)?;
         }
 
         // The volumes are created by the daemon together with the init container.
@@ -161,36 +161,41 @@ impl DockerExecutor {
         }
         self.step(StartStep::ImagesReady, id, t0)?;
 
-        undo.container(&plan.names.init);
-        if let Err(e) = self
-            .create(id, &plan.names.init, &plan.init, &plan.launcher)
-            .await
-        {
-            undo.conflict_if(&e, &plan.names.init);
-            return Err(e);
-        }
-        self.step(StartStep::InitCreated, id, t0)?;
-
+        // The launcher and build containers are created concurrently: the build mounts the
+        // volumes with `NoCopy`, so only the launcher image fills the tools volume, whichever
+        // creation comes first. The token goes in as soon as the init container exists.
         plan.cap_cpus(self.engine.ncpu().await?);
+        undo.container(&plan.names.init);
         undo.container(&plan.names.build);
-        let write_token = async {
+        let init_and_token = async {
+            self.create(id, &plan.names.init, &plan.init, &plan.launcher)
+                .await
+                .map_err(|e| (launcher_problem(e), true))?;
+            self.step(StartStep::InitCreated, id, t0)
+                .map_err(|e| (e, false))?;
             if plan.token_file {
                 self.engine
                     .upload(&plan.names.init, &plan.token_dir, token_tar(&b.token))
                     .await
-            } else {
-                Ok(())
+                    .map_err(|e| (e, false))?;
             }
+            Ok::<(), (Error, bool)>(())
         };
-        let (created, written) = tokio::join!(
-            self.create(id, &plan.names.build, &plan.build, &plan.image),
-            write_token
+        let (init, build) = tokio::join!(
+            init_and_token,
+            self.create(id, &plan.names.build, &plan.build, &plan.image)
         );
-        if let Err(e) = created {
-            undo.conflict_if(&e, &plan.names.build);
-            return Err(e);
+        if let Err(e) = &build {
+            undo.conflict_if(e, &plan.names.build);
         }
-        written?;
+        if let Err((e, from_create)) = &init
+            && *from_create
+        {
+            undo.conflict_if(e, &plan.names.init);
+        }
+        // The build container's failure (e.g. its image is missing) is reported first.
+        build?;
+        init.map_err(|(e, _)| e)?;
         self.step(StartStep::BuildCreated, id, t0)?;
 
         self.engine
@@ -241,11 +246,30 @@ impl DockerExecutor {
     }
 }
 
+/// A launcher image that cannot be had is the executor's configuration problem, not the
+/// build's.
+fn launcher_problem(e: Error) -> Error {
+    if e.kind() == ErrorKind::ImagePull {
+        Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("launcherImage: {}", e.message()),
+        )
+        .with_context("key", "launcherImage")
+    } else {
+        e
+    }
+}
+
 /// What a failed start says about the build, to be reported by `status`/`verify`.
 fn start_outcome(e: &Error) -> Option<BuildStatus> {
     match e.kind() {
         ErrorKind::ImagePull => Some(BuildStatus::failed(
             FailureReason::ImagePull,
+            e.message().to_string(),
+            Some(e.message().to_string()),
+        )),
+        ErrorKind::ConfigInvalid => Some(BuildStatus::failed(
+            FailureReason::Configuration,
             e.message().to_string(),
             Some(e.message().to_string()),
         )),
@@ -451,6 +475,13 @@ mod tests {
         assert_eq!(
             start_outcome(&refused).unwrap().reason(),
             Some(FailureReason::StartRefused)
+        );
+        let launcher = launcher_problem(Error::new(ErrorKind::ImagePull, "cannot pull image l:1"));
+        assert_eq!(launcher.kind(), ErrorKind::ConfigInvalid);
+        assert!(launcher.message().starts_with("launcherImage: "));
+        assert_eq!(
+            start_outcome(&launcher).unwrap().reason(),
+            Some(FailureReason::Configuration)
         );
         let down = Error::new(ErrorKind::Unavailable, "cannot reach").temporary();
         assert!(start_outcome(&down).is_none());

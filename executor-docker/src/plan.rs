@@ -222,6 +222,8 @@ impl BuildPlan {
 }
 
 /// A named-volume mount; the daemon creates the volume with `labels` if it is missing.
+/// The read-only (build) mounts never copy the image's content into the volume, so only
+/// the launcher image fills the tools volume, whichever container is created first.
 fn volume_mount(
     name: &str,
     target: &str,
@@ -234,7 +236,7 @@ fn volume_mount(
         target: Some(target.to_string()),
         read_only: Some(read_only),
         volume_options: Some(MountVolumeOptions {
-            no_copy: Some(false),
+            no_copy: Some(read_only),
             labels: Some(labels.clone()),
             ..Default::default()
         }),

@@ -35,6 +35,8 @@ pub(crate) enum Known {
 #[derive(Debug)]
 struct Entry {
     known: Known,
+    /// Pulls in progress during a start.
+    pulls: u32,
     /// Started by this process (so counted as started).
     live: bool,
     /// Whether the counters already saw this build finish.
@@ -111,6 +113,7 @@ impl Builds {
             id,
             Entry {
                 known: Known::Starting { pulling: false },
+                pulls: 0,
                 live: false,
                 counted: false,
             },
@@ -127,7 +130,14 @@ impl Builds {
         if let Some(e) = self.entries.lock().get_mut(&id)
             && matches!(e.known, Known::Starting { .. })
         {
-            e.known = Known::Starting { pulling };
+            e.pulls = if pulling {
+                e.pulls + 1
+            } else {
+                e.pulls.saturating_sub(1)
+            };
+            e.known = Known::Starting {
+                pulling: e.pulls > 0,
+            };
         }
     }
 
@@ -177,6 +187,7 @@ impl Builds {
         let mut entries = self.entries.lock();
         let e = entries.entry(id).or_insert(Entry {
             known: Known::Live,
+            pulls: 0,
             live: false,
             counted: false,
         });
@@ -209,6 +220,7 @@ impl Builds {
             id,
             Entry {
                 known: Known::Ended(status),
+                pulls: 0,
                 live,
                 counted,
             },
@@ -288,7 +300,13 @@ mod tests {
         let b = Builds::default();
         let s = b.starting(id(3));
         b.pulling(id(3), true);
-        assert_eq!(b.get(id(3)), Some(Known::Starting { pulling: true }));
+        b.pulling(id(3), true);
+        b.pulling(id(3), false);
+        assert_eq!(
+            b.get(id(3)),
+            Some(Known::Starting { pulling: true }),
+            "one pull still runs"
+        );
         s.failed(Some(BuildStatus::failed(
             FailureReason::ImagePull,
             "manifest unknown",

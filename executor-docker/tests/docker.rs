@@ -637,3 +637,26 @@ async fn an_unreachable_daemon_is_a_temporary_unavailable_error_naming_it() {
     assert!(e.to_string().contains("tcp://127.0.0.1:1"), "{e}");
     assert!(!tcp.stats().breaker.is_closed || tcp.stats().requests.failure >= 1);
 }
+
+#[tokio::test]
+async fn a_build_image_with_its_own_opt_sd_still_runs_the_launchers_tools() {
+    let Some((docker, _images, exec)) = setup("shadow").await else {
+        return;
+    };
+    // A build image shipping its own /opt/sd/launch (which would exit 42).
+    let tag = format!("sdx-test/build-with-opt-sd:{}", testing::TAG);
+    let impostor = testing::File::exec("opt/sd/launch", "#!/bin/sh\nexit 42\n");
+    testing::build_image(&docker, &tag, testing::busybox_context(&[impostor], "")).await;
+    for (id, path) in [(121, "/exit/0"), (122, "/exit/0")] {
+        let b = build(id, path, &tag);
+        exec.start(&b).await.expect("start");
+        let s = finish(&exec, &b).await;
+        assert_eq!(
+            s.phase,
+            Phase::Succeeded,
+            "the build image's /opt/sd leaked into the tools volume: {s}"
+        );
+        exec.stop(&b.to_stop()).await.unwrap();
+        assert_nothing_left(&docker, &exec, id).await;
+    }
+}

@@ -137,7 +137,9 @@ async fn executor(url: &str, ns: &str, watch: bool) -> K8sExecutor {
         .await
         .expect("executor");
     if watch {
-        e.wait_synced(Duration::from_secs(30)).await.expect("synced");
+        e.wait_synced(Duration::from_secs(30))
+            .await
+            .expect("synced");
     }
     e
 }
@@ -201,7 +203,8 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
     assert_eq!((cache.tracked_builds, cache.cached_pods), (n, n));
 
     // Latency of a status change: make one pod succeed through the API, poll status().
-    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+    let client =
+        kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
     let pods: Api<Pod> = Api::namespaced(client, ns);
     let mut latency = Vec::with_capacity(LATENCY_SAMPLES);
     let mut latency_reqs = 0;
@@ -249,7 +252,8 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
         start_reqs,
         status_reqs,
         stop_reqs,
-        est_bytes_per_build: (cache.estimated_bytes as f64 - empty.estimated_bytes as f64) / n as f64,
+        est_bytes_per_build: (cache.estimated_bytes as f64 - empty.estimated_bytes as f64)
+            / n as f64,
         status_wall,
         latency,
         latency_reqs,
@@ -286,24 +290,30 @@ fn print(f: &Figures, n: usize) {
     );
 }
 
-/// Fills a watch-only executor's cache with `n` pods created inside the fake process:
-/// the allocator sees only what the cache keeps (one watch connection, no requests of
-/// ours), to check the estimator. Returns (measured, estimated) bytes per pod.
+/// Checks the estimator: a watch-only executor caches `n` pods created inside the fake
+/// process (no requests of ours), then is dropped; what the drop gives back, minus what
+/// dropping an executor with an empty cache gives back, is what the cache held.
+/// Returns (measured, estimated) bytes per pod.
 async fn cross_check(url: &str, stdin: &mut std::process::ChildStdin, n: usize) -> (f64, f64) {
-    let e = executor(url, "bench-check", true).await;
+    let empty = executor(url, "bench-empty", true).await;
     settle().await;
-    let (m0, s0) = (live(), e.cache_stats());
+    let m0 = live();
+    drop(empty);
+    settle().await;
+    let fixed = m0 - live();
+
+    let e = executor(url, "bench-check", true).await;
     writeln!(stdin, "create bench-check {n}").expect("command the fake");
     stdin.flush().expect("flush");
     while e.cache_stats().cached_pods < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     settle().await;
-    let (m1, s1) = (live(), e.cache_stats());
-    (
-        (m1 - m0) as f64 / n as f64,
-        (s1.estimated_bytes as f64 - s0.estimated_bytes as f64) / n as f64,
-    )
+    let estimated = e.cache_stats().estimated_bytes as f64 / n as f64;
+    let m1 = live();
+    drop(e);
+    settle().await;
+    ((m1 - live() - fixed) as f64 / n as f64, estimated)
 }
 
 async fn parent(n: usize) {
@@ -321,7 +331,8 @@ async fn parent(n: usize) {
     let url = url.trim().to_string();
     println!("k8s executor benchmark: {n} concurrent builds against the fake API server at {url}");
     let mut stdin = child.stdin.take().expect("stdin");
-    let (measured, estimated) = cross_check(&url, &mut stdin, n).await;
+    let check = 5 * n;
+    let (measured, estimated) = cross_check(&url, &mut stdin, check).await;
     let watch = run(&url, "shared watch (status from the cache)", true, 1, n).await;
     let get = run(&url, "baseline (GET per status call)", false, 1_000_001, n).await;
     print(&watch, n);
@@ -337,7 +348,7 @@ async fn parent(n: usize) {
     );
 
     println!(
-        "estimator check: {n} pods cached by the watch alone: allocator {measured:.0} bytes/pod, estimate {estimated:.0} bytes/pod"
+        "estimator check: {check} pods cached by a watch-only executor: dropping it frees {measured:.0} bytes/pod (allocator), estimate {estimated:.0} bytes/pod"
     );
     drop(stdin);
     let _ = child.wait();

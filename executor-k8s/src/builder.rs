@@ -210,7 +210,11 @@ impl K8sExecutorBuilder {
     }
 
     /// The launcher image and tag.
-    pub fn with_launcher_image(mut self, image: impl Into<String>, version: impl Into<String>) -> Self {
+    pub fn with_launcher_image(
+        mut self,
+        image: impl Into<String>,
+        version: impl Into<String>,
+    ) -> Self {
         self.config.launcher_image = image.into();
         self.config.launcher_version = version.into();
         self
@@ -253,8 +257,14 @@ impl K8sExecutorBuilder {
     }
 
     /// Adds a preferred node label.
-    pub fn with_preferred_node_selector(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.config.preferred_node_selectors.insert(key.into(), value.into());
+    pub fn with_preferred_node_selector(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.config
+            .preferred_node_selectors
+            .insert(key.into(), value.into());
         self
     }
 
@@ -349,7 +359,10 @@ impl K8sExecutorBuilder {
         validate(&cfg)?;
         let (client, namespace, throttle) = match self.client {
             Some(c) => {
-                let ns = cfg.namespace.clone().unwrap_or_else(|| c.default_namespace().to_string());
+                let ns = cfg
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| c.default_namespace().to_string());
                 (c, ns, None)
             }
             None => connect(&cfg).await?,
@@ -385,16 +398,23 @@ impl K8sExecutorBuilder {
 async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Throttle>>), Error> {
     let mut kc = match &cfg.url {
         Some(u) => kube::Config::new(u.parse::<http::Uri>().map_err(|e| config_error("url", e))?),
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| config_error("url", format!("no API server configured and none inferred: {e}")))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            config_error(
+                "url",
+                format!("no API server configured and none inferred: {e}"),
+            )
+        })?,
     };
     // Retries are ours (EngineCalls): kube's default layer would also retry creates on 503.
     kc.default_retry = false;
     kc.accept_invalid_certs |= cfg.accept_invalid_certs;
-    let namespace = cfg.namespace.clone().unwrap_or_else(|| kc.default_namespace.clone());
+    let namespace = cfg
+        .namespace
+        .clone()
+        .unwrap_or_else(|| kc.default_namespace.clone());
     let qps = NonZeroU32::new(cfg.qps).ok_or_else(|| config_error("qps", "must be positive"))?;
-    let burst = NonZeroU32::new(cfg.burst).ok_or_else(|| config_error("burst", "must be positive"))?;
+    let burst =
+        NonZeroU32::new(cfg.burst).ok_or_else(|| config_error("burst", "must be positive"))?;
     let throttle = Throttle::new(qps, burst);
     let client = ClientBuilder::try_from(kc)
         .map_err(|e| config_error("url", e))?
@@ -407,7 +427,8 @@ async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Th
 fn check_name(key: &str, v: &str, max: usize) -> Result<(), Error> {
     let ok = !v.is_empty()
         && v.len() <= max
-        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !v.starts_with('-')
         && !v.ends_with('-');
     if ok {
@@ -415,7 +436,9 @@ fn check_name(key: &str, v: &str, max: usize) -> Result<(), Error> {
     } else {
         Err(config_error(
             key,
-            format!("{v:?} must be 1-{max} lowercase letters, digits or '-', not starting or ending with '-'"),
+            format!(
+                "{v:?} must be 1-{max} lowercase letters, digits or '-', not starting or ending with '-'"
+            ),
         ))
     }
 }
@@ -428,8 +451,13 @@ fn validate(c: &K8sConfig) -> Result<(), Error> {
     // for a 20-digit id.
     if !c.prefix.is_empty()
         && (c.prefix.len() > 40
-            || !c.prefix.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-            || !c.prefix.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'))
+            || !c
+                .prefix
+                .starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            || !c
+                .prefix
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'))
     {
         return Err(config_error(
             "prefix",
@@ -446,12 +474,18 @@ fn validate(c: &K8sConfig) -> Result<(), Error> {
         return Err(config_error("launcherCopyCommand", "must not be empty"));
     }
     if !c.mount_point.starts_with('/') || c.mount_point.len() < 2 {
-        return Err(config_error("mountPoint", "must be an absolute path other than /"));
+        return Err(config_error(
+            "mountPoint",
+            "must be an absolute path other than /",
+        ));
     }
     if !["Always", "IfNotPresent", "Never"].contains(&c.image_pull_policy.as_str()) {
         return Err(config_error(
             "imagePullPolicy",
-            format!("{:?}: expected Always, IfNotPresent or Never", c.image_pull_policy),
+            format!(
+                "{:?}: expected Always, IfNotPresent or Never",
+                c.image_pull_policy
+            ),
         ));
     }
     if c.service_account.trim().is_empty() {
@@ -459,10 +493,16 @@ fn validate(c: &K8sConfig) -> Result<(), Error> {
     }
     for (k, v) in c.node_selectors.iter().chain(&c.preferred_node_selectors) {
         if k.trim().is_empty() || k.len() > 317 || v.len() > 63 {
-            return Err(config_error("nodeSelectors", format!("bad label {k:?}={v:?}")));
+            return Err(config_error(
+                "nodeSelectors",
+                format!("bad label {k:?}={v:?}"),
+            ));
         }
     }
-    for (name, t) in [("resources.cpu", &c.resources.cpu), ("resources.ram", &c.resources.ram)] {
+    for (name, t) in [
+        ("resources.cpu", &c.resources.cpu),
+        ("resources.ram", &c.resources.ram),
+    ] {
         let all = [t.micro, t.low, t.high, t.turbo, t.max];
         if all.iter().any(|v| !v.is_finite() || *v <= 0.0) {
             return Err(config_error(name, "every tier must be a positive number"));
@@ -472,7 +512,10 @@ fn validate(c: &K8sConfig) -> Result<(), Error> {
         return Err(config_error("requestFraction", "must be in (0, 1]"));
     }
     if c.termination_grace_period_seconds < 0 {
-        return Err(config_error("terminationGracePeriodSeconds", "must not be negative"));
+        return Err(config_error(
+            "terminationGracePeriodSeconds",
+            "must not be negative",
+        ));
     }
     if c.qps == 0 {
         return Err(config_error("qps", "must be positive"));

@@ -123,7 +123,9 @@ impl State {
                 .pods
                 .iter()
                 .map(|(k, v)| {
-                    k.len() + v.capacity() * size_of::<PodView>() + v.iter().map(PodView::heap_bytes).sum::<usize>()
+                    k.len()
+                        + v.capacity() * size_of::<PodView>()
+                        + v.iter().map(PodView::heap_bytes).sum::<usize>()
                 })
                 .sum::<usize>();
         CacheStats {
@@ -170,7 +172,11 @@ pub(crate) fn lost(view: Option<&PodView>, how: &str) -> BuildStatus {
 }
 
 fn sdbuild(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get(LABEL_SDBUILD).map(String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(LABEL_SDBUILD)
+        .map(String::as_str)
 }
 
 impl Shared {
@@ -184,14 +190,18 @@ impl Shared {
     }
 
     fn view(&self, pod: &Pod, previous: Option<&PodView>, now: DateTime<Utc>) -> PodView {
-        PodView::from_pod(pod, previous, now, |t| self.policy.wants_condition(t))
+        PodView::from_pod(pod, previous, now, |t, st| {
+            self.policy.wants_condition(t, st)
+        })
     }
 
     /// The build id of a pod of ours (its `sdbuild` is `<prefix><build-id label>`).
     fn build_id(&self, pod: &Pod) -> Option<BuildId> {
         let labels = pod.metadata.labels.as_ref()?;
         let id: BuildId = labels.get(LABEL_BUILD_ID)?.parse().ok()?;
-        (labels.get(LABEL_SDBUILD).map(String::as_str) == Some(build_name(&self.prefix, id).as_str())).then_some(id)
+        (labels.get(LABEL_SDBUILD).map(String::as_str)
+            == Some(build_name(&self.prefix, id).as_str()))
+        .then_some(id)
     }
 
     /// Records a terminal status for a live tracked build (once).
@@ -232,7 +242,10 @@ impl Shared {
                 let previous = st.pod(key, name);
                 let view = self.view(&pod, previous, now);
                 if let Some(relist) = st.relist.as_mut() {
-                    relist.entry(key.into()).or_insert_with(|| Vec::with_capacity(1)).push(view);
+                    relist
+                        .entry(key.into())
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push(view);
                 }
             }
             Event::InitDone => {
@@ -243,9 +256,14 @@ impl Shared {
                 let State { tracked, pods, .. } = st;
                 for (id, t) in tracked.iter_mut() {
                     let build = build_name(&self.prefix, *id);
-                    match pods.get(build.as_str()).and_then(|v| v.iter().find(|p| p.name == t.pod)) {
+                    match pods
+                        .get(build.as_str())
+                        .and_then(|v| v.iter().find(|p| p.name == t.pod))
+                    {
                         Some(view) => self.observe(t, view, now),
-                        None if t.seen => self.finish(t, lost(None, "deleted while the watch was re-listing")),
+                        None if t.seen => {
+                            self.finish(t, lost(None, "deleted while the watch was re-listing"))
+                        }
                         None => {}
                     }
                 }
@@ -312,13 +330,19 @@ impl Shared {
 }
 
 /// Runs the shared watch until the executor is dropped.
-pub(crate) async fn run_watch(api: Api<Pod>, shared: Arc<Shared>, timeout_seconds: u32, retain: Duration) {
+pub(crate) async fn run_watch(
+    api: Api<Pod>,
+    shared: Arc<Shared>,
+    timeout_seconds: u32,
+    retain: Duration,
+) {
     let wc = watcher::Config::default()
         .labels("app=screwdriver")
         .timeout(timeout_seconds);
     let stream = watcher(api, wc).default_backoff();
     futures::pin_mut!(stream);
-    let mut prune = tokio::time::interval(Duration::from_secs(60).min(retain.max(Duration::from_secs(1))));
+    let mut prune =
+        tokio::time::interval(Duration::from_secs(60).min(retain.max(Duration::from_secs(1))));
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -69,7 +69,10 @@ impl K8sClient {
         let (api, pp, patch) = (&self.secrets, &PatchParams::default(), &Patch::Merge(patch));
         self.calls
             .call("own secret", Idempotency::Idempotent, || async move {
-                api.patch(secret, pp, patch).await.map(|_| ()).map_err(error::map)
+                api.patch(secret, pp, patch)
+                    .await
+                    .map(|_| ())
+                    .map_err(error::map)
             })
             .await
     }
@@ -101,7 +104,11 @@ impl K8sClient {
     }
 
     /// Deletes every pod matching `selector` (one deletecollection request).
-    pub(crate) async fn delete_pods(&self, selector: &str, grace: Option<u32>) -> Result<(), Error> {
+    pub(crate) async fn delete_pods(
+        &self,
+        selector: &str,
+        grace: Option<u32>,
+    ) -> Result<(), Error> {
         let dp = &DeleteParams {
             grace_period_seconds: grace,
             ..DeleteParams::default()
@@ -110,7 +117,10 @@ impl K8sClient {
         gone_is_ok(
             self.calls
                 .call("delete pods", Idempotency::Idempotent, || async move {
-                    api.delete_collection(dp, lp).await.map(|_| ()).map_err(error::map)
+                    api.delete_collection(dp, lp)
+                        .await
+                        .map(|_| ())
+                        .map_err(error::map)
                 })
                 .await,
         )
@@ -123,7 +133,10 @@ impl K8sClient {
         gone_is_ok(
             self.calls
                 .call("delete secrets", Idempotency::Idempotent, || async move {
-                    api.delete_collection(dp, lp).await.map(|_| ()).map_err(error::map)
+                    api.delete_collection(dp, lp)
+                        .await
+                        .map(|_| ())
+                        .map_err(error::map)
                 })
                 .await,
         )
@@ -148,7 +161,10 @@ impl K8sClient {
     }
 
     /// Metadata (never the data) of the Secrets matching `selector`.
-    pub(crate) async fn list_secret_metadata(&self, selector: &str) -> Result<Vec<ObjectMeta>, Error> {
+    pub(crate) async fn list_secret_metadata(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<ObjectMeta>, Error> {
         let (api, lp) = (&self.secrets, &ListParams::default().labels(selector));
         self.calls
             .call("list secrets", Idempotency::Idempotent, || async move {

@@ -120,7 +120,8 @@ impl Default for K8sConfig {
             launcher_copy_command: vec![
                 "/bin/sh".into(),
                 "-c".into(),
-                "cp -a /opt/sd/. /opt/launcher/ && ([ ! -d /hab ] || cp -a /hab /opt/launcher/hab)".into(),
+                "cp -a /opt/sd/. /opt/launcher/ && ([ ! -d /hab ] || cp -a /hab /opt/launcher/hab)"
+                    .into(),
             ],
             launch_mode: LaunchMode::Native,
             mount_point: DEFAULT_MOUNT_POINT.into(),

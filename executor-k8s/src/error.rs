@@ -39,8 +39,9 @@ pub(crate) fn map(e: kube::Error) -> Error {
                         .as_ref()
                         .map(|d| d.retry_after_seconds)
                         .filter(|s| *s > 0);
-                    base(ErrorKind::RateLimited)
-                        .with_retry_after(secs.map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s.into())))
+                    base(ErrorKind::RateLimited).with_retry_after(
+                        secs.map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s.into())),
+                    )
                 }
                 504 => base(ErrorKind::Timeout).temporary(),
                 c if c >= 500 => base(ErrorKind::Unexpected).temporary(),
@@ -69,13 +70,16 @@ fn transport(e: kube::Error) -> Error {
     }
     use std::io::ErrorKind as Io;
     match kind {
-        Some(Io::ConnectionRefused | Io::NotFound | Io::AddrNotAvailable) => {
-            Error::new(ErrorKind::Unavailable, format!("cannot reach the API server: {text}")).temporary()
-        }
+        Some(Io::ConnectionRefused | Io::NotFound | Io::AddrNotAvailable) => Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot reach the API server: {text}"),
+        )
+        .temporary(),
         Some(Io::TimedOut) => Error::new(ErrorKind::Timeout, text).temporary(),
-        _ if matches!(e, kube::Error::SerdeError(_)) => {
-            Error::new(ErrorKind::Unexpected, format!("unreadable API answer: {text}"))
-        }
+        _ if matches!(e, kube::Error::SerdeError(_)) => Error::new(
+            ErrorKind::Unexpected,
+            format!("unreadable API answer: {text}"),
+        ),
         // The request may or may not have reached the server: temporary, but a
         // non-idempotent call is not retried on it.
         _ => Error::new(ErrorKind::Unexpected, text).temporary(),
@@ -127,11 +131,21 @@ mod tests {
         ];
         for (code, kind, temporary) in cases {
             let e = map(api(code, 0));
-            assert_eq!((e.kind(), e.is_temporary(), e.status()), (kind, temporary, Some(code)), "{code}");
+            assert_eq!(
+                (e.kind(), e.is_temporary(), e.status()),
+                (kind, temporary, Some(code)),
+                "{code}"
+            );
         }
         let e = map(api(429, 7));
-        assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(7))));
+        assert_eq!(
+            (e.kind(), e.retry_after()),
+            (ErrorKind::RateLimited, Some(Duration::from_secs(7)))
+        );
         assert_eq!(map(api(429, 0)).retry_after(), Some(DEFAULT_RETRY_AFTER));
-        assert_eq!(config("qps", "must be positive").to_string(), "k8s: config_invalid: qps: must be positive, key: qps");
+        assert_eq!(
+            config("qps", "must be positive").to_string(),
+            "k8s: config_invalid: qps: must be positive, key: qps"
+        );
     }
 }

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use executor_base::labels::{BuildLabels, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY};
+use executor_base::labels::{
+    BuildLabels, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY,
+};
 use executor_base::verdict::pod_status_message;
 use executor_base::{
-    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, LaunchMode, StartConfig, Stats,
-    StopConfig, Verdict, build_name,
+    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, LaunchMode,
+    StartConfig, Stats, StopConfig, Verdict, build_name,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -84,7 +86,9 @@ fn verdict(s: &BuildStatus, phase: Option<PodPhase>) -> Verdict {
 
 impl K8sExecutor {
     pub(crate) fn from_inner(inner: Inner) -> Self {
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The namespace builds run in.
@@ -112,12 +116,17 @@ impl K8sExecutor {
     /// `within`; [`ErrorKind::Unsupported`] when the watch is off).
     pub async fn wait_synced(&self, within: Duration) -> Result<(), Error> {
         if !self.inner.cfg.watch {
-            return Err(Error::new(ErrorKind::Unsupported, "the watch is off (watch: false)").with_executor(SCHEME));
+            return Err(
+                Error::new(ErrorKind::Unsupported, "the watch is off (watch: false)")
+                    .with_executor(SCHEME),
+            );
         }
         let deadline = tokio::time::Instant::now() + within;
         while !self.is_synced() {
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::new(ErrorKind::Timeout, "pod watch not synced").with_executor(SCHEME));
+                return Err(
+                    Error::new(ErrorKind::Timeout, "pod watch not synced").with_executor(SCHEME)
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -149,9 +158,12 @@ impl K8sExecutor {
             }),
         };
         if live {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("build {id} is already running"))
-                .with_executor(SCHEME)
-                .with_operation("start"));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("build {id} is already running"),
+            )
+            .with_executor(SCHEME)
+            .with_operation("start"));
         }
         st.tracked.insert(id, Tracked::new(&names.pod, Utc::now()));
         Ok(())
@@ -159,13 +171,20 @@ impl K8sExecutor {
 
     /// Creates the Secret (native mode), the pod, then makes the pod own the Secret.
     /// Returns whether the Secret will be collected with the pod (or there is none).
-    async fn create(&self, build: &StartConfig, names: &Names, timeout: u32, labels: &BuildLabels) -> Result<bool, Error> {
+    async fn create(
+        &self,
+        build: &StartConfig,
+        names: &Names,
+        timeout: u32,
+        labels: &BuildLabels,
+    ) -> Result<bool, Error> {
         let i = &self.inner;
         let c = &i.client;
         let label_map = manifest::labels(labels, &i.cfg.pod_labels);
         let native = i.cfg.launch_mode == LaunchMode::Native;
         if native {
-            c.create_secret(&manifest::secret(names, label_map.clone(), build)).await?;
+            c.create_secret(&manifest::secret(names, label_map.clone(), build))
+                .await?;
         }
         let pod = manifest::pod(&i.cfg, build, names, label_map, timeout);
         let created = match c.create_pod(&pod).await {
@@ -242,7 +261,10 @@ impl K8sExecutor {
                             None if (now - t.created_at).to_std().unwrap_or_default()
                                 < Duration::from_secs(i.cfg.watch_lag_grace_seconds) =>
                             {
-                                Next::Done(BuildStatus::pending("pod created; waiting for the scheduler"), None)
+                                Next::Done(
+                                    BuildStatus::pending("pod created; waiting for the scheduler"),
+                                    None,
+                                )
                             }
                             None => Next::GetPod(t.pod.clone()),
                         }
@@ -269,10 +291,13 @@ impl K8sExecutor {
                 let st = &mut *st;
                 let (s, phase) = match got {
                     Some(p) => {
-                        let list = st.pods.entry(name.as_str().into()).or_insert_with(|| Vec::with_capacity(1));
+                        let list = st
+                            .pods
+                            .entry(name.as_str().into())
+                            .or_insert_with(|| Vec::with_capacity(1));
                         let idx = list.iter().position(|v| v.name == pod);
-                        let view = PodView::from_pod(&p, idx.map(|x| &list[x]), now, |t| {
-                            i.shared.policy.wants_condition(t)
+                        let view = PodView::from_pod(&p, idx.map(|x| &list[x]), now, |t, st| {
+                            i.shared.policy.wants_condition(t, st)
                         });
                         let s = self.classify(&view);
                         let phase = Some(view.phase);
@@ -283,7 +308,10 @@ impl K8sExecutor {
                         (s, phase)
                     }
                     None => {
-                        let last = st.pods.get(name.as_str()).and_then(|l| l.iter().find(|v| v.name == pod));
+                        let last = st
+                            .pods
+                            .get(name.as_str())
+                            .and_then(|l| l.iter().find(|v| v.name == pod));
                         (lost(last, "deleted"), None)
                     }
                 };
@@ -295,27 +323,47 @@ impl K8sExecutor {
                         }
                         Ok((s, phase))
                     }
-                    Some(t) => Ok((t.terminal.clone().unwrap_or_else(BuildStatus::canceled), phase)),
+                    Some(t) => Ok((
+                        t.terminal.clone().unwrap_or_else(BuildStatus::canceled),
+                        phase,
+                    )),
                     None => Ok((s, phase)),
                 }
             }
             Next::List => {
-                let pods = i.client.list_pods(&format!("{LABEL_SDBUILD}={name}")).await?;
+                let pods = i
+                    .client
+                    .list_pods(&format!("{LABEL_SDBUILD}={name}"))
+                    .await?;
                 let newest = pods
                     .iter()
                     .max_by_key(|p| p.metadata.creation_timestamp.clone())
                     .ok_or_else(|| Error::build_not_found(id).with_executor(SCHEME))?;
-                let view = PodView::from_pod(newest, None, now, |t| i.shared.policy.wants_condition(t));
+                let view = PodView::from_pod(newest, None, now, |t, st| {
+                    i.shared.policy.wants_condition(t, st)
+                });
                 Ok((self.classify(&view), Some(view.phase)))
             }
         }
     }
 
-    async fn delete_expired(&self, kind: &str, items: Vec<ObjectMeta>, dry_run: bool, report: &mut GcReport) -> Result<(), Error> {
+    async fn delete_expired(
+        &self,
+        kind: &str,
+        items: Vec<ObjectMeta>,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<(), Error> {
         let now = Utc::now();
         for m in items {
-            let expiry = m.labels.as_ref().and_then(|l| l.get(LABEL_EXPIRES)).map(String::as_str);
-            let Some(name) = m.name.as_deref() else { continue };
+            let expiry = m
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_EXPIRES))
+                .map(String::as_str);
+            let Some(name) = m.name.as_deref() else {
+                continue;
+            };
             if !BuildLabels::is_expired(expiry, now) {
                 continue;
             }
@@ -404,7 +452,11 @@ impl Executor for K8sExecutor {
                     let pending = view.map_or(!seen, |v| !v.build_started());
                     (live, collected, pending)
                 }
-                None => (false, false, st.newest_pod(&name).is_some_and(|v| !v.build_started())),
+                None => (
+                    false,
+                    false,
+                    st.newest_pod(&name).is_some_and(|v| !v.build_started()),
+                ),
             }
         };
         let grace = if pending {
@@ -471,9 +523,11 @@ impl Executor for K8sExecutor {
             expired: Vec::new(),
         };
         let pods = c.list_pod_metadata(&selector).await?;
-        self.delete_expired("pod", pods, dry_run, &mut report).await?;
+        self.delete_expired("pod", pods, dry_run, &mut report)
+            .await?;
         let secrets = c.list_secret_metadata(&selector).await?;
-        self.delete_expired("secret", secrets, dry_run, &mut report).await?;
+        self.delete_expired("secret", secrets, dry_run, &mut report)
+            .await?;
         Ok(report)
     }
 }

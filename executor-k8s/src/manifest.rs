@@ -16,9 +16,10 @@ use executor_base::launch::{TOKEN_ENV, expose_token};
 use executor_base::{LaunchMode, LaunchSpec, StartConfig, TokenDelivery};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, Pod, PodSpec,
-    PreferredSchedulingTerm, ResourceRequirements, Secret, SecretKeySelector, Toleration, Volume, VolumeMount,
+    Affinity, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
+    Pod, PodSpec, PreferredSchedulingTerm, ResourceRequirements, Secret, SecretKeySelector,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -73,7 +74,10 @@ pub(crate) fn memory_quantity(bytes: u64) -> String {
 }
 
 /// The label map of a build's objects: ours (from [`BuildLabels`]) over `extra`.
-pub(crate) fn labels(build: &BuildLabels, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub(crate) fn labels(
+    build: &BuildLabels,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut m = extra.clone();
     for (k, v) in build.to_pairs() {
         m.insert(k.to_string(), v);
@@ -83,11 +87,17 @@ pub(crate) fn labels(build: &BuildLabels, extra: &BTreeMap<String, String>) -> B
 
 /// The expiry of a build's objects: start + timeout + buffer.
 pub(crate) fn expiry(cfg: &K8sConfig, timeout_minutes: u32, now: DateTime<Utc>) -> DateTime<Utc> {
-    now + chrono::Duration::minutes(i64::from(timeout_minutes) + i64::from(cfg.expiry_buffer_minutes))
+    now + chrono::Duration::minutes(
+        i64::from(timeout_minutes) + i64::from(cfg.expiry_buffer_minutes),
+    )
 }
 
 /// The Secret holding the build token.
-pub(crate) fn secret(names: &Names, labels: BTreeMap<String, String>, build: &StartConfig) -> Secret {
+pub(crate) fn secret(
+    names: &Names,
+    labels: BTreeMap<String, String>,
+    build: &StartConfig,
+) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(names.secret.clone()),
@@ -126,7 +136,12 @@ fn affinity(cfg: &K8sConfig) -> Option<Affinity> {
     }
     let required = (!cfg.node_selectors.is_empty()).then(|| NodeSelector {
         node_selector_terms: vec![NodeSelectorTerm {
-            match_expressions: Some(cfg.node_selectors.iter().map(|(k, v)| requirement(k, v)).collect()),
+            match_expressions: Some(
+                cfg.node_selectors
+                    .iter()
+                    .map(|(k, v)| requirement(k, v))
+                    .collect(),
+            ),
             match_fields: None,
         }],
     });
@@ -178,7 +193,10 @@ fn resources(cfg: &K8sConfig, build: &StartConfig) -> ResourceRequirements {
     ]);
     let f = cfg.request_fraction.clamp(0.0, 1.0);
     let requests = BTreeMap::from([
-        ("cpu".to_string(), Quantity(format!("{}m", ((cpu as f64) * f).round() as u64))),
+        (
+            "cpu".to_string(),
+            Quantity(format!("{}m", ((cpu as f64) * f).round() as u64)),
+        ),
         (
             "memory".to_string(),
             Quantity(memory_quantity(((mem as f64) * f).round() as u64)),
@@ -304,11 +322,20 @@ mod tests {
 
     #[test]
     fn names_follow_upstream() {
-        let l = BuildLabels::new("sd-", executor_base::BuildId::new(42).unwrap(), None, Utc::now());
+        let l = BuildLabels::new(
+            "sd-",
+            executor_base::BuildId::new(42).unwrap(),
+            None,
+            Utc::now(),
+        );
         let n = Names::new(&l);
         assert_eq!(n.build, "sd-42");
         assert!(n.pod.starts_with("sd-42-") && n.pod.len() == "sd-42-".len() + 5);
         assert_eq!(n.secret, format!("{}-token", n.pod));
-        assert_ne!(Names::new(&l).pod, Names::new(&l).pod, "random suffix (1 in 60 million to collide)");
+        assert_ne!(
+            Names::new(&l).pod,
+            Names::new(&l).pod,
+            "random suffix (1 in 60 million to collide)"
+        );
     }
 }

@@ -191,7 +191,11 @@ impl Default for ReasonPolicy {
                 waiting("ErrImageNeverPull", R::ImagePull, Grace::Immediate),
                 waiting("ErrImagePull", R::ImagePull, Grace::ImagePull),
                 waiting("ImagePullBackOff", R::ImagePull, Grace::ImagePull),
-                waiting("CreateContainerConfigError", R::ContainerConfig, Grace::Immediate),
+                waiting(
+                    "CreateContainerConfigError",
+                    R::ContainerConfig,
+                    Grace::Immediate,
+                ),
                 waiting("CreateContainerError", R::ContainerConfig, Grace::Immediate),
                 waiting("RunContainerError", R::ContainerConfig, Grace::Immediate),
                 waiting("CrashLoopBackOff", R::CrashLoop, Grace::Immediate),
@@ -249,23 +253,31 @@ impl Match {
                     since: pod.created,
                 })
             }),
-            Match::PodReason { reason } => (pod.reason.as_deref() == Some(reason.as_str())).then(|| Hit {
-                evidence: evidence(reason, pod.message.as_deref()),
-                detail: pod.message.as_deref().map(str::to_string),
-                since: pod.created,
-            }),
+            Match::PodReason { reason } => {
+                (pod.reason.as_deref() == Some(reason.as_str())).then(|| Hit {
+                    evidence: evidence(reason, pod.message.as_deref()),
+                    detail: pod.message.as_deref().map(str::to_string),
+                    since: pod.created,
+                })
+            }
             Match::PodPhase { phase } => (pod.phase.as_str() == phase).then(|| Hit {
                 evidence: format!("pod phase {phase}"),
                 detail: pod.message.as_deref().map(str::to_string),
                 since: pod.created,
             }),
-            Match::Condition { type_, status, reason } => pod
+            Match::Condition {
+                type_,
+                status,
+                reason,
+            } => pod
                 .conditions
                 .iter()
                 .find(|c| {
                     *c.type_ == **type_
                         && *c.status == **status
-                        && reason.as_deref().is_none_or(|r| c.reason.as_deref() == Some(r))
+                        && reason
+                            .as_deref()
+                            .is_none_or(|r| c.reason.as_deref() == Some(r))
                 })
                 .map(|c| Hit {
                     evidence: format!(
@@ -283,12 +295,9 @@ impl Match {
         }
     }
 
-    /// The condition type this rule needs the cache to keep, if any.
-    fn condition_type(&self) -> Option<&str> {
-        match self {
-            Match::Condition { type_, .. } => Some(type_),
-            _ => None,
-        }
+    /// Whether this rule needs the cache to keep a condition of this type and status.
+    fn wants_condition(&self, t: &str, st: &str) -> bool {
+        matches!(self, Match::Condition { type_, status, .. } if type_ == t && status == st)
     }
 }
 
@@ -310,20 +319,23 @@ impl ReasonPolicy {
         }
     }
 
-    /// Whether the cache must keep conditions of type `t`.
-    pub(crate) fn wants_condition(&self, t: &str) -> bool {
-        self.rules.iter().any(|r| r.on.condition_type() == Some(t))
+    /// Whether the cache must keep a condition of type `t` and status `st` (only those a
+    /// rule looks at, so a healthy pod keeps none).
+    pub(crate) fn wants_condition(&self, t: &str, st: &str) -> bool {
+        self.rules.iter().any(|r| r.on.wants_condition(t, st))
     }
 
     /// Checks the table: every reason names something.
     pub(crate) fn validate(&self) -> Result<(), String> {
         for (i, r) in self.rules.iter().enumerate() {
             let empty = match &r.on {
-                Match::Waiting { reason } | Match::Terminated { reason } | Match::PodReason { reason } => {
-                    reason.trim().is_empty()
-                }
+                Match::Waiting { reason }
+                | Match::Terminated { reason }
+                | Match::PodReason { reason } => reason.trim().is_empty(),
                 Match::PodPhase { phase } => phase.trim().is_empty(),
-                Match::Condition { type_, status, .. } => type_.trim().is_empty() || status.trim().is_empty(),
+                Match::Condition { type_, status, .. } => {
+                    type_.trim().is_empty() || status.trim().is_empty()
+                }
             };
             if empty {
                 return Err(format!("rules[{i}]: empty reason, phase or condition"));
@@ -336,7 +348,9 @@ impl ReasonPolicy {
     pub(crate) fn classify(&self, pod: &PodView, now: DateTime<Utc>) -> BuildStatus {
         let mut within_grace: Option<(Hit, Duration)> = None;
         for rule in &self.rules {
-            let Some(hit) = rule.on.hit(pod) else { continue };
+            let Some(hit) = rule.on.hit(pod) else {
+                continue;
+            };
             let grace = self.grace(rule.grace);
             let elapsed = hit
                 .since
@@ -380,7 +394,11 @@ fn outcome(then: Outcome, hit: Hit, pod: &PodView) -> BuildStatus {
             message: format!(
                 "pod lost ({}); the build {}",
                 hit.evidence,
-                if started { "had started" } else { "had not started" }
+                if started {
+                    "had started"
+                } else {
+                    "had not started"
+                }
             ),
             exit_code,
             failure: Some(Failure {
@@ -390,7 +408,8 @@ fn outcome(then: Outcome, hit: Hit, pod: &PodView) -> BuildStatus {
             }),
         },
         Outcome::TimedOut => {
-            let mut s = BuildStatus::timed_out(format!("build ran past its deadline ({})", hit.evidence));
+            let mut s =
+                BuildStatus::timed_out(format!("build ran past its deadline ({})", hit.evidence));
             s.exit_code = exit_code;
             s
         }
@@ -413,7 +432,9 @@ fn by_phase(pod: &PodView, within_grace: Option<(Hit, Duration)>) -> BuildStatus
             if let Some((code, reason, msg)) = pod.init.terminated().filter(|t| t.0 != 0) {
                 let ev = format!(
                     "launcher init container exited with code {code}{}",
-                    reason.map(|r| format!(" ({})", evidence(r, msg))).unwrap_or_default()
+                    reason
+                        .map(|r| format!(" ({})", evidence(r, msg)))
+                        .unwrap_or_default()
                 );
                 let mut s = BuildStatus::failed(FailureReason::StartRefused, ev.clone(), Some(ev));
                 if let Some(f) = s.failure.as_mut() {
@@ -425,7 +446,11 @@ fn by_phase(pod: &PodView, within_grace: Option<(Hit, Duration)>) -> BuildStatus
                 pod.reason.as_deref().unwrap_or("Failed"),
                 pod.message.as_deref(),
             );
-            let mut s = BuildStatus::failed(FailureReason::EngineError, format!("pod failed: {ev}"), Some(ev));
+            let mut s = BuildStatus::failed(
+                FailureReason::EngineError,
+                format!("pod failed: {ev}"),
+                Some(ev),
+            );
             if let Some(f) = s.failure.as_mut() {
                 f.build_started = Some(pod.build_started());
             }
@@ -433,7 +458,8 @@ fn by_phase(pod: &PodView, within_grace: Option<(Hit, Duration)>) -> BuildStatus
         }
         PodPhase::Running | PodPhase::Unknown if pod.build_started() => BuildStatus::running(),
         _ => {
-            let note = within_grace.map(|(hit, left)| format!("{} (fails in {}s)", hit.evidence, left.as_secs()));
+            let note = within_grace
+                .map(|(hit, left)| format!("{} (fails in {}s)", hit.evidence, left.as_secs()));
             if pod.node_assigned {
                 let waiting = pod
                     .init
@@ -479,13 +505,15 @@ mod tests {
     }
 
     fn view(p: &Pod, prev: Option<&PodView>, now: DateTime<Utc>, policy: &ReasonPolicy) -> PodView {
-        PodView::from_pod(p, prev, now, |c| policy.wants_condition(c))
+        PodView::from_pod(p, prev, now, |c, st| policy.wants_condition(c, st))
     }
 
     fn waiting(reason: &str) -> Pod {
-        base(serde_json::json!({"phase": "Pending", "containerStatuses": [
+        base(
+            serde_json::json!({"phase": "Pending", "containerStatuses": [
             {"name": "sd-1", "ready": false, "restartCount": 0, "image": "", "imageID": "",
-             "state": {"waiting": {"reason": reason, "message": "m"}}}]}))
+             "state": {"waiting": {"reason": reason, "message": "m"}}}]}),
+        )
     }
 
     #[test]
@@ -502,7 +530,10 @@ mod tests {
         let later = view(&waiting("ErrImagePull"), Some(&first), t(59), &p);
         assert_eq!(p.classify(&later, t(59)).phase, Phase::Pulling);
         let s = p.classify(&later, t(60));
-        assert_eq!((s.phase, s.reason()), (Phase::Failed, Some(FailureReason::ImagePull)));
+        assert_eq!(
+            (s.phase, s.reason()),
+            (Phase::Failed, Some(FailureReason::ImagePull))
+        );
         // ... a new reason restarts it.
         let backoff = view(&waiting("ImagePullBackOff"), Some(&later), t(61), &p);
         assert_eq!(p.classify(&backoff, t(100)).phase, Phase::Pulling);
@@ -525,7 +556,10 @@ mod tests {
         // A reason the table does not know is just "initializing".
         let v = view(&waiting("ContainerCreating"), None, t(0), &p);
         let s = p.classify(&v, t(1000));
-        assert_eq!((s.phase, s.message.as_str()), (Phase::Pulling, "initializing: ContainerCreating"));
+        assert_eq!(
+            (s.phase, s.message.as_str()),
+            (Phase::Pulling, "initializing: ContainerCreating")
+        );
     }
 
     #[test]
@@ -559,7 +593,14 @@ mod tests {
             rules: vec![],
             ..ReasonPolicy::default()
         };
-        assert!(!none.classify(&view(&waiting("InvalidImageName"), None, t(0), &none), t(999)).is_terminal());
+        assert!(
+            !none
+                .classify(
+                    &view(&waiting("InvalidImageName"), None, t(0), &none),
+                    t(999)
+                )
+                .is_terminal()
+        );
         assert!(none.validate().is_ok());
     }
 
@@ -576,51 +617,90 @@ mod tests {
                 "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory.",
                 "lastTransitionTime": "2027-01-15T08:00:00Z"}]}
         }));
-        let since = crate::view::to_chrono(pd.status.as_ref().unwrap().conditions.as_ref().unwrap()[0].last_transition_time.as_ref().unwrap()).unwrap();
+        let since = crate::view::to_chrono(
+            pd.status.as_ref().unwrap().conditions.as_ref().unwrap()[0]
+                .last_transition_time
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
         let v = view(&pd, None, since, &p);
         let s = p.classify(&v, since + chrono::Duration::seconds(299));
         assert_eq!(s.phase, Phase::Pending);
         assert!(s.message.contains("Insufficient memory"), "{s}");
         let s = p.classify(&v, since + chrono::Duration::seconds(300));
-        assert_eq!((s.phase, s.reason()), (Phase::Failed, Some(FailureReason::Unschedulable)));
-        assert_eq!(s.message, "build could not be scheduled: 0/3 nodes are available: 3 Insufficient memory.");
+        assert_eq!(
+            (s.phase, s.reason()),
+            (Phase::Failed, Some(FailureReason::Unschedulable))
+        );
+        assert_eq!(
+            s.message,
+            "build could not be scheduled: 0/3 nodes are available: 3 Insufficient memory."
+        );
         // Scheduled after all: no longer matches.
         pd.status.as_mut().unwrap().conditions = None;
-        assert_eq!(p.classify(&view(&pd, Some(&v), since, &p), since + chrono::Duration::seconds(900)).phase, Phase::Pending);
+        assert_eq!(
+            p.classify(
+                &view(&pd, Some(&v), since, &p),
+                since + chrono::Duration::seconds(900)
+            )
+            .phase,
+            Phase::Pending
+        );
     }
 
     #[test]
     fn phase_unknown_is_lost_after_its_grace() {
         let p = ReasonPolicy::default();
-        let pd = base(serde_json::json!({"phase": "Unknown", "containerStatuses": [
+        let pd = base(
+            serde_json::json!({"phase": "Unknown", "containerStatuses": [
             {"name": "sd-1", "ready": true, "restartCount": 0, "image": "", "imageID": "",
-             "state": {"running": {"startedAt": "2027-01-15T08:00:01Z"}}}]}));
+             "state": {"running": {"startedAt": "2027-01-15T08:00:01Z"}}}]}),
+        );
         let v = view(&pd, None, t(0), &p);
         let created = v.created.unwrap();
-        assert_eq!(p.classify(&v, created + chrono::Duration::seconds(299)).phase, Phase::Running);
+        assert_eq!(
+            p.classify(&v, created + chrono::Duration::seconds(299))
+                .phase,
+            Phase::Running
+        );
         let s = p.classify(&v, created + chrono::Duration::seconds(300));
-        assert_eq!((s.phase, s.failure.unwrap().build_started), (Phase::Lost, Some(true)));
+        assert_eq!(
+            (s.phase, s.failure.unwrap().build_started),
+            (Phase::Lost, Some(true))
+        );
     }
 
     #[test]
     fn oom_with_exit_code_zero_is_still_oom() {
         let p = ReasonPolicy::default();
-        let pd = base(serde_json::json!({"phase": "Succeeded", "containerStatuses": [
+        let pd = base(
+            serde_json::json!({"phase": "Succeeded", "containerStatuses": [
             {"name": "sd-1", "ready": false, "restartCount": 0, "image": "", "imageID": "",
-             "state": {"terminated": {"exitCode": 0, "reason": "OOMKilled", "startedAt": "2027-01-15T08:00:01Z"}}}]}));
+             "state": {"terminated": {"exitCode": 0, "reason": "OOMKilled", "startedAt": "2027-01-15T08:00:01Z"}}}]}),
+        );
         let s = p.classify(&view(&pd, None, t(0), &p), t(0));
-        assert_eq!((s.reason(), s.exit_code), (Some(FailureReason::OutOfMemory), Some(0)));
+        assert_eq!(
+            (s.reason(), s.exit_code),
+            (Some(FailureReason::OutOfMemory), Some(0))
+        );
     }
 
     #[test]
     fn the_default_table_serialises_readably() {
         let v = serde_json::to_value(ReasonPolicy::default()).unwrap();
-        assert_eq!(v["rules"][0], serde_json::json!({
-            "on": {"terminated": {"reason": "OOMKilled"}},
-            "then": {"status": "fail", "reason": "outOfMemory"},
-            "grace": "immediate"
-        }));
+        assert_eq!(
+            v["rules"][0],
+            serde_json::json!({
+                "on": {"terminated": {"reason": "OOMKilled"}},
+                "then": {"status": "fail", "reason": "outOfMemory"},
+                "grace": "immediate"
+            })
+        );
         assert_eq!(v["rules"][6]["grace"], "imagePull");
-        assert_eq!(v["rules"].as_array().unwrap().last().unwrap()["grace"], serde_json::json!({"seconds": 300}));
+        assert_eq!(
+            v["rules"].as_array().unwrap().last().unwrap()["grace"],
+            serde_json::json!({"seconds": 300})
+        );
     }
 }

@@ -124,7 +124,9 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if !self.permitted {
             let shared = &self.shared;
-            let wait = self.wait.get_or_insert_with(|| Box::pin(shared.clone().acquire()));
+            let wait = self
+                .wait
+                .get_or_insert_with(|| Box::pin(shared.clone().acquire()));
             match wait.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     self.wait = None;
@@ -181,7 +183,8 @@ mod tests {
                     let mut r = Response::new(());
                     if n == 0 {
                         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                        r.headers_mut().insert(http::header::RETRY_AFTER, "1".parse().unwrap());
+                        r.headers_mut()
+                            .insert(http::header::RETRY_AFTER, "1".parse().unwrap());
                     }
                     Ok::<_, Infallible>(r)
                 }
@@ -191,7 +194,11 @@ mod tests {
         let t = std::time::Instant::now();
         let second = svc.oneshot(Request::new(())).await.unwrap();
         assert_eq!(second.status(), StatusCode::OK);
-        assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(throttle.requests(), 2);
     }
 }

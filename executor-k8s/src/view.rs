@@ -79,8 +79,12 @@ impl ContainerView {
     /// Heap bytes this view owns (beyond its own size).
     fn heap_bytes(&self) -> usize {
         match &self.state {
-            ContainerState::Waiting { reason, message, .. } => reason.len() + opt_len(message),
-            ContainerState::Terminated { reason, message, .. } => opt_len(reason) + opt_len(message),
+            ContainerState::Waiting {
+                reason, message, ..
+            } => reason.len() + opt_len(message),
+            ContainerState::Terminated {
+                reason, message, ..
+            } => opt_len(reason) + opt_len(message),
             _ => 0,
         }
     }
@@ -90,7 +94,11 @@ impl ContainerView {
         started: false,
     };
 
-    fn from_status(cs: &ContainerStatus, previous: Option<&ContainerView>, now: DateTime<Utc>) -> Self {
+    fn from_status(
+        cs: &ContainerStatus,
+        previous: Option<&ContainerView>,
+        now: DateTime<Utc>,
+    ) -> Self {
         let st = cs.state.as_ref();
         let mut started = previous.is_some_and(|p| p.started);
         let state = if let Some(t) = st.and_then(|s| s.terminated.as_ref()) {
@@ -107,7 +115,9 @@ impl ContainerView {
         } else if let Some(w) = st.and_then(|s| s.waiting.as_ref()) {
             let reason: Box<str> = w.reason.as_deref().unwrap_or("Waiting").into();
             let since = match previous.map(|p| &p.state) {
-                Some(ContainerState::Waiting { reason: r, since, .. }) if *r == reason => *since,
+                Some(ContainerState::Waiting {
+                    reason: r, since, ..
+                }) if *r == reason => *since,
                 _ => now,
             };
             ContainerState::Waiting {
@@ -124,7 +134,11 @@ impl ContainerView {
     /// The waiting reason, if waiting.
     pub(crate) fn waiting(&self) -> Option<(&str, Option<&str>, DateTime<Utc>)> {
         match &self.state {
-            ContainerState::Waiting { reason, message, since } => Some((reason, message.as_deref(), *since)),
+            ContainerState::Waiting {
+                reason,
+                message,
+                since,
+            } => Some((reason, message.as_deref(), *since)),
             _ => None,
         }
     }
@@ -163,7 +177,7 @@ pub(crate) struct PodView {
     pub(crate) reason: Option<Box<str>>,
     pub(crate) message: Option<Box<str>>,
     pub(crate) node_assigned: bool,
-    pub(crate) conditions: Vec<ConditionView>,
+    pub(crate) conditions: Box<[ConditionView]>,
     /// The first init container that has not completed (or the last one).
     pub(crate) init: ContainerView,
     /// The build container (the pod's first container).
@@ -182,17 +196,19 @@ fn boxed(s: Option<&str>) -> Option<Box<str>> {
 impl PodView {
     /// Projects `pod`, carrying first-seen times and the `started` flag over from
     /// `previous` (the view of the same pod before this update). Only conditions whose
-    /// type `keep_condition` accepts are kept.
+    /// type and status `keep_condition` accepts are kept.
     pub(crate) fn from_pod(
         pod: &Pod,
         previous: Option<&PodView>,
         now: DateTime<Utc>,
-        keep_condition: impl Fn(&str) -> bool,
+        keep_condition: impl Fn(&str, &str) -> bool,
     ) -> Self {
         let meta = &pod.metadata;
         let status = pod.status.as_ref();
         let spec = pod.spec.as_ref();
-        let build_name = spec.and_then(|s| s.containers.first()).map(|c| c.name.as_str());
+        let build_name = spec
+            .and_then(|s| s.containers.first())
+            .map(|c| c.name.as_str());
         let build = status
             .and_then(|s| s.container_statuses.as_ref())
             .and_then(|cs| {
@@ -201,7 +217,11 @@ impl PodView {
                     .or_else(|| cs.first())
             })
             .map(|cs| ContainerView::from_status(cs, previous.map(|p| &p.build), now))
-            .unwrap_or_else(|| previous.map(|p| p.build.clone()).unwrap_or(ContainerView::UNKNOWN));
+            .unwrap_or_else(|| {
+                previous
+                    .map(|p| p.build.clone())
+                    .unwrap_or(ContainerView::UNKNOWN)
+            });
         let init = status
             .and_then(|s| s.init_container_statuses.as_ref())
             .and_then(|cs| {
@@ -218,7 +238,7 @@ impl PodView {
             .and_then(|s| s.conditions.as_ref())
             .map(|cs| {
                 cs.iter()
-                    .filter(|c| keep_condition(&c.type_))
+                    .filter(|c| keep_condition(&c.type_, &c.status))
                     .map(|c| ConditionView {
                         type_: c.type_.as_str().into(),
                         status: c.status.as_str().into(),
@@ -236,7 +256,9 @@ impl PodView {
             phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
             reason: boxed(status.and_then(|s| s.reason.as_deref())),
             message: boxed(status.and_then(|s| s.message.as_deref())),
-            node_assigned: spec.and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()),
+            node_assigned: spec
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty()),
             conditions,
             init,
             build,
@@ -253,7 +275,7 @@ impl PodView {
         self.name.len()
             + opt_len(&self.reason)
             + opt_len(&self.message)
-            + self.conditions.capacity() * std::mem::size_of::<ConditionView>()
+            + std::mem::size_of_val(&*self.conditions)
             + self
                 .conditions
                 .iter()

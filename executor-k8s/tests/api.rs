@@ -67,7 +67,12 @@ async fn an_unreachable_api_server_is_unavailable_after_retries() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_temporary());
     // The request never left: even the create was retried.
-    assert!(err.context().iter().any(|(k, v)| *k == "attempts" && v == "5"), "{err:?}");
+    assert!(
+        err.context()
+            .iter()
+            .any(|(k, v)| *k == "attempts" && v == "5"),
+        "{err:?}"
+    );
     assert!(!format!("{err:?}").contains(TOKEN));
 }
 
@@ -96,7 +101,11 @@ async fn the_breaker_opens_after_repeated_failures_and_fails_fast() {
     let before = fake.request_count("get pods");
     let err = e.status(&stop_cfg(6)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CircuitOpen);
-    assert_eq!(fake.request_count("get pods"), before, "an open breaker sends nothing");
+    assert_eq!(
+        fake.request_count("get pods"),
+        before,
+        "an open breaker sends nothing"
+    );
 }
 
 #[tokio::test]
@@ -114,6 +123,10 @@ async fn one_rate_limit_covers_every_request_of_the_client() {
     for s in futures::future::join_all(calls).await {
         assert_eq!(s.unwrap().phase, Phase::Running);
     }
-    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(e.api_requests().unwrap() - before, 21);
 }

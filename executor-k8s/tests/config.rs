@@ -30,9 +30,18 @@ async fn bad_values_are_refused_naming_the_key() {
         ("policy", b().with_policy(bad_policy)),
         ("url", b().with_url("not a url")),
         ("serviceAccount", b().with_service_account(" ")),
-        ("EXECUTOR_K8S_QPS", K8sExecutorBuilder::from_vars([("EXECUTOR_K8S_QPS", "fast")])),
-        ("EXECUTOR_K8S_NOPE", K8sExecutorBuilder::from_vars([("EXECUTOR_K8S_NOPE", "1")])),
-        ("EXECUTOR_K8S_CONFIG", K8sExecutorBuilder::from_vars([("EXECUTOR_K8S_CONFIG", "{")])),
+        (
+            "EXECUTOR_K8S_QPS",
+            K8sExecutorBuilder::from_vars([("EXECUTOR_K8S_QPS", "fast")]),
+        ),
+        (
+            "EXECUTOR_K8S_NOPE",
+            K8sExecutorBuilder::from_vars([("EXECUTOR_K8S_NOPE", "1")]),
+        ),
+        (
+            "EXECUTOR_K8S_CONFIG",
+            K8sExecutorBuilder::from_vars([("EXECUTOR_K8S_CONFIG", "{")]),
+        ),
         ("resources.cpu", {
             let mut c = b().config().clone();
             c.resources.cpu.low = -1.0;
@@ -53,13 +62,20 @@ async fn bad_values_are_refused_naming_the_key() {
         let msg = refused(b).await;
         assert!(msg.contains(key), "error for {key} does not name it: {msg}");
     }
-    assert_eq!(fake.total_requests(), 0, "bad configs never reach the API server");
+    assert_eq!(
+        fake.total_requests(),
+        0,
+        "bad configs never reach the API server"
+    );
 }
 
 #[tokio::test]
 async fn environment_variables_and_options_fill_the_config() {
     let b = K8sExecutorBuilder::from_vars([
-        ("EXECUTOR_K8S_CONFIG", r#"{"prefix": "from-json-", "qps": 7}"#),
+        (
+            "EXECUTOR_K8S_CONFIG",
+            r#"{"prefix": "from-json-", "qps": 7}"#,
+        ),
         ("EXECUTOR_K8S_PREFIX", "env-"),
         ("EXECUTOR_K8S_URL", "http://127.0.0.1:6443"),
         ("EXECUTOR_K8S_IMAGE_PULL_SECRETS", "a,b"),
@@ -71,7 +87,10 @@ async fn environment_variables_and_options_fill_the_config() {
     .with_option("policy.pendingTimeoutSeconds", "33")
     .with_option("preferredNodeSelectors", "zone=a");
     let c: &K8sConfig = b.config();
-    assert_eq!(c.prefix, "env-", "single variables win over EXECUTOR_K8S_CONFIG");
+    assert_eq!(
+        c.prefix, "env-",
+        "single variables win over EXECUTOR_K8S_CONFIG"
+    );
     assert_eq!(c.qps, 7);
     assert_eq!(c.url.as_deref(), Some("http://127.0.0.1:6443"));
     assert_eq!(c.image_pull_secrets, ["a", "b"]);
@@ -95,6 +114,12 @@ async fn the_namespace_defaults_to_the_clients() {
         .await
         .unwrap();
     assert_eq!(e.namespace(), "default");
-    assert_eq!(e.api_requests(), None, "an injected client is not rate limited by us");
-    e.wait_synced(std::time::Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        e.api_requests(),
+        None,
+        "an injected client is not rate limited by us"
+    );
+    e.wait_synced(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
 }

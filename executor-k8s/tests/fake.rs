@@ -5,7 +5,9 @@ use std::time::Duration;
 use executor_k8s::fake::{FakeApiServer, Fault};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -20,7 +22,11 @@ fn pod(name: &str, labels: serde_json::Value) -> Pod {
 async fn setup() -> (FakeApiServer, Api<Pod>, Api<Secret>) {
     let fake = FakeApiServer::start().await;
     let client = fake.client();
-    (fake, Api::namespaced(client.clone(), "ns"), Api::namespaced(client, "ns"))
+    (
+        fake,
+        Api::namespaced(client.clone(), "ns"),
+        Api::namespaced(client, "ns"),
+    )
 }
 
 #[tokio::test]
@@ -45,9 +51,18 @@ async fn create_get_conflict_and_resource_versions() {
 async fn label_selectors() {
     let (_f, pods, _) = setup().await;
     let pp = PostParams::default();
-    pods.create(&pp, &pod("x", json!({"app": "screwdriver", "tier": "builds"}))).await.unwrap();
-    pods.create(&pp, &pod("y", json!({"app": "screwdriver", "tier": "web"}))).await.unwrap();
-    pods.create(&pp, &pod("z", json!({"app": "other"}))).await.unwrap();
+    pods.create(
+        &pp,
+        &pod("x", json!({"app": "screwdriver", "tier": "builds"})),
+    )
+    .await
+    .unwrap();
+    pods.create(&pp, &pod("y", json!({"app": "screwdriver", "tier": "web"})))
+        .await
+        .unwrap();
+    pods.create(&pp, &pod("z", json!({"app": "other"})))
+        .await
+        .unwrap();
     let names = |sel: &'static str| {
         let pods = pods.clone();
         async move {
@@ -75,22 +90,36 @@ async fn label_selectors() {
 async fn deletecollection_and_owner_reference_gc() {
     let (_f, pods, secrets) = setup().await;
     let pp = PostParams::default();
-    let owner = pods.create(&pp, &pod("owner", json!({"b": "1"}))).await.unwrap();
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s", "labels": {"b": "1"}}})).unwrap();
+    let owner = pods
+        .create(&pp, &pod("owner", json!({"b": "1"})))
+        .await
+        .unwrap();
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s", "labels": {"b": "1"}}})).unwrap();
     secrets.create(&pp, &s).await.unwrap();
     let patch = json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "owner", "uid": owner.uid().unwrap()}]}});
-    secrets.patch("s", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    secrets
+        .patch("s", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let deleted = pods
-        .delete_collection(&DeleteParams::default(), &ListParams::default().labels("b=1"))
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("b=1"),
+        )
         .await
         .unwrap();
     assert_eq!(deleted.left().unwrap().items.len(), 1);
-    assert!(secrets.get_opt("s").await.unwrap().is_none(), "owned secret collected");
+    assert!(
+        secrets.get_opt("s").await.unwrap().is_none(),
+        "owned secret collected"
+    );
 
     // A Secret whose owner no longer exists is collected at once.
-    let orphan: Secret = serde_json::from_value(json!({"metadata": {"name": "o", "ownerReferences": [
+    let orphan: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "o", "ownerReferences": [
         {"apiVersion": "v1", "kind": "Pod", "name": "gone", "uid": "no-such-uid"}]}}))
-    .unwrap();
+        .unwrap();
     secrets.create(&pp, &orphan).await.unwrap();
     assert!(secrets.get_opt("o").await.unwrap().is_none());
 }
@@ -98,14 +127,19 @@ async fn deletecollection_and_owner_reference_gc() {
 #[tokio::test]
 async fn metadata_lists_carry_no_data() {
     let (f, _, secrets) = setup().await;
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "data": {"token": "c2VjcmV0"}})).unwrap();
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "data": {"token": "c2VjcmV0"}}))
+            .unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();
     let list = secrets.list_metadata(&ListParams::default()).await.unwrap();
     assert_eq!(list.items[0].metadata.name.as_deref(), Some("s"));
     let accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
     let (code, _, body) = raw_get(&f.url(), "/api/v1/namespaces/ns/secrets", Some(accept)).await;
     assert_eq!(code, 200);
-    assert!(body.contains("PartialObjectMetadataList") && !body.contains("c2VjcmV0"), "{body}");
+    assert!(
+        body.contains("PartialObjectMetadataList") && !body.contains("c2VjcmV0"),
+        "{body}"
+    );
     let (_, _, full) = raw_get(&f.url(), "/api/v1/namespaces/ns/secrets", None).await;
     assert!(full.contains("c2VjcmV0"));
 }
@@ -145,7 +179,12 @@ async fn watches_replay_send_bookmarks_and_expire() {
 #[tokio::test]
 async fn injected_faults_carry_retry_after_and_count_down() {
     let (f, pods, _) = setup().await;
-    f.inject(Fault::status(429).on("list", "pods").retry_after(2).times(1));
+    f.inject(
+        Fault::status(429)
+            .on("list", "pods")
+            .retry_after(2)
+            .times(1),
+    );
     let resp = raw_get(&f.url(), "/api/v1/namespaces/ns/pods", None).await;
     assert_eq!(resp.0, 429);
     assert_eq!(resp.1.as_deref(), Some("2"));
@@ -159,7 +198,9 @@ async fn raw_get(base: &str, path: &str, accept: Option<&str>) -> (u16, Option<S
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = String::new();

@@ -5,7 +5,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use executor_base::{ErrorKind, Executor, LaunchMode, StartConfig};
-use executor_k8s::fake::{Fault, FakeApiServer};
+use executor_k8s::fake::{FakeApiServer, Fault};
 use k8s_openapi::api::core::v1::Toleration;
 use support::*;
 
@@ -44,13 +44,21 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
 
     // Exactly three writes, in this order: create secret, create pod, patch the secret's
     // owner.
-    assert_eq!(fake.request_log(), ["create secrets", "create pods", "patch secrets"]);
+    assert_eq!(
+        fake.request_log(),
+        ["create secrets", "create pods", "patch secrets"]
+    );
 
     let k = fake.kubelet(NS);
     let name = pod_name(&k, 42);
     let suffix = name.strip_prefix("sd-42-").unwrap();
     assert_eq!(suffix.len(), 5);
-    assert!(suffix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()), "{name}");
+    assert!(
+        suffix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "{name}"
+    );
     let pod = k.pod(&name).unwrap();
 
     let labels = pod.metadata.labels.clone().unwrap();
@@ -63,7 +71,10 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
     let expires: i64 = labels["screwdriver.cd/expires-at"].parse().unwrap();
     let now = chrono::Utc::now().timestamp();
     // 45 min timeout + 30 min buffer.
-    assert!((expires - now - 75 * 60).abs() < 120, "expiry {expires} vs now {now}");
+    assert!(
+        (expires - now - 75 * 60).abs() < 120,
+        "expiry {expires} vs now {now}"
+    );
 
     let spec = pod.spec.clone().unwrap();
     assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
@@ -75,13 +86,23 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
     // Node selectors: required affinity + a NoSchedule toleration each; preferred
     // affinity with weight 100; configured tolerations kept.
     let aff = spec.affinity.clone().unwrap().node_affinity.unwrap();
-    let req = aff.required_during_scheduling_ignored_during_execution.unwrap();
-    let expr = &req.node_selector_terms[0].match_expressions.as_ref().unwrap()[0];
+    let req = aff
+        .required_during_scheduling_ignored_during_execution
+        .unwrap();
+    let expr = &req.node_selector_terms[0]
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
     assert_eq!((expr.key.as_str(), expr.operator.as_str()), ("pool", "In"));
     assert_eq!(expr.values.as_deref(), Some(&["ci".to_string()][..]));
-    let pref = &aff.preferred_during_scheduling_ignored_during_execution.unwrap()[0];
+    let pref = &aff
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap()[0];
     assert_eq!(pref.weight, 100);
-    assert_eq!(pref.preference.match_expressions.as_ref().unwrap()[0].key, "disk");
+    assert_eq!(
+        pref.preference.match_expressions.as_ref().unwrap()[0].key,
+        "disk"
+    );
     let tol = spec.tolerations.clone().unwrap();
     assert!(tol.iter().any(|t| t.key.as_deref() == Some("pool")
         && t.value.as_deref() == Some("ci")
@@ -93,7 +114,10 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
     let init = &spec.init_containers.as_ref().unwrap()[0];
     assert_eq!(init.name, "launcher-sd-42");
     assert_eq!(init.image.as_deref(), Some("registry.local/launcher:v6"));
-    assert_eq!(init.volume_mounts.as_ref().unwrap()[0].mount_path, "/opt/launcher");
+    assert_eq!(
+        init.volume_mounts.as_ref().unwrap()[0].mount_path,
+        "/opt/launcher"
+    );
     let vol = &spec.volumes.as_ref().unwrap()[0];
     assert_eq!(vol.name, "sd-tools");
     assert!(vol.empty_dir.is_some());
@@ -103,14 +127,20 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
     assert_eq!(c.name, "sd-42");
     assert_eq!(c.image.as_deref(), Some("node:22"));
     assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
-    assert_eq!(c.command.as_deref(), Some(&["/opt/sd/launch".to_string()][..]));
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/opt/sd/launch".to_string()][..])
+    );
     let args = c.args.clone().unwrap().join(" ");
     assert_eq!(
         args,
         "--api-uri http://127.0.0.1:9/ --store-uri http://localhost:8081/ --ui-uri http://localhost:4200/ --build-timeout 45 42"
     );
     let m = &c.volume_mounts.as_ref().unwrap()[0];
-    assert_eq!((m.mount_path.as_str(), m.read_only), ("/opt/sd", Some(true)));
+    assert_eq!(
+        (m.mount_path.as_str(), m.read_only),
+        ("/opt/sd", Some(true))
+    );
     let res = c.resources.clone().unwrap();
     assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "6000m");
     assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "4Gi");
@@ -122,8 +152,17 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
     let tok = env.iter().find(|v| v.name == "SD_TOKEN").unwrap();
     assert!(tok.value.is_none());
     let secret_name = format!("{name}-token");
-    let skr = tok.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-    assert_eq!((skr.name.as_str(), skr.key.as_str()), (secret_name.as_str(), "token"));
+    let skr = tok
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (skr.name.as_str(), skr.key.as_str()),
+        (secret_name.as_str(), "token")
+    );
     assert!(!serde_json::to_string(&pod).unwrap().contains(TOKEN));
 
     // The Secret: the token, our labels, owned by the pod.
@@ -134,7 +173,10 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
     assert_eq!(s.data.as_ref().unwrap()["token"].0, TOKEN.as_bytes());
     assert_eq!(s.metadata.labels.as_ref().unwrap()["sdbuild"], "sd-42");
     let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Pod", name.as_str()));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Pod", name.as_str())
+    );
     assert_eq!(Some(owner.uid.as_str()), pod.metadata.uid.as_deref());
 }
 
@@ -168,7 +210,10 @@ async fn screwdriver_mode_passes_the_token_as_argument_and_creates_no_secret() {
     let k = fake.kubelet(NS);
     assert!(k.secrets().is_empty());
     let c = k.pod(&pod_name(&k, 44)).unwrap().spec.unwrap().containers[0].clone();
-    assert_eq!(c.command.as_deref(), Some(&["/opt/sd/launcher_entrypoint.sh".to_string()][..]));
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/opt/sd/launcher_entrypoint.sh".to_string()][..])
+    );
     // Upstream's contract: the token is in run.sh's argument string (documented).
     assert!(c.args.unwrap()[0].contains(TOKEN));
     assert!(c.env.unwrap().iter().all(|v| v.name != "SD_TOKEN"));
@@ -229,7 +274,11 @@ async fn when_the_owner_patch_fails_stop_deletes_the_secret_itself() {
     fake.inject(Fault::status(500).on("patch", "secrets").times(10));
     e.start(&start_cfg(49)).await.unwrap();
     fake.clear_faults();
-    assert_eq!(fake.request_count("patch secrets"), 5, "1 attempt + 4 retries");
+    assert_eq!(
+        fake.request_count("patch secrets"),
+        5,
+        "1 attempt + 4 retries"
+    );
     let s = &k.secrets()[0];
     assert!(s.metadata.owner_references.is_none());
     fake.reset_requests();

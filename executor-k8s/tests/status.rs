@@ -19,7 +19,12 @@ async fn verdict(e: &K8sExecutor, id: u64) -> Verdict {
 }
 
 /// Waits until the build's status satisfies `pred`.
-async fn until(e: &K8sExecutor, id: u64, what: &str, pred: impl Fn(&BuildStatus) -> bool) -> BuildStatus {
+async fn until(
+    e: &K8sExecutor,
+    id: u64,
+    what: &str,
+    pred: impl Fn(&BuildStatus) -> bool,
+) -> BuildStatus {
     eventually(what, || async {
         let s = status(e, id).await;
         pred(&s).then_some(s)
@@ -38,7 +43,10 @@ async fn pending_then_initializing_then_running_then_succeeded() {
     let (_f, k, e) = setup().await;
     let pod = started(&e, &k, 1).await;
     k.unschedulable(&pod, "0/3 nodes are available: 3 Insufficient cpu.");
-    let s = until(&e, 1, "unschedulable seen", |s| s.message.contains("Insufficient")).await;
+    let s = until(&e, 1, "unschedulable seen", |s| {
+        s.message.contains("Insufficient")
+    })
+    .await;
     assert_eq!(s.phase, Phase::Pending);
     assert_eq!(verdict(&e, 1).await, Verdict::Waiting);
     k.schedule(&pod, "node-1");
@@ -62,7 +70,10 @@ async fn non_zero_exit_fails_with_the_exit_code() {
     k.run(&pod);
     k.exit(&pod, 3);
     let s = until(&e, 2, "failed", |s| s.is_terminal()).await;
-    assert_eq!((s.phase, s.exit_code, s.reason()), (Phase::Failed, Some(3), Some(FailureReason::NonZeroExit)));
+    assert_eq!(
+        (s.phase, s.exit_code, s.reason()),
+        (Phase::Failed, Some(3), Some(FailureReason::NonZeroExit))
+    );
     assert_eq!(verdict(&e, 2).await.as_str(), pod_status_message("failed"));
     assert_eq!(e.stats().builds.by_reason.get("nonZeroExit"), Some(&1));
 }
@@ -72,11 +83,24 @@ async fn invalid_image_name_fails_at_once() {
     let (_f, k, e) = setup().await;
     let pod = started(&e, &k, 3).await;
     k.schedule(&pod, "n1");
-    k.waiting(&pod, false, "InvalidImageName", "couldn't parse image reference \"Bad::Image\"");
+    k.waiting(
+        &pod,
+        false,
+        "InvalidImageName",
+        "couldn't parse image reference \"Bad::Image\"",
+    );
     let s = until(&e, 3, "failed", |s| s.is_terminal()).await;
     assert_eq!(s.reason(), Some(FailureReason::InvalidImage));
     assert_eq!(s.failure.as_ref().unwrap().build_started, Some(false));
-    assert!(s.failure.as_ref().unwrap().evidence.as_deref().unwrap().starts_with("InvalidImageName"));
+    assert!(
+        s.failure
+            .as_ref()
+            .unwrap()
+            .evidence
+            .as_deref()
+            .unwrap()
+            .starts_with("InvalidImageName")
+    );
     assert_eq!(verdict(&e, 3).await.as_str(), IMAGE_INVALID_MESSAGE);
 }
 
@@ -89,11 +113,17 @@ async fn image_pull_errors_fail_only_after_the_grace() {
     let pod = started(&patient, &k, 4).await;
     k.schedule(&pod, "n1");
     k.waiting(&pod, false, "ErrImagePull", "manifest unknown");
-    let s = until(&patient, 4, "pull error seen", |s| s.message.contains("ErrImagePull")).await;
+    let s = until(&patient, 4, "pull error seen", |s| {
+        s.message.contains("ErrImagePull")
+    })
+    .await;
     assert_eq!(s.phase, Phase::Pulling, "{s}");
     assert_eq!(verdict(&patient, 4).await, Verdict::Initializing);
     k.waiting(&pod, false, "ImagePullBackOff", "Back-off pulling image");
-    let s = until(&patient, 4, "back-off seen", |s| s.message.contains("ImagePullBackOff")).await;
+    let s = until(&patient, 4, "back-off seen", |s| {
+        s.message.contains("ImagePullBackOff")
+    })
+    .await;
     assert_eq!(s.phase, Phase::Pulling);
     patient.stop(&stop_cfg(4)).await.unwrap();
 
@@ -101,13 +131,24 @@ async fn image_pull_errors_fail_only_after_the_grace() {
     let brief = executor(builder(&fake).with_image_pull_grace(Duration::from_secs(1))).await;
     let pod = started(&brief, &k, 5).await;
     k.schedule(&pod, "n1");
-    k.waiting(&pod, false, "ImagePullBackOff", "Back-off pulling image \"nope:1\"");
-    let s = until(&brief, 5, "back-off", |s| s.message.contains("ImagePullBackOff")).await;
+    k.waiting(
+        &pod,
+        false,
+        "ImagePullBackOff",
+        "Back-off pulling image \"nope:1\"",
+    );
+    let s = until(&brief, 5, "back-off", |s| {
+        s.message.contains("ImagePullBackOff")
+    })
+    .await;
     if !s.is_terminal() {
         assert_eq!(s.phase, Phase::Pulling);
     }
     let s = until(&brief, 5, "failed after the grace", |s| s.is_terminal()).await;
-    assert_eq!((s.phase, s.reason()), (Phase::Failed, Some(FailureReason::ImagePull)));
+    assert_eq!(
+        (s.phase, s.reason()),
+        (Phase::Failed, Some(FailureReason::ImagePull))
+    );
     assert_eq!(verdict(&brief, 5).await.as_str(), IMAGE_INVALID_MESSAGE);
 }
 
@@ -128,14 +169,24 @@ async fn container_config_error_and_crash_loop_fail_with_the_admin_message() {
     let (_f, k, e) = setup().await;
     let pod = started(&e, &k, 7).await;
     k.schedule(&pod, "n1");
-    k.waiting(&pod, false, "CreateContainerConfigError", "secret \"x\" not found");
+    k.waiting(
+        &pod,
+        false,
+        "CreateContainerConfigError",
+        "secret \"x\" not found",
+    );
     let s = until(&e, 7, "failed", |s| s.is_terminal()).await;
     assert_eq!(s.reason(), Some(FailureReason::ContainerConfig));
     assert_eq!(verdict(&e, 7).await.as_str(), CONTACT_ADMIN_MESSAGE);
 
     let pod = started(&e, &k, 8).await;
     k.run(&pod);
-    k.waiting(&pod, false, "CrashLoopBackOff", "back-off 5m0s restarting failed container");
+    k.waiting(
+        &pod,
+        false,
+        "CrashLoopBackOff",
+        "back-off 5m0s restarting failed container",
+    );
     let s = until(&e, 8, "failed", |s| s.is_terminal()).await;
     assert_eq!(s.reason(), Some(FailureReason::CrashLoop));
     assert_eq!(verdict(&e, 8).await.as_str(), CONTACT_ADMIN_MESSAGE);
@@ -149,15 +200,24 @@ async fn oom_killed_is_an_oom_failure_whatever_the_exit_code() {
     until(&e, 9, "running", |s| s.phase == Phase::Running).await;
     k.oom(&pod, 0);
     let s = until(&e, 9, "terminal", |s| s.is_terminal()).await;
-    assert_eq!((s.phase, s.reason(), s.exit_code), (Phase::Failed, Some(FailureReason::OutOfMemory), Some(0)));
+    assert_eq!(
+        (s.phase, s.reason(), s.exit_code),
+        (Phase::Failed, Some(FailureReason::OutOfMemory), Some(0))
+    );
     // The pod even says Succeeded; verify still reports the failure.
-    assert_eq!(verdict(&e, 9).await, Verdict::Failed("killed: out of memory".into()));
+    assert_eq!(
+        verdict(&e, 9).await,
+        Verdict::Failed("killed: out of memory".into())
+    );
 
     let pod = started(&e, &k, 10).await;
     k.run(&pod);
     k.oom(&pod, 137);
     let s = until(&e, 10, "terminal", |s| s.is_terminal()).await;
-    assert_eq!((s.reason(), s.exit_code), (Some(FailureReason::OutOfMemory), Some(137)));
+    assert_eq!(
+        (s.reason(), s.exit_code),
+        (Some(FailureReason::OutOfMemory), Some(137))
+    );
     assert_eq!(verdict(&e, 10).await.as_str(), pod_status_message("failed"));
 }
 
@@ -169,10 +229,16 @@ async fn eviction_is_infrastructure_lost_and_says_whether_the_build_started() {
     until(&e, 11, "running", |s| s.phase == Phase::Running).await;
     k.evict(&pod, "The node was low on resource: memory.");
     let s = until(&e, 11, "lost", |s| s.is_terminal()).await;
-    assert_eq!((s.phase, s.reason()), (Phase::Lost, Some(FailureReason::Evicted)));
+    assert_eq!(
+        (s.phase, s.reason()),
+        (Phase::Lost, Some(FailureReason::Evicted))
+    );
     let f = s.failure.as_ref().unwrap();
     assert_eq!(f.build_started, Some(true));
-    assert!(f.evidence.as_deref().unwrap().contains("low on resource"), "{f:?}");
+    assert!(
+        f.evidence.as_deref().unwrap().contains("low on resource"),
+        "{f:?}"
+    );
     assert!(FailureReason::Evicted.retry_safe());
     assert_eq!(verdict(&e, 11).await.as_str(), pod_status_message("failed"));
 
@@ -180,7 +246,10 @@ async fn eviction_is_infrastructure_lost_and_says_whether_the_build_started() {
     k.schedule(&pod, "n1");
     k.disrupt(&pod, "PreemptionByScheduler");
     let s = until(&e, 12, "lost", |s| s.is_terminal()).await;
-    assert_eq!((s.phase, s.reason()), (Phase::Lost, Some(FailureReason::Evicted)));
+    assert_eq!(
+        (s.phase, s.reason()),
+        (Phase::Lost, Some(FailureReason::Evicted))
+    );
     assert_eq!(s.failure.as_ref().unwrap().build_started, Some(false));
 }
 
@@ -193,9 +262,15 @@ async fn unschedulable_fails_for_capacity_after_the_pending_timeout() {
     let msg = "0/5 nodes are available: 5 node(s) didn't match Pod's node affinity/selector.";
     k.unschedulable(&pod, msg);
     let s = until(&e, 13, "capacity failure", |s| s.is_terminal()).await;
-    assert_eq!((s.phase, s.reason()), (Phase::Failed, Some(FailureReason::Unschedulable)));
+    assert_eq!(
+        (s.phase, s.reason()),
+        (Phase::Failed, Some(FailureReason::Unschedulable))
+    );
     assert!(s.message.contains(msg), "{s}");
-    assert_eq!(FailureReason::Unschedulable.fault(), executor_base::Fault::Capacity);
+    assert_eq!(
+        FailureReason::Unschedulable.fault(),
+        executor_base::Fault::Capacity
+    );
     match verdict(&e, 13).await {
         Verdict::Failed(m) => assert!(m.contains(msg), "{m}"),
         v => panic!("expected a failure, got {v:?}"),
@@ -232,8 +307,15 @@ async fn a_pod_deleted_by_someone_else_is_lost_never_success() {
     until(&e, 16, "running", |s| s.phase == Phase::Running).await;
     k.delete(&pod);
     let s = until(&e, 16, "lost", |s| s.is_terminal()).await;
-    assert_eq!((s.phase, s.failure.as_ref().unwrap().build_started), (Phase::Lost, Some(true)));
-    assert!(k.secrets().iter().all(|s| !s.metadata.name.as_deref().unwrap().starts_with("sd-16-")));
+    assert_eq!(
+        (s.phase, s.failure.as_ref().unwrap().build_started),
+        (Phase::Lost, Some(true))
+    );
+    assert!(
+        k.secrets()
+            .iter()
+            .all(|s| !s.metadata.name.as_deref().unwrap().starts_with("sd-16-"))
+    );
     assert!(verdict(&e, 16).await.is_failure());
 
     // Gracefully deleted, and the launcher then exits 0 on SIGTERM: still lost.
@@ -250,7 +332,10 @@ async fn a_pod_deleted_by_someone_else_is_lost_never_success() {
 
     // Deleted before it started.
     let pod = started(&e, &k, 18).await;
-    until(&e, 18, "seen", |s| s.message != "pod created; waiting for the scheduler").await;
+    until(&e, 18, "seen", |s| {
+        s.message != "pod created; waiting for the scheduler"
+    })
+    .await;
     k.delete(&pod);
     let s = until(&e, 18, "lost", |s| s.is_terminal()).await;
     assert_eq!(s.failure.as_ref().unwrap().build_started, Some(false));
@@ -272,13 +357,29 @@ async fn a_node_that_stops_reporting_is_not_lost_at_once() {
 #[tokio::test]
 async fn status_of_an_unknown_build_is_not_found_and_other_executors_pods_are_read() {
     let (fake, k, e) = setup().await;
-    assert_eq!(e.status(&stop_cfg(404)).await.unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(e.verify(&start_cfg(404)).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        e.status(&stop_cfg(404)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        e.verify(&start_cfg(404)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // A pod started by another executor instance (e.g. before a restart) is still read.
     let other = executor(builder(&fake)).await;
     let pod = started(&other, &k, 20).await;
     k.run(&pod);
-    until(&e, 20, "running seen by the second executor", |s| s.phase == Phase::Running).await;
+    // Eventually consistent: NotFound until this executor's watch delivers the pod.
+    eventually("running seen by the second executor", || async {
+        e.status(&stop_cfg(20))
+            .await
+            .ok()
+            .filter(|s| s.phase == Phase::Running)
+    })
+    .await;
     // ... and is live, so this executor refuses to start it again.
-    assert_eq!(e.start(&start_cfg(20)).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        e.start(&start_cfg(20)).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
 }

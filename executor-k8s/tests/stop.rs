@@ -19,16 +19,25 @@ async fn stop_of_a_running_build_deletes_its_pods_by_label_with_the_configured_g
     let pod = pod_name(&k, 10);
     k.schedule(&pod, "n1");
     k.run(&pod);
-    eventually("running", || async { (phase_of(&e, 10).await == Phase::Running).then_some(()) }).await;
+    eventually("running", || async {
+        (phase_of(&e, 10).await == Phase::Running).then_some(())
+    })
+    .await;
     fake.reset_requests();
     e.stop(&stop_cfg(10)).await.unwrap();
     // One request: the Secret is owned by the pod, so the GC takes it.
     assert_eq!(fake.request_log(), ["deletecollection pods"]);
     let d = fake.deletions().pop().unwrap();
-    assert_eq!((d.resource.as_str(), d.target.as_str()), ("pods", "sdbuild=sd-10"));
+    assert_eq!(
+        (d.resource.as_str(), d.target.as_str()),
+        ("pods", "sdbuild=sd-10")
+    );
     assert_eq!(d.grace_period_seconds, Some(15));
     assert!(k.pods().is_empty());
-    assert!(k.secrets().is_empty(), "owner-reference GC removes the secret");
+    assert!(
+        k.secrets().is_empty(),
+        "owner-reference GC removes the secret"
+    );
     assert_eq!(phase_of(&e, 10).await, Phase::Canceled);
     let stats = e.stats();
     assert_eq!((stats.builds.started, stats.builds.running), (1, 0));
@@ -43,9 +52,15 @@ async fn stop_of_a_pending_build_uses_grace_zero() {
     let pod = pod_name(&k, 11);
     k.schedule(&pod, "n1");
     k.waiting(&pod, false, "ContainerCreating", "");
-    eventually("seen", || async { (phase_of(&e, 11).await == Phase::Pulling).then_some(()) }).await;
+    eventually("seen", || async {
+        (phase_of(&e, 11).await == Phase::Pulling).then_some(())
+    })
+    .await;
     e.stop(&stop_cfg(11)).await.unwrap();
-    assert_eq!(fake.deletions().pop().unwrap().grace_period_seconds, Some(0));
+    assert_eq!(
+        fake.deletions().pop().unwrap().grace_period_seconds,
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -54,7 +69,10 @@ async fn without_a_configured_grace_the_pods_own_applies() {
     e.start(&start_cfg(12)).await.unwrap();
     let pod = pod_name(&k, 12);
     k.run(&pod);
-    eventually("running", || async { (phase_of(&e, 12).await == Phase::Running).then_some(()) }).await;
+    eventually("running", || async {
+        (phase_of(&e, 12).await == Phase::Running).then_some(())
+    })
+    .await;
     e.stop(&stop_cfg(12)).await.unwrap();
     assert_eq!(fake.deletions().pop().unwrap().grace_period_seconds, None);
 }
@@ -69,7 +87,10 @@ async fn stop_is_idempotent_and_an_unknown_build_is_fine() {
     // Never started: deletes by label (pods and secrets, as it cannot know), Ok.
     fake.reset_requests();
     e.stop(&stop_cfg(999)).await.unwrap();
-    assert_eq!(fake.request_log(), ["deletecollection pods", "deletecollection secrets"]);
+    assert_eq!(
+        fake.request_log(),
+        ["deletecollection pods", "deletecollection secrets"]
+    );
     assert!(k.pods().is_empty());
     assert_eq!(e.stats().builds.running, 0);
 }
@@ -81,7 +102,10 @@ async fn stop_of_a_finished_build_keeps_its_status() {
     let pod = pod_name(&k, 14);
     k.run(&pod);
     k.exit(&pod, 0);
-    eventually("succeeded", || async { (phase_of(&e, 14).await == Phase::Succeeded).then_some(()) }).await;
+    eventually("succeeded", || async {
+        (phase_of(&e, 14).await == Phase::Succeeded).then_some(())
+    })
+    .await;
     e.stop(&stop_cfg(14)).await.unwrap();
     assert_eq!(phase_of(&e, 14).await, Phase::Succeeded);
     let b = e.stats().builds;
@@ -94,7 +118,10 @@ async fn stop_retries_a_5xx_and_a_failed_stop_leaves_the_build_live() {
     e.start(&start_cfg(15)).await.unwrap();
     let pod = pod_name(&k, 15);
     k.run(&pod);
-    eventually("running", || async { (phase_of(&e, 15).await == Phase::Running).then_some(()) }).await;
+    eventually("running", || async {
+        (phase_of(&e, 15).await == Phase::Running).then_some(())
+    })
+    .await;
     // Deletes are idempotent: a 503 is retried.
     fake.inject(Fault::status(503).on("deletecollection", "pods"));
     e.stop(&stop_cfg(15)).await.unwrap();
@@ -104,11 +131,18 @@ async fn stop_retries_a_5xx_and_a_failed_stop_leaves_the_build_live() {
     e.start(&start_cfg(16)).await.unwrap();
     let pod = pod_name(&k, 16);
     k.run(&pod);
-    eventually("running", || async { (phase_of(&e, 16).await == Phase::Running).then_some(()) }).await;
+    eventually("running", || async {
+        (phase_of(&e, 16).await == Phase::Running).then_some(())
+    })
+    .await;
     fake.inject(Fault::status(403).on("deletecollection", "pods"));
     let err = e.stop(&stop_cfg(16)).await.unwrap_err();
     assert_eq!(err.kind(), executor_base::ErrorKind::PermissionDenied);
-    assert_eq!(phase_of(&e, 16).await, Phase::Running, "a failed stop does not cancel");
+    assert_eq!(
+        phase_of(&e, 16).await,
+        Phase::Running,
+        "a failed stop does not cancel"
+    );
     e.stop(&stop_cfg(16)).await.unwrap();
     assert_eq!(phase_of(&e, 16).await, Phase::Canceled);
 }

@@ -22,7 +22,10 @@ async fn status_and_verify_are_served_from_the_cache_without_requests() {
     e.start(&start_cfg(1)).await.unwrap();
     let pod = pod_name(&k, 1);
     k.run(&pod);
-    eventually("running", || async { (phase_of(&e, 1).await == Phase::Running).then_some(()) }).await;
+    eventually("running", || async {
+        (phase_of(&e, 1).await == Phase::Running).then_some(())
+    })
+    .await;
     fake.reset_requests();
     let before = e.api_requests().unwrap();
     for _ in 0..20 {
@@ -54,7 +57,10 @@ async fn without_the_watch_each_status_gets_the_pod() {
     assert!(fake.watch_queries().is_empty());
     k.delete(&pod);
     let s = e.status(&stop_cfg(2)).await.unwrap();
-    assert_eq!((s.phase, s.failure.unwrap().build_started), (Phase::Lost, Some(true)));
+    assert_eq!(
+        (s.phase, s.failure.unwrap().build_started),
+        (Phase::Lost, Some(true))
+    );
     // An unknown build is looked up by label.
     fake.reset_requests();
     assert!(e.status(&stop_cfg(3)).await.is_err());
@@ -66,14 +72,24 @@ async fn changes_made_while_the_watch_is_away_are_replayed_without_a_relist() {
     let (fake, k, e) = setup().await;
     e.start(&start_cfg(4)).await.unwrap();
     let pod = pod_name(&k, 4);
-    eventually("seen", || async { (phase_of(&e, 4).await == Phase::Pending).then_some(()) }).await;
+    eventually("seen", || async {
+        (phase_of(&e, 4).await == Phase::Pending).then_some(())
+    })
+    .await;
     let lists = fake.request_count("list pods");
     fake.pause_watches();
     k.schedule(&pod, "n1");
     k.run(&pod);
     fake.resume_watches();
-    eventually("running", || async { (phase_of(&e, 4).await == Phase::Running).then_some(()) }).await;
-    assert_eq!(fake.request_count("list pods"), lists, "resumed from its resource version");
+    eventually("running", || async {
+        (phase_of(&e, 4).await == Phase::Running).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.request_count("list pods"),
+        lists,
+        "resumed from its resource version"
+    );
     assert!(fake.request_count("watch pods") >= 2);
 }
 
@@ -85,7 +101,10 @@ async fn after_410_gone_the_watch_relists_and_a_pod_deleted_meanwhile_is_lost() 
         k.run(&pod_name(&k, id));
     }
     for id in [5, 6] {
-        eventually("running", || async { (phase_of(&e, id).await == Phase::Running).then_some(()) }).await;
+        eventually("running", || async {
+            (phase_of(&e, id).await == Phase::Running).then_some(())
+        })
+        .await;
     }
     assert_eq!(fake.request_count("list pods"), 1);
     fake.pause_watches();
@@ -102,8 +121,15 @@ async fn after_410_gone_the_watch_relists_and_a_pod_deleted_meanwhile_is_lost() 
     assert_eq!(s.phase, Phase::Lost);
     assert_eq!(s.reason(), Some(FailureReason::InfrastructureLost));
     assert!(s.message.contains("re-listing"), "{s}");
-    eventually("succeeded", || async { (phase_of(&e, 6).await == Phase::Succeeded).then_some(()) }).await;
-    assert_eq!(fake.request_count("list pods"), 2, "410 Gone forced one re-list");
+    eventually("succeeded", || async {
+        (phase_of(&e, 6).await == Phase::Succeeded).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.request_count("list pods"),
+        2,
+        "410 Gone forced one re-list"
+    );
 }
 
 #[tokio::test]
@@ -129,8 +155,15 @@ async fn bookmarks_keep_the_resume_point_fresh_so_no_relist_is_needed() {
     e.start(&start_cfg(7)).await.unwrap();
     let k = fake.kubelet(NS);
     k.run(&pod_name(&k, 7));
-    eventually("running", || async { (phase_of(&e, 7).await == Phase::Running).then_some(()) }).await;
-    assert_eq!(fake.request_count("list pods"), 1, "resumed at the bookmark: no 410, no re-list");
+    eventually("running", || async {
+        (phase_of(&e, 7).await == Phase::Running).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.request_count("list pods"),
+        1,
+        "resumed at the bookmark: no 410, no re-list"
+    );
 }
 
 #[tokio::test]
@@ -154,10 +187,16 @@ async fn a_pod_the_watch_has_not_delivered_is_fetched_once() {
     e.start(&start_cfg(9)).await.unwrap();
     k.delete(&pod_name(&k, 9));
     let s = e.status(&stop_cfg(9)).await.unwrap();
-    assert_eq!((s.phase, s.reason()), (Phase::Lost, Some(FailureReason::InfrastructureLost)));
+    assert_eq!(
+        (s.phase, s.reason()),
+        (Phase::Lost, Some(FailureReason::InfrastructureLost))
+    );
 
     // Once the watch is back, the first build's deletion arrives too.
     k.delete(&pod);
     fake.resume_watches();
-    eventually("lost", || async { (phase_of(&e, 8).await == Phase::Lost).then_some(()) }).await;
+    eventually("lost", || async {
+        (phase_of(&e, 8).await == Phase::Lost).then_some(())
+    })
+    .await;
 }

@@ -33,7 +33,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/api/v1/namespaces/{ns}/{kind}/{name}",
             get(get_one).delete(delete_one).patch(patch_one),
         )
-        .layer(middleware::from_fn_with_state(shared.clone(), faults_and_counts))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            faults_and_counts,
+        ))
         .with_state(shared)
 }
 
@@ -43,8 +46,10 @@ fn json_response(code: u16, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -112,7 +117,11 @@ async fn faults_and_counts(State(s): State<Arc<Shared>>, req: Request, next: Nex
                 504 => "Timeout",
                 _ => "InjectedFault",
             };
-            let e = ApiError::new(f.status, reason, format!("injected fault for {verb} {kind}"));
+            let e = ApiError::new(
+                f.status,
+                reason,
+                format!("injected fault for {verb} {kind}"),
+            );
             return error_response(&e, f.retry_after);
         }
     }
@@ -136,7 +145,11 @@ type Answer = Result<Response, ApiError>;
 
 fn kind_of(kind: &str) -> Result<Kind, ApiError> {
     Kind::from_path(kind).ok_or_else(|| {
-        ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({kind})"))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({kind})"),
+        )
     })
 }
 
@@ -181,7 +194,10 @@ async fn list_or_watch(
         let st = s.store.lock();
         (st.list(kind, &ns, &sel), st.rv())
     };
-    Ok(json_response(200, &list_body(kind, items, rv, wants_metadata(&headers))))
+    Ok(json_response(
+        200,
+        &list_body(kind, items, rv, wants_metadata(&headers)),
+    ))
 }
 
 fn event_line(event: &str, object: &Value) -> Bytes {
@@ -190,7 +206,13 @@ fn event_line(event: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-async fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMap<String, String>) -> Answer {
+async fn watch(
+    s: Arc<Shared>,
+    kind: Kind,
+    ns: String,
+    sel: Selector,
+    q: &HashMap<String, String>,
+) -> Answer {
     let mut gate = s.watch_gate.subscribe();
     if gate.wait_for(|open| *open).await.is_err() {
         return Err(ApiError::new(503, "ServiceUnavailable", "shutting down"));
@@ -292,8 +314,10 @@ async fn watch(s: Arc<Shared>, kind: Kind, ns: String, sel: Selector, q: &HashMa
     }
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut r = Response::new(body);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }
 
@@ -306,14 +330,21 @@ fn parse_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
         .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid JSON body: {e}")))
 }
 
-async fn create(State(s): State<Arc<Shared>>, Path((ns, kind)): Path<(String, String)>, body: Bytes) -> Answer {
+async fn create(
+    State(s): State<Arc<Shared>>,
+    Path((ns, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
     let kind = kind_of(&kind)?;
     let obj = parse_body(&body)?.ok_or_else(|| ApiError::new(400, "BadRequest", "empty body"))?;
     let created = s.store.lock().create(kind, &ns, obj)?;
     Ok(json_response(201, &created))
 }
 
-async fn get_one(State(s): State<Arc<Shared>>, Path((ns, kind, name)): Path<(String, String, String)>) -> Answer {
+async fn get_one(
+    State(s): State<Arc<Shared>>,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+) -> Answer {
     let kind = kind_of(&kind)?;
     let obj = s.store.lock().get(kind, &ns, &name).cloned();
     let obj = obj.ok_or_else(|| super::store::not_found(kind, &name))?;
@@ -379,14 +410,17 @@ async fn patch_one(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !(ct.starts_with("application/merge-patch+json") || ct.starts_with("application/strategic-merge-patch+json")) {
+    if !(ct.starts_with("application/merge-patch+json")
+        || ct.starts_with("application/strategic-merge-patch+json"))
+    {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
             format!("the fake supports merge patches only, not {ct:?}"),
         ));
     }
-    let patch = parse_body(&body)?.ok_or_else(|| ApiError::new(400, "BadRequest", "empty patch"))?;
+    let patch =
+        parse_body(&body)?.ok_or_else(|| ApiError::new(400, "BadRequest", "empty patch"))?;
     let patched = s.store.lock().patch(kind, &ns, &name, &patch)?;
     Ok(json_response(200, &patched))
 }

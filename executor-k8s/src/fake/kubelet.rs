@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
-    PodCondition, PodStatus, Secret,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -40,7 +40,12 @@ fn now() -> Time {
     Time(Timestamp::now())
 }
 
-fn condition(type_: &str, status: &str, reason: Option<&str>, message: Option<&str>) -> PodCondition {
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> PodCondition {
     PodCondition {
         type_: type_.into(),
         status: status.into(),
@@ -124,7 +129,9 @@ fn waiting(reason: &str, message: Option<&str>) -> ContainerState {
 
 fn running() -> ContainerState {
     ContainerState {
-        running: Some(ContainerStateRunning { started_at: Some(now()) }),
+        running: Some(ContainerStateRunning {
+            started_at: Some(now()),
+        }),
         ..ContainerState::default()
     }
 }
@@ -135,7 +142,12 @@ fn build_started(p: &Pod) -> bool {
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|c| c.first())
         .and_then(|c| c.state.as_ref())
-        .is_some_and(|s| s.running.is_some() || s.terminated.as_ref().is_some_and(|t| t.started_at.is_some()))
+        .is_some_and(|s| {
+            s.running.is_some()
+                || s.terminated
+                    .as_ref()
+                    .is_some_and(|t| t.started_at.is_some())
+        })
 }
 
 impl Kubelet {
@@ -149,30 +161,46 @@ impl Kubelet {
     /// Every pod of the namespace.
     pub fn pods(&self) -> Vec<Pod> {
         let st = self.shared.store.lock();
-        st.list(Kind::Pods, &self.ns, &Selector::parse("").expect("empty selector"))
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect()
+        st.list(
+            Kind::Pods,
+            &self.ns,
+            &Selector::parse("").expect("empty selector"),
+        )
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
     }
 
     /// Names of every pod of the namespace.
     pub fn pod_names(&self) -> Vec<String> {
-        self.pods().into_iter().filter_map(|p| p.metadata.name).collect()
+        self.pods()
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect()
     }
 
     /// One pod.
     pub fn pod(&self, name: &str) -> Option<Pod> {
-        let v = self.shared.store.lock().get(Kind::Pods, &self.ns, name).cloned()?;
+        let v = self
+            .shared
+            .store
+            .lock()
+            .get(Kind::Pods, &self.ns, name)
+            .cloned()?;
         serde_json::from_value(v).ok()
     }
 
     /// Every Secret of the namespace.
     pub fn secrets(&self) -> Vec<Secret> {
         let st = self.shared.store.lock();
-        st.list(Kind::Secrets, &self.ns, &Selector::parse("").expect("empty selector"))
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect()
+        st.list(
+            Kind::Secrets,
+            &self.ns,
+            &Selector::parse("").expect("empty selector"),
+        )
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
     }
 
     /// Changes a pod through its typed form (one `MODIFIED` event). `false` if absent.
@@ -204,7 +232,15 @@ impl Kubelet {
     pub fn unschedulable(&self, name: &str, message: &str) -> bool {
         self.update(name, |p| {
             let st = p.status.get_or_insert_with(PodStatus::default);
-            set_condition(st, condition("PodScheduled", "False", Some("Unschedulable"), Some(message)));
+            set_condition(
+                st,
+                condition(
+                    "PodScheduled",
+                    "False",
+                    Some("Unschedulable"),
+                    Some(message),
+                ),
+            );
         })
     }
 
@@ -216,7 +252,15 @@ impl Kubelet {
     /// The launcher init container exited with `code`; non-zero fails the pod.
     pub fn init_exit(&self, name: &str, code: i32) -> bool {
         self.update(name, |p| {
-            set_init_state(p, terminated(code, if code == 0 { "Completed" } else { "Error" }, None, true));
+            set_init_state(
+                p,
+                terminated(
+                    code,
+                    if code == 0 { "Completed" } else { "Error" },
+                    None,
+                    true,
+                ),
+            );
             if code != 0 {
                 p.status.get_or_insert_with(PodStatus::default).phase = Some("Failed".into());
             }
@@ -254,7 +298,12 @@ impl Kubelet {
             let started = build_started(p);
             set_build_state(
                 p,
-                terminated(code, if code == 0 { "Completed" } else { "Error" }, None, started || code == 0),
+                terminated(
+                    code,
+                    if code == 0 { "Completed" } else { "Error" },
+                    None,
+                    started || code == 0,
+                ),
                 false,
             );
             p.status.get_or_insert_with(PodStatus::default).phase =
@@ -266,8 +315,14 @@ impl Kubelet {
     pub fn oom(&self, name: &str, exit_code: i32) -> bool {
         self.update(name, |p| {
             set_build_state(p, terminated(exit_code, "OOMKilled", None, true), false);
-            p.status.get_or_insert_with(PodStatus::default).phase =
-                Some(if exit_code == 0 { "Succeeded" } else { "Failed" }.into());
+            p.status.get_or_insert_with(PodStatus::default).phase = Some(
+                if exit_code == 0 {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                }
+                .into(),
+            );
         })
     }
 
@@ -282,7 +337,12 @@ impl Kubelet {
             let st = p.status.get_or_insert_with(PodStatus::default);
             set_condition(
                 st,
-                condition("DisruptionTarget", "True", Some("TerminationByKubelet"), Some(message)),
+                condition(
+                    "DisruptionTarget",
+                    "True",
+                    Some("TerminationByKubelet"),
+                    Some(message),
+                ),
             );
             st.phase = Some("Failed".into());
             st.reason = Some("Evicted".into());
@@ -294,7 +354,10 @@ impl Kubelet {
     pub fn disrupt(&self, name: &str, reason: &str) -> bool {
         self.update(name, |p| {
             let st = p.status.get_or_insert_with(PodStatus::default);
-            set_condition(st, condition("DisruptionTarget", "True", Some(reason), None));
+            set_condition(
+                st,
+                condition("DisruptionTarget", "True", Some(reason), None),
+            );
         })
     }
 
@@ -307,7 +370,8 @@ impl Kubelet {
             let st = p.status.get_or_insert_with(PodStatus::default);
             st.phase = Some("Failed".into());
             st.reason = Some("DeadlineExceeded".into());
-            st.message = Some("Pod was active on the node longer than the specified deadline".into());
+            st.message =
+                Some("Pod was active on the node longer than the specified deadline".into());
         })
     }
 
@@ -329,7 +393,11 @@ impl Kubelet {
     /// Someone deleted the pod behind the executor's back (gone at once; the garbage
     /// collector takes the Secrets it owns).
     pub fn delete(&self, name: &str) -> bool {
-        self.shared.store.lock().delete(Kind::Pods, &self.ns, name).is_ok()
+        self.shared
+            .store
+            .lock()
+            .delete(Kind::Pods, &self.ns, name)
+            .is_ok()
     }
 
     /// Schedules and runs every pod of the namespace still `Pending`.
@@ -362,7 +430,10 @@ pub(crate) fn spawn_auto(shared: Arc<Shared>, mode: AutoKubelet) -> tokio::task:
             if change.kind != Kind::Pods || change.event != "ADDED" {
                 continue;
             }
-            let Some(name) = change.object["metadata"]["name"].as_str().map(str::to_string) else {
+            let Some(name) = change.object["metadata"]["name"]
+                .as_str()
+                .map(str::to_string)
+            else {
                 continue;
             };
             let kubelet = Kubelet::new(shared.clone(), &change.ns);

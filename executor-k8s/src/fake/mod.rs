@@ -139,7 +139,9 @@ pub struct FakeApiServer {
 
 impl std::fmt::Debug for FakeApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeApiServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("FakeApiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -226,7 +228,12 @@ impl FakeApiServer {
 
     /// Requests of one `"<verb> <resource>"`.
     pub fn request_count(&self, verb_resource: &str) -> u64 {
-        self.shared.counts.lock().get(verb_resource).copied().unwrap_or(0)
+        self.shared
+            .counts
+            .lock()
+            .get(verb_resource)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// All requests so far.
@@ -285,7 +292,11 @@ impl FakeApiServer {
     }
 
     /// Creates a pod in `ns` as any API client would (`None` if the name is taken).
-    pub fn create_pod(&self, ns: &str, pod: &k8s_openapi::api::core::v1::Pod) -> Option<k8s_openapi::api::core::v1::Pod> {
+    pub fn create_pod(
+        &self,
+        ns: &str,
+        pod: &k8s_openapi::api::core::v1::Pod,
+    ) -> Option<k8s_openapi::api::core::v1::Pod> {
         let v = serde_json::to_value(pod).ok()?;
         let created = self.shared.store.lock().create(Kind::Pods, ns, v).ok()?;
         serde_json::from_value(created).ok()

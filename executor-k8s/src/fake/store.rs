@@ -261,15 +261,30 @@ impl Store {
             .collect()
     }
 
-    pub(crate) fn create(&mut self, kind: Kind, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub(crate) fn create(
+        &mut self,
+        kind: Kind,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::new(400, "BadRequest", "body must be a JSON object"));
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                "body must be a JSON object",
+            ));
         }
         let name = match obj["metadata"]["name"].as_str() {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => match obj["metadata"]["generateName"].as_str() {
                 Some(g) => format!("{g}{:05}", self.uid + 1),
-                None => return Err(ApiError::new(422, "Invalid", "metadata.name: Required value")),
+                None => {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        "metadata.name: Required value",
+                    ));
+                }
             },
         };
         let key = (kind, ns.to_string(), name.clone());
@@ -301,7 +316,13 @@ impl Store {
     }
 
     /// Applies `f` to an object and records the change (`MODIFIED`).
-    pub(crate) fn update(&mut self, kind: Kind, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> Option<Value> {
+    pub(crate) fn update(
+        &mut self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
         let key = (kind, ns.to_string(), name.to_string());
         let mut obj = self.objects.get(&key)?.clone();
         f(&mut obj);
@@ -311,10 +332,18 @@ impl Store {
         if kind == Kind::Secrets {
             self.collect_orphan(ns, name);
         }
-        self.objects.get(&(kind, ns.to_string(), name.to_string())).cloned()
+        self.objects
+            .get(&(kind, ns.to_string(), name.to_string()))
+            .cloned()
     }
 
-    pub(crate) fn patch(&mut self, kind: Kind, ns: &str, name: &str, patch: &Value) -> Result<Value, ApiError> {
+    pub(crate) fn patch(
+        &mut self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
         let before = self
             .get(kind, ns, name)
             .ok_or_else(|| not_found(kind, name))?
@@ -332,7 +361,10 @@ impl Store {
     /// Removes an object (`DELETED`), cascading to the Secrets a pod owns.
     pub(crate) fn delete(&mut self, kind: Kind, ns: &str, name: &str) -> Result<Value, ApiError> {
         let key = (kind, ns.to_string(), name.to_string());
-        let mut obj = self.objects.remove(&key).ok_or_else(|| not_found(kind, name))?;
+        let mut obj = self
+            .objects
+            .remove(&key)
+            .ok_or_else(|| not_found(kind, name))?;
         if obj["metadata"]["deletionTimestamp"].is_null() {
             obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         }
@@ -378,7 +410,9 @@ impl Store {
 
     /// The garbage collector: a Secret whose owners are all gone goes too.
     fn collect_orphan(&mut self, ns: &str, name: &str) {
-        let Some(obj) = self.get(Kind::Secrets, ns, name) else { return };
+        let Some(obj) = self.get(Kind::Secrets, ns, name) else {
+            return;
+        };
         let owners = Self::owner_uids(obj);
         if !owners.is_empty() && owners.iter().all(|u| !self.pod_uid_exists(ns, u)) {
             let _ = self.delete(Kind::Secrets, ns, name);
@@ -389,7 +423,9 @@ impl Store {
         let names: Vec<String> = self
             .objects
             .iter()
-            .filter(|((k, n, _), v)| *k == Kind::Secrets && n == ns && Self::owner_uids(v).iter().any(|u| u == uid))
+            .filter(|((k, n, _), v)| {
+                *k == Kind::Secrets && n == ns && Self::owner_uids(v).iter().any(|u| u == uid)
+            })
             .map(|((_, _, name), _)| name.clone())
             .collect();
         for n in names {
@@ -405,7 +441,13 @@ impl Store {
 
     /// Starts a watch of `kind` in `ns` from `rv` (`None`/`0`: synthetic `ADDED` events
     /// for the current objects). `Err` means the version is too old (410).
-    pub(crate) fn watch_from(&self, kind: Kind, ns: &str, sel: &Selector, rv: Option<u64>) -> Result<WatchStart, ApiError> {
+    pub(crate) fn watch_from(
+        &self,
+        kind: Kind,
+        ns: &str,
+        sel: &Selector,
+        rv: Option<u64>,
+    ) -> Result<WatchStart, ApiError> {
         let rx = self.tx.subscribe();
         match rv {
             None | Some(0) => {
@@ -447,5 +489,9 @@ impl Store {
 }
 
 pub(crate) fn not_found(kind: Kind, name: &str) -> ApiError {
-    ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", kind.path()))
+    ApiError::new(
+        404,
+        "NotFound",
+        format!("{} \"{name}\" not found", kind.path()),
+    )
 }

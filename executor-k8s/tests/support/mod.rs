@@ -40,7 +40,9 @@ pub fn builder(fake: &FakeApiServer) -> K8sExecutorBuilder {
 pub async fn executor(b: K8sExecutorBuilder) -> K8sExecutor {
     let e = b.build().await.expect("build executor");
     if e.config().watch {
-        e.wait_synced(Duration::from_secs(10)).await.expect("watch synced");
+        e.wait_synced(Duration::from_secs(10))
+            .await
+            .expect("watch synced");
     }
     e
 }
@@ -66,8 +68,16 @@ pub fn stop_cfg(id: u64) -> StopConfig {
 /// The single pod of build `id` (prefix `sd-`).
 pub fn pod_name(k: &Kubelet, id: u64) -> String {
     let prefix = format!("sd-{id}-");
-    let names: Vec<String> = k.pod_names().into_iter().filter(|n| n.starts_with(&prefix)).collect();
-    assert_eq!(names.len(), 1, "expected one pod for build {id}, got {names:?}");
+    let names: Vec<String> = k
+        .pod_names()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "expected one pod for build {id}, got {names:?}"
+    );
     names[0].clone()
 }
 
@@ -82,7 +92,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
