@@ -77,9 +77,12 @@ async fn ours_once(e: &DockerExecutor, docker: &Docker, id: u64, image: &str) ->
     took
 }
 
+/// The baseline's two containers. `naive`: network mode `none` only (a libnetwork sandbox
+/// per container); otherwise also `NetworkDisabled`, as the executor does for `none`.
 fn baseline_bodies(
     id: u64,
     images: &TestImages,
+    naive: bool,
 ) -> (String, ContainerCreateBody, String, ContainerCreateBody) {
     let init = format!("{PREFIX}base-{id}-init");
     let build = format!("{PREFIX}base-{id}-build");
@@ -99,6 +102,7 @@ fn baseline_bodies(
     };
     let build_body = ContainerCreateBody {
         labels,
+        network_disabled: (!naive).then_some(true),
         image: Some(images.build.clone()),
         entrypoint: Some(vec!["/opt/sd/launch".into()]),
         cmd: Some(vec![
@@ -120,7 +124,11 @@ fn baseline_bodies(
 }
 
 async fn baseline_once(docker: &Docker, images: &TestImages, id: u64) -> Duration {
-    let (init, init_body, build, build_body) = baseline_bodies(id, images);
+    baseline_variant(docker, images, id, false).await
+}
+
+async fn baseline_variant(docker: &Docker, images: &TestImages, id: u64, naive: bool) -> Duration {
+    let (init, init_body, build, build_body) = baseline_bodies(id, images, naive);
     let t = Instant::now();
     docker
         .create_container(
@@ -180,7 +188,7 @@ fn main() {
     if !testing::docker_reachable() {
         eprintln!(
             "Skipping start_latency: dockerd is not reachable on {}",
-            testing::SOCKET
+            testing::socket_path()
         );
         return;
     }
@@ -212,15 +220,19 @@ async fn run() {
         baseline_cleanup(&docker, base_id + 90 + i).await;
     }
 
-    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    let (mut ours, mut base, mut naive) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations {
         let id = base_id + i;
-        if i % 2 == 0 {
-            ours.push(ours_once(&exec, &docker, id, &images.build).await);
-            base.push(baseline_once(&docker, &images, id).await);
-        } else {
-            base.push(baseline_once(&docker, &images, id).await);
-            ours.push(ours_once(&exec, &docker, id, &images.build).await);
+        // Rotate the order so no variant always runs right after the cleanups.
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => ours.push(ours_once(&exec, &docker, id, &images.build).await),
+                1 => base.push(baseline_once(&docker, &images, id).await),
+                _ => {
+                    naive.push(baseline_variant(&docker, &images, id + 1_000, true).await);
+                    baseline_cleanup(&docker, id + 1_000).await;
+                }
+            }
         }
         exec.stop(&build(id, &images.build).to_stop())
             .await
@@ -229,15 +241,23 @@ async fn run() {
     }
     let (mo, mb) = (median(ours.clone()), median(base.clone()));
     println!("start -> build container running ({iterations} runs each; p25 / median / p75):");
-    println!("  executor-docker start(): {}", quartiles(ours));
     println!(
-        "  baseline (bollard create init + create build + start): {}",
+        "  executor-docker start():                 {}",
+        quartiles(ours)
+    );
+    println!(
+        "  baseline, same containers (bollard):     {}",
         quartiles(base)
     );
     println!(
-        "  ratio: {:.3}x  (overhead {:+.1} ms)",
+        "  baseline with network sandboxes (naive): {}",
+        quartiles(naive.clone())
+    );
+    println!(
+        "  ratio to the same-container baseline: {:.3}x  (overhead {:+.1} ms); to the naive one: {:.3}x",
         ms(mo) / ms(mb),
-        ms(mo) - ms(mb)
+        ms(mo) - ms(mb),
+        ms(mo) / ms(median(naive))
     );
 
     // Concurrency: 20 at once vs one after another, ROUNDS rounds (medians).

@@ -27,6 +27,8 @@ pub enum StartStep {
     ImagesReady,
     /// The launcher (`-init`) container and the tools and token volumes exist.
     InitCreated,
+    /// The token file is written (token mode `file`; reached in any mode).
+    TokenWritten,
     /// The build container exists and the token file is written.
     BuildCreated,
 }
@@ -179,6 +181,8 @@ impl DockerExecutor {
                     .await
                     .map_err(|e| (e, false))?;
             }
+            self.step(StartStep::TokenWritten, id, t0)
+                .map_err(|e| (e, false))?;
             Ok::<(), (Error, bool)>(())
         };
         let (init, build) = tokio::join!(

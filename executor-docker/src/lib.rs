@@ -9,12 +9,15 @@
 //! 2. creates `<name>-init` from the launcher image (never started) with the named volumes
 //!    `<name>-tools` at the mount point (default `/opt/sd`) and, in token mode `file`,
 //!    `<name>-token` at `/run/sd`; the daemon creates both volumes (labelled) with the
-//!    container and fills the empty tools volume with the launcher image's job-tools;
-//! 3. creates `<name>-build` from the build's `container` with both volumes mounted
-//!    **read-only**, CPU and memory limits from the `screwdriver.cd/cpu` / `ram` tiers
-//!    (capped at the daemon's CPU count; no swap), labels, and the optional network mode.
-//!    Meanwhile the token is written to the token volume through the init container
+//!    container and fills the empty tools volume with the launcher image's job-tools. As
+//!    soon as it exists, the token is written to the token volume through it
 //!    (`PUT /containers/{id}/archive`);
+//! 3. at the same time, creates `<name>-build` from the build's `container` with both
+//!    volumes mounted **read-only** (and `NoCopy`, so only the launcher image fills the
+//!    tools volume), CPU and memory limits from the `screwdriver.cd/cpu` / `ram` tiers
+//!    (capped at the daemon's CPU count; no swap), labels, and the optional network mode
+//!    (`none` also sets `NetworkDisabled`: the same isolation without a libnetwork sandbox,
+//!    whose teardown can deadlock Docker 20.10 when many builds stop at once);
 //! 4. starts `<name>-build` running
 //!    `/opt/sd/launch --api-uri … --store-uri … --ui-uri … --build-timeout … --token-file /run/sd/token <buildId>`.
 //!

@@ -176,7 +176,12 @@ impl BuildPlan {
             }),
             ..Default::default()
         };
+        // Network mode `none` also disables networking at the daemon level: the same
+        // isolation (a namespace with only `lo`), without a libnetwork sandbox per build
+        // (Docker 20.10's libnetwork can deadlock when many sandboxes are torn down at once).
+        let no_network = cfg.network.as_deref() == Some("none");
         let build = ContainerCreateBody {
+            network_disabled: no_network.then_some(true),
             image: Some(b.container.as_str().to_string()),
             entrypoint: Some(vec![cmd.entrypoint.clone()]),
             cmd: Some(cmd.args.clone()),
@@ -331,6 +336,7 @@ mod tests {
             .collect();
         assert_eq!(mounts, ["ci-42-tools:/opt/sd:ro", "ci-42-token:/run/sd:ro"]);
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(p.build.network_disabled, Some(true));
         let body = serde_json::to_string(&p.build).unwrap();
         assert!(!body.contains("sekrit-token"));
         assert!(!format!("{p:?}").contains("sekrit-token"));

@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 
 /// Where Debian's `busybox-static` installs busybox.
 pub const BUSYBOX: &str = "/bin/busybox";
-/// The Docker socket the tests use.
+/// The Docker socket the tests use unless `DOCKER_HOST` names another `unix://` socket.
 pub const SOCKET: &str = "/var/run/docker.sock";
 /// The loopback registry `.ci/run` starts.
 pub const REGISTRY: &str = "127.0.0.1:5000";
@@ -32,7 +32,7 @@ pub const REGISTRY: &str = "127.0.0.1:5000";
 /// | path | behaviour |
 /// |---|---|
 /// | `/exit/<n>` | exits with code `n` |
-/// | `/oom` | allocates ~1 GiB in a child (killed for memory), then exits **0** |
+/// | `/oom` | allocates ~1 GiB in a child (the OOM killer's first choice), then exits **0** |
 /// | `/token-sha256/<hex>` | exits 0 iff the `--token-file` content has this SHA-256, else 4 |
 /// | `/env-token-sha256/<hex>` | the same for `$SD_TOKEN` |
 /// | anything else | runs until stopped |
@@ -49,7 +49,8 @@ done
 echo "test launch: build $id, api $api"
 case "$api" in
   */exit/*) code="${api##*/exit/}"; exit "${code%%/*}" ;;
-  */oom*) head -c 1073741824 /dev/zero | tail > /dev/null; exit 0 ;;
+  */oom*) head -c 1073741824 /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj; exec tail' > /dev/null
+     exit 0 ;;
   */env-token-sha256/*) want="${api##*/env-token-sha256/}"; got="$(printf %s "$SD_TOKEN" | sha256sum)"
      [ "${got%% *}" = "${want%%/*}" ] && exit 0; exit 4 ;;
   */token-sha256/*) want="${api##*/token-sha256/}"; got="$(sha256sum < "$tokfile")"
@@ -81,9 +82,22 @@ pub const APPLETS: &[&str] = &[
     "id",
 ];
 
+/// The socket the tests use: `DOCKER_HOST` when it is `unix://…`, else [`SOCKET`].
+pub fn socket_path() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| SOCKET.to_string())
+}
+
+/// [`socket_path`] as an endpoint (`unix:///…`), for `DockerExecutorBuilder::with_host`.
+pub fn docker_host() -> String {
+    format!("unix://{}", socket_path())
+}
+
 /// Whether the Docker socket accepts connections.
 pub fn docker_reachable() -> bool {
-    std::os::unix::net::UnixStream::connect(SOCKET).is_ok()
+    std::os::unix::net::UnixStream::connect(socket_path()).is_ok()
 }
 
 /// Whether the loopback registry accepts connections.
@@ -97,7 +111,7 @@ pub fn registry_reachable() -> bool {
 
 /// A client on the default socket, API version negotiated.
 pub async fn docker() -> Docker {
-    Docker::connect_with_unix(SOCKET, 600, bollard::API_DEFAULT_VERSION)
+    Docker::connect_with_unix(&socket_path(), 600, bollard::API_DEFAULT_VERSION)
         .expect("docker socket")
         .negotiate_version()
         .await
@@ -207,7 +221,7 @@ pub struct TestImages {
 /// Repository of the test launcher image.
 pub const LAUNCHER_REPO: &str = "sdx-test/launcher";
 /// Tag of the test images (bump when their content changes).
-pub const TAG: &str = "3";
+pub const TAG: &str = "4";
 
 /// Builds the test launcher and build images once per process.
 pub async fn test_images() -> TestImages {

@@ -18,7 +18,7 @@ async fn docker_conformance() {
     if !require(
         "dockerd",
         testing::docker_reachable(),
-        "nothing answers on /var/run/docker.sock",
+        "nothing answers on the Docker socket (DOCKER_HOST or /var/run/docker.sock)",
     ) {
         return;
     }
@@ -46,6 +46,7 @@ async fn docker_conformance() {
         let prefix = prefix.clone();
         async move {
             let exec = DockerExecutorBuilder::new()
+                .with_host(testing::docker_host())
                 .with_launcher_image(&images.launcher_repo, &images.launcher_tag)
                 .with_prefix(prefix)
                 .with_network("none")

@@ -81,7 +81,7 @@ fn docker_up() -> bool {
     require(
         "dockerd",
         testing::docker_reachable(),
-        "nothing answers on /var/run/docker.sock",
+        "nothing answers on the Docker socket (DOCKER_HOST or /var/run/docker.sock)",
     )
 }
 
@@ -120,7 +120,7 @@ async fn sdx_demo_with_the_docker_executor_succeeds() {
             .env("EXECUTOR_DOCKER_NETWORK", "host")
             .env("EXECUTOR_DOCKER_PULL_POLICY", "never")
             .env("EXECUTOR_DOCKER_PREFIX", &prefix)
-            .env_remove("DOCKER_HOST")
+            .env("DOCKER_HOST", testing::docker_host())
             .output()
             .expect("run sdx demo")
     })
@@ -166,6 +166,7 @@ async fn docker_build_through_the_reference_api_succeeds() {
     let images = testing::test_images().await;
     let tag = launcher_tag().await;
     let exec = DockerExecutorBuilder::new()
+        .with_host(testing::docker_host())
         .with_launcher_image(LAUNCHER_REPO, &tag)
         .with_network("host")
         .with_pull_policy(PullPolicy::Never)
