@@ -133,12 +133,17 @@ impl Annotations {
             match v {
                 Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {}
                 _ => {
-                    errors.push(FieldError::new(&field, "must be a string, an integer or a boolean"));
+                    errors.push(FieldError::new(
+                        &field,
+                        "must be a string, an integer or a boolean",
+                    ));
                     continue;
                 }
             }
             out.raw.insert(key.clone(), v.clone());
-            let Some(name) = short_name(key) else { continue };
+            let Some(name) = short_name(key) else {
+                continue;
+            };
             let result = match name {
                 "timeout" => parse_timeout(v).map(|t| out.timeout_minutes = Some(t)),
                 "cpu" => parse_resource(v, mode, "cores").map(|r| out.cpu = Some(r)),
@@ -150,7 +155,11 @@ impl Annotations {
                 errors.push(FieldError::new(field, reason));
             }
         }
-        if errors.is_empty() { Ok(out) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Looks a `screwdriver.cd/<name>` annotation up under either prefix.
@@ -198,7 +207,8 @@ impl Annotations {
 
 /// The part after `screwdriver.cd/` for either prefix.
 fn short_name(key: &str) -> Option<&str> {
-    key.strip_prefix(BETA_PREFIX).or_else(|| key.strip_prefix(PREFIX))
+    key.strip_prefix(BETA_PREFIX)
+        .or_else(|| key.strip_prefix(PREFIX))
 }
 
 fn as_u64(v: &Value) -> Option<u64> {
@@ -212,7 +222,9 @@ fn as_u64(v: &Value) -> Option<u64> {
 fn parse_timeout(v: &Value) -> Result<u32, String> {
     match as_u64(v) {
         Some(n) if n > 0 && n <= u64::from(u32::MAX) => Ok(n as u32),
-        _ => Err(format!("must be a positive whole number of minutes, got {v}")),
+        _ => Err(format!(
+            "must be a positive whole number of minutes, got {v}"
+        )),
     }
 }
 
@@ -220,7 +232,9 @@ fn parse_resource(v: &Value, mode: AnnotationMode, unit: &str) -> Result<Resourc
     if let Some(n) = as_u64(v) {
         return match u32::try_from(n) {
             Ok(n) if n > 0 => Ok(ResourceRequest::Amount(n)),
-            _ => Err(format!("must be a tier or a positive whole number of {unit}")),
+            _ => Err(format!(
+                "must be a tier or a positive whole number of {unit}"
+            )),
         };
     }
     if let Value::String(s) = v
@@ -246,7 +260,9 @@ fn parse_executor(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s)
             if !s.trim().is_empty()
-                && s.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+                && s.trim()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
         {
             Ok(s.trim().to_ascii_lowercase())
         }

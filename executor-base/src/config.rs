@@ -121,7 +121,12 @@ impl<'a> Fields<'a> {
         self.errors.push(FieldError::new(name, "is required"));
     }
 
-    fn id<T>(&mut self, name: &str, parse: fn(&str, &Value) -> Result<T, FieldError>, required: bool) -> Option<T> {
+    fn id<T>(
+        &mut self,
+        name: &str,
+        parse: fn(&str, &Value) -> Result<T, FieldError>,
+        required: bool,
+    ) -> Option<T> {
         match self.present(name) {
             Some(v) => match parse(name, v) {
                 Ok(t) => Some(t),
@@ -174,8 +179,10 @@ impl<'a> Fields<'a> {
         }
         if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
             // Never echo the value: it is a secret.
-            self.errors
-                .push(FieldError::new(name, "must not contain white space or control characters"));
+            self.errors.push(FieldError::new(
+                name,
+                "must not contain white space or control characters",
+            ));
             return None;
         }
         Some(SecretString::from(s.to_string()))
@@ -193,7 +200,10 @@ impl<'a> Fields<'a> {
     }
 
     fn annotations(&mut self, opts: ParseOptions) -> Annotations {
-        match Annotations::parse(self.map.get("annotations").unwrap_or(&Value::Null), opts.annotation_mode) {
+        match Annotations::parse(
+            self.map.get("annotations").unwrap_or(&Value::Null),
+            opts.annotation_mode,
+        ) {
             Ok(a) => a,
             Err(mut errs) => {
                 self.errors.append(&mut errs);
@@ -223,7 +233,10 @@ impl<'a> Fields<'a> {
 pub fn parse_http_url(s: &str) -> Result<Url, String> {
     let u = Url::parse(s.trim()).map_err(|e| format!("must be an http(s) URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("must be an http(s) URL, got scheme {:?}", u.scheme()));
+        return Err(format!(
+            "must be an http(s) URL, got scheme {:?}",
+            u.scheme()
+        ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err("must be an http(s) URL with a host".into());
@@ -236,7 +249,11 @@ pub fn parse_http_url(s: &str) -> Result<Url, String> {
 
 fn parse_job_name(field: &str, s: &str) -> Result<String, FieldError> {
     // Upstream: ^(PR-[0-9]+:)?(([\w-]+)|(?:stage@([\w-]+):(setup|teardown)))$, max 110.
-    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    };
     let body = match s.strip_prefix("PR-").and_then(|r| r.split_once(':')) {
         Some((n, rest)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => rest,
         _ => s,
@@ -246,7 +263,9 @@ fn parse_job_name(field: &str, s: &str) -> Result<String, FieldError> {
             || body
                 .strip_prefix("stage@")
                 .and_then(|r| r.split_once(':'))
-                .is_some_and(|(stage, hook)| word(stage) && (hook == "setup" || hook == "teardown")));
+                .is_some_and(|(stage, hook)| {
+                    word(stage) && (hook == "setup" || hook == "teardown")
+                }));
     if ok {
         Ok(s.to_string())
     } else {
@@ -453,8 +472,14 @@ impl StartConfig {
         }
         m.insert("buildId".into(), self.build_id.get().into());
         m.insert("apiUri".into(), Value::String(self.api_uri.to_string()));
-        m.insert("container".into(), Value::String(self.container.to_string()));
-        m.insert("token".into(), Value::String(self.token.expose_secret().to_string()));
+        m.insert(
+            "container".into(),
+            Value::String(self.container.to_string()),
+        );
+        m.insert(
+            "token".into(),
+            Value::String(self.token.expose_secret().to_string()),
+        );
         if !self.annotations.is_empty() {
             m.insert("annotations".into(), self.annotations.to_json());
         }
@@ -568,12 +593,14 @@ impl StartConfigBuilder {
     }
     /// Sets `jobName`.
     pub fn job_name(mut self, name: impl Into<String>) -> Self {
-        self.map.insert("jobName".into(), Value::String(name.into()));
+        self.map
+            .insert("jobName".into(), Value::String(name.into()));
         self
     }
     /// Sets `storeUri`.
     pub fn store_uri(mut self, uri: impl Into<String>) -> Self {
-        self.map.insert("storeUri".into(), Value::String(uri.into()));
+        self.map
+            .insert("storeUri".into(), Value::String(uri.into()));
         self
     }
     /// Adds one annotation.
@@ -632,7 +659,15 @@ pub struct StopConfig {
     pub extra: BTreeMap<String, Value>,
 }
 
-const STOP_KNOWN: &[&str] = &["buildId", "apiUri", "jobId", "pipelineId", "jobName", "annotations", "token"];
+const STOP_KNOWN: &[&str] = &[
+    "buildId",
+    "apiUri",
+    "jobId",
+    "pipelineId",
+    "jobName",
+    "annotations",
+    "token",
+];
 
 impl StopConfig {
     /// A stop config carrying only the build id.
@@ -824,7 +859,10 @@ impl TimerConfig {
             Some(s) => match DateTime::parse_from_rfc3339(s) {
                 Ok(t) => Some(t.with_timezone(&Utc)),
                 Err(e) => {
-                    f.errors.push(FieldError::new("startTime", format!("must be an ISO 8601 time ({e})")));
+                    f.errors.push(FieldError::new(
+                        "startTime",
+                        format!("must be an ISO 8601 time ({e})"),
+                    ));
                     None
                 }
             },
@@ -848,10 +886,16 @@ impl TimerConfig {
         let mut m = Map::new();
         m.insert("buildId".into(), self.build_id.get().into());
         m.insert("jobId".into(), self.job_id.get().into());
-        m.insert("buildStatus".into(), Value::String(self.build_status.to_string()));
+        m.insert(
+            "buildStatus".into(),
+            Value::String(self.build_status.to_string()),
+        );
         m.insert(
             "startTime".into(),
-            Value::String(self.start_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Value::String(
+                self.start_time
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
         );
         if !self.annotations.is_empty() {
             m.insert("annotations".into(), self.annotations.to_json());

@@ -120,7 +120,11 @@ impl ImageRef {
 
     /// `name:tag` with the tag defaulting to `latest` (digest dropped).
     pub fn name_with_tag(&self) -> String {
-        format!("{}:{}", self.name(), self.tag.as_deref().unwrap_or("latest"))
+        format!(
+            "{}:{}",
+            self.name(),
+            self.tag.as_deref().unwrap_or("latest")
+        )
     }
 
     /// The reference as the user wrote it.
@@ -170,14 +174,16 @@ fn validate_registry(r: &str) -> Result<(), String> {
         _ => (r, None),
     };
     if let Some(p) = port
-        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) || p.parse::<u32>().map_or(true, |n| n > 65535))
+        && (p.is_empty()
+            || !p.chars().all(|c| c.is_ascii_digit())
+            || p.parse::<u32>().map_or(true, |n| n > 65535))
     {
         return Err(format!("invalid registry port in {r:?}"));
     }
     let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':')
+        && host.chars().all(|c| {
+            c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':'
+        })
         && !host.starts_with('-')
         && !host.starts_with('.');
     if !host_ok {
@@ -189,9 +195,10 @@ fn validate_registry(r: &str) -> Result<(), String> {
 fn validate_tag(t: &str) -> Result<(), String> {
     let ok = !t.is_empty()
         && t.len() <= 128
-        && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && t
-            .chars()
+        && t.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
     if ok {
         Ok(())
@@ -214,7 +221,9 @@ fn validate_digest(d: &str) -> Result<(), String> {
     if alg_ok && hex_ok {
         Ok(())
     } else {
-        Err(format!("invalid digest {d:?}: expected <algorithm>:<at least 32 hex digits>"))
+        Err(format!(
+            "invalid digest {d:?}: expected <algorithm>:<at least 32 hex digits>"
+        ))
     }
 }
 
@@ -273,8 +282,19 @@ mod tests {
     #[test]
     fn refuses_malformed_references() {
         for s in [
-            "", " ", "Node", "node:", ":tag", "node:-x", "node@sha256:xyz", "a//b", "-a", "a-", "node:a b",
-            "reg.io:99999/x", "a/.b",
+            "",
+            " ",
+            "Node",
+            "node:",
+            ":tag",
+            "node:-x",
+            "node@sha256:xyz",
+            "a//b",
+            "-a",
+            "a-",
+            "node:a b",
+            "reg.io:99999/x",
+            "a/.b",
         ] {
             assert!(ImageRef::parse(s).is_err(), "{s:?} should be refused");
         }

@@ -52,7 +52,12 @@ pub struct BuildLabels {
 
 impl BuildLabels {
     /// Labels for a build.
-    pub fn new(prefix: &str, build_id: BuildId, job_id: Option<JobId>, expires_at: DateTime<Utc>) -> Self {
+    pub fn new(
+        prefix: &str,
+        build_id: BuildId,
+        job_id: Option<JobId>,
+        expires_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             prefix: prefix.to_string(),
             build_id,

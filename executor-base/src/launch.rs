@@ -122,7 +122,12 @@ pub struct LaunchSpec<'a> {
 
 impl<'a> LaunchSpec<'a> {
     /// A launch of `build` with job-tools at `mount_point` and a timeout in minutes.
-    pub fn new(build: &'a StartConfig, mount_point: &str, ecosystem: &'a Ecosystem, timeout_minutes: u32) -> Self {
+    pub fn new(
+        build: &'a StartConfig,
+        mount_point: &str,
+        ecosystem: &'a Ecosystem,
+        timeout_minutes: u32,
+    ) -> Self {
         Self {
             build,
             mount_point: mount_point.trim_end_matches('/').to_string(),
@@ -132,7 +137,10 @@ impl<'a> LaunchSpec<'a> {
     }
 
     fn store(&self) -> &Url {
-        self.build.store_uri.as_ref().unwrap_or(&self.ecosystem.store)
+        self.build
+            .store_uri
+            .as_ref()
+            .unwrap_or(&self.ecosystem.store)
     }
 
     fn ui(&self) -> &Url {
@@ -199,8 +207,14 @@ impl<'a> LaunchSpec<'a> {
             ("SD_BUILD_ID".to_string(), self.build.build_id.to_string()),
             ("SD_API_URI".to_string(), self.build.api_uri.to_string()),
             ("SD_STORE_URI".to_string(), self.store().to_string()),
-            ("SD_BUILD_TIMEOUT".to_string(), self.timeout_minutes.to_string()),
-            ("CONTAINER_IMAGE".to_string(), self.build.container.to_string()),
+            (
+                "SD_BUILD_TIMEOUT".to_string(),
+                self.timeout_minutes.to_string(),
+            ),
+            (
+                "CONTAINER_IMAGE".to_string(),
+                self.build.container.to_string(),
+            ),
         ];
         if let Some(p) = self.build.pipeline_id {
             env.push(("SD_PIPELINE_ID".to_string(), p.to_string()));

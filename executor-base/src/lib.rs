@@ -10,9 +10,10 @@ pub mod error;
 pub mod executor;
 pub mod ids;
 pub mod image;
+pub mod jwt;
 pub mod labels;
 pub mod launch;
-pub mod jwt;
+pub mod options;
 pub mod resources;
 pub mod router;
 pub mod stats;
@@ -23,7 +24,9 @@ pub mod token;
 pub mod verdict;
 
 pub use annotations::{AnnotationMode, Annotations, ResourceRequest, Tier};
-pub use config::{ApiBuildStatus, ParseOptions, StartConfig, StartConfigBuilder, StopConfig, TimerConfig};
+pub use config::{
+    ApiBuildStatus, ParseOptions, StartConfig, StartConfigBuilder, StopConfig, TimerConfig,
+};
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use executor::{DynExecutor, Executor, ExecutorExt, GcReport};
 pub use ids::{BuildId, EventId, JobId, PipelineId};
@@ -31,7 +34,7 @@ pub use image::ImageRef;
 pub use labels::{BuildLabels, build_name};
 pub use launch::{Ecosystem, LaunchCommand, LaunchMode, LaunchSpec, TokenDelivery};
 pub use resources::{ResourceTable, TierTable};
-pub use stats::{BuildCounter, BuildCounts, BreakerStats, RequestStats, Stats};
+pub use stats::{BreakerStats, BuildCounter, BuildCounts, RequestStats, Stats};
 pub use status::{BuildStatus, Failure, FailureReason, Fault, Phase};
 pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
 pub use verdict::Verdict;
@@ -44,7 +47,6 @@ pub use token::{TokenExchange, TokenExchangeOptions, exchange_token_for_build};
 // Re-exports of timer/router (owned by the testkit helper) go below this line.
 pub use router::{Router, RouterBuilder};
 pub use timer::{TimedExecutor, TimerService, TimerStore};
-
 
 /// Re-exported so backends and users name the same secret type.
 pub use secrecy;

@@ -149,7 +149,10 @@ impl FailureReason {
 
     /// Whether running the same build again is safe and may succeed without changes.
     pub fn retry_safe(self) -> bool {
-        matches!(self.fault(), Fault::Engine | Fault::Capacity | Fault::Infrastructure)
+        matches!(
+            self.fault(),
+            Fault::Engine | Fault::Capacity | Fault::Infrastructure
+        )
     }
 
     /// A stable camelCase name.
@@ -252,7 +255,11 @@ impl BuildStatus {
         if code == 0 {
             Self::succeeded()
         } else {
-            let mut s = Self::failed(FailureReason::NonZeroExit, format!("exited with code {code}"), None);
+            let mut s = Self::failed(
+                FailureReason::NonZeroExit,
+                format!("exited with code {code}"),
+                None,
+            );
             s.exit_code = Some(code);
             if let Some(f) = s.failure.as_mut() {
                 f.build_started = Some(true);
@@ -262,7 +269,11 @@ impl BuildStatus {
     }
 
     /// Failed for `reason`.
-    pub fn failed(reason: FailureReason, message: impl Into<String>, evidence: Option<String>) -> Self {
+    pub fn failed(
+        reason: FailureReason,
+        message: impl Into<String>,
+        evidence: Option<String>,
+    ) -> Self {
         Self {
             failure: Some(Failure {
                 reason,

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::status::{BuildStatus, FailureReason, Phase};
 
 /// Upstream executor-k8s's message for image problems.
-pub const IMAGE_INVALID_MESSAGE: &str = "Build failed to start. Please check if your image is valid.";
+pub const IMAGE_INVALID_MESSAGE: &str =
+    "Build failed to start. Please check if your image is valid.";
 /// Upstream executor-k8s's message for container/cluster problems.
 pub const CONTACT_ADMIN_MESSAGE: &str =
     "Build failed to start. Please reach out to your cluster admin for help.";

@@ -54,14 +54,7 @@ impl std::fmt::Debug for DockerExecutorBuilder {
 
 /// `EXECUTOR_DOCKER_<KEY>` for a camelCase key.
 pub fn env_var_name(key: &str) -> String {
-    let mut s = String::from("EXECUTOR_DOCKER_");
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
-            s.push('_');
-        }
-        s.push(c.to_ascii_uppercase());
-    }
-    s
+    executor_base::options::env_var_name(crate::SCHEME, key)
 }
 
 impl DockerExecutorBuilder {

@@ -376,14 +376,7 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for JenkinsExecutorBuild
 
 /// `EXECUTOR_JENKINS_<KEY>` for a camelCase key.
 fn env_name(key: &str) -> String {
-    let mut s = String::from("EXECUTOR_JENKINS_");
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
-            s.push('_');
-        }
-        s.push(c.to_ascii_uppercase());
-    }
-    s
+    executor_base::options::env_var_name(crate::SCHEME, key)
 }
 
 /// The base URL with the path prefix, ending in `/`.

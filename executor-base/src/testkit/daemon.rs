@@ -9,12 +9,13 @@ pub fn in_ci() -> bool {
 /// Returns `true` when the test should run. When the daemon `name` is not `reachable`,
 /// prints that the test is skipped and returns `false`, or panics in CI.
 ///
-/// ```
-/// use executor_base::testkit::daemon::require;
-/// if !require("gearmand", false, "nothing listens on 127.0.0.1:4730") {
-///     return; // skipped (outside CI)
+/// ```no_run
+/// use executor_base::testkit::daemon::{require, tcp_reachable};
+/// let up = tcp_reachable("127.0.0.1:4730");
+/// if !require("gearmand", up, "nothing listens on 127.0.0.1:4730") {
+///     return; // skipped (outside CI); under CI=true `require` panicked instead
 /// }
-/// # unreachable!()
+/// // ... the test against gearmand ...
 /// ```
 pub fn require(name: &str, reachable: bool, why: &str) -> bool {
     if reachable {
