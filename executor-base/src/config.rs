@@ -160,15 +160,25 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn url(&mut self, name: &str, required: bool) -> Option<Url> {
+    /// A string field run through `parse`; a refusal is recorded against `name`.
+    fn parsed<T>(
+        &mut self,
+        name: &str,
+        required: bool,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let s = self.string(name, required)?;
-        match parse_http_url(s) {
-            Ok(u) => Some(u),
+        match parse(s) {
+            Ok(t) => Some(t),
             Err(reason) => {
                 self.errors.push(FieldError::new(name, reason));
                 None
             }
         }
+    }
+
+    fn url(&mut self, name: &str, required: bool) -> Option<Url> {
+        self.parsed(name, required, parse_http_url)
     }
 
     fn token(&mut self, name: &str, required: bool) -> Option<SecretString> {
@@ -247,7 +257,7 @@ pub fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(u)
 }
 
-fn parse_job_name(field: &str, s: &str) -> Result<String, FieldError> {
+fn parse_job_name(s: &str) -> Result<String, String> {
     // Upstream: ^(PR-[0-9]+:)?(([\w-]+)|(?:stage@([\w-]+):(setup|teardown)))$, max 110.
     let word = |w: &str| {
         !w.is_empty()
@@ -269,10 +279,7 @@ fn parse_job_name(field: &str, s: &str) -> Result<String, FieldError> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err(FieldError::new(
-            field,
-            "must be a job name (letters, digits, '_', '-', optionally PR-<n>: or stage@<name>:setup|teardown, at most 110 characters)",
-        ))
+        Err("must be a job name (letters, digits, '_', '-', optionally PR-<n>: or stage@<name>:setup|teardown, at most 110 characters)".to_string())
     }
 }
 
@@ -362,16 +369,7 @@ impl StartConfig {
         let mut f = Fields::new(value)?;
         let build_id = f.id("buildId", BuildId::parse_json, true);
         let api_uri = f.url("apiUri", true);
-        let container = match f.string("container", true) {
-            Some(s) => match ImageRef::parse(s) {
-                Ok(r) => Some(r),
-                Err(reason) => {
-                    f.errors.push(FieldError::new("container", reason));
-                    None
-                }
-            },
-            None => None,
-        };
+        let container = f.parsed("container", true, ImageRef::parse);
         let token = f.token("token", true);
         let annotations = f.annotations(opts);
         let job_id = f.id("jobId", JobId::parse_json, false);
@@ -386,34 +384,18 @@ impl StartConfig {
                 Err(e) => f.errors.push(e),
             }
         }
-        let job_name = match f.string("jobName", false) {
-            Some(s) => match parse_job_name("jobName", s) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    f.errors.push(e);
-                    None
-                }
-            },
-            None => None,
-        };
+        let job_name = f.parsed("jobName", false, parse_job_name);
         let is_pr = f.bool("isPR");
-        let build_cluster_name = match f.string("buildClusterName", false) {
-            Some(s)
-                if !s.is_empty()
-                    && s.len() <= 50
-                    && s.chars().all(|c| c.is_alphanumeric() || "_.-".contains(c)) =>
+        let build_cluster_name = f.parsed("buildClusterName", false, |s| {
+            if !s.is_empty()
+                && s.len() <= 50
+                && s.chars().all(|c| c.is_alphanumeric() || "_.-".contains(c))
             {
-                Some(s.to_string())
+                Ok(s.to_string())
+            } else {
+                Err("must be 1-50 of letters, digits, '_', '.', '-'".to_string())
             }
-            Some(_) => {
-                f.errors.push(FieldError::new(
-                    "buildClusterName",
-                    "must be 1-50 of letters, digits, '_', '.', '-'",
-                ));
-                None
-            }
-            None => None,
-        };
+        });
         let store_uri = f.url("storeUri", false);
         let ui_uri = f.url("uiUri", false);
         let extra = f.extra(START_KNOWN);
@@ -696,16 +678,7 @@ impl StopConfig {
         let api_uri = f.url("apiUri", false);
         let job_id = f.id("jobId", JobId::parse_json, false);
         let pipeline_id = f.id("pipelineId", PipelineId::parse_json, false);
-        let job_name = match f.string("jobName", false) {
-            Some(s) => match parse_job_name("jobName", s) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    f.errors.push(e);
-                    None
-                }
-            },
-            None => None,
-        };
+        let job_name = f.parsed("jobName", false, parse_job_name);
         let annotations = f.annotations(opts);
         let token = f.token("token", false);
         let extra = f.extra(STOP_KNOWN);
@@ -839,35 +812,19 @@ impl TimerConfig {
         let mut f = Fields::new(value)?;
         let build_id = f.id("buildId", BuildId::parse_json, true);
         let job_id = f.id("jobId", JobId::parse_json, true);
-        let build_status = match f.string("buildStatus", true) {
-            Some(s) => match ApiBuildStatus::parse(s) {
-                Some(st) => Some(st),
-                None => {
-                    f.errors.push(FieldError::new(
-                        "buildStatus",
-                        format!(
-                            "unknown status {s:?}, expected one of {}",
-                            ApiBuildStatus::ALL.map(|s| s.as_str()).join(", ")
-                        ),
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
-        let start_time = match f.string("startTime", true) {
-            Some(s) => match DateTime::parse_from_rfc3339(s) {
-                Ok(t) => Some(t.with_timezone(&Utc)),
-                Err(e) => {
-                    f.errors.push(FieldError::new(
-                        "startTime",
-                        format!("must be an ISO 8601 time ({e})"),
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
+        let build_status = f.parsed("buildStatus", true, |s| {
+            ApiBuildStatus::parse(s).ok_or_else(|| {
+                format!(
+                    "unknown status {s:?}, expected one of {}",
+                    ApiBuildStatus::ALL.map(|s| s.as_str()).join(", ")
+                )
+            })
+        });
+        let start_time = f.parsed("startTime", true, |s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("must be an ISO 8601 time ({e})"))
+        });
         let annotations = f.annotations(opts);
         let pipeline_id = f.id("pipelineId", PipelineId::parse_json, false);
         f.finish()?;
