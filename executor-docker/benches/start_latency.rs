@@ -1,7 +1,8 @@
 //! Start latency of the Docker executor against plain bollard calls, on the real daemon.
 //!
 //! 1. `start()` until the build container runs (start returns after Docker's container
-//!    start, i.e. with the process running; checked by an untimed inspect), against a
+//!    start, i.e. with the process running; checked by an untimed inspect), in the default
+//!    token mode `stdin` and in mode `file` (the token written to a volume), against a
 //!    baseline of what a naive executor does for the same two containers: create the
 //!    launcher container (job-tools volume from its `VOLUME`), create the build container
 //!    with `VolumesFrom: [init:ro]` and the token in the environment, start it. Runs are
@@ -19,9 +20,10 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use executor_base::{Executor, StartConfig};
 use executor_docker::testing::{self, TestImages};
-use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy};
+use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy, TokenMode};
 
 const PREFIX: &str = "sdx-bench-";
+const FILE_PREFIX: &str = "sdx-benchf-";
 const CONCURRENT: usize = 20;
 const ROUNDS: usize = 3;
 const BASELINE_LABEL: &str = "sdx-bench-baseline";
@@ -42,12 +44,17 @@ async fn sweep(e: &DockerExecutor, docker: &Docker) {
     }
 }
 
-async fn executor(docker: &Docker, images: &TestImages) -> DockerExecutor {
+async fn executor(docker: &Docker, images: &TestImages, mode: TokenMode) -> DockerExecutor {
+    let prefix = match mode {
+        TokenMode::File => FILE_PREFIX,
+        _ => PREFIX,
+    };
     DockerExecutorBuilder::new()
         .with_client(docker.clone())
         .with_launcher_image(&images.launcher_repo, &images.launcher_tag)
         .with_pull_policy(PullPolicy::Missing)
-        .with_prefix(PREFIX)
+        .with_token_mode(mode)
+        .with_prefix(prefix)
         .with_network("none")
         .build()
         .await
@@ -206,9 +213,11 @@ async fn run() {
         .unwrap_or(15);
     let docker = testing::docker().await;
     let images = testing::test_images().await;
-    let exec = executor(&docker, &images).await;
+    let exec = executor(&docker, &images, TokenMode::Stdin).await;
+    let file_exec = executor(&docker, &images, TokenMode::File).await;
     let base_id = 900_000 + u64::from(std::process::id() % 1000) * 100;
     sweep(&exec, &docker).await;
+    sweep(&file_exec, &docker).await;
 
     // Warm-up (first connection, page cache).
     for i in 0..2 {
@@ -220,14 +229,19 @@ async fn run() {
         baseline_cleanup(&docker, base_id + 90 + i).await;
     }
 
-    let (mut ours, mut base, mut naive) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut base, mut naive, mut file) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations {
         let id = base_id + i;
         // Rotate the order so no variant always runs right after the cleanups.
-        for k in 0..3 {
-            match (i + k) % 3 {
+        for k in 0..4 {
+            match (i + k) % 4 {
                 0 => ours.push(ours_once(&exec, &docker, id, &images.build).await),
                 1 => base.push(baseline_once(&docker, &images, id).await),
+                2 => {
+                    file.push(ours_once(&file_exec, &docker, id, &images.build).await);
+                    stop(&file_exec, id, &images.build).await;
+                }
                 _ => {
                     naive.push(baseline_variant(&docker, &images, id + 1_000, true).await);
                     baseline_cleanup(&docker, id + 1_000).await;
@@ -246,6 +260,10 @@ async fn run() {
         quartiles(ours)
     );
     println!(
+        "  executor-docker start(), tokenMode=file: {}",
+        quartiles(file.clone())
+    );
+    println!(
         "  baseline, same containers (bollard):     {}",
         quartiles(base)
     );
@@ -258,6 +276,10 @@ async fn run() {
         ms(mo) / ms(mb),
         ms(mo) - ms(mb),
         ms(mo) / ms(median(naive))
+    );
+    println!(
+        "  tokenMode=file to the same-container baseline: {:.3}x",
+        ms(median(file)) / ms(mb)
     );
 
     // Concurrency: 20 at once vs one after another, ROUNDS rounds (medians).
@@ -317,6 +339,7 @@ async fn run() {
         ms(ours_conc) / (ms(ours_seq) / parallelism)
     );
     sweep(&exec, &docker).await;
+    sweep(&file_exec, &docker).await;
     let s = exec.stats();
     println!(
         "  engine calls: {} (avg {:.1} ms), builds started {}",

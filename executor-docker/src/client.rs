@@ -15,9 +15,9 @@ use std::time::Instant;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Volume};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use executor_base::engine::{EngineCalls, Idempotency};
@@ -26,6 +26,7 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::error::{self, map};
+use crate::stdin::StdinFeed;
 
 /// How to reach the daemon.
 #[derive(Clone)]
@@ -184,6 +185,32 @@ impl Engine {
         self.call("start_container", Idempotency::Idempotent, |d| async move {
             d.start_container(name, None).await
         })
+        .await
+    }
+
+    /// Attaches to the stdin (only) of a created container, for [`StdinFeed::deliver`]
+    /// after its start.
+    pub(crate) async fn attach_stdin(&self, name: &str) -> Result<StdinFeed, Error> {
+        self.call(
+            "attach_container",
+            Idempotency::Idempotent,
+            |d| async move {
+                let opts = AttachContainerOptionsBuilder::new()
+                    .stdin(true)
+                    .stream(true)
+                    .stdout(false)
+                    .stderr(false)
+                    .logs(false)
+                    .build();
+                d.attach_container(name, Some(opts))
+                    .await
+                    .map(|a| StdinFeed {
+                        container: name.to_string(),
+                        input: a.input,
+                        output: a.output,
+                    })
+            },
+        )
         .await
     }
 

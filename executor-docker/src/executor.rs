@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bollard::models::ContainerCreateBody;
 use chrono::{DateTime, Utc};
+use executor_base::launch::expose_token;
 use executor_base::{
     BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef,
     RequestStats, StartConfig, Stats, StopConfig, Verdict,
@@ -25,13 +26,20 @@ use crate::undo::Undo;
 pub enum StartStep {
     /// The images are ready (pulled when the policy says so); nothing is created yet.
     ImagesReady,
-    /// The launcher (`-init`) container and the tools and token volumes exist.
+    /// The launcher (`-init`) container and the tools volume (and, in token mode `file`,
+    /// the token volume) exist.
     InitCreated,
-    /// The token file is written (token mode `file`; reached in any mode).
+    /// The token is delivered. Token mode `stdin`: fed to the started build container,
+    /// after [`StartStep::BuildCreated`]; otherwise before it (mode `file`: written to the
+    /// token volume; mode `env`: nothing to do).
     TokenWritten,
-    /// The build container exists and the token file is written.
+    /// The build container exists (token modes `file` and `env`: the token is written);
+    /// it is not started yet.
     BuildCreated,
 }
+
+/// How long the daemon may take to pass the token to a started build's stdin.
+const TOKEN_FEED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A hook called at each [`StartStep`]; an `Err` fails the start there.
 pub type FaultHook = Arc<dyn Fn(StartStep) -> Result<(), Error> + Send + Sync>;
@@ -181,14 +189,24 @@ impl DockerExecutor {
                     .await
                     .map_err(|e| (e, false))?;
             }
-            self.step(StartStep::TokenWritten, id, t0)
-                .map_err(|e| (e, false))?;
+            if !plan.token_stdin {
+                self.step(StartStep::TokenWritten, id, t0)
+                    .map_err(|e| (e, false))?;
+            }
             Ok::<(), (Error, bool)>(())
         };
-        let (init, build) = tokio::join!(
-            init_and_token,
+        // Token mode `stdin`: attach to the build's stdin as soon as it exists (before its
+        // start, so no byte of stdin is missed), alongside the init container's creation.
+        let build_and_attach = async {
             self.create(id, &plan.names.build, &plan.build, &plan.image)
-        );
+                .await?;
+            if plan.token_stdin {
+                self.engine.attach_stdin(&plan.names.build).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (init, build) = tokio::join!(init_and_token, build_and_attach);
         if let Err(e) = &build {
             undo.conflict_if(e, &plan.names.build);
         }
@@ -198,7 +216,7 @@ impl DockerExecutor {
             undo.conflict_if(e, &plan.names.init);
         }
         // The build container's failure (e.g. its image is missing) is reported first.
-        build?;
+        let feed = build?;
         init.map_err(|(e, _)| e)?;
         self.step(StartStep::BuildCreated, id, t0)?;
 
@@ -216,7 +234,13 @@ impl DockerExecutor {
                     )
                     .with_context("reason", FailureReason::StartRefused.as_str())
                 }
-            })
+            })?;
+        if let Some(feed) = feed {
+            feed.deliver(expose_token(&b.token).as_bytes(), TOKEN_FEED_TIMEOUT)
+                .await?;
+            self.step(StartStep::TokenWritten, id, t0)?;
+        }
+        Ok(())
     }
 
     async fn lost_or_unknown(&self, id: BuildId, names: &Names) -> Result<BuildStatus, Error> {

@@ -6,28 +6,36 @@
 //!    with `missing` (default) an image is pulled only when the daemon reports it absent;
 //!    with `never` an absent image fails the build (`ImagePull`). Pull progress goes to
 //!    `tracing` (one line per layer status change);
-//! 2. creates `<name>-init` from the launcher image (never started) with the named volumes
-//!    `<name>-tools` at the mount point (default `/opt/sd`) and, in token mode `file`,
-//!    `<name>-token` at `/run/sd`; the daemon creates both volumes (labelled) with the
-//!    container and fills the empty tools volume with the launcher image's job-tools. As
-//!    soon as it exists, the token is written to the token volume through it
-//!    (`PUT /containers/{id}/archive`);
-//! 3. at the same time, creates `<name>-build` from the build's `container` with both
+//! 2. creates `<name>-init` from the launcher image (never started) with the named volume
+//!    `<name>-tools` at the mount point (default `/opt/sd`) and, in token mode `file` only,
+//!    `<name>-token` at `/run/sd`; the daemon creates the volumes (labelled) with the
+//!    container and fills the empty tools volume with the launcher image's job-tools. In
+//!    mode `file`, as soon as it exists, the token is written to the token volume through
+//!    it (`PUT /containers/{id}/archive`);
+//! 3. at the same time, creates `<name>-build` from the build's `container` with the
 //!    volumes mounted **read-only** (and `NoCopy`, so only the launcher image fills the
 //!    tools volume), CPU and memory limits from the `screwdriver.cd/cpu` / `ram` tiers
 //!    (capped at the daemon's CPU count; no swap), labels, and the optional network mode
 //!    (`none` also sets `NetworkDisabled`: the same isolation without a libnetwork sandbox,
-//!    whose teardown can deadlock Docker 20.10 when many builds stop at once);
+//!    whose teardown can deadlock Docker 20.10 when many builds stop at once). In token
+//!    mode `stdin` (default) it has an open, once-only stdin, and `start` attaches to it
+//!    as soon as the container exists;
 //! 4. starts `<name>-build` running
-//!    `/opt/sd/launch --api-uri … --store-uri … --ui-uri … --build-timeout … --token-file /run/sd/token <buildId>`.
+//!    `/opt/sd/launch --api-uri … --store-uri … --ui-uri … --build-timeout … --token-file /dev/stdin <buildId>`
+//!    (`--token-file /run/sd/token` in mode `file`), then, in mode `stdin`, writes the token
+//!    to the attached stdin and closes it.
 //!
 //! A failure at any step removes everything this start created (even when the `start`
 //! future is dropped half-way), and every resource carries the `sdbuild`, build id, job id
 //! and `screwdriver.cd/expires-at` labels, so [`Executor::gc`](executor_base::Executor::gc)
 //! collects what a crashed process left behind.
 //!
-//! **Token.** In the default mode the token is never in the container's config: `docker
-//! inspect` of either container does not show it. Token mode `env` sets `SD_TOKEN` (visible
+//! **Token.** In the default mode (`stdin`) the token is never in the container's config
+//! (`docker inspect` of either container does not show it), never in a file or volume,
+//! and costs no request on the start's critical path: the attach overlaps the launcher
+//! container's creation, and the write follows the start. Mode `file` keeps it out of
+//! `docker inspect` too, but on the daemon's disk for the build's life, and the archive
+//! write (Docker re-executes itself to unpack it) adds ~30 ms to every start. Token mode `env` sets `SD_TOKEN` (visible
 //! in `docker inspect`) for launchers that cannot read a file; launch mode `screwdriver`
 //! speaks upstream's `launcher_entrypoint.sh` + `run.sh "<token>" …` contract, which puts the
 //! token in the command line (visible in `ps` and `docker inspect`) and exists only for the
@@ -42,7 +50,7 @@
 //! and the volumes; it is idempotent.
 //!
 //! # Differences from upstream executor-docker
-//! * pull policy (upstream always pulls); token out of `docker inspect`; no privileged
+//! * pull policy (upstream always pulls); token out of `docker inspect` and off disk; no privileged
 //!   container and no Docker socket bind mount; CPU/RAM limits from tiers (upstream: fixed
 //!   2 GiB + swap); a real `status`; cleanup of half-created builds; GC by expiry label.
 //! * job-tools travel in a per-build named volume rather than `VolumesFrom`, so the mount
@@ -52,7 +60,8 @@
 //! # Dependencies
 //! * `bollard`: the maintained async Docker Engine API client (unix socket and HTTP),
 //!   with API version negotiation down to the daemon's (Docker 20.10 speaks 1.41).
-//! * `tar`: the archive format of Docker's build context and file-upload APIs (token file).
+//! * `tar`: the archive format of Docker's build context and file-upload APIs (test
+//!   images, token mode `file`).
 //! * `executor-base`: the contract, retry/breaker (`EngineCalls`), labels, launch command.
 //! * `tokio`, `futures`, `async-trait`, `parking_lot`, `chrono`, `secrecy`, `serde`: runtime,
 //!   concurrency, time and config plumbing shared with the other backends.
@@ -79,6 +88,7 @@ mod executor;
 mod gc;
 mod plan;
 mod state;
+mod stdin;
 mod undo;
 
 #[cfg(feature = "test-support")]

@@ -7,6 +7,10 @@
 //! |---|---|---|
 //! | volume | `<name>-tools` | job-tools, filled from the launcher image on creation of `-init` |
 //! | volume | `<name>-token` | the token file (token mode `file` only) |
+//!
+//! In the default token mode `stdin` there is no token volume: the build container is
+//! created with an open, once-only stdin, which `start` attaches to before starting it and
+//! feeds the token through (`--token-file /dev/stdin`).
 //! | container | `<name>-init` | from the launcher image, never started; mounts both volumes read-write |
 //! | container | `<name>-build` | from `container`, runs `launch`; mounts both volumes read-only |
 //!
@@ -28,6 +32,8 @@ use crate::config::{DockerConfig, TokenMode};
 
 /// The token file's name inside the token directory.
 pub(crate) const TOKEN_FILE: &str = "token";
+/// The launcher's `--token-file` in token mode `stdin`.
+pub(crate) const STDIN: &str = "/dev/stdin";
 
 /// Names of one build's resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +80,10 @@ pub(crate) struct BuildPlan {
     pub launcher: ImageRef,
     /// The build image.
     pub image: ImageRef,
-    /// Whether a token volume + file is used.
+    /// Whether a token volume + file is used (token mode `file`).
     pub token_file: bool,
+    /// Whether the token is fed to the build container's stdin (token mode `stdin`).
+    pub token_stdin: bool,
     /// Directory of the token file (inside both containers).
     pub token_dir: String,
     /// The launcher container.
@@ -97,6 +105,7 @@ impl fmt::Debug for BuildPlan {
             .field("launcher", &self.launcher)
             .field("image", &self.image)
             .field("token_file", &self.token_file)
+            .field("token_stdin", &self.token_stdin)
             .field("nano_cpus", &self.nano_cpus)
             .field("memory", &self.memory)
             .finish_non_exhaustive()
@@ -128,10 +137,13 @@ impl BuildPlan {
 
         let mount = cfg.mount_point.trim_end_matches('/').to_string();
         let token_dir = cfg.token_dir.trim_end_matches('/').to_string();
-        let token_file = cfg.launch_mode == LaunchMode::Native && cfg.token_mode == TokenMode::File;
+        let native = cfg.launch_mode == LaunchMode::Native;
+        let token_file = native && cfg.token_mode == TokenMode::File;
+        let token_stdin = native && cfg.token_mode == TokenMode::Stdin;
 
         let spec = LaunchSpec::new(b, &mount, &cfg.ecosystem, timeout);
         let delivery = match cfg.token_mode {
+            TokenMode::Stdin => TokenDelivery::File(STDIN.to_string()),
             TokenMode::File => TokenDelivery::File(format!("{token_dir}/{TOKEN_FILE}")),
             TokenMode::Env => TokenDelivery::EnvFromSecret,
         };
@@ -186,6 +198,11 @@ impl BuildPlan {
             entrypoint: Some(vec![cmd.entrypoint.clone()]),
             cmd: Some(cmd.args.clone()),
             env: Some(env),
+            // Token mode `stdin`: one attach (ours, made before the start) feeds the token,
+            // and its end closes the build's stdin.
+            open_stdin: token_stdin.then_some(true),
+            stdin_once: token_stdin.then_some(true),
+            attach_stdin: token_stdin.then_some(true),
             labels: Some(with_role("build")),
             host_config: Some(HostConfig {
                 mounts: Some(build_mounts),
@@ -203,6 +220,7 @@ impl BuildPlan {
             launcher: launcher.clone(),
             image: b.container.clone(),
             token_file,
+            token_stdin,
             token_dir,
             init,
             build,
@@ -290,10 +308,11 @@ mod tests {
     }
 
     #[test]
-    fn names_labels_and_native_command() {
+    fn names_labels_and_native_command_with_a_token_file() {
         let cfg = DockerConfig {
             prefix: "ci-".into(),
             network: Some("none".into()),
+            token_mode: TokenMode::File,
             ..Default::default()
         };
         let p = BuildPlan::new(
@@ -344,6 +363,49 @@ mod tests {
             p.init.image.as_deref(),
             Some("screwdrivercd/launcher:stable")
         );
+    }
+
+    #[test]
+    fn the_default_token_mode_feeds_stdin_and_needs_no_token_volume() {
+        let p = BuildPlan::new(
+            &DockerConfig::default(),
+            &launcher(),
+            &start(serde_json::json!({})),
+            now(),
+        );
+        assert!(p.token_stdin && !p.token_file);
+        let args = p.build.cmd.as_ref().unwrap().join(" ");
+        assert!(args.ends_with("--token-file /dev/stdin 42"), "{args}");
+        assert_eq!(
+            (p.build.open_stdin, p.build.stdin_once, p.build.attach_stdin),
+            (Some(true), Some(true), Some(true))
+        );
+        let mounts = p
+            .build
+            .host_config
+            .as_ref()
+            .unwrap()
+            .mounts
+            .as_ref()
+            .unwrap();
+        assert_eq!(mounts.len(), 1, "only the tools volume");
+        assert_eq!(
+            p.init
+                .host_config
+                .as_ref()
+                .unwrap()
+                .mounts
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            !serde_json::to_string(&p.build)
+                .unwrap()
+                .contains("sekrit-token")
+        );
+        assert!(!format!("{p:?}").contains("sekrit-token"));
     }
 
     #[test]

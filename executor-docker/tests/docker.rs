@@ -140,7 +140,13 @@ async fn a_build_that_succeeds() {
         .expect("tools mount");
     assert_eq!(tools.rw, Some(false), "job-tools must be read-only");
     let args = c.args.unwrap().join(" ");
-    assert!(args.ends_with("--token-file /run/sd/token 101"), "{args}");
+    assert!(args.ends_with("--token-file /dev/stdin 101"), "{args}");
+    let config = c.config.unwrap();
+    assert_eq!(
+        (config.open_stdin, config.stdin_once),
+        (Some(true), Some(true)),
+        "the token goes in through a once-only stdin"
+    );
 
     exec.stop(&b.to_stop()).await.expect("stop");
     assert_eq!(
@@ -416,13 +422,15 @@ async fn stop_of_a_running_build_kills_and_removes_everything() {
     );
 }
 
-#[tokio::test]
-async fn the_token_is_not_in_docker_inspect_by_default() {
-    let Some((docker, images, exec)) = setup("token").await else {
-        return;
-    };
+/// Starts build `id` (whose stand-in launcher checks the token's SHA-256), checks the token
+/// is in no `docker inspect` and in no volume of ours, and that the build succeeds.
+async fn token_reaches_the_launcher_unseen(docker: &Docker, exec: &DockerExecutor, id: u64) {
     let sha = testing::sha256_hex(TOKEN.as_bytes());
-    let b = build(111, &format!("/token-sha256/{sha}"), &images.build);
+    let b = build(
+        id,
+        &format!("/token-sha256/{sha}"),
+        &testing::test_images().await.build,
+    );
     exec.start(&b).await.expect("start");
     for name in [
         exec.build_container_name(b.build_id),
@@ -435,10 +443,81 @@ async fn the_token_is_not_in_docker_inspect_by_default() {
             "token visible in docker inspect of {name}"
         );
     }
-    // The launcher read exactly the token from the file.
+    // The launcher read exactly the token.
+    let s = finish(exec, &b).await;
+    assert_eq!(s.phase, Phase::Succeeded, "{s}");
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_nothing_left(docker, exec, id).await;
+}
+
+#[tokio::test]
+async fn the_token_is_not_in_docker_inspect_by_default() {
+    let Some((docker, _, exec)) = setup("token").await else {
+        return;
+    };
+    assert_eq!(exec.config().token_mode, TokenMode::Stdin);
+    token_reaches_the_launcher_unseen(&docker, &exec, 111).await;
+}
+
+#[tokio::test]
+async fn token_mode_file_writes_it_to_a_per_build_volume() {
+    let Some((docker, images, _)) = setup("tokenfile").await else {
+        return;
+    };
+    let exec = builder(&images, "tokenfile")
+        .with_token_mode(TokenMode::File)
+        .build()
+        .await
+        .unwrap();
+    let sha = testing::sha256_hex(TOKEN.as_bytes());
+    let b = build(129, &format!("/token-sha256/{sha}"), &images.build);
+    exec.start(&b).await.expect("start");
+    let c = docker
+        .inspect_container(&exec.build_container_name(b.build_id), None)
+        .await
+        .unwrap();
+    assert!(
+        c.args
+            .unwrap()
+            .join(" ")
+            .ends_with("--token-file /run/sd/token 129")
+    );
+    let token_volume = c
+        .mounts
+        .unwrap()
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some("/run/sd"))
+        .expect("token volume mounted");
+    assert_eq!(token_volume.rw, Some(false));
     assert_eq!(finish(&exec, &b).await.phase, Phase::Succeeded);
     exec.stop(&b.to_stop()).await.unwrap();
-    assert_nothing_left(&docker, &exec, 111).await;
+    assert_nothing_left(&docker, &exec, 129).await;
+    token_reaches_the_launcher_unseen(&docker, &exec, 130).await;
+}
+
+#[tokio::test]
+async fn every_one_of_many_concurrent_builds_gets_its_token_through_stdin() {
+    let Some((docker, images, exec)) = setup("stdin-many").await else {
+        return;
+    };
+    let sha = testing::sha256_hex(TOKEN.as_bytes());
+    let builds: Vec<StartConfig> = (0..20)
+        .map(|i| build(140 + i, &format!("/token-sha256/{sha}"), &images.build))
+        .collect();
+    for r in futures::future::join_all(builds.iter().map(|b| exec.start(b))).await {
+        r.expect("start");
+    }
+    for b in &builds {
+        let s = finish(&exec, b).await;
+        assert_eq!(s.phase, Phase::Succeeded, "build {}: {s}", b.build_id);
+    }
+    let stops: Vec<_> = builds.iter().map(StartConfig::to_stop).collect();
+    for r in futures::future::join_all(stops.iter().map(|s| exec.stop(s))).await {
+        r.expect("stop");
+    }
+    for b in &builds {
+        assert_nothing_left(&docker, &exec, b.build_id.get()).await;
+    }
 }
 
 #[tokio::test]
@@ -502,15 +581,20 @@ async fn a_crash_half_way_through_start_leaves_nothing_behind() {
                 Ok(())
             }
         });
-        let exec = builder(&images, "crash")
-            .with_fault_hook(hook)
-            .build()
-            .await
-            .unwrap();
-        let b = build(id, "/exit/0", &images.build);
-        let e = exec.start(&b).await.unwrap_err();
-        assert!(e.message().contains("injected fault"), "{e}");
-        assert_nothing_left(&docker, &exec, id).await;
+        // Token mode stdin (default): the token step comes after the start, so that fault
+        // also proves a started container is removed. Mode file: before it.
+        for (mode, id) in [(TokenMode::Stdin, id), (TokenMode::File, id + 100)] {
+            let exec = builder(&images, "crash")
+                .with_fault_hook(hook.clone())
+                .with_token_mode(mode)
+                .build()
+                .await
+                .unwrap();
+            let b = build(id, "/run-until-stopped", &images.build);
+            let e = exec.start(&b).await.unwrap_err();
+            assert!(e.message().contains("injected fault"), "{mode:?}: {e}");
+            assert_nothing_left(&docker, &exec, id).await;
+        }
     }
 }
 
@@ -536,7 +620,7 @@ async fn a_second_start_of_a_live_build_is_refused_without_harming_it() {
         testing::labelled(&docker, &format!("sdbuild={}117", exec.config().prefix)).await;
     assert_eq!(
         (containers.len(), volumes.len()),
-        (2, 2),
+        (2, 1),
         "{containers:?} {volumes:?}"
     );
     exec.stop(&b.to_stop()).await.unwrap();
@@ -595,7 +679,6 @@ async fn gc_removes_expired_resources_of_our_prefix_only() {
         vec![
             format!("container/{p}119-build"),
             format!("container/{p}119-init"),
-            format!("volume/{p}119-token"),
             format!("volume/{p}119-tools"),
         ]
     );

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, RetryPolicy};
 use executor_base::{ErrorKind, Executor, Phase, StartConfig};
-use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy};
+use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy, TokenMode};
 use serde_json::json;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -50,6 +50,15 @@ async fn daemon() -> MockServer {
     .with_priority(5)
     .mount(&server)
     .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/attach$"))
+        .respond_with(
+            ResponseTemplate::new(101)
+                .insert_header("Connection", "Upgrade")
+                .insert_header("Upgrade", "tcp"),
+        )
+        .mount(&server)
+        .await;
     ok(r"/containers/[^/]+/archive$", "PUT", 200, json!({}))
         .mount(&server)
         .await;
@@ -74,7 +83,17 @@ async fn daemon() -> MockServer {
 }
 
 async fn executor(server: &MockServer, retries: u32, policy: PullPolicy) -> DockerExecutor {
+    executor_with(server, retries, policy, TokenMode::Stdin).await
+}
+
+async fn executor_with(
+    server: &MockServer,
+    retries: u32,
+    policy: PullPolicy,
+    mode: TokenMode,
+) -> DockerExecutor {
     DockerExecutorBuilder::new()
+        .with_token_mode(mode)
         .with_host(server.uri())
         .with_launcher_image("sdx-test/launcher", "fake")
         .with_prefix("fake-")
@@ -138,15 +157,7 @@ async fn a_refused_container_start_removes_what_start_created() {
         .map(|r| r.url.path().rsplit('/').next().unwrap().to_string())
         .collect::<Vec<_>>();
     removed.sort();
-    assert_eq!(
-        removed,
-        [
-            "fake-41-build",
-            "fake-41-init",
-            "fake-41-token",
-            "fake-41-tools"
-        ]
-    );
+    assert_eq!(removed, ["fake-41-build", "fake-41-init", "fake-41-tools"]);
     // The container removals asked for force and anonymous volumes.
     let delete_query: Vec<String> = server
         .received_requests()
@@ -170,6 +181,89 @@ async fn a_refused_container_start_removes_what_start_created() {
 }
 
 #[tokio::test]
+async fn a_transient_attach_failure_is_retried_and_a_refused_one_cleans_up() {
+    let server = daemon().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/fake-43-build/attach$"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "busy"})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/fake-44-build/attach$"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"message": "attach failed"})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let exec = executor(&server, 3, PullPolicy::Never).await;
+    exec.start(&build(43))
+        .await
+        .expect("start succeeds after a retried attach");
+    let attaches = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path().ends_with("/containers/fake-43-build/attach"))
+        .collect::<Vec<_>>();
+    assert_eq!(attaches.len(), 2, "one refused, one retried");
+    let q = attaches[1].url.query().unwrap_or_default();
+    assert!(
+        q.contains("stdin=true") && q.contains("stdout=false"),
+        "{q}"
+    );
+    // Attached before the start, and nothing was uploaded (no token volume in this mode).
+    let order: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.url.path().to_string())
+        .filter(|p| p.contains("fake-43-build/"))
+        .collect();
+    assert_eq!(
+        order
+            .iter()
+            .map(|p| p.rsplit('/').next().unwrap())
+            .collect::<Vec<_>>(),
+        ["attach", "attach", "start"]
+    );
+    assert!(calls(&server, "PUT", "/archive").await.is_empty());
+
+    // A persistent attach failure: the start fails and nothing stays behind; the daemon's
+    // words are in the error, the token is not.
+    let e = exec.start(&build(44)).await.unwrap_err();
+    assert!(e.message().contains("attach failed"), "{e}");
+    assert!(!format!("{e} {e:?}").contains(TOKEN));
+    let mut removed: Vec<String> = calls(&server, "DELETE", "")
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with("fake-44-"))
+        .collect();
+    removed.sort();
+    assert_eq!(removed, ["fake-44-build", "fake-44-init", "fake-44-tools"]);
+    assert!(
+        !server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.url.path().ends_with("/containers/fake-44-build/start")),
+        "never started"
+    );
+    for r in server.received_requests().await.unwrap() {
+        assert!(!String::from_utf8_lossy(&r.body).contains(TOKEN));
+        assert!(!r.url.as_str().contains(TOKEN));
+    }
+}
+
+#[tokio::test]
 async fn a_transient_daemon_error_is_retried() {
     let server = daemon().await;
     Mock::given(method("PUT"))
@@ -184,7 +278,7 @@ async fn a_transient_daemon_error_is_retried() {
         .respond_with(ResponseTemplate::new(204))
         .mount(&server)
         .await;
-    let exec = executor(&server, 3, PullPolicy::Never).await;
+    let exec = executor_with(&server, 3, PullPolicy::Never, TokenMode::File).await;
     exec.start(&build(42))
         .await
         .expect("start succeeds after a retry");
@@ -340,21 +434,13 @@ async fn an_abandoned_start_is_cleaned_up_and_forgotten() {
     let mut removed = Vec::new();
     for _ in 0..100 {
         removed = calls(&server, "DELETE", "").await;
-        if removed.len() == 4 {
+        if removed.len() == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     removed.sort();
-    assert_eq!(
-        removed,
-        [
-            "fake-45-build",
-            "fake-45-init",
-            "fake-45-token",
-            "fake-45-tools"
-        ]
-    );
+    assert_eq!(removed, ["fake-45-build", "fake-45-init", "fake-45-tools"]);
     // Not left as "starting" forever: unknown again (the fake daemon lists nothing).
     assert_eq!(
         exec.status(&b.to_stop()).await.unwrap_err().kind(),

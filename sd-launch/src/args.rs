@@ -19,8 +19,9 @@ options (environment variable in brackets):
   --store-uri URL          artifact store [SD_STORE_URI] (default http://localhost:8081)
   --ui-uri URL             UI [SD_UI_URI] (default http://localhost:4200)
   --build-timeout MINUTES  build timeout [SD_BUILD_TIMEOUT] (default 90)
-  --token-file PATH        file holding the token [SD_TOKEN_FILE]; else the token is
-                           read from [SD_TOKEN]
+  --token-file PATH        file holding the token [SD_TOKEN_FILE], read to its end
+                           (/dev/stdin works: the Docker executor's default); else
+                           the token is read from [SD_TOKEN]
   --workspace DIR          where steps run [SD_WORKSPACE] (default ./workspace)
   --shell-bin PATH         shell running each step with -c [SD_SHELL_BIN] (default /bin/sh)
   --only-fetch-token       exchange the token, print the build token and exit
