@@ -19,6 +19,7 @@ use crate::builder::{ProcessExecutorBuilder, Settings};
 use crate::os;
 use crate::record::{Build, BuildPaths, StopReason};
 use crate::requests::Requests;
+use crate::supervisor;
 
 /// How long an adopted build may sit without a recorded pid (another instance is
 /// starting it) before it counts as lost.
@@ -83,7 +84,8 @@ impl ProcessExecutor {
         BuildPaths::new(&self.inner.settings.builds_dir, build_id).log()
     }
 
-    /// The process id (and process group id) of a build's `launch`, once spawned.
+    /// The process id (and process group id) of a build's supervisor, the parent of its
+    /// `launch`, once spawned.
     pub fn pid(&self, build_id: BuildId) -> Option<u32> {
         self.inner.lookup(build_id).and_then(|b| b.snapshot().pid)
     }
@@ -180,12 +182,13 @@ impl Inner {
         let r = build.snapshot();
         let status = match r.stop {
             Some(reason) => r.stopped_status(reason),
-            None => BuildStatus::lost(
+            // It ended while no executor waited for it: its supervisor wrote the code.
+            None => supervisor::recorded_exit(&build.paths.exit()).unwrap_or_else(|| BuildStatus::lost(
                 Some(true),
                 format!(
-                    "process {pid} is gone and no exit was recorded (the executor restarted while the build ran)"
+                    "process {pid} is gone and no exit was recorded (killed with its supervisor while the executor was not running)"
                 ),
-            ),
+            )),
         };
         build.finish(status);
     }

@@ -25,11 +25,19 @@
 //!   send is a failure with the signal name as evidence, or out of memory when the cgroup's
 //!   `memory.events` counted an OOM kill meanwhile (see the `oom` module). After `stop`:
 //!   `Canceled`; after a timeout: `TimedOut`.
+//! * **Supervisor**: `launch` runs under a small `/bin/sh` supervisor (the process group
+//!   leader) that waits for it, writes its exit code to `<stateDir>/builds/<id>/exit`, and
+//!   exits the same way (re-raising a fatal signal), so a build that ends while no executor
+//!   runs keeps its real outcome. It waits through `stop`'s SIGTERM, so `launch` can abort
+//!   gracefully; a `launch` that is a `#!` script with a missing interpreter is refused by
+//!   `start` (`ConfigInvalid`, naming `jobTools`).
 //! * **Restarts**: `<stateDir>/builds/<id>/state.json` keeps pid, process start time (to
 //!   detect pid reuse), deadlines and the outcome. A new instance on the same state
 //!   directory adopts running builds (status, stop and its timeout backstop keep working);
-//!   a build whose process vanished without a recorded exit is `Lost`. Builds are *not*
-//!   killed when the executor is dropped: a server restart does not cancel them.
+//!   a build that ended meanwhile gets its status from the supervisor's exit file
+//!   (succeeded, failed with the code, timed out, or killed by a signal); only a build
+//!   whose whole process group vanished without a recorded exit is `Lost`. Builds are
+//!   *not* killed when the executor is dropped: a server restart does not cancel them.
 //! * **Timeouts**: the executor kills a build still running `timeoutGraceMs` (default 1
 //!   minute, upstream's "1 min more than the launcher") after its timeout, so `launch`
 //!   can run its own timeout handling first. This backstop is persisted with the build, so
@@ -68,6 +76,8 @@
 //! * `chrono`, `serde_json`: the state file's timestamps and format; `parking_lot`: short,
 //!   never-awaited locks around the build table and records.
 //! * `futures`: `join_all` to stop every build concurrently on `cleanup`.
+//! * `/bin/sh` (POSIX, builtins only) as the supervisor: it is on every host that can run
+//!   `launch`'s steps, and outlives the executor without a helper binary to install.
 //!
 //! Linux is the target (procfs for pid identity, cgroup v2 for OOM evidence); on other
 //! Unix systems those extras are skipped and liveness falls back to `kill(pid, 0)`.
@@ -84,6 +94,7 @@ mod record;
 mod requests;
 mod spawn;
 mod stop;
+mod supervisor;
 #[cfg(test)]
 mod testutil;
 

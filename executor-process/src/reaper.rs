@@ -45,30 +45,33 @@ pub(crate) async fn reap(
     }
 }
 
+/// The status of a `launch` that exited on its own with `code`.
+pub(crate) fn classify_code(code: i32) -> BuildStatus {
+    match code {
+        0 => BuildStatus::succeeded(),
+        LAUNCH_EXIT_TIMEOUT => {
+            let mut s = BuildStatus::timed_out(
+                "launch reported that the build ran past its timeout (exit code 3)",
+            );
+            s.exit_code = Some(code);
+            s
+        }
+        _ => {
+            let mut s = BuildStatus::exited(code);
+            s.message = match code {
+                1 => "launch exited with code 1: a step failed".to_string(),
+                2 => "launch exited with code 2: usage or API error (see build.log)".to_string(),
+                _ => format!("launch exited with code {code}"),
+            };
+            s
+        }
+    }
+}
+
 /// The status of a `launch` that exited on its own.
 pub(crate) fn classify(exit: ExitStatus, oom: Option<&OomProbe>) -> BuildStatus {
     if let Some(code) = exit.code() {
-        return match code {
-            0 => BuildStatus::succeeded(),
-            LAUNCH_EXIT_TIMEOUT => {
-                let mut s = BuildStatus::timed_out(
-                    "launch reported that the build ran past its timeout (exit code 3)",
-                );
-                s.exit_code = Some(code);
-                s
-            }
-            _ => {
-                let mut s = BuildStatus::exited(code);
-                s.message = match code {
-                    1 => "launch exited with code 1: a step failed".to_string(),
-                    2 => {
-                        "launch exited with code 2: usage or API error (see build.log)".to_string()
-                    }
-                    _ => format!("launch exited with code {code}"),
-                };
-                s
-            }
-        };
+        return classify_code(code);
     }
     let signal = exit.signal().unwrap_or_default();
     let name = os::signal_name(signal);

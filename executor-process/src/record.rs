@@ -86,6 +86,10 @@ impl BuildPaths {
     pub(crate) fn token(&self) -> PathBuf {
         self.dir.join("token")
     }
+    /// `exit`: `launch`'s exit code, written by the supervisor when `launch` ends.
+    pub(crate) fn exit(&self) -> PathBuf {
+        self.dir.join("exit")
+    }
     /// `build.log`: stdout and stderr of `launch`.
     pub(crate) fn log(&self) -> PathBuf {
         self.dir.join("build.log")

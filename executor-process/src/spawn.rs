@@ -23,6 +23,7 @@ use crate::oom::OomProbe;
 use crate::os;
 use crate::reaper::reap;
 use crate::record::{Build, BuildPaths, Record, StopReason};
+use crate::supervisor;
 
 /// A leftover build directory without a state file younger than this is taken to be a
 /// build another instance is starting right now.
@@ -150,8 +151,13 @@ impl Inner {
             .expect("validated as UTF-8 by the builder");
         let spec = LaunchSpec::new(cfg, job_tools, &s.ecosystem, timeout_minutes);
         let launch = spec.native(&delivery);
-        let mut command = Command::new(&launch.entrypoint);
+        // `launch` runs under the supervisor, which records its exit code in the build's
+        // directory for a later instance (see `supervisor`).
+        let mut command = Command::new(supervisor::SHELL);
         command
+            .args(["-c", supervisor::SCRIPT, supervisor::ARG0])
+            .arg(paths.exit())
+            .arg(&launch.entrypoint)
             .args(&launch.args)
             .env_clear()
             .current_dir(&work)
@@ -175,7 +181,7 @@ impl Inner {
         tracing::debug!(build_id = %build.id, command = ?launch, "spawning launch");
         let child = command
             .spawn()
-            .map_err(|e| error::spawn(std::path::Path::new(&launch.entrypoint), e))?;
+            .map_err(|e| error::spawn(std::path::Path::new(supervisor::SHELL), e))?;
         let pid = child.id().expect("a just spawned child has a pid");
         let proc_start = os::proc_start_time(pid);
         let oom = OomProbe::for_pid(pid);
@@ -207,7 +213,12 @@ fn check_executable(path: &std::path::Path) -> Result<(), Error> {
     let problem = match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => "is not a regular file".to_string(),
         Ok(m) if m.permissions().mode() & 0o111 == 0 => "is not executable".to_string(),
-        Ok(_) => return Ok(()),
+        // `launch` is exec'd by the supervisor shell, after `start` returned: a script
+        // whose interpreter is missing is caught here, not as a failed build.
+        Ok(_) => match missing_interpreter(path) {
+            None => return Ok(()),
+            Some(problem) => problem,
+        },
         Err(e) => format!("cannot be read: {e}"),
     };
     Err(error::config_invalid(
@@ -218,6 +229,25 @@ fn check_executable(path: &std::path::Path) -> Result<(), Error> {
             path.display()
         ),
     ))
+}
+
+/// For a `#!` script: what is wrong with its interpreter, if anything.
+fn missing_interpreter(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    let interpreter = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
+    match std::fs::metadata(interpreter) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => None,
+        Ok(_) => Some(format!(
+            "names the interpreter {interpreter}, which is not executable"
+        )),
+        Err(e) => Some(format!(
+            "names the interpreter {interpreter}, which cannot be used: {e}"
+        )),
+    }
 }
 
 /// Creates the build's directory (0700). A directory left by an earlier build with the

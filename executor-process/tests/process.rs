@@ -381,6 +381,54 @@ fn a_build_whose_process_vanished_while_no_executor_ran_is_lost() {
     });
 }
 
+#[test]
+fn a_build_that_ended_while_no_executor_ran_keeps_its_exit_code() {
+    // Build 24 fails with code 4, build 25 succeeds, build 26 dies of SIGUSR1, each after
+    // its executor (the "old server") is gone.
+    let tools = job_tools(
+        r#"sleep 0.3; case "$SD_BUILD_ID" in 24) exit 4 ;; 26) kill -USR1 $$; sleep 5 ;; esac; exit 0"#,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let builds = [build(24, "tok"), build(25, "tok"), build(26, "tok")];
+    let pids: Vec<u32> = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pids = rt.block_on(async {
+            let exec = executor(tools.path(), state.path(), state.path()).await;
+            let mut pids = Vec::new();
+            for b in &builds {
+                exec.start(b).await.unwrap();
+                pids.push(exec.pid(b.build_id).unwrap());
+            }
+            pids
+        });
+        rt.shutdown_background();
+        pids
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for pid in &pids {
+            wait_dead(*pid).await;
+        }
+        let exec = executor(tools.path(), state.path(), state.path()).await;
+        let failed = exec.status(&builds[0].to_stop()).await.unwrap();
+        assert_eq!(failed.phase, Phase::Failed, "{failed}");
+        assert_eq!(failed.exit_code, Some(4));
+        assert_eq!(failed.reason(), Some(FailureReason::NonZeroExit));
+        let ok = exec.status(&builds[1].to_stop()).await.unwrap();
+        assert_eq!(ok.phase, Phase::Succeeded, "{ok}");
+        assert_eq!(exec.verify(&builds[1]).await.unwrap(), Verdict::Healthy);
+        let signalled = exec.status(&builds[2].to_stop()).await.unwrap();
+        assert_eq!(signalled.phase, Phase::Failed, "{signalled}");
+        assert_eq!(
+            signalled.failure.unwrap().evidence.as_deref(),
+            Some("SIGUSR1")
+        );
+        for id in [24, 25, 26] {
+            assert!(!state.path().join(format!("builds/{id}/token")).exists());
+        }
+    });
+}
+
 #[tokio::test]
 async fn cleanup_stops_what_it_started() {
     let tools = job_tools("exec sleep 3600");
