@@ -510,14 +510,19 @@ async fn a_live_build_id_cannot_start_twice_and_tokens_stay_out_of_errors() {
         return;
     }
     let job = unique("twice");
-    let _w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
     let exec = executor(&job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     let e = exec.start(&b).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     assert!(!format!("{e} {e:?} {exec:?}").contains("secret-token"));
+    // Stopped once its launcher announced it (a stop landing while the job is still
+    // queued withdraws it instead, and a launcher that grabbed it in that instant stops it
+    // at its next abandonment check, seconds later).
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
     exec.stop(&b.to_stop()).await.unwrap();
+    wait_not_live(&w.fake, &[b.build_id]).await;
     // A finished build id may start again.
     exec.start(&b).await.unwrap();
     wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
@@ -605,4 +610,60 @@ async fn a_build_nobody_waits_for_is_stopped_by_the_launcher() {
     drop(submitted);
     drop(client);
     wait_on_fake(&w.fake, id, |s| s.phase == Phase::Canceled, "Canceled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_arms_the_build_timer_and_a_timeout_ends_the_job_timed_out() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("timer");
+    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(&job).await;
+    let id = build_id();
+    let b = executor_base::StartConfig::builder(
+        id,
+        "http://127.0.0.1:9",
+        "busybox:latest",
+        "secret-token-timer",
+    )
+    .job_id(7)
+    .annotation("screwdriver.cd/timeout", 5)
+    .build()
+    .unwrap();
+    let before = chrono::Utc::now();
+    exec.start(&b).await.unwrap();
+    wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
+    // Armed on the wrapped executor with the build's job, start and timeout annotation.
+    let timers = w.fake.armed_timers();
+    let t = timers
+        .iter()
+        .find(|t| t.build_id == b.build_id)
+        .expect("timer armed");
+    assert_eq!(t.job_id.get(), 7);
+    assert_eq!(t.annotations.timeout_minutes(), Some(5));
+    assert!(t.start_time >= before - chrono::Duration::seconds(1));
+
+    // What the wrapped router does when the timer fires: stop the build, report TimedOut.
+    w.fake
+        .set_status(
+            b.build_id,
+            BuildStatus::timed_out("build ran past its 5-minute timeout"),
+        )
+        .unwrap();
+    let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
+    assert_eq!(s.phase, Phase::TimedOut, "{s}");
+    // Disarmed once the job ended.
+    for _ in 0..100 {
+        if !w
+            .fake
+            .armed_timers()
+            .iter()
+            .any(|t| t.build_id == b.build_id)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the build's timer is still armed after its job ended");
 }

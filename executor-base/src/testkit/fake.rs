@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{StartConfig, StopConfig};
+use crate::config::{ApiBuildStatus, StartConfig, StopConfig, TimerConfig};
 use crate::error::{Error, ErrorKind};
 use crate::executor::{Executor, GcReport};
 use crate::ids::BuildId;
@@ -294,6 +294,8 @@ struct Inner {
     faults: Mutex<Faults>,
     requests: Requests,
     counter: BuildCounter,
+    /// Timers armed through `start_timer` and not yet disarmed.
+    timers: Mutex<HashMap<BuildId, TimerConfig>>,
 }
 
 /// An in-memory [`Executor`] whose builds follow [`Script`]s and whose engine can be made
@@ -356,8 +358,19 @@ impl FakeExecutor {
                 faults: Mutex::new(Faults::default()),
                 requests: Requests::default(),
                 counter: BuildCounter::new(),
+                timers: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The timers armed through [`Executor::start_timer`] (with a `RUNNING` build status)
+    /// and not disarmed by [`Executor::stop_timer`] since, by build id. The fake records
+    /// them and never fires them: pair it with [`crate::timer::TimedExecutor`] to test
+    /// enforcement.
+    pub fn armed_timers(&self) -> Vec<TimerConfig> {
+        let mut v: Vec<TimerConfig> = self.inner.timers.lock().values().cloned().collect();
+        v.sort_by_key(|t| t.build_id);
+        v
     }
 
     /// The script of builds without their own.
@@ -595,6 +608,21 @@ impl Executor for FakeExecutor {
             .await
     }
 
+    async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
+        if timer.build_status == ApiBuildStatus::Running {
+            self.inner
+                .timers
+                .lock()
+                .insert(timer.build_id, timer.clone());
+        }
+        Ok(())
+    }
+
+    async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
+        self.inner.timers.lock().remove(&build.build_id);
+        Ok(())
+    }
+
     fn stats(&self) -> Stats {
         let r = &self.inner.requests;
         let success = r.success.load(Ordering::Relaxed);
@@ -675,6 +703,27 @@ mod tests {
             (s.builds.started, s.builds.running, s.builds.finished),
             (1, 0, 1)
         );
+    }
+
+    #[tokio::test]
+    async fn timers_are_recorded_armed_and_disarmed() {
+        let fake = FakeExecutor::new();
+        let id = BuildId::new(9).unwrap();
+        let job = crate::ids::JobId::new(2).unwrap();
+        let now = chrono::Utc::now();
+        let t = |status| TimerConfig::new(id, job, status, now, Default::default());
+        fake.start_timer(&t(ApiBuildStatus::Queued)).await.unwrap();
+        assert!(fake.armed_timers().is_empty(), "only RUNNING arms a timer");
+        fake.start_timer(&t(ApiBuildStatus::Running)).await.unwrap();
+        assert_eq!(fake.armed_timers().len(), 1);
+        assert_eq!(fake.armed_timers()[0].build_id, id);
+        let stop = StartConfig::builder(9, "http://127.0.0.1:9", "busybox:latest", "t")
+            .build()
+            .unwrap()
+            .to_stop();
+        fake.stop_timer(&stop).await.unwrap();
+        assert!(fake.armed_timers().is_empty());
+        assert_eq!(fake.calls().total(), 0, "timers are not engine calls");
     }
 
     #[tokio::test(start_paused = true)]

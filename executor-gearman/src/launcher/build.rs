@@ -8,12 +8,14 @@
 //! 3. Announce it at once: `WORK_DATA` {name, number, manager, url, worker_*} with
 //!    `worker_extra.starting = true`, so a stop can reach it while it starts.
 //! 4. Start the build on the wrapped executor (a refused start ends the job with
-//!    `WORK_EXCEPTION` carrying the error), then `WORK_STATUS` 0/timeout: running.
+//!    `WORK_EXCEPTION` carrying the error), arm its timer there (`start_timer`, when the
+//!    build has a `jobId`), then `WORK_STATUS` 0/timeout: running.
 //! 5. Poll the executor's status every `pollIntervalMs` (at once when a stop arrives),
 //!    sending `WORK_STATUS` elapsed/timeout seconds; every `abandonCheckMs` check that
 //!    someone still waits for the job (`GET_STATUS_UNIQUE` client count), else stop it.
 //! 6. Report: `WORK_DATA` {result, ...} then `WORK_COMPLETE` for `SUCCESS`, `WORK_FAIL`
-//!    otherwise; then `stop` on the executor to release the build's resources.
+//!    otherwise; then `stop` on the executor to release the build's resources, and
+//!    `stop_timer` (on every way out of the job).
 //!
 //! If the connection that grabbed the job breaks, gearmand re-queues the job and this
 //! attempt can no longer report: the runner stops the build and leaves.
@@ -22,7 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use executor_base::{BuildStatus, Error, ErrorKind, FieldError, StartConfig, TimeoutPolicy};
+use chrono::Utc;
+use executor_base::{
+    ApiBuildStatus, BuildStatus, Error, ErrorKind, FieldError, StartConfig, TimeoutPolicy,
+    TimerConfig,
+};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -80,6 +86,10 @@ impl Launcher {
         let entry = Arc::new(BuildEntry::new(p.start.to_stop()));
         self.registry.lock().insert(key.clone(), entry.clone());
         self.run_prepared(&job, &sink, &p, &entry).await;
+        // Whatever ended the job (report, stop, lost connection), its timer goes with it.
+        if let Err(e) = self.executor.stop_timer(&entry.stop).await {
+            tracing::warn!(build_id = %entry.stop.build_id, error = %e, "cannot disarm the build's timer");
+        }
         entry.settle(false); // releases stop handlers waiting on a start that never came
         self.registry.lock().remove(&key);
     }
@@ -101,6 +111,7 @@ impl Launcher {
         }
         entry.settle(true);
         tracing::info!(%build_id, name = %p.name, number = p.number, handle = %job.handle, "build started");
+        self.arm_timer(p).await;
         if entry.stop_requested() {
             self.stop_quietly(entry).await;
         }
@@ -175,6 +186,28 @@ impl Launcher {
         }
         // Release what the build holds on the engine (containers, pods, volumes).
         self.stop_quietly(entry).await;
+    }
+
+    /// Arms the wrapped executor's timer for the started build (`sdx gearman-worker` wraps
+    /// its backends in a router with a timer service, which stops the build at its
+    /// timeout; the status then reads `TimedOut` and the job ends `TIMED_OUT`). A build
+    /// without a `jobId` (a plain Zuul job) has no timer to arm: its own `launch` and the
+    /// engine's backstop enforce the timeout.
+    async fn arm_timer(&self, p: &Prepared) {
+        let Some(job_id) = p.start.job_id else {
+            tracing::debug!(build_id = %p.start.build_id, "no jobId: no launcher-side timer");
+            return;
+        };
+        let timer = TimerConfig::new(
+            p.start.build_id,
+            job_id,
+            ApiBuildStatus::Running,
+            Utc::now(),
+            p.start.annotations.clone(),
+        );
+        if let Err(e) = self.executor.start_timer(&timer).await {
+            tracing::warn!(build_id = %p.start.build_id, error = %e, "cannot arm the build's timer");
+        }
     }
 
     /// This attempt can never report (its connection broke: gearmand re-queued the job),
