@@ -299,6 +299,13 @@ mod tests {
         .unwrap()
     }
 
+    fn mount_count(body: &ContainerCreateBody) -> usize {
+        body.host_config
+            .as_ref()
+            .and_then(|h| h.mounts.as_ref())
+            .map_or(0, Vec::len)
+    }
+
     fn launcher() -> ImageRef {
         "screwdrivercd/launcher:stable".parse().unwrap()
     }
@@ -389,17 +396,7 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(mounts.len(), 1, "only the tools volume");
-        assert_eq!(
-            p.init
-                .host_config
-                .as_ref()
-                .unwrap()
-                .mounts
-                .as_ref()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(mount_count(&p.init), 1);
         assert!(
             !serde_json::to_string(&p.build)
                 .unwrap()
@@ -423,17 +420,7 @@ mod tests {
                 .unwrap()
                 .contains(&"SD_TOKEN=sekrit-token".to_string())
         );
-        assert_eq!(
-            p.build
-                .host_config
-                .as_ref()
-                .unwrap()
-                .mounts
-                .as_ref()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(mount_count(&p.build), 1);
 
         let cfg = DockerConfig {
             launch_mode: LaunchMode::Screwdriver,

@@ -82,6 +82,17 @@ async fn daemon() -> MockServer {
     server
 }
 
+/// The daemon answers the first `verb` on `path` with 503 "busy" (a transient error).
+async fn busy_once(server: &MockServer, verb: &str, path: &str) {
+    Mock::given(method(verb))
+        .and(path_regex(path))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "busy"})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
 async fn executor(server: &MockServer, retries: u32, policy: PullPolicy) -> DockerExecutor {
     executor_with(server, retries, policy, TokenMode::Stdin).await
 }
@@ -183,13 +194,7 @@ async fn a_refused_container_start_removes_what_start_created() {
 #[tokio::test]
 async fn a_transient_attach_failure_is_retried_and_a_refused_one_cleans_up() {
     let server = daemon().await;
-    Mock::given(method("POST"))
-        .and(path_regex(r"/containers/fake-43-build/attach$"))
-        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "busy"})))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    busy_once(&server, "POST", r"/containers/fake-43-build/attach$").await;
     Mock::given(method("POST"))
         .and(path_regex(r"/containers/fake-44-build/attach$"))
         .respond_with(ResponseTemplate::new(500).set_body_json(json!({"message": "attach failed"})))
@@ -266,13 +271,7 @@ async fn a_transient_attach_failure_is_retried_and_a_refused_one_cleans_up() {
 #[tokio::test]
 async fn a_transient_daemon_error_is_retried() {
     let server = daemon().await;
-    Mock::given(method("PUT"))
-        .and(path_regex(r"/archive$"))
-        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "busy"})))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    busy_once(&server, "PUT", r"/archive$").await;
     Mock::given(method("POST"))
         .and(path_regex(r"/containers/[^/]+/start$"))
         .respond_with(ResponseTemplate::new(204))
