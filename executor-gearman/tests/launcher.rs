@@ -667,3 +667,59 @@ async fn the_launcher_arms_the_build_timer_and_a_timeout_ends_the_job_timed_out(
     }
     panic!("the build's timer is still armed after its job ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_gone_during_the_start_is_noticed_right_after_it() {
+    if !gearmand() {
+        return;
+    }
+    let job = unique("gone-early");
+    let fake = fake(Script::run_until_stopped());
+    // A slow engine: the submitter leaves while the launcher is still starting the build.
+    fake.set_latency(Duration::from_millis(400));
+    // The production period (the tests' default is 100 ms).
+    let w = RunningWorker::start(&job, fake, |c| c.abandon_check_ms = 5000).await;
+    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+        .await
+        .unwrap();
+    let id = build_id();
+    let uuid = format!("gone-early-{id}");
+    let mut args = build(id).to_json();
+    for (k, v) in [
+        ("ZUUL_UUID", uuid.as_str()),
+        ("ZUUL_PROJECT", "org/repo"),
+        ("ZUUL_PIPELINE", "check"),
+        ("ZUUL_REF", "refs/zuul/master/Z1"),
+        ("ZUUL_COMMIT", "0123456"),
+    ] {
+        args[k] = json!(v);
+    }
+    let mut submitted = client
+        .submit(
+            &format!("build:{job}"),
+            &uuid,
+            serde_json::to_vec(&args).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    // The announcement comes before the start; leave as soon as it does.
+    while let Some(ev) = submitted.events.recv().await {
+        match ev {
+            JobEvent::Data(_) => break,
+            other => assert!(
+                !matches!(other, JobEvent::Exception(_) | JobEvent::Fail),
+                "{other:?}"
+            ),
+        }
+    }
+    drop(submitted);
+    drop(client);
+    let left = tokio::time::Instant::now();
+    wait_on_fake(&w.fake, id, |s| s.phase == Phase::Canceled, "Canceled").await;
+    // Well before the first periodic check, 5 s after the start.
+    assert!(
+        left.elapsed() < Duration::from_secs(4),
+        "stopped only after {:?}",
+        left.elapsed()
+    );
+}

@@ -11,8 +11,9 @@
 //!    `WORK_EXCEPTION` carrying the error), arm its timer there (`start_timer`, when the
 //!    build has a `jobId`), then `WORK_STATUS` 0/timeout: running.
 //! 5. Poll the executor's status every `pollIntervalMs` (at once when a stop arrives),
-//!    sending `WORK_STATUS` elapsed/timeout seconds; every `abandonCheckMs` check that
-//!    someone still waits for the job (`GET_STATUS_UNIQUE` client count), else stop it.
+//!    sending `WORK_STATUS` elapsed/timeout seconds; right after the start and then every
+//!    `abandonCheckMs` check that someone still waits for the job (`GET_STATUS_UNIQUE`
+//!    client count), else stop it.
 //! 6. Report: `WORK_DATA` {result, ...} then `WORK_COMPLETE` for `SUCCESS`, `WORK_FAIL`
 //!    otherwise; then `stop` on the executor to release the build's resources, and
 //!    `stop_timer` (on every way out of the job).
@@ -126,7 +127,10 @@ impl Launcher {
         let mut errors = 0;
         let mut aborted = false;
         let check_every = self.cfg.abandon_check.unwrap_or(Duration::from_secs(3600));
-        let mut abandon_check = tokio::time::interval_at(started + check_every, check_every);
+        // The first check comes right after the start: a submitter that withdrew while the
+        // job was being grabbed (its stop saw it still queued) is noticed at once, not a
+        // whole period later.
+        let mut abandon_check = tokio::time::interval_at(started, check_every);
         let status = loop {
             match self.executor.status(&entry.stop).await {
                 Ok(s) if s.is_terminal() => break s,
