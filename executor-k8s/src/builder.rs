@@ -17,8 +17,10 @@ use crate::client::K8sClient;
 use crate::config::K8sConfig;
 use crate::error::config as config_error;
 use crate::executor::{Inner, K8sExecutor};
+use crate::manifest::TOOLS_VOLUME;
 use crate::policy::ReasonPolicy;
 use crate::throttle::{Throttle, ThrottleLayer};
+use crate::volumes::{self, HostVolumeMount};
 
 /// Prefix of the environment variables [`K8sExecutorBuilder::from_env`] reads.
 pub const ENV_PREFIX: &str = "EXECUTOR_K8S_";
@@ -292,6 +294,30 @@ impl K8sExecutorBuilder {
         self
     }
 
+    /// The pods' `runtimeClassName` (empty: the cluster's default).
+    pub fn with_runtime_class(mut self, class: impl Into<String>) -> Self {
+        self.config.runtime_class = class.into();
+        self
+    }
+
+    /// Runs the build container privileged.
+    pub fn with_privileged(mut self, on: bool) -> Self {
+        self.config.privileged = on;
+        self
+    }
+
+    /// Adds a `hostPath` volume mounted into the build container.
+    pub fn with_volume_mount(mut self, m: HostVolumeMount) -> Self {
+        self.config.volume_mounts.push(m);
+        self
+    }
+
+    /// The node label key the `screwdriver.cd/diskSpeed` annotation selects on.
+    pub fn with_disk_speed_label(mut self, key: impl Into<String>) -> Self {
+        self.config.disk_speed_label = key.into();
+        self
+    }
+
     /// Extra pod labels.
     pub fn with_pod_labels(mut self, labels: BTreeMap<String, String>) -> Self {
         self.config.pod_labels = labels;
@@ -443,6 +469,16 @@ fn check_name(key: &str, v: &str, max: usize) -> Result<(), Error> {
     }
 }
 
+/// A DNS-1123 subdomain: at most 253 lowercase alphanumerics, `-` or `.`, alphanumeric
+/// at both ends.
+fn is_dns_subdomain(v: &str) -> bool {
+    let alnum = |ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit();
+    v.len() <= 253
+        && v.chars().all(|ch| alnum(ch) || ch == '-' || ch == '.')
+        && v.starts_with(alnum)
+        && v.ends_with(alnum)
+}
+
 fn validate(c: &K8sConfig) -> Result<(), Error> {
     if let Some(ns) = &c.namespace {
         check_name("namespace", ns, 63)?;
@@ -517,6 +553,22 @@ fn validate(c: &K8sConfig) -> Result<(), Error> {
             "must not be negative",
         ));
     }
+    if !c.runtime_class.is_empty() && !is_dns_subdomain(&c.runtime_class) {
+        return Err(config_error(
+            "runtimeClass",
+            format!(
+                "{:?} must be a DNS subdomain (lowercase letters, digits, '-' and '.')",
+                c.runtime_class
+            ),
+        ));
+    }
+    if c.disk_speed_label != c.disk_speed_label.trim() || c.disk_speed_label.len() > 317 {
+        return Err(config_error(
+            "diskSpeedLabel",
+            format!("bad label key {:?}", c.disk_speed_label),
+        ));
+    }
+    volumes::validate(&c.volume_mounts, &[TOOLS_VOLUME], &[&c.mount_point])?;
     if c.qps == 0 {
         return Err(config_error("qps", "must be positive"));
     }

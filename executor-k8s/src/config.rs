@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::ReasonPolicy;
+use crate::volumes::HostVolumeMount;
 
 /// Options of the Kubernetes executor. Every field has a default (upstream
 /// executor-k8s's where it has one); see [`crate::K8sExecutorBuilder`] for setters and
@@ -67,6 +68,11 @@ pub struct K8sConfig {
     pub preferred_node_selectors: BTreeMap<String, String>,
     /// Extra tolerations.
     pub tolerations: Vec<Toleration>,
+    /// The node label key the `screwdriver.cd/diskSpeed` annotation selects on
+    /// (upstream `resources.disk.speed`): a build annotated `diskSpeed: FAST` gets the
+    /// required node label `<diskSpeedLabel>=fast` (and its toleration), merged before
+    /// `nodeSelectors`, which win on conflict. Empty (default): the annotation is ignored.
+    pub disk_speed_label: String,
     /// `serviceAccountName` of build pods.
     pub service_account: String,
     /// Whether the service account token is mounted into build pods.
@@ -75,8 +81,16 @@ pub struct K8sConfig {
     pub image_pull_policy: String,
     /// Names of image pull secrets.
     pub image_pull_secrets: Vec<String>,
-    /// `terminationGracePeriodSeconds` of build pods.
+    /// `terminationGracePeriodSeconds` of build pods; a larger
+    /// `screwdriver.cd/terminationGracePeriodSeconds` annotation wins.
     pub termination_grace_period_seconds: i64,
+    /// `runtimeClassName` of build pods (e.g. `gvisor`, `kata`); empty (default): the
+    /// cluster's default. Always exported to the build as `SD_RUNTIME_CLASS`.
+    pub runtime_class: String,
+    /// Run the build container privileged (`securityContext.privileged`; default false).
+    pub privileged: bool,
+    /// Node paths mounted into the build container (`hostPath` volumes).
+    pub volume_mounts: Vec<HostVolumeMount>,
     /// Grace period of `stop` for pods that started; unset: the pod's own.
     pub stop_grace_seconds: Option<u32>,
     /// Grace period of `stop` for pods still `Pending` (default 0: nothing to shut down).
@@ -134,11 +148,15 @@ impl Default for K8sConfig {
             node_selectors: BTreeMap::new(),
             preferred_node_selectors: BTreeMap::new(),
             tolerations: Vec::new(),
+            disk_speed_label: String::new(),
             service_account: "default".into(),
             automount_service_account_token: false,
             image_pull_policy: "Always".into(),
             image_pull_secrets: Vec::new(),
             termination_grace_period_seconds: 30,
+            runtime_class: String::new(),
+            privileged: false,
+            volume_mounts: Vec::new(),
             stop_grace_seconds: None,
             pending_stop_grace_seconds: 0,
             pod_labels: BTreeMap::new(),

@@ -20,6 +20,7 @@ use crate::cache::{CacheStats, Shared, Tracked, lost};
 use crate::client::K8sClient;
 use crate::config::K8sConfig;
 use crate::manifest::{self, Names};
+use crate::pod_extras::PodExtras;
 use crate::view::{PodPhase, PodView};
 
 /// Runs Screwdriver builds as Kubernetes pods. Cheap to clone.
@@ -174,6 +175,7 @@ impl K8sExecutor {
     async fn create(
         &self,
         build: &StartConfig,
+        extras: &PodExtras,
         names: &Names,
         timeout: u32,
         labels: &BuildLabels,
@@ -186,7 +188,7 @@ impl K8sExecutor {
             c.create_secret(&manifest::secret(names, label_map.clone(), build))
                 .await?;
         }
-        let pod = manifest::pod(&i.cfg, build, names, label_map, timeout);
+        let pod = manifest::pod(&i.cfg, build, extras, names, label_map, timeout);
         let created = match c.create_pod(&pod).await {
             Ok(p) => p,
             Err(e) => {
@@ -391,6 +393,9 @@ impl Executor for K8sExecutor {
     async fn start(&self, build: &StartConfig) -> Result<(), Error> {
         let i = &self.inner;
         let id = build.build_id;
+        // Annotations the pod needs are checked before anything is reserved or created.
+        let extras = PodExtras::from_annotations(&build.annotations)
+            .map_err(|e| e.with_executor(SCHEME).with_operation("start"))?;
         let timeout = i.cfg.timeout.minutes(&build.annotations);
         let labels = BuildLabels::new(
             &i.cfg.prefix,
@@ -400,7 +405,7 @@ impl Executor for K8sExecutor {
         );
         let names = Names::new(&labels);
         self.reserve(id, &names)?;
-        match self.create(build, &names, timeout, &labels).await {
+        match self.create(build, &extras, &names, timeout, &labels).await {
             Ok(collected) => {
                 let stopped = {
                     let mut st = i.shared.state.write();

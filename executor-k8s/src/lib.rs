@@ -8,9 +8,11 @@ mod config;
 mod error;
 mod executor;
 mod manifest;
+mod pod_extras;
 mod policy;
 mod throttle;
 mod view;
+mod volumes;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -21,6 +23,7 @@ pub use config::K8sConfig;
 pub use executor::K8sExecutor;
 pub use manifest::TOKEN_KEY;
 pub use policy::{Grace, Match, Outcome, ReasonPolicy, ReasonRule};
+pub use volumes::HostVolumeMount;
 
 /// The executor's scheme (`screwdriver.cd/executor: k8s`).
 pub const SCHEME: &str = "k8s";

@@ -7,6 +7,9 @@
 //! command. In native mode `SD_TOKEN` comes from the build's Secret through
 //! `secretKeyRef`, never inline; `restartPolicy: Never`; `activeDeadlineSeconds` is the
 //! build timeout plus a slack (the engine-side backstop of the launcher's own timeout).
+//! Upstream's extras: `runtimeClassName` (and `SD_RUNTIME_CLASS`), a privileged build
+//! container, configured `hostPath` mounts, the `screwdriver.cd/disk` label, the disk
+//! speed node selector and the annotation's termination grace ([`PodExtras`]).
 
 use std::collections::BTreeMap;
 
@@ -19,18 +22,20 @@ use k8s_openapi::api::core::v1::{
     Affinity, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
     NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     Pod, PodSpec, PreferredSchedulingTerm, ResourceRequirements, Secret, SecretKeySelector,
-    Toleration, Volume, VolumeMount,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rand::Rng;
 
 use crate::config::K8sConfig;
+use crate::pod_extras::{DISK_LABEL, PodExtras};
+use crate::volumes;
 
 /// The key of the token in the build's Secret.
 pub const TOKEN_KEY: &str = "token";
 /// The job-tools volume.
-const TOOLS_VOLUME: &str = "sd-tools";
+pub(crate) const TOOLS_VOLUME: &str = "sd-tools";
 /// Where the init container sees the job-tools volume.
 const TOOLS_STAGING: &str = "/opt/launcher";
 
@@ -130,18 +135,26 @@ fn requirement(k: &str, v: &str) -> NodeSelectorRequirement {
     }
 }
 
-fn affinity(cfg: &K8sConfig) -> Option<Affinity> {
-    if cfg.node_selectors.is_empty() && cfg.preferred_node_selectors.is_empty() {
+/// The required node labels: the disk speed selector (when `diskSpeedLabel` is set and
+/// the build asks for a speed) under the configured `nodeSelectors`, which win.
+fn node_selectors(cfg: &K8sConfig, extras: &PodExtras) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    if !cfg.disk_speed_label.is_empty()
+        && let Some(speed) = &extras.disk_speed
+    {
+        m.insert(cfg.disk_speed_label.clone(), speed.clone());
+    }
+    m.extend(cfg.node_selectors.clone());
+    m
+}
+
+fn affinity(cfg: &K8sConfig, selectors: &BTreeMap<String, String>) -> Option<Affinity> {
+    if selectors.is_empty() && cfg.preferred_node_selectors.is_empty() {
         return None;
     }
-    let required = (!cfg.node_selectors.is_empty()).then(|| NodeSelector {
+    let required = (!selectors.is_empty()).then(|| NodeSelector {
         node_selector_terms: vec![NodeSelectorTerm {
-            match_expressions: Some(
-                cfg.node_selectors
-                    .iter()
-                    .map(|(k, v)| requirement(k, v))
-                    .collect(),
-            ),
+            match_expressions: Some(selectors.iter().map(|(k, v)| requirement(k, v)).collect()),
             match_fields: None,
         }],
     });
@@ -168,9 +181,8 @@ fn affinity(cfg: &K8sConfig) -> Option<Affinity> {
     })
 }
 
-fn tolerations(cfg: &K8sConfig) -> Option<Vec<Toleration>> {
-    let mut t: Vec<Toleration> = cfg
-        .node_selectors
+fn tolerations(cfg: &K8sConfig, selectors: &BTreeMap<String, String>) -> Option<Vec<Toleration>> {
+    let mut t: Vec<Toleration> = selectors
         .iter()
         .map(|(k, v)| Toleration {
             key: Some(k.clone()),
@@ -213,14 +225,16 @@ fn resources(cfg: &K8sConfig, build: &StartConfig) -> ResourceRequirements {
 pub(crate) fn pod(
     cfg: &K8sConfig,
     build: &StartConfig,
+    extras: &PodExtras,
     names: &Names,
-    labels: BTreeMap<String, String>,
+    mut labels: BTreeMap<String, String>,
     timeout_minutes: u32,
 ) -> Pod {
     let spec = LaunchSpec::new(build, &cfg.mount_point, &cfg.ecosystem, timeout_minutes);
     let cmd = spec.command(cfg.launch_mode, &TokenDelivery::EnvFromSecret);
     let mut env_vars: Vec<EnvVar> = cmd.env.iter().map(|(k, v)| env(k, v.clone())).collect();
     env_vars.push(env("SD_BUILD_PREFIX", cfg.prefix.clone()));
+    env_vars.push(env("SD_RUNTIME_CLASS", cfg.runtime_class.clone()));
     env_vars.push(EnvVar {
         name: "NODE_ID".into(),
         value: None,
@@ -257,6 +271,20 @@ pub(crate) fn pod(
         }]),
         ..Container::default()
     };
+    let (host_volumes, host_mounts) = volumes::render(&cfg.volume_mounts);
+    let mut mounts = vec![VolumeMount {
+        name: TOOLS_VOLUME.into(),
+        mount_path: cfg.mount_point.clone(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    mounts.extend(host_mounts);
+    let mut pod_volumes = vec![Volume {
+        name: TOOLS_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    pod_volumes.extend(host_volumes);
     let main = Container {
         name: names.build.clone(),
         image: Some(build.container.to_string()),
@@ -265,14 +293,18 @@ pub(crate) fn pod(
         args: Some(cmd.args.clone()),
         env: Some(env_vars),
         resources: Some(resources(cfg, build)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: TOOLS_VOLUME.into(),
-            mount_path: cfg.mount_point.clone(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            privileged: Some(cfg.privileged),
+            ..SecurityContext::default()
+        }),
         ..Container::default()
     };
+    // Upstream: `podLabels` override the disk label.
+    labels
+        .entry(DISK_LABEL.to_string())
+        .or_insert_with(|| extras.disk.to_string());
+    let selectors = node_selectors(cfg, extras);
     let deadline = i64::from(timeout_minutes) * 60 + i64::from(cfg.deadline_slack_seconds);
     Pod {
         metadata: ObjectMeta {
@@ -286,22 +318,21 @@ pub(crate) fn pod(
             active_deadline_seconds: Some(deadline),
             service_account_name: Some(cfg.service_account.clone()),
             automount_service_account_token: Some(cfg.automount_service_account_token),
-            termination_grace_period_seconds: Some(cfg.termination_grace_period_seconds),
+            termination_grace_period_seconds: Some(
+                extras.grace(cfg.termination_grace_period_seconds),
+            ),
+            runtime_class_name: (!cfg.runtime_class.is_empty()).then(|| cfg.runtime_class.clone()),
             image_pull_secrets: (!cfg.image_pull_secrets.is_empty()).then(|| {
                 cfg.image_pull_secrets
                     .iter()
                     .map(|n| LocalObjectReference { name: n.clone() })
                     .collect()
             }),
-            affinity: affinity(cfg),
-            tolerations: tolerations(cfg),
+            affinity: affinity(cfg, &selectors),
+            tolerations: tolerations(cfg, &selectors),
             init_containers: Some(vec![init]),
             containers: vec![main],
-            volumes: Some(vec![Volume {
-                name: TOOLS_VOLUME.into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
+            volumes: Some(pod_volumes),
             ..PodSpec::default()
         }),
         status: None,
@@ -318,6 +349,191 @@ mod tests {
         assert_eq!(memory_quantity(512 * 1024 * 1024), "512Mi");
         assert_eq!(memory_quantity(1000), "1000");
         assert_eq!(memory_quantity(0), "0");
+    }
+
+    /// The pod of build 42 under `cfg`, with `annotations`.
+    fn render(cfg: &K8sConfig, annotations: serde_json::Value) -> Pod {
+        let mut b = StartConfig::builder(42, "http://127.0.0.1:9", "node:22", "tok");
+        for (k, v) in annotations.as_object().unwrap() {
+            b = b.annotation(k.clone(), v.clone());
+        }
+        let build = b.build().unwrap();
+        let extras = PodExtras::from_annotations(&build.annotations).unwrap();
+        let l = BuildLabels::new(&cfg.prefix, build.build_id, None, Utc::now());
+        let names = Names::new(&l);
+        pod(
+            cfg,
+            &build,
+            &extras,
+            &names,
+            labels(&l, &cfg.pod_labels),
+            60,
+        )
+    }
+
+    fn env_of(p: &Pod, name: &str) -> Option<String> {
+        p.spec.as_ref().unwrap().containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone().unwrap_or_default())
+    }
+
+    #[test]
+    fn runtime_class_and_its_env() {
+        let p = render(&K8sConfig::default(), serde_json::json!({}));
+        assert_eq!(p.spec.as_ref().unwrap().runtime_class_name, None);
+        assert_eq!(env_of(&p, "SD_RUNTIME_CLASS").as_deref(), Some(""));
+        let cfg = K8sConfig {
+            runtime_class: "gvisor".into(),
+            ..K8sConfig::default()
+        };
+        let p = render(&cfg, serde_json::json!({}));
+        assert_eq!(
+            p.spec.as_ref().unwrap().runtime_class_name.as_deref(),
+            Some("gvisor")
+        );
+        assert_eq!(env_of(&p, "SD_RUNTIME_CLASS").as_deref(), Some("gvisor"));
+    }
+
+    #[test]
+    fn privileged_flag_on_the_build_container_only() {
+        for on in [false, true] {
+            let cfg = K8sConfig {
+                privileged: on,
+                ..K8sConfig::default()
+            };
+            let spec = render(&cfg, serde_json::json!({})).spec.unwrap();
+            let sc = spec.containers[0].security_context.clone().unwrap();
+            assert_eq!(sc.privileged, Some(on));
+            assert!(spec.init_containers.unwrap()[0].security_context.is_none());
+        }
+    }
+
+    #[test]
+    fn termination_grace_takes_the_larger_annotation() {
+        let cfg = K8sConfig::default();
+        let grace = |a| {
+            render(&cfg, a)
+                .spec
+                .unwrap()
+                .termination_grace_period_seconds
+        };
+        assert_eq!(grace(serde_json::json!({})), Some(30));
+        let key = "screwdriver.cd/terminationGracePeriodSeconds";
+        assert_eq!(grace(serde_json::json!({ key: 90 })), Some(90));
+        assert_eq!(grace(serde_json::json!({ key: "10" })), Some(30));
+        assert_eq!(grace(serde_json::json!({ key: 0 })), Some(30));
+    }
+
+    #[test]
+    fn host_volume_mounts_follow_the_tools_volume() {
+        let cfg = K8sConfig {
+            volume_mounts: vec![crate::HostVolumeMount {
+                name: "cache".into(),
+                mount_path: "/cache".into(),
+                path: "/var/cache/sd".into(),
+                type_: Some("DirectoryOrCreate".into()),
+                read_only: false,
+            }],
+            ..K8sConfig::default()
+        };
+        let spec = render(&cfg, serde_json::json!({})).spec.unwrap();
+        let vols = spec.volumes.unwrap();
+        assert_eq!(
+            vols.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+            ["sd-tools", "cache"]
+        );
+        let hp = vols[1].host_path.as_ref().unwrap();
+        assert_eq!(hp.path, "/var/cache/sd");
+        assert_eq!(hp.type_.as_deref(), Some("DirectoryOrCreate"));
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        assert_eq!(mounts[0].mount_path, "/opt/sd");
+        assert_eq!(
+            (
+                mounts[1].name.as_str(),
+                mounts[1].mount_path.as_str(),
+                mounts[1].read_only
+            ),
+            ("cache", "/cache", Some(false))
+        );
+        // Not on the init container.
+        assert_eq!(
+            spec.init_containers.unwrap()[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn disk_label_defaults_to_low_and_pod_labels_override_it() {
+        let p = render(&K8sConfig::default(), serde_json::json!({}));
+        assert_eq!(p.metadata.labels.unwrap()[DISK_LABEL], "LOW");
+        let p = render(
+            &K8sConfig::default(),
+            serde_json::json!({"screwdriver.cd/disk": "turbo"}),
+        );
+        assert_eq!(p.metadata.labels.unwrap()[DISK_LABEL], "TURBO");
+        let cfg = K8sConfig {
+            pod_labels: BTreeMap::from([(DISK_LABEL.to_string(), "ssd".to_string())]),
+            ..K8sConfig::default()
+        };
+        let p = render(&cfg, serde_json::json!({"screwdriver.cd/disk": "HIGH"}));
+        assert_eq!(p.metadata.labels.unwrap()[DISK_LABEL], "ssd");
+    }
+
+    fn required(p: &Pod) -> Vec<(String, String)> {
+        let Some(aff) = p.spec.as_ref().unwrap().affinity.clone() else {
+            return Vec::new();
+        };
+        aff.node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .map(|r| {
+                r.node_selector_terms[0]
+                    .match_expressions
+                    .clone()
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.key, e.values.unwrap()[0].clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn disk_speed_selects_nodes_only_with_a_label_key_and_config_wins() {
+        let fast = serde_json::json!({"screwdriver.cd/diskSpeed": "FAST"});
+        // No label key configured: ignored.
+        assert!(required(&render(&K8sConfig::default(), fast.clone())).is_empty());
+        let mut cfg = K8sConfig {
+            disk_speed_label: "disk-speed".into(),
+            ..K8sConfig::default()
+        };
+        let p = render(&cfg, fast.clone());
+        assert_eq!(required(&p), [("disk-speed".into(), "fast".into())]);
+        let tol = p.spec.unwrap().tolerations.unwrap();
+        assert_eq!(tol[0].key.as_deref(), Some("disk-speed"));
+        assert_eq!(tol[0].value.as_deref(), Some("fast"));
+        // No annotation: no selector.
+        assert!(required(&render(&cfg, serde_json::json!({}))).is_empty());
+        // Configured nodeSelectors are merged over it.
+        cfg.node_selectors = BTreeMap::from([
+            ("disk-speed".to_string(), "slow".to_string()),
+            ("pool".to_string(), "ci".to_string()),
+        ]);
+        assert_eq!(
+            required(&render(&cfg, fast)),
+            [
+                ("disk-speed".into(), "slow".into()),
+                ("pool".into(), "ci".into())
+            ]
+        );
     }
 
     #[test]

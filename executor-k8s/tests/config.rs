@@ -4,13 +4,23 @@ mod support;
 
 use executor_base::ErrorKind;
 use executor_k8s::fake::FakeApiServer;
-use executor_k8s::{K8sConfig, K8sExecutorBuilder, ReasonPolicy};
+use executor_k8s::{HostVolumeMount, K8sConfig, K8sExecutorBuilder, ReasonPolicy};
 use support::*;
 
 async fn refused(b: K8sExecutorBuilder) -> String {
     let err = b.build().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
     err.to_string()
+}
+
+fn host_mount(name: &str, mount_path: &str) -> HostVolumeMount {
+    HostVolumeMount {
+        name: name.into(),
+        mount_path: mount_path.into(),
+        path: "/var/cache/sd".into(),
+        type_: None,
+        read_only: false,
+    }
 }
 
 #[tokio::test]
@@ -52,6 +62,29 @@ async fn bad_values_are_refused_naming_the_key() {
             c.request_fraction = 0.0;
             b().with_config(c)
         }),
+        ("runtimeClass", b().with_runtime_class("Not A Class")),
+        ("diskSpeedLabel", b().with_disk_speed_label(" speed")),
+        (
+            "volumeMounts[0].mountPath",
+            b().with_volume_mount(host_mount("cache", "relative")),
+        ),
+        (
+            "volumeMounts[1].name",
+            b().with_volume_mount(host_mount("cache", "/a"))
+                .with_volume_mount(host_mount("cache", "/b")),
+        ),
+        (
+            "volumeMounts[0].mountPath",
+            b().with_volume_mount(host_mount("tools", "/opt/sd")),
+        ),
+        (
+            "volumeMounts[0].name",
+            b().with_volume_mount(host_mount("sd-tools", "/x")),
+        ),
+        (
+            "EXECUTOR_K8S_VOLUME_MOUNTS",
+            K8sExecutorBuilder::from_vars([("EXECUTOR_K8S_VOLUME_MOUNTS", r#"[{"name": "x"}]"#)]),
+        ),
         ("mountPoint", {
             let mut c = b().config().clone();
             c.mount_point = "relative".into();
@@ -82,6 +115,13 @@ async fn environment_variables_and_options_fill_the_config() {
         ("EXECUTOR_K8S_WATCH", "false"),
         ("EXECUTOR_K8S_STOP_GRACE_SECONDS", "5"),
         ("EXECUTOR_K8S_IMAGE_PULL_GRACE_SECONDS", "9"),
+        ("EXECUTOR_K8S_RUNTIME_CLASS", "kata"),
+        ("EXECUTOR_K8S_PRIVILEGED", "true"),
+        ("EXECUTOR_K8S_DISK_SPEED_LABEL", "disk-speed"),
+        (
+            "EXECUTOR_K8S_VOLUME_MOUNTS",
+            r#"[{"name": "cache", "mountPath": "/cache", "path": "/var/cache", "type": "Directory"}]"#,
+        ),
         ("KUBECONFIG", "/dev/null"),
     ])
     .with_option("policy.pendingTimeoutSeconds", "33")
@@ -99,6 +139,10 @@ async fn environment_variables_and_options_fill_the_config() {
     assert_eq!(c.policy.image_pull_grace_seconds, 9);
     assert_eq!(c.policy.pending_timeout_seconds, 33);
     assert_eq!(c.preferred_node_selectors["zone"], "a");
+    assert_eq!(c.runtime_class, "kata");
+    assert!(c.privileged);
+    assert_eq!(c.disk_speed_label, "disk-speed");
+    assert_eq!(c.volume_mounts, [host_mount_typed()]);
     // The whole config round-trips through serde.
     let json = serde_json::to_value(c).unwrap();
     let back: K8sConfig = serde_json::from_value(json).unwrap();
@@ -122,4 +166,14 @@ async fn the_namespace_defaults_to_the_clients() {
     e.wait_synced(std::time::Duration::from_secs(10))
         .await
         .unwrap();
+}
+
+fn host_mount_typed() -> HostVolumeMount {
+    HostVolumeMount {
+        name: "cache".into(),
+        mount_path: "/cache".into(),
+        path: "/var/cache".into(),
+        type_: Some("Directory".into()),
+        read_only: false,
+    }
 }

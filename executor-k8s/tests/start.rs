@@ -5,6 +5,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use executor_base::{ErrorKind, Executor, LaunchMode, StartConfig};
+use executor_k8s::HostVolumeMount;
 use executor_k8s::fake::{FakeApiServer, Fault};
 use k8s_openapi::api::core::v1::Toleration;
 use support::*;
@@ -286,4 +287,115 @@ async fn when_the_owner_patch_fails_stop_deletes_the_secret_itself() {
     assert_eq!(fake.request_count("deletecollection pods"), 1);
     assert_eq!(fake.request_count("deletecollection secrets"), 1);
     assert!(k.secrets().is_empty() && k.pods().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_pod_options_reach_the_created_pod() {
+    let fake = FakeApiServer::start().await;
+    let e = executor(
+        builder(&fake)
+            .with_runtime_class("gvisor")
+            .with_privileged(true)
+            .with_disk_speed_label("screwdriver.cd/disk-speed")
+            .with_node_selector("pool", "ci")
+            .with_volume_mount(HostVolumeMount {
+                name: "docker-sock".into(),
+                mount_path: "/var/run/docker.sock".into(),
+                path: "/var/run/docker.sock".into(),
+                type_: Some("Socket".into()),
+                read_only: true,
+            }),
+    )
+    .await;
+    let b = StartConfig::builder(50, "http://127.0.0.1:9/", "node:22", TOKEN)
+        .annotation("screwdriver.cd/terminationGracePeriodSeconds", 120)
+        .annotation("screwdriver.cd/disk", "high")
+        .annotation("screwdriver.cd/diskSpeed", "FAST")
+        .build()
+        .unwrap();
+    e.start(&b).await.unwrap();
+    let k = fake.kubelet(NS);
+    let pod = k.pod(&pod_name(&k, 50)).unwrap();
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()["screwdriver.cd/disk"],
+        "HIGH"
+    );
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(spec.termination_grace_period_seconds, Some(120));
+    let c = &spec.containers[0];
+    assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
+    let env = c.env.clone().unwrap();
+    let rc = env.iter().find(|v| v.name == "SD_RUNTIME_CLASS").unwrap();
+    assert_eq!(rc.value.as_deref(), Some("gvisor"));
+    let vol = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "docker-sock")
+        .unwrap();
+    let hp = vol.host_path.as_ref().unwrap();
+    assert_eq!(
+        (hp.path.as_str(), hp.type_.as_deref()),
+        ("/var/run/docker.sock", Some("Socket"))
+    );
+    let m = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "docker-sock")
+        .unwrap();
+    assert_eq!(
+        (m.mount_path.as_str(), m.read_only),
+        ("/var/run/docker.sock", Some(true))
+    );
+    let req = spec
+        .affinity
+        .unwrap()
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap();
+    let exprs: Vec<(String, Vec<String>)> = req.node_selector_terms[0]
+        .match_expressions
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.key, x.values.unwrap()))
+        .collect();
+    assert_eq!(
+        exprs,
+        [
+            ("pool".to_string(), vec!["ci".to_string()]),
+            (
+                "screwdriver.cd/disk-speed".to_string(),
+                vec!["fast".to_string()]
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_grace_annotation_is_refused_before_anything_is_created() {
+    let (fake, k, e) = setup().await;
+    fake.reset_requests();
+    for bad in [serde_json::json!(-1), serde_json::json!("later")] {
+        let b = StartConfig::builder(51, "http://127.0.0.1:9/", "busybox", TOKEN)
+            .annotation("screwdriver.cd/terminationGracePeriodSeconds", bad)
+            .build()
+            .unwrap();
+        let err = e.start(&b).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+        assert_eq!(
+            err.field_errors()[0].field,
+            "annotations[screwdriver.cd/terminationGracePeriodSeconds]"
+        );
+    }
+    assert_eq!(fake.total_requests(), 0);
+    assert!(k.pods().is_empty() && k.secrets().is_empty());
+    // Nothing was reserved: the same build starts once its annotation is fixed.
+    e.start(&start_cfg(51)).await.unwrap();
+    assert_eq!(k.pods().len(), 1);
 }
