@@ -9,7 +9,7 @@ pub(crate) const JOB_TREE: &str = "name,description,inQueue,nextBuildNumber,queu
 pub(crate) const BUILD_TREE: &str = "number,building,result,description";
 /// `tree` of `GET /queue/item/<id>/api/json`.
 pub(crate) const QUEUE_TREE: &str = "id,why,cancelled,blocked,stuck,executable[number]";
-/// `tree` of `GET /api/json` (the job list gc reads).
+/// `tree` of `GET <folder>/api/json` (the job list gc reads; `/api/json` at the root).
 pub(crate) const JOBS_TREE: &str =
     "jobs[name,description,inQueue,lastBuild[number,building,result,description]]";
 

@@ -15,6 +15,7 @@ use crate::SCHEME;
 use crate::client::Client;
 use crate::config::{JenkinsConfig, KEYS};
 use crate::executor::JenkinsExecutor;
+use crate::folder::Folder;
 use crate::job::JobSettings;
 use crate::template::{JobTemplate, check_xml_chars};
 
@@ -135,6 +136,13 @@ impl JenkinsExecutorBuilder {
     /// Job names are `<prefix><buildId>`.
     pub fn with_job_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.job_prefix = prefix.into();
+        self
+    }
+
+    /// The Jenkins folder jobs are created in (`ci/screwdriver`; empty: the root). It must
+    /// exist: sdx does not create folders.
+    pub fn with_folder(mut self, folder: impl Into<String>) -> Self {
+        self.config.folder = folder.into();
         self
     }
 
@@ -276,6 +284,10 @@ impl JenkinsExecutorBuilder {
         if let Err(r) = check_job_prefix(&c.job_prefix) {
             problem("jobPrefix", &r);
         }
+        let folder = Folder::parse(&c.folder).unwrap_or_else(|r| {
+            problem("folder", &r);
+            Folder::default()
+        });
         if c.node_label.trim().is_empty() || check_xml_chars("nodeLabel", &c.node_label).is_err() {
             problem(
                 "nodeLabel",
@@ -337,7 +349,7 @@ impl JenkinsExecutorBuilder {
             unreachable!("every missing piece is reported as a problem above");
         };
         Ok(JenkinsExecutor::new(
-            Client::new(http, base, c.username, token),
+            Client::new(http, base, c.username, token).with_folder(folder),
             EngineCalls::new(SCHEME, c.retry, c.breaker),
             JobSettings {
                 job_prefix: c.job_prefix,
@@ -442,6 +454,7 @@ mod tests {
             ("EXECUTOR_JENKINS_USERNAME", "sd"),
             ("JENKINS_API_TOKEN", "tok-env"),
             ("EXECUTOR_JENKINS_JOB_PREFIX", "build-"),
+            ("EXECUTOR_JENKINS_FOLDER", "ci/screwdriver"),
         ]
         .into_iter()
         .collect();
@@ -455,6 +468,7 @@ mod tests {
             "build-5"
         );
         assert!(format!("{e:?}").contains("\"sd\""));
+        assert_eq!(e.folder(), "ci/screwdriver");
         assert!(!format!("{e:?}").contains("tok-env"));
     }
 
@@ -467,6 +481,7 @@ mod tests {
             ("launcherImage", ""),
             ("mountPoint", "opt/sd"),
             ("apiToken", " "),
+            ("folder", "ci//sd"),
             ("colour", "blue"),
         ])
         .build()
@@ -481,6 +496,7 @@ mod tests {
             "launcherImage:",
             "mountPoint:",
             "apiToken:",
+            "folder:",
             "colour:",
         ] {
             assert!(msg.contains(key), "{key} missing in {msg}");

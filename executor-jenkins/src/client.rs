@@ -22,6 +22,7 @@ use crate::api::{
 };
 use crate::crumb::{Crumb, CrumbCache, CrumbState, cookie_header, is_crumb_rejection};
 use crate::error::{JenkinsError, excerpt};
+use crate::folder::Folder;
 
 /// A request body.
 #[derive(Clone)]
@@ -57,6 +58,7 @@ pub(crate) struct Client {
     base: Url,
     user: String,
     token: SecretString,
+    folder: Folder,
     crumbs: CrumbCache,
 }
 
@@ -65,6 +67,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("base", &self.base.as_str())
             .field("user", &self.user)
+            .field("folder", &self.folder.to_string())
             .finish_non_exhaustive()
     }
 }
@@ -77,8 +80,20 @@ impl Client {
             base,
             user,
             token,
+            folder: Folder::default(),
             crumbs: CrumbCache::default(),
         }
+    }
+
+    /// Puts every job in `folder` (the root by default).
+    pub fn with_folder(mut self, folder: Folder) -> Self {
+        self.folder = folder;
+        self
+    }
+
+    /// The folder jobs live in.
+    pub fn folder(&self) -> &Folder {
+        &self.folder
     }
 
     /// Builds the default HTTP client: bounded requests, no redirects (Jenkins answers
@@ -111,11 +126,30 @@ impl Client {
         u
     }
 
-    /// `/job/<name>/` + more segments.
+    /// The folder's URL (`/job/<f1>/job/<f2>/`, the base at the root) + more segments.
+    fn folder_url(&self, more: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut segs = self.folder.url_segments();
+        segs.extend_from_slice(more);
+        self.url(&segs, query)
+    }
+
+    /// `<folder>/job/<name>/` + more segments.
     fn job_url(&self, name: &str, more: &[&str], query: &[(&str, &str)]) -> Url {
         let mut segs = vec!["job", name];
         segs.extend_from_slice(more);
-        self.url(&segs, query)
+        self.folder_url(&segs, query)
+    }
+
+    /// The error of a 404 answered inside the folder, which then does not exist; `None`
+    /// at the root or for another status.
+    fn missing_folder(&self, method: &str, url: &Url, a: &Answer) -> Option<JenkinsError> {
+        (a.status == StatusCode::NOT_FOUND && !self.folder.is_root()).then(|| {
+            JenkinsError::MissingFolder {
+                folder: self.folder.to_string(),
+                what: format!("{method} {}", url.path()),
+                user: self.user.clone(),
+            }
+        })
     }
 
     async fn send(
@@ -254,12 +288,16 @@ impl Client {
         }
     }
 
-    /// `POST /createItem?name=<name>` with the job's XML.
+    /// `POST <folder>/createItem?name=<name>` with the job's XML; a 404 inside a folder
+    /// is [`JenkinsError::MissingFolder`] (Jenkins' answer when the folder is missing).
     pub async fn create_job(&self, name: &str, xml: &str) -> Result<Created, JenkinsError> {
-        let url = self.url(&["createItem"], &[("name", name)]);
+        let url = self.folder_url(&["createItem"], &[("name", name)]);
         let a = self.post(&url, &Body::Xml(xml.to_string())).await?;
         if is_ok(a.status) {
             return Ok(Created::New);
+        }
+        if let Some(e) = self.missing_folder("POST", &url, &a) {
+            return Err(e);
         }
         let x_error = a
             .headers
@@ -271,7 +309,7 @@ impl Client {
         {
             return Ok(Created::Exists);
         }
-        Err(self.refused(&format!("POST /createItem (job {name})"), &a))
+        Err(self.refused(&format!("POST {} (job {name})", url.path()), &a))
     }
 
     /// `POST /job/<name>/config.xml` with the job's XML.
@@ -375,11 +413,38 @@ impl Client {
             .to_string())
     }
 
-    /// `GET /api/json?tree=jobs[...]`: every top-level job.
+    /// `GET <folder>/api/json?tree=jobs[...]`: every job directly in the folder (or at the
+    /// root); a folder that does not exist is [`JenkinsError::MissingFolder`].
     pub async fn jobs(&self) -> Result<Vec<JobInfo>, JenkinsError> {
-        let url = self.url(&["api", "json"], &[("tree", JOBS_TREE)]);
-        let list: Option<JobList> = self.get_json(&url, "GET /api/json").await?;
-        Ok(list.unwrap_or_default().jobs)
+        let url = self.folder_url(&["api", "json"], &[("tree", JOBS_TREE)]);
+        let a = self.get(&url).await?;
+        match a.status {
+            s if s.is_success() => {
+                let list: JobList = decode(&format!("GET {}", url.path()), &a.body)?;
+                Ok(list.jobs)
+            }
+            _ => match self.missing_folder("GET", &url, &a) {
+                Some(e) => Err(e),
+                None if a.status == StatusCode::NOT_FOUND => Ok(Vec::new()),
+                None => Err(self.refused(&format!("GET {}", url.path()), &a)),
+            },
+        }
+    }
+
+    /// `GET <folder>/api/json?tree=name`: `Ok` when the folder exists (always at the root),
+    /// [`JenkinsError::MissingFolder`] when Jenkins does not know it.
+    pub async fn check_folder(&self) -> Result<(), JenkinsError> {
+        if self.folder.is_root() {
+            return Ok(());
+        }
+        let url = self.folder_url(&["api", "json"], &[("tree", "name")]);
+        let a = self.get(&url).await?;
+        if a.status.is_success() {
+            return Ok(());
+        }
+        Err(self
+            .missing_folder("GET", &url, &a)
+            .unwrap_or_else(|| self.refused(&format!("GET {}", url.path()), &a)))
     }
 }
 
@@ -434,6 +499,30 @@ mod tests {
             "/queue/item/7/api/json"
         );
         assert!(!format!("{root:?}").contains("\"t\""));
+    }
+
+    #[test]
+    fn folder_segments_are_encoded_in_every_job_url() {
+        let c = client("http://127.0.0.1:8080/jenkins/")
+            .with_folder(Folder::parse("team a/ci%2F/ü?#").unwrap());
+        let f = "/jenkins/job/team%20a/job/ci%252F/job/%C3%BC%3F%23";
+        assert_eq!(
+            c.job_url("SD-1", &["1", "stop"], &[]).path(),
+            format!("{f}/job/SD-1/1/stop")
+        );
+        let create = c.folder_url(&["createItem"], &[("name", "SD-1")]);
+        assert_eq!(create.path(), format!("{f}/createItem"));
+        assert_eq!(create.query(), Some("name=SD-1"));
+        assert_eq!(
+            c.folder_url(&["api", "json"], &[]).path(),
+            format!("{f}/api/json")
+        );
+        // The queue is global: never under the folder.
+        assert_eq!(
+            c.url(&["queue", "cancelItem"], &[]).path(),
+            "/jenkins/queue/cancelItem"
+        );
+        assert!(format!("{c:?}").contains("team a/ci%2F/ü?#"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "apiToken",
     "requestTimeoutMs",
     "jobPrefix",
+    "folder",
     "nodeLabel",
     "launcherImage",
     "mountPoint",
@@ -73,6 +74,10 @@ pub struct JenkinsConfig {
     /// Job names are `<jobPrefix><buildId>`; letters, digits, `-`, `_`, `.`, starting with
     /// a letter or digit (they also name the build's Docker containers).
     pub job_prefix: String,
+    /// The Jenkins folder (CloudBees Folders plugin) jobs are created in, as a path of
+    /// segments separated by `/` (`ci/screwdriver`); empty: Jenkins' root. The folder must
+    /// exist: sdx never creates folders.
+    pub folder: String,
     /// The Jenkins node label builds run on; a build's `screwdriver.cd/nodeLabel`
     /// annotation makes it `<nodeLabel>-<annotation>` (upstream).
     pub node_label: String,
@@ -115,6 +120,7 @@ impl Default for JenkinsConfig {
             api_token: None,
             request_timeout_ms: 10_000,
             job_prefix: DEFAULT_JOB_PREFIX.to_string(),
+            folder: String::new(),
             node_label: DEFAULT_NODE_LABEL.to_string(),
             launcher_image: DEFAULT_LAUNCHER_IMAGE.to_string(),
             mount_point: DEFAULT_MOUNT_POINT.to_string(),
@@ -146,6 +152,7 @@ impl fmt::Debug for JenkinsConfig {
             .field("api_token", &self.api_token.as_ref().map(|_| "[REDACTED]"))
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("job_prefix", &self.job_prefix)
+            .field("folder", &self.folder)
             .field("node_label", &self.node_label)
             .field("launcher_image", &self.launcher_image)
             .field("mount_point", &self.mount_point)
@@ -192,6 +199,7 @@ impl JenkinsConfig {
             "apiToken" => self.api_token = opt(value).map(SecretString::from),
             "requestTimeoutMs" => self.request_timeout_ms = parse_num(v)?,
             "jobPrefix" => self.job_prefix = v.to_string(),
+            "folder" => self.folder = v.to_string(),
             "nodeLabel" => self.node_label = v.to_string(),
             "launcherImage" => self.launcher_image = v.to_string(),
             "mountPoint" => self.mount_point = v.to_string(),

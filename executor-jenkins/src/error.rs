@@ -43,6 +43,17 @@ pub(crate) enum JenkinsError {
         user: String,
         retry_after: Option<Duration>,
     },
+    /// Jenkins answered 404 inside the configured folder: it does not exist (or the user
+    /// cannot see it). sdx never creates folders.
+    #[error(
+        "folder: Jenkins folder '{folder}' does not exist or user '{user}' cannot see it \
+         ({what} answered 404); sdx does not create folders: create it in Jenkins first"
+    )]
+    MissingFolder {
+        folder: String,
+        what: String,
+        user: String,
+    },
     /// Jenkins answered 2xx with a body we cannot read.
     #[error("{what}: unreadable answer from Jenkins: {detail}")]
     Decode { what: String, detail: String },
@@ -84,6 +95,11 @@ impl From<JenkinsError> for Error {
                 .with_source(source)
                 .temporary(),
             JenkinsError::Decode { .. } => Error::new(ErrorKind::Unexpected, message),
+            JenkinsError::MissingFolder { folder, .. } => {
+                Error::new(ErrorKind::ConfigInvalid, message)
+                    .with_context("folder", folder)
+                    .with_status(404)
+            }
             JenkinsError::Status {
                 status,
                 what,
@@ -206,6 +222,24 @@ mod tests {
         assert!(!status(400).is_temporary());
         assert_eq!(status(500).status(), Some(500));
         assert_eq!(status(500).executor(), "jenkins");
+    }
+
+    #[test]
+    fn a_missing_folder_is_a_config_error_naming_it() {
+        let e: Error = JenkinsError::MissingFolder {
+            folder: "ci/sd".into(),
+            what: "POST /job/ci/job/sd/createItem".into(),
+            user: "screwdriver".into(),
+        }
+        .into();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+        assert!(!e.is_temporary());
+        assert_eq!(e.status(), Some(404));
+        assert!(
+            e.message().starts_with("folder: Jenkins folder 'ci/sd'"),
+            "{e}"
+        );
+        assert!(e.message().contains("does not create folders"), "{e}");
     }
 
     #[test]

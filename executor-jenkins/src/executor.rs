@@ -115,12 +115,24 @@ impl JenkinsExecutor {
         self.job.job_name(build_id)
     }
 
+    /// The folder jobs are created in (`ci/screwdriver`), `/` for Jenkins' root.
+    pub fn folder(&self) -> String {
+        self.client.folder().to_string()
+    }
+
     /// Jenkins' version (its `X-Jenkins` header), read with the configured credentials:
-    /// a check that the URL, path prefix, user and token work (`sdx doctor`).
+    /// a check that the URL, path prefix, user and token work (`sdx doctor`), and that
+    /// the configured folder exists (a `ConfigInvalid` error naming `folder` if not).
     pub async fn jenkins_version(&self) -> Result<String, Error> {
-        self.engine("version", Idempotent, || self.client.version())
+        let tag = |e: Error| e.with_executor(SCHEME).with_operation("version");
+        let version = self
+            .engine("version", Idempotent, || self.client.version())
             .await
-            .map_err(|e| e.with_executor(SCHEME).with_operation("version"))
+            .map_err(tag)?;
+        self.engine("check folder", Idempotent, || self.client.check_folder())
+            .await
+            .map_err(tag)?;
+        Ok(version)
     }
 
     /// One engine call through the retry policy and breaker.
@@ -319,7 +331,7 @@ impl JenkinsExecutor {
                 t.counted = true;
                 self.builds.lock().insert(id, t);
                 self.counter.started();
-                tracing::info!(build = %id, job = name, "build queued on Jenkins");
+                tracing::info!(build = %id, job = name, folder = %self.client.folder(), "build queued on Jenkins");
                 Ok(())
             }
             Err(TriggerError::Refused(e)) => {
@@ -582,14 +594,14 @@ impl Executor for JenkinsExecutor {
             {
                 continue;
             }
-            expired.push(format!("job/{name}"));
+            expired.push(self.client.folder().item_path(name));
             if dry_run {
                 continue;
             }
             self.engine("delete job", Idempotent, || self.client.delete_job(name))
                 .await
                 .map_err(tag)?;
-            tracing::info!(job = name, "expired job deleted");
+            tracing::info!(job = name, folder = %self.client.folder(), "expired job deleted");
             // A collected build is forgotten with its job (status: NotFound), after its
             // final status, if it was never read, is counted.
             if let Ok(id) = rest.parse::<BuildId>()

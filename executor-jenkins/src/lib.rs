@@ -9,6 +9,7 @@ mod config;
 mod crumb;
 mod error;
 mod executor;
+mod folder;
 mod job;
 mod mapping;
 mod script;

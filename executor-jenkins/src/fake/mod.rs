@@ -10,6 +10,12 @@
 //! (`Location` of queue items, `X-Error` on an existing job, 302 after POSTs, 422 when
 //! cancelling an item that left the queue), and counts every request.
 //!
+//! Folders (CloudBees Folders plugin) exist only when the test creates them with
+//! [`FakeJenkins::create_folder`]; jobs live inside their folder, anything under a missing
+//! folder is 404 (as `createItem` in a missing folder is on Jenkins), and each folder's
+//! `api/json` lists the items directly in it. Jobs in a folder are named by their item path
+//! in this API (`ci/sd/SD-1`); root jobs by their name, as before.
+//!
 //! ```
 //! use executor_jenkins::fake::FakeJenkins;
 //! use executor_base::{Executor, StartConfig, Phase};
@@ -28,7 +34,7 @@
 mod routes;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -227,6 +233,7 @@ impl FakeJenkins {
             crumbs: BTreeMap::new(),
             issued_crumbs: 0,
             jobs: BTreeMap::new(),
+            folders: BTreeSet::new(),
             queue: BTreeMap::new(),
             next_queue_id: 0,
             queue_delay: opts.queue_delay,
@@ -391,12 +398,59 @@ impl FakeJenkins {
         s.jobs.remove(job).is_some()
     }
 
-    /// Creates a job directly (as another Jenkins user would).
+    /// Creates a job directly (as another Jenkins user would); `job` is a name at the
+    /// root or an item path (`ci/sd/SD-1`) inside a folder that exists.
+    ///
+    /// # Panics
+    /// When the job's folder does not exist or a folder already has that path.
     pub fn put_job(&self, job: &str, config_xml: &str) {
-        self.state
-            .lock()
-            .jobs
+        let mut s = self.state.lock();
+        let folder = state::split_path(job).0;
+        assert!(
+            folder.is_empty() || s.folders.contains(folder),
+            "fake Jenkins: folder {folder:?} of job {job:?} does not exist"
+        );
+        assert!(
+            !s.folders.contains(job),
+            "fake Jenkins: {job:?} is a folder"
+        );
+        s.jobs
             .insert(job.to_string(), State::new_job(config_xml.to_string()));
+    }
+
+    /// Creates the folder at `path` (`ci/sd`) and any missing parent folder, as a
+    /// Jenkins user with the Folders plugin would; `false` if it already existed.
+    ///
+    /// # Panics
+    /// When `path` has an empty segment or a job already sits on one of its segments.
+    pub fn create_folder(&self, path: &str) -> bool {
+        let mut s = self.state.lock();
+        let mut current = String::new();
+        let mut created = false;
+        for seg in path.split('/') {
+            assert!(
+                !seg.is_empty(),
+                "fake Jenkins: empty segment in folder path {path:?}"
+            );
+            current = state::join_path(&current, seg);
+            assert!(
+                !s.jobs.contains_key(&current),
+                "fake Jenkins: {current:?} is a job, not a folder"
+            );
+            created |= s.folders.insert(current.clone());
+        }
+        created
+    }
+
+    /// Deletes the folder at `path` with every job and folder in it (their waiting
+    /// queue items are cancelled, as in Jenkins); `false` if there is no such folder.
+    pub fn delete_folder(&self, path: &str) -> bool {
+        self.state.lock().remove_folder(path)
+    }
+
+    /// The paths of all folders (`ci`, `ci/sd`).
+    pub fn folders(&self) -> Vec<String> {
+        self.state.lock().folders.iter().cloned().collect()
     }
 
     /// Replaces a job's description (as a Jenkins user editing it would); `false` if
@@ -420,7 +474,7 @@ impl FakeJenkins {
             .map(|j| j.description.clone())
     }
 
-    /// The names of all jobs.
+    /// The names of all jobs: names at the root, item paths (`ci/sd/SD-1`) in folders.
     pub fn job_names(&self) -> Vec<String> {
         self.state.lock().jobs.keys().cloned().collect()
     }

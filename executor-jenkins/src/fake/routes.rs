@@ -1,5 +1,8 @@
 //! The fake Jenkins' HTTP surface: one handler that records the request, applies an
 //! injected fault, checks basic auth and the crumb, and dispatches on the path.
+//!
+//! Item paths are walked as Jenkins does: `job/<folder>/job/<folder>/job/<name>/...`;
+//! a segment that names neither a folder the test created nor a job is 404.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use url::form_urlencoded;
 
-use super::state::{IssuedCrumb, QueueEntry, State};
+use super::state::{IssuedCrumb, QueueEntry, State, join_path, split_path, url_path};
 use super::{FaultAction, Recorded};
 use crate::template::{check_well_formed, element_text};
 
@@ -193,42 +196,6 @@ fn process(
             }
             r
         }
-        ("GET", ["api", "json"]) => {
-            let jobs: Vec<_> = s.jobs.iter().map(|(n, j)| s.job_json(n, j)).collect();
-            json_ok(json!({"_class": "hudson.model.Hudson", "jobs": jobs}))
-        }
-        ("POST", ["createItem"]) => {
-            let Some(name) = query.get("name").cloned() else {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "Query parameter 'name' is required",
-                );
-            };
-            if !is_xml(headers) {
-                return text(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "createItem needs an XML body",
-                );
-            }
-            if s.jobs.contains_key(&name) {
-                let mut r = text(StatusCode::BAD_REQUEST, "job exists");
-                if let Ok(v) =
-                    HeaderValue::try_from(format!("A job already exists with the name '{name}'"))
-                {
-                    r.headers_mut().insert("X-Error", v);
-                }
-                return r;
-            }
-            let xml = String::from_utf8_lossy(body).into_owned();
-            if let Err(e) = check_well_formed(&xml) {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Failed to parse config.xml: {e}"),
-                );
-            }
-            s.jobs.insert(name, State::new_job(xml));
-            text(StatusCode::OK, "")
-        }
         ("GET", ["queue", "item", id, "api", "json"]) => {
             match id.parse::<u64>().ok().and_then(|id| s.queue.get(&id)) {
                 Some(q) => json_ok(s.queue_json(q)),
@@ -248,12 +215,93 @@ fn process(
                 }
             }
         }
-        (m, ["job", name, rest @ ..]) => {
-            let name = name.to_string();
-            if !s.jobs.contains_key(&name) {
-                return text(StatusCode::NOT_FOUND, "<html><body>Not Found</body></html>");
+        (m, rest) => item_route(&mut s, m, rest, &query, headers, body),
+    }
+}
+
+/// Walks `job/<name>` pairs through folders to a job (then [`job_route`]) or stays in a
+/// folder, Jenkins itself being the root folder (then [`folder_route`]).
+fn item_route(
+    s: &mut State,
+    method: &str,
+    segs: &[&str],
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let mut folder = String::new();
+    let mut rest = segs;
+    while let ["job", name, more @ ..] = rest {
+        let path = join_path(&folder, name);
+        if s.folders.contains(&path) {
+            folder = path;
+            rest = more;
+        } else if s.jobs.contains_key(&path) {
+            return job_route(s, method, &path, more, headers, body);
+        } else {
+            return text(StatusCode::NOT_FOUND, "<html><body>Not Found</body></html>");
+        }
+    }
+    folder_route(s, method, &folder, rest, query, headers, body)
+}
+
+/// Requests to a folder (`""`: Jenkins' root): its item list and `createItem`.
+fn folder_route(
+    s: &mut State,
+    method: &str,
+    folder: &str,
+    rest: &[&str],
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    match (method, rest) {
+        ("GET", ["api", "json"]) => json_ok(s.folder_json(folder)),
+        ("POST", ["createItem"]) => {
+            let Some(name) = query.get("name").cloned() else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "Query parameter 'name' is required",
+                );
+            };
+            if !is_xml(headers) {
+                return text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "createItem needs an XML body",
+                );
             }
-            job_route(&mut s, m, &name, rest, headers, body)
+            if let Some(c) = name.chars().find(|c| matches!(c, '/' | '\\')) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("‘{c}’ is an unsafe character"),
+                );
+            }
+            if name.is_empty() {
+                return text(StatusCode::BAD_REQUEST, "No name is specified");
+            }
+            let path = join_path(folder, &name);
+            if s.item_exists(&path) {
+                let mut r = text(StatusCode::BAD_REQUEST, "job exists");
+                if let Ok(v) =
+                    HeaderValue::try_from(format!("A job already exists with the name '{name}'"))
+                {
+                    r.headers_mut().insert("X-Error", v);
+                }
+                return r;
+            }
+            let xml = String::from_utf8_lossy(body).into_owned();
+            if let Err(e) = check_well_formed(&xml) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to parse config.xml: {e}"),
+                );
+            }
+            s.jobs.insert(path, State::new_job(xml));
+            text(StatusCode::OK, "")
+        }
+        ("POST", ["doDelete"]) if !folder.is_empty() => {
+            s.remove_folder(folder);
+            redirect(&folder_url(s, split_path(folder).0))
         }
         _ => text(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -324,8 +372,7 @@ fn job_route(
             {
                 q.cancelled = true;
             }
-            let base = s.base.clone();
-            redirect(&base)
+            redirect(&folder_url(s, split_path(name).0))
         }
         ("GET", [n, "api", "json"]) => {
             match n
@@ -346,13 +393,22 @@ fn job_route(
                         b.result = Some("ABORTED".into());
                         b.finish_at = None;
                     }
-                    let to = format!("{}job/{name}/{n}/", s.base);
+                    let to = format!("{}{}/{n}/", s.base, url_path(name));
                     redirect(&to)
                 }
                 None => text(StatusCode::NOT_FOUND, "Not Found"),
             }
         }
         _ => text(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// The absolute URL of a folder (`""`: the base).
+fn folder_url(s: &State, folder: &str) -> String {
+    if folder.is_empty() {
+        s.base.clone()
+    } else {
+        format!("{}{}/", s.base, url_path(folder))
     }
 }
 

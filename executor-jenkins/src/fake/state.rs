@@ -1,8 +1,11 @@
 //! The fake Jenkins' model: jobs with their `config.xml`, a queue whose items become
 //! builds after a delay the test controls, builds that finish with the result the test
 //! sets, crumbs, and the record of every request.
+//!
+//! Jobs and folders are keyed by their item path: `SD-1` at the root, `ci/sd/SD-1` inside
+//! the folder `ci/sd` (Jenkins item names never hold a `/`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -68,6 +71,7 @@ pub(crate) struct State {
     pub crumbs: BTreeMap<String, IssuedCrumb>,
     pub issued_crumbs: u64,
     pub jobs: BTreeMap<String, FakeJob>,
+    pub folders: BTreeSet<String>,
     pub queue: BTreeMap<u64, QueueEntry>,
     pub next_queue_id: u64,
     pub queue_delay: Option<Duration>,
@@ -137,7 +141,7 @@ impl State {
         self.queue.values().find(|q| q.job == job && q.waiting())
     }
 
-    /// `api/json` of a build.
+    /// `api/json` of a build of the job at `job` (an item path).
     pub fn build_json(&self, job: &str, b: &FakeBuild) -> Value {
         json!({
             "_class": "hudson.model.FreeStyleBuild",
@@ -145,23 +149,79 @@ impl State {
             "building": b.building,
             "result": b.result,
             "description": b.description,
-            "url": format!("{}job/{job}/{}/", self.base, b.number),
+            "url": format!("{}{}/{}/", self.base, url_path(job), b.number),
         })
     }
 
-    /// `api/json` of a job.
-    pub fn job_json(&self, name: &str, j: &FakeJob) -> Value {
-        let item = self.waiting_item(name);
+    /// `api/json` of the job at `path` (an item path).
+    pub fn job_json(&self, path: &str, j: &FakeJob) -> Value {
+        let item = self.waiting_item(path);
         let last = j.builds.values().next_back();
         json!({
             "_class": "hudson.model.FreeStyleProject",
-            "name": name,
+            "name": split_path(path).1,
             "description": j.description,
             "inQueue": item.is_some(),
             "nextBuildNumber": j.next_number,
             "queueItem": item.map(|q| json!({"_class": "hudson.model.Queue$WaitingItem", "id": q.id, "why": q.why})),
-            "lastBuild": last.map(|b| self.build_json(name, b)),
+            "lastBuild": last.map(|b| self.build_json(path, b)),
         })
+    }
+
+    /// `api/json` of the folder at `folder` (`""`: Jenkins itself): the items directly in
+    /// it, jobs and folders.
+    pub fn folder_json(&self, folder: &str) -> Value {
+        let jobs = self
+            .jobs
+            .iter()
+            .filter(|(p, _)| split_path(p).0 == folder)
+            .map(|(p, j)| self.job_json(p, j));
+        let folders = self
+            .folders
+            .iter()
+            .filter(|p| split_path(p).0 == folder)
+            .map(|p| {
+                json!({
+                    "_class": "com.cloudbees.hudson.plugins.folder.Folder",
+                    "name": split_path(p).1,
+                    "description": null,
+                    "url": format!("{}{}/", self.base, url_path(p)),
+                })
+            });
+        let items: Vec<Value> = jobs.chain(folders).collect();
+        if folder.is_empty() {
+            json!({"_class": "hudson.model.Hudson", "jobs": items})
+        } else {
+            json!({
+                "_class": "com.cloudbees.hudson.plugins.folder.Folder",
+                "name": split_path(folder).1,
+                "jobs": items,
+            })
+        }
+    }
+
+    /// Whether an item (job or folder) exists at `path`.
+    pub fn item_exists(&self, path: &str) -> bool {
+        self.jobs.contains_key(path) || self.folders.contains(path)
+    }
+
+    /// Deletes the folder at `path` with everything in it, cancelling the waiting queue
+    /// items of its jobs (as Jenkins does); `false` if there is no such folder.
+    pub fn remove_folder(&mut self, path: &str) -> bool {
+        if !self.folders.contains(path) {
+            return false;
+        }
+        let inside = |p: &str| p == path || p.starts_with(&format!("{path}/"));
+        self.folders.retain(|p| !inside(p));
+        self.jobs.retain(|p, _| !inside(p));
+        for q in self
+            .queue
+            .values_mut()
+            .filter(|q| inside(&q.job) && q.waiting())
+        {
+            q.cancelled = true;
+        }
+        true
     }
 
     /// `api/json` of a queue item.
@@ -178,11 +238,11 @@ impl State {
             "cancelled": q.cancelled,
             "blocked": false,
             "stuck": false,
-            "task": {"name": q.job},
+            "task": {"name": split_path(&q.job).1},
             "executable": q.executable.map(|n| json!({
                 "_class": "hudson.model.FreeStyleBuild",
                 "number": n,
-                "url": format!("{}job/{}/{n}/", self.base, q.job),
+                "url": format!("{}{}/{n}/", self.base, url_path(&q.job)),
             })),
         })
     }
@@ -210,4 +270,27 @@ impl State {
                 .any(|p| p.trim() == format!("JSESSIONID.fake={}", c.session))
         })
     }
+}
+
+/// An item path's folder and name: `ci/sd/SD-1` → (`ci/sd`, `SD-1`); (`""`, `SD-1`) at the
+/// root.
+pub(crate) fn split_path(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+/// An item path joined to a name: (`ci/sd`, `SD-1`) → `ci/sd/SD-1`.
+pub(crate) fn join_path(folder: &str, name: &str) -> String {
+    if folder.is_empty() {
+        name.to_string()
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+/// The unencoded URL path of an item: `ci/sd/SD-1` → `job/ci/job/sd/job/SD-1`.
+pub(crate) fn url_path(path: &str) -> String {
+    path.split('/')
+        .map(|s| format!("job/{s}"))
+        .collect::<Vec<_>>()
+        .join("/")
 }
