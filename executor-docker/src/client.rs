@@ -207,7 +207,6 @@ impl Engine {
                     .map(|a| StdinFeed {
                         container: name.to_string(),
                         input: a.input,
-                        output: a.output,
                     })
             },
         )

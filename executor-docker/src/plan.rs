@@ -7,15 +7,15 @@
 //! |---|---|---|
 //! | volume | `<name>-tools` | job-tools, filled from the launcher image on creation of `-init` |
 //! | volume | `<name>-token` | the token file (token mode `file` only) |
-//!
-//! In the default token mode `stdin` there is no token volume: the build container is
-//! created with an open, once-only stdin, which `start` attaches to before starting it and
-//! feeds the token through (`--token-file /dev/stdin`).
 //! | container | `<name>-init` | from the launcher image, never started; mounts both volumes read-write |
 //! | container | `<name>-build` | from `container`, runs `launch`; mounts both volumes read-only |
 //!
 //! Everything carries the [`BuildLabels`] (`sdbuild`, build id, job id, expiry) plus a role
 //! label, so `stop` and the GC find it by label.
+//!
+//! In the default token mode `stdin` there is no token volume: the build container is
+//! created with an open, once-only stdin, which `start` attaches to before starting it and
+//! feeds the token through (`--token-file /dev/stdin`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -387,15 +387,7 @@ mod tests {
             (p.build.open_stdin, p.build.stdin_once, p.build.attach_stdin),
             (Some(true), Some(true), Some(true))
         );
-        let mounts = p
-            .build
-            .host_config
-            .as_ref()
-            .unwrap()
-            .mounts
-            .as_ref()
-            .unwrap();
-        assert_eq!(mounts.len(), 1, "only the tools volume");
+        assert_eq!(mount_count(&p.build), 1, "only the tools volume");
         assert_eq!(mount_count(&p.init), 1);
         assert!(
             !serde_json::to_string(&p.build)

@@ -12,17 +12,14 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bollard::container::LogOutput;
 use executor_base::{Error, ErrorKind};
-use futures::Stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// An attach to a container's stdin, made before its start.
+/// An attach to a container's stdin, made before its start. Only the write half is kept:
+/// nothing but stdin is attached, so the read half carries nothing.
 pub(crate) struct StdinFeed {
     pub(crate) container: String,
     pub(crate) input: Pin<Box<dyn AsyncWrite + Send>>,
-    pub(crate) output:
-        Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
 }
 
 impl std::fmt::Debug for StdinFeed {
@@ -60,12 +57,10 @@ impl StdinFeed {
                 .map_err(|e| fail(e.to_string()))?;
             self.input.shutdown().await.map_err(|e| fail(e.to_string()))
         };
+        // Dropping the feed then closes our end of the connection; the daemon still reads
+        // what is queued before it sees the end.
         tokio::time::timeout(within, feed)
             .await
-            .map_err(|_| fail(format!("the daemon did not take it within {within:?}")))??;
-        // Dropping both halves closes our end of the connection; the daemon still reads
-        // what is queued before it sees the end.
-        drop(self.output);
-        Ok(())
+            .map_err(|_| fail(format!("the daemon did not take it within {within:?}")))?
     }
 }

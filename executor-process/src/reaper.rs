@@ -85,9 +85,14 @@ pub(crate) fn classify(exit: ExitStatus, oom: Option<&OomProbe>) -> BuildStatus 
     } else {
         ""
     };
+    killed_by(name, &format!("{core}, not sent by the executor"))
+}
+
+/// A `launch` killed by signal `name` (`SIGUSR1`); `detail` follows the name in the message.
+pub(crate) fn killed_by(name: String, detail: &str) -> BuildStatus {
     let mut s = BuildStatus::failed(
         FailureReason::NonZeroExit,
-        format!("launch was killed by {name}{core}, not sent by the executor"),
+        format!("launch was killed by {name}{detail}"),
         Some(name),
     );
     if let Some(f) = s.failure.as_mut() {

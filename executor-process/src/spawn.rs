@@ -208,18 +208,12 @@ impl Inner {
     }
 }
 
-/// `launch` must be an executable regular file.
+/// `launch` must be an executable regular file, and so must its interpreter when it is a
+/// `#!` script: the supervisor shell execs it after `start` returned, so a missing
+/// interpreter is caught here, not as a failed build.
 fn check_executable(path: &std::path::Path) -> Result<(), Error> {
-    let problem = match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => "is not a regular file".to_string(),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => "is not executable".to_string(),
-        // `launch` is exec'd by the supervisor shell, after `start` returned: a script
-        // whose interpreter is missing is caught here, not as a failed build.
-        Ok(_) => match missing_interpreter(path) {
-            None => return Ok(()),
-            Some(problem) => problem,
-        },
-        Err(e) => format!("cannot be read: {e}"),
+    let Some(problem) = not_executable(path).or_else(|| interpreter_problem(path)) else {
+        return Ok(());
     };
     Err(error::config_invalid(
         "start",
@@ -231,23 +225,26 @@ fn check_executable(path: &std::path::Path) -> Result<(), Error> {
     ))
 }
 
+/// Why `path` cannot be executed, if it cannot.
+fn not_executable(path: &std::path::Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Some("is not a regular file".to_string()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable".to_string()),
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot be read: {e}")),
+    }
+}
+
 /// For a `#!` script: what is wrong with its interpreter, if anything.
-fn missing_interpreter(path: &std::path::Path) -> Option<String> {
+fn interpreter_problem(path: &std::path::Path) -> Option<String> {
     use std::io::Read;
     let mut head = [0u8; 256];
     let n = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
     let line = head[..n].strip_prefix(b"#!")?;
     let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
     let interpreter = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
-    match std::fs::metadata(interpreter) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => None,
-        Ok(_) => Some(format!(
-            "names the interpreter {interpreter}, which is not executable"
-        )),
-        Err(e) => Some(format!(
-            "names the interpreter {interpreter}, which cannot be used: {e}"
-        )),
-    }
+    not_executable(std::path::Path::new(interpreter))
+        .map(|problem| format!("names the interpreter {interpreter}, which {problem}"))
 }
 
 /// Creates the build's directory (0700). A directory left by an earlier build with the

@@ -48,18 +48,10 @@ pub(crate) fn recorded_exit(exit_file: &Path) -> Option<BuildStatus> {
     let text = std::fs::read_to_string(exit_file).ok()?;
     let code: i32 = text.trim().parse().ok()?;
     Some(match code {
-        129..=159 => {
-            let name = crate::os::signal_name(code - 128);
-            let mut s = BuildStatus::failed(
-                executor_base::FailureReason::NonZeroExit,
-                format!("launch was killed by {name} while no executor was running"),
-                Some(name),
-            );
-            if let Some(f) = s.failure.as_mut() {
-                f.build_started = Some(true);
-            }
-            s
-        }
+        129..=159 => reaper::killed_by(
+            crate::os::signal_name(code - 128),
+            " while no executor was running",
+        ),
         _ => reaper::classify_code(code),
     })
 }
