@@ -18,6 +18,7 @@ use crate::config::K8sConfig;
 use crate::error::config as config_error;
 use crate::executor::{Inner, K8sExecutor};
 use crate::manifest::TOOLS_VOLUME;
+use crate::names;
 use crate::policy::ReasonPolicy;
 use crate::throttle::{Throttle, ThrottleLayer};
 use crate::volumes::{self, HostVolumeMount};
@@ -451,13 +452,7 @@ async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Th
 
 /// A DNS-label-like name: lowercase alphanumerics and `-`, at most `max` characters.
 fn check_name(key: &str, v: &str, max: usize) -> Result<(), Error> {
-    let ok = !v.is_empty()
-        && v.len() <= max
-        && v.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !v.starts_with('-')
-        && !v.ends_with('-');
-    if ok {
+    if names::is_dns_label(v, max) {
         Ok(())
     } else {
         Err(config_error(
@@ -467,16 +462,6 @@ fn check_name(key: &str, v: &str, max: usize) -> Result<(), Error> {
             ),
         ))
     }
-}
-
-/// A DNS-1123 subdomain: at most 253 lowercase alphanumerics, `-` or `.`, alphanumeric
-/// at both ends.
-fn is_dns_subdomain(v: &str) -> bool {
-    let alnum = |ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit();
-    v.len() <= 253
-        && v.chars().all(|ch| alnum(ch) || ch == '-' || ch == '.')
-        && v.starts_with(alnum)
-        && v.ends_with(alnum)
 }
 
 fn validate(c: &K8sConfig) -> Result<(), Error> {
@@ -553,7 +538,7 @@ fn validate(c: &K8sConfig) -> Result<(), Error> {
             "must not be negative",
         ));
     }
-    if !c.runtime_class.is_empty() && !is_dns_subdomain(&c.runtime_class) {
+    if !c.runtime_class.is_empty() && !names::is_dns_subdomain(&c.runtime_class) {
         return Err(config_error(
             "runtimeClass",
             format!(

@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod executor;
 mod manifest;
+mod names;
 mod pod_extras;
 mod policy;
 mod throttle;

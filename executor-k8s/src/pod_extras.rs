@@ -6,6 +6,8 @@ use executor_base::annotations::{BETA_PREFIX, PREFIX};
 use executor_base::{Annotations, Error};
 use serde_json::Value;
 
+use crate::names;
+
 /// The pod label carrying the disk tier.
 pub(crate) const DISK_LABEL: &str = "screwdriver.cd/disk";
 /// The disk tiers upstream knows (anything else is `LOW`).
@@ -39,16 +41,6 @@ fn lookup<'a>(a: &'a Annotations, name: &str) -> Option<(String, &'a Value)> {
         let v = a.raw().get(&key)?;
         (!v.is_null()).then_some((key, v))
     })
-}
-
-/// A Kubernetes label value: at most 63 alphanumerics, `-`, `_` or `.`, alphanumeric at
-/// both ends.
-fn is_label_value(v: &str) -> bool {
-    v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && v.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn text(v: &Value) -> String {
@@ -91,7 +83,7 @@ impl PodExtras {
         if let Some((key, v)) = lookup(a, "diskSpeed") {
             let speed = text(v).to_lowercase();
             if !speed.is_empty() {
-                if !is_label_value(&speed) {
+                if !names::is_label_value(&speed) {
                     return Err(Error::invalid_field(
                         format!("annotations[{key}]"),
                         format!("{speed:?} cannot be a node label value"),

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{HostPathVolumeSource, Volume, VolumeMount};
 use serde::{Deserialize, Serialize};
 
 use crate::error::config as config_error;
+use crate::names;
 
 /// The `hostPath` types Kubernetes accepts (`""` is "no check", as leaving it out).
 const HOST_PATH_TYPES: &[&str] = &[
@@ -50,17 +51,6 @@ pub struct HostVolumeMount {
     pub read_only: bool,
 }
 
-/// Whether `v` is a DNS-1123 label: 1-63 lowercase alphanumerics or `-`, alphanumeric at
-/// both ends.
-fn is_dns_label(v: &str) -> bool {
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !v.is_empty()
-        && v.len() <= 63
-        && v.chars().all(|c| alnum(c) || c == '-')
-        && v.starts_with(alnum)
-        && v.ends_with(alnum)
-}
-
 /// An absolute path other than `/` itself, without `..` components.
 fn is_abs_path(p: &str) -> bool {
     p.starts_with('/') && p.len() > 1 && !p.split('/').any(|c| c == "..")
@@ -78,7 +68,7 @@ pub(crate) fn validate(
     let mut paths = BTreeSet::new();
     for (i, m) in mounts.iter().enumerate() {
         let key = |field: &str| format!("volumeMounts[{i}].{field}");
-        if !is_dns_label(&m.name) {
+        if !names::is_dns_label(&m.name, 63) {
             return Err(config_error(
                 &key("name"),
                 format!(
