@@ -431,20 +431,13 @@ impl Client {
         }
     }
 
-    /// `GET <folder>/api/json?tree=name`: `Ok` when the folder exists (always at the root),
-    /// [`JenkinsError::MissingFolder`] when Jenkins does not know it.
+    /// `Ok` when the folder exists (always at the root), [`JenkinsError::MissingFolder`]
+    /// when Jenkins does not know it: the folder's job listing, [`Client::jobs`], read once.
     pub async fn check_folder(&self) -> Result<(), JenkinsError> {
         if self.folder.is_root() {
             return Ok(());
         }
-        let url = self.folder_url(&["api", "json"], &[("tree", "name")]);
-        let a = self.get(&url).await?;
-        if a.status.is_success() {
-            return Ok(());
-        }
-        Err(self
-            .missing_folder("GET", &url, &a)
-            .unwrap_or_else(|| self.refused(&format!("GET {}", url.path()), &a)))
+        self.jobs().await.map(drop)
     }
 }
 
