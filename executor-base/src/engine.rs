@@ -1,7 +1,7 @@
-//! One retry policy and one circuit breaker for every backend's engine calls.
+//! One retry policy and per-class circuit breakers for every backend's engine calls.
 //!
 //! Every call a backend makes to its engine (Docker, Kubernetes, Jenkins, gearmand) goes
-//! through [`EngineCalls::call`], which
+//! through [`EngineCalls::call_in`] (or [`EngineCalls::call`] for unclassified calls), which
 //!
 //! - bounds each attempt by [`BreakerConfig::call_timeout`] (an attempt that runs longer
 //!   fails with a temporary [`ErrorKind::Timeout`]);
@@ -9,17 +9,49 @@
 //!   jitter, never sooner than the engine's [`Error::retry_after`]; a call marked
 //!   [`Idempotency::NotIdempotent`] is retried only when the error proves the request
 //!   never reached the engine ([`ErrorKind::Unavailable`], [`ErrorKind::RateLimited`]);
-//! - counts attempts for [`RequestStats`] and trips a circuit breaker (closed -> open after
-//!   [`BreakerConfig::max_failures`] consecutive failures -> half-open after
-//!   [`BreakerConfig::reset_timeout`] -> closed on the first success), failing fast with
-//!   [`ErrorKind::CircuitOpen`] while open.
+//! - counts attempts for [`RequestStats`] and passes each attempt through the circuit
+//!   breaker of the call's [`CallClass`].
 //!
-//! Defaults follow upstream's `circuit-fuses` (5 retries, exponential from 1 s). Two
-//! deliberate differences: only *temporary* errors count as breaker failures (a 404 or a
-//! validation error means the engine answered, so it is healthy), and a `Retry-After`
-//! longer than [`RetryPolicy::max_backoff`] is not slept on: the error is handed back to
-//! the caller, still temporary and carrying its `retry_after`, so no call blocks for
-//! minutes inside the library.
+//! # Breakers
+//!
+//! One engine has one breaker per class that has one: [`CallClass::Start`] (create,
+//! start, pull), [`CallClass::Read`] (inspect, get, list) and [`CallClass::General`]
+//! (what [`EngineCalls::call`] uses, so a backend that has not classified its calls
+//! behaves as with one shared breaker). The rules:
+//!
+//! 1. **Per class.** [`BreakerConfig::max_failures`] consecutive temporary failures of
+//!    one class open that class's breaker; the other classes keep calling the engine. A
+//!    bad image or registry that fails every start cannot make status reads fail fast.
+//! 2. **Stop and cleanup are always attempted.** [`CallClass::Stop`] has no breaker: a
+//!    stop, delete or garbage collection goes to the engine (with the retry policy) no
+//!    matter what other calls did, and its own failures trip nothing.
+//! 3. **The real reason.** A call refused by an open breaker fails with the *last real
+//!    cause* of that class (e.g. `unavailable: cannot connect to unix:///var/run/docker.sock`,
+//!    same kind, message and HTTP status), temporary, with the breaker's state as context
+//!    ([`BREAKER_CONTEXT`]: "open after 5 consecutive failures of start calls (last:
+//!    create container); next probe in 28s") and the time to the next probe as
+//!    [`Error::retry_after`]. [`refused_by_breaker`] tells such an error apart (the request
+//!    never left, so even a create had no effect).
+//! 4. **Recovery.** After [`BreakerConfig::reset_timeout`] an open breaker lets one probe
+//!    call through (half-open); a successful probe closes it, a failed one re-opens it.
+//!    Any answer from the engine — a success or a persistent error like a 404, in *any*
+//!    class — proves it is reachable and closes *every* breaker at once, and so does
+//!    [`EngineCalls::report_healthy`], for backends that see the engine through another
+//!    channel (a Kubernetes watch, a Docker event stream). So after the engine returns,
+//!    the next call works as soon as anything has reached it (a stop always tries).
+//!
+//! Breakers are per engine, i.e. per [`EngineCalls`]: a backend that talks to two
+//! dependencies (a Docker daemon and the registries it pulls from) gives each its own
+//! `EngineCalls` (see [`EngineCalls::sibling`], which shares the request counters), so a
+//! failing registry never trips the daemon's breakers.
+//!
+//! Defaults follow upstream's `circuit-fuses` (5 retries, exponential from 1 s; open after
+//! 5 failures for 30 s). Deliberate differences: the per-class breakers and rules 2-4
+//! above; only *temporary* errors count as breaker failures (a 404 or a validation error
+//! means the engine answered, so it is healthy); and a `Retry-After` longer than
+//! [`RetryPolicy::max_backoff`] is not slept on: the error is handed back to the caller,
+//! still temporary and carrying its `retry_after`, so no call blocks for minutes inside
+//! the library.
 //!
 //! All waits use [`tokio::time`], so tests can run them with paused time.
 
@@ -33,8 +65,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-pub use breaker::BreakerConfig;
-use breaker::{Admission, Breaker};
+use breaker::{Admission, Breakers};
+pub use breaker::{BREAKER_CONTEXT, BreakerConfig, BreakerState, CallClass, refused_by_breaker};
 pub use retry::RetryPolicy;
 
 use crate::error::{Error, ErrorKind};
@@ -69,17 +101,17 @@ impl Idempotency {
     }
 }
 
-/// The retry policy, circuit breaker and request counters of one executor's engine.
+/// The retry policy, circuit breakers and request counters of one executor's engine.
 ///
-/// Cheap to clone: clones share the breaker and the counters.
+/// Cheap to clone: clones share the breakers and the counters.
 ///
 /// ```
-/// use executor_base::engine::{EngineCalls, Idempotency};
+/// use executor_base::engine::{CallClass, EngineCalls, Idempotency};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let calls = EngineCalls::with_defaults("docker");
 /// let n: u32 = calls
-///     .call("ping", Idempotency::Idempotent, || async { Ok(7) })
+///     .call_in(CallClass::Read, "ping", Idempotency::Idempotent, || async { Ok(7) })
 ///     .await
 ///     .unwrap();
 /// assert_eq!(n, 7);
@@ -95,8 +127,8 @@ struct Inner {
     executor: &'static str,
     retry: RetryPolicy,
     breaker_config: BreakerConfig,
-    breaker: Mutex<Breaker>,
-    counters: Mutex<Counters>,
+    breakers: Mutex<Breakers>,
+    counters: Arc<Mutex<Counters>>,
 }
 
 #[derive(Default)]
@@ -131,16 +163,31 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Why an attempt failed: the engine's error, or a breaker's refusal (nothing was sent).
+enum Failed {
+    Engine(Error),
+    Refused(Error),
+}
+
 impl EngineCalls {
     /// Engine calls of `executor` (its scheme, e.g. `"docker"`) with these policies.
     pub fn new(executor: &'static str, retry: RetryPolicy, breaker: BreakerConfig) -> Self {
+        Self::with_counters(executor, retry, breaker, Arc::default())
+    }
+
+    fn with_counters(
+        executor: &'static str,
+        retry: RetryPolicy,
+        breaker: BreakerConfig,
+        counters: Arc<Mutex<Counters>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 executor,
                 retry,
                 breaker_config: breaker.clone(),
-                breaker: Mutex::new(Breaker::new(breaker)),
-                counters: Mutex::new(Counters::default()),
+                breakers: Mutex::new(Breakers::new(breaker)),
+                counters,
             }),
         }
     }
@@ -149,6 +196,19 @@ impl EngineCalls {
     /// [`BreakerConfig::default`].
     pub fn with_defaults(executor: &'static str) -> Self {
         Self::new(executor, RetryPolicy::default(), BreakerConfig::default())
+    }
+
+    /// Calls to a second dependency of the same executor (a registry beside a daemon):
+    /// its own policies and breakers, so its failures never make this engine's calls fail
+    /// fast, but the same request counters ([`EngineCalls::request_stats`] of either
+    /// counts both).
+    pub fn sibling(&self, retry: RetryPolicy, breaker: BreakerConfig) -> Self {
+        Self::with_counters(
+            self.inner.executor,
+            retry,
+            breaker,
+            self.inner.counters.clone(),
+        )
     }
 
     /// The executor name errors are tagged with.
@@ -166,17 +226,37 @@ impl EngineCalls {
         &self.inner.breaker_config
     }
 
-    /// Runs `f`, retrying `Error::is_temporary()` errors with exponential backoff + jitter,
-    /// honouring `Error::retry_after()`; NotIdempotent calls are retried only for errors
-    /// that prove the request never reached the engine (ErrorKind::Unavailable from a
-    /// connect failure, or ErrorKind::RateLimited). Counts requests/timeouts/latency for
-    /// stats and opens the breaker after repeated failures (then fails fast with
-    /// ErrorKind::CircuitOpen).
+    /// [`EngineCalls::call_in`] with [`CallClass::General`]: unclassified calls share one
+    /// breaker of their own.
+    pub async fn call<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        idem: Idempotency,
+        f: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, Error>> + Send,
+        T: Send,
+    {
+        self.call_in(CallClass::General, operation, idem, f).await
+    }
+
+    /// Runs `f` through the breaker of `class`, retrying `Error::is_temporary()` errors
+    /// with exponential backoff + jitter, honouring `Error::retry_after()`; NotIdempotent
+    /// calls are retried only for errors that prove the request never reached the engine
+    /// (ErrorKind::Unavailable from a connect failure, or ErrorKind::RateLimited). Counts
+    /// requests/timeouts/latency for stats.
+    ///
+    /// While the class's breaker is open the call fails fast, without calling `f`, with
+    /// the last real cause and the breaker state as context (see the module docs);
+    /// [`CallClass::Stop`] calls are never refused.
     ///
     /// Errors are tagged with the executor and `operation` when they carry none; an error
     /// returned after retries carries an `attempts` context entry.
-    pub async fn call<T, F, Fut>(
+    pub async fn call_in<T, F, Fut>(
         &self,
+        class: CallClass,
         operation: &'static str,
         idem: Idempotency,
         mut f: F,
@@ -188,15 +268,14 @@ impl EngineCalls {
     {
         let mut attempt: u32 = 0;
         loop {
-            let result = self.attempt(operation, &mut f).await;
-            let error = match result {
+            let error = match self.attempt(class, operation, &mut f).await {
                 Ok(v) => return Ok(v),
-                Err(e) => self.tag(e, operation),
+                Err(Failed::Refused(e)) => {
+                    return Err(with_attempts(self.tag(e, operation), attempt));
+                }
+                Err(Failed::Engine(e)) => self.tag(e, operation),
             };
-            if error.kind() == ErrorKind::CircuitOpen
-                || attempt >= self.inner.retry.max_retries
-                || !idem.may_retry(&error)
-            {
+            if attempt >= self.inner.retry.max_retries || !idem.may_retry(&error) {
                 return Err(with_attempts(error, attempt));
             }
             let Some(delay) = self.inner.retry.delay(attempt, error.retry_after()) else {
@@ -206,6 +285,7 @@ impl EngineCalls {
             tracing::debug!(
                 executor = self.inner.executor,
                 operation,
+                class = class.as_str(),
                 attempt = attempt + 1,
                 kind = %error.kind(),
                 delay_ms = delay.as_millis() as u64,
@@ -217,28 +297,23 @@ impl EngineCalls {
     }
 
     /// One attempt: breaker admission, per-call timeout, counters.
-    async fn attempt<T, F, Fut>(&self, operation: &'static str, f: &mut F) -> Result<T, Error>
+    async fn attempt<T, F, Fut>(
+        &self,
+        class: CallClass,
+        operation: &'static str,
+        f: &mut F,
+    ) -> Result<T, Failed>
     where
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = Result<T, Error>> + Send,
         T: Send,
     {
-        let admission = self.inner.breaker.lock().admit(Instant::now());
+        let admission = self.inner.breakers.lock().admit(class, Instant::now());
         let probe = match admission {
             Admission::Allowed { probe } => probe,
-            Admission::Rejected { retry_in } => {
-                let mut e = Error::new(
-                    ErrorKind::CircuitOpen,
-                    "engine failed repeatedly; circuit breaker is open, failing fast",
-                )
-                .temporary();
-                if let Some(d) = retry_in {
-                    e = e.with_retry_after(d);
-                }
-                return Err(e);
-            }
+            Admission::Rejected(e) => return Err(Failed::Refused(e)),
         };
-        let mut guard = breaker::ProbeGuard::new(&self.inner.breaker, probe);
+        let mut guard = breaker::ProbeGuard::new(&self.inner.breakers, class, probe);
 
         {
             let mut c = self.inner.counters.lock();
@@ -276,12 +351,12 @@ impl EngineCalls {
         }
         // Only temporary errors say the engine is unhealthy; an answer like 404 means it
         // is up and talking.
-        let healthy = match &result {
-            Ok(_) => true,
-            Err(e) => !e.is_temporary(),
+        let failure = match &result {
+            Err(e) if e.is_temporary() => Some((e, operation)),
+            _ => None,
         };
-        guard.finish(healthy, Instant::now());
-        result
+        guard.finish(failure, Instant::now());
+        result.map_err(Failed::Engine)
     }
 
     fn tag(&self, mut e: Error, operation: &'static str) -> Error {
@@ -292,6 +367,17 @@ impl EngineCalls {
             e = e.with_operation(operation);
         }
         e
+    }
+
+    /// The engine answered through another channel (a watch, an event stream, a ping):
+    /// closes every breaker, so the next call of any class goes to the engine.
+    pub fn report_healthy(&self) {
+        self.inner.breakers.lock().healthy();
+    }
+
+    /// The state of the breaker of `class` ([`CallClass::Stop`] is always closed).
+    pub fn breaker_state(&self, class: CallClass) -> BreakerState {
+        self.inner.breakers.lock().state(class, Instant::now())
     }
 
     /// Request counters (upstream `stats().requests`); counts attempts, not calls.
@@ -311,10 +397,11 @@ impl EngineCalls {
         }
     }
 
-    /// Breaker state (upstream `stats().breaker`); half-open counts as not closed.
+    /// Breaker state (upstream `stats().breaker`): closed when every class's breaker is
+    /// closed (half-open counts as not closed).
     pub fn breaker_stats(&self) -> BreakerStats {
         BreakerStats {
-            is_closed: self.inner.breaker.lock().is_closed(),
+            is_closed: self.inner.breakers.lock().all_closed(),
         }
     }
 }
@@ -327,5 +414,7 @@ fn with_attempts(error: Error, retries: u32) -> Error {
     }
 }
 
+#[cfg(test)]
+mod class_tests;
 #[cfg(test)]
 mod tests;

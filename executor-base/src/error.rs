@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// The engine could not be reached (connection refused, DNS, socket missing).
     Unavailable,
     /// The circuit breaker is open: the engine failed repeatedly and calls fail fast.
+    /// [`crate::engine::EngineCalls`] reports the last real cause instead (with the
+    /// breaker's state as context, see [`crate::engine::refused_by_breaker`]); this kind
+    /// remains for a breaker that has no cause to report.
     CircuitOpen,
     /// The build's image could not be pulled or is malformed.
     ImagePull,

@@ -40,7 +40,7 @@ pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
 pub use verdict::Verdict;
 
 // Re-exports of engine/token/jwt (owned by the base helper) go below this line.
-pub use engine::{BreakerConfig, EngineCalls, Idempotency, RetryPolicy};
+pub use engine::{BreakerConfig, CallClass, EngineCalls, Idempotency, RetryPolicy};
 pub use jwt::{BuildClaims, JwtVerifier};
 pub use token::{TokenExchange, TokenExchangeOptions, exchange_token_for_build};
 

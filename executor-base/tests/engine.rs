@@ -134,7 +134,9 @@ async fn a_dead_engine_opens_the_breaker_and_calls_fail_fast() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::CircuitOpen);
+    // Failing fast with the last real cause, the breaker's state as context.
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(executor_base::engine::refused_by_breaker(&e), "{e}");
     assert!(e.retry_after().is_some());
     assert_eq!(
         attempts.load(Ordering::SeqCst),

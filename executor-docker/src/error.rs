@@ -100,7 +100,9 @@ pub(crate) fn is_missing_image(e: &Error) -> bool {
 /// Turns an image-related failure into an [`ErrorKind::ImagePull`] error (persistent
 /// unless the daemon itself could not be reached), keeping the daemon's words.
 pub(crate) fn image_pull(image: &str, e: Error) -> Error {
-    if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::CircuitOpen) {
+    if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::CircuitOpen)
+        || executor_base::engine::refused_by_breaker(&e)
+    {
         return e;
     }
     let mut out = Error::new(

@@ -87,6 +87,7 @@ enum TriggerError {
 /// An error whose request may have reached Jenkins and taken effect.
 fn ambiguous(e: &Error) -> bool {
     e.is_temporary()
+        && !executor_base::engine::refused_by_breaker(e)
         && !matches!(
             e.kind(),
             ErrorKind::Unavailable | ErrorKind::RateLimited | ErrorKind::CircuitOpen

@@ -3,10 +3,15 @@
 //! Creates are `NotIdempotent` (retried only after a refused connection or a 429);
 //! reads, deletes and the owner patch are `Idempotent` (5xx retried with backoff).
 //! Deleting something already gone is success.
+//!
+//! Breaker classes ([`CallClass`]): the start's creates and owner patch are `Start`,
+//! status reads `Read`, and every delete plus garbage collection's metadata lists `Stop`,
+//! which no breaker ever refuses: a run of failing starts cannot keep a stop from
+//! reaching the API server.
 
 use std::sync::Arc;
 
-use executor_base::engine::{EngineCalls, Idempotency};
+use executor_base::engine::{CallClass, EngineCalls, Idempotency};
 use executor_base::{Error, ErrorKind};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,18 +50,24 @@ impl K8sClient {
     pub(crate) async fn create_secret(&self, secret: &Secret) -> Result<Secret, Error> {
         let (api, pp) = (&self.secrets, &PostParams::default());
         self.calls
-            .call("create secret", Idempotency::NotIdempotent, || async move {
-                api.create(pp, secret).await.map_err(error::map)
-            })
+            .call_in(
+                CallClass::Start,
+                "create secret",
+                Idempotency::NotIdempotent,
+                || async move { api.create(pp, secret).await.map_err(error::map) },
+            )
             .await
     }
 
     pub(crate) async fn create_pod(&self, pod: &Pod) -> Result<Pod, Error> {
         let (api, pp) = (&self.pods, &PostParams::default());
         self.calls
-            .call("create pod", Idempotency::NotIdempotent, || async move {
-                api.create(pp, pod).await.map_err(error::map)
-            })
+            .call_in(
+                CallClass::Start,
+                "create pod",
+                Idempotency::NotIdempotent,
+                || async move { api.create(pp, pod).await.map_err(error::map) },
+            )
             .await
     }
 
@@ -68,12 +79,17 @@ impl K8sClient {
         }]}});
         let (api, pp, patch) = (&self.secrets, &PatchParams::default(), &Patch::Merge(patch));
         self.calls
-            .call("own secret", Idempotency::Idempotent, || async move {
-                api.patch(secret, pp, patch)
-                    .await
-                    .map(|_| ())
-                    .map_err(error::map)
-            })
+            .call_in(
+                CallClass::Start,
+                "own secret",
+                Idempotency::Idempotent,
+                || async move {
+                    api.patch(secret, pp, patch)
+                        .await
+                        .map(|_| ())
+                        .map_err(error::map)
+                },
+            )
             .await
     }
 
@@ -81,9 +97,12 @@ impl K8sClient {
         let (api, dp) = (&self.secrets, &DeleteParams::default());
         gone_is_ok(
             self.calls
-                .call("delete secret", Idempotency::Idempotent, || async move {
-                    api.delete(name, dp).await.map(|_| ()).map_err(error::map)
-                })
+                .call_in(
+                    CallClass::Stop,
+                    "delete secret",
+                    Idempotency::Idempotent,
+                    || async move { api.delete(name, dp).await.map(|_| ()).map_err(error::map) },
+                )
                 .await,
         )
     }
@@ -96,9 +115,12 @@ impl K8sClient {
         let api = &self.pods;
         gone_is_ok(
             self.calls
-                .call("delete pod", Idempotency::Idempotent, || async move {
-                    api.delete(name, dp).await.map(|_| ()).map_err(error::map)
-                })
+                .call_in(
+                    CallClass::Stop,
+                    "delete pod",
+                    Idempotency::Idempotent,
+                    || async move { api.delete(name, dp).await.map(|_| ()).map_err(error::map) },
+                )
                 .await,
         )
     }
@@ -116,12 +138,17 @@ impl K8sClient {
         let (api, lp) = (&self.pods, &ListParams::default().labels(selector));
         gone_is_ok(
             self.calls
-                .call("delete pods", Idempotency::Idempotent, || async move {
-                    api.delete_collection(dp, lp)
-                        .await
-                        .map(|_| ())
-                        .map_err(error::map)
-                })
+                .call_in(
+                    CallClass::Stop,
+                    "delete pods",
+                    Idempotency::Idempotent,
+                    || async move {
+                        api.delete_collection(dp, lp)
+                            .await
+                            .map(|_| ())
+                            .map_err(error::map)
+                    },
+                )
                 .await,
         )
     }
@@ -132,12 +159,17 @@ impl K8sClient {
         let (api, lp) = (&self.secrets, &ListParams::default().labels(selector));
         gone_is_ok(
             self.calls
-                .call("delete secrets", Idempotency::Idempotent, || async move {
-                    api.delete_collection(dp, lp)
-                        .await
-                        .map(|_| ())
-                        .map_err(error::map)
-                })
+                .call_in(
+                    CallClass::Stop,
+                    "delete secrets",
+                    Idempotency::Idempotent,
+                    || async move {
+                        api.delete_collection(dp, lp)
+                            .await
+                            .map(|_| ())
+                            .map_err(error::map)
+                    },
+                )
                 .await,
         )
     }
@@ -145,47 +177,64 @@ impl K8sClient {
     pub(crate) async fn get_pod(&self, name: &str) -> Result<Option<Pod>, Error> {
         let api = &self.pods;
         self.calls
-            .call("get pod", Idempotency::Idempotent, || async move {
-                api.get_opt(name).await.map_err(error::map)
-            })
+            .call_in(
+                CallClass::Read,
+                "get pod",
+                Idempotency::Idempotent,
+                || async move { api.get_opt(name).await.map_err(error::map) },
+            )
             .await
     }
 
     pub(crate) async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, Error> {
         let (api, lp) = (&self.pods, &ListParams::default().labels(selector));
         self.calls
-            .call("list pods", Idempotency::Idempotent, || async move {
-                api.list(lp).await.map(|l| l.items).map_err(error::map)
-            })
+            .call_in(
+                CallClass::Read,
+                "list pods",
+                Idempotency::Idempotent,
+                || async move { api.list(lp).await.map(|l| l.items).map_err(error::map) },
+            )
             .await
     }
 
-    /// Metadata (never the data) of the Secrets matching `selector`.
+    /// Metadata (never the data) of the Secrets matching `selector` (for garbage
+    /// collection, so in the never-refused `Stop` class).
     pub(crate) async fn list_secret_metadata(
         &self,
         selector: &str,
     ) -> Result<Vec<ObjectMeta>, Error> {
         let (api, lp) = (&self.secrets, &ListParams::default().labels(selector));
         self.calls
-            .call("list secrets", Idempotency::Idempotent, || async move {
-                api.list_metadata(lp)
-                    .await
-                    .map(|l| l.items.into_iter().map(|m| m.metadata).collect())
-                    .map_err(error::map)
-            })
+            .call_in(
+                CallClass::Stop,
+                "list secrets",
+                Idempotency::Idempotent,
+                || async move {
+                    api.list_metadata(lp)
+                        .await
+                        .map(|l| l.items.into_iter().map(|m| m.metadata).collect())
+                        .map_err(error::map)
+                },
+            )
             .await
     }
 
-    /// Metadata of the pods matching `selector`.
+    /// Metadata of the pods matching `selector` (for garbage collection, `Stop` class).
     pub(crate) async fn list_pod_metadata(&self, selector: &str) -> Result<Vec<ObjectMeta>, Error> {
         let (api, lp) = (&self.pods, &ListParams::default().labels(selector));
         self.calls
-            .call("list pods", Idempotency::Idempotent, || async move {
-                api.list_metadata(lp)
-                    .await
-                    .map(|l| l.items.into_iter().map(|m| m.metadata).collect())
-                    .map_err(error::map)
-            })
+            .call_in(
+                CallClass::Stop,
+                "list pod metadata",
+                Idempotency::Idempotent,
+                || async move {
+                    api.list_metadata(lp)
+                        .await
+                        .map(|l| l.items.into_iter().map(|m| m.metadata).collect())
+                        .map_err(error::map)
+                },
+            )
             .await
     }
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use executor_base::engine::BreakerConfig;
+use executor_base::engine::{BreakerConfig, refused_by_breaker};
 use executor_base::{ErrorKind, Executor, Phase};
 use executor_k8s::K8sExecutorBuilder;
 use executor_k8s::fake::{FakeApiServer, Fault};
@@ -77,7 +77,7 @@ async fn an_unreachable_api_server_is_unavailable_after_retries() {
 }
 
 #[tokio::test]
-async fn the_breaker_opens_after_repeated_failures_and_fails_fast() {
+async fn the_read_breaker_opens_after_repeated_failures_and_fails_fast_with_the_cause() {
     let fake = FakeApiServer::start().await;
     let e = executor(
         builder(&fake)
@@ -100,12 +100,59 @@ async fn the_breaker_opens_after_repeated_failures_and_fails_fast() {
     assert!(!e.stats().breaker.is_closed);
     let before = fake.request_count("get pods");
     let err = e.status(&stop_cfg(6)).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    // The last real cause (the server's 500), with the breaker's state as context.
+    assert_eq!(
+        (err.kind(), err.status()),
+        (ErrorKind::Unexpected, Some(500)),
+        "{err}"
+    );
+    assert!(refused_by_breaker(&err), "{err}");
+    assert!(err.to_string().contains("read calls"), "{err}");
     assert_eq!(
         fake.request_count("get pods"),
         before,
         "an open breaker sends nothing"
     );
+    // Stops are not reads: the stop goes out and removes the pod.
+    e.stop(&stop_cfg(6)).await.unwrap();
+    assert!(k.pods().is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_start_never_prevents_a_stop() {
+    let fake = FakeApiServer::start().await;
+    let e = executor(
+        builder(&fake)
+            .with_retry(executor_base::engine::RetryPolicy::none())
+            .with_breaker(BreakerConfig {
+                max_failures: 3,
+                reset_timeout: Duration::from_secs(60),
+                ..BreakerConfig::default()
+            }),
+    )
+    .await;
+    let k = fake.kubelet(NS);
+    e.start(&start_cfg(20)).await.unwrap();
+    k.run(&pod_name(&k, 20));
+    fake.inject(Fault::status(503).on("create", "secrets").times(100));
+    for id in 21..24 {
+        assert!(e.start(&start_cfg(id)).await.is_err());
+    }
+    // The start breaker is open: the next start fails fast with the server's answer ...
+    let sent = fake.request_count("create secrets");
+    let err = e.start(&start_cfg(24)).await.unwrap_err();
+    assert_eq!(fake.request_count("create secrets"), sent);
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(refused_by_breaker(&err) && err.is_temporary(), "{err}");
+    // ... while status reads and the stop go to the API server.
+    eventually("the build runs", || async {
+        (e.status(&stop_cfg(20)).await.unwrap().phase == Phase::Running).then_some(())
+    })
+    .await;
+    let deletes = fake.request_count("deletecollection pods");
+    e.stop(&stop_cfg(20)).await.unwrap();
+    assert_eq!(fake.request_count("deletecollection pods"), deletes + 1);
+    assert!(k.pods().is_empty());
 }
 
 #[tokio::test]

@@ -212,10 +212,11 @@ async fn breaker_opens_fails_fast_half_opens_and_closes() {
     }
     assert!(!calls.breaker_stats().is_closed);
 
-    // Open: fails fast without calling the engine.
+    // Open: fails fast without calling the engine, with the last real cause.
     let (r, n, _) = run_script(&calls, Idempotency::Idempotent, vec![]).await;
     let e = r.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(refused_by_breaker(&e), "{e}");
     assert!(e.is_temporary());
     assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
     assert_eq!(n, 0);
@@ -226,7 +227,11 @@ async fn breaker_opens_fails_fast_half_opens_and_closes() {
     let (r, n, _) = run_script(&calls, Idempotency::Idempotent, vec![unavailable()]).await;
     assert_eq!((r.unwrap_err().kind(), n), (ErrorKind::Unavailable, 1));
     let (r, n, _) = run_script(&calls, Idempotency::Idempotent, vec![]).await;
-    assert_eq!((r.unwrap_err().kind(), n), (ErrorKind::CircuitOpen, 0));
+    let e = r.unwrap_err();
+    assert_eq!(
+        (e.kind(), refused_by_breaker(&e), n),
+        (ErrorKind::Unavailable, true, 0)
+    );
 
     // A successful probe closes it.
     tokio::time::advance(Duration::from_secs(30)).await;
@@ -240,8 +245,13 @@ async fn open_breaker_stops_retries() {
     let calls = EngineCalls::new("test", policy(10), breaker(2));
     let errors = (0..10).map(|_| unavailable()).collect();
     let (r, n, _) = run_script(&calls, Idempotency::Idempotent, errors).await;
-    assert_eq!(r.unwrap_err().kind(), ErrorKind::CircuitOpen);
+    let e = r.unwrap_err();
+    assert_eq!(
+        (e.kind(), refused_by_breaker(&e)),
+        (ErrorKind::Unavailable, true)
+    );
     assert_eq!(n, 2);
+    assert_eq!(e.context().last().unwrap(), &("attempts", "3".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,7 +324,10 @@ async fn half_open_lets_one_probe_through_at_a_time() {
     tokio::task::yield_now().await;
     assert_eq!(calls.request_stats().concurrent, 1);
     let (r, n, _) = run_script(&calls, Idempotency::Idempotent, vec![]).await;
-    assert_eq!((r.unwrap_err().kind(), n), (ErrorKind::CircuitOpen, 0));
+    let e = r.unwrap_err();
+    assert_eq!((refused_by_breaker(&e), n), (true, 0));
+    assert!(e.to_string().contains("half-open"), "{e}");
+    assert_eq!(e.retry_after(), None);
 
     release_tx.send(()).unwrap();
     probe.await.unwrap().unwrap();
