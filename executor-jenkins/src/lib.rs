@@ -14,6 +14,7 @@ mod job;
 mod mapping;
 mod script;
 mod template;
+mod xml;
 
 #[cfg(feature = "test-support")]
 pub mod fake;

@@ -230,73 +230,17 @@ pub(crate) fn check_xml_chars(field: &str, s: &str) -> Result<(), Error> {
 
 /// Reads the whole document; the first syntax error, with its byte position.
 pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let mut depth: usize = 0;
-    let mut roots = 0;
-    loop {
-        match reader.read_event() {
-            Ok(quick_xml::events::Event::Eof) => break,
-            Ok(quick_xml::events::Event::Start(e)) => {
-                check_attributes(&e).map_err(|m| {
-                    format!(
-                        "not well-formed XML at byte {}: {m}",
-                        reader.buffer_position()
-                    )
-                })?;
-                if depth == 0 {
-                    roots += 1;
-                }
-                depth += 1;
-            }
-            Ok(quick_xml::events::Event::End(_)) => depth = depth.saturating_sub(1),
-            Ok(quick_xml::events::Event::Empty(e)) => {
-                check_attributes(&e).map_err(|m| {
-                    format!(
-                        "not well-formed XML at byte {}: {m}",
-                        reader.buffer_position()
-                    )
-                })?;
-                if depth == 0 {
-                    roots += 1;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(format!(
-                    "not well-formed XML at byte {}: {e}",
-                    reader.error_position()
-                ));
-            }
-        }
-    }
-    if depth != 0 {
-        return Err("not well-formed XML: unclosed element at end of document".into());
-    }
-    if roots != 1 {
-        return Err(format!(
-            "not well-formed XML: expected one root element, found {roots}"
-        ));
-    }
-    Ok(())
+    crate::xml::parse(xml).map(drop)
 }
 
-fn check_attributes(e: &quick_xml::events::BytesStart<'_>) -> Result<(), String> {
-    for a in e.attributes() {
-        a.map_err(|err| err.to_string())?;
-    }
-    Ok(())
-}
-
-/// The unescaped text of the first `<tag>…</tag>` element (no nesting), if any.
+/// The text of the first `<tag>` element in document order, if any.
 #[cfg(any(test, feature = "test-support"))]
 pub(crate) fn element_text(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&close)?;
-    quick_xml::escape::unescape(&xml[start..end])
-        .ok()
-        .map(Cow::into_owned)
+    let root = crate::xml::parse(xml).ok()?;
+    root.descendants()
+        .into_iter()
+        .find(|e| e.name == tag)
+        .map(|e| e.text.clone())
 }
 
 #[cfg(test)]

@@ -342,9 +342,10 @@ impl FakeJenkins {
         let desc = {
             let s = self.state.lock();
             s.jobs.get(job).and_then(|j| {
-                let tag = "<hudson.plugins.build__timeout.operations.WriteDescriptionOperation>";
-                let start = j.config.find(tag)?;
-                crate::template::element_text(&j.config[start..], "description")
+                let root = crate::xml::parse(&j.config).ok()?;
+                let tag = "hudson.plugins.build__timeout.operations.WriteDescriptionOperation";
+                let op = root.descendants().into_iter().find(|e| e.name == tag)?;
+                op.child_text("description").map(str::to_string)
             })
         };
         self.finish_with(job, number, "ABORTED", desc)

@@ -1,0 +1,210 @@
+//! [`JenkinsExecutor`]: the [`Executor`] contract on Jenkins' REST API.
+//!
+//! The contract's calls live in one file each: [`start`] (create or update the job, then
+//! `buildWithParameters`, never blindly repeated), [`status`] (queue item → build →
+//! [`BuildStatus`]), [`stop`] (cancel the queue item or stop the build it became) and
+//! [`gc`] (delete expired jobs).
+
+mod gc;
+mod start;
+mod status;
+mod stop;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+
+use async_trait::async_trait;
+use executor_base::engine::{EngineCalls, Idempotency};
+use executor_base::{
+    BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
+    Verdict,
+};
+use parking_lot::Mutex;
+
+use crate::SCHEME;
+use crate::api::JobInfo;
+use crate::client::Client;
+use crate::error::JenkinsError;
+use crate::job::JobSettings;
+
+use Idempotency::Idempotent;
+
+/// What this executor remembers about a build it started (or looked up).
+#[derive(Debug, Clone, Default)]
+struct Tracked {
+    /// The queue item `buildWithParameters` created.
+    queue_id: Option<u64>,
+    /// The build number, once the queue item became a build.
+    number: Option<u64>,
+    /// The job's last build number before our trigger: later builds are ours.
+    before: u64,
+    /// We asked Jenkins to stop it.
+    stopped: bool,
+    /// The final status, once Jenkins reported one (no more requests after that).
+    terminal: Option<BuildStatus>,
+    /// Counted as started in the build counters (we started it).
+    counted: bool,
+    /// Counted as finished or stopped.
+    done_counted: bool,
+}
+
+/// Runs each Screwdriver build as a Jenkins job `SD-<buildId>`; see the crate docs.
+///
+/// Built by [`crate::JenkinsExecutorBuilder`].
+pub struct JenkinsExecutor {
+    client: Client,
+    calls: EngineCalls,
+    job: JobSettings,
+    builds: Mutex<HashMap<BuildId, Tracked>>,
+    starting: Mutex<HashSet<BuildId>>,
+    counter: BuildCounter,
+}
+
+impl fmt::Debug for JenkinsExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JenkinsExecutor")
+            .field("client", &self.client)
+            .field("job_prefix", &self.job.job_prefix)
+            .field("template", &self.job.template)
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JenkinsExecutor {
+    pub(crate) fn new(client: Client, calls: EngineCalls, job: JobSettings) -> Self {
+        Self {
+            client,
+            calls,
+            job,
+            builds: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
+            counter: BuildCounter::new(),
+        }
+    }
+
+    /// The Jenkins base URL (with the path prefix).
+    pub fn base_url(&self) -> &url::Url {
+        self.client.base()
+    }
+
+    /// The Jenkins job name of a build (`SD-<buildId>` by default).
+    pub fn job_name(&self, build_id: BuildId) -> String {
+        self.job.job_name(build_id)
+    }
+
+    /// The folder jobs are created in (`ci/screwdriver`), `/` for Jenkins' root.
+    pub fn folder(&self) -> String {
+        self.client.folder().to_string()
+    }
+
+    /// Jenkins' version (its `X-Jenkins` header), read with the configured credentials:
+    /// a check that the URL, path prefix, user and token work (`sdx doctor`), and that
+    /// the configured folder exists (a `ConfigInvalid` error naming `folder` if not).
+    pub async fn jenkins_version(&self) -> Result<String, Error> {
+        let tag = |e: Error| e.with_executor(SCHEME).with_operation("version");
+        let version = self
+            .engine("version", Idempotent, || self.client.version())
+            .await
+            .map_err(tag)?;
+        self.engine("check folder", Idempotent, || self.client.check_folder())
+            .await
+            .map_err(tag)?;
+        Ok(version)
+    }
+
+    /// One engine call through the retry policy and breaker.
+    async fn engine<T, F, Fut>(&self, op: &'static str, idem: Idempotency, f: F) -> Result<T, Error>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T, JenkinsError>> + Send,
+        T: Send,
+    {
+        self.calls
+            .call(op, idem, || {
+                let fut = f();
+                async move { fut.await.map_err(Error::from) }
+            })
+            .await
+    }
+
+    fn tracked(&self, id: BuildId) -> Option<Tracked> {
+        self.builds.lock().get(&id).cloned()
+    }
+
+    /// Stores what a status or stop learned, and counts a build once when it ends.
+    fn remember(&self, id: BuildId, update: impl FnOnce(&mut Tracked)) {
+        let mut builds = self.builds.lock();
+        let t = builds.entry(id).or_default();
+        update(t);
+        if let Some(s) = &t.terminal
+            && t.counted
+            && !t.done_counted
+        {
+            if t.stopped {
+                self.counter.stopped();
+            } else {
+                self.counter.finished(s);
+            }
+            t.done_counted = true;
+        }
+    }
+
+    async fn get_job(&self, name: &str) -> Result<Option<JobInfo>, Error> {
+        self.engine("get job", Idempotent, || self.client.job(name))
+            .await
+    }
+
+    async fn delete_quietly(&self, name: &str) {
+        if let Err(e) = self
+            .engine("delete job", Idempotent, || self.client.delete_job(name))
+            .await
+        {
+            tracing::warn!(job = name, error = %e, "could not remove the job of a failed start");
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for JenkinsExecutor {
+    fn name(&self) -> &str {
+        SCHEME
+    }
+
+    async fn start(&self, build: &StartConfig) -> Result<(), Error> {
+        self.do_start(build)
+            .await
+            .map_err(|e| e.with_executor(SCHEME).with_operation("start"))
+    }
+
+    async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
+        self.do_stop(build).await
+    }
+
+    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
+        let s = self.status(&build.to_stop()).await?;
+        Ok(Verdict::from_status(&s))
+    }
+
+    async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
+        self.do_status(build).await
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            requests: self.calls.request_stats(),
+            breaker: self.calls.breaker_stats(),
+            builds: self.counter.snapshot(),
+            ..Stats::default()
+        }
+    }
+
+    async fn cleanup(&self) -> Result<(), Error> {
+        self.gc(false).await.map(|_| ())
+    }
+
+    async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
+        self.do_gc(dry_run).await
+    }
+}
