@@ -234,7 +234,7 @@ pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
 }
 
 /// The text of the first `<tag>` element in document order, if any.
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(test)]
 pub(crate) fn element_text(xml: &str, tag: &str) -> Option<String> {
     let root = crate::xml::parse(xml).ok()?;
     root.descendants()

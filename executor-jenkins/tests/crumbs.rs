@@ -1,4 +1,6 @@
 //! The CSRF crumb: fetched once, refreshed once when Jenkins rejects it, optional.
+//! Jenkins checks crumbs only on requests authenticated with the user's password (API
+//! tokens are exempt, core `ApiCrumbExclusion`), so these tests log in with the password.
 
 mod common;
 
@@ -6,12 +8,26 @@ use std::time::Duration;
 
 use common::*;
 use executor_base::{ErrorKind, Executor, Phase};
-use executor_jenkins::fake::{FakeOptions, Fault, FaultAction};
+use executor_jenkins::JenkinsExecutor;
+use executor_jenkins::fake::{FAKE_USER, FakeJenkins, FakeOptions, Fault, FaultAction};
 use futures::future::join_all;
+
+/// A fake plus an executor that logs in with the user's password (crumbs enforced).
+async fn with_password() -> (FakeJenkins, JenkinsExecutor) {
+    let j = FakeJenkins::start().await;
+    let e = j
+        .executor_builder()
+        .with_credentials(FAKE_USER, j.password())
+        .build()
+        .await
+        .unwrap();
+    j.clear_requests();
+    (j, e)
+}
 
 #[tokio::test]
 async fn the_crumb_is_fetched_once_for_many_posts() {
-    let (j, e) = setup().await;
+    let (j, e) = with_password().await;
     let builds: Vec<_> = (1..=20).map(build).collect();
     let results = join_all(builds.iter().map(|b| e.start(b))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -31,7 +47,7 @@ async fn the_crumb_is_fetched_once_for_many_posts() {
 
 #[tokio::test]
 async fn a_rejected_crumb_is_refreshed_once_and_the_request_resent() {
-    let (j, e) = setup().await;
+    let (j, e) = with_password().await;
     e.start(&build(1)).await.unwrap();
     assert_eq!(j.crumbs_issued(), 1);
     j.expire_crumbs(); // e.g. Jenkins restarted: the session is gone
@@ -52,7 +68,7 @@ async fn a_rejected_crumb_is_refreshed_once_and_the_request_resent() {
 
 #[tokio::test]
 async fn build_with_parameters_is_resent_after_a_crumb_rejection_and_queued_once() {
-    let (j, e) = setup().await;
+    let (j, e) = with_password().await;
     e.start(&build(1)).await.unwrap();
     j.inject(Fault::on(
         "POST",
@@ -79,7 +95,7 @@ async fn build_with_parameters_is_resent_after_a_crumb_rejection_and_queued_once
 
 #[tokio::test]
 async fn crumbs_that_expire_with_age_are_refreshed() {
-    let (j, e) = setup().await;
+    let (j, e) = with_password().await;
     j.set_crumb_ttl(Some(Duration::from_millis(50)));
     e.start(&build(2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
@@ -90,7 +106,7 @@ async fn crumbs_that_expire_with_age_are_refreshed() {
 
 #[tokio::test]
 async fn a_crumb_rejected_twice_is_not_refreshed_in_a_loop() {
-    let (j, e) = setup().await;
+    let (j, e) = with_password().await;
     e.start(&build(1)).await.unwrap();
     let crumb_403 = FaultAction::Respond {
         status: 403,

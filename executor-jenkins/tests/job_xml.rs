@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 use executor_base::{ErrorKind, Executor, LaunchMode, StartConfig};
-use executor_jenkins::JobTemplate;
+use executor_jenkins::fake::run_shell_step;
 use quick_xml::events::Event;
 
 /// The unescaped text of every `<tag>` element.
@@ -111,21 +111,30 @@ case "$1" in
 esac
 "#;
 
+/// Runs a job's Shell command as a Jenkins agent does (core `hudson/tasks/Shell.java`:
+/// `sh -xe FILE`, or the `#!` interpreter line) with the build's parameters in the
+/// environment; its exit code and the `docker` calls. The build token must appear nowhere
+/// in what the console log would show (Jenkins does not mask password parameters there).
 fn run_script(command: &str, dir: &std::path::Path, exit: &str) -> (i32, Vec<Vec<String>>) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("SD_TOKEN", BUILD_TOKEN)
-        .env("FAKE_DOCKER_DIR", dir)
-        .env("FAKE_EXIT", exit)
-        .output()
-        .unwrap();
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
+    let out = run_shell_step(
+        command,
+        &[
+            ("SD_TOKEN", BUILD_TOKEN),
+            ("FAKE_DOCKER_DIR", dir.to_str().unwrap()),
+            ("FAKE_EXIT", exit),
+        ],
+    )
+    .unwrap();
+    let console = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let log = std::fs::read_to_string(dir.join("calls")).unwrap();
+    assert!(
+        !console.contains(BUILD_TOKEN),
+        "the token is in the console log:\n{console}"
+    );
+    let log = std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
     let calls = log
         .split("--\n")
         .filter(|c| !c.is_empty())
@@ -134,17 +143,23 @@ fn run_script(command: &str, dir: &std::path::Path, exit: &str) -> (i32, Vec<Vec
     (out.status.code().unwrap(), calls)
 }
 
-#[tokio::test]
-async fn the_job_script_runs_the_build_container_with_job_tools_and_the_token_file() {
+/// A directory holding the recording `docker`.
+fn fake_docker() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let docker = dir.path().join("docker");
     std::fs::write(&docker, FAKE_DOCKER).unwrap();
     std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = docker.to_str().unwrap().to_string();
+    (dir, path)
+}
 
+#[tokio::test]
+async fn the_job_script_runs_the_build_container_with_job_tools_and_the_token_file() {
+    let (dir, docker) = fake_docker();
     let (j, _) = setup().await;
     let e = j
         .executor_builder()
-        .with_docker_command(docker.to_str().unwrap())
+        .with_docker_command(&docker)
         .with_docker_network("host")
         .build()
         .await
@@ -153,13 +168,26 @@ async fn the_job_script_runs_the_build_container_with_job_tools_and_the_token_fi
     let command = texts_of(&j.job_config("SD-42").unwrap(), "command").remove(0);
 
     let (code, calls) = run_script(&command, dir.path(), "3");
+    assert!(
+        command.starts_with("#!/bin/sh -eu\n"),
+        "Jenkins then runs it without -x"
+    );
     assert_eq!(code, 3, "the build's exit code is the job's");
     let verbs: Vec<&str> = calls.iter().map(|c| c[0].as_str()).collect();
-    assert_eq!(verbs, ["rm", "create", "create", "cp", "start", "rm"]);
+    assert_eq!(
+        verbs,
+        [
+            "rm", "pull", "pull", "create", "create", "cp", "start", "rm"
+        ],
+        "both images are pulled first, as upstream's `docker-compose pull`"
+    );
     assert_eq!(
         calls[0],
         ["rm", "--force", "--volumes", "SD-42-build", "SD-42-init"]
     );
+    assert_eq!(calls[1], ["pull", "screwdrivercd/launcher:stable"]);
+    assert_eq!(calls[2], ["pull", "node:22"]);
+    let calls = &calls[2..];
     let init = &calls[1];
     assert_eq!(&init[..3], ["create", "--name", "SD-42-init"]);
     assert!(init.contains(&"sdbuild=SD-42".to_string()));
@@ -245,36 +273,52 @@ async fn screwdriver_mode_keeps_the_token_out_of_the_job() {
     assert!(command.contains("--env SD_TOKEN \\"), "{command}");
 }
 
+/// The built-in template's parameter definitions, for user templates.
+fn builtin_properties() -> &'static str {
+    let t = executor_jenkins::BUILTIN_TEMPLATE;
+    let start = t.find("<properties>").unwrap();
+    let end = t.find("</properties>").unwrap() + "</properties>".len();
+    &t[start..end]
+}
+
 #[tokio::test]
-async fn a_user_template_replaces_the_builtin_one() {
+async fn a_user_template_replaces_the_builtin_one_and_its_script_never_shows_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("job.xml");
     std::fs::write(
         &path,
-        "<project><description>{{description}}</description>\
-         <properties><hudson.model.ParametersDefinitionProperty><parameterDefinitions>\
-         <hudson.model.PasswordParameterDefinition><name>SD_TOKEN</name></hudson.model.PasswordParameterDefinition>\
-         </parameterDefinitions></hudson.model.ParametersDefinitionProperty></properties>\
-         <assignedNode>custom-{{ node_label }}</assignedNode>\
-         <builders><hudson.tasks.Shell><command>echo {{build_id}} &amp;&amp; {{script}}</command></hudson.tasks.Shell></builders>\
-         </project>",
+        format!(
+            "<project><description>{{{{description}}}}</description>{}\
+             <assignedNode>custom-{{{{ node_label }}}}</assignedNode>\
+             <builders><hudson.tasks.Shell><command>echo {{{{build_id}}}} &amp;&amp; {{{{script}}}}</command></hudson.tasks.Shell></builders>\
+             </project>",
+            builtin_properties()
+        ),
     )
     .unwrap();
+    let (docker_dir, docker) = fake_docker();
     let (j, _) = setup().await;
     let e = j
         .executor_builder()
         .with_template_path(&path)
+        .with_docker_command(&docker)
         .build()
         .await
         .unwrap();
     e.start(&build(42)).await.unwrap();
     let xml = j.job_config("SD-42").unwrap();
     assert_eq!(texts_of(&xml, "assignedNode"), ["custom-screwdriver"]);
-    assert!(texts_of(&xml, "command")[0].starts_with("echo 42 && set -eu\n"));
-    assert_eq!(
-        j.queue_items("SD-42")[0].params.keys().collect::<Vec<_>>(),
-        ["SD_TOKEN"]
+    let command = texts_of(&xml, "command").remove(0);
+    // Not starting with #!, Jenkins runs it with `sh -xe`: the script turns the trace off
+    // before it touches the token.
+    let (code, calls) = run_script(&command, docker_dir.path(), "0");
+    assert!(
+        command.starts_with("echo 42 && #!/bin/sh -eu\n"),
+        "{command}"
     );
+    assert_eq!(j.queue_items("SD-42")[0].params.len(), 7);
+    assert_eq!(code, 0);
+    assert!(calls.iter().any(|c| c[0] == "cp"), "{calls:?}");
 
     std::fs::write(&path, "<project>{{token}}</project>").unwrap();
     let err = j
@@ -289,7 +333,65 @@ async fn a_user_template_replaces_the_builtin_one() {
         err.to_string().contains("unknown placeholder {{token}}"),
         "{err}"
     );
+}
 
-    let t = JobTemplate::parse("<a>{{script}}</a>", "inline").unwrap();
-    assert_eq!(t.placeholders(), ["script"]);
+#[tokio::test]
+async fn the_screwdriver_mode_script_never_shows_the_token() {
+    let (docker_dir, docker) = fake_docker();
+    let (j, _) = setup().await;
+    let e = j
+        .executor_builder()
+        .with_launch_mode(LaunchMode::Screwdriver)
+        .with_docker_command(&docker)
+        .build()
+        .await
+        .unwrap();
+    e.start(&build(42)).await.unwrap();
+    let command = texts_of(&j.job_config("SD-42").unwrap(), "command").remove(0);
+    let (code, calls) = run_script(&command, docker_dir.path(), "0");
+    assert_eq!(code, 0);
+    let create = calls
+        .iter()
+        .find(|c| c[0] == "create" && c.contains(&"SD-42-build".to_string()));
+    assert!(
+        create.unwrap().contains(&"SD_TOKEN".to_string()),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_pull_policy_decides_what_the_script_pulls() {
+    for (policy, expected) in [
+        (
+            "missing",
+            vec!["rm", "create", "create", "cp", "start", "rm"],
+        ),
+        (
+            "never",
+            vec![
+                "rm", "image", "image", "create", "create", "cp", "start", "rm",
+            ],
+        ),
+    ] {
+        let (docker_dir, docker) = fake_docker();
+        let (j, _) = setup().await;
+        let e = j
+            .executor_builder()
+            .with_option("pullPolicy", policy)
+            .with_docker_command(&docker)
+            .build()
+            .await
+            .unwrap();
+        e.start(&build(42)).await.unwrap();
+        let command = texts_of(&j.job_config("SD-42").unwrap(), "command").remove(0);
+        let (_, calls) = run_script(&command, docker_dir.path(), "0");
+        let verbs: Vec<&str> = calls.iter().map(|c| c[0].as_str()).collect();
+        assert_eq!(verbs, expected, "{policy}");
+        if policy == "never" {
+            assert_eq!(
+                calls[1],
+                ["image", "inspect", "screwdrivercd/launcher:stable"]
+            );
+        }
+    }
 }

@@ -1,20 +1,40 @@
 //! A stateful fake Jenkins on loopback, for tests and benchmarks (feature `test-support`;
 //! not API-stable).
 //!
-//! It keeps jobs (with their `config.xml`), a queue whose items become builds after a
-//! delay the test sets (or when the test says so), builds that run until the test finishes
-//! them, they are stopped, or an automatic run time passes, CSRF crumbs bound to a session
-//! cookie (issuing, validation, expiry), HTTP basic auth, and injectable faults: any status
-//! (401/403/404/429/5xx), slow answers, and failures *after* the request took effect (the
-//! ambiguous case). It answers the paths `executor-jenkins` uses, the way Jenkins does
-//! (`Location` of queue items, `X-Error` on an existing job, 302 after POSTs, 422 when
-//! cancelling an item that left the queue), and counts every request.
+//! No Jenkins can run where this crate is tested, so the fake answers the way Jenkins
+//! core's source says a controller does (core 2.479 unless [`FakeOptions::version`] says
+//! otherwise; each behaviour names its source where it is implemented):
+//!
+//! * jobs keep their `config.xml` verbatim, and are *loaded* as Jenkins loads them: the
+//!   top-level description, the parameter definitions, `<disabled>`, and elements of
+//!   plugins that are not installed silently dropped (the job is created anyway; see
+//!   [`FakeJenkins::old_data`]), so a missing build-timeout plugin removes the timeout;
+//! * `createItem`: 200; 400 + `X-Error` for a name in use (case-insensitively); 500 for
+//!   XML it cannot read; 400 without a Content-Type;
+//! * `buildWithParameters`: 201 + `Location` of the queue item; 303 to an identical item
+//!   already queued; 302 without an item when the schedule is refused
+//!   ([`FakeJenkins::refuse_next_schedules`]); 409 for a disabled job; 500 (400 from
+//!   2.525) for a job without parameters; the quiet period (5 s unless `delay=`);
+//! * the queue: waiting items without `cancelled`/`executable`, left items with
+//!   `executable: null` until their build exists ([`FakeOptions::executable_delay`]);
+//!   `cancelItem` 204 / 500 (already left) / 422 (no Cancel permission) / 404;
+//! * builds with `timestamp` and `queueId`; `stop` and the job's own timeout abort
+//!   *asynchronously* ([`FakeOptions::abort_delay`]); `submitDescription`;
+//! * CSRF: crumbs bound to a session cookie, required only on POSTs authenticated with
+//!   the password ([`FAKE_PASSWORD`]), not with the API token (`ApiCrumbExclusion`);
+//! * permissions ([`FakeJenkins::deny`]) answered with Jenkins' access-denied page, which
+//!   like every layout page contains the crumb header name;
+//! * `GET /pluginManager/api/json` (needs Overall/SystemRead);
+//! * a Shell step run as a Jenkins agent runs it ([`run_shell_step`]);
+//!
+//! plus injectable faults: any status, slow answers, and failures *after* the request took
+//! effect (the ambiguous case). Every request is recorded with the status it got.
 //!
 //! Folders (CloudBees Folders plugin) exist only when the test creates them with
 //! [`FakeJenkins::create_folder`]; jobs live inside their folder, anything under a missing
 //! folder is 404 (as `createItem` in a missing folder is on Jenkins), and each folder's
 //! `api/json` lists the items directly in it. Jobs in a folder are named by their item path
-//! in this API (`ci/sd/SD-1`); root jobs by their name, as before.
+//! in this API (`ci/sd/SD-1`); root jobs by their name.
 //!
 //! ```
 //! use executor_jenkins::fake::FakeJenkins;
@@ -31,10 +51,16 @@
 //! # });
 //! ```
 
+mod faults;
+mod job_routes;
+mod model;
+mod options;
+mod pages;
 mod routes;
+mod shell;
 mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,136 +71,28 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::JenkinsExecutorBuilder;
+pub use faults::{Fault, FaultAction, Recorded};
+pub use options::{
+    DEFAULT_PLUGINS, FAKE_PASSWORD, FAKE_TOKEN, FAKE_USER, FAKE_VERSION, FakeOptions,
+};
+pub use shell::{run_shell_step, shell_command_line};
 use state::State;
-
-/// The user the fake accepts by default.
-pub const FAKE_USER: &str = "screwdriver";
-/// The API token the fake accepts by default.
-pub const FAKE_TOKEN: &str = "fake-api-token-0123456789";
-
-/// The version the fake announces in its `X-Jenkins` header.
-pub const FAKE_VERSION: &str = "2.479.1-fake";
-
-/// How a fake starts.
-#[derive(Debug, Clone)]
-pub struct FakeOptions {
-    /// Path Jenkins is served under (`/jenkins`), or empty.
-    pub path_prefix: String,
-    /// Whether `/crumbIssuer/api/json` exists (and POSTs need a crumb).
-    pub crumb_issuer: bool,
-    /// The accepted user.
-    pub user: String,
-    /// The accepted API token.
-    pub token: String,
-    /// Queue items become builds after this delay; `None`: only on
-    /// [`FakeJenkins::start_queued`].
-    pub queue_delay: Option<Duration>,
-    /// Builds finish with this result after this run time; `None`: they run until the
-    /// test finishes them or they are stopped.
-    pub run_for: Option<(Duration, String)>,
-}
-
-impl Default for FakeOptions {
-    fn default() -> Self {
-        Self {
-            path_prefix: String::new(),
-            crumb_issuer: true,
-            user: FAKE_USER.to_string(),
-            token: FAKE_TOKEN.to_string(),
-            queue_delay: None,
-            run_for: None,
-        }
-    }
-}
-
-/// What an injected fault does.
-#[derive(Debug, Clone)]
-pub enum FaultAction {
-    /// Answer with this status, body and headers without processing the request.
-    Respond {
-        /// HTTP status.
-        status: u16,
-        /// Body.
-        body: String,
-        /// Extra headers.
-        headers: Vec<(String, String)>,
-    },
-    /// Wait, then process and answer normally (a slow Jenkins).
-    DelayBefore(Duration),
-    /// Process the request, then wait before answering (the client may time out although
-    /// the request took effect).
-    DelayAfter(Duration),
-    /// Process the request, then answer with this status (a proxy error after Jenkins
-    /// acted).
-    ProcessThenRespond(u16),
-}
-
-/// A fault for the next matching request(s).
-#[derive(Debug, Clone)]
-pub struct Fault {
-    /// Only requests of this method (`GET`, `POST`); any when `None`.
-    pub method: Option<String>,
-    /// Only requests whose path contains this.
-    pub path_contains: String,
-    /// How many more requests it applies to.
-    pub remaining: usize,
-    /// What happens.
-    pub action: FaultAction,
-}
-
-impl Fault {
-    /// A fault on the next request of `method` whose path contains `path_contains`.
-    pub fn on(method: &str, path_contains: &str, action: FaultAction) -> Self {
-        Self {
-            method: (!method.is_empty()).then(|| method.to_ascii_uppercase()),
-            path_contains: path_contains.to_string(),
-            remaining: 1,
-            action,
-        }
-    }
-
-    /// An answer with `status` (body `injected <status>`) instead of processing.
-    pub fn status(method: &str, path_contains: &str, status: u16) -> Self {
-        Self::on(
-            method,
-            path_contains,
-            FaultAction::Respond {
-                status,
-                body: format!("injected {status}"),
-                headers: Vec::new(),
-            },
-        )
-    }
-
-    /// Applies to the next `n` matching requests.
-    pub fn times(mut self, n: usize) -> Self {
-        self.remaining = n;
-        self
-    }
-}
-
-/// One request the fake saw (no bodies: they may hold tokens).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    /// `GET`, `POST`.
-    pub method: String,
-    /// The path, as sent (percent-encoded, with the prefix).
-    pub path: String,
-    /// The query string.
-    pub query: String,
-    /// Whether a `Jenkins-Crumb` header came with it.
-    pub with_crumb: bool,
-}
 
 /// A build as the fake sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeBuildView {
     /// Build number.
     pub number: u64,
-    /// Still running.
+    /// The queue item it came from.
+    pub queue_id: u64,
+    /// Still running (also while an abort is under way).
     pub building: bool,
+    /// Whether an abort (stop, the job's own timeout) is under way.
+    pub aborting: bool,
     /// `SUCCESS`, `FAILURE`, `ABORTED`, ...
     pub result: Option<String>,
+    /// The build's description.
+    pub description: Option<String>,
     /// The build's parameters (declared ones only, as Jenkins keeps them).
     pub params: BTreeMap<String, String>,
 }
@@ -186,7 +104,9 @@ pub struct FakeQueueView {
     pub id: u64,
     /// Cancelled.
     pub cancelled: bool,
-    /// The build it became.
+    /// It left the queue (cancelled, or handed to an executor).
+    pub left: bool,
+    /// The build it became, once that build exists.
     pub executable: Option<u64>,
     /// Its parameters.
     pub params: BTreeMap<String, String>,
@@ -226,18 +146,26 @@ impl FakeJenkins {
         let state = Arc::new(Mutex::new(State {
             user: opts.user,
             token: opts.token,
+            password: opts.password,
+            version: opts.version,
             base: format!("http://{addr}{prefix}"),
             prefix,
             crumb_issuer: opts.crumb_issuer,
             crumb_ttl: None,
             crumbs: BTreeMap::new(),
             issued_crumbs: 0,
+            plugins: opts.plugins.into_iter().map(|p| (p, true)).collect(),
+            denied: Default::default(),
             jobs: BTreeMap::new(),
-            folders: BTreeSet::new(),
+            folders: Default::default(),
             queue: BTreeMap::new(),
             next_queue_id: 0,
+            quiet_period: opts.quiet_period,
             queue_delay: opts.queue_delay,
+            executable_delay: opts.executable_delay,
+            abort_delay: opts.abort_delay,
             run_for: opts.run_for,
+            refuse_schedules: 0,
             faults: Vec::new(),
             requests: Vec::new(),
         }));
@@ -269,8 +197,13 @@ impl FakeJenkins {
         self.state.lock().prefix.clone()
     }
 
-    /// A builder pointed at this fake with its credentials, quick retries and short
-    /// timeouts.
+    /// The user's password (POSTs authenticated with it need a crumb).
+    pub fn password(&self) -> String {
+        self.state.lock().password.clone()
+    }
+
+    /// A builder pointed at this fake with its user and API token, quick retries and
+    /// short timeouts.
     pub fn executor_builder(&self) -> JenkinsExecutorBuilder {
         let (user, token) = {
             let s = self.state.lock();
@@ -307,7 +240,18 @@ impl FakeJenkins {
         self.state.lock().run_for = run.map(|(d, r)| (d, r.to_string()));
     }
 
-    /// Turns the waiting queue item of `job` into a running build; its number.
+    /// See [`FakeOptions::abort_delay`].
+    pub fn set_abort_delay(&self, delay: Duration) {
+        self.state.lock().abort_delay = delay;
+    }
+
+    /// See [`FakeOptions::executable_delay`].
+    pub fn set_executable_delay(&self, delay: Duration) {
+        self.state.lock().executable_delay = delay;
+    }
+
+    /// Hands the waiting queue item of `job` to an executor; the number of the build it
+    /// becomes. `None` when there is no waiting item or it is still in its quiet period.
     pub fn start_queued(&self, job: &str) -> Option<u64> {
         let mut s = self.state.lock();
         s.tick();
@@ -315,7 +259,7 @@ impl FakeJenkins {
         s.promote(id)
     }
 
-    /// Turns every waiting queue item into a running build; how many.
+    /// Hands every waiting queue item past its quiet period to an executor; how many.
     pub fn start_all_queued(&self) -> usize {
         let mut s = self.state.lock();
         s.tick();
@@ -331,44 +275,43 @@ impl FakeJenkins {
     }
 
     /// Finishes build `number` of `job` with `result` (`SUCCESS`, `FAILURE`, `UNSTABLE`,
-    /// `ABORTED`, `NOT_BUILT`); `false` if there is no such running build.
+    /// `ABORTED`, `NOT_BUILT`) at once; `false` if there is no such running build.
     pub fn finish(&self, job: &str, number: u64, result: &str) -> bool {
-        self.finish_with(job, number, result, None)
-    }
-
-    /// Aborts build `number` of `job` the way the build-timeout plugin does: it writes the
-    /// job's `WriteDescriptionOperation` text as the build description, then aborts.
-    pub fn fire_job_timeout(&self, job: &str, number: u64) -> bool {
-        let desc = {
-            let s = self.state.lock();
-            s.jobs.get(job).and_then(|j| {
-                let root = crate::xml::parse(&j.config).ok()?;
-                let tag = "hudson.plugins.build__timeout.operations.WriteDescriptionOperation";
-                let op = root.descendants().into_iter().find(|e| e.name == tag)?;
-                op.child_text("description").map(str::to_string)
-            })
-        };
-        self.finish_with(job, number, "ABORTED", desc)
-    }
-
-    fn finish_with(
-        &self,
-        job: &str,
-        number: u64,
-        result: &str,
-        description: Option<String>,
-    ) -> bool {
         let mut s = self.state.lock();
         s.tick();
         match s.jobs.get_mut(job).and_then(|j| j.builds.get_mut(&number)) {
             Some(b) if b.building => {
                 b.building = false;
                 b.result = Some(result.to_string());
-                b.description = description;
                 b.finish_at = None;
+                b.abort_at = None;
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The build-timeout plugin's timeout fires for build `number` of `job`: the job's
+    /// `WriteDescriptionOperation` text (after `$VAR` expansion and `MessageFormat`, as the
+    /// plugin does) becomes the build description, and its `AbortOperation` aborts the
+    /// build ([`FakeOptions::abort_delay`] later). `false` when the job has no timeout
+    /// (the plugin was not installed when the job was loaded) or the build is not running.
+    pub fn fire_job_timeout(&self, job: &str, number: u64) -> bool {
+        let mut s = self.state.lock();
+        s.tick();
+        s.fire_job_timeout(job, number)
+    }
+
+    /// Moves the start time of build `number` of `job` back by `by` (as if it had been
+    /// running that much longer); `false` if there is no such build.
+    pub fn backdate(&self, job: &str, number: u64, by: Duration) -> bool {
+        let mut s = self.state.lock();
+        match s.jobs.get_mut(job).and_then(|j| j.builds.get_mut(&number)) {
+            Some(b) => {
+                b.timestamp_ms -= by.as_millis() as i64;
+                true
+            }
+            None => false,
         }
     }
 
@@ -380,13 +323,69 @@ impl FakeJenkins {
         }
     }
 
-    /// Forgets the queue items of `job` that left the queue, as Jenkins does some
-    /// minutes after an item became a build or was cancelled.
+    /// Forgets the queue items of `job` that left the queue, as Jenkins does 5 minutes
+    /// after an item became a build or was cancelled (`Queue.leftItems` cache).
     pub fn forget_left_items(&self, job: &str) -> usize {
         let mut s = self.state.lock();
         let before = s.queue.len();
         s.queue.retain(|_, q| q.job != job || q.waiting());
         before - s.queue.len()
+    }
+
+    /// The next `n` schedules are refused (as a `QueueDecisionHandler` can):
+    /// `buildWithParameters` answers 302 to the job and queues nothing.
+    pub fn refuse_next_schedules(&self, n: usize) {
+        self.state.lock().refuse_schedules = n;
+    }
+
+    /// The user loses `permission` (`Job/Cancel`, `Job/Build`, `Run/Update`,
+    /// `Overall/SystemRead`, `Job/Create`, `Job/Configure`, `Job/Delete`).
+    pub fn deny(&self, permission: &str) {
+        self.state.lock().denied.insert(permission.to_string());
+    }
+
+    /// The user gets `permission` back.
+    pub fn allow(&self, permission: &str) {
+        self.state.lock().denied.remove(permission);
+    }
+
+    /// Installs (and activates) a plugin; jobs loaded from now on may use it.
+    pub fn install_plugin(&self, name: &str) {
+        self.state.lock().plugins.insert(name.to_string(), true);
+    }
+
+    /// Uninstalls a plugin; jobs loaded from now on lose its elements.
+    pub fn uninstall_plugin(&self, name: &str) {
+        self.state.lock().plugins.remove(name);
+    }
+
+    /// Disables an installed plugin (listed with `active: false`; its classes cannot load).
+    pub fn disable_plugin(&self, name: &str) {
+        if let Some(active) = self.state.lock().plugins.get_mut(name) {
+            *active = false;
+        }
+    }
+
+    /// What Jenkins dropped while loading a job's `config.xml` ("old data"): one line per
+    /// element whose plugin is missing.
+    pub fn old_data(&self, job: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .jobs
+            .get(job)
+            .map(|j| j.model.old_data.clone())
+            .unwrap_or_default()
+    }
+
+    /// Disables a job (as a user in Jenkins' UI would): it is no longer buildable.
+    pub fn disable_job(&self, job: &str) -> bool {
+        match self.state.lock().jobs.get_mut(job) {
+            Some(j) => {
+                j.model.disabled = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Deletes a job behind the executor's back (its waiting items are cancelled, as in
@@ -395,6 +394,7 @@ impl FakeJenkins {
         let mut s = self.state.lock();
         for q in s.queue.values_mut().filter(|q| q.job == job && q.waiting()) {
             q.cancelled = true;
+            q.left = true;
         }
         s.jobs.remove(job).is_some()
     }
@@ -415,8 +415,8 @@ impl FakeJenkins {
             !s.folders.contains(job),
             "fake Jenkins: {job:?} is a folder"
         );
-        s.jobs
-            .insert(job.to_string(), State::new_job(config_xml.to_string()));
+        let loaded = s.load_job(config_xml.to_string());
+        s.jobs.insert(job.to_string(), loaded);
     }
 
     /// Creates the folder at `path` (`ci/sd`) and any missing parent folder, as a
@@ -480,9 +480,19 @@ impl FakeJenkins {
         self.state.lock().jobs.keys().cloned().collect()
     }
 
-    /// A job's `config.xml`.
+    /// A job's `config.xml`, as stored (verbatim, as `GET config.xml` answers it).
     pub fn job_config(&self, job: &str) -> Option<String> {
         self.state.lock().jobs.get(job).map(|j| j.config.clone())
+    }
+
+    /// Whether the job has a build-timeout wrapper after loading (the plugin was
+    /// installed when the job was created or last updated).
+    pub fn has_job_timeout(&self, job: &str) -> bool {
+        self.state
+            .lock()
+            .jobs
+            .get(job)
+            .is_some_and(|j| j.model.timeout.is_some())
     }
 
     /// A job's builds.
@@ -496,8 +506,11 @@ impl FakeJenkins {
                     .values()
                     .map(|b| FakeBuildView {
                         number: b.number,
+                        queue_id: b.queue_id,
                         building: b.building,
+                        aborting: b.abort_at.is_some(),
                         result: b.result.clone(),
+                        description: b.description.clone(),
                         params: b.params.clone(),
                     })
                     .collect()
@@ -505,7 +518,8 @@ impl FakeJenkins {
             .unwrap_or_default()
     }
 
-    /// Every queue item ever created for `job` (waiting, cancelled or left).
+    /// Every queue item ever created for `job` (waiting, cancelled or left), until
+    /// forgotten.
     pub fn queue_items(&self, job: &str) -> Vec<FakeQueueView> {
         let mut s = self.state.lock();
         s.tick();
@@ -515,7 +529,8 @@ impl FakeJenkins {
             .map(|q| FakeQueueView {
                 id: q.id,
                 cancelled: q.cancelled,
-                executable: q.executable,
+                left: q.left,
+                executable: q.number.filter(|_| q.created),
                 params: q.params.clone(),
             })
             .collect()

@@ -1,8 +1,10 @@
 //! The fake Jenkins' HTTP surface: one handler that records the request, applies an
-//! injected fault, checks basic auth and the crumb, and dispatches on the path.
+//! injected fault, checks basic auth and (for password-authenticated POSTs) the crumb,
+//! and dispatches on the path. Jobs are answered in [`super::job_routes`].
 //!
 //! Item paths are walked as Jenkins does: `job/<folder>/job/<folder>/job/<name>/...`;
-//! a segment that names neither a folder the test created nor a job is 404.
+//! a segment that names neither a folder nor a job is 404. Names compare
+//! case-insensitively, as in Jenkins' item maps.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,11 +19,30 @@ use parking_lot::Mutex;
 use serde_json::json;
 use url::form_urlencoded;
 
-use super::state::{IssuedCrumb, QueueEntry, State, join_path, split_path, url_path};
+use super::job_routes::job_route;
+use super::pages::{access_denied, failure, not_found, send_error, text};
+use super::state::{IssuedCrumb, State, join_path, split_path, url_path};
 use super::{FaultAction, Recorded};
-use crate::template::{check_well_formed, element_text};
+use crate::template::check_well_formed;
 
 pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// How the request authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Auth {
+    /// With the user's API token: POSTs need no crumb.
+    ApiToken,
+    /// With the user's password: POSTs need a crumb of the same session.
+    Password,
+}
+
+/// One request, decoded.
+pub(crate) struct Req<'a> {
+    pub method: &'a str,
+    pub query: BTreeMap<String, String>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+}
 
 /// The one handler.
 pub(crate) async fn handle(
@@ -31,15 +52,16 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = {
+    let (fault, index) = {
         let mut s = state.lock();
-        let crumb_header = headers.get("Jenkins-Crumb").is_some();
         s.requests.push(Recorded {
             method: method.to_string(),
             path: uri.path().to_string(),
             query: uri.query().unwrap_or("").to_string(),
-            with_crumb: crumb_header,
+            with_crumb: headers.get("Jenkins-Crumb").is_some(),
+            status: 0,
         });
+        let index = s.requests.len() - 1;
         let path = uri.path().to_string();
         let m = method.as_str();
         let hit = s.faults.iter_mut().position(|f| {
@@ -47,11 +69,12 @@ pub(crate) async fn handle(
                 && f.method.as_deref().is_none_or(|fm| fm == m)
                 && path.contains(&f.path_contains)
         });
-        hit.map(|i| {
+        let fault = hit.map(|i| {
             let f = &mut s.faults[i];
             f.remaining -= 1;
             f.action.clone()
-        })
+        });
+        (fault, index)
     };
     let mut r = match fault {
         Some(FaultAction::Respond {
@@ -91,26 +114,49 @@ pub(crate) async fn handle(
         }
         None => process(&state, &method, &uri, &headers, &body),
     };
-    r.headers_mut()
-        .insert("X-Jenkins", HeaderValue::from_static(super::FAKE_VERSION));
+    {
+        let mut s = state.lock();
+        if let Some(rec) = s.requests.get_mut(index) {
+            rec.status = r.status().as_u16();
+        }
+        if let Ok(v) = HeaderValue::try_from(s.version.as_str()) {
+            r.headers_mut().insert("X-Jenkins", v);
+        }
+    }
     r
 }
 
-fn text(status: StatusCode, body: impl Into<String>) -> Response {
-    (status, body.into()).into_response()
-}
-
-fn json_ok(v: serde_json::Value) -> Response {
+pub(crate) fn json_ok(v: serde_json::Value) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
         v.to_string(),
     )
         .into_response()
 }
 
-fn redirect(to: &str) -> Response {
-    (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response()
+/// A redirect with `status` (302 `sendRedirect`, 303 `SEE_OTHER`) to `to`.
+pub(crate) fn redirect(status: StatusCode, to: &str) -> Response {
+    (status, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+fn authenticate(s: &State, headers: &HeaderMap) -> Option<Auth> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())?;
+    let basic = |secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{secret}", s.user))
+        )
+    };
+    if given == basic(&s.token) {
+        Some(Auth::ApiToken)
+    } else if given == basic(&s.password) {
+        Some(Auth::Password)
+    } else {
+        None
+    }
 }
 
 fn process(
@@ -123,15 +169,7 @@ fn process(
     let mut s = state.lock();
     s.tick();
 
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", s.user, s.token))
-    );
-    if headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        != Some(expected.as_str())
-    {
+    let Some(auth) = authenticate(&s, headers) else {
         let mut r = text(
             StatusCode::UNAUTHORIZED,
             "<html><body>Invalid password/token for user</body></html>",
@@ -141,7 +179,7 @@ fn process(
             HeaderValue::from_static("Basic realm=\"Jenkins\""),
         );
         return r;
-    }
+    };
 
     let Some(rest) = uri.path().strip_prefix(s.prefix.as_str()) else {
         return text(StatusCode::NOT_FOUND, "not under the path prefix");
@@ -152,259 +190,189 @@ fn process(
         .map(percent_decode)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let query: BTreeMap<String, String> =
-        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+    let req = Req {
+        method: method.as_str(),
+        query: form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()
-            .collect();
+            .collect(),
+        headers,
+        body,
+    };
 
-    if *method == Method::POST && s.crumb_issuer {
+    // core CrumbFilter: requests authenticated with an API token are excluded
+    // (ApiCrumbExclusion, JENKINS-22474, since 2.96); others need a crumb of their session.
+    if *method == Method::POST && s.crumb_issuer && auth == Auth::Password {
         let crumb = headers.get("Jenkins-Crumb").and_then(|v| v.to_str().ok());
         let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
         if !s.crumb_ok(crumb, cookie) {
-            return text(
+            return send_error(
                 StatusCode::FORBIDDEN,
-                "<html><body><h2>HTTP ERROR 403 No valid crumb was included in the request</h2></body></html>",
+                "No valid crumb was included in the request",
             );
         }
     }
 
-    match (method.as_str(), segs.as_slice()) {
-        ("GET", ["crumbIssuer", "api", "json"]) => {
-            if !s.crumb_issuer {
-                return text(StatusCode::NOT_FOUND, "Not Found");
+    match (req.method, segs.as_slice()) {
+        ("GET", ["crumbIssuer", "api", "json"]) => issue_crumb(&mut s),
+        ("GET", ["pluginManager", "api", "json"]) => {
+            // core PluginManager.getApi: Jenkins.SYSTEM_READ.
+            if !s.allowed("Overall/SystemRead") {
+                return access_denied(&s.user, "Overall/SystemRead");
             }
-            s.issued_crumbs += 1;
-            let n = s.issued_crumbs;
-            let crumb = format!("crumb-{n}-{:x}", rand_u64());
-            let session = format!("s{n}-{:x}", rand_u64());
-            s.crumbs.insert(
-                crumb.clone(),
-                IssuedCrumb {
-                    session: session.clone(),
-                    issued: Instant::now(),
-                },
-            );
-            let mut r = json_ok(json!({
-                "_class": "hudson.security.csrf.DefaultCrumbIssuer",
-                "crumb": crumb,
-                "crumbRequestField": "Jenkins-Crumb",
-            }));
-            if let Ok(v) =
-                HeaderValue::try_from(format!("JSESSIONID.fake={session}; Path=/; HttpOnly"))
-            {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            r
+            json_ok(s.plugins_json())
         }
         ("GET", ["queue", "item", id, "api", "json"]) => {
             match id.parse::<u64>().ok().and_then(|id| s.queue.get(&id)) {
                 Some(q) => json_ok(s.queue_json(q)),
-                None => text(StatusCode::NOT_FOUND, "Not Found"),
+                None => not_found(),
             }
         }
-        ("POST", ["queue", "cancelItem"]) => {
-            let id = query.get("id").and_then(|i| i.parse::<u64>().ok());
-            match id.and_then(|id| s.queue.get_mut(&id)) {
-                None => text(StatusCode::NOT_FOUND, "Provided id not found"),
-                Some(q) if !q.waiting() => {
-                    text(StatusCode::UNPROCESSABLE_ENTITY, "Item is not cancellable")
-                }
-                Some(q) => {
-                    q.cancelled = true;
-                    StatusCode::NO_CONTENT.into_response()
-                }
-            }
+        ("POST", ["queue", "cancelItem"]) => cancel_item(&mut s, &req),
+        (_, rest) => item_route(&mut s, rest, &req),
+    }
+}
+
+fn issue_crumb(s: &mut State) -> Response {
+    if !s.crumb_issuer {
+        return not_found();
+    }
+    s.issued_crumbs += 1;
+    let n = s.issued_crumbs;
+    let crumb = format!("crumb-{n}-{:x}", rand_u64());
+    let session = format!("s{n}-{:x}", rand_u64());
+    s.crumbs.insert(
+        crumb.clone(),
+        IssuedCrumb {
+            session: session.clone(),
+            issued: Instant::now(),
+        },
+    );
+    let mut r = json_ok(json!({
+        "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+        "crumb": crumb,
+        "crumbRequestField": "Jenkins-Crumb",
+    }));
+    if let Ok(v) = HeaderValue::try_from(format!("JSESSIONID.fake={session}; Path=/; HttpOnly")) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// core `Queue.doCancelItem` (JENKINS-21311, ≈2.212): 204 for an item still in the
+/// queue; 500 "Could not cancel run for id N" when `Item.cancel` returns false, which it
+/// does for an item that already left the queue (a `LeftItem`, cached for 5 minutes);
+/// 422 without the Cancel permission; 404 for an unknown or expired id. Before that
+/// change every answer was a 302 (`forwardToPreviousPage`).
+fn cancel_item(s: &mut State, req: &Req<'_>) -> Response {
+    let raw = req.query.get("id").cloned().unwrap_or_default();
+    let id = raw.parse::<u64>().ok();
+    if !s.at_least(2, 212) {
+        if let Some(q) = id.and_then(|id| s.queue.get_mut(&id))
+            && q.waiting()
+            && !s.denied.contains("Job/Cancel")
+        {
+            q.cancelled = true;
+            q.left = true;
         }
-        (m, rest) => item_route(&mut s, m, rest, &query, headers, body),
+        return redirect(StatusCode::FOUND, &s.base.clone());
+    }
+    let cancel_allowed = s.allowed("Job/Cancel");
+    match id.and_then(|id| s.queue.get_mut(&id)) {
+        None => send_error(
+            StatusCode::NOT_FOUND,
+            &format!("Provided id ({raw}) not found"),
+        ),
+        Some(_) if !cancel_allowed => send_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Item for id ({raw}) is not cancellable"),
+        ),
+        Some(q) if q.waiting() => {
+            q.cancelled = true;
+            q.left = true;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Some(_) => send_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Could not cancel run for id {raw}"),
+        ),
     }
 }
 
 /// Walks `job/<name>` pairs through folders to a job (then [`job_route`]) or stays in a
 /// folder, Jenkins itself being the root folder (then [`folder_route`]).
-fn item_route(
-    s: &mut State,
-    method: &str,
-    segs: &[&str],
-    query: &BTreeMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response {
+fn item_route(s: &mut State, segs: &[&str], req: &Req<'_>) -> Response {
     let mut folder = String::new();
     let mut rest = segs;
     while let ["job", name, more @ ..] = rest {
         let path = join_path(&folder, name);
-        if s.folders.contains(&path) {
-            folder = path;
+        if let Some(f) = s.folder_key(&path) {
+            folder = f;
             rest = more;
-        } else if s.jobs.contains_key(&path) {
-            return job_route(s, method, &path, more, headers, body);
+        } else if let Some(job) = s.job_key(&path) {
+            return job_route(s, &job, more, req);
         } else {
-            return text(StatusCode::NOT_FOUND, "<html><body>Not Found</body></html>");
+            return not_found();
         }
     }
-    folder_route(s, method, &folder, rest, query, headers, body)
+    folder_route(s, &folder, rest, req)
 }
 
 /// Requests to a folder (`""`: Jenkins' root): its item list and `createItem`.
-fn folder_route(
-    s: &mut State,
-    method: &str,
-    folder: &str,
-    rest: &[&str],
-    query: &BTreeMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response {
-    match (method, rest) {
+fn folder_route(s: &mut State, folder: &str, rest: &[&str], req: &Req<'_>) -> Response {
+    match (req.method, rest) {
         ("GET", ["api", "json"]) => json_ok(s.folder_json(folder)),
-        ("POST", ["createItem"]) => {
-            let Some(name) = query.get("name").cloned() else {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "Query parameter 'name' is required",
-                );
-            };
-            if !is_xml(headers) {
-                return text(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "createItem needs an XML body",
-                );
-            }
-            if let Some(c) = name.chars().find(|c| matches!(c, '/' | '\\')) {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("‘{c}’ is an unsafe character"),
-                );
-            }
-            if name.is_empty() {
-                return text(StatusCode::BAD_REQUEST, "No name is specified");
-            }
-            let path = join_path(folder, &name);
-            if s.item_exists(&path) {
-                let mut r = text(StatusCode::BAD_REQUEST, "job exists");
-                if let Ok(v) =
-                    HeaderValue::try_from(format!("A job already exists with the name '{name}'"))
-                {
-                    r.headers_mut().insert("X-Error", v);
-                }
-                return r;
-            }
-            let xml = String::from_utf8_lossy(body).into_owned();
-            if let Err(e) = check_well_formed(&xml) {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Failed to parse config.xml: {e}"),
-                );
-            }
-            s.jobs.insert(path, State::new_job(xml));
-            text(StatusCode::OK, "")
-        }
+        ("POST", ["createItem"]) => create_item(s, folder, req),
         ("POST", ["doDelete"]) if !folder.is_empty() => {
             s.remove_folder(folder);
-            redirect(&folder_url(s, split_path(folder).0))
+            redirect(StatusCode::FOUND, &folder_url(s, split_path(folder).0))
         }
-        _ => text(StatusCode::NOT_FOUND, "Not Found"),
+        _ => not_found(),
     }
 }
 
-fn job_route(
-    s: &mut State,
-    method: &str,
-    name: &str,
-    rest: &[&str],
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response {
-    match (method, rest) {
-        ("GET", ["api", "json"]) => json_ok(s.job_json(name, &s.jobs[name])),
-        ("GET", ["config.xml"]) => text(StatusCode::OK, s.jobs[name].config.clone()),
-        ("POST", ["config.xml"]) => {
-            if !is_xml(headers) {
-                return text(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "config.xml needs an XML body",
-                );
-            }
-            let xml = String::from_utf8_lossy(body).into_owned();
-            if let Err(e) = check_well_formed(&xml) {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Failed to parse config.xml: {e}"),
-                );
-            }
-            let job = s.jobs.get_mut(name).expect("checked");
-            job.description = element_text(&xml, "description").unwrap_or_default();
-            job.config = xml;
-            text(StatusCode::OK, "")
-        }
-        ("POST", ["buildWithParameters"]) => {
-            let config = &s.jobs[name].config;
-            // Like Jenkins since SECURITY-170: parameters the job does not declare are dropped.
-            let params: BTreeMap<String, String> = form_urlencoded::parse(body)
-                .into_owned()
-                .filter(|(k, _)| config.contains(&format!("<name>{k}</name>")))
-                .collect();
-            let label = element_text(config, "assignedNode").unwrap_or_else(|| "built-in".into());
-            s.next_queue_id += 1;
-            let id = s.next_queue_id;
-            let ready_at = s.queue_delay.map(|d| Instant::now() + d);
-            s.queue.insert(
-                id,
-                QueueEntry {
-                    id,
-                    job: name.to_string(),
-                    params,
-                    why: format!("Waiting for next available executor on ‘{label}’"),
-                    cancelled: false,
-                    executable: None,
-                    ready_at,
-                },
-            );
-            let location = format!("{}queue/item/{id}/", s.base);
-            (StatusCode::CREATED, [(header::LOCATION, location)]).into_response()
-        }
-        ("POST", ["doDelete"]) => {
-            s.jobs.remove(name);
-            for q in s
-                .queue
-                .values_mut()
-                .filter(|q| q.job == name && q.waiting())
-            {
-                q.cancelled = true;
-            }
-            redirect(&folder_url(s, split_path(name).0))
-        }
-        ("GET", [n, "api", "json"]) => {
-            match n
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| s.jobs[name].builds.get(&n))
-            {
-                Some(b) => json_ok(s.build_json(name, b)),
-                None => text(StatusCode::NOT_FOUND, "Not Found"),
-            }
-        }
-        ("POST", [n, "stop"]) => {
-            let job = s.jobs.get_mut(name).expect("checked");
-            match n.parse::<u64>().ok().and_then(|n| job.builds.get_mut(&n)) {
-                Some(b) => {
-                    if b.building {
-                        b.building = false;
-                        b.result = Some("ABORTED".into());
-                        b.finish_at = None;
-                    }
-                    let to = format!("{}{}/{n}/", s.base, url_path(name));
-                    redirect(&to)
-                }
-                None => text(StatusCode::NOT_FOUND, "Not Found"),
-            }
-        }
-        _ => text(StatusCode::NOT_FOUND, "Not Found"),
+/// core `ItemGroupMixIn.createTopLevelItem` with an XML body: 200 and nothing else when
+/// created; `Failure` (400 + `X-Error`) for a name in use (case-insensitively) or an
+/// unsafe name; 400 without a Content-Type; 500 `IOException("Failed to persist
+/// config.xml")` when the XML cannot be read. Classes of missing plugins are dropped
+/// while loading, and the job is created anyway.
+fn create_item(s: &mut State, folder: &str, req: &Req<'_>) -> Response {
+    if !s.allowed("Job/Create") {
+        return access_denied(&s.user, "Job/Create");
     }
+    let Some(name) = req.query.get("name").cloned() else {
+        return failure("Query parameter 'name' is required");
+    };
+    match content_type(req.headers) {
+        None => return send_error(StatusCode::BAD_REQUEST, "No Content-Type header set"),
+        Some(ct) if !is_xml(&ct) => {
+            return failure("Requires mode parameter");
+        }
+        Some(_) => {}
+    }
+    if name.is_empty() {
+        return failure("No name is specified");
+    }
+    if let Some(c) = name.chars().find(|c| "?*/\\%!@#$^&|<>[]:;".contains(*c)) {
+        return failure(&format!("‘{c}’ is an unsafe character"));
+    }
+    let path = join_path(folder, &name);
+    if s.item_exists(&path) {
+        return failure(&format!("A job already exists with the name ‘{name}’"));
+    }
+    let xml = String::from_utf8_lossy(req.body).into_owned();
+    if check_well_formed(&xml).is_err() {
+        return send_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "java.io.IOException: Failed to persist config.xml",
+        );
+    }
+    let job = s.load_job(xml);
+    s.jobs.insert(path, job);
+    text(StatusCode::OK, "")
 }
 
 /// The absolute URL of a folder (`""`: the base).
-fn folder_url(s: &State, folder: &str) -> String {
+pub(crate) fn folder_url(s: &State, folder: &str) -> String {
     if folder.is_empty() {
         s.base.clone()
     } else {
@@ -412,11 +380,15 @@ fn folder_url(s: &State, folder: &str) -> String {
     }
 }
 
-fn is_xml(headers: &HeaderMap) -> bool {
+pub(crate) fn content_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/xml") || ct.starts_with("text/xml"))
+        .map(str::to_string)
+}
+
+pub(crate) fn is_xml(ct: &str) -> bool {
+    ct.starts_with("application/xml") || ct.starts_with("text/xml")
 }
 
 fn percent_decode(s: &str) -> String {

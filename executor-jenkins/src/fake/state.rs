@@ -1,32 +1,44 @@
-//! The fake Jenkins' model: jobs with their `config.xml`, a queue whose items become
-//! builds after a delay the test controls, builds that finish with the result the test
-//! sets, crumbs, and the record of every request.
+//! The fake Jenkins' model: jobs with their `config.xml` and what Jenkins loaded from it,
+//! a queue whose items wait out their quiet period and become builds when the test says
+//! so (or after a delay), builds that finish with the result the test sets or abort some
+//! time after a stop, crumbs, permissions, plugins, and the record of every request.
 //!
 //! Jobs and folders are keyed by their item path: `SD-1` at the root, `ci/sd/SD-1` inside
-//! the folder `ci/sd` (Jenkins item names never hold a `/`).
+//! the folder `ci/sd` (Jenkins item names never hold a `/`). Jenkins compares item names
+//! case-insensitively (its item maps are `CASE_INSENSITIVE_ORDER` trees), so lookups here
+//! do too.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::template::element_text;
+use super::model::{JobModel, write_description};
+use super::options::version_of;
 
 /// A build of a fake job.
 #[derive(Debug, Clone)]
 pub(crate) struct FakeBuild {
     pub number: u64,
+    pub queue_id: u64,
     pub building: bool,
     pub result: Option<String>,
     pub description: Option<String>,
     pub params: BTreeMap<String, String>,
+    /// Start time, milliseconds since the epoch (`Run.getTimestamp`).
+    pub timestamp_ms: i64,
     pub finish_at: Option<(Instant, String)>,
+    /// An abort under way: the build ends `ABORTED` at this time.
+    pub abort_at: Option<Instant>,
 }
 
 /// A fake job.
 #[derive(Debug, Clone)]
 pub(crate) struct FakeJob {
+    /// The stored `config.xml`, verbatim.
     pub config: String,
+    /// What Jenkins loaded from it.
+    pub model: JobModel,
     pub description: String,
     pub builds: BTreeMap<u64, FakeBuild>,
     pub next_number: u64,
@@ -40,15 +52,25 @@ pub(crate) struct QueueEntry {
     pub params: BTreeMap<String, String>,
     pub why: String,
     pub cancelled: bool,
-    pub executable: Option<u64>,
-    /// When it becomes a build; `None`: only when the test says so.
+    /// It left the queue (cancelled or handed to an executor).
+    pub left: bool,
+    /// The number of the build it became, once it left to run.
+    pub number: Option<u64>,
+    /// Whether that build exists yet (`LeftItem.executable` is null until it does).
+    pub created: bool,
+    /// When a left item's build comes into existence.
+    pub create_at: Option<Instant>,
+    /// End of its quiet period.
+    pub quiet_until: Instant,
+    /// When it becomes a build by itself; `None`: only when the test says so.
     pub ready_at: Option<Instant>,
+    pub in_queue_since_ms: i64,
 }
 
 impl QueueEntry {
-    /// Still waiting in the queue.
+    /// Still in the queue.
     pub fn waiting(&self) -> bool {
-        !self.cancelled && self.executable.is_none()
+        !self.left
     }
 }
 
@@ -64,24 +86,96 @@ pub(crate) struct IssuedCrumb {
 pub(crate) struct State {
     pub user: String,
     pub token: String,
+    pub password: String,
+    pub version: String,
     pub base: String,
     pub prefix: String,
     pub crumb_issuer: bool,
     pub crumb_ttl: Option<Duration>,
     pub crumbs: BTreeMap<String, IssuedCrumb>,
     pub issued_crumbs: u64,
+    /// Installed plugins: short name → active.
+    pub plugins: BTreeMap<String, bool>,
+    /// Permissions the user lacks (`Job/Cancel`, `Overall/SystemRead`, ...).
+    pub denied: BTreeSet<String>,
     pub jobs: BTreeMap<String, FakeJob>,
     pub folders: BTreeSet<String>,
     pub queue: BTreeMap<u64, QueueEntry>,
     pub next_queue_id: u64,
+    pub quiet_period: Duration,
     pub queue_delay: Option<Duration>,
+    pub executable_delay: Duration,
+    pub abort_delay: Duration,
     pub run_for: Option<(Duration, String)>,
+    /// How many more schedules a `QueueDecisionHandler` vetoes (`buildWithParameters`
+    /// then answers 302 without a queue item).
+    pub refuse_schedules: usize,
     pub faults: Vec<super::Fault>,
     pub requests: Vec<super::Recorded>,
 }
 
+/// Milliseconds since the epoch now.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl State {
-    /// Moves time forward: ready queue items become builds, due builds finish.
+    /// Whether the running core is at least `major.minor`.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        version_of(&self.version) >= (major, minor)
+    }
+
+    /// Whether a plugin is installed and active.
+    pub fn plugin_active(&self, name: &str) -> bool {
+        self.plugins.get(name).copied().unwrap_or(false)
+    }
+
+    /// Whether the user has `permission`.
+    pub fn allowed(&self, permission: &str) -> bool {
+        !self.denied.contains(permission)
+    }
+
+    /// Loads a job from its `config.xml` (already known to be well-formed).
+    pub fn load_job(&self, config: String) -> FakeJob {
+        let model = match crate::xml::parse(&config) {
+            Ok(root) => JobModel::load(&root, |p| self.plugin_active(p)),
+            Err(_) => JobModel::default(),
+        };
+        FakeJob {
+            description: model.description.clone(),
+            model,
+            config,
+            builds: BTreeMap::new(),
+            next_number: 1,
+        }
+    }
+
+    /// The stored key of the job at `path`, compared case-insensitively.
+    pub fn job_key(&self, path: &str) -> Option<String> {
+        if self.jobs.contains_key(path) {
+            return Some(path.to_string());
+        }
+        self.jobs
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(path))
+            .cloned()
+    }
+
+    /// The stored key of the folder at `path`, compared case-insensitively.
+    pub fn folder_key(&self, path: &str) -> Option<String> {
+        if self.folders.contains(path) {
+            return Some(path.to_string());
+        }
+        self.folders
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(path))
+            .cloned()
+    }
+
+    /// Moves time forward: ready queue items become builds, builds of items that left
+    /// come into existence, due builds finish, aborts under way complete.
     pub fn tick(&mut self) {
         let now = Instant::now();
         let ready: Vec<u64> = self
@@ -93,47 +187,138 @@ impl State {
         for id in ready {
             self.promote(id);
         }
+        let due: Vec<u64> = self
+            .queue
+            .values()
+            .filter(|q| !q.created && q.create_at.is_some_and(|t| t <= now))
+            .map(|q| q.id)
+            .collect();
+        for id in due {
+            self.create_build(id);
+        }
         for job in self.jobs.values_mut() {
             for b in job.builds.values_mut() {
-                if b.building
-                    && let Some((at, result)) = &b.finish_at
+                if !b.building {
+                    continue;
+                }
+                if let Some((at, result)) = &b.finish_at
                     && *at <= now
                 {
-                    b.building = false;
-                    b.result = Some(result.clone());
-                    b.finish_at = None;
+                    let result = result.clone();
+                    end(b, &result);
+                } else if b.abort_at.is_some_and(|t| t <= now) {
+                    end(b, "ABORTED");
                 }
             }
         }
     }
 
-    /// Turns a waiting queue item into a running build; its number.
+    /// Hands a waiting queue item to an executor, once its quiet period is over; the
+    /// number of the build it becomes (which exists after `executable_delay`).
     pub fn promote(&mut self, id: u64) -> Option<u64> {
+        let delay = self.executable_delay;
         let q = self.queue.get_mut(&id)?;
-        if !q.waiting() {
+        if !q.waiting() || Instant::now() < q.quiet_until {
             return None;
         }
         let job = self.jobs.get_mut(&q.job)?;
         let number = job.next_number;
         job.next_number += 1;
+        q.left = true;
+        q.number = Some(number);
+        q.why = String::new();
+        if delay.is_zero() {
+            self.create_build(id);
+        } else {
+            q.create_at = Some(Instant::now() + delay);
+        }
+        Some(number)
+    }
+
+    /// The executor thread creates the `Run` of a left item.
+    fn create_build(&mut self, id: u64) {
         let finish_at = self
             .run_for
             .as_ref()
             .map(|(d, r)| (Instant::now() + *d, r.clone()));
+        let Some(q) = self.queue.get_mut(&id) else {
+            return;
+        };
+        let (Some(number), Some(job)) = (q.number, self.jobs.get_mut(&q.job)) else {
+            return;
+        };
+        q.created = true;
+        q.create_at = None;
         job.builds.insert(
             number,
             FakeBuild {
                 number,
+                queue_id: id,
                 building: true,
                 result: None,
                 description: None,
                 params: q.params.clone(),
+                timestamp_ms: now_ms(),
                 finish_at,
+                abort_at: None,
             },
         );
-        q.executable = Some(number);
-        q.why = String::new();
-        Some(number)
+    }
+
+    /// Asks a running build to abort (`Executor.interrupt`): it keeps `building: true`
+    /// until the abort completes `abort_delay` later. `false` if it is not running.
+    pub fn abort(&mut self, job: &str, number: u64) -> bool {
+        let delay = self.abort_delay;
+        match self
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.builds.get_mut(&number))
+        {
+            Some(b) if b.building => {
+                if delay.is_zero() {
+                    end(b, "ABORTED");
+                } else if b.abort_at.is_none() {
+                    b.abort_at = Some(Instant::now() + delay);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The build-timeout plugin's timeout of a running build: its `WriteDescriptionOperation`
+    /// text, then its `AbortOperation`. `false` when the job has no loaded wrapper (the
+    /// plugin was missing when the job was created) or the build is not running.
+    pub fn fire_job_timeout(&mut self, job: &str, number: u64) -> bool {
+        let Some(j) = self.jobs.get(job) else {
+            return false;
+        };
+        let Some(wrapper) = j.model.timeout.clone() else {
+            return false;
+        };
+        let Some(b) = j.builds.get(&number).filter(|b| b.building) else {
+            return false;
+        };
+        let mut env: Vec<(String, String)> = b
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("BUILD_NUMBER".into(), number.to_string()));
+        env.push(("JOB_NAME".into(), job.to_string()));
+        let minutes = wrapper.minutes.trim().parse().unwrap_or(0);
+        let description = wrapper
+            .description
+            .map(|d| write_description(&d, &env, minutes));
+        if let Some(d) = description
+            && let Some(b) = self
+                .jobs
+                .get_mut(job)
+                .and_then(|j| j.builds.get_mut(&number))
+        {
+            b.description = Some(d);
+        }
+        wrapper.abort && self.abort(job, number)
     }
 
     /// The waiting queue item of a job, if any.
@@ -146,9 +331,12 @@ impl State {
         json!({
             "_class": "hudson.model.FreeStyleBuild",
             "number": b.number,
+            "queueId": b.queue_id,
             "building": b.building,
             "result": b.result,
             "description": b.description,
+            "timestamp": b.timestamp_ms,
+            "duration": if b.building { 0 } else { (now_ms() - b.timestamp_ms).max(0) },
             "url": format!("{}{}/{}/", self.base, url_path(job), b.number),
         })
     }
@@ -161,9 +349,10 @@ impl State {
             "_class": "hudson.model.FreeStyleProject",
             "name": split_path(path).1,
             "description": j.description,
+            "buildable": !j.model.disabled,
             "inQueue": item.is_some(),
             "nextBuildNumber": j.next_number,
-            "queueItem": item.map(|q| json!({"_class": "hudson.model.Queue$WaitingItem", "id": q.id, "why": q.why})),
+            "queueItem": item.map(|q| self.queue_json(q)),
             "lastBuild": last.map(|b| self.build_json(path, b)),
         })
     }
@@ -200,9 +389,30 @@ impl State {
         }
     }
 
-    /// Whether an item (job or folder) exists at `path`.
+    /// `api/json` of the plugin manager (`PluginManager.getApi`, `PluginWrapper`'s
+    /// exported fields).
+    pub fn plugins_json(&self) -> Value {
+        let plugins: Vec<Value> = self
+            .plugins
+            .iter()
+            .map(|(name, active)| {
+                json!({
+                    "active": active,
+                    "enabled": active,
+                    "shortName": name,
+                    "longName": name,
+                    "version": "1.0-fake",
+                    "bundled": false,
+                    "hasUpdate": false,
+                })
+            })
+            .collect();
+        json!({"_class": "hudson.LocalPluginManager", "plugins": plugins})
+    }
+
+    /// Whether an item (job or folder) exists at `path`, compared case-insensitively.
     pub fn item_exists(&self, path: &str) -> bool {
-        self.jobs.contains_key(path) || self.folders.contains(path)
+        self.job_key(path).is_some() || self.folder_key(path).is_some()
     }
 
     /// Deletes the folder at `path` with everything in it, cancelling the waiting queue
@@ -220,41 +430,66 @@ impl State {
             .filter(|q| inside(&q.job) && q.waiting())
         {
             q.cancelled = true;
+            q.left = true;
         }
         true
     }
 
-    /// `api/json` of a queue item.
+    /// `api/json` of a queue item. Waiting and buildable items export neither
+    /// `cancelled` nor `executable`; a `LeftItem` exports both, `executable` being null
+    /// until its build exists (core `hudson/model/Queue.java`, `Item` and `LeftItem`).
     pub fn queue_json(&self, q: &QueueEntry) -> Value {
-        let class = if q.waiting() {
-            "hudson.model.Queue$WaitingItem"
+        let task = json!({
+            "_class": "hudson.model.FreeStyleProject",
+            "name": split_path(&q.job).1,
+            "url": format!("{}{}/", self.base, url_path(&q.job)),
+        });
+        if q.left {
+            let executable = match (q.created, q.number) {
+                (true, Some(n)) => json!({
+                    "_class": "hudson.model.FreeStyleBuild",
+                    "number": n,
+                    "url": format!("{}{}/{n}/", self.base, url_path(&q.job)),
+                }),
+                _ => Value::Null,
+            };
+            return json!({
+                "_class": "hudson.model.Queue$LeftItem",
+                "id": q.id,
+                "why": null,
+                "blocked": false,
+                "buildable": false,
+                "stuck": false,
+                "inQueueSince": q.in_queue_since_ms,
+                "task": task,
+                "cancelled": q.cancelled,
+                "executable": executable,
+            });
+        }
+        let now = Instant::now();
+        let (class, why, buildable) = if now < q.quiet_until {
+            let left = q.quiet_until - now;
+            (
+                "hudson.model.Queue$WaitingItem",
+                format!(
+                    "In the quiet period. Expires in {:.1} sec",
+                    left.as_secs_f64()
+                ),
+                false,
+            )
         } else {
-            "hudson.model.Queue$LeftItem"
+            ("hudson.model.Queue$BuildableItem", q.why.clone(), true)
         };
         json!({
             "_class": class,
             "id": q.id,
-            "why": if q.waiting() { Value::String(q.why.clone()) } else { Value::Null },
-            "cancelled": q.cancelled,
+            "why": why,
             "blocked": false,
+            "buildable": buildable,
             "stuck": false,
-            "task": {"name": split_path(&q.job).1},
-            "executable": q.executable.map(|n| json!({
-                "_class": "hudson.model.FreeStyleBuild",
-                "number": n,
-                "url": format!("{}{}/{n}/", self.base, url_path(&q.job)),
-            })),
+            "inQueueSince": q.in_queue_since_ms,
+            "task": task,
         })
-    }
-
-    /// A job from its `config.xml`.
-    pub fn new_job(config: String) -> FakeJob {
-        FakeJob {
-            description: element_text(&config, "description").unwrap_or_default(),
-            config,
-            builds: BTreeMap::new(),
-            next_number: 1,
-        }
     }
 
     /// Whether a crumb is valid for a session cookie header.
@@ -270,6 +505,13 @@ impl State {
                 .any(|p| p.trim() == format!("JSESSIONID.fake={}", c.session))
         })
     }
+}
+
+fn end(b: &mut FakeBuild, result: &str) {
+    b.building = false;
+    b.result = Some(result.to_string());
+    b.finish_at = None;
+    b.abort_at = None;
 }
 
 /// An item path's folder and name: `ci/sd/SD-1` → (`ci/sd`, `SD-1`); (`""`, `SD-1`) at the

@@ -58,3 +58,22 @@ pub fn calls(j: &FakeJenkins) -> Vec<String> {
         .map(|r| format!("{} {}", r.method, r.path))
         .collect()
 }
+
+/// Polls `status` of build `id` until it is `phase` (at most 5 s); that status.
+pub async fn wait_for_phase(
+    e: &JenkinsExecutor,
+    id: u64,
+    phase: executor_base::Phase,
+) -> BuildStatus {
+    for _ in 0..500 {
+        let s = status(e, id).await;
+        if s.phase == phase {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "build {id} did not reach {phase:?} within 5 s: {}",
+        status(e, id).await
+    );
+}
