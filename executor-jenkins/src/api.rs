@@ -4,14 +4,16 @@
 use serde::Deserialize;
 
 /// `tree` of `GET /job/<name>/api/json`.
-pub(crate) const JOB_TREE: &str = "name,description,inQueue,nextBuildNumber,queueItem[id,why,cancelled],lastBuild[number,building,result,description]";
+pub(crate) const JOB_TREE: &str = "name,description,inQueue,nextBuildNumber,queueItem[id,why,cancelled],lastBuild[number,building,result,description,timestamp,queueId]";
 /// `tree` of `GET /job/<name>/<n>/api/json`.
-pub(crate) const BUILD_TREE: &str = "number,building,result,description";
+pub(crate) const BUILD_TREE: &str = "number,building,result,description,timestamp,queueId";
 /// `tree` of `GET /queue/item/<id>/api/json`.
 pub(crate) const QUEUE_TREE: &str = "id,why,cancelled,blocked,stuck,executable[number]";
 /// `tree` of `GET <folder>/api/json` (the job list gc reads; `/api/json` at the root).
 pub(crate) const JOBS_TREE: &str =
-    "jobs[name,description,inQueue,lastBuild[number,building,result,description]]";
+    "jobs[name,description,inQueue,lastBuild[number,building,result,description,timestamp]]";
+/// `tree` of `GET /pluginManager/api/json`.
+pub(crate) const PLUGINS_TREE: &str = "plugins[shortName,active,enabled,version]";
 
 /// `GET /crumbIssuer/api/json`.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,16 +47,33 @@ impl JobInfo {
     }
 }
 
-/// A queue item (also the `queueItem` of a job).
+/// A queue item (also the `queueItem` of a job). Items still in the queue (waiting,
+/// blocked, buildable) export neither `cancelled` nor `executable`; a `LeftItem` exports
+/// both, `executable` being null until the build exists (core `hudson/model/Queue.java`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct QueueItem {
+    /// `hudson.model.Queue$LeftItem`, `…$WaitingItem`, `…$BuildableItem`, ….
+    #[serde(rename = "_class")]
+    pub class: Option<String>,
     pub id: u64,
     pub why: Option<String>,
     pub cancelled: Option<bool>,
     pub blocked: Option<bool>,
     pub stuck: Option<bool>,
     pub executable: Option<Executable>,
+}
+
+impl QueueItem {
+    /// Whether the item left the queue (cancelled, or handed to an executor).
+    pub fn has_left(&self) -> bool {
+        self.cancelled.is_some()
+            || self.executable.is_some()
+            || self
+                .class
+                .as_deref()
+                .is_some_and(|c| c.ends_with("$LeftItem"))
+    }
 }
 
 /// The build a queue item became.
@@ -66,12 +85,16 @@ pub(crate) struct Executable {
 
 /// A build.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub(crate) struct BuildInfo {
     pub number: u64,
     pub building: bool,
     pub result: Option<String>,
     pub description: Option<String>,
+    /// When it started, milliseconds since the epoch (`Run.getTimestamp`).
+    pub timestamp: Option<i64>,
+    /// The queue item it came from (`Run.getQueueId`).
+    pub queue_id: Option<u64>,
 }
 
 /// `GET /api/json?tree=jobs[...]`.
@@ -79,6 +102,23 @@ pub(crate) struct BuildInfo {
 #[serde(default)]
 pub(crate) struct JobList {
     pub jobs: Vec<JobInfo>,
+}
+
+/// One installed plugin (`PluginWrapper`'s exported fields).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct PluginInfo {
+    pub short_name: String,
+    pub active: bool,
+    pub enabled: bool,
+    pub version: Option<String>,
+}
+
+/// `GET /pluginManager/api/json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PluginList {
+    pub plugins: Vec<PluginInfo>,
 }
 
 #[cfg(test)]
@@ -101,11 +141,31 @@ mod tests {
                 "executable":{"_class":"hudson.model.FreeStyleBuild","number":3,"url":"http://x/job/SD-1/3/"}}"#,
         )
         .unwrap();
+        assert!(q.has_left());
         assert_eq!(q.executable.unwrap().number, 3);
+        let starting: QueueItem = serde_json::from_str(
+            r#"{"_class":"hudson.model.Queue$LeftItem","id":7,"cancelled":false,"executable":null}"#,
+        )
+        .unwrap();
+        assert!(starting.has_left() && starting.executable.is_none());
+        let waiting: QueueItem = serde_json::from_str(
+            r#"{"_class":"hudson.model.Queue$BuildableItem","id":8,"why":"w"}"#,
+        )
+        .unwrap();
+        assert!(!waiting.has_left());
         let b: BuildInfo = serde_json::from_str(
-            r#"{"number":3,"building":false,"result":"UNSTABLE","description":null}"#,
+            r#"{"number":3,"building":false,"result":"UNSTABLE","description":null,"timestamp":1700000000000,"queueId":7}"#,
         )
         .unwrap();
         assert_eq!(b.result.as_deref(), Some("UNSTABLE"));
+        assert_eq!(
+            (b.timestamp, b.queue_id),
+            (Some(1_700_000_000_000), Some(7))
+        );
+        let p: PluginList = serde_json::from_str(
+            r#"{"_class":"hudson.LocalPluginManager","plugins":[{"active":true,"enabled":true,"shortName":"build-timeout","version":"1.33"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.plugins[0].short_name, "build-timeout");
     }
 }

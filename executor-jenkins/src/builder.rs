@@ -176,6 +176,19 @@ impl JenkinsExecutorBuilder {
         self
     }
 
+    /// When the job pulls the launcher and build images (default: always, as upstream).
+    pub fn with_pull_policy(mut self, policy: crate::PullPolicy) -> Self {
+        self.config.pull_policy = policy;
+        self
+    }
+
+    /// Refuse to build when Jenkins lacks the build-timeout plugin (default: the executor
+    /// enforces job timeouts itself then).
+    pub fn with_require_timeout_plugin(mut self, require: bool) -> Self {
+        self.config.require_timeout_plugin = require;
+        self
+    }
+
     /// The Docker network of build containers.
     pub fn with_docker_network(mut self, network: impl Into<String>) -> Self {
         self.config.docker_network = Some(network.into());
@@ -231,7 +244,11 @@ impl JenkinsExecutorBuilder {
         self
     }
 
-    /// Validates everything and builds the executor; no request is made yet.
+    /// Validates everything and builds the executor. It makes one request: Jenkins'
+    /// plugin list, to learn whether the build-timeout plugin enforces each job's own
+    /// timeout (see [`JenkinsExecutor::timeout_backstop`]); a Jenkins that cannot be
+    /// asked does not fail the build (it is asked again at the first start), a missing
+    /// plugin fails it only with [`JenkinsExecutorBuilder::with_require_timeout_plugin`].
     pub async fn build(self) -> Result<JenkinsExecutor, Error> {
         let Self {
             config: c,
@@ -348,7 +365,7 @@ impl JenkinsExecutorBuilder {
         else {
             unreachable!("every missing piece is reported as a problem above");
         };
-        Ok(JenkinsExecutor::new(
+        let executor = JenkinsExecutor::new(
             Client::new(http, base, c.username, token).with_folder(folder),
             EngineCalls::new(SCHEME, c.retry, c.breaker),
             JobSettings {
@@ -359,6 +376,7 @@ impl JenkinsExecutorBuilder {
                 launch_mode: c.launch_mode,
                 docker_command: c.docker_command,
                 docker_network: c.docker_network,
+                pull_policy: c.pull_policy,
                 timeout: c.timeout,
                 job_timeout_margin_minutes: c.job_timeout_margin_minutes,
                 expiry_grace_minutes: c.expiry_grace_minutes,
@@ -366,7 +384,13 @@ impl JenkinsExecutorBuilder {
                 resources: c.resources,
                 template,
             },
-        ))
+            c.require_timeout_plugin,
+        );
+        executor
+            .check_plugins()
+            .await
+            .map_err(|e| e.with_operation("build"))?;
+        Ok(executor)
     }
 }
 

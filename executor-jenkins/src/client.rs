@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::api::{
-    BUILD_TREE, BuildInfo, CrumbAnswer, JOB_TREE, JOBS_TREE, JobInfo, JobList, QUEUE_TREE,
-    QueueItem,
+    BUILD_TREE, BuildInfo, CrumbAnswer, JOB_TREE, JOBS_TREE, JobInfo, JobList, PLUGINS_TREE,
+    PluginInfo, PluginList, QUEUE_TREE, QueueItem,
 };
 use crate::crumb::{Crumb, CrumbCache, CrumbState, cookie_header, is_crumb_rejection};
 use crate::error::{JenkinsError, excerpt};
@@ -41,6 +41,22 @@ pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
+}
+
+/// The outcome of `cancelItem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cancel {
+    /// Jenkins cancelled the waiting item (204).
+    Cancelled,
+    /// Jenkins did not (500: the item already left the queue; 422: no Cancel
+    /// permission; 404: unknown or forgotten; 302: a core before ≈2.212, which always
+    /// redirects): the queue item says what happened.
+    NotCancelled {
+        /// The status.
+        status: u16,
+        /// Jenkins' message.
+        detail: String,
+    },
 }
 
 /// The outcome of `createItem`.
@@ -89,6 +105,11 @@ impl Client {
     pub fn with_folder(mut self, folder: Folder) -> Self {
         self.folder = folder;
         self
+    }
+
+    /// The Jenkins user.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// The folder jobs live in.
@@ -211,12 +232,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let detail = a
-            .headers
-            .get("X-Error")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| excerpt(&a.body));
+        let detail = self.detail(a);
         JenkinsError::Status {
             status: a.status.as_u16(),
             what: what.to_string(),
@@ -224,6 +240,28 @@ impl Client {
             user: self.user.clone(),
             retry_after,
         }
+    }
+
+    /// Jenkins' message in an answer: its `X-Error` header, else an excerpt of the page.
+    fn detail(&self, a: &Answer) -> String {
+        a.headers
+            .get("X-Error")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| excerpt(&a.body))
+    }
+
+    /// The error of a success or redirect status `what` is not answered with by Jenkins;
+    /// `None` for error statuses (4xx, 5xx), which [`Client::refused`] maps.
+    fn unexpected(&self, what: &str, expected: &'static str, a: &Answer) -> Option<JenkinsError> {
+        (a.status.is_success() || a.status.is_redirection()).then(|| {
+            JenkinsError::UnexpectedStatus {
+                status: a.status.as_u16(),
+                what: what.to_string(),
+                expected,
+                location: location(a).map(str::to_string),
+            }
+        })
     }
 
     async fn fetch_crumb(&self) -> Result<CrumbState, JenkinsError> {
@@ -293,7 +331,9 @@ impl Client {
     pub async fn create_job(&self, name: &str, xml: &str) -> Result<Created, JenkinsError> {
         let url = self.folder_url(&["createItem"], &[("name", name)]);
         let a = self.post(&url, &Body::Xml(xml.to_string())).await?;
-        if is_ok(a.status) {
+        // core ItemGroupMixIn.createTopLevelItem answers an XML body with 200 and nothing
+        // else; any other success or redirect is not Jenkins creating the job.
+        if a.status == StatusCode::OK {
             return Ok(Created::New);
         }
         if let Some(e) = self.missing_folder("POST", &url, &a) {
@@ -309,18 +349,24 @@ impl Client {
         {
             return Ok(Created::Exists);
         }
-        Err(self.refused(&format!("POST {} (job {name})", url.path()), &a))
+        let what = format!("POST {} (job {name})", url.path());
+        Err(self
+            .unexpected(&what, "200", &a)
+            .unwrap_or_else(|| self.refused(&what, &a)))
     }
 
     /// `POST /job/<name>/config.xml` with the job's XML.
     pub async fn update_job(&self, name: &str, xml: &str) -> Result<(), JenkinsError> {
         let url = self.job_url(name, &["config.xml"], &[]);
         let a = self.post(&url, &Body::Xml(xml.to_string())).await?;
-        if is_ok(a.status) {
-            Ok(())
-        } else {
-            Err(self.refused(&format!("POST {}", url.path()), &a))
+        // core AbstractItem.doConfigDotXml: 200 with an empty body.
+        if a.status == StatusCode::OK {
+            return Ok(());
         }
+        let what = format!("POST {}", url.path());
+        Err(self
+            .unexpected(&what, "200", &a)
+            .unwrap_or_else(|| self.refused(&what, &a)))
     }
 
     /// `GET /job/<name>/api/json`; `None` when the job does not exist.
@@ -329,22 +375,36 @@ impl Client {
         self.get_json(&url, &format!("GET {}", url.path())).await
     }
 
-    /// `POST /job/<name>/buildWithParameters`; the queue item id from `Location`, if
-    /// Jenkins gave one.
+    /// `POST /job/<name>/buildWithParameters?delay=0sec`; the id of the queue item that
+    /// holds the build. core `ParameterizedJobMixIn.doBuildWithParameters`: 201 +
+    /// `Location: <ctx>/queue/item/N/` for a new item, 303 to an identical item already
+    /// queued (merged, since 2.308), 302 to the job when the schedule was refused, 409 for
+    /// a job that is not buildable; nothing else is success.
     pub async fn build_with_parameters(
         &self,
         name: &str,
         form: &Body,
-    ) -> Result<Option<u64>, JenkinsError> {
-        let url = self.job_url(name, &["buildWithParameters"], &[]);
+    ) -> Result<u64, JenkinsError> {
+        // Without `delay`, Jenkins holds every item for its quiet period (5 s by default).
+        let url = self.job_url(name, &["buildWithParameters"], &[("delay", "0sec")]);
+        let what = format!("POST {}", url.path());
         let a = self.post(&url, form).await?;
-        if !is_ok(a.status) {
-            return Err(self.refused(&format!("POST {}", url.path()), &a));
+        match a.status {
+            StatusCode::CREATED | StatusCode::SEE_OTHER => location(&a)
+                .and_then(queue_id_from_location)
+                .ok_or(JenkinsError::NoQueueItem {
+                    status: a.status.as_u16(),
+                    what,
+                }),
+            StatusCode::FOUND => Err(JenkinsError::NotScheduled { what }),
+            StatusCode::CONFLICT => Err(JenkinsError::NotBuildable {
+                detail: self.detail(&a),
+                what,
+            }),
+            _ => Err(self
+                .unexpected(&what, "201 or 303", &a)
+                .unwrap_or_else(|| self.refused(&what, &a))),
         }
-        Ok(a.headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(queue_id_from_location))
     }
 
     /// `GET /queue/item/<id>/api/json`; `None` when Jenkins forgot the item.
@@ -364,17 +424,57 @@ impl Client {
         self.get_json(&url, &format!("GET {}", url.path())).await
     }
 
-    /// `POST /queue/cancelItem?id=<id>`; `false` when the item is no longer in the queue.
-    pub async fn cancel_queue_item(&self, id: u64) -> Result<bool, JenkinsError> {
+    /// `POST /queue/cancelItem?id=<id>` (core `Queue.doCancelItem`): 204 is
+    /// [`Cancel::Cancelled`]; 500, 422, 404 and a redirect are [`Cancel::NotCancelled`]
+    /// (the caller reads the queue item to learn why); credentials (401), missing
+    /// permissions (403) and rate limits (429) are errors.
+    pub async fn cancel_queue_item(&self, id: u64) -> Result<Cancel, JenkinsError> {
         let ids = id.to_string();
         let url = self.url(&["queue", "cancelItem"], &[("id", &ids)]);
         let a = self.post(&url, &Body::Empty).await?;
         match a.status {
-            s if is_ok(s) => Ok(true),
-            // Jenkins: 404 for an unknown id, 422 for an item that already left the queue.
-            StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => Ok(false),
-            _ => Err(self.refused(&format!("POST /queue/cancelItem (item {id})"), &a)),
+            s if s.is_success() => Ok(Cancel::Cancelled),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                Err(self.refused(&format!("POST /queue/cancelItem (item {id})"), &a))
+            }
+            s => Ok(Cancel::NotCancelled {
+                status: s.as_u16(),
+                detail: self.detail(&a),
+            }),
         }
+    }
+
+    /// `POST /job/<name>/<n>/submitDescription` (core `Run.doSubmitDescription`, Run/Update
+    /// permission): sets the build's description; `false` when the build does not exist.
+    pub async fn describe_build(
+        &self,
+        name: &str,
+        number: u64,
+        description: &str,
+    ) -> Result<bool, JenkinsError> {
+        let n = number.to_string();
+        let url = self.job_url(name, &[&n, "submitDescription"], &[]);
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("description", description)
+            .finish();
+        let a = self.post(&url, &Body::Form(form)).await?;
+        match a.status {
+            s if is_ok(s) => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.refused(&format!("POST {}", url.path()), &a)),
+        }
+    }
+
+    /// `GET /pluginManager/api/json`: the installed plugins (core `PluginManager.getApi`
+    /// needs Overall/SystemRead; without it Jenkins answers 403).
+    pub async fn plugins(&self) -> Result<Vec<PluginInfo>, JenkinsError> {
+        let url = self.url(&["pluginManager", "api", "json"], &[("tree", PLUGINS_TREE)]);
+        let a = self.get(&url).await?;
+        if !a.status.is_success() {
+            return Err(self.refused("GET /pluginManager/api/json", &a));
+        }
+        let list: PluginList = decode("GET /pluginManager/api/json", &a.body)?;
+        Ok(list.plugins)
     }
 
     /// `POST /job/<name>/<n>/stop`; `false` when the job or build does not exist.
@@ -441,9 +541,15 @@ impl Client {
     }
 }
 
-/// 2xx, or a redirect (Jenkins answers many POSTs with 302).
+/// 2xx, or a redirect: how Jenkins answers `stop`, `doDelete` and `submitDescription`
+/// (302 `forwardToPreviousPage`/`sendRedirect`), where the target is of no interest.
 fn is_ok(s: StatusCode) -> bool {
     s.is_success() || s.is_redirection()
+}
+
+/// The `Location` header of an answer.
+fn location(a: &Answer) -> Option<&str> {
+    a.headers.get(LOCATION).and_then(|v| v.to_str().ok())
 }
 
 fn decode<T: DeserializeOwned>(what: &str, body: &str) -> Result<T, JenkinsError> {

@@ -20,6 +20,32 @@ pub const DEFAULT_USERNAME: &str = "screwdriver";
 /// The default node label (upstream's).
 pub const DEFAULT_NODE_LABEL: &str = "screwdriver";
 
+/// When the job's script pulls the launcher and build images before creating containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// `docker pull` both images on every build, so moving tags (`:stable`, `:latest`)
+    /// are fresh: upstream's behaviour (its job runs `docker-compose pull`).
+    #[default]
+    Always,
+    /// Pull only images the node does not have (`docker create`'s own behaviour).
+    Missing,
+    /// Never pull: the build fails when an image is not on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// Parses `always`, `missing` (also `ifnotpresent`) or `never`, case-insensitively.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "always" => Some(Self::Always),
+            "missing" | "ifnotpresent" | "if-not-present" => Some(Self::Missing),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
 /// Every key [`JenkinsConfig::set`] accepts.
 pub const KEYS: &[&str] = &[
     "url",
@@ -35,7 +61,9 @@ pub const KEYS: &[&str] = &[
     "launchMode",
     "dockerCommand",
     "dockerNetwork",
+    "pullPolicy",
     "templatePath",
+    "requireTimeoutPlugin",
     "timeoutDefaultMinutes",
     "timeoutMaxMinutes",
     "jobTimeoutMarginMinutes",
@@ -92,8 +120,16 @@ pub struct JenkinsConfig {
     pub docker_command: String,
     /// Docker network of build containers (`--network`); default: Docker's.
     pub docker_network: Option<String>,
+    /// When the job pulls the launcher and build images (`always`, upstream's default;
+    /// `missing`; `never`).
+    pub pull_policy: PullPolicy,
     /// A `config.xml` template replacing the built-in one.
     pub template_path: Option<PathBuf>,
+    /// Refuse to build the executor when Jenkins lacks the build-timeout plugin (or the
+    /// template has no timeout wrapper). Default `false`: the executor then enforces each
+    /// job's timeout itself when it reads the build (see
+    /// [`crate::JenkinsExecutor::timeout_backstop`]).
+    pub require_timeout_plugin: bool,
     /// Build timeout default and cap (minutes).
     pub timeout: TimeoutPolicy,
     /// Minutes the job's own timeout (the engine-side backstop) adds to the build timeout,
@@ -127,7 +163,9 @@ impl Default for JenkinsConfig {
             launch_mode: LaunchMode::default(),
             docker_command: "docker".to_string(),
             docker_network: None,
+            pull_policy: PullPolicy::default(),
             template_path: None,
+            require_timeout_plugin: false,
             timeout: TimeoutPolicy::default(),
             job_timeout_margin_minutes: 5,
             expiry_grace_minutes: executor_base::TOKEN_BUFFER_MINUTES,
@@ -159,7 +197,9 @@ impl fmt::Debug for JenkinsConfig {
             .field("launch_mode", &self.launch_mode)
             .field("docker_command", &self.docker_command)
             .field("docker_network", &self.docker_network)
+            .field("pull_policy", &self.pull_policy)
             .field("template_path", &self.template_path)
+            .field("require_timeout_plugin", &self.require_timeout_plugin)
             .field("timeout", &self.timeout)
             .field(
                 "job_timeout_margin_minutes",
@@ -216,7 +256,19 @@ impl JenkinsConfig {
             }
             "dockerCommand" => self.docker_command = v.to_string(),
             "dockerNetwork" => self.docker_network = opt(v),
+            "pullPolicy" => {
+                self.pull_policy = PullPolicy::parse(v).ok_or_else(|| {
+                    format!("unknown pull policy {v:?}, expected always, missing or never")
+                })?
+            }
             "templatePath" => self.template_path = opt(v).map(PathBuf::from),
+            "requireTimeoutPlugin" => {
+                self.require_timeout_plugin = match v.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" => true,
+                    "false" | "no" | "0" => false,
+                    _ => return Err(format!("must be true or false, got {v:?}")),
+                }
+            }
             "timeoutDefaultMinutes" => self.timeout.default_minutes = parse_num(v)?,
             "timeoutMaxMinutes" => self.timeout.max_minutes = parse_num(v)?,
             "jobTimeoutMarginMinutes" => self.job_timeout_margin_minutes = parse_num(v)?,
@@ -252,6 +304,12 @@ mod tests {
         assert_eq!(c.timeout, TimeoutPolicy::default());
         assert_eq!(c.request_timeout(), Duration::from_secs(10));
         assert_eq!(c.launch_mode, LaunchMode::Native);
+        assert_eq!(
+            c.pull_policy,
+            PullPolicy::Always,
+            "upstream pulls on every build"
+        );
+        assert!(!c.require_timeout_plugin);
     }
 
     #[test]
@@ -261,6 +319,8 @@ mod tests {
             let value = match *key {
                 "url" | "storeUri" | "uiUri" => "http://127.0.0.1:1",
                 "launchMode" => "native",
+                "pullPolicy" => "never",
+                "requireTimeoutPlugin" => "true",
                 k if k.ends_with("Ms") || k.ends_with("Minutes") => "7",
                 _ => "x",
             };
@@ -268,6 +328,10 @@ mod tests {
         }
         assert_eq!(c.timeout.max_minutes, 7);
         assert_eq!(c.template_path, Some(PathBuf::from("x")));
+        assert_eq!(c.pull_policy, PullPolicy::Never);
+        assert!(c.require_timeout_plugin);
+        assert!(c.set("pullPolicy", "sometimes").is_err());
+        assert!(c.set("requireTimeoutPlugin", "maybe").is_err());
         assert!(c.set("storeUri", "ftp://x").is_err());
         assert!(
             c.set("launchMode", "k8s")

@@ -3,8 +3,10 @@
 //! Jenkins wants a crumb (from `GET /crumbIssuer/api/json`) in a header on every POST;
 //! it is bound to the web session the issuer answered with, so the session cookie is kept
 //! with it. The crumb is fetched once, shared by all calls, and refreshed at most once per
-//! rejected request (a 403 that names the crumb). A Jenkins without a crumb issuer (404)
-//! is remembered as such and gets no header.
+//! rejected request (a 403 with `CrumbFilter`'s message). A Jenkins without a crumb issuer
+//! (404) is remembered as such and gets no header. (Requests authenticated with an API
+//! token need no crumb at all, core `ApiCrumbExclusion`; sending one is harmless, and
+//! the same code then serves users who log in with a password.)
 
 use std::fmt;
 
@@ -102,9 +104,13 @@ pub(crate) fn cookie_header<'a>(set_cookies: impl Iterator<Item = &'a str>) -> O
     (!pairs.is_empty()).then(|| pairs.join("; "))
 }
 
-/// Whether a 403 body says the crumb was missing or invalid.
+/// Whether a 403 body is `CrumbFilter`'s rejection: core
+/// `hudson/security/csrf/CrumbFilter.java` answers
+/// `sendError(403, "No valid crumb was included in the request")`. Merely containing
+/// "crumb" is no sign: every page rendered with Jenkins' layout, the access-denied page of
+/// a missing permission included, carries `data-crumb-header` (`lib/layout/layout.jelly`).
 pub(crate) fn is_crumb_rejection(body: &str) -> bool {
-    body.to_ascii_lowercase().contains("crumb")
+    body.contains("No valid crumb")
 }
 
 #[cfg(test)]
@@ -173,6 +179,10 @@ mod tests {
         ));
         assert!(!is_crumb_rejection(
             "Access Denied: missing Job/Build permission"
+        ));
+        assert!(!is_crumb_rejection(
+            "<head data-crumb-header=\"Jenkins-Crumb\" data-crumb-value=\"x\"></head>\
+             <p>screwdriver is missing the Job/Build permission</p>"
         ));
     }
 }

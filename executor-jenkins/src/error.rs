@@ -57,6 +57,37 @@ pub(crate) enum JenkinsError {
     /// Jenkins answered 2xx with a body we cannot read.
     #[error("{what}: unreadable answer from Jenkins: {detail}")]
     Decode { what: String, detail: String },
+    /// A status Jenkins does not answer this call with: a redirect, most likely from
+    /// something in between (a proxy's http→https or login redirect), or another 2xx.
+    #[error(
+        "{what} answered {status}{}, expected {expected}{}",
+        location.as_deref().map(|l| format!(" (Location: {l})")).unwrap_or_default(),
+        if (300..400).contains(status) {
+            ": Jenkins does not redirect this call; check url and pathPrefix (a proxy redirect?)"
+        } else {
+            ""
+        }
+    )]
+    UnexpectedStatus {
+        status: u16,
+        what: String,
+        expected: &'static str,
+        location: Option<String>,
+    },
+    /// `buildWithParameters` answered 302 to the job: Jenkins did not schedule the build
+    /// (core `ParameterizedJobMixIn`: `schedule2` gave no item, e.g. a queue decision
+    /// handler refused it).
+    #[error(
+        "{what} answered 302: Jenkins did not schedule the build (refused by a queue decision handler or plugin)"
+    )]
+    NotScheduled { what: String },
+    /// `buildWithParameters` answered 409: the job is not buildable (disabled).
+    #[error("{what} answered 409: the Jenkins job is not buildable (disabled?): {detail}")]
+    NotBuildable { what: String, detail: String },
+    /// `buildWithParameters` answered 201 or 303 without a queue item `Location`; the
+    /// build may have been queued.
+    #[error("{what} answered {status} without a queue item Location")]
+    NoQueueItem { status: u16, what: String },
 }
 
 impl JenkinsError {
@@ -95,6 +126,20 @@ impl From<JenkinsError> for Error {
                 .with_source(source)
                 .temporary(),
             JenkinsError::Decode { .. } => Error::new(ErrorKind::Unexpected, message),
+            JenkinsError::UnexpectedStatus { status, .. } => {
+                Error::new(ErrorKind::Unexpected, message).with_status(status)
+            }
+            JenkinsError::NotScheduled { .. } => {
+                Error::new(ErrorKind::Unexpected, message).with_status(302)
+            }
+            JenkinsError::NotBuildable { .. } => {
+                Error::new(ErrorKind::Unexpected, message).with_status(409)
+            }
+            // Jenkins may have queued it: the caller asks Jenkins before anything else.
+            JenkinsError::NoQueueItem { status, .. } => Error::new(ErrorKind::Unexpected, message)
+                .with_status(status)
+                .with_context("outcome", "unknown: the build may be queued")
+                .temporary(),
             JenkinsError::MissingFolder { folder, .. } => {
                 Error::new(ErrorKind::ConfigInvalid, message)
                     .with_context("folder", folder)
@@ -222,6 +267,38 @@ mod tests {
         assert!(!status(400).is_temporary());
         assert_eq!(status(500).status(), Some(500));
         assert_eq!(status(500).executor(), "jenkins");
+    }
+
+    #[test]
+    fn answers_jenkins_does_not_give_are_errors_naming_the_status() {
+        let e: Error = JenkinsError::UnexpectedStatus {
+            status: 302,
+            what: "POST /createItem".into(),
+            expected: "200",
+            location: Some("https://j/login".into()),
+        }
+        .into();
+        assert_eq!(
+            (e.kind(), e.status(), e.is_temporary()),
+            (ErrorKind::Unexpected, Some(302), false)
+        );
+        assert!(
+            e.message()
+                .contains("answered 302 (Location: https://j/login), expected 200"),
+            "{e}"
+        );
+        assert!(e.message().contains("pathPrefix"), "{e}");
+        let e: Error = JenkinsError::NotBuildable {
+            what: "POST /job/SD-1/buildWithParameters".into(),
+            detail: "SD-1 is not buildable".into(),
+        }
+        .into();
+        assert_ne!(e.kind(), ErrorKind::AlreadyExists);
+        let e: Error = JenkinsError::NotScheduled {
+            what: "POST x".into(),
+        }
+        .into();
+        assert!(!e.is_temporary() && e.message().contains("302"));
     }
 
     #[test]

@@ -14,12 +14,40 @@ use secrecy::SecretString;
 use url::form_urlencoded;
 
 use crate::client::Body;
+use crate::config::PullPolicy;
 use crate::script::{self, ScriptSpec, TOKEN_FILE};
 use crate::template::{JobTemplate, check_xml_chars};
 
 /// Starts the build description the job's own timeout writes (see the template's
 /// `timeout_marker`); status reads an aborted build carrying it as timed out.
 pub const TIMEOUT_MARKER: &str = "sdx-timeout:";
+
+/// The build parameters every job declares and `buildWithParameters` sends, in order.
+pub const PARAMETERS: [&str; 7] = [
+    "SD_BUILD_ID",
+    "SD_API",
+    "SD_STORE",
+    "SD_UI",
+    "SD_CONTAINER",
+    "SD_BUILD_TIMEOUT",
+    TOKEN_PARAMETER,
+];
+
+/// The build token's parameter (a password parameter: Jenkins keeps it out of the job and
+/// the build's displayed parameters).
+pub const TOKEN_PARAMETER: &str = "SD_TOKEN";
+
+/// The description line (`key=value`) that records the job's own timeout in minutes, so
+/// any executor can tell when a build of the job is overdue.
+pub(crate) const LABEL_JOB_TIMEOUT: &str = "screwdriver.cd/job-timeout-minutes";
+
+/// The build description of a build the job's own timeout of `minutes` aborted. It has
+/// no `'`, `{` or `$`: the build-timeout plugin passes the text through `$VAR` expansion
+/// and `java.text.MessageFormat`, which would eat a lone apostrophe and everything quoted
+/// after it (`WriteDescriptionOperation.perform`).
+pub(crate) fn timeout_marker(minutes: u32) -> String {
+    format!("{TIMEOUT_MARKER} the job timeout of {minutes} minutes aborted this build")
+}
 
 /// The validated options that shape a job.
 #[derive(Debug, Clone)]
@@ -31,6 +59,7 @@ pub(crate) struct JobSettings {
     pub launch_mode: LaunchMode,
     pub docker_command: String,
     pub docker_network: Option<String>,
+    pub pull_policy: PullPolicy,
     pub timeout: TimeoutPolicy,
     pub job_timeout_margin_minutes: u32,
     pub expiry_grace_minutes: u32,
@@ -43,6 +72,8 @@ pub(crate) struct JobSettings {
 pub(crate) struct RenderedJob {
     /// The job name.
     pub name: String,
+    /// The job's own timeout in minutes (build timeout + margin).
+    pub job_timeout_minutes: u32,
     /// `config.xml`.
     pub xml: String,
     /// The `buildWithParameters` form (holds the token: never formatted).
@@ -111,10 +142,11 @@ impl JobSettings {
             cpus: script::cpus(self.resources.cpu_millis(build.annotations.cpu())),
             memory_bytes: self.resources.memory_bytes(build.annotations.ram()),
             network: self.docker_network.as_deref(),
+            pull: self.pull_policy,
         });
 
         let mut v: BTreeMap<&str, String> = BTreeMap::new();
-        v.insert("description", description(&labels));
+        v.insert("description", description(&labels, job_minutes));
         v.insert("build_id", build.build_id.to_string());
         v.insert("job_name", name.clone());
         v.insert("sdbuild", labels.name());
@@ -126,12 +158,7 @@ impl JobSettings {
         v.insert("mount_point", self.mount_point.clone());
         v.insert("timeout_minutes", minutes.to_string());
         v.insert("job_timeout_minutes", job_minutes.to_string());
-        v.insert(
-            "timeout_marker",
-            format!(
-                "{TIMEOUT_MARKER} the job's own timeout of {job_minutes} minutes aborted this build"
-            ),
-        );
+        v.insert("timeout_marker", timeout_marker(job_minutes));
         v.insert("node_label", self.node_label(build)?);
         v.insert("expires_at", expires.timestamp().to_string());
         v.insert(
@@ -145,25 +172,32 @@ impl JobSettings {
         v.insert("script", script);
         let xml = self.template.render(&v);
 
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("SD_BUILD_ID", &build.build_id.to_string())
-            .append_pair("SD_API", build.api_uri.as_str())
-            .append_pair("SD_STORE", store.as_str())
-            .append_pair("SD_UI", ui.as_str())
-            .append_pair("SD_CONTAINER", &container)
-            .append_pair("SD_BUILD_TIMEOUT", &minutes.to_string())
-            .append_pair("SD_TOKEN", expose_token(&build.token))
-            .finish();
+        let values = [
+            build.build_id.to_string(),
+            build.api_uri.to_string(),
+            store.to_string(),
+            ui.to_string(),
+            container,
+            minutes.to_string(),
+        ];
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in PARAMETERS.iter().zip(&values) {
+            form.append_pair(name, value);
+        }
+        form.append_pair(TOKEN_PARAMETER, expose_token(&build.token));
+        let form = form.finish();
         Ok(RenderedJob {
             name,
+            job_timeout_minutes: job_minutes,
             xml,
             form: Body::Form(form),
         })
     }
 }
 
-/// The job description: one sentence, then the build's labels as `key=value` lines.
-pub(crate) fn description(labels: &BuildLabels) -> String {
+/// The job description: one sentence, then the build's labels and the job's own timeout
+/// as `key=value` lines.
+pub(crate) fn description(labels: &BuildLabels, job_timeout_minutes: u32) -> String {
     let mut d = format!(
         "Screwdriver build {}, run by sdx executor-jenkins. Managed job: sdx gc deletes it after it expires.\n",
         labels.build_id
@@ -174,6 +208,7 @@ pub(crate) fn description(labels: &BuildLabels) -> String {
         d.push_str(&v);
         d.push('\n');
     }
+    d.push_str(&format!("{LABEL_JOB_TIMEOUT}={job_timeout_minutes}\n"));
     d
 }
 
@@ -184,6 +219,8 @@ pub(crate) struct DescribedJob {
     pub managed: bool,
     /// `screwdriver.cd/expires-at`.
     pub expires_at: Option<DateTime<Utc>>,
+    /// `screwdriver.cd/job-timeout-minutes`: the job's own timeout.
+    pub job_timeout_minutes: Option<u32>,
 }
 
 impl DescribedJob {
@@ -191,16 +228,21 @@ impl DescribedJob {
     pub fn parse(description: &str) -> Self {
         let mut managed = false;
         let mut expires_at = None;
+        let mut job_timeout_minutes = None;
         for line in description.lines() {
             match line.trim().split_once('=') {
                 Some((k, v)) if k == LABEL_MANAGED_BY => managed = v.trim() == MANAGED_BY,
                 Some((k, v)) if k == LABEL_EXPIRES => expires_at = BuildLabels::parse_expiry(v),
+                Some((k, v)) if k == LABEL_JOB_TIMEOUT => {
+                    job_timeout_minutes = v.trim().parse().ok()
+                }
                 _ => {}
             }
         }
         Self {
             managed,
             expires_at,
+            job_timeout_minutes,
         }
     }
 
@@ -226,6 +268,7 @@ mod tests {
             launch_mode: mode,
             docker_command: "docker".into(),
             docker_network: None,
+            pull_policy: PullPolicy::Always,
             timeout: TimeoutPolicy::default(),
             job_timeout_margin_minutes: 5,
             expiry_grace_minutes: 30,
@@ -263,6 +306,17 @@ mod tests {
         assert_eq!(element_text(&j.xml, "timeoutMinutes").unwrap(), "35");
         let d = DescribedJob::parse(&element_text(&j.xml, "description").unwrap());
         assert!(d.managed);
+        assert_eq!(d.job_timeout_minutes, Some(35));
+        assert_eq!(j.job_timeout_minutes, 35);
+        let marker = timeout_marker(35);
+        assert!(
+            j.xml
+                .contains(&format!("<description>{marker}</description>"))
+        );
+        assert!(
+            !marker.contains(['\'', '{', '$']),
+            "MessageFormat-safe: {marker}"
+        );
         assert_eq!(d.expires_at, Some(now() + chrono::Duration::minutes(60)));
         let cmd = element_text(&j.xml, "command").unwrap();
         assert!(cmd.contains("'--build-timeout' '30'"), "{cmd}");
@@ -309,7 +363,8 @@ mod tests {
     #[test]
     fn descriptions_round_trip_and_expire() {
         let l = BuildLabels::new("SD-", BuildId::new(3).unwrap(), None, now());
-        let d = DescribedJob::parse(&description(&l));
+        let d = DescribedJob::parse(&description(&l, 95));
+        assert_eq!(d.job_timeout_minutes, Some(95));
         assert!(d.expired(now()));
         assert!(!d.expired(now() - chrono::Duration::seconds(1)));
         assert!(

@@ -12,6 +12,7 @@ mod executor;
 mod folder;
 mod job;
 mod mapping;
+mod plugins;
 mod script;
 mod template;
 mod xml;
@@ -22,10 +23,11 @@ pub mod fake;
 pub use builder::JenkinsExecutorBuilder;
 pub use config::{
     DEFAULT_JOB_PREFIX, DEFAULT_LAUNCHER_IMAGE, DEFAULT_NODE_LABEL, DEFAULT_USERNAME,
-    JenkinsConfig, KEYS,
+    JenkinsConfig, KEYS, PullPolicy,
 };
 pub use executor::JenkinsExecutor;
-pub use job::TIMEOUT_MARKER;
+pub use job::{PARAMETERS, TIMEOUT_MARKER, TOKEN_PARAMETER};
+pub use plugins::{TIMEOUT_PLUGIN, TimeoutBackstop};
 pub use script::TOKEN_FILE;
 pub use template::{BUILTIN_TEMPLATE, JobTemplate, PLACEHOLDERS};
 

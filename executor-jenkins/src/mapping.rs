@@ -120,6 +120,7 @@ mod tests {
             building,
             result: result.map(str::to_string),
             description: desc.map(str::to_string),
+            ..BuildInfo::default()
         }
     }
 
@@ -163,7 +164,7 @@ mod tests {
             &b(
                 false,
                 Some("ABORTED"),
-                Some("sdx-timeout: the job's own timeout of 95 minutes aborted this build"),
+                Some("sdx-timeout: the job timeout of 95 minutes aborted this build"),
             ),
             false,
         );

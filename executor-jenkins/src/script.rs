@@ -4,13 +4,26 @@
 //!
 //! Every value is single-quoted for the shell here and XML-escaped by the template, so
 //! hostile values (quotes, `&`, `<`, `]]>`, `$(...)`) stay data. The token is not in the
-//! script: it is the build's password parameter `SD_TOKEN` (Jenkins masks it in logs),
-//! copied into the container as a file (native mode) or passed as its environment
-//! (Screwdriver mode, whose `run.sh` contract needs it on the command line inside).
+//! script: it is the build's password parameter `SD_TOKEN`, copied into the container as a
+//! file (native mode) or passed as its environment (Screwdriver mode, whose `run.sh`
+//! contract needs it on the command line inside).
+//!
+//! Jenkins does **not** mask password parameters in a build's console log, and runs a
+//! Shell step as `sh -xe FILE` unless the command starts with `#!` (core
+//! `hudson/tasks/Shell.java`, `buildCommandLine`), which would trace
+//! `printf '%s' <token>` into the log. So the script starts with `#!/bin/sh -eu` (Jenkins
+//! then runs `/bin/sh -eu FILE`, no trace), and its first command is `set +x`, for a
+//! user template that puts something before `{{script}}` (then Jenkins runs it with
+//! `sh -xe`): no line that expands the token is ever traced.
 
 use std::fmt::Write as _;
 
 use executor_base::LaunchCommand;
+
+use crate::config::PullPolicy;
+
+/// The script's first line: Jenkins runs it with this interpreter instead of `sh -xe`.
+pub(crate) const INTERPRETER_LINE: &str = "#!/bin/sh -eu";
 
 /// Where the native launcher finds the token inside the build container.
 pub const TOKEN_FILE: &str = "/run/sd/token";
@@ -39,6 +52,8 @@ pub(crate) struct ScriptSpec<'a> {
     pub memory_bytes: u64,
     /// `--network`.
     pub network: Option<&'a str>,
+    /// Whether to pull the images first.
+    pub pull: PullPolicy,
 }
 
 /// Quotes `s` for a POSIX shell: `'…'`, with `'` written as `'\''`.
@@ -61,6 +76,9 @@ pub(crate) fn render(s: &ScriptSpec<'_>) -> String {
     let q = sh_quote;
     let mut out = String::with_capacity(2048);
     let w = &mut out;
+    let _ = writeln!(w, "{INTERPRETER_LINE}");
+    // Embedded after other commands in a user template, Jenkins runs this with -x.
+    let _ = writeln!(w, "set +x");
     let _ = writeln!(w, "set -eu");
     let _ = writeln!(
         w,
@@ -83,6 +101,25 @@ pub(crate) fn render(s: &ScriptSpec<'_>) -> String {
     let _ = writeln!(w, "SD_WORK=\"$(mktemp -d)\"");
     let _ = writeln!(w, "trap 'sd_remove; rm -rf \"$SD_WORK\"' EXIT");
     let _ = writeln!(w, "trap 'exit 143' INT TERM");
+
+    for image in [s.launcher_image, s.container] {
+        match s.pull {
+            PullPolicy::Always => {
+                let _ = writeln!(w, "\"$SD_DOCKER\" pull {} >/dev/null", q(image));
+            }
+            PullPolicy::Missing => {}
+            PullPolicy::Never => {
+                let _ = writeln!(
+                    w,
+                    "\"$SD_DOCKER\" image inspect {i} >/dev/null || {{ echo {m} >&2; exit 1; }}",
+                    i = q(image),
+                    m = q(&format!(
+                        "sdx: image {image} is not on this node and pullPolicy is never"
+                    )),
+                );
+            }
+        }
+    }
 
     let labels: String = s
         .labels
@@ -165,6 +202,7 @@ mod tests {
             cpus: cpus(2000),
             memory_bytes: 1 << 31,
             network: Some("host"),
+            pull: PullPolicy::Always,
         }
     }
 
@@ -188,6 +226,8 @@ mod tests {
         assert!(s.contains("tar -cf - 'run' ) | \"$SD_DOCKER\" cp - \"$SD_NAME-build:/\""));
         assert!(s.contains("--network 'host'"));
         assert!(!s.contains("--env SD_TOKEN"));
+        assert!(s.starts_with("#!/bin/sh -eu\nset +x\nset -eu\n"), "{s}");
+        assert!(s.contains("\"$SD_DOCKER\" pull 'node:22' >/dev/null\n"));
         assert!(s.ends_with("\"$SD_DOCKER\" start --attach \"$SD_NAME-build\"\n"));
     }
 

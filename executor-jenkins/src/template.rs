@@ -4,8 +4,12 @@
 //! build parameters (the token as a *password* parameter), pins the job to the node label,
 //! runs the generated shell script and aborts the build after the job's own timeout
 //! (build-timeout plugin) as the engine-side backstop. Users may replace it with their own
-//! file; it is checked when the executor is built: every placeholder must be known and the
-//! rendered document must be well-formed XML.
+//! file; it is checked when the executor is built: every placeholder must be known, the
+//! rendered document must be well-formed XML, and it must be a job Jenkins can build the
+//! way the executor triggers it: it runs `{{script}}`, declares the build parameters
+//! ([`crate::job::PARAMETERS`]) with `SD_TOKEN` as a `hudson.model.PasswordParameterDefinition`
+//! (Jenkins refuses `buildWithParameters` on a job without parameter definitions and
+//! ignores undeclared ones), and is not disabled (Jenkins answers 409).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,6 +18,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use executor_base::{Error, ErrorKind};
+
+use crate::job::{PARAMETERS, TOKEN_PARAMETER};
+use crate::plugins::{TIMEOUT_WRAPPER, plugin_of};
+use crate::xml::Element;
+
+/// The class of a password parameter (core `hudson.model.PasswordParameterDefinition`).
+const PASSWORD_PARAMETER: &str = "hudson.model.PasswordParameterDefinition";
 
 /// The built-in `config.xml` template.
 pub const BUILTIN_TEMPLATE: &str = include_str!("../templates/job.xml");
@@ -86,6 +97,10 @@ enum Piece {
 pub struct JobTemplate {
     pieces: Arc<[Piece]>,
     origin: Arc<str>,
+    /// Plugins whose classes the template uses, in order of first use.
+    plugins: Arc<[String]>,
+    /// Whether it has the build-timeout plugin's wrapper.
+    timeout_wrapper: bool,
 }
 
 impl fmt::Debug for JobTemplate {
@@ -127,6 +142,28 @@ impl JobTemplate {
 
     /// Parses and checks a template; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, Error> {
+        let mut t = Self::parse_syntax(text, origin)?;
+        // Render with values full of XML metacharacters: a template that is well-formed
+        // with those is well-formed with any escaped value.
+        let sample: BTreeMap<&str, String> = PLACEHOLDERS
+            .iter()
+            .map(|(n, _)| (*n, format!("<{n}> & \"'{n}'\" ]]>")))
+            .collect();
+        let root = crate::xml::parse(&t.render(&sample)).map_err(|e| template_error(origin, e))?;
+        check_job(&t, &root).map_err(|e| template_error(origin, e))?;
+        let mut plugins: Vec<String> = Vec::new();
+        for p in root.descendants().into_iter().filter_map(plugin_of) {
+            if !plugins.contains(&p) {
+                plugins.push(p);
+            }
+        }
+        t.plugins = plugins.into();
+        t.timeout_wrapper = root.at(&["buildWrappers", TIMEOUT_WRAPPER]).is_some();
+        Ok(t)
+    }
+
+    /// The placeholders only: names known, every `{{` closed.
+    fn parse_syntax(text: &str, origin: &str) -> Result<Self, Error> {
         let mut pieces = Vec::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -161,19 +198,25 @@ impl JobTemplate {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_string()));
         }
-        let t = Self {
+        Ok(Self {
             pieces: pieces.into(),
             origin: origin.into(),
-        };
-        // Render with values full of XML metacharacters: a template that is well-formed
-        // with those is well-formed with any escaped value.
-        let sample: BTreeMap<&str, String> = PLACEHOLDERS
-            .iter()
-            .map(|(n, _)| (*n, format!("<{n}> & \"'{n}'\" ]]>")))
-            .collect();
-        let rendered = t.render(&sample);
-        check_well_formed(&rendered).map_err(|e| template_error(origin, e))?;
-        Ok(t)
+            plugins: Arc::from(Vec::new()),
+            timeout_wrapper: false,
+        })
+    }
+
+    /// The Jenkins plugins whose classes the template uses (`plugin="…"` attributes and
+    /// known plugin packages), in order of first use; Jenkins silently drops their
+    /// elements when a plugin is missing.
+    pub fn required_plugins(&self) -> &[String] {
+        &self.plugins
+    }
+
+    /// Whether the template has the build-timeout plugin's wrapper (the job's own
+    /// timeout, the engine-side backstop).
+    pub fn has_timeout_wrapper(&self) -> bool {
+        self.timeout_wrapper
     }
 
     /// The placeholders this template uses, in order of first use.
@@ -208,6 +251,58 @@ impl JobTemplate {
         }
         out
     }
+}
+
+/// What Jenkins needs of a job the executor triggers with `buildWithParameters`.
+fn check_job(t: &JobTemplate, root: &Element) -> Result<(), String> {
+    if !t.placeholders().contains(&"script") {
+        return Err("the job must run the generated script: {{script}} is missing".into());
+    }
+    let defs = root
+        .at(&[
+            "properties",
+            "hudson.model.ParametersDefinitionProperty",
+            "parameterDefinitions",
+        ])
+        .ok_or_else(|| {
+            format!(
+                "the job must declare the build parameters {} in \
+                 properties/hudson.model.ParametersDefinitionProperty/parameterDefinitions \
+                 (Jenkins refuses buildWithParameters on a job without them)",
+                PARAMETERS.join(", ")
+            )
+        })?;
+    let declared = |name: &str| {
+        defs.children
+            .iter()
+            .find(|d| d.child_text("name") == Some(name))
+    };
+    let missing: Vec<&str> = PARAMETERS
+        .iter()
+        .copied()
+        .filter(|p| declared(p).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the job must declare the build parameters {} (Jenkins drops undeclared ones); missing: {}",
+            PARAMETERS.join(", "),
+            missing.join(", ")
+        ));
+    }
+    match declared(TOKEN_PARAMETER) {
+        Some(d) if d.name == PASSWORD_PARAMETER => {}
+        Some(d) => {
+            return Err(format!(
+                "{TOKEN_PARAMETER} must be a {PASSWORD_PARAMETER} (a {} keeps and shows the token)",
+                d.name
+            ));
+        }
+        None => unreachable!("checked above"),
+    }
+    if root.child_text("disabled") == Some("true") {
+        return Err("the job must not be disabled (Jenkins answers 409 to its builds)".into());
+    }
+    Ok(())
 }
 
 /// Escapes `& < > " '` for element text and attribute values.
@@ -266,8 +361,8 @@ mod tests {
 
     #[test]
     fn rendering_escapes_every_value() {
-        let t =
-            JobTemplate::parse("<a><b>{{script}}</b><c x=\"{{node_label}}\"/></a>", "t").unwrap();
+        let t = JobTemplate::parse_syntax("<a><b>{{script}}</b><c x=\"{{node_label}}\"/></a>", "t")
+            .unwrap();
         let mut v = BTreeMap::new();
         v.insert("script", "echo '<x>' && echo \"]]>\"".to_string());
         v.insert("node_label", "a\"b".to_string());

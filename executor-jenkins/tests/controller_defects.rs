@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use executor_base::{ErrorKind, Executor, Phase, StartConfig};
+use executor_jenkins::TimeoutBackstop;
 use executor_jenkins::fake::{FakeJenkins, FakeOptions, Fault, FaultAction};
 
 fn recorded(j: &FakeJenkins) -> Vec<String> {
@@ -50,7 +51,7 @@ async fn stop_of_a_build_that_just_left_the_queue_stops_it_without_retrying() {
 async fn stop_waits_for_the_build_a_left_item_is_becoming() {
     // core Queue.LeftItem.getExecutable: null until the executor thread created the Run.
     let (j, e) = setup_with(FakeOptions {
-        executable_delay: Duration::from_millis(150),
+        executable_delay: Duration::from_millis(100),
         ..FakeOptions::default()
     })
     .await;
@@ -147,7 +148,34 @@ async fn a_merged_trigger_follows_the_existing_item() {
     e.start(&build(1)).await.unwrap();
     j.clear_requests();
     let _ = e.status(&stop_cfg(1)).await;
-    assert_eq!(calls(&j), ["GET /queue/item/77/api/json"]);
+    assert_eq!(
+        calls(&j)[0],
+        "GET /queue/item/77/api/json",
+        "the item it was merged into"
+    );
+    // A 201 or 303 without a queue item Location is not taken on trust: Jenkins is asked
+    // whether the build was queued before anything else (here it was not: sent again).
+    j.inject(Fault::on(
+        "POST",
+        "/buildWithParameters",
+        FaultAction::Respond {
+            status: 201,
+            body: String::new(),
+            headers: vec![],
+        },
+    ));
+    j.clear_requests();
+    e.start(&build(2)).await.unwrap();
+    assert_eq!(
+        calls(&j),
+        [
+            "POST /createItem",
+            "POST /job/SD-2/buildWithParameters",
+            "GET /job/SD-2/api/json",
+            "POST /job/SD-2/buildWithParameters"
+        ]
+    );
+    assert_eq!(j.queue_items("SD-2").len(), 1);
 }
 
 // --- D6: the crumb-rejection check ------------------------------------------------------
@@ -210,8 +238,10 @@ async fn without_the_timeout_plugin_the_executor_stops_an_overdue_build() {
         .annotation("screwdriver.cd/timeout", 30)
         .build()
         .unwrap();
+    assert_eq!(e.timeout_backstop(), TimeoutBackstop::ExecutorPluginMissing);
     e.start(&b).await.unwrap();
     assert!(!j.has_job_timeout("SD-5"), "Jenkins dropped the wrapper");
+    assert_eq!(j.old_data("SD-5").len(), 1);
     j.start_queued("SD-5").unwrap();
     assert_eq!(status(&e, 5).await.phase, Phase::Running);
     j.backdate("SD-5", 1, Duration::from_secs(34 * 60));
@@ -260,6 +290,183 @@ async fn the_timeout_plugin_can_be_required() {
         .build()
         .await
         .unwrap();
+}
+
+/// A started, running build 5 with a 30 min build timeout (job timeout 35 min), its start
+/// time moved back by `minutes`.
+async fn overdue(j: &FakeJenkins, e: &executor_jenkins::JenkinsExecutor, minutes: u64) {
+    let b = StartConfig::builder(5, "http://127.0.0.1:9", "node:22", BUILD_TOKEN)
+        .annotation("screwdriver.cd/timeout", 30)
+        .build()
+        .unwrap();
+    e.start(&b).await.unwrap();
+    j.start_queued("SD-5").unwrap();
+    assert!(j.backdate("SD-5", 1, Duration::from_secs(minutes * 60)));
+}
+
+#[tokio::test]
+async fn with_the_timeout_plugin_jenkins_enforces_it_and_the_executor_does_not() {
+    let (j, e) = setup().await;
+    assert_eq!(e.timeout_backstop(), TimeoutBackstop::Plugin);
+    overdue(&j, &e, 40).await;
+    j.clear_requests();
+    assert_eq!(status(&e, 5).await.phase, Phase::Running);
+    assert_eq!(
+        calls(&j),
+        ["GET /queue/item/1/api/json", "GET /job/SD-5/1/api/json"]
+    );
+    let disabled = FakeJenkins::start().await;
+    disabled.disable_plugin("build-timeout");
+    let e = disabled.executor_builder().build().await.unwrap();
+    assert_eq!(e.timeout_backstop(), TimeoutBackstop::ExecutorPluginMissing);
+}
+
+#[tokio::test]
+async fn without_the_permission_to_read_plugins_the_executor_enforces_the_timeout() {
+    // core PluginManager.getApi: Jenkins.SYSTEM_READ, else 403.
+    let j = FakeJenkins::start().await;
+    j.deny("Overall/SystemRead");
+    let e = j
+        .executor_builder()
+        .with_require_timeout_plugin(true)
+        .build()
+        .await
+        .expect("an unreadable list is no reason to refuse");
+    let TimeoutBackstop::ExecutorPluginUnknown(why) = e.timeout_backstop() else {
+        panic!("{:?}", e.timeout_backstop())
+    };
+    assert!(why.contains("Overall/SystemRead"), "{why}");
+    overdue(&j, &e, 36).await;
+    j.clear_requests();
+    assert_eq!(status(&e, 5).await.phase, Phase::Running);
+    assert_eq!(
+        calls(&j),
+        [
+            "GET /queue/item/1/api/json",
+            "GET /job/SD-5/1/api/json",
+            "POST /job/SD-5/1/submitDescription",
+            "POST /job/SD-5/1/stop"
+        ],
+        "the list is not asked again: 403 will not change by itself"
+    );
+    wait_for_phase(&e, 5, Phase::TimedOut).await;
+}
+
+#[tokio::test]
+async fn a_jenkins_unreachable_at_build_time_is_asked_again_at_the_first_start() {
+    let j = FakeJenkins::start_with(FakeOptions {
+        plugins: vec![],
+        ..FakeOptions::default()
+    })
+    .await;
+    j.inject(Fault::status("GET", "/pluginManager/", 503));
+    let e = j
+        .executor_builder()
+        .with_require_timeout_plugin(true)
+        .build()
+        .await
+        .expect("Jenkins may be down while the server starts");
+    assert!(matches!(
+        e.timeout_backstop(),
+        TimeoutBackstop::ExecutorPluginUnknown(_)
+    ));
+    j.clear_requests();
+    let err = e.start(&build(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
+    assert!(err.to_string().contains("requireTimeoutPlugin"), "{err}");
+    assert_eq!(
+        calls(&j),
+        ["GET /pluginManager/api/json"],
+        "nothing created"
+    );
+    assert_eq!(e.timeout_backstop(), TimeoutBackstop::ExecutorPluginMissing);
+    assert!(e.start(&build(1)).await.is_err(), "refused at every start");
+    j.install_plugin("build-timeout");
+    e.start(&build(1)).await.unwrap();
+    assert_eq!(e.timeout_backstop(), TimeoutBackstop::Plugin);
+    assert!(j.has_job_timeout("SD-1"));
+}
+
+#[tokio::test]
+async fn a_marker_jenkins_refuses_still_reads_timed_out_here() {
+    let (j, e) = setup_with(FakeOptions {
+        plugins: vec![],
+        ..FakeOptions::default()
+    })
+    .await;
+    j.deny("Run/Update");
+    overdue(&j, &e, 36).await;
+    let s = status(&e, 5).await;
+    assert_eq!(s.phase, Phase::Running);
+    assert!(
+        s.message.contains("ran past its job timeout of 35 minutes"),
+        "{s}"
+    );
+    let s = wait_for_phase(&e, 5, Phase::TimedOut).await;
+    assert!(s.message.contains("the job timeout of 35 minutes"), "{s}");
+    assert_eq!(j.builds("SD-5")[0].description, None);
+    assert_eq!(
+        e.stats().builds.by_reason.get("timedOut"),
+        Some(&1),
+        "{:?}",
+        e.stats().builds
+    );
+}
+
+#[tokio::test]
+async fn gc_stops_overdue_builds_when_the_executor_enforces_the_timeout() {
+    let (j, e) = setup_with(FakeOptions {
+        plugins: vec![],
+        ..FakeOptions::default()
+    })
+    .await;
+    overdue(&j, &e, 36).await;
+    let report = e.gc(false).await.unwrap();
+    assert!(report.expired.is_empty(), "a running job is not collected");
+    let b = &j.builds("SD-5")[0];
+    assert!(
+        b.aborting
+            && b.description
+                .as_deref()
+                .unwrap()
+                .starts_with("sdx-timeout:"),
+        "{b:?}"
+    );
+    wait_for_phase(&e, 5, Phase::TimedOut).await;
+    // A template without the wrapper: the executor enforces it too.
+    let t = executor_jenkins::BUILTIN_TEMPLATE;
+    let start = t.find("<buildWrappers>").unwrap();
+    let end = t.find("</buildWrappers>").unwrap() + "</buildWrappers>".len();
+    let plain = format!("{}<buildWrappers/>{}", &t[..start], &t[end..]);
+    let e = j
+        .executor_builder()
+        .with_template(executor_jenkins::JobTemplate::parse(&plain, "plain").unwrap())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(e.timeout_backstop(), TimeoutBackstop::ExecutorNoWrapper);
+}
+
+#[tokio::test]
+async fn stop_on_a_core_before_jenkins_21311_reads_the_item_after_its_302() {
+    // Before ≈2.212 cancelItem always answered 302 (forwardToPreviousPage).
+    let (j, e) = setup_with(FakeOptions {
+        version: "2.204.6".into(),
+        ..FakeOptions::default()
+    })
+    .await;
+    e.start(&build(1)).await.unwrap();
+    j.clear_requests();
+    e.stop(&stop_cfg(1)).await.unwrap();
+    assert_eq!(
+        recorded(&j),
+        [
+            "POST /queue/cancelItem -> 302",
+            "GET /queue/item/1/api/json -> 200"
+        ]
+    );
+    assert!(j.queue_items("SD-1")[0].cancelled);
+    wait_for_phase(&e, 1, Phase::Canceled).await;
 }
 
 // --- D8: templates must declare the parameters, the token as a password ----------------

@@ -1,4 +1,5 @@
-//! `gc`: delete our jobs whose expiry passed and whose build is not running.
+//! `gc`: delete our jobs whose expiry passed and whose build is not running; stop our
+//! builds running past their job timeout when the executor enforces it.
 
 use chrono::Utc;
 use executor_base::engine::Idempotency::Idempotent;
@@ -25,10 +26,26 @@ impl JenkinsExecutor {
             let Some(rest) = name.strip_prefix(self.job.job_prefix.as_str()) else {
                 continue;
             };
-            let finished = !j.last_build.as_ref().is_some_and(|b| b.building);
-            if !finished
-                || !DescribedJob::parse(j.description.as_deref().unwrap_or("")).expired(now)
+            let described = DescribedJob::parse(j.description.as_deref().unwrap_or(""));
+            let running = j.last_build.as_ref().filter(|b| b.building);
+            if let Some(b) = running
+                && described.managed
+                && !dry_run
             {
+                // The executor's backstop when Jenkins has no build-timeout plugin.
+                if self
+                    .enforce_job_timeout(name, b, described.job_timeout_minutes)
+                    .await
+                    .map_err(tag)?
+                    && let Ok(id) = rest.parse::<BuildId>()
+                {
+                    self.remember(id, |t| {
+                        t.timed_out = true;
+                        t.job_timeout_minutes = described.job_timeout_minutes;
+                    });
+                }
+            }
+            if running.is_some() || !described.expired(now) {
                 continue;
             }
             expired.push(self.client.folder().item_path(name));

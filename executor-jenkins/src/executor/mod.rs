@@ -1,10 +1,12 @@
 //! [`JenkinsExecutor`]: the [`Executor`] contract on Jenkins' REST API.
 //!
-//! The contract's calls live in one file each: [`start`] (create or update the job, then
-//! `buildWithParameters`, never blindly repeated), [`status`] (queue item → build →
-//! [`BuildStatus`]), [`stop`] (cancel the queue item or stop the build it became) and
-//! [`gc`] (delete expired jobs).
+//! The contract's calls live in one file each: `start` (create or update the job, then
+//! `buildWithParameters`, never blindly repeated), `status` (queue item → build →
+//! [`BuildStatus`]), `stop` (cancel the queue item or stop the build it became) and `gc`
+//! (delete expired jobs); `backstop` checks and, where Jenkins cannot, enforces the job's
+//! own timeout.
 
+mod backstop;
 mod gc;
 mod start;
 mod status;
@@ -41,6 +43,10 @@ struct Tracked {
     before: u64,
     /// We asked Jenkins to stop it.
     stopped: bool,
+    /// The job's own timeout in minutes (from the render, or the job description).
+    job_timeout_minutes: Option<u32>,
+    /// The executor stopped it for running past its job timeout.
+    timed_out: bool,
     /// The final status, once Jenkins reported one (no more requests after that).
     terminal: Option<BuildStatus>,
     /// Counted as started in the build counters (we started it).
@@ -59,6 +65,8 @@ pub struct JenkinsExecutor {
     builds: Mutex<HashMap<BuildId, Tracked>>,
     starting: Mutex<HashSet<BuildId>>,
     counter: BuildCounter,
+    backstop: Mutex<backstop::BackstopState>,
+    require_timeout_plugin: bool,
 }
 
 impl fmt::Debug for JenkinsExecutor {
@@ -67,13 +75,19 @@ impl fmt::Debug for JenkinsExecutor {
             .field("client", &self.client)
             .field("job_prefix", &self.job.job_prefix)
             .field("template", &self.job.template)
+            .field("backstop", &self.backstop.lock().backstop)
             .field("calls", &self.calls)
             .finish_non_exhaustive()
     }
 }
 
 impl JenkinsExecutor {
-    pub(crate) fn new(client: Client, calls: EngineCalls, job: JobSettings) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        calls: EngineCalls,
+        job: JobSettings,
+        require_timeout_plugin: bool,
+    ) -> Self {
         Self {
             client,
             calls,
@@ -81,6 +95,8 @@ impl JenkinsExecutor {
             builds: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
             counter: BuildCounter::new(),
+            backstop: Mutex::new(backstop::BackstopState::default()),
+            require_timeout_plugin,
         }
     }
 

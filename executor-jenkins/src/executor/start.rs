@@ -57,7 +57,7 @@ impl JenkinsExecutor {
             {
                 Ok(queue_id) => {
                     return Ok(Tracked {
-                        queue_id,
+                        queue_id: Some(queue_id),
                         before,
                         ..Tracked::default()
                     });
@@ -141,6 +141,9 @@ impl JenkinsExecutor {
             }
         }
 
+        // Jenkins could not be asked for its plugins when the executor was built.
+        self.recheck_plugins().await?;
+
         let before = match self
             .engine("create job", Idempotent, || {
                 self.client.create_job(name, &job.xml)
@@ -186,6 +189,7 @@ impl JenkinsExecutor {
         match self.trigger(name, &job.form, before).await {
             Ok(mut t) => {
                 t.counted = true;
+                t.job_timeout_minutes = Some(job.job_timeout_minutes);
                 self.builds.lock().insert(id, t);
                 self.counter.started();
                 tracing::info!(build = %id, job = name, folder = %self.client.folder(), "build queued on Jenkins");

@@ -1,11 +1,15 @@
 //! `status`: the queue item, then the build it became, read as a [`BuildStatus`]; a
-//! final status is remembered and costs no more requests.
+//! final status is remembered and costs no more requests. A running build found past its
+//! job timeout is stopped here when the executor enforces that timeout (see
+//! [`crate::TimeoutBackstop`]).
 
 use executor_base::engine::Idempotency::Idempotent;
-use executor_base::{BuildStatus, Error, StopConfig};
+use executor_base::{BuildStatus, Error, Phase, StopConfig};
 
 use super::{JenkinsExecutor, Tracked};
 use crate::SCHEME;
+use crate::api::{BuildInfo, JobInfo};
+use crate::job::{DescribedJob, timeout_marker};
 use crate::mapping::{from_build, from_queue, lost};
 
 impl JenkinsExecutor {
@@ -32,11 +36,40 @@ impl JenkinsExecutor {
             r.queue_id = t.queue_id;
             r.number = t.number.or(r.number);
             r.before = t.before;
+            r.job_timeout_minutes = t.job_timeout_minutes.or(r.job_timeout_minutes);
+            r.timed_out |= t.timed_out;
             if fin && r.terminal.is_none() {
                 r.terminal = Some(status.clone());
             }
         });
         Ok(status)
+    }
+
+    /// The status of build `b`; when it runs past its job timeout and the executor
+    /// enforces that timeout, the build is stopped first. Returns whether it is final.
+    async fn read_build(
+        &self,
+        name: &str,
+        b: &BuildInfo,
+        t: &mut Tracked,
+    ) -> Result<(BuildStatus, bool), Error> {
+        if !t.timed_out
+            && !t.stopped
+            && self
+                .enforce_job_timeout(name, b, t.job_timeout_minutes)
+                .await?
+        {
+            t.timed_out = true;
+        }
+        Ok((build_status(name, b, t), !b.building))
+    }
+
+    /// Remembers what a job read says about the job's own timeout.
+    fn learn_from_job(t: &mut Tracked, j: &JobInfo) {
+        if t.job_timeout_minutes.is_none() {
+            t.job_timeout_minutes =
+                DescribedJob::parse(j.description.as_deref().unwrap_or("")).job_timeout_minutes;
+        }
     }
 
     /// Status of a build we track; returns whether the status is final.
@@ -70,50 +103,51 @@ impl JenkinsExecutor {
                     }
                     (None, None) => unreachable!("from_queue is None only with an executable"),
                 },
-                // Jenkins forgets items some minutes after they leave the queue.
+                // Jenkins forgets items 5 minutes after they left the queue.
                 None => t.queue_id = None,
             }
         }
         if let Some(n) = t.number {
-            return Ok(
-                match self
-                    .engine("get build", Idempotent, || self.client.build(name, n))
-                    .await?
-                {
-                    Some(b) => (from_build(name, &b, t.stopped), !b.building),
-                    None if t.stopped => (BuildStatus::canceled(), true),
-                    None => (
-                        lost(name, Some(true), "the job or its build was deleted"),
-                        true,
-                    ),
-                },
-            );
+            return match self
+                .engine("get build", Idempotent, || self.client.build(name, n))
+                .await?
+            {
+                Some(b) => self.read_build(name, &b, t).await,
+                None if t.stopped => Ok((BuildStatus::canceled(), true)),
+                None => Ok((
+                    lost(name, Some(true), "the job or its build was deleted"),
+                    true,
+                )),
+            };
         }
         match self.get_job(name).await? {
             None if t.stopped => Ok((BuildStatus::canceled(), true)),
             None => Ok((lost(name, None, "the job was deleted"), true)),
-            Some(j) => match j.last_build {
-                Some(b) if b.number > t.before => {
-                    t.number = Some(b.number);
-                    Ok((from_build(name, &b, t.stopped), !b.building))
+            Some(j) => {
+                Self::learn_from_job(t, &j);
+                match &j.last_build {
+                    Some(b) if b.number > t.before => {
+                        t.number = Some(b.number);
+                        self.read_build(name, b, t).await
+                    }
+                    _ if j.in_queue => {
+                        t.queue_id = j.queue_item.as_ref().map(|q| q.id);
+                        let s = j.queue_item.as_ref().and_then(|q| from_queue(name, q));
+                        Ok((
+                            s.unwrap_or_else(|| BuildStatus::pending(format!("{name} is queued"))),
+                            false,
+                        ))
+                    }
+                    _ => Ok((
+                        lost(
+                            name,
+                            Some(false),
+                            "the build left the queue without running",
+                        ),
+                        true,
+                    )),
                 }
-                _ if j.in_queue => {
-                    t.queue_id = j.queue_item.as_ref().map(|q| q.id);
-                    let s = j.queue_item.as_ref().and_then(|q| from_queue(name, q));
-                    Ok((
-                        s.unwrap_or_else(|| BuildStatus::pending(format!("{name} is queued"))),
-                        false,
-                    ))
-                }
-                _ => Ok((
-                    lost(
-                        name,
-                        Some(false),
-                        "the build left the queue without running",
-                    ),
-                    true,
-                )),
-            },
+            }
         }
     }
 
@@ -127,6 +161,7 @@ impl JenkinsExecutor {
         let Some(j) = self.get_job(name).await? else {
             return Ok(None);
         };
+        Self::learn_from_job(t, &j);
         if j.in_queue {
             t.queue_id = j.queue_item.as_ref().map(|q| q.id);
             t.before = j.last_number();
@@ -136,15 +171,40 @@ impl JenkinsExecutor {
                 false,
             )));
         }
-        Ok(Some(match j.last_build {
+        match &j.last_build {
             Some(b) => {
                 t.number = Some(b.number);
-                (from_build(name, &b, false), !b.building)
+                self.read_build(name, b, t).await.map(Some)
             }
-            None => (
+            None => Ok(Some((
                 lost(name, Some(false), "the job has no queued or started build"),
                 true,
-            ),
-        }))
+            ))),
+        }
+    }
+}
+
+/// Build `b` as a status, with what this executor did to it: a build it stopped for its
+/// job timeout reads as being stopped, then as timed out (also when Jenkins refused the
+/// marker description, so only this executor knows).
+fn build_status(name: &str, b: &BuildInfo, t: &Tracked) -> BuildStatus {
+    let s = from_build(name, b, t.stopped);
+    if !t.timed_out {
+        return s;
+    }
+    let minutes = t.job_timeout_minutes.unwrap_or_default();
+    match s.phase {
+        Phase::Running => {
+            let mut s = s;
+            s.message = format!(
+                "{name} #{} ran past its job timeout of {minutes} minutes and is being stopped",
+                b.number
+            );
+            s
+        }
+        Phase::Canceled => {
+            BuildStatus::timed_out(format!("{name} #{}: {}", b.number, timeout_marker(minutes)))
+        }
+        _ => s,
     }
 }

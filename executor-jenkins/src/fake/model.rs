@@ -8,17 +8,9 @@
 //! 200). The model below is built the same way, so a job whose build-timeout wrapper was
 //! dropped has no timeout, exactly as on a controller without the plugin.
 
+use crate::plugins::{TIMEOUT_WRAPPER, plugin_of};
 use crate::xml::Element;
 
-/// Which plugin provides a class, for classes written without a `plugin=` attribute.
-const PLUGIN_PACKAGES: &[(&str, &str)] = &[
-    ("hudson.plugins.build__timeout.", "build-timeout"),
-    ("hudson.plugins.build_timeout.", "build-timeout"),
-    ("com.cloudbees.hudson.plugins.folder.", "cloudbees-folder"),
-];
-
-/// The class of the build-timeout plugin's wrapper, as XStream writes it.
-pub(crate) const TIMEOUT_WRAPPER: &str = "hudson.plugins.build__timeout.BuildTimeoutWrapper";
 const WRITE_DESCRIPTION: &str =
     "hudson.plugins.build__timeout.operations.WriteDescriptionOperation";
 const ABORT: &str = "hudson.plugins.build__timeout.operations.AbortOperation";
@@ -107,23 +99,6 @@ impl JobModel {
             old_data,
         }
     }
-}
-
-/// The plugin an element's class comes from: its `plugin="name@version"` attribute, or a
-/// known package of its element name or `class` attribute.
-pub(crate) fn plugin_of(e: &Element) -> Option<String> {
-    if let Some(p) = e.attr("plugin") {
-        return Some(p.split('@').next().unwrap_or(p).to_string());
-    }
-    [Some(e.name.as_str()), e.attr("class")]
-        .into_iter()
-        .flatten()
-        .find_map(|class| {
-            PLUGIN_PACKAGES
-                .iter()
-                .find(|(pkg, _)| class.starts_with(pkg))
-                .map(|(_, plugin)| plugin.to_string())
-        })
 }
 
 fn without_missing_plugins(

@@ -23,10 +23,13 @@ pub async fn setup() -> (FakeJenkins, JenkinsExecutor) {
     setup_with(FakeOptions::default()).await
 }
 
-/// A fake with `opts`, plus an executor for it.
+/// A fake with `opts`, plus an executor for it; the requests of building the executor
+/// (its plugin check) are forgotten.
 pub async fn setup_with(opts: FakeOptions) -> (FakeJenkins, JenkinsExecutor) {
     let j = FakeJenkins::start_with(opts).await;
     let e = j.executor_builder().build().await.unwrap();
+    assert_eq!(calls(&j), ["GET /pluginManager/api/json"]);
+    j.clear_requests();
     (j, e)
 }
 
