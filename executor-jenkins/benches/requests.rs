@@ -114,7 +114,7 @@ async fn raw_starts(
                 .append_pair("SD_TOKEN", "bench-token")
                 .finish();
             let r = http
-                .post(format!("{base}job/{name}/buildWithParameters"))
+                .post(format!("{base}job/{name}/buildWithParameters?delay=0sec"))
                 .basic_auth(FAKE_USER, Some(FAKE_TOKEN))
                 .header("Jenkins-Crumb", &crumb)
                 .header("Cookie", &cookie)
