@@ -154,24 +154,12 @@ impl State {
 
     /// The stored key of the job at `path`, compared case-insensitively.
     pub fn job_key(&self, path: &str) -> Option<String> {
-        if self.jobs.contains_key(path) {
-            return Some(path.to_string());
-        }
-        self.jobs
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case(path))
-            .cloned()
+        item_key(self.jobs.keys(), path)
     }
 
     /// The stored key of the folder at `path`, compared case-insensitively.
     pub fn folder_key(&self, path: &str) -> Option<String> {
-        if self.folders.contains(path) {
-            return Some(path.to_string());
-        }
-        self.folders
-            .iter()
-            .find(|k| k.eq_ignore_ascii_case(path))
-            .cloned()
+        item_key(self.folders.iter(), path)
     }
 
     /// Moves time forward: ready queue items become builds, builds of items that left
@@ -505,6 +493,14 @@ impl State {
                 .any(|p| p.trim() == format!("JSESSIONID.fake={}", c.session))
         })
     }
+}
+
+/// The key among `keys` equal to `path`, else one equal ignoring ASCII case.
+fn item_key<'a>(keys: impl Iterator<Item = &'a String> + Clone, path: &str) -> Option<String> {
+    keys.clone()
+        .find(|k| *k == path)
+        .or_else(|| keys.into_iter().find(|k| k.eq_ignore_ascii_case(path)))
+        .cloned()
 }
 
 fn end(b: &mut FakeBuild, result: &str) {
