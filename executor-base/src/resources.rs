@@ -1,12 +1,19 @@
 //! CPU and memory tier tables: what `LOW`, `HIGH`, ... mean in cores and GiB.
+//!
+//! A configuration may give only some tiers (`[resources.ram] high = 20`): the others keep
+//! *their resource's* defaults ([`TierTable::CPU_DEFAULT`] for `cpu`,
+//! [`TierTable::RAM_DEFAULT`] for `ram`), never the other resource's.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::annotations::{ResourceRequest, Tier};
 
 /// Amounts per tier for one resource.
+///
+/// Deserialised on its own, every tier must be given; inside a [`ResourceTable`] missing
+/// tiers take that resource's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct TierTable {
     /// `MICRO`
     pub micro: f64,
@@ -59,7 +66,48 @@ impl TierTable {
     }
 }
 
+/// Some tiers of one resource, as a configuration gives them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartialTiers {
+    micro: Option<f64>,
+    low: Option<f64>,
+    high: Option<f64>,
+    turbo: Option<f64>,
+    max: Option<f64>,
+}
+
+impl PartialTiers {
+    /// The given tiers over `defaults`.
+    fn over(self, defaults: TierTable) -> TierTable {
+        TierTable {
+            micro: self.micro.unwrap_or(defaults.micro),
+            low: self.low.unwrap_or(defaults.low),
+            high: self.high.unwrap_or(defaults.high),
+            turbo: self.turbo.unwrap_or(defaults.turbo),
+            max: self.max.unwrap_or(defaults.max),
+        }
+    }
+}
+
+fn cpu_tiers<'de, D: Deserializer<'de>>(d: D) -> Result<TierTable, D::Error> {
+    PartialTiers::deserialize(d).map(|p| p.over(TierTable::CPU_DEFAULT))
+}
+
+fn ram_tiers<'de, D: Deserializer<'de>>(d: D) -> Result<TierTable, D::Error> {
+    PartialTiers::deserialize(d).map(|p| p.over(TierTable::RAM_DEFAULT))
+}
+
 /// CPU and RAM tables together.
+///
+/// A partial table keeps each resource's own defaults for the tiers it does not give:
+///
+/// ```
+/// use executor_base::{ResourceTable, TierTable};
+/// let t: ResourceTable = serde_json::from_str(r#"{"ram": {"high": 20}}"#).unwrap();
+/// assert_eq!(t.ram, TierTable { high: 20.0, ..TierTable::RAM_DEFAULT });
+/// assert_eq!(t.cpu, TierTable::CPU_DEFAULT);
+/// ```
 ///
 /// ```
 /// use executor_base::{ResourceTable, ResourceRequest, Tier};
@@ -72,8 +120,10 @@ impl TierTable {
 #[serde(default, rename_all = "camelCase")]
 pub struct ResourceTable {
     /// Cores per CPU tier.
+    #[serde(deserialize_with = "cpu_tiers")]
     pub cpu: TierTable,
     /// GiB per RAM tier.
+    #[serde(deserialize_with = "ram_tiers")]
     pub ram: TierTable,
 }
 
@@ -86,12 +136,6 @@ impl Default for ResourceTable {
     }
 }
 
-impl Default for TierTable {
-    fn default() -> Self {
-        TierTable::CPU_DEFAULT
-    }
-}
-
 impl ResourceTable {
     /// CPU in millicores (k8s `"<n>m"`, Docker `NanoCpus / 1e6`).
     pub fn cpu_millis(&self, req: Option<ResourceRequest>) -> u64 {
@@ -101,5 +145,81 @@ impl ResourceTable {
     /// Memory in bytes.
     pub fn memory_bytes(&self, req: Option<ResourceRequest>) -> u64 {
         (self.ram.resolve(req) * 1024.0 * 1024.0 * 1024.0).round() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIERS: [&str; 5] = ["micro", "low", "high", "turbo", "max"];
+
+    fn with_tier(base: TierTable, tier: &str, v: f64) -> TierTable {
+        let mut t = base;
+        match tier {
+            "micro" => t.micro = v,
+            "low" => t.low = v,
+            "high" => t.high = v,
+            "turbo" => t.turbo = v,
+            _ => t.max = v,
+        }
+        t
+    }
+
+    #[test]
+    fn overriding_one_tier_keeps_each_resources_own_defaults() {
+        for resource in ["cpu", "ram"] {
+            for tier in TIERS {
+                let json = format!(r#"{{"{resource}": {{"{tier}": 99}}}}"#);
+                let t: ResourceTable = serde_json::from_str(&json).unwrap();
+                let (changed, untouched, defaults, other) = match resource {
+                    "cpu" => (t.cpu, t.ram, TierTable::CPU_DEFAULT, TierTable::RAM_DEFAULT),
+                    _ => (t.ram, t.cpu, TierTable::RAM_DEFAULT, TierTable::CPU_DEFAULT),
+                };
+                assert_eq!(changed, with_tier(defaults, tier, 99.0), "{json}");
+                assert_eq!(untouched, other, "{json}");
+            }
+        }
+    }
+
+    #[test]
+    fn partial_overrides_of_both_resources() {
+        let t: ResourceTable = serde_json::from_str(
+            r#"{"cpu": {"low": 1, "max": 32}, "ram": {"micro": 0.5, "turbo": 24}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t.cpu,
+            TierTable {
+                low: 1.0,
+                max: 32.0,
+                ..TierTable::CPU_DEFAULT
+            }
+        );
+        assert_eq!(
+            t.ram,
+            TierTable {
+                micro: 0.5,
+                turbo: 24.0,
+                ..TierTable::RAM_DEFAULT
+            }
+        );
+        // HIGH RAM stays 12 GiB, not the CPU table's 6.
+        assert_eq!(
+            t.memory_bytes(Some(ResourceRequest::Tier(Tier::High))),
+            12 << 30
+        );
+        let empty: ResourceTable = serde_json::from_str(r#"{"ram": {}}"#).unwrap();
+        assert_eq!(empty, ResourceTable::default());
+        let none: ResourceTable = serde_json::from_str("{}").unwrap();
+        assert_eq!(none, ResourceTable::default());
+    }
+
+    #[test]
+    fn round_trip_and_bad_values() {
+        let t = ResourceTable::default();
+        let back: ResourceTable = serde_json::from_value(serde_json::to_value(t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert!(serde_json::from_str::<ResourceTable>(r#"{"ram": {"high": "lots"}}"#).is_err());
     }
 }

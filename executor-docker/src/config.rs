@@ -336,6 +336,20 @@ mod tests {
     }
 
     #[test]
+    fn a_config_overriding_one_ram_tier_keeps_the_ram_defaults_of_the_others() {
+        let c: DockerConfig =
+            serde_json::from_value(serde_json::json!({"resources": {"ram": {"turbo": 24}}}))
+                .unwrap();
+        let gib = |t| c.resources.memory_bytes(Some(ResourceRequest::Tier(t))) >> 30;
+        use executor_base::Tier::*;
+        assert_eq!(
+            [gib(Micro), gib(Low), gib(High), gib(Turbo), gib(Max)],
+            [1, 2, 12, 24, 16]
+        );
+        assert_eq!(c.resources.cpu, executor_base::TierTable::CPU_DEFAULT);
+    }
+
+    #[test]
     fn serde_round_trip_is_camel_case() {
         let c: DockerConfig = serde_json::from_value(
             serde_json::json!({"pullPolicy": "never", "tokenMode": "env", "prefix": "ci-"}),
