@@ -53,6 +53,19 @@
 //! still temporary and carrying its `retry_after`, so no call blocks for minutes inside
 //! the library.
 //!
+//! # Opt-ins for backends that know their engine better
+//!
+//! - [`EngineCalls::with_retry_budget`]: no retry starts later than this after the call
+//!   began, so an engine that is down is reported within a stated time instead of after the
+//!   whole backoff series (Docker: the first `status` during an outage answers in seconds).
+//! - [`EngineCalls::with_health_probe`]: while a breaker is open, a cheap liveness check
+//!   (Docker's `GET /_ping`) runs at most once per interval before a call would be refused;
+//!   if the engine answers, every breaker closes and the call goes through. So the first
+//!   call after the engine returns works, whatever its class and however long the breaker
+//!   had left to stay open.
+//! - [`EngineCalls::call_with_timeout`]: one call with its own per-attempt bound (an image
+//!   pull takes minutes, other calls seconds) through the same breakers.
+//!
 //! All waits use [`tokio::time`], so tests can run them with paused time.
 
 mod breaker;
@@ -62,8 +75,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use breaker::{Admission, Breakers};
 pub use breaker::{BREAKER_CONTEXT, BreakerConfig, BreakerState, CallClass, refused_by_breaker};
@@ -123,12 +137,32 @@ pub struct EngineCalls {
     inner: Arc<Inner>,
 }
 
+/// A cheap liveness check of an engine (Docker's `GET /_ping`, a Kubernetes `/readyz`):
+/// resolves to whether the engine answered. See [`EngineCalls::with_health_probe`].
+pub type HealthProbe = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
 struct Inner {
     executor: &'static str,
     retry: RetryPolicy,
     breaker_config: BreakerConfig,
     breakers: Mutex<Breakers>,
     counters: Arc<Mutex<Counters>>,
+    opt_ins: Mutex<OptIns>,
+}
+
+/// The opt-in behaviours; see the module docs.
+#[derive(Default)]
+struct OptIns {
+    retry_budget: Option<Duration>,
+    probe: Option<Arc<Probe>>,
+}
+
+struct Probe {
+    every: Duration,
+    check: HealthProbe,
+    /// When the last probe started; held while a probe runs, so concurrent callers wait
+    /// for its answer instead of being refused meanwhile.
+    last: tokio::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -188,6 +222,7 @@ impl EngineCalls {
                 breaker_config: breaker.clone(),
                 breakers: Mutex::new(Breakers::new(breaker)),
                 counters,
+                opt_ins: Mutex::default(),
             }),
         }
     }
@@ -209,6 +244,40 @@ impl EngineCalls {
             breaker,
             self.inner.counters.clone(),
         )
+    }
+
+    /// Bounds the time a call spends retrying: no retry starts later than `budget` after
+    /// the call began (the last attempt is still bounded by the call timeout, so a call
+    /// takes at most `budget` + [`BreakerConfig::call_timeout`]). Without it, a call retries
+    /// as long as [`RetryPolicy::max_retries`] allows. Applies to every clone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use executor_base::engine::EngineCalls;
+    /// let calls = EngineCalls::with_defaults("docker").with_retry_budget(Duration::from_secs(3));
+    /// assert_eq!(calls.retry_budget(), Some(Duration::from_secs(3)));
+    /// ```
+    pub fn with_retry_budget(self, budget: Duration) -> Self {
+        self.inner.opt_ins.lock().retry_budget = Some(budget);
+        self
+    }
+
+    /// The retry budget, if one was set ([`EngineCalls::with_retry_budget`]).
+    pub fn retry_budget(&self) -> Option<Duration> {
+        self.inner.opt_ins.lock().retry_budget
+    }
+
+    /// While the breaker of a call's class is open, runs `probe` (at most once per
+    /// `every`, bounded by the call timeout and 2 s) before refusing the call; if the
+    /// engine answers, every breaker closes ([`EngineCalls::report_healthy`]) and the call
+    /// goes to the engine. Applies to every clone.
+    pub fn with_health_probe(self, every: Duration, probe: HealthProbe) -> Self {
+        self.inner.opt_ins.lock().probe = Some(Arc::new(Probe {
+            every,
+            check: probe,
+            last: tokio::sync::Mutex::new(None),
+        }));
+        self
     }
 
     /// The executor name errors are tagged with.
@@ -259,6 +328,27 @@ impl EngineCalls {
         class: CallClass,
         operation: &'static str,
         idem: Idempotency,
+        f: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, Error>> + Send,
+        T: Send,
+    {
+        let timeout = self.inner.breaker_config.call_timeout;
+        self.call_with_timeout(class, operation, idem, timeout, f)
+            .await
+    }
+
+    /// [`EngineCalls::call_in`] with `timeout` as the bound on each attempt instead of
+    /// [`BreakerConfig::call_timeout`] (an image pull may take minutes), through the same
+    /// breakers and counters.
+    pub async fn call_with_timeout<T, F, Fut>(
+        &self,
+        class: CallClass,
+        operation: &'static str,
+        idem: Idempotency,
+        timeout: Duration,
         mut f: F,
     ) -> Result<T, Error>
     where
@@ -266,9 +356,12 @@ impl EngineCalls {
         Fut: Future<Output = Result<T, Error>> + Send,
         T: Send,
     {
+        let began = Instant::now();
+        let budget = self.retry_budget();
         let mut attempt: u32 = 0;
         loop {
-            let error = match self.attempt(class, operation, &mut f).await {
+            self.probe_if_open(class).await;
+            let error = match self.attempt(class, operation, timeout, &mut f).await {
                 Ok(v) => return Ok(v),
                 Err(Failed::Refused(e)) => {
                     return Err(with_attempts(self.tag(e, operation), attempt));
@@ -282,6 +375,10 @@ impl EngineCalls {
                 // The engine asked for a longer pause than we are willing to sleep.
                 return Err(with_attempts(error, attempt));
             };
+            if budget.is_some_and(|b| began.elapsed() + delay > b) {
+                // Out of time: report what the engine said now rather than later.
+                return Err(with_attempts(error, attempt));
+            }
             tracing::debug!(
                 executor = self.inner.executor,
                 operation,
@@ -296,11 +393,48 @@ impl EngineCalls {
         }
     }
 
-    /// One attempt: breaker admission, per-call timeout, counters.
+    /// Runs the health probe when the breaker of `class` is open and a probe is due (or
+    /// waits for the one in flight); an answer closes every breaker.
+    async fn probe_if_open(&self, class: CallClass) {
+        let open = || matches!(self.breaker_state(class), BreakerState::Open { .. });
+        if !open() {
+            return;
+        }
+        let Some(probe) = self.inner.opt_ins.lock().probe.clone() else {
+            return;
+        };
+        let mut last = probe.last.lock().await;
+        let now = Instant::now();
+        if !open() || last.is_some_and(|t| now < t + probe.every) {
+            // Closed by the probe we waited for, or probed a moment ago.
+            return;
+        }
+        *last = Some(now);
+        let bound = self
+            .inner
+            .breaker_config
+            .call_timeout
+            .min(Duration::from_secs(2));
+        let answered = tokio::time::timeout(bound, (probe.check)())
+            .await
+            .unwrap_or(false);
+        tracing::debug!(
+            executor = self.inner.executor,
+            class = class.as_str(),
+            answered,
+            "breaker open: probed the engine"
+        );
+        if answered {
+            self.report_healthy();
+        }
+    }
+
+    /// One attempt: breaker admission, per-attempt timeout, counters.
     async fn attempt<T, F, Fut>(
         &self,
         class: CallClass,
         operation: &'static str,
+        timeout: Duration,
         f: &mut F,
     ) -> Result<T, Failed>
     where
@@ -322,7 +456,6 @@ impl EngineCalls {
         }
         let _in_flight = InFlight(&self.inner.counters);
         let started = Instant::now();
-        let timeout = self.inner.breaker_config.call_timeout;
         let result = match tokio::time::timeout(timeout, f()).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
@@ -416,5 +549,7 @@ fn with_attempts(error: Error, retries: u32) -> Error {
 
 #[cfg(test)]
 mod class_tests;
+#[cfg(test)]
+mod optin_tests;
 #[cfg(test)]
 mod tests;

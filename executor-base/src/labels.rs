@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::ids::{BuildId, JobId};
+use crate::owner::{LABEL_OWNER, Owner};
 
 /// `sdbuild=<prefix><buildId>`: upstream's selector label on everything.
 pub const LABEL_SDBUILD: &str = "sdbuild";
@@ -48,6 +49,9 @@ pub struct BuildLabels {
     pub job_id: Option<JobId>,
     /// When an orphan may be removed.
     pub expires_at: DateTime<Utc>,
+    /// Who is responsible for the resources ([`LABEL_OWNER`]); the garbage collector
+    /// removes them as soon as it is gone, without waiting for the expiry.
+    pub owner: Option<Owner>,
 }
 
 impl BuildLabels {
@@ -63,7 +67,24 @@ impl BuildLabels {
             build_id,
             job_id,
             expires_at,
+            owner: None,
         }
+    }
+
+    /// The same labels with an owner ([`crate::owner`]).
+    ///
+    /// ```
+    /// use chrono::Utc;
+    /// use executor_base::{BuildId, BuildLabels};
+    /// use executor_base::owner::{LABEL_OWNER, Owner};
+    /// let me = Owner::current();
+    /// let l = BuildLabels::new("", BuildId::new(1).unwrap(), None, Utc::now()).with_owner(me.clone());
+    /// let owner = l.to_pairs().into_iter().find(|(k, _)| *k == LABEL_OWNER).map(|(_, v)| v);
+    /// assert_eq!(owner, me.map(|o| o.to_label()));
+    /// ```
+    pub fn with_owner(mut self, owner: Option<Owner>) -> Self {
+        self.owner = owner;
+        self
     }
 
     /// `<prefix><buildId>`.
@@ -88,6 +109,9 @@ impl BuildLabels {
         ];
         if let Some(j) = self.job_id {
             v.push((LABEL_JOB_ID, j.to_string()));
+        }
+        if let Some(o) = &self.owner {
+            v.push((LABEL_OWNER, o.to_label()));
         }
         v
     }

@@ -76,7 +76,10 @@ fn init_tracing(verbose: u8) {
         0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")),
         1 => EnvFilter::new("info"),
         _ => EnvFilter::new("debug"),
-    };
+    }
+    // bollard logs request bodies and inspect answers at debug level, and in token mode
+    // `env` (and launch mode `screwdriver`) those carry the build token: never shown.
+    .add_directive("bollard=info".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use bollard::Docker;
-use executor_base::engine::{BreakerConfig, EngineCalls, RetryPolicy};
+use executor_base::engine::{BreakerConfig, RetryPolicy};
 use executor_base::{
-    Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, ResourceRequest, ResourceTable,
+    Ecosystem, Error, ErrorKind, ImageRef, LaunchMode, Owner, ResourceRequest, ResourceTable,
     TimeoutPolicy,
 };
 
-use crate::client::{Connect, Engine};
+use crate::client::{Connect, Engine, Policies};
 use crate::config::{DockerConfig, KEYS, PullPolicy, TokenMode};
 use crate::executor::DockerExecutor;
 use crate::state::Builds;
@@ -34,12 +34,12 @@ use crate::state::Builds;
 /// assert!(err.message().starts_with("mountPoint: "));
 /// # });
 /// ```
-#[derive(Default)]
 pub struct DockerExecutorBuilder {
     config: DockerConfig,
     errors: Vec<String>,
     client: Option<Docker>,
     fault: Option<crate::FaultHook>,
+    owner: Option<Owner>,
 }
 
 impl std::fmt::Debug for DockerExecutorBuilder {
@@ -57,8 +57,20 @@ pub fn env_var_name(key: &str) -> String {
     executor_base::options::env_var_name(crate::SCHEME, key)
 }
 
+impl Default for DockerExecutorBuilder {
+    fn default() -> Self {
+        Self {
+            config: DockerConfig::default(),
+            errors: Vec::new(),
+            client: None,
+            fault: None,
+            owner: Owner::current(),
+        }
+    }
+}
+
 impl DockerExecutorBuilder {
-    /// Defaults.
+    /// Defaults; the resources it creates belong to this process ([`Owner::current`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -203,6 +215,14 @@ impl DockerExecutorBuilder {
         self
     }
 
+    /// Who the resources belong to (default: this process). A server that adopts its
+    /// builds after a restart passes its [`Owner::Instance`], so the garbage collector
+    /// does not take a restart for the end of its builds; see [`executor_base::owner`].
+    pub fn with_owner(mut self, owner: Owner) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
     /// Uses this bollard client instead of connecting to the configured endpoint (its
     /// API version is still negotiated on first use).
     pub fn with_client(mut self, client: Docker) -> Self {
@@ -235,15 +255,6 @@ impl DockerExecutorBuilder {
                 .with_executor(crate::SCHEME)
                 .with_operation("build"));
         }
-        let calls = EngineCalls::new(crate::SCHEME, c.retry.clone(), c.breaker.clone());
-        let pulls = EngineCalls::new(
-            crate::SCHEME,
-            c.retry.clone(),
-            BreakerConfig {
-                call_timeout: c.pull_timeout(),
-                ..c.breaker.clone()
-            },
-        );
         let connect = match self.client {
             Some(d) => Connect::Given(d),
             None => Connect::Endpoint {
@@ -253,13 +264,20 @@ impl DockerExecutorBuilder {
                     .max(1),
             },
         };
-        let engine = Engine::new(c.endpoint(), connect, calls, pulls);
+        let policies = Policies {
+            retry: c.retry.clone(),
+            breaker: c.breaker.clone(),
+            retry_budget: c.retry_budget(),
+            pull_timeout: c.pull_timeout(),
+        };
+        let engine = Engine::new(c.endpoint(), connect, policies);
         Ok(DockerExecutor {
             launcher: launcher.expect("checked"),
             cfg: Arc::new(c),
             engine,
             builds: Arc::new(Builds::default()),
             fault: self.fault,
+            owner: self.owner,
         })
     }
 }

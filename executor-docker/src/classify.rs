@@ -6,12 +6,23 @@
 //!   container configuration failure.
 //! * In the native launch mode, exit code 3 is the launcher's own timeout.
 //! * `dead` and `removing` (when we are not stopping it) mean the build was lost.
+//! * **Killed from outside.** Exit code 137 (SIGKILL) or 143 (SIGTERM) without `OOMKilled`
+//!   means the container's PID 1 was killed by a signal sent from outside the container:
+//!   processes inside cannot kill their PID-namespace init with SIGKILL, and an
+//!   unhandled SIGTERM is ignored by it. That is what a Docker daemon shutdown or restart
+//!   does to running containers (SIGTERM, SIGKILL after the stop timeout, or SIGKILL when a
+//!   restarted daemon restores them), or an operator's `docker kill`; our own `stop` is
+//!   recorded before it kills. So such a build is `Lost` (whose fault: infrastructure,
+//!   retry-safe), not a `nonZeroExit` blamed on the build. (A launcher that itself ends
+//!   with `exit 137` would be misread the same way; no launcher does.)
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
 use executor_base::{BuildStatus, FailureReason, LaunchMode};
 
 /// The native launcher's exit code for a build that ran past its timeout.
 pub(crate) const LAUNCH_TIMEOUT_EXIT: i64 = 3;
+/// Exit codes of a PID 1 killed by SIGKILL / SIGTERM (128 + signal).
+const KILLED_FROM_OUTSIDE: [(i64, &str); 2] = [(137, "SIGKILL"), (143, "SIGTERM")];
 
 /// Classifies the build container's inspect answer.
 pub(crate) fn classify(c: &ContainerInspectResponse, mode: LaunchMode) -> BuildStatus {
@@ -46,6 +57,24 @@ pub(crate) fn classify(c: &ContainerInspectResponse, mode: LaunchMode) -> BuildS
         | ContainerStateStatusEnum::RESTARTING => BuildStatus::running(),
         ContainerStateStatusEnum::EXITED => {
             let code = state.exit_code.unwrap_or(-1);
+            if let Some((_, signal)) = KILLED_FROM_OUTSIDE.iter().find(|(c, _)| *c == code) {
+                let mut s = BuildStatus::lost(
+                    Some(true),
+                    format!(
+                        "the build container was killed from outside (exit code {code}, \
+                         {signal}, not out of memory): a Docker daemon shutdown or restart, or \
+                         a docker kill; not the build's fault"
+                    ),
+                );
+                s.exit_code = Some(code as i32);
+                if let Some(f) = s.failure.as_mut() {
+                    f.evidence = Some(format!(
+                        "exit code {code} ({signal}), OOMKilled false, finished at {}",
+                        state.finished_at.as_deref().unwrap_or("?")
+                    ));
+                }
+                return s;
+            }
             if mode == LaunchMode::Native && code == LAUNCH_TIMEOUT_EXIT {
                 let mut s = BuildStatus::timed_out(
                     "the launcher stopped the build at its timeout (exit code 3)",
@@ -114,6 +143,29 @@ mod tests {
         assert_eq!(
             classify(&exited(3, false), LaunchMode::Screwdriver).phase,
             Phase::Failed
+        );
+    }
+
+    #[test]
+    fn killed_from_outside_is_lost_not_the_builds_fault() {
+        for code in [137, 143] {
+            let s = classify(&exited(code, false), LaunchMode::Native);
+            assert_eq!(s.phase, Phase::Lost, "{code}");
+            let f = s.failure.as_ref().unwrap();
+            assert_eq!(f.reason, FailureReason::InfrastructureLost);
+            assert_eq!(f.reason.fault(), executor_base::Fault::Infrastructure);
+            assert!(f.reason.retry_safe());
+            assert_eq!(f.build_started, Some(true));
+            assert_eq!(s.exit_code, Some(code as i32));
+            assert!(s.message.contains("daemon shutdown or restart"), "{s}");
+        }
+        // Killed for memory stays the build's OOM whatever the code.
+        let oom = classify(&exited(137, true), LaunchMode::Native);
+        assert_eq!(oom.reason(), Some(FailureReason::OutOfMemory));
+        // Other codes are the build's own.
+        assert_eq!(
+            classify(&exited(2, false), LaunchMode::Native).reason(),
+            Some(FailureReason::NonZeroExit)
         );
     }
 

@@ -1,16 +1,38 @@
 //! Raw Docker Engine calls through bollard, each one passed through
-//! [`EngineCalls`] (retry + circuit breaker + request stats) and mapped to
+//! [`EngineCalls`] (retry + per-class circuit breakers + request stats) and mapped to
 //! [`executor_base::Error`].
 //!
 //! The connection is made lazily on the first call (socket check + API version
 //! negotiation down to the daemon's, e.g. 1.41 for Docker 20.10), so building an executor
 //! never needs the daemon, and a daemon that is down is reported per call as a temporary
 //! [`ErrorKind::Unavailable`] naming the endpoint.
+//!
+//! # Breakers
+//!
+//! Calls are classified ([`CallClass`]): creating, starting, attaching, uploading and
+//! pulling are `Start`; inspecting and listing are `Read`; killing and removing are `Stop`,
+//! which is always attempted. While a breaker is open, a `GET /_ping` (at most once a
+//! second) tells whether the daemon is back, so the first call after it returns works.
+//! Calls stop retrying after the retry budget (`retryBudgetSecs`), so a call on a
+//! daemon that is down answers `Unavailable` within seconds.
+//!
+//! **The registry is not the daemon.** A pull the daemon answers with an error (the
+//! registry refused the connection, the manifest is unknown, the registry said 5xx or
+//! 429) is the build's [`ErrorKind::ImagePull`] failure naming the registry and the cause;
+//! for the daemon's breakers it is an answer, so it never makes other builds fail fast.
+//! There is no breaker in front of registries: each pull costs the daemon one request, and
+//! a breaker would turn a registry's recovery into builds failing for nothing. Such an
+//! error is temporary when the registry was unreachable or overloaded (retrying the build
+//! later may work), persistent when it answered that the image does not exist.
+//!
+//! Answers a caller expects (404 of a container or volume that is already gone, 409 of a
+//! container that is not running, 404 of an image that must be pulled first) are results,
+//! not failed requests: they do not count as failures in `stats()`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Volume};
@@ -20,13 +42,20 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
-use executor_base::engine::{EngineCalls, Idempotency};
-use executor_base::{Error, ErrorKind};
-use futures::StreamExt;
+use executor_base::engine::{BreakerConfig, CallClass, EngineCalls, Idempotency, RetryPolicy};
+use executor_base::{Error, ErrorKind, ImageRef};
+use futures::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
 
 use crate::error::{self, map};
 use crate::stdin::StdinFeed;
+
+/// How often, at most, the daemon is pinged while a breaker is open.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Slack on top of the pull bound for the engine-call layer around it.
+const PULL_SLACK: Duration = Duration::from_secs(5);
+/// The registry of images that name none.
+pub(crate) const DEFAULT_REGISTRY: &str = "docker.io";
 
 /// How to reach the daemon.
 #[derive(Clone)]
@@ -58,7 +87,9 @@ struct Inner {
     connect: Connect,
     connected: OnceCell<Connected>,
     calls: EngineCalls,
+    /// Counts pulls only (no retries, no breaker: the pull itself goes through `calls`).
     pulls: EngineCalls,
+    pull_timeout: Duration,
 }
 
 impl std::fmt::Debug for Engine {
@@ -69,17 +100,46 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The policies of the engine calls, from the executor's options.
+#[derive(Debug, Clone)]
+pub(crate) struct Policies {
+    /// Retry policy of every call.
+    pub retry: RetryPolicy,
+    /// Breakers and the per-call bound.
+    pub breaker: BreakerConfig,
+    /// No retry starts later than this after a call began (`None`: no bound).
+    pub retry_budget: Option<Duration>,
+    /// The bound on one image pull.
+    pub pull_timeout: Duration,
+}
+
 /// Role label values and the role label key.
 pub(crate) const LABEL_ROLE: &str = "screwdriver.cd/docker-role";
 
 impl Engine {
-    /// A handle on `endpoint`; `calls` bounds ordinary calls, `pulls` image pulls.
-    pub(crate) fn new(
-        endpoint: String,
-        connect: Connect,
-        calls: EngineCalls,
-        pulls: EngineCalls,
-    ) -> Self {
+    /// A handle on `endpoint` with these policies.
+    pub(crate) fn new(endpoint: String, connect: Connect, p: Policies) -> Self {
+        let mut calls = EngineCalls::new(crate::SCHEME, p.retry, p.breaker.clone());
+        if let Some(b) = p.retry_budget {
+            calls = calls.with_retry_budget(b);
+        }
+        if let Some(ping) = pinger(&endpoint, &connect) {
+            calls = calls.with_health_probe(
+                PROBE_EVERY,
+                Arc::new(move || {
+                    let d = ping.clone();
+                    async move { answered(d.ping().await) }.boxed()
+                }),
+            );
+        }
+        let pulls = EngineCalls::new(
+            crate::SCHEME,
+            RetryPolicy::none(),
+            BreakerConfig {
+                max_failures: 0,
+                ..p.breaker
+            },
+        );
         Self {
             inner: Arc::new(Inner {
                 endpoint,
@@ -87,6 +147,7 @@ impl Engine {
                 connected: OnceCell::new(),
                 calls,
                 pulls,
+                pull_timeout: p.pull_timeout,
             }),
         }
     }
@@ -113,7 +174,7 @@ impl Engine {
                 let ep = &self.inner.endpoint;
                 let docker = match &self.inner.connect {
                     Connect::Given(d) => d.clone(),
-                    Connect::Endpoint { timeout_secs } => connect(ep, *timeout_secs)?,
+                    Connect::Endpoint { timeout_secs } => connect_endpoint(ep, *timeout_secs)?,
                 };
                 let docker = docker.negotiate_version().await.map_err(|e| map(e, ep))?;
                 let ncpu = docker.info().await.map_err(|e| map(e, ep))?.ncpu;
@@ -133,58 +194,109 @@ impl Engine {
         Ok(self.connected().await?.ncpu)
     }
 
-    /// Runs one bollard call through the engine-call policy.
-    async fn call<T, F, Fut>(&self, op: &'static str, idem: Idempotency, f: F) -> Result<T, Error>
+    /// Runs one bollard call of `class` through the engine-call policy.
+    async fn call<T, F, Fut>(
+        &self,
+        class: CallClass,
+        op: &'static str,
+        idem: Idempotency,
+        f: F,
+    ) -> Result<T, Error>
     where
         F: Fn(Docker) -> Fut + Send + Sync,
         Fut: Future<Output = Result<T, bollard::errors::Error>> + Send,
         T: Send,
     {
+        self.call_expecting(class, op, idem, Err, f).await
+    }
+
+    /// [`Engine::call`] where `expected` turns answers the caller expects (a 404 of what
+    /// is already gone) into results, inside the call, so they count as successes.
+    async fn call_expecting<T, U, F, Fut>(
+        &self,
+        class: CallClass,
+        op: &'static str,
+        idem: Idempotency,
+        expected: fn(Error) -> Result<U, Error>,
+        f: F,
+    ) -> Result<U, Error>
+    where
+        F: Fn(Docker) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T, bollard::errors::Error>> + Send,
+        T: Into<U> + Send,
+        U: Send,
+    {
         let f = &f;
         self.inner
             .calls
-            .call(op, idem, || async move {
+            .call_in(class, op, idem, || async move {
                 let d = self.docker().await?;
-                f(d).await.map_err(|e| map(e, &self.inner.endpoint))
+                match f(d).await {
+                    Ok(v) => Ok(v.into()),
+                    Err(e) => expected(map(e, &self.inner.endpoint)),
+                }
             })
             .await
     }
 
     /// Removes a volume; `Ok(false)` when it did not exist.
     pub(crate) async fn remove_volume(&self, name: &str) -> Result<bool, Error> {
-        let r = self
-            .call("remove_volume", Idempotency::Idempotent, |d| async move {
+        self.call_expecting(
+            CallClass::Stop,
+            "remove_volume",
+            Idempotency::Idempotent,
+            gone_is_false,
+            |d| async move {
                 d.remove_volume(
                     name,
                     Some(RemoveVolumeOptionsBuilder::new().force(false).build()),
                 )
                 .await
-            })
-            .await;
-        absent_ok(r)
+                .map(|()| true)
+            },
+        )
+        .await
     }
 
-    /// Creates a container named `name`; returns its id.
+    /// Creates a container named `name`; returns its id, or `None` when the daemon does
+    /// not have its image (a 404 the caller expects with pull policy `missing`).
     pub(crate) async fn create_container(
         &self,
         name: &str,
         body: &ContainerCreateBody,
-    ) -> Result<String, Error> {
-        self.call("create_container", Idempotency::NotIdempotent, |d| {
-            let body = body.clone();
-            async move {
-                let opts = CreateContainerOptionsBuilder::new().name(name).build();
-                d.create_container(Some(opts), body).await.map(|r| r.id)
-            }
-        })
+    ) -> Result<Option<String>, Error> {
+        self.call_expecting(
+            CallClass::Start,
+            "create_container",
+            Idempotency::NotIdempotent,
+            |e| {
+                if error::is_missing_image(&e) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            },
+            |d| {
+                let body = body.clone();
+                async move {
+                    let opts = CreateContainerOptionsBuilder::new().name(name).build();
+                    d.create_container(Some(opts), body)
+                        .await
+                        .map(|r| Some(r.id))
+                }
+            },
+        )
         .await
     }
 
     /// Starts a container (already running is fine).
     pub(crate) async fn start_container(&self, name: &str) -> Result<(), Error> {
-        self.call("start_container", Idempotency::Idempotent, |d| async move {
-            d.start_container(name, None).await
-        })
+        self.call(
+            CallClass::Start,
+            "start_container",
+            Idempotency::Idempotent,
+            |d| async move { d.start_container(name, None).await },
+        )
         .await
     }
 
@@ -192,6 +304,7 @@ impl Engine {
     /// after its start.
     pub(crate) async fn attach_stdin(&self, name: &str) -> Result<StdinFeed, Error> {
         self.call(
+            CallClass::Start,
             "attach_container",
             Idempotency::Idempotent,
             |d| async move {
@@ -220,54 +333,66 @@ impl Engine {
         path: &str,
         tar: Bytes,
     ) -> Result<(), Error> {
-        self.call("upload_to_container", Idempotency::Idempotent, |d| {
-            let tar = tar.clone();
-            async move {
-                let opts = UploadToContainerOptionsBuilder::new().path(path).build();
-                d.upload_to_container(container, Some(opts), bollard::body_full(tar))
-                    .await
-            }
-        })
+        self.call(
+            CallClass::Start,
+            "upload_to_container",
+            Idempotency::Idempotent,
+            |d| {
+                // A stream body: bollard logs a full body's bytes at trace level, and this
+                // one carries the token.
+                let body = futures::stream::once(std::future::ready(tar.clone()));
+                async move {
+                    let opts = UploadToContainerOptionsBuilder::new().path(path).build();
+                    d.upload_to_container(container, Some(opts), bollard::body_stream(body))
+                        .await
+                }
+            },
+        )
         .await
     }
 
     /// Sends SIGKILL; a missing or not running container is fine (`Ok(false)`).
     pub(crate) async fn kill_container(&self, name: &str) -> Result<bool, Error> {
-        let r = self
-            .call("kill_container", Idempotency::Idempotent, |d| async move {
+        self.call_expecting(
+            CallClass::Stop,
+            "kill_container",
+            Idempotency::Idempotent,
+            |e| match e.kind() {
+                ErrorKind::AlreadyExists => Ok(false), // 409: not running
+                _ => gone_is_false(e),
+            },
+            |d| async move {
                 d.kill_container(
                     name,
                     Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
                 )
                 .await
-            })
-            .await;
-        match r {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false), // 409: not running
-            other => absent_ok(other),
-        }
+                .map(|()| true)
+            },
+        )
+        .await
     }
 
     /// Force-removes a container and its anonymous volumes; `Ok(false)` when absent.
     pub(crate) async fn remove_container(&self, name: &str) -> Result<bool, Error> {
-        let r = self
-            .call(
-                "remove_container",
-                Idempotency::Idempotent,
-                |d| async move {
-                    let opts = RemoveContainerOptionsBuilder::new()
-                        .force(true)
-                        .v(true)
-                        .build();
-                    d.remove_container(name, Some(opts)).await
-                },
-            )
-            .await;
-        match r {
-            // 409 "removal already in progress": someone else is removing it.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(true),
-            other => absent_ok(other),
-        }
+        self.call_expecting(
+            CallClass::Stop,
+            "remove_container",
+            Idempotency::Idempotent,
+            |e| match e.kind() {
+                // 409 "removal already in progress": someone else is removing it.
+                ErrorKind::AlreadyExists => Ok(true),
+                _ => gone_is_false(e),
+            },
+            |d| async move {
+                let opts = RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build();
+                d.remove_container(name, Some(opts)).await.map(|()| true)
+            },
+        )
+        .await
     }
 
     /// Inspects a container; `None` when it does not exist.
@@ -275,18 +400,17 @@ impl Engine {
         &self,
         name: &str,
     ) -> Result<Option<ContainerInspectResponse>, Error> {
-        let r = self
-            .call(
-                "inspect_container",
-                Idempotency::Idempotent,
-                |d| async move { d.inspect_container(name, None).await },
-            )
-            .await;
-        match r {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.call_expecting(
+            CallClass::Read,
+            "inspect_container",
+            Idempotency::Idempotent,
+            |e| match e.kind() {
+                ErrorKind::NotFound => Ok(None),
+                _ => Err(e),
+            },
+            |d| async move { d.inspect_container(name, None).await.map(Some) },
+        )
+        .await
     }
 
     /// All containers (running or not) carrying every one of `labels` (`k` or `k=v`).
@@ -295,38 +419,53 @@ impl Engine {
         labels: &[String],
     ) -> Result<Vec<ContainerSummary>, Error> {
         let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
-        self.call("list_containers", Idempotency::Idempotent, |d| {
-            let filters = filters.clone();
-            async move {
-                let opts = ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build();
-                d.list_containers(Some(opts)).await
-            }
-        })
+        self.call(
+            CallClass::Read,
+            "list_containers",
+            Idempotency::Idempotent,
+            |d| {
+                let filters = filters.clone();
+                async move {
+                    let opts = ListContainersOptionsBuilder::new()
+                        .all(true)
+                        .filters(&filters)
+                        .build();
+                    d.list_containers(Some(opts)).await
+                }
+            },
+        )
         .await
     }
 
     /// All volumes carrying every one of `labels`.
     pub(crate) async fn list_volumes(&self, labels: &[String]) -> Result<Vec<Volume>, Error> {
         let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
-        self.call("list_volumes", Idempotency::Idempotent, |d| {
-            let filters = filters.clone();
-            async move {
-                let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
-                d.list_volumes(Some(opts))
-                    .await
-                    .map(|r| r.volumes.unwrap_or_default())
-            }
-        })
+        self.call(
+            CallClass::Read,
+            "list_volumes",
+            Idempotency::Idempotent,
+            |d| {
+                let filters = filters.clone();
+                async move {
+                    let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
+                    d.list_volumes(Some(opts))
+                        .await
+                        .map(|r| r.volumes.unwrap_or_default())
+                }
+            },
+        )
         .await
     }
 
     /// Pulls `image` (`name[:tag]` or `name@digest`), reporting progress through tracing.
-    /// Failures are [`ErrorKind::ImagePull`] unless the daemon itself is unreachable.
-    pub(crate) async fn pull(&self, image: &executor_base::ImageRef) -> Result<(), Error> {
+    ///
+    /// A daemon that cannot be reached is its usual temporary `Unavailable`; anything the
+    /// daemon answers (the registry's refusal or error, an unknown manifest, the pull
+    /// bound passing) is [`ErrorKind::ImagePull`] naming the registry and the cause, and
+    /// an answer for the daemon's breakers (see the module docs).
+    pub(crate) async fn pull(&self, image: &ImageRef) -> Result<(), Error> {
         let started = Instant::now();
+        let registry = image.registry().unwrap_or(DEFAULT_REGISTRY);
         let (from_image, tag) = match image.digest() {
             Some(_) => (image.as_str().to_string(), None),
             None => (
@@ -334,32 +473,59 @@ impl Engine {
                 Some(image.tag().unwrap_or("latest").to_string()),
             ),
         };
-        tracing::info!(image = %image, "pulling image");
-        let from_image = &from_image;
-        let tag = &tag;
-        let r = self
-            .inner
-            .pulls
-            .call("pull_image", Idempotency::Idempotent, || async move {
-                let d = self.docker().await?;
-                let mut opts = CreateImageOptionsBuilder::new().from_image(from_image);
-                if let Some(t) = tag {
-                    opts = opts.tag(t);
-                }
+        tracing::info!(image = %image, registry, "pulling image");
+        let (from_image, tag) = (&from_image, &tag);
+        let bound = self.inner.pull_timeout;
+        let ep = &self.inner.endpoint;
+        let one_pull = || async move {
+            let d = self.docker().await?;
+            let mut opts = CreateImageOptionsBuilder::new().from_image(from_image);
+            if let Some(t) = tag {
+                opts = opts.tag(t);
+            }
+            let pulled = async {
                 let mut stream = d.create_image(Some(opts.build()), None, None);
                 let mut progress = Progress::default();
                 while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(info) => progress.report(
-                            image.as_str(),
-                            info.id.as_deref(),
-                            info.status.as_deref(),
-                        ),
-                        Err(e) => return Err(map(e, &self.inner.endpoint)),
-                    }
+                    let info = item?;
+                    progress.report(image.as_str(), info.id.as_deref(), info.status.as_deref());
                 }
-                Ok(())
-            })
+                Ok::<(), bollard::errors::Error>(())
+            };
+            match tokio::time::timeout(bound, pulled).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) if error::daemon_answered(&e) => {
+                    Err(error::registry_failure(image, registry, map(e, ep)))
+                }
+                Ok(Err(e)) => Err(map(e, ep)),
+                Err(_) => Err(error::registry_failure(
+                    image,
+                    registry,
+                    Error::new(
+                        ErrorKind::Timeout,
+                        format!("the pull did not finish within {} s", bound.as_secs()),
+                    ),
+                )),
+            }
+        };
+        let r = self
+            .inner
+            .pulls
+            .call_with_timeout(
+                CallClass::Start,
+                "pull_image",
+                Idempotency::Idempotent,
+                bound + PULL_SLACK * 2,
+                || {
+                    self.inner.calls.call_with_timeout(
+                        CallClass::Start,
+                        "pull_image",
+                        Idempotency::Idempotent,
+                        bound + PULL_SLACK,
+                        one_pull,
+                    )
+                },
+            )
             .await;
         match r {
             Ok(()) => {
@@ -368,7 +534,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(image = %image, error = %e, "image pull failed");
-                Err(error::image_pull(image.as_str(), e))
+                Err(error::transient_registry_failure_is_temporary(e))
             }
         }
     }
@@ -392,16 +558,33 @@ impl Progress {
     }
 }
 
-fn absent_ok<T>(r: Result<T, Error>) -> Result<bool, Error> {
+/// A 404 of what a stop removes: it is already gone.
+fn gone_is_false(e: Error) -> Result<bool, Error> {
+    match e.kind() {
+        ErrorKind::NotFound => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// A client for the health probe's `GET /_ping` (its own, so the probe never waits for
+/// the version negotiation of the main client).
+fn pinger(endpoint: &str, connect: &Connect) -> Option<Docker> {
+    match connect {
+        Connect::Given(d) => Some(d.clone()),
+        Connect::Endpoint { .. } => connect_endpoint(endpoint, 2).ok(),
+    }
+}
+
+/// Whether a ping's outcome shows a daemon answering (even an error status is an answer).
+fn answered<T>(r: Result<T, bollard::errors::Error>) -> bool {
     match r {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+        Ok(_) => true,
+        Err(e) => error::daemon_answered(&e),
     }
 }
 
 /// Connects to a `DOCKER_HOST`-style endpoint without talking to it yet.
-pub(crate) fn connect(endpoint: &str, timeout_secs: u64) -> Result<Docker, Error> {
+pub(crate) fn connect_endpoint(endpoint: &str, timeout_secs: u64) -> Result<Docker, Error> {
     let version = bollard::API_DEFAULT_VERSION;
     let r = if let Some(path) = endpoint.strip_prefix("unix://") {
         Docker::connect_with_unix(path, timeout_secs, version)

@@ -126,6 +126,10 @@ pub struct DockerConfig {
     pub breaker: BreakerConfig,
     /// Bound on one image pull, seconds.
     pub pull_timeout_secs: u64,
+    /// No retry of a Docker API call starts later than this many seconds after the call
+    /// began (`0`: retry as long as `retry` allows), so a call on a daemon that is down
+    /// answers `Unavailable` within seconds.
+    pub retry_budget_secs: u64,
 }
 
 impl Default for DockerConfig {
@@ -151,6 +155,7 @@ impl Default for DockerConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             pull_timeout_secs: 600,
+            retry_budget_secs: 5,
         }
     }
 }
@@ -173,6 +178,7 @@ impl fmt::Debug for DockerConfig {
             .field("network", &self.network)
             .field("timeout", &self.timeout)
             .field("expiry_grace_minutes", &self.expiry_grace_minutes)
+            .field("retry_budget_secs", &self.retry_budget_secs)
             .finish_non_exhaustive()
     }
 }
@@ -196,6 +202,7 @@ pub const KEYS: &[&str] = &[
     "uiUri",
     "expiryGraceMinutes",
     "pullTimeoutSecs",
+    "retryBudgetSecs",
     "timeoutDefaultMinutes",
     "timeoutMaxMinutes",
 ];
@@ -218,6 +225,11 @@ impl DockerConfig {
     /// The bound on one pull.
     pub fn pull_timeout(&self) -> Duration {
         Duration::from_secs(self.pull_timeout_secs.max(1))
+    }
+
+    /// The retry budget of Docker API calls (`None` when `retryBudgetSecs` is 0).
+    pub fn retry_budget(&self) -> Option<Duration> {
+        (self.retry_budget_secs > 0).then(|| Duration::from_secs(self.retry_budget_secs))
     }
 
     /// Sets one option from a string, as `--opt key=value` or an environment variable
@@ -261,6 +273,7 @@ impl DockerConfig {
             "uiUri" => self.ecosystem.ui = parse_url(v)?,
             "expiryGraceMinutes" => self.expiry_grace_minutes = parse_num(v)?,
             "pullTimeoutSecs" => self.pull_timeout_secs = parse_num(v)?,
+            "retryBudgetSecs" => self.retry_budget_secs = parse_num(v)?,
             "timeoutDefaultMinutes" => self.timeout.default_minutes = parse_num(v)?,
             "timeoutMaxMinutes" => self.timeout.max_minutes = parse_num(v)?,
             _ => {

@@ -5,7 +5,7 @@
 //! cannot be reached (socket missing, connection refused) is a temporary `Unavailable`
 //! whose message names the endpoint, so an operator sees *which* daemon is down.
 
-use executor_base::{Error, ErrorKind};
+use executor_base::{Error, ErrorKind, ImageRef};
 
 /// The executor name errors are tagged with.
 pub(crate) const EXECUTOR: &str = crate::SCHEME;
@@ -97,23 +97,86 @@ pub(crate) fn is_missing_image(e: &Error) -> bool {
     e.kind() == ErrorKind::NotFound && e.message().to_ascii_lowercase().contains("no such image")
 }
 
-/// Turns an image-related failure into an [`ErrorKind::ImagePull`] error (persistent
-/// unless the daemon itself could not be reached), keeping the daemon's words.
-pub(crate) fn image_pull(image: &str, e: Error) -> Error {
-    if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::CircuitOpen)
-        || executor_base::engine::refused_by_breaker(&e)
-    {
-        return e;
-    }
+/// Whether a bollard error is the daemon's own answer (an error status, or an error in an
+/// answer's stream) rather than a failure to talk to it.
+pub(crate) fn daemon_answered(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as B;
+    matches!(
+        e,
+        B::DockerResponseServerError { .. } | B::DockerStreamError { .. }
+    )
+}
+
+/// The context key naming the registry of a failed pull.
+pub(crate) const REGISTRY_CONTEXT: &str = "registry";
+/// The context key saying whether the registry was unreachable or overloaded
+/// (`transient`) or answered that the image cannot be had (`answered`).
+const REGISTRY_FAULT: &str = "registryFault";
+
+/// Daemon messages of a pull that mean the registry could not be reached or was
+/// overloaded, not that the image does not exist.
+const TRANSIENT_REGISTRY: &[&str] = &[
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "timeout",
+    "timed out",
+    "connection reset",
+    "eof",
+    "no route to host",
+    "network is unreachable",
+    "toomanyrequests",
+    "too many requests",
+    "500 internal server error",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway",
+    "unexpected http status: 5",
+];
+
+/// A pull the daemon answered with an error (or that ran past its bound): the build's
+/// [`ErrorKind::ImagePull`] failure, naming the registry and keeping the daemon's words.
+///
+/// Always persistent here, so the engine-call layer neither retries it nor counts it
+/// against the daemon (see [`transient_registry_failure_is_temporary`]).
+pub(crate) fn registry_failure(image: &ImageRef, registry: &str, cause: Error) -> Error {
+    let words = cause.message().to_string();
+    let lower = words.to_ascii_lowercase();
+    let transient =
+        cause.kind() == ErrorKind::Timeout || TRANSIENT_REGISTRY.iter().any(|p| lower.contains(p));
+    let what = if transient {
+        format!("registry {registry} is unreachable or overloaded")
+    } else {
+        format!("registry {registry} answered")
+    };
     let mut out = Error::new(
         ErrorKind::ImagePull,
-        format!("cannot pull image {image}: {}", e.message()),
+        format!("cannot pull image {image}: {what}: {words}"),
     )
-    .with_context("image", image);
-    if let Some(s) = e.status() {
+    .with_context("image", image.as_str())
+    .with_context(REGISTRY_CONTEXT, registry)
+    .with_context(
+        REGISTRY_FAULT,
+        if transient { "transient" } else { "answered" },
+    );
+    if let Some(s) = cause.status() {
         out = out.with_status(s);
     }
     out
+}
+
+/// After the engine-call layer: a pull failure because the registry was unreachable or
+/// overloaded is temporary for the caller (retrying the build later may work).
+pub(crate) fn transient_registry_failure_is_temporary(e: Error) -> Error {
+    let transient = e
+        .context()
+        .iter()
+        .any(|(k, v)| *k == REGISTRY_FAULT && v == "transient");
+    if transient && !e.is_temporary() {
+        e.temporary()
+    } else {
+        e
+    }
 }
 
 #[cfg(test)]
@@ -150,14 +213,36 @@ mod tests {
     }
 
     #[test]
-    fn pull_failures_keep_the_daemon_words() {
-        let e = image_pull(
-            "127.0.0.1:5000/x:1",
+    fn pull_failures_name_the_registry_and_keep_the_daemon_words() {
+        let image = ImageRef::parse("127.0.0.1:5000/x:1").unwrap();
+        let e = registry_failure(
+            &image,
+            "127.0.0.1:5000",
             from_status(404, "manifest unknown".into()),
         );
         assert_eq!(e.kind(), ErrorKind::ImagePull);
-        assert!(e.message().contains("manifest unknown"));
-        let down = unreachable("unix:///x", "refused".into());
-        assert_eq!(image_pull("x", down).kind(), ErrorKind::Unavailable);
+        assert!(e.message().contains("manifest unknown"), "{e}");
+        assert!(
+            e.message().contains("registry 127.0.0.1:5000 answered"),
+            "{e}"
+        );
+        assert!(!transient_registry_failure_is_temporary(e).is_temporary());
+
+        let refused = from_status(
+            500,
+            "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused"
+                .into(),
+        );
+        let e = registry_failure(&image, "127.0.0.1:5999", refused);
+        assert!(!e.is_temporary(), "persistent for the engine-call layer");
+        assert!(
+            e.message()
+                .contains("registry 127.0.0.1:5999 is unreachable or overloaded"),
+            "{e}"
+        );
+        assert!(e.message().contains("connection refused"), "{e}");
+        let e = transient_registry_failure_is_temporary(e);
+        assert!(e.is_temporary());
+        assert_eq!(e.kind(), ErrorKind::ImagePull);
     }
 }

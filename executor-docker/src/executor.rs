@@ -8,14 +8,14 @@ use bollard::models::ContainerCreateBody;
 use chrono::{DateTime, Utc};
 use executor_base::launch::expose_token;
 use executor_base::{
-    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef,
+    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef, Owner,
     RequestStats, StartConfig, Stats, StopConfig, Verdict,
 };
 
 use crate::classify::classify;
 use crate::client::Engine;
 use crate::config::{DockerConfig, PullPolicy};
-use crate::error::{self, EXECUTOR};
+use crate::error::EXECUTOR;
 use crate::plan::{BuildPlan, Names, token_tar};
 use crate::state::{Builds, Known};
 use crate::undo::Undo;
@@ -54,6 +54,8 @@ pub struct DockerExecutor {
     pub(crate) engine: Engine,
     pub(crate) builds: Arc<Builds>,
     pub(crate) fault: Option<FaultHook>,
+    /// Written on every resource ([`executor_base::owner`]).
+    pub(crate) owner: Option<Owner>,
 }
 
 impl fmt::Debug for DockerExecutor {
@@ -77,6 +79,11 @@ impl DockerExecutor {
         &self.cfg
     }
 
+    /// Who the resources this executor creates belong to (see [`executor_base::owner`]).
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_ref()
+    }
+
     /// The daemon endpoint (`unix:///var/run/docker.sock`, `tcp://…`).
     pub fn endpoint(&self) -> &str {
         self.engine.endpoint()
@@ -92,7 +99,7 @@ impl DockerExecutor {
         Names::new(&self.cfg.prefix, id).init
     }
 
-    /// Counters of image pulls (kept apart from other calls: pulls have their own bound).
+    /// Counters of image pulls (one per pull; `stats()` counts them among all calls too).
     pub fn pull_stats(&self) -> RequestStats {
         self.engine.pulls().request_stats()
     }
@@ -129,7 +136,7 @@ impl DockerExecutor {
         image: &ImageRef,
     ) -> Result<(), Error> {
         match self.engine.create_container(name, body).await {
-            Err(e) if error::is_missing_image(&e) => {
+            Ok(None) => {
                 if self.cfg.pull_policy == PullPolicy::Never {
                     return Err(Error::new(
                         ErrorKind::ImagePull,
@@ -138,7 +145,14 @@ impl DockerExecutor {
                     .with_context("image", image.as_str()));
                 }
                 self.pull(id, image).await?;
-                self.engine.create_container(name, body).await.map(drop)
+                match self.engine.create_container(name, body).await? {
+                    Some(_) => Ok(()),
+                    None => Err(Error::new(
+                        ErrorKind::ImagePull,
+                        format!("image {image} is still missing after it was pulled"),
+                    )
+                    .with_context("image", image.as_str())),
+                }
             }
             Err(e) if e.status() == Some(400) && e.message().contains("reference format") => {
                 Err(Error::new(
@@ -336,7 +350,13 @@ impl Executor for DockerExecutor {
             .with_executor(EXECUTOR)
             .with_operation("start"));
         }
-        let mut plan = BuildPlan::new(&self.cfg, &self.launcher, b, Utc::now());
+        let mut plan = BuildPlan::new(
+            &self.cfg,
+            &self.launcher,
+            b,
+            Utc::now(),
+            self.owner.as_ref(),
+        );
         tracing::debug!(build_id = %id, ?plan, "starting build");
         let starting = self.builds.starting(id);
         let mut undo = Undo::new(self.engine.clone());
@@ -434,7 +454,8 @@ impl Executor for DockerExecutor {
         let names = Names::new(&self.cfg.prefix, id);
         match self.engine.inspect_container(&names.build).await? {
             Some(c) => {
-                let st = classify(&c, self.cfg.launch_mode);
+                let st =
+                    crate::gc::orphaned(&c).unwrap_or_else(|| classify(&c, self.cfg.launch_mode));
                 self.builds.observed(id, &st);
                 Ok(st)
             }
@@ -443,13 +464,11 @@ impl Executor for DockerExecutor {
     }
 
     fn stats(&self) -> Stats {
+        // Pulls go through the daemon's calls too, so these count them.
         let calls = self.engine.calls();
-        let pulls = self.engine.pulls();
         Stats {
-            requests: merge(calls.request_stats(), pulls.request_stats()),
-            breaker: executor_base::BreakerStats {
-                is_closed: calls.breaker_stats().is_closed && pulls.breaker_stats().is_closed,
-            },
+            requests: calls.request_stats(),
+            breaker: calls.breaker_stats(),
             builds: self.builds.counts(),
             executors: Default::default(),
         }
@@ -461,24 +480,6 @@ impl Executor for DockerExecutor {
 
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
         self.gc_at(Utc::now(), dry_run).await
-    }
-}
-
-fn merge(a: RequestStats, b: RequestStats) -> RequestStats {
-    let finished_a = (a.success + a.failure) as f64;
-    let finished_b = (b.success + b.failure) as f64;
-    let finished = finished_a + finished_b;
-    RequestStats {
-        total: a.total + b.total,
-        timeouts: a.timeouts + b.timeouts,
-        success: a.success + b.success,
-        failure: a.failure + b.failure,
-        concurrent: a.concurrent + b.concurrent,
-        average_time: if finished == 0.0 {
-            0.0
-        } else {
-            (a.average_time * finished_a + b.average_time * finished_b) / finished
-        },
     }
 }
 
@@ -514,24 +515,5 @@ mod tests {
         let down = Error::new(ErrorKind::Unavailable, "cannot reach").temporary();
         assert!(start_outcome(&down).is_none());
         assert!(start_outcome(&Error::new(ErrorKind::AlreadyExists, "conflict")).is_none());
-    }
-
-    #[test]
-    fn merged_request_stats_weight_the_average() {
-        let a = RequestStats {
-            total: 3,
-            success: 3,
-            average_time: 10.0,
-            ..Default::default()
-        };
-        let b = RequestStats {
-            total: 1,
-            failure: 1,
-            average_time: 50.0,
-            ..Default::default()
-        };
-        let m = merge(a, b);
-        assert_eq!((m.total, m.success, m.failure), (4, 3, 1));
-        assert!((m.average_time - 20.0).abs() < 1e-9);
     }
 }

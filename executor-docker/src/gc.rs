@@ -1,6 +1,10 @@
 //! Removal by label: one build's resources (`stop`), and every resource of this executor's
-//! prefix whose `screwdriver.cd/expires-at` label has passed (the orphan GC behind
-//! `Executor::gc`, `cleanup` and `sdx gc`).
+//! prefix that is an orphan (the GC behind `Executor::gc`, `cleanup` and `sdx gc`):
+//!
+//! * its `screwdriver.cd/expires-at` label has passed, or
+//! * its `screwdriver.cd/owner` is certainly gone ([`Liveness::Gone`]: e.g. the process
+//!   whose `start` was killed half-way, or that ran the build and exited), found at once
+//!   rather than hours later.
 //!
 //! A resource is this executor's when its `sdbuild` label is exactly
 //! `<prefix><its screwdriver.cd/build-id label>`, so executors with different prefixes
@@ -9,11 +13,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
 use chrono::{DateTime, Utc};
 use executor_base::labels::{
     LABEL_BUILD_ID, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY,
 };
-use executor_base::{BuildId, BuildLabels, BuildStatus, Error, GcReport};
+use executor_base::owner::LABEL_OWNER;
+use executor_base::{BuildId, BuildLabels, BuildStatus, Error, GcReport, Liveness, Owner};
 
 use crate::client::Engine;
 use crate::executor::DockerExecutor;
@@ -51,13 +57,44 @@ pub(crate) async fn remove_build(engine: &Engine, names: &Names) -> Result<usize
     Ok(removed)
 }
 
+/// The status of a build container that has not ended but whose owner is gone: `Lost`
+/// (nobody will deliver its token, follow it or stop it); `None` otherwise.
+pub(crate) fn orphaned(c: &ContainerInspectResponse) -> Option<BuildStatus> {
+    let state = c.state.as_ref()?.status?;
+    let started = match state {
+        ContainerStateStatusEnum::CREATED => Some(false),
+        ContainerStateStatusEnum::RUNNING
+        | ContainerStateStatusEnum::PAUSED
+        | ContainerStateStatusEnum::RESTARTING => None,
+        _ => return None,
+    };
+    let label = c.config.as_ref()?.labels.as_ref()?.get(LABEL_OWNER)?;
+    if Owner::liveness_of_label(Some(label)) != Liveness::Gone {
+        return None;
+    }
+    let owner = Owner::parse(label)
+        .map(|o| o.to_string())
+        .unwrap_or_default();
+    let mut s = BuildStatus::lost(
+        started,
+        format!(
+            "orphaned: its owner ({owner}) is gone (its start was killed half-way, or the \
+             process that ran it exited); the garbage collector removes it"
+        ),
+    );
+    if let Some(f) = s.failure.as_mut() {
+        f.evidence = Some(format!("{LABEL_OWNER}={label}"));
+    }
+    Some(s)
+}
+
 /// Whether labels mark a resource of the executor with `prefix`; returns its build id.
 fn ours(prefix: &str, labels: &HashMap<String, String>) -> Option<BuildId> {
     let id: BuildId = labels.get(LABEL_BUILD_ID)?.parse().ok()?;
     (labels.get(LABEL_SDBUILD)? == &executor_base::build_name(prefix, id)).then_some(id)
 }
 
-/// Finds (and unless `dry_run`, removes) expired resources of `exec`'s prefix.
+/// Finds (and unless `dry_run`, removes) expired and orphaned resources of `exec`'s prefix.
 pub(crate) async fn collect(
     exec: &DockerExecutor,
     now: DateTime<Utc>,
@@ -71,7 +108,10 @@ pub(crate) async fn collect(
     ];
     let expired = |labels: &HashMap<String, String>| -> Option<BuildId> {
         let id = ours(prefix, labels)?;
-        BuildLabels::is_expired(labels.get(LABEL_EXPIRES).map(String::as_str), now).then_some(id)
+        let label = |k: &str| labels.get(k).map(String::as_str);
+        (BuildLabels::is_expired(label(LABEL_EXPIRES), now)
+            || Owner::liveness_of_label(label(LABEL_OWNER)) == Liveness::Gone)
+            .then_some(id)
     };
 
     let mut builds = BTreeSet::new();
@@ -125,7 +165,7 @@ pub(crate) async fn collect(
     }
     tracing::info!(
         removed = report.expired.len(),
-        "garbage-collected expired build resources"
+        "garbage-collected expired and orphaned build resources"
     );
     Ok(report)
 }

@@ -26,9 +26,13 @@
 //!    to the attached stdin and closes it.
 //!
 //! A failure at any step removes everything this start created (even when the `start`
-//! future is dropped half-way), and every resource carries the `sdbuild`, build id, job id
-//! and `screwdriver.cd/expires-at` labels, so [`Executor::gc`](executor_base::Executor::gc)
-//! collects what a crashed process left behind.
+//! future is dropped half-way), and every resource carries the `sdbuild`, build id, job id,
+//! `screwdriver.cd/expires-at` and `screwdriver.cd/owner` labels, so
+//! [`Executor::gc`](executor_base::Executor::gc) collects what a crashed process left
+//! behind: at once when its owner (by default the process that created it, identified by
+//! pid and start time; see [`executor_base::owner`]) is gone, else after the expiry. A
+//! server that adopts its builds after a restart sets an instance owner
+//! ([`DockerExecutorBuilder::with_owner`]).
 //!
 //! **Token.** In the default mode (`stdin`) the token is never in the container's config
 //! (`docker inspect` of either container does not show it), never in a file or volume,
@@ -41,12 +45,23 @@
 //! token in the command line (visible in `ps` and `docker inspect`) and exists only for the
 //! `screwdrivercd/launcher` image.
 //!
+//! **Logs.** No log line of this crate carries the token. bollard itself logs request
+//! bodies and inspect answers at `debug` level (target `bollard`): in token modes `stdin`
+//! and `file` they never contain the token (the file is uploaded as a streamed body, which
+//! bollard does not log), but token mode `env` and launch mode `screwdriver` put the token
+//! in the container's config, so **those two modes cannot keep it out of bollard's debug
+//! lines**. Keep the `bollard` target at `info` with them (`sdx` always does).
+//!
 //! **Status** comes from the build container's state: created -> pending, running ->
 //! running, exited 0 -> succeeded, exited n -> failed (`nonZeroExit`; 3 from the native
 //! launcher -> timed out), `OOMKilled` -> failed (`outOfMemory`) whatever the exit code,
-//! a failed pull -> failed (`imagePull`), a container removed behind our back -> `Lost`
-//! (never success), a daemon that cannot be reached -> a temporary `Unavailable` error
-//! naming the socket or URL. `stop` kills the build container and removes both containers
+//! a failed pull -> failed (`imagePull`, naming the registry and the daemon's words), a
+//! container removed behind our back -> `Lost` (never success), a container killed from
+//! outside (exit 137/143 without `OOMKilled`: a daemon shutdown or restart, a `docker
+//! kill`) -> `Lost` (infrastructure, retry-safe), a container whose owner is gone before
+//! it ended -> `Lost` (orphaned), a daemon that cannot be reached -> a temporary
+//! `Unavailable` error naming the socket or URL, within the retry budget (5 s by default),
+//! also while a breaker is open (the breaker adds its state as context). `stop` kills the build container and removes both containers
 //! and the volumes; it is idempotent.
 //!
 //! # Differences from upstream executor-docker

@@ -10,8 +10,8 @@
 //! | container | `<name>-init` | from the launcher image, never started; mounts both volumes read-write |
 //! | container | `<name>-build` | from `container`, runs `launch`; mounts both volumes read-only |
 //!
-//! Everything carries the [`BuildLabels`] (`sdbuild`, build id, job id, expiry) plus a role
-//! label, so `stop` and the GC find it by label.
+//! Everything carries the [`BuildLabels`] (`sdbuild`, build id, job id, expiry, owner)
+//! plus a role label, so `stop` and the GC find it by label.
 //!
 //! In the default token mode `stdin` there is no token volume: the build container is
 //! created with an open, once-only stdin, which `start` attaches to before starting it and
@@ -24,7 +24,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVo
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use executor_base::launch::expose_token;
 use executor_base::{
-    BuildId, BuildLabels, ImageRef, LaunchMode, LaunchSpec, StartConfig, TokenDelivery,
+    BuildId, BuildLabels, ImageRef, LaunchMode, LaunchSpec, Owner, StartConfig, TokenDelivery,
 };
 
 use crate::client::LABEL_ROLE;
@@ -113,18 +113,21 @@ impl fmt::Debug for BuildPlan {
 }
 
 impl BuildPlan {
-    /// Plans build `b` at time `now`. `launcher` is the validated launcher reference.
+    /// Plans build `b` at time `now` for `owner`. `launcher` is the validated launcher
+    /// reference.
     pub(crate) fn new(
         cfg: &DockerConfig,
         launcher: &ImageRef,
         b: &StartConfig,
         now: DateTime<Utc>,
+        owner: Option<&Owner>,
     ) -> Self {
         let names = Names::new(&cfg.prefix, b.build_id);
         let timeout = cfg.timeout.minutes(&b.annotations);
         let expires =
             now + ChronoDuration::minutes(i64::from(timeout) + i64::from(cfg.expiry_grace_minutes));
-        let labels = BuildLabels::new(&cfg.prefix, b.build_id, b.job_id, expires);
+        let labels =
+            BuildLabels::new(&cfg.prefix, b.build_id, b.job_id, expires).with_owner(owner.cloned());
         let with_role = |role: &str| -> HashMap<String, String> {
             let mut m: HashMap<String, String> = labels
                 .to_pairs()
@@ -327,12 +330,28 @@ mod tests {
             &launcher(),
             &start(serde_json::json!({"screwdriver.cd/timeout": 30})),
             now(),
+            Owner::current().as_ref(),
         );
         assert_eq!(p.names.init, "ci-42-init");
         assert_eq!(p.names.build, "ci-42-build");
         let labels = p.build.labels.as_ref().unwrap();
         assert_eq!(labels["sdbuild"], "ci-42");
         assert_eq!(labels["screwdriver.cd/job-id"], "7");
+        assert_eq!(
+            labels[executor_base::owner::LABEL_OWNER],
+            Owner::current().unwrap().to_label()
+        );
+        for c in [&p.init, &p.build] {
+            let vol = &c.host_config.as_ref().unwrap().mounts.as_ref().unwrap()[0];
+            let vol_labels = vol
+                .volume_options
+                .as_ref()
+                .unwrap()
+                .labels
+                .as_ref()
+                .unwrap();
+            assert!(vol_labels.contains_key(executor_base::owner::LABEL_OWNER));
+        }
         // 30 min timeout + 30 min grace.
         assert_eq!(
             labels["screwdriver.cd/expires-at"],
@@ -379,6 +398,7 @@ mod tests {
             &launcher(),
             &start(serde_json::json!({})),
             now(),
+            None,
         );
         assert!(p.token_stdin && !p.token_file);
         let args = p.build.cmd.as_ref().unwrap().join(" ");
@@ -403,7 +423,13 @@ mod tests {
             token_mode: TokenMode::Env,
             ..Default::default()
         };
-        let p = BuildPlan::new(&cfg, &launcher(), &start(serde_json::json!({})), now());
+        let p = BuildPlan::new(
+            &cfg,
+            &launcher(),
+            &start(serde_json::json!({})),
+            now(),
+            None,
+        );
         assert!(!p.token_file);
         assert!(
             p.build
@@ -418,7 +444,13 @@ mod tests {
             launch_mode: LaunchMode::Screwdriver,
             ..Default::default()
         };
-        let p = BuildPlan::new(&cfg, &launcher(), &start(serde_json::json!({})), now());
+        let p = BuildPlan::new(
+            &cfg,
+            &launcher(),
+            &start(serde_json::json!({})),
+            now(),
+            None,
+        );
         assert_eq!(
             p.build.entrypoint.as_deref().unwrap(),
             ["/opt/sd/launcher_entrypoint.sh"]
@@ -446,6 +478,7 @@ mod tests {
                 serde_json::json!({"screwdriver.cd/cpu": "HIGH", "screwdriver.cd/ram": "MICRO"}),
             ),
             now(),
+            None,
         );
         assert_eq!(p.nano_cpus, 6_000_000_000);
         assert_eq!(p.memory, 256 * 1024 * 1024);
@@ -461,7 +494,13 @@ mod tests {
             )),
             ..Default::default()
         };
-        let p = BuildPlan::new(&cfg, &launcher(), &start(serde_json::json!({})), now());
+        let p = BuildPlan::new(
+            &cfg,
+            &launcher(),
+            &start(serde_json::json!({})),
+            now(),
+            None,
+        );
         assert_eq!(p.memory, 12 * 1024 * 1024 * 1024);
         assert_eq!(p.nano_cpus, 2_000_000_000);
     }

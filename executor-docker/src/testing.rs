@@ -11,6 +11,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+pub mod dockerd;
+pub use dockerd::PrivateDockerd;
+
 use bollard::Docker;
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
