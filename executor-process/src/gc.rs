@@ -1,5 +1,11 @@
 //! `gc` and `cleanup`: builds past their expiry (start + timeout + the 30-minute token
 //! buffer) are stopped and their directories (log, state, work) removed.
+//!
+//! A directory whose start never completed (no state file: the process that claimed it
+//! was killed half-way) is collected at once when its owner, written to its `owner` file
+//! at the claim ([`executor_base::owner`]), is gone; otherwise after the longest timeout
+//! and the buffer. A started build belongs to the state directory, not to the process
+//! that started it: a later instance adopts it, so its owner's death orphans nothing.
 
 use std::sync::Arc;
 
@@ -7,6 +13,20 @@ use chrono::{DateTime, Utc};
 use executor_base::{Error, GcReport, TOKEN_BUFFER_MINUTES};
 
 use crate::error;
+use executor_base::{Liveness, Owner};
+
+/// The file naming the owner of a build's directory (the process that claimed it).
+const OWNER_FILE: &str = "owner";
+
+/// Records this process as the owner of a just claimed build directory (best effort: a
+/// directory without it waits for its expiry).
+pub(crate) fn write_owner(dir: &std::path::Path) {
+    if let Some(me) = Owner::current()
+        && let Err(e) = std::fs::write(dir.join(OWNER_FILE), me.to_label())
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot record the build directory's owner");
+    }
+}
 use crate::executor::Inner;
 use crate::record::{BuildPaths, StopReason};
 
@@ -77,9 +97,14 @@ impl Inner {
     }
 
     /// The expiry of a directory without a readable state file (a crash between creating
-    /// it and writing the state): its modification time plus the longest timeout and the
-    /// buffer. Undatable directories are never expired.
+    /// it and writing the state): now when its owner is gone, else its modification time
+    /// plus the longest timeout and the buffer. Undatable directories are never expired.
     fn undated_expiry(&self, paths: &BuildPaths) -> Option<DateTime<Utc>> {
+        let owner = std::fs::read_to_string(paths.dir.join(OWNER_FILE)).ok();
+        if Owner::liveness_of_label(owner.as_deref().map(str::trim)) == Liveness::Gone {
+            // Orphaned by a start killed half-way: collect now.
+            return Some(DateTime::<Utc>::MIN_UTC);
+        }
         let modified = std::fs::metadata(&paths.dir)
             .and_then(|m| m.modified())
             .ok()?;
@@ -177,5 +202,45 @@ mod tests {
             exec.status(&fresh.to_stop()).await.unwrap().phase,
             Phase::Canceled
         );
+    }
+
+    #[tokio::test]
+    async fn a_start_killed_half_way_is_collected_at_once_when_its_owner_is_gone() {
+        use super::OWNER_FILE;
+        use executor_base::Owner;
+        use executor_base::owner::ProcessIdentity;
+        let tools = testutil::job_tools("exit 0");
+        let state = tempfile::tempdir().unwrap();
+        let exec = testutil::executor(tools.path(), state.path()).await;
+        let Some(Owner::Process(me)) = Owner::current() else {
+            panic!("no process identity");
+        };
+        // Directories as a start killed between the claim and the state file leaves them
+        // (the token file already written): one by a process that is gone (our pid with
+        // another start time is a recycled pid), one by a live process (this one), one
+        // from before owners were recorded.
+        let gone = Owner::Process(ProcessIdentity {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        });
+        for (id, owner) in [(11, Some(gone)), (12, Owner::current()), (13, None)] {
+            let dir = exec.builds_dir().join(id.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("token"), "a-secret-token").unwrap();
+            if let Some(o) = owner {
+                std::fs::write(dir.join(OWNER_FILE), o.to_label()).unwrap();
+            }
+        }
+        let report = exec.gc(false).await.unwrap();
+        assert_eq!(report.expired, ["build/11"]);
+        assert!(!exec.builds_dir().join("11").exists());
+        assert!(exec.builds_dir().join("12").exists());
+        assert!(exec.builds_dir().join("13").exists());
+
+        // A real start records its owner (this process).
+        exec.start(&config(14)).await.unwrap();
+        let label = std::fs::read_to_string(exec.builds_dir().join("14").join(OWNER_FILE)).unwrap();
+        assert_eq!(Owner::parse(&label), Owner::current());
+        exec.cleanup().await.unwrap();
     }
 }

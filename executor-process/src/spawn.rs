@@ -104,6 +104,7 @@ impl Inner {
         timeout_minutes: u32,
     ) -> Result<(), Error> {
         claim_dir(&build.paths, build.id)?;
+        crate::gc::write_owner(&build.paths.dir);
         let result = self.spawn_in_dir(build, cfg, timeout_minutes);
         if result.is_err()
             && let Err(e) = std::fs::remove_dir_all(&build.paths.dir)
