@@ -70,18 +70,22 @@ fn is_launch(arg0: &OsString) -> bool {
     Path::new(arg0).file_name().is_some_and(|n| n == "launch")
 }
 
-fn init_tracing(verbose: u8) {
+/// The log filter of `-v` counts (or `RUST_LOG` without `-v`).
+fn log_filter(verbose: u8) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = match verbose {
+    match verbose {
         0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")),
         1 => EnvFilter::new("info"),
         _ => EnvFilter::new("debug"),
     }
     // bollard logs request bodies and inspect answers at debug level, and in token mode
     // `env` (and launch mode `screwdriver`) those carry the build token: never shown.
-    .add_directive("bollard=info".parse().expect("a valid directive"));
+    .add_directive("bollard=info".parse().expect("a valid directive"))
+}
+
+fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(verbose))
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
@@ -130,6 +134,23 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bollard_debug_lines_are_never_shown() {
+        use tracing::Level;
+        use tracing_subscriber::layer::SubscriberExt;
+        for v in [1, 2, 3] {
+            let sub = tracing_subscriber::registry().with(super::log_filter(v));
+            tracing::subscriber::with_default(sub, || {
+                assert!(!tracing::enabled!(target: "bollard::docker", Level::DEBUG));
+                assert!(tracing::enabled!(target: "bollard::docker", Level::INFO));
+                assert_eq!(
+                    tracing::enabled!(target: "executor_docker", Level::DEBUG),
+                    v >= 2
+                );
+            });
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -18,7 +18,13 @@ const SDX: &str = env!("CARGO_BIN_EXE_sdx");
 /// `sdx` on the Docker backend with the test images, its own prefix, no config file.
 fn sdx(home: &Path, prefix: &str, images: &testing::TestImages) -> Command {
     let mut c = Command::new(SDX);
-    for var in ["SDX_CONFIG", "SDX_EXECUTOR", "SDX_API", "SDX_API_TOKEN", "RUST_LOG"] {
+    for var in [
+        "SDX_CONFIG",
+        "SDX_EXECUTOR",
+        "SDX_API",
+        "SDX_API_TOKEN",
+        "RUST_LOG",
+    ] {
         c.env_remove(var);
     }
     c.env("HOME", home)
@@ -68,7 +74,10 @@ async fn wait_for(prefix: &str, suffix: &str, state: &str, child: &mut Child) {
             matches!(child.try_wait(), Ok(None)),
             "sdx ended before {name} was {state}"
         );
-        assert!(t0.elapsed() < Duration::from_secs(60), "{name} never {state}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{name} never {state}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -83,9 +92,15 @@ async fn kill_then_status_and_gc(
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let (c, v) = leftovers(prefix).await;
-    assert!(!c.is_empty() || !v.is_empty(), "the killed start left something");
+    assert!(
+        !c.is_empty() || !v.is_empty(),
+        "the killed start left something"
+    );
 
-    let status = sdx(home, prefix, images).args(["status", "1"]).output().unwrap();
+    let status = sdx(home, prefix, images)
+        .args(["status", "1"])
+        .output()
+        .unwrap();
     let shown = text(&status);
     assert!(
         shown.to_ascii_lowercase().contains("lost"),
