@@ -36,7 +36,7 @@ pub use labels::{BuildLabels, build_name};
 pub use launch::{Ecosystem, LaunchCommand, LaunchMode, LaunchSpec, TokenDelivery};
 pub use owner::{Liveness, Owner};
 pub use resources::{ResourceTable, TierTable};
-pub use stats::{BreakerStats, BuildCounter, BuildCounts, RequestStats, Stats};
+pub use stats::{BreakerStats, BuildCounter, BuildCounts, CacheFreshness, RequestStats, Stats};
 pub use status::{BuildStatus, Failure, FailureReason, Fault, Phase};
 pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
 pub use verdict::Verdict;

@@ -76,6 +76,31 @@ pub struct Stats {
     /// Per-backend stats (the router fills this).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub executors: BTreeMap<String, Stats>,
+    /// How current the backend's status cache is, for a backend that answers `status`
+    /// from one (a Kubernetes watch); `None` for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheFreshness>,
+}
+
+/// How current a status cache fed by a watch (or event stream) is.
+///
+/// ```
+/// let c = executor_base::CacheFreshness { synced: false, age_ms: 1500, relists: 2, errors: 3 };
+/// let v = serde_json::to_value(&c).unwrap();
+/// assert_eq!(v["ageMs"], 1500);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheFreshness {
+    /// The cache is complete and kept current (its watch is connected and synced).
+    pub synced: bool,
+    /// How far behind the cache may be, in milliseconds: 0 while synced, else the time
+    /// since it last was (or since the backend started, if it never was).
+    pub age_ms: u64,
+    /// Complete lists applied so far (the first one included).
+    pub relists: u64,
+    /// Watch failures so far (each reconnect attempt that failed counts).
+    pub errors: u64,
 }
 
 /// Thread-safe build counters a backend updates as builds come and go.

@@ -470,7 +470,7 @@ impl Executor for DockerExecutor {
             requests: calls.request_stats(),
             breaker: calls.breaker_stats(),
             builds: self.builds.counts(),
-            executors: Default::default(),
+            ..Stats::default()
         }
     }
 

@@ -12,7 +12,7 @@ use kube::client::ClientBuilder;
 use serde_json::Value;
 
 use crate::SCHEME;
-use crate::cache::{Shared, run_watch};
+use crate::cache::Shared;
 use crate::client::K8sClient;
 use crate::config::K8sConfig;
 use crate::error::config as config_error;
@@ -21,7 +21,9 @@ use crate::manifest::TOOLS_VOLUME;
 use crate::names;
 use crate::policy::ReasonPolicy;
 use crate::throttle::{Throttle, ThrottleLayer};
+use crate::user_agent::UserAgentLayer;
 use crate::volumes::{self, HostVolumeMount};
+use crate::watch::{WatchSettings, run_watch};
 
 /// Prefix of the environment variables [`K8sExecutorBuilder::from_env`] reads.
 pub const ENV_PREFIX: &str = "EXECUTOR_K8S_";
@@ -188,7 +190,8 @@ impl K8sExecutorBuilder {
     }
 
     /// Uses this client instead of building one (tests, custom TLS). The client-wide rate
-    /// limit is then the caller's business: it applies only to clients built here.
+    /// limit and the `User-Agent` are then the caller's business: they apply only to
+    /// clients built here.
     pub fn with_client(mut self, client: kube::Client) -> Self {
         self.client = Some(client);
         self
@@ -398,7 +401,9 @@ impl K8sExecutorBuilder {
         let calls = EngineCalls::new(SCHEME, cfg.retry.clone(), cfg.breaker.clone());
         let k = K8sClient {
             pods: kube::Api::namespaced(client.clone(), &namespace),
-            secrets: kube::Api::namespaced(client, &namespace),
+            secrets: kube::Api::namespaced(client.clone(), &namespace),
+            client,
+            namespace: namespace.clone(),
             calls,
             throttle,
         };
@@ -407,8 +412,11 @@ impl K8sExecutorBuilder {
             tokio::spawn(run_watch(
                 k.pods.clone(),
                 shared.clone(),
-                cfg.watch_timeout_seconds,
-                Duration::from_secs(cfg.retain_finished_seconds),
+                k.calls.clone(),
+                WatchSettings {
+                    timeout_seconds: cfg.watch_timeout_seconds,
+                    retain: Duration::from_secs(cfg.retain_finished_seconds),
+                },
             ))
             .abort_handle()
         });
@@ -418,6 +426,7 @@ impl K8sExecutorBuilder {
             client: k,
             shared,
             watch,
+            stops: Default::default(),
         }))
     }
 }
@@ -446,6 +455,7 @@ async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Th
     let client = ClientBuilder::try_from(kc)
         .map_err(|e| config_error("url", e))?
         .with_layer(&ThrottleLayer(throttle.clone()))
+        .with_layer(&UserAgentLayer)
         .build();
     Ok((client, namespace, Some(throttle)))
 }

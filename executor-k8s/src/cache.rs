@@ -1,29 +1,30 @@
 //! The shared pod cache: one watch per namespace feeds the status of every build.
 //!
-//! A kube-runtime [`watcher`] (label-selected `app=screwdriver`, bookmarks on; it re-lists
-//! by itself after `410 Gone`) streams pod events into a map of compact [`PodView`]s keyed
-//! by the `sdbuild` label, applying re-lists the way a reflector does (a fresh map is
-//! filled between `Init` and `InitDone`, then swapped in). Next to it lives what this
+//! The watch ([`crate::watch`]) streams pod events into a map of compact [`PodView`]s
+//! keyed by the `sdbuild` label, applying re-lists the way a reflector does (a fresh map
+//! is filled between `Init` and `InitDone`, then swapped in). Next to it lives what this
 //! executor knows about the builds it started ([`Tracked`]): the pod's name, whether the
 //! watch has seen it, whether we stopped it, and its terminal status once known, which is
 //! then sticky. `status()` reads both under a read lock: no API request per call.
+//!
+//! The cache is only as good as its watch, so it also keeps the watch's [`Health`]:
+//! synced (a complete list applied and the watch connected since), re-listing, or
+//! failing (with the last error). `status()` answers from the cache only while it is
+//! synced; otherwise it reads the pod directly or, when the API server cannot be
+//! reached, returns a temporary error — never an old answer as if it were fresh.
 //!
 //! Deletions behind our back: a pod of a live build that gets a `deletionTimestamp`, a
 //! `DELETED` event, or disappears across a re-list is recorded as `Lost` at once, before a
 //! graceful shutdown can make it look successful.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use executor_base::labels::{LABEL_BUILD_ID, LABEL_SDBUILD};
-use executor_base::{BuildCounter, BuildId, BuildStatus, build_name};
-use futures::StreamExt;
+use executor_base::{BuildCounter, BuildId, BuildStatus, CacheFreshness, build_name};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use kube::runtime::watcher::Event;
-use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
@@ -37,6 +38,9 @@ pub(crate) struct Tracked {
     pub(crate) pod: Box<str>,
     /// When `start` created it.
     pub(crate) created_at: DateTime<Utc>,
+    /// When its objects expire (the `screwdriver.cd/expires-at` label): how long a failed
+    /// stop is retried in the background.
+    pub(crate) expires_at: DateTime<Utc>,
     /// The watch has delivered this pod at least once.
     pub(crate) seen: bool,
     /// `stop` was called.
@@ -50,10 +54,11 @@ pub(crate) struct Tracked {
 }
 
 impl Tracked {
-    pub(crate) fn new(pod: &str, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(pod: &str, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Self {
         Self {
             pod: pod.into(),
             created_at: now,
+            expires_at,
             seen: false,
             stopped: false,
             secret_collected: false,
@@ -74,9 +79,83 @@ pub(crate) struct State {
     pub(crate) tracked: HashMap<BuildId, Tracked>,
     /// Pods by `sdbuild` label (almost always one per build).
     pub(crate) pods: HashMap<Box<str>, Vec<PodView>>,
-    /// A complete list has been applied at least once.
-    pub(crate) synced: bool,
+    /// How current the cache is.
+    pub(crate) health: Health,
     relist: Option<HashMap<Box<str>, Vec<PodView>>>,
+}
+
+/// Why the watch is not delivering events right now.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchFailure {
+    /// The error's message, as [`crate::error::map`] words it.
+    pub(crate) message: String,
+    /// The API server did not answer at all (connection refused, reset, timed out): a
+    /// direct read would fail the same way.
+    pub(crate) unreachable: bool,
+    /// When the watch tries again.
+    pub(crate) retry_at: Instant,
+}
+
+/// The watch's health: whether the cache may answer, and how far behind it may be.
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// A complete list has been applied and the watch has not failed since.
+    pub(crate) synced: bool,
+    /// When the cache was last known to be current (`None`: never synced).
+    pub(crate) last_synced: Option<Instant>,
+    /// When the executor started (the age of a cache that never synced).
+    pub(crate) born: Instant,
+    /// The failure the watch is recovering from, if any.
+    pub(crate) failure: Option<WatchFailure>,
+    /// Complete lists applied.
+    pub(crate) relists: u64,
+    /// Watch failures seen.
+    pub(crate) errors: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            synced: false,
+            last_synced: None,
+            born: Instant::now(),
+            failure: None,
+            relists: 0,
+            errors: 0,
+        }
+    }
+}
+
+impl Health {
+    /// Marks the cache as possibly behind from now on.
+    pub(crate) fn lose_sync(&mut self) {
+        if self.synced {
+            self.synced = false;
+            self.last_synced = Some(Instant::now());
+        }
+    }
+
+    /// How far behind the cache may be: zero while synced.
+    pub(crate) fn age(&self, now: Instant) -> Duration {
+        if self.synced {
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(self.last_synced.unwrap_or(self.born))
+        }
+    }
+
+    /// For `stats()`.
+    pub(crate) fn freshness(&self) -> CacheFreshness {
+        CacheFreshness {
+            synced: self.synced,
+            age_ms: self
+                .age(Instant::now())
+                .as_millis()
+                .min(u128::from(u64::MAX)) as u64,
+            relists: self.relists,
+            errors: self.errors,
+        }
+    }
 }
 
 /// Bytes of a hash table with `capacity` usable slots of `slot` bytes (hashbrown:
@@ -235,7 +314,10 @@ impl Shared {
         let mut guard = self.state.write();
         let st = &mut *guard;
         match event {
-            Event::Init => st.relist = Some(HashMap::new()),
+            Event::Init => {
+                st.relist = Some(HashMap::new());
+                st.health.lose_sync();
+            }
             Event::InitApply(pod) => {
                 let Some(key) = sdbuild(&pod) else { return };
                 let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -252,7 +334,10 @@ impl Shared {
                 if let Some(fresh) = st.relist.take() {
                     st.pods = fresh;
                 }
-                st.synced = true;
+                st.health.synced = true;
+                st.health.last_synced = None;
+                st.health.failure = None;
+                st.health.relists += 1;
                 let State { tracked, pods, .. } = st;
                 for (id, t) in tracked.iter_mut() {
                     let build = build_name(&self.prefix, *id);
@@ -313,6 +398,14 @@ impl Shared {
         }
     }
 
+    /// Records a watch failure: the cache may be behind until the next complete list.
+    pub(crate) fn watch_failed(&self, failure: WatchFailure) {
+        let mut st = self.state.write();
+        st.health.lose_sync();
+        st.health.errors += 1;
+        st.health.failure = Some(failure);
+    }
+
     /// Forgets finished or stopped builds older than `retain`, and gives memory back
     /// after a burst of builds has passed.
     pub(crate) fn prune(&self, retain: Duration) {
@@ -325,33 +418,6 @@ impl Shared {
         }
         if st.pods.len() * 4 < st.pods.capacity() {
             st.pods.shrink_to_fit();
-        }
-    }
-}
-
-/// Runs the shared watch until the executor is dropped.
-pub(crate) async fn run_watch(
-    api: Api<Pod>,
-    shared: Arc<Shared>,
-    timeout_seconds: u32,
-    retain: Duration,
-) {
-    let wc = watcher::Config::default()
-        .labels("app=screwdriver")
-        .timeout(timeout_seconds);
-    let stream = watcher(api, wc).default_backoff();
-    futures::pin_mut!(stream);
-    let mut prune =
-        tokio::time::interval(Duration::from_secs(60).min(retain.max(Duration::from_secs(1))));
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            ev = stream.next() => match ev {
-                Some(Ok(event)) => shared.apply(event),
-                Some(Err(e)) => tracing::warn!(executor = crate::SCHEME, error = %e, "pod watch error; recovering"),
-                None => break,
-            },
-            _ = prune.tick() => shared.prune(retain),
         }
     }
 }

@@ -13,21 +13,53 @@ use std::sync::Arc;
 
 use executor_base::engine::{CallClass, EngineCalls, Idempotency};
 use executor_base::{Error, ErrorKind};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error;
 use crate::throttle::Throttle;
 
+/// The field manager of every object this executor writes (`metadata.managedFields`).
+pub const FIELD_MANAGER: &str = "sdx-executor-k8s";
+
 /// Pod and Secret APIs of one namespace.
 #[derive(Clone)]
 pub(crate) struct K8sClient {
+    pub(crate) client: kube::Client,
+    pub(crate) namespace: String,
     pub(crate) pods: Api<Pod>,
     pub(crate) secrets: Api<Secret>,
     pub(crate) calls: EngineCalls,
     pub(crate) throttle: Option<Arc<Throttle>>,
+}
+
+/// A create of `obj` in `ns` with our field manager and `fieldValidation=Strict`: the API
+/// server refuses (400) a manifest with a field it does not know instead of silently
+/// dropping it. (kube's `PostParams` has no field validation, so the request is built
+/// here.)
+fn create_request<K>(ns: &str, obj: &K) -> Result<http::Request<Vec<u8>>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize,
+{
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
+    let mut req = kube::core::Request::new(K::url_path(&(), Some(ns)))
+        .create(&pp, body)
+        .map_err(kube::Error::BuildRequest)?;
+    let uri = req.uri().to_string();
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    *req.uri_mut() = format!("{uri}{sep}fieldValidation=Strict")
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| kube::Error::Service(e.into()))?;
+    Ok(req)
 }
 
 impl std::fmt::Debug for K8sClient {
@@ -47,50 +79,34 @@ fn gone_is_ok(r: Result<(), Error>) -> Result<(), Error> {
 }
 
 impl K8sClient {
-    pub(crate) async fn create_secret(&self, secret: &Secret) -> Result<Secret, Error> {
-        let (api, pp) = (&self.secrets, &PostParams::default());
+    async fn create<K>(&self, operation: &'static str, obj: &K) -> Result<K, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Serialize
+            + DeserializeOwned
+            + Send
+            + Sync,
+    {
+        let (client, ns) = (&self.client, self.namespace.as_str());
         self.calls
             .call_in(
                 CallClass::Start,
-                "create secret",
+                operation,
                 Idempotency::NotIdempotent,
-                || async move { api.create(pp, secret).await.map_err(error::map) },
-            )
-            .await
-    }
-
-    pub(crate) async fn create_pod(&self, pod: &Pod) -> Result<Pod, Error> {
-        let (api, pp) = (&self.pods, &PostParams::default());
-        self.calls
-            .call_in(
-                CallClass::Start,
-                "create pod",
-                Idempotency::NotIdempotent,
-                || async move { api.create(pp, pod).await.map_err(error::map) },
-            )
-            .await
-    }
-
-    /// Makes the pod the Secret's owner, so the garbage collector removes the Secret
-    /// with the pod.
-    pub(crate) async fn own_secret(&self, secret: &str, pod: &str, uid: &str) -> Result<(), Error> {
-        let patch = serde_json::json!({"metadata": {"ownerReferences": [{
-            "apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid,
-        }]}});
-        let (api, pp, patch) = (&self.secrets, &PatchParams::default(), &Patch::Merge(patch));
-        self.calls
-            .call_in(
-                CallClass::Start,
-                "own secret",
-                Idempotency::Idempotent,
                 || async move {
-                    api.patch(secret, pp, patch)
-                        .await
-                        .map(|_| ())
-                        .map_err(error::map)
+                    let req = create_request(ns, obj).map_err(error::map)?;
+                    client.request::<K>(req).await.map_err(error::map)
                 },
             )
             .await
+    }
+
+    pub(crate) async fn create_secret(&self, secret: &Secret) -> Result<Secret, Error> {
+        self.create("create secret", secret).await
+    }
+
+    pub(crate) async fn create_pod(&self, pod: &Pod) -> Result<Pod, Error> {
+        self.create("create pod", pod).await
     }
 
     pub(crate) async fn delete_secret(&self, name: &str) -> Result<(), Error> {

@@ -18,6 +18,11 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Maps a kube client error.
 pub(crate) fn map(e: kube::Error) -> Error {
+    map_ref(&e)
+}
+
+/// Maps a kube client error held by reference (a watcher's).
+pub(crate) fn map_ref(e: &kube::Error) -> Error {
     match e {
         kube::Error::Api(status) => {
             let code = status.code;
@@ -57,9 +62,9 @@ pub(crate) fn map(e: kube::Error) -> Error {
     }
 }
 
-fn transport(e: kube::Error) -> Error {
+fn transport(e: &kube::Error) -> Error {
     let text = e.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut kind = None;
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {

@@ -1,10 +1,11 @@
 //! The [`Executor`] implementation.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use executor_base::labels::{
     BuildLabels, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY,
 };
@@ -14,9 +15,10 @@ use executor_base::{
     StartConfig, Stats, StopConfig, Verdict, build_name,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use parking_lot::Mutex;
 
 use crate::SCHEME;
-use crate::cache::{CacheStats, Shared, Tracked, lost};
+use crate::cache::{CacheStats, Shared, Tracked, WatchFailure, lost};
 use crate::client::K8sClient;
 use crate::config::K8sConfig;
 use crate::manifest::{self, Names};
@@ -35,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) client: K8sClient,
     pub(crate) shared: Arc<Shared>,
     pub(crate) watch: Option<tokio::task::AbortHandle>,
+    /// Stops that failed with a temporary error and are retried in the background.
+    pub(crate) stops: Mutex<HashMap<BuildId, tokio::task::AbortHandle>>,
 }
 
 impl Drop for Inner {
@@ -42,7 +46,24 @@ impl Drop for Inner {
         if let Some(w) = &self.watch {
             w.abort();
         }
+        for (_, h) in self.stops.lock().drain() {
+            h.abort();
+        }
     }
+}
+
+/// What one stop deletes, and how.
+#[derive(Debug, Clone)]
+struct StopPlan {
+    id: BuildId,
+    selector: String,
+    grace: Option<u32>,
+    /// The Secret goes with the pod (owned by it), so only pods are deleted.
+    collected: bool,
+    /// The build was live for this executor when the stop began.
+    was_live: bool,
+    /// Retry a failed stop until then; garbage collection takes over after.
+    until: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for K8sExecutor {
@@ -57,6 +78,7 @@ impl std::fmt::Debug for K8sExecutor {
 
 /// What `lookup` decided under the read lock.
 enum Next {
+    Fail(Error),
     Done(BuildStatus, Option<PodPhase>),
     Record(BuildStatus, Option<PodPhase>),
     GetPod(Box<str>),
@@ -85,6 +107,27 @@ fn verdict(s: &BuildStatus, phase: Option<PodPhase>) -> Verdict {
     }
 }
 
+/// The temporary error of a status the cache cannot give: the watch lost the API server
+/// `age` ago and is reconnecting.
+fn watch_down(id: BuildId, f: &WatchFailure, age: Duration) -> Error {
+    let retry_in = f
+        .retry_at
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_millis(100));
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "status of build {id} unknown: the pod watch lost the API server {:.1}s ago and is reconnecting ({})",
+            age.as_secs_f64(),
+            f.message
+        ),
+    )
+    .temporary()
+    .with_retry_after(retry_in)
+    .with_executor(SCHEME)
+    .with_operation("status")
+}
+
 impl K8sExecutor {
     pub(crate) fn from_inner(inner: Inner) -> Self {
         Self {
@@ -108,9 +151,10 @@ impl K8sExecutor {
         self.inner.client.throttle.as_ref().map(|t| t.requests())
     }
 
-    /// Whether the watch has applied a complete list.
+    /// Whether the watch has applied a complete list and not failed since (the cache
+    /// answers `status` only then).
     pub fn is_synced(&self) -> bool {
-        self.inner.shared.state.read().synced
+        self.inner.shared.state.read().health.synced
     }
 
     /// Waits until the watch has applied a complete list ([`ErrorKind::Timeout`] after
@@ -149,7 +193,7 @@ impl K8sExecutor {
     }
 
     /// Reserves the build id for a start, refusing a build that is already live.
-    fn reserve(&self, id: BuildId, names: &Names) -> Result<(), Error> {
+    fn reserve(&self, id: BuildId, names: &Names, expires: DateTime<Utc>) -> Result<(), Error> {
         let shared = &self.inner.shared;
         let mut st = shared.state.write();
         let live = match st.tracked.get(&id) {
@@ -166,11 +210,16 @@ impl K8sExecutor {
             .with_executor(SCHEME)
             .with_operation("start"));
         }
-        st.tracked.insert(id, Tracked::new(&names.pod, Utc::now()));
+        st.tracked
+            .insert(id, Tracked::new(&names.pod, Utc::now(), expires));
         Ok(())
     }
 
-    /// Creates the Secret (native mode), the pod, then makes the pod own the Secret.
+    /// Creates the pod, then (native mode) the token Secret, owned by the pod from birth:
+    /// two requests (one in Screwdriver mode). The build container reads the Secret
+    /// (`secretKeyRef`) only when the kubelet creates it, after the init container has
+    /// pulled the launcher image and copied job-tools: one round trip after the pod, the
+    /// Secret is long there. If the Secret cannot be created, the pod is deleted again.
     /// Returns whether the Secret will be collected with the pod (or there is none).
     async fn create(
         &self,
@@ -184,35 +233,21 @@ impl K8sExecutor {
         let c = &i.client;
         let label_map = manifest::labels(labels, &i.cfg.pod_labels);
         let native = i.cfg.launch_mode == LaunchMode::Native;
-        if native {
-            c.create_secret(&manifest::secret(names, label_map.clone(), build))
-                .await?;
-        }
-        let pod = manifest::pod(&i.cfg, build, extras, names, label_map, timeout);
-        let created = match c.create_pod(&pod).await {
-            Ok(p) => p,
-            Err(e) => {
-                if native && let Err(e2) = c.delete_secret(&names.secret).await {
-                    tracing::warn!(executor = SCHEME, secret = %names.secret, error = %e2,
-                        "could not remove the token secret after a failed pod create; gc will");
-                }
-                return Err(e);
-            }
-        };
+        let pod = manifest::pod(&i.cfg, build, extras, names, label_map.clone(), timeout);
+        let created = c.create_pod(&pod).await?;
         if !native {
             return Ok(true);
         }
-        let Some(uid) = created.metadata.uid.as_deref() else {
-            return Ok(false);
-        };
-        match c.own_secret(&names.secret, &names.pod, uid).await {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                tracing::warn!(executor = SCHEME, secret = %names.secret, error = %e,
-                    "could not hand the token secret to its pod; stop and gc will delete it");
-                Ok(false)
+        let uid = created.metadata.uid.as_deref();
+        let secret = manifest::secret(names, label_map, build, uid);
+        if let Err(e) = c.create_secret(&secret).await {
+            if let Err(e2) = c.delete_pod(&names.pod, Some(0)).await {
+                tracing::warn!(executor = SCHEME, pod = %names.pod, error = %e2,
+                    "could not remove the pod after its token secret failed; gc will");
             }
+            return Err(e);
         }
+        Ok(uid.is_some())
     }
 
     /// Records a terminal status found outside the watch.
@@ -238,7 +273,18 @@ impl K8sExecutor {
         let now = Utc::now();
         let next = {
             let st = i.shared.state.read();
-            let use_cache = i.cfg.watch && st.synced;
+            let use_cache = i.cfg.watch && st.health.synced;
+            // The watch cannot reach the API server: neither can a GET. Say so at once
+            // instead of answering from a cache that may be behind.
+            let blind = if i.cfg.watch && !st.health.synced {
+                st.health
+                    .failure
+                    .as_ref()
+                    .filter(|f| f.unreachable)
+                    .map(|f| watch_down(id, f, st.health.age(tokio::time::Instant::now())))
+            } else {
+                None
+            };
             match st.tracked.get(&id) {
                 Some(t) => {
                     let view = st.pod(&name, &t.pod);
@@ -247,6 +293,8 @@ impl K8sExecutor {
                         Next::Done(term.clone(), phase)
                     } else if t.stopped {
                         Next::Done(BuildStatus::canceled(), phase)
+                    } else if let Some(e) = blind {
+                        Next::Fail(e)
                     } else if !use_cache {
                         Next::GetPod(t.pod.clone())
                     } else {
@@ -277,11 +325,15 @@ impl K8sExecutor {
                     None if use_cache => {
                         return Err(Error::build_not_found(id).with_executor(SCHEME));
                     }
-                    _ => Next::List,
+                    _ => match blind {
+                        Some(e) => Next::Fail(e),
+                        None => Next::List,
+                    },
                 },
             }
         };
         match next {
+            Next::Fail(e) => Err(e),
             Next::Done(s, p) => Ok((s, p)),
             Next::Record(s, p) => {
                 self.record(id, &s);
@@ -349,24 +401,33 @@ impl K8sExecutor {
         }
     }
 
+    /// Deletes the expired objects among `items` (of `kind` `pod` or `secret`) whose
+    /// `sdbuild` label is in `only` when given.
     async fn delete_expired(
         &self,
         kind: &str,
         items: Vec<ObjectMeta>,
+        only: Option<&HashSet<String>>,
         dry_run: bool,
         report: &mut GcReport,
     ) -> Result<(), Error> {
         let now = Utc::now();
         for m in items {
-            let expiry = m
-                .labels
-                .as_ref()
+            let labels = m.labels.as_ref();
+            let expiry = labels
                 .and_then(|l| l.get(LABEL_EXPIRES))
                 .map(String::as_str);
             let Some(name) = m.name.as_deref() else {
                 continue;
             };
             if !BuildLabels::is_expired(expiry, now) {
+                continue;
+            }
+            if let Some(only) = only
+                && !labels
+                    .and_then(|l| l.get(LABEL_SDBUILD))
+                    .is_some_and(|b| only.contains(b))
+            {
                 continue;
             }
             if !dry_run {
@@ -379,6 +440,126 @@ impl K8sExecutor {
         }
         Ok(())
     }
+
+    /// Garbage collection of the namespace, or (`only`) of these builds' objects.
+    async fn collect(
+        &self,
+        dry_run: bool,
+        only: Option<&HashSet<String>>,
+    ) -> Result<GcReport, Error> {
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_EXPIRES}");
+        let c = &self.inner.client;
+        let mut report = GcReport {
+            dry_run,
+            expired: Vec::new(),
+        };
+        let pods = c.list_pod_metadata(&selector).await?;
+        self.delete_expired("pod", pods, only, dry_run, &mut report)
+            .await?;
+        let secrets = c.list_secret_metadata(&selector).await?;
+        self.delete_expired("secret", secrets, only, dry_run, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    /// The deletes of one stop: the build's pods by label, and its Secrets unless they go
+    /// with the pod.
+    async fn delete_build(&self, plan: &StopPlan) -> Result<(), Error> {
+        let c = &self.inner.client;
+        c.delete_pods(&plan.selector, plan.grace).await?;
+        if !plan.collected {
+            c.delete_secrets(&plan.selector).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks a tracked build stopped (before its deletes go out, so the watch does not
+    /// call the deletion someone else's) and returns whether it was live.
+    fn mark_stopping(&self, id: BuildId) -> bool {
+        let mut st = self.inner.shared.state.write();
+        st.tracked.get_mut(&id).is_some_and(|t| {
+            let live = t.is_live();
+            t.stopped = true;
+            live
+        })
+    }
+
+    /// Records the outcome of a stop's deletes.
+    fn stop_done(&self, plan: &StopPlan, ok: bool) {
+        let i = &self.inner;
+        let mut st = i.shared.state.write();
+        match st.tracked.get_mut(&plan.id) {
+            Some(t) if plan.was_live && !ok => t.stopped = false,
+            Some(t) if plan.was_live => {
+                if t.terminal.is_none() {
+                    i.shared.counter.stopped();
+                }
+                t.finished_at.get_or_insert_with(tokio::time::Instant::now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Retries a stop that failed with a temporary error until it succeeds or the build
+    /// expires (garbage collection takes over then). One retrier per build; it holds the
+    /// executor weakly, so dropping the executor ends it.
+    fn retry_stop_in_background(&self, plan: StopPlan) {
+        let mut stops = self.inner.stops.lock();
+        if stops.get(&plan.id).is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let policy = self.inner.cfg.retry.clone();
+        let id = plan.id;
+        let task = tokio::spawn(async move {
+            let mut attempt = 0u32;
+            loop {
+                let delay = policy
+                    .delay(attempt, None)
+                    .unwrap_or(policy.max_backoff)
+                    .min(policy.max_backoff);
+                tokio::time::sleep(delay).await;
+                attempt = attempt.saturating_add(1);
+                let Some(inner) = weak.upgrade() else { return };
+                let exec = K8sExecutor { inner };
+                if Utc::now() >= plan.until {
+                    tracing::warn!(executor = SCHEME, build = %plan.id, "gave up stopping the build at its expiry; gc removes what is left");
+                    exec.inner.stops.lock().remove(&plan.id);
+                    return;
+                }
+                let mut plan = plan.clone();
+                plan.was_live = exec.mark_stopping(plan.id) || plan.was_live;
+                let r = exec.delete_build(&plan).await;
+                exec.stop_done(&plan, r.is_ok());
+                match r {
+                    Ok(()) => {
+                        tracing::info!(executor = SCHEME, build = %plan.id, attempts = attempt, "stopped the build after retrying");
+                        exec.inner.stops.lock().remove(&plan.id);
+                        return;
+                    }
+                    Err(e) if e.is_temporary() => {
+                        tracing::debug!(executor = SCHEME, build = %plan.id, error = %e, "stop still failing; retrying");
+                    }
+                    Err(e) => {
+                        tracing::warn!(executor = SCHEME, build = %plan.id, error = %e, "stop failed for good; gc removes the build at its expiry");
+                        exec.inner.stops.lock().remove(&plan.id);
+                        return;
+                    }
+                }
+            }
+        });
+        stops.insert(id, task.abort_handle());
+    }
+
+    /// Stops being retried in the background (for tests and monitoring).
+    pub fn pending_stops(&self) -> usize {
+        self.inner
+            .stops
+            .lock()
+            .values()
+            .filter(|h| !h.is_finished())
+            .count()
+    }
 }
 
 #[async_trait]
@@ -387,9 +568,8 @@ impl Executor for K8sExecutor {
         SCHEME
     }
 
-    /// Creates the token Secret, the pod, then makes the pod the Secret's owner (three
-    /// requests in native mode, one in Screwdriver mode). If the pod cannot be created,
-    /// the Secret is deleted again.
+    /// Creates the pod, then the token Secret owned by it (two requests in native mode,
+    /// one in Screwdriver mode). If the Secret cannot be created, the pod is deleted again.
     async fn start(&self, build: &StartConfig) -> Result<(), Error> {
         let i = &self.inner;
         let id = build.build_id;
@@ -397,14 +577,10 @@ impl Executor for K8sExecutor {
         let extras = PodExtras::from_annotations(&build.annotations)
             .map_err(|e| e.with_executor(SCHEME).with_operation("start"))?;
         let timeout = i.cfg.timeout.minutes(&build.annotations);
-        let labels = BuildLabels::new(
-            &i.cfg.prefix,
-            id,
-            build.job_id,
-            manifest::expiry(&i.cfg, timeout, Utc::now()),
-        );
+        let expires = manifest::expiry(&i.cfg, timeout, Utc::now());
+        let labels = BuildLabels::new(&i.cfg.prefix, id, build.job_id, expires);
         let names = Names::new(&labels);
-        self.reserve(id, &names)?;
+        self.reserve(id, &names, expires)?;
         match self.create(build, &extras, &names, timeout, &labels).await {
             Ok(collected) => {
                 let stopped = {
@@ -438,54 +614,69 @@ impl Executor for K8sExecutor {
     }
 
     /// Deletes the build's pods by label (grace 0 while pending), and its Secret when the
-    /// garbage collector will not. Idempotent; an unknown build is fine.
+    /// garbage collector will not. Idempotent; an unknown build is fine. No breaker ever
+    /// refuses it; when the API server fails it with a temporary error (after the retry
+    /// policy), the caller gets that error and the stop is retried in the background
+    /// until it succeeds or the build's objects expire (gc removes them then).
     async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
         let i = &self.inner;
         let id = build.build_id;
         let name = self.build_name(id);
-        let (was_live, collected, pending) = {
+        let fallback_expiry = Utc::now()
+            + chrono::Duration::minutes(
+                i64::from(i.cfg.timeout.max_minutes) + i64::from(i.cfg.expiry_buffer_minutes),
+            );
+        let plan = {
             let mut guard = i.shared.state.write();
             let st = &mut *guard;
-            match st.tracked.get_mut(&id) {
+            let (was_live, collected, pending, until) = match st.tracked.get_mut(&id) {
                 Some(t) => {
                     let live = t.is_live();
                     t.stopped = true;
-                    let seen = t.seen;
-                    let pod = t.pod.clone();
-                    let collected = t.secret_collected;
-                    let view = st.pod(&name, &pod);
-                    let pending = view.map_or(!seen, |v| !v.build_started());
-                    (live, collected, pending)
+                    let (seen, pod) = (t.seen, t.pod.clone());
+                    let (collected, until) = (t.secret_collected, t.expires_at);
+                    let pending = st.pod(&name, &pod).map_or(!seen, |v| !v.build_started());
+                    (live, collected, pending, until)
                 }
                 None => (
                     false,
                     false,
                     st.newest_pod(&name).is_some_and(|v| !v.build_started()),
+                    fallback_expiry,
                 ),
+            };
+            StopPlan {
+                id,
+                selector: format!("{LABEL_SDBUILD}={name}"),
+                grace: if pending {
+                    Some(i.cfg.pending_stop_grace_seconds)
+                } else {
+                    i.cfg.stop_grace_seconds
+                },
+                collected,
+                was_live,
+                until,
             }
         };
-        let grace = if pending {
-            Some(i.cfg.pending_stop_grace_seconds)
-        } else {
-            i.cfg.stop_grace_seconds
-        };
-        let selector = format!("{LABEL_SDBUILD}={name}");
-        let mut result = i.client.delete_pods(&selector, grace).await;
-        if result.is_ok() && !collected {
-            result = i.client.delete_secrets(&selector).await;
-        }
-        let mut st = i.shared.state.write();
-        match (&result, st.tracked.get_mut(&id)) {
-            (Err(_), Some(t)) if was_live => t.stopped = false,
-            (Ok(()), Some(t)) if was_live => {
-                if t.terminal.is_none() {
-                    i.shared.counter.stopped();
+        let result = self.delete_build(&plan).await;
+        self.stop_done(&plan, result.is_ok());
+        match result {
+            Ok(()) => {
+                if let Some(h) = i.stops.lock().remove(&id) {
+                    h.abort();
                 }
-                t.finished_at.get_or_insert_with(tokio::time::Instant::now);
+                Ok(())
             }
-            _ => {}
+            Err(e) if e.is_temporary() => {
+                let until = plan.until;
+                self.retry_stop_in_background(plan);
+                Err(e.with_context(
+                    "stop",
+                    format!("retrying in the background until {until} (the build's expiry)"),
+                ))
+            }
+            Err(e) => Err(e),
         }
-        result
     }
 
     /// Upstream's verify strings from the cached pod: `""`, `waiting`, `initializing`, or
@@ -506,33 +697,35 @@ impl Executor for K8sExecutor {
             requests: i.client.calls.request_stats(),
             breaker: i.client.calls.breaker_stats(),
             builds: i.shared.counter.snapshot(),
+            cache: i
+                .cfg
+                .watch
+                .then(|| i.shared.state.read().health.freshness()),
             ..Stats::default()
         }
     }
 
-    /// Removes expired objects and forgets finished builds past their retention.
+    /// Removes the expired objects of the builds this executor started (and still
+    /// remembers), and forgets finished builds past their retention. Objects of other
+    /// builds in the namespace are left to [`Executor::gc`] (`sdx gc`): a one-shot
+    /// `sdx run` removes only what it created.
     async fn cleanup(&self) -> Result<(), Error> {
-        self.gc(false).await?;
+        let own: HashSet<String> = {
+            let st = self.inner.shared.state.read();
+            st.tracked.keys().map(|id| self.build_name(*id)).collect()
+        };
+        if !own.is_empty() {
+            self.collect(false, Some(&own)).await?;
+        }
         self.inner
             .shared
             .prune(Duration::from_secs(self.inner.cfg.retain_finished_seconds));
         Ok(())
     }
 
-    /// Deletes pods and Secrets of ours whose `screwdriver.cd/expires-at` passed.
+    /// Deletes pods and Secrets of ours (`app.kubernetes.io/managed-by=sdx`) anywhere in
+    /// the namespace whose `screwdriver.cd/expires-at` passed.
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
-        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_EXPIRES}");
-        let c = &self.inner.client;
-        let mut report = GcReport {
-            dry_run,
-            expired: Vec::new(),
-        };
-        let pods = c.list_pod_metadata(&selector).await?;
-        self.delete_expired("pod", pods, dry_run, &mut report)
-            .await?;
-        let secrets = c.list_secret_metadata(&selector).await?;
-        self.delete_expired("secret", secrets, dry_run, &mut report)
-            .await?;
-        Ok(report)
+        self.collect(dry_run, None).await
     }
 }

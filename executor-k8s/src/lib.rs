@@ -12,18 +12,22 @@ mod names;
 mod pod_extras;
 mod policy;
 mod throttle;
+mod user_agent;
 mod view;
 mod volumes;
+mod watch;
 
 #[cfg(feature = "fake")]
 pub mod fake;
 
 pub use builder::{ENV_PREFIX, K8sExecutorBuilder};
 pub use cache::CacheStats;
+pub use client::FIELD_MANAGER;
 pub use config::K8sConfig;
 pub use executor::K8sExecutor;
 pub use manifest::TOKEN_KEY;
 pub use policy::{Grace, Match, Outcome, ReasonPolicy, ReasonRule};
+pub use user_agent::USER_AGENT;
 pub use volumes::HostVolumeMount;
 
 /// The executor's scheme (`screwdriver.cd/executor: k8s`).

@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use rand::Rng;
 
 use crate::config::K8sConfig;
@@ -97,16 +97,28 @@ pub(crate) fn expiry(cfg: &K8sConfig, timeout_minutes: u32, now: DateTime<Utc>) 
     )
 }
 
-/// The Secret holding the build token.
+/// The Secret holding the build token, owned by the pod with `owner_uid` when given.
 pub(crate) fn secret(
     names: &Names,
     labels: BTreeMap<String, String>,
     build: &StartConfig,
+    owner_uid: Option<&str>,
 ) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(names.secret.clone()),
             labels: Some(labels),
+            // Owned by its pod from birth: Kubernetes' garbage collector deletes it with
+            // the pod, so `stop` needs one request and no token outlives its build.
+            owner_references: owner_uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    name: names.pod.clone(),
+                    uid: uid.into(),
+                    ..OwnerReference::default()
+                }]
+            }),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),

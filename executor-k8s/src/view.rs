@@ -1,10 +1,15 @@
 //! A compact projection of a pod: only what status classification needs.
 //!
 //! The watch keeps one [`PodView`] per pod instead of the whole `Pod` object (a few
-//! kilobytes of JSON each), so the cache stays small for thousands of builds. The view
-//! also remembers what the API does not say: when we first saw a container waiting for a
-//! given reason (the image-pull grace counts from there) and whether the build container
-//! ever started (for "did the build start" on evictions and deletions).
+//! kilobytes of JSON each), so the cache stays small for thousands of builds.
+//!
+//! Times come from the pod itself, so they mean the same after an executor restart: a
+//! container waiting (for its image, say) waits since the kubelet could start it — the
+//! build container since the pod's `Initialized` condition turned true (its init
+//! containers finished), an init container since the pod's `status.startTime` — falling
+//! back to the `PodScheduled` condition and the creation time. The view also remembers
+//! whether the build container ever started (for "did the build start" on evictions and
+//! deletions), which a later status may no longer show.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
@@ -48,7 +53,7 @@ impl PodPhase {
 pub(crate) enum ContainerState {
     /// No status reported yet.
     Unknown,
-    /// Waiting, with the reason and when we first saw this reason.
+    /// Waiting, with the reason and since when (from the pod's timestamps).
     Waiting {
         reason: Box<str>,
         message: Option<Box<str>>,
@@ -94,9 +99,12 @@ impl ContainerView {
         started: false,
     };
 
+    /// The view of `cs`; a waiting container waits since `waiting_since`, else (a pod
+    /// without timestamps) since the previous view said, else since `now`.
     fn from_status(
         cs: &ContainerStatus,
         previous: Option<&ContainerView>,
+        waiting_since: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Self {
         let st = cs.state.as_ref();
@@ -113,17 +121,12 @@ impl ContainerView {
             started = true;
             ContainerState::Running
         } else if let Some(w) = st.and_then(|s| s.waiting.as_ref()) {
-            let reason: Box<str> = w.reason.as_deref().unwrap_or("Waiting").into();
-            let since = match previous.map(|p| &p.state) {
-                Some(ContainerState::Waiting {
-                    reason: r, since, ..
-                }) if *r == reason => *since,
-                _ => now,
-            };
             ContainerState::Waiting {
-                reason,
+                reason: w.reason.as_deref().unwrap_or("Waiting").into(),
                 message: boxed(w.message.as_deref()),
-                since,
+                since: waiting_since
+                    .or(previous.and_then(|p| p.waiting().map(|w| w.2)))
+                    .unwrap_or(now),
             }
         } else {
             ContainerState::Unknown
@@ -178,6 +181,9 @@ pub(crate) struct PodView {
     pub(crate) message: Option<Box<str>>,
     pub(crate) node_assigned: bool,
     pub(crate) conditions: Box<[ConditionView]>,
+    /// The latest `lastTransitionTime` of any condition (else the creation time): since
+    /// when the pod is in its current shape, e.g. how long phase `Unknown` has lasted.
+    pub(crate) changed: Option<DateTime<Utc>>,
     /// The first init container that has not completed (or the last one).
     pub(crate) init: ContainerView,
     /// The build container (the pod's first container).
@@ -193,10 +199,23 @@ fn boxed(s: Option<&str>) -> Option<Box<str>> {
     s.filter(|s| !s.is_empty()).map(Into::into)
 }
 
+/// When the condition `type_` of `pod` last turned `True`.
+fn became_true(pod: &Pod, type_: &str) -> Option<DateTime<Utc>> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")?
+        .last_transition_time
+        .as_ref()
+        .and_then(to_chrono)
+}
+
 impl PodView {
-    /// Projects `pod`, carrying first-seen times and the `started` flag over from
-    /// `previous` (the view of the same pod before this update). Only conditions whose
-    /// type and status `keep_condition` accepts are kept.
+    /// Projects `pod`, carrying the `started` flags over from `previous` (the view of
+    /// the same pod before this update). Only conditions whose type and status
+    /// `keep_condition` accepts are kept. `now` stands in for timestamps the pod lacks.
     pub(crate) fn from_pod(
         pod: &Pod,
         previous: Option<&PodView>,
@@ -209,6 +228,13 @@ impl PodView {
         let build_name = spec
             .and_then(|s| s.containers.first())
             .map(|c| c.name.as_str());
+        let created = meta.creation_timestamp.as_ref().and_then(to_chrono);
+        let scheduled = became_true(pod, "PodScheduled");
+        let started_at = status
+            .and_then(|s| s.start_time.as_ref())
+            .and_then(to_chrono);
+        let init_since = started_at.or(scheduled).or(created);
+        let build_since = became_true(pod, "Initialized").or(init_since);
         let build = status
             .and_then(|s| s.container_statuses.as_ref())
             .and_then(|cs| {
@@ -216,7 +242,7 @@ impl PodView {
                     .find(|c| Some(c.name.as_str()) == build_name)
                     .or_else(|| cs.first())
             })
-            .map(|cs| ContainerView::from_status(cs, previous.map(|p| &p.build), now))
+            .map(|cs| ContainerView::from_status(cs, previous.map(|p| &p.build), build_since, now))
             .unwrap_or_else(|| {
                 previous
                     .map(|p| p.build.clone())
@@ -232,7 +258,7 @@ impl PodView {
                     })
                     .or_else(|| cs.last())
             })
-            .map(|cs| ContainerView::from_status(cs, previous.map(|p| &p.init), now))
+            .map(|cs| ContainerView::from_status(cs, previous.map(|p| &p.init), init_since, now))
             .unwrap_or(ContainerView::UNKNOWN);
         let conditions = status
             .and_then(|s| s.conditions.as_ref())
@@ -249,9 +275,16 @@ impl PodView {
                     .collect()
             })
             .unwrap_or_default();
+        let changed = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.last_transition_time.as_ref().and_then(to_chrono))
+            .chain(created)
+            .max();
         Self {
             name: meta.name.as_deref().unwrap_or_default().into(),
-            created: meta.creation_timestamp.as_ref().and_then(to_chrono),
+            created,
             deleting: meta.deletion_timestamp.is_some(),
             phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
             reason: boxed(status.and_then(|s| s.reason.as_deref())),
@@ -260,6 +293,7 @@ impl PodView {
                 .and_then(|s| s.node_name.as_deref())
                 .is_some_and(|n| !n.is_empty()),
             conditions,
+            changed,
             init,
             build,
         }

@@ -21,7 +21,7 @@ async fn a_429_waits_for_retry_after_then_the_create_goes_through() {
     assert_eq!(k.pods().len(), 1);
     assert_eq!(k.secrets().len(), 1);
     let r = e.stats().requests;
-    assert_eq!((r.failure, r.success), (1, 3), "{r:?}");
+    assert_eq!((r.failure, r.success), (1, 2), "{r:?}");
 }
 
 #[tokio::test]
@@ -30,7 +30,7 @@ async fn a_retry_after_longer_than_the_backoff_cap_is_handed_back() {
     let mut retry = fast_retry();
     retry.max_backoff = Duration::from_millis(500);
     let e = executor(builder(&fake).with_retry(retry)).await;
-    fake.inject(Fault::status(429).on("create", "secrets").retry_after(30));
+    fake.inject(Fault::status(429).on("create", "pods").retry_after(30));
     let err = e.start(&start_cfg(2)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RateLimited);
     assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
@@ -41,15 +41,18 @@ async fn a_retry_after_longer_than_the_backoff_cap_is_handed_back() {
 #[tokio::test]
 async fn server_errors_are_retried_for_idempotent_calls_only() {
     let (fake, k, e) = setup().await;
-    // Not idempotent: a 503 on create is not retried (the pod may exist).
+    // Not idempotent: a 503 on create is not retried (the object may exist).
     fake.inject(Fault::status(503).on("create", "secrets"));
     assert!(e.start(&start_cfg(3)).await.unwrap_err().is_temporary());
     assert_eq!(fake.request_count("create secrets"), 1);
-    // Idempotent: the owner patch is retried through two 500s.
-    fake.inject(Fault::status(500).on("patch", "secrets").times(2));
+    assert!(k.pods().is_empty(), "the pod went again");
+    // Idempotent: a stop's delete is retried through two 500s.
     e.start(&start_cfg(4)).await.unwrap();
-    assert_eq!(fake.request_count("patch secrets"), 3);
     assert!(k.secrets()[0].metadata.owner_references.is_some());
+    fake.inject(Fault::status(500).on("deletecollection", "pods").times(2));
+    e.stop(&stop_cfg(4)).await.unwrap();
+    assert_eq!(fake.request_count("deletecollection pods"), 3);
+    assert!(k.pods().is_empty() && k.secrets().is_empty());
 }
 
 #[tokio::test]
@@ -134,14 +137,14 @@ async fn a_failing_start_never_prevents_a_stop() {
     let k = fake.kubelet(NS);
     e.start(&start_cfg(20)).await.unwrap();
     k.run(&pod_name(&k, 20));
-    fake.inject(Fault::status(503).on("create", "secrets").times(100));
+    fake.inject(Fault::status(503).on("create", "pods").times(100));
     for id in 21..24 {
         assert!(e.start(&start_cfg(id)).await.is_err());
     }
     // The start breaker is open: the next start fails fast with the server's answer ...
-    let sent = fake.request_count("create secrets");
+    let sent = fake.request_count("create pods");
     let err = e.start(&start_cfg(24)).await.unwrap_err();
-    assert_eq!(fake.request_count("create secrets"), sent);
+    assert_eq!(fake.request_count("create pods"), sent);
     assert_eq!(err.status(), Some(503), "{err}");
     assert!(refused_by_breaker(&err) && err.is_temporary(), "{err}");
     // ... while status reads and the stop go to the API server.

@@ -21,7 +21,7 @@ fn high_build(id: u64) -> StartConfig {
 }
 
 #[tokio::test]
-async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
+async fn native_start_creates_the_pod_then_its_secret_owned_by_it() {
     let fake = FakeApiServer::start().await;
     let e = executor(
         builder(&fake)
@@ -43,12 +43,17 @@ async fn native_start_creates_secret_then_pod_then_owns_the_secret() {
     fake.reset_requests();
     e.start(&high_build(42)).await.unwrap();
 
-    // Exactly three writes, in this order: create secret, create pod, patch the secret's
-    // owner.
-    assert_eq!(
-        fake.request_log(),
-        ["create secrets", "create pods", "patch secrets"]
-    );
+    // Exactly two writes, in this order: the pod, then the Secret owned by it; both
+    // strictly validated, with our field manager and user agent.
+    assert_eq!(fake.request_log(), ["create pods", "create secrets"]);
+    for r in fake.request_details() {
+        assert!(
+            r.query.contains("fieldValidation=Strict")
+                && r.query.contains("fieldManager=sdx-executor-k8s"),
+            "{r:?}"
+        );
+        assert_eq!(r.user_agent.as_deref(), Some(executor_k8s::USER_AGENT));
+    }
 
     let k = fake.kubelet(NS);
     let name = pod_name(&k, 42);
@@ -233,15 +238,15 @@ async fn start_of_a_live_build_is_already_exists_and_creates_nothing() {
 }
 
 #[tokio::test]
-async fn a_failed_pod_create_removes_the_secret() {
+async fn a_failed_pod_create_creates_no_secret() {
     let (fake, k, e) = setup().await;
     fake.inject(Fault::status(500).on("create", "pods"));
     let err = e.start(&start_cfg(46)).await.unwrap_err();
     assert!(err.is_temporary(), "{err}");
     // A create is not idempotent: a 500 is not retried.
     assert_eq!(fake.request_count("create pods"), 1);
-    assert!(k.pods().is_empty());
-    assert!(k.secrets().is_empty(), "the secret must be removed");
+    assert_eq!(fake.request_count("create secrets"), 0);
+    assert!(k.pods().is_empty() && k.secrets().is_empty());
     assert!(!format!("{err} {err:?}").contains(TOKEN));
     // Nothing is left tracked: the build can be started again.
     assert!(e.status(&stop_cfg(46)).await.is_err());
@@ -250,13 +255,20 @@ async fn a_failed_pod_create_removes_the_secret() {
 }
 
 #[tokio::test]
-async fn a_refused_secret_create_creates_no_pod() {
+async fn a_refused_secret_create_removes_the_pod_again() {
     let (fake, k, e) = setup().await;
     fake.inject(Fault::status(403).on("create", "secrets"));
     let err = e.start(&start_cfg(47)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
-    assert_eq!(fake.request_count("create pods"), 0);
+    assert_eq!(fake.request_count("create pods"), 1);
     assert!(k.pods().is_empty() && k.secrets().is_empty());
+    let d = fake.deletions();
+    assert_eq!(
+        (d[0].verb.as_str(), d[0].grace_period_seconds),
+        ("delete", Some(0))
+    );
+    e.start(&start_cfg(47)).await.unwrap();
+    assert_eq!((k.pods().len(), k.secrets().len()), (1, 1));
 }
 
 #[tokio::test]
@@ -266,27 +278,6 @@ async fn an_invalid_pod_is_a_config_error_and_cleans_up() {
     let err = e.start(&start_cfg(48)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
     assert!(k.secrets().is_empty());
-}
-
-#[tokio::test]
-async fn when_the_owner_patch_fails_stop_deletes_the_secret_itself() {
-    let (fake, k, e) = setup().await;
-    // More 500s than retries: the patch gives up, start still succeeds.
-    fake.inject(Fault::status(500).on("patch", "secrets").times(10));
-    e.start(&start_cfg(49)).await.unwrap();
-    fake.clear_faults();
-    assert_eq!(
-        fake.request_count("patch secrets"),
-        5,
-        "1 attempt + 4 retries"
-    );
-    let s = &k.secrets()[0];
-    assert!(s.metadata.owner_references.is_none());
-    fake.reset_requests();
-    e.stop(&stop_cfg(49)).await.unwrap();
-    assert_eq!(fake.request_count("deletecollection pods"), 1);
-    assert_eq!(fake.request_count("deletecollection secrets"), 1);
-    assert!(k.secrets().is_empty() && k.pods().is_empty());
 }
 
 #[tokio::test]

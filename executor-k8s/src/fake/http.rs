@@ -96,6 +96,15 @@ async fn faults_and_counts(State(s): State<Arc<Shared>>, req: Request, next: Nex
         }
         let key = format!("{verb} {kind}");
         s.log.lock().push(key.clone());
+        s.details.lock().push(super::RequestRecord {
+            verb_resource: key.clone(),
+            query: req.uri().query().unwrap_or_default().to_string(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        });
         *s.counts.lock().entry(key).or_default() += 1;
         let fault = {
             let mut faults = s.faults.lock();

@@ -23,10 +23,10 @@
 
 mod http;
 mod kubelet;
+mod outage;
 mod store;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,17 @@ impl Fault {
     }
 }
 
+/// One request as the fake saw it (what an audit log line says of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `"<verb> <resource>"` (`"create pods"`).
+    pub verb_resource: String,
+    /// The query string (`fieldManager=...&fieldValidation=Strict`), empty if none.
+    pub query: String,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
 /// One delete request as the fake saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteRecord {
@@ -108,6 +119,7 @@ pub(crate) struct Shared {
     /// `false` while watches are paused: streams end, new watches wait.
     pub(crate) watch_gate: watch::Sender<bool>,
     pub(crate) watch_queries: Mutex<Vec<String>>,
+    pub(crate) details: Mutex<Vec<RequestRecord>>,
     pub(crate) bookmark_interval: Mutex<Duration>,
 }
 
@@ -133,14 +145,14 @@ impl Drop for ServerGuard {
 #[derive(Clone)]
 pub struct FakeApiServer {
     shared: Arc<Shared>,
-    addr: SocketAddr,
+    door: Arc<outage::FrontDoor>,
     _guard: Arc<ServerGuard>,
 }
 
 impl std::fmt::Debug for FakeApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeApiServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.door.addr())
             .finish_non_exhaustive()
     }
 }
@@ -162,26 +174,41 @@ impl FakeApiServer {
             disconnect: watch::channel(0).0,
             watch_gate: watch::channel(true).0,
             watch_queries: Mutex::new(Vec::new()),
+            details: Mutex::new(Vec::new()),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let backend = listener.local_addr().expect("local addr");
         let app = http::router(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Self {
             shared,
-            addr,
+            door: outage::FrontDoor::open(backend).await,
             _guard: Arc::new(ServerGuard(task.abort_handle())),
         }
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.door.addr())
+    }
+
+    /// Takes the server away: new connections are refused and open ones (watches
+    /// included) are cut, as when a kube-apiserver stops. Objects are kept.
+    pub fn go_down(&self) {
+        self.door.close();
+    }
+
+    /// Accepts connections on the same port again (after [`FakeApiServer::go_down`]).
+    /// Like a restarted kube-apiserver, the change history is gone: a watch resuming from
+    /// an earlier resource version gets `410 Gone` and must re-list.
+    pub fn come_back(&self) {
+        self.compact();
+        self.door.reopen();
     }
 
     /// A kube config pointing at the fake.
@@ -246,10 +273,16 @@ impl FakeApiServer {
         self.shared.log.lock().clone()
     }
 
-    /// Zeroes the request counters and the log.
+    /// Every request so far with its query and user agent, in order.
+    pub fn request_details(&self) -> Vec<RequestRecord> {
+        self.shared.details.lock().clone()
+    }
+
+    /// Zeroes the request counters and the logs.
     pub fn reset_requests(&self) {
         self.shared.counts.lock().clear();
         self.shared.log.lock().clear();
+        self.shared.details.lock().clear();
     }
 
     /// Every delete request so far.
