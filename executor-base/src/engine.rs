@@ -145,9 +145,9 @@ struct Inner {
     executor: &'static str,
     retry: RetryPolicy,
     breaker_config: BreakerConfig,
-    breakers: Mutex<Breakers>,
+    breakers: Arc<Mutex<Breakers>>,
     counters: Arc<Mutex<Counters>>,
-    opt_ins: Mutex<OptIns>,
+    opt_ins: Arc<Mutex<OptIns>>,
 }
 
 /// The opt-in behaviours; see the module docs.
@@ -220,9 +220,9 @@ impl EngineCalls {
                 executor,
                 retry,
                 breaker_config: breaker.clone(),
-                breakers: Mutex::new(Breakers::new(breaker)),
+                breakers: Arc::new(Mutex::new(Breakers::new(breaker))),
                 counters,
-                opt_ins: Mutex::default(),
+                opt_ins: Arc::default(),
             }),
         }
     }
@@ -278,6 +278,22 @@ impl EngineCalls {
             last: tokio::sync::Mutex::new(None),
         }));
         self
+    }
+
+    /// The same engine (shared breakers, counters, retry budget and health probe) with another retry policy: for
+    /// calls that should not wait, e.g. one attempt (`RetryPolicy::none()`) while the
+    /// backend already knows the engine is down and something else is retrying.
+    pub fn with_retry_policy(&self, retry: RetryPolicy) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                executor: self.inner.executor,
+                retry,
+                breaker_config: self.inner.breaker_config.clone(),
+                breakers: self.inner.breakers.clone(),
+                counters: self.inner.counters.clone(),
+                opt_ins: self.inner.opt_ins.clone(),
+            }),
+        }
     }
 
     /// The executor name errors are tagged with.

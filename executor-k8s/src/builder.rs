@@ -203,6 +203,13 @@ impl K8sExecutorBuilder {
         self
     }
 
+    /// Connects as the current context of this kubeconfig file says (instead of
+    /// `KUBECONFIG` / `~/.kube/config` / in-cluster inference).
+    pub fn with_kubeconfig(mut self, path: impl Into<String>) -> Self {
+        self.config.kubeconfig = Some(path.into());
+        self
+    }
+
     /// The namespace builds run in.
     pub fn with_namespace(mut self, ns: impl Into<String>) -> Self {
         self.config.namespace = Some(ns.into());
@@ -432,9 +439,18 @@ impl K8sExecutorBuilder {
 }
 
 async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Throttle>>), Error> {
-    let mut kc = match &cfg.url {
-        Some(u) => kube::Config::new(u.parse::<http::Uri>().map_err(|e| config_error("url", e))?),
-        None => kube::Config::infer().await.map_err(|e| {
+    let mut kc = match (&cfg.url, &cfg.kubeconfig) {
+        (Some(u), _) => {
+            kube::Config::new(u.parse::<http::Uri>().map_err(|e| config_error("url", e))?)
+        }
+        (None, Some(path)) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| config_error("kubeconfig", e))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| config_error("kubeconfig", e))?
+        }
+        (None, None) => kube::Config::infer().await.map_err(|e| {
             config_error(
                 "url",
                 format!("no API server configured and none inferred: {e}"),

@@ -229,6 +229,8 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) state: RwLock<State>,
+    /// Notified when the watch is synced again after a failure (the API server is back).
+    pub(crate) recovered: tokio::sync::Notify,
     pub(crate) policy: ReasonPolicy,
     pub(crate) prefix: String,
     pub(crate) counter: BuildCounter,
@@ -262,6 +264,7 @@ impl Shared {
     pub(crate) fn new(policy: ReasonPolicy, prefix: String) -> Self {
         Self {
             state: RwLock::new(State::default()),
+            recovered: tokio::sync::Notify::new(),
             policy,
             prefix,
             counter: BuildCounter::new(),

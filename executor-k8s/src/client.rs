@@ -16,7 +16,7 @@ use executor_base::{Error, ErrorKind};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -46,29 +46,14 @@ fn create_request<K>(ns: &str, obj: &K) -> Result<http::Request<Vec<u8>>, kube::
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize,
 {
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
     let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
-    let mut req = kube::core::Request::new(K::url_path(&(), Some(ns)))
-        .create(&pp, body)
-        .map_err(kube::Error::BuildRequest)?;
-    let uri = req.uri().to_string();
-    let sep = if uri.contains('?') { '&' } else { '?' };
-    *req.uri_mut() = format!("{uri}{sep}fieldValidation=Strict")
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| kube::Error::Service(e.into()))?;
-    Ok(req)
-}
-
-impl std::fmt::Debug for K8sClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("K8sClient")
-            .field("calls", &self.calls)
-            .field("throttle", &self.throttle)
-            .finish_non_exhaustive()
-    }
+    http::Request::post(format!(
+        "{}?fieldManager={FIELD_MANAGER}&fieldValidation=Strict",
+        K::url_path(&(), Some(ns))
+    ))
+    .header(http::header::CONTENT_TYPE, "application/json")
+    .body(body)
+    .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))
 }
 
 fn gone_is_ok(r: Result<(), Error>) -> Result<(), Error> {
@@ -79,6 +64,16 @@ fn gone_is_ok(r: Result<(), Error>) -> Result<(), Error> {
 }
 
 impl K8sClient {
+    /// The same client making one attempt per call (no retries).
+    pub(crate) fn single_attempt(&self) -> Self {
+        Self {
+            calls: self
+                .calls
+                .with_retry_policy(executor_base::engine::RetryPolicy::none()),
+            ..self.clone()
+        }
+    }
+
     async fn create<K>(&self, operation: &'static str, obj: &K) -> Result<K, Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>

@@ -28,8 +28,12 @@ use crate::volumes::HostVolumeMount;
 #[serde(default, rename_all = "camelCase")]
 pub struct K8sConfig {
     /// An explicit API server URL (`http://127.0.0.1:6443` for a fake or a proxy). Unset:
-    /// kube's inference (`KUBECONFIG` / `~/.kube/config`, then in-cluster).
+    /// `kubeconfig`, else kube's inference (`KUBECONFIG` / `~/.kube/config`, then
+    /// in-cluster).
     pub url: Option<String>,
+    /// Path of a kubeconfig file to use (its current context), instead of `KUBECONFIG` /
+    /// `~/.kube/config` / in-cluster inference.
+    pub kubeconfig: Option<String>,
     /// The namespace builds run in. Unset: the kubeconfig context's (or the service
     /// account's) namespace, else `default`.
     pub namespace: Option<String>,
@@ -101,8 +105,9 @@ pub struct K8sConfig {
     pub pod_annotations: BTreeMap<String, String>,
     /// The per-reason failure policy.
     pub policy: ReasonPolicy,
-    /// Serve `status`/`verify` from one shared watch (default). `false` makes every
-    /// call LIST the build's pods (upstream's way; the benchmark's baseline).
+    /// Serve `status`/`verify` from one shared watch (default). `false` makes every call
+    /// GET the build's pod by name (a LIST by label for a build this executor did not
+    /// start): upstream's way, and the benchmark's baseline.
     pub watch: bool,
     /// Server-side timeout of each watch request (seconds); the watcher reconnects.
     pub watch_timeout_seconds: u32,
@@ -127,6 +132,7 @@ impl Default for K8sConfig {
     fn default() -> Self {
         Self {
             url: None,
+            kubeconfig: None,
             namespace: None,
             prefix: String::new(),
             launcher_image: "screwdrivercd/launcher".into(),

@@ -92,6 +92,21 @@ fn transport(e: &kube::Error) -> Error {
     .with_executor(SCHEME)
 }
 
+/// A refused pod create, explained where the refusal is about our configuration rather
+/// than our rights: the RuntimeClass admission plugin answers `403` for a
+/// `runtimeClassName` that does not exist, which is the `runtimeClass` option's fault.
+pub(crate) fn explain_pod_create(e: Error) -> Error {
+    let m = e.message();
+    if e.kind() == ErrorKind::PermissionDenied
+        && m.contains("RuntimeClass")
+        && m.contains("not found")
+    {
+        let msg = m.to_string();
+        return config("runtimeClass", msg).with_status(403);
+    }
+    e
+}
+
 /// A `ConfigInvalid` error naming the configuration key.
 pub(crate) fn config(key: &str, reason: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::ConfigInvalid, format!("{key}: {reason}"))
@@ -152,5 +167,16 @@ mod tests {
             config("qps", "must be positive").to_string(),
             "k8s: config_invalid: qps: must be positive, key: qps"
         );
+        let rc = explain_pod_create(map(kube::Error::Api(Box::new(Status {
+            code: 403,
+            message: "pods \"p\" is forbidden: pod rejected: RuntimeClass \"gvisor\" not found"
+                .into(),
+            reason: "Forbidden".into(),
+            ..Status::default()
+        }))));
+        assert_eq!(rc.kind(), ErrorKind::ConfigInvalid, "{rc}");
+        assert!(rc.to_string().contains("key: runtimeClass"), "{rc}");
+        let rbac = explain_pod_create(map(api(403, 0)));
+        assert_eq!(rbac.kind(), ErrorKind::PermissionDenied);
     }
 }

@@ -188,6 +188,23 @@ impl K8sExecutor {
         self.inner.shared.state.read().stats()
     }
 
+    /// The client for a write now: while the watch reports the API server unreachable
+    /// (it retries every few seconds itself), one attempt and no retries, so a start
+    /// fails and a stop hands over to its background retrier at once instead of after
+    /// the whole retry policy.
+    fn writer(&self) -> std::borrow::Cow<'_, K8sClient> {
+        let i = &self.inner;
+        let down = i.cfg.watch && {
+            let st = i.shared.state.read();
+            !st.health.synced && st.health.failure.as_ref().is_some_and(|f| f.unreachable)
+        };
+        if down {
+            std::borrow::Cow::Owned(i.client.single_attempt())
+        } else {
+            std::borrow::Cow::Borrowed(&i.client)
+        }
+    }
+
     fn build_name(&self, id: BuildId) -> String {
         build_name(&self.inner.cfg.prefix, id)
     }
@@ -230,11 +247,14 @@ impl K8sExecutor {
         labels: &BuildLabels,
     ) -> Result<bool, Error> {
         let i = &self.inner;
-        let c = &i.client;
+        let c = &*self.writer();
         let label_map = manifest::labels(labels, &i.cfg.pod_labels);
         let native = i.cfg.launch_mode == LaunchMode::Native;
         let pod = manifest::pod(&i.cfg, build, extras, names, label_map.clone(), timeout);
-        let created = c.create_pod(&pod).await?;
+        let created = c
+            .create_pod(&pod)
+            .await
+            .map_err(crate::error::explain_pod_create)?;
         if !native {
             return Ok(true);
         }
@@ -465,7 +485,7 @@ impl K8sExecutor {
     /// The deletes of one stop: the build's pods by label, and its Secrets unless they go
     /// with the pod.
     async fn delete_build(&self, plan: &StopPlan) -> Result<(), Error> {
-        let c = &self.inner.client;
+        let c = &*self.writer();
         c.delete_pods(&plan.selector, plan.grace).await?;
         if !plan.collected {
             c.delete_secrets(&plan.selector).await?;
@@ -501,8 +521,9 @@ impl K8sExecutor {
     }
 
     /// Retries a stop that failed with a temporary error until it succeeds or the build
-    /// expires (garbage collection takes over then). One retrier per build; it holds the
-    /// executor weakly, so dropping the executor ends it.
+    /// expires (garbage collection takes over then), whatever the later attempts answer.
+    /// One retrier per build; it holds the executor weakly, so dropping the executor
+    /// ends it.
     fn retry_stop_in_background(&self, plan: StopPlan) {
         let mut stops = self.inner.stops.lock();
         if stops.get(&plan.id).is_some_and(|h| !h.is_finished()) {
@@ -518,7 +539,17 @@ impl K8sExecutor {
                     .delay(attempt, None)
                     .unwrap_or(policy.max_backoff)
                     .min(policy.max_backoff);
-                tokio::time::sleep(delay).await;
+                // The backoff, cut short when the watch sees the API server come back.
+                let Some(shared) = weak.upgrade().map(|i| i.shared.clone()) else {
+                    return;
+                };
+                // (The shared cache does not keep the executor alive, and dropping the
+                // executor aborts this task.)
+                let recovered = shared.recovered.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = recovered => {}
+                }
                 attempt = attempt.saturating_add(1);
                 let Some(inner) = weak.upgrade() else { return };
                 let exec = K8sExecutor { inner };
@@ -537,13 +568,11 @@ impl K8sExecutor {
                         exec.inner.stops.lock().remove(&plan.id);
                         return;
                     }
-                    Err(e) if e.is_temporary() => {
-                        tracing::debug!(executor = SCHEME, build = %plan.id, error = %e, "stop still failing; retrying");
-                    }
+                    // Any failure is retried: an API server that is starting answers
+                    // 403 or 503 until its authorizer and storage are ready, and a
+                    // lasting refusal costs one request per backoff until the expiry.
                     Err(e) => {
-                        tracing::warn!(executor = SCHEME, build = %plan.id, error = %e, "stop failed for good; gc removes the build at its expiry");
-                        exec.inner.stops.lock().remove(&plan.id);
-                        return;
+                        tracing::debug!(executor = SCHEME, build = %plan.id, error = %e, "stop still failing; retrying");
                     }
                 }
             }

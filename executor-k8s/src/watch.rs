@@ -134,6 +134,7 @@ pub(crate) async fn run_watch(
                     if listed {
                         calls.report_healthy();
                         if let Some(since) = outage.take() {
+                            shared.recovered.notify_waiters();
                             tracing::info!(
                                 executor = SCHEME,
                                 after_ms = since.elapsed().as_millis() as u64,

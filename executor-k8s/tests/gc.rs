@@ -67,6 +67,44 @@ async fn gc_removes_only_our_expired_objects_and_dry_run_removes_nothing() {
 }
 
 #[tokio::test]
+async fn cleanup_collects_only_what_this_executor_started() {
+    let (fake, k, e) = setup().await;
+    let past = (chrono::Utc::now().timestamp() - 60).to_string();
+    // Someone else's expired pod in the same namespace (another server, another run).
+    let pods: Api<Pod> = Api::namespaced(fake.client(), NS);
+    let p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "pod-other", "labels": labels(Some(0), true)},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    // Our build, expired (its label moved into the past).
+    e.start(&start_cfg(3)).await.unwrap();
+    let ours = pod_name(&k, 3);
+    let relabel = json!({"metadata": {"labels": {"screwdriver.cd/expires-at": past}}});
+    let pp = kube::api::PatchParams::default();
+    pods.patch(&ours, &pp, &kube::api::Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), NS);
+    let secret = k.secrets()[0].metadata.name.clone().unwrap();
+    secrets
+        .patch(&secret, &pp, &kube::api::Patch::Merge(&relabel))
+        .await
+        .unwrap();
+
+    e.cleanup().await.unwrap();
+    assert_eq!(
+        k.pod_names(),
+        ["pod-other"],
+        "only our own expired pod went"
+    );
+    assert!(k.secrets().is_empty());
+    // An explicit gc is namespace-wide.
+    assert_eq!(e.gc(false).await.unwrap().expired, ["pod/pod-other"]);
+}
+
+#[tokio::test]
 async fn a_started_build_is_not_collected_before_it_expires() {
     let (_fake, k, e) = setup().await;
     e.start(&start_cfg(2)).await.unwrap();

@@ -61,7 +61,10 @@ async fn while_the_api_server_is_down_status_is_unavailable_never_stale() {
     let took = back.elapsed();
     assert!(took < Duration::from_secs(5), "right again after {took:?}");
     let cache = e.stats().cache.unwrap();
-    assert!(cache.synced && cache.age_ms == 0 && cache.relists >= 2, "{cache:?}");
+    assert!(
+        cache.synced && cache.age_ms == 0 && cache.relists >= 2,
+        "{cache:?}"
+    );
 }
 
 #[tokio::test]
@@ -112,7 +115,10 @@ async fn a_stop_while_the_api_server_is_down_is_retried_until_it_succeeds() {
     fake.go_down();
     let err = e.stop(&stop_cfg(4)).await.unwrap_err();
     assert!(err.is_temporary(), "{err}");
-    assert!(err.to_string().contains("retrying in the background"), "{err}");
+    assert!(
+        err.to_string().contains("retrying in the background"),
+        "{err}"
+    );
     assert_eq!(e.pending_stops(), 1);
     // The caller is told the truth meanwhile: not canceled, not running.
     assert!(e.status(&stop_cfg(4)).await.is_err());

@@ -283,6 +283,7 @@ async fn an_invalid_pod_is_a_config_error_and_cleans_up() {
 #[tokio::test]
 async fn upstream_pod_options_reach_the_created_pod() {
     let fake = FakeApiServer::start().await;
+    fake.add_runtime_class("gvisor");
     let e = executor(
         builder(&fake)
             .with_runtime_class("gvisor")
@@ -366,6 +367,21 @@ async fn upstream_pod_options_reach_the_created_pod() {
             ),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_runtime_class_that_does_not_exist_is_a_config_error_naming_the_option() {
+    let fake = FakeApiServer::start().await;
+    let e = executor(builder(&fake).with_runtime_class("kata")).await;
+    let err = e.start(&start_cfg(52)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
+    assert!(err.to_string().contains("key: runtimeClass"), "{err}");
+    assert!(
+        err.message().contains("RuntimeClass \"kata\" not found"),
+        "{err}"
+    );
+    let k = fake.kubelet(NS);
+    assert!(k.pods().is_empty() && k.secrets().is_empty());
 }
 
 #[tokio::test]

@@ -320,3 +320,29 @@ async fn a_sibling_shares_counters_but_not_breakers() {
     assert_eq!(daemon.request_stats().total, 6);
     assert_eq!(registry.request_stats().failure, 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn another_retry_policy_shares_the_breakers_and_counters() {
+    let calls = EngineCalls::new(
+        "k8s",
+        policy(5),
+        BreakerConfig {
+            max_failures: 2,
+            ..BreakerConfig::default()
+        },
+    );
+    let once = calls.with_retry_policy(RetryPolicy::none());
+    let started = tokio::time::Instant::now();
+    let (r, called) = one(&once, CallClass::Start, "create", Err(refused_conn())).await;
+    assert!(r.is_err() && called);
+    assert_eq!(started.elapsed(), Duration::ZERO, "one attempt, no waiting");
+    assert!(
+        one(&once, CallClass::Start, "create", Err(refused_conn()))
+            .await
+            .0
+            .is_err()
+    );
+    // Two failures through the one-shot view opened the engine's breaker.
+    assert!(!calls.breaker_stats().is_closed);
+    assert_eq!(calls.request_stats().failure, 2);
+}

@@ -342,10 +342,18 @@ fn parse_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
 async fn create(
     State(s): State<Arc<Shared>>,
     Path((ns, kind)): Path<(String, String)>,
+    Query(q): Q,
     body: Bytes,
 ) -> Answer {
     let kind = kind_of(&kind)?;
     let obj = parse_body(&body)?.ok_or_else(|| ApiError::new(400, "BadRequest", "empty body"))?;
+    if q.get("fieldValidation").map(String::as_str) == Some("Strict") {
+        super::validate::strict(kind, &obj)?;
+    }
+    if kind == Kind::Pods {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        super::validate::runtime_class(&obj, name, &s.runtime_classes.lock())?;
+    }
     let created = s.store.lock().create(kind, &ns, obj)?;
     Ok(json_response(201, &created))
 }

@@ -25,6 +25,7 @@ mod http;
 mod kubelet;
 mod outage;
 mod store;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -121,6 +122,9 @@ pub(crate) struct Shared {
     pub(crate) watch_queries: Mutex<Vec<String>>,
     pub(crate) details: Mutex<Vec<RequestRecord>>,
     pub(crate) bookmark_interval: Mutex<Duration>,
+    /// The RuntimeClasses that exist (pods naming another are refused, as by the
+    /// RuntimeClass admission plugin).
+    pub(crate) runtime_classes: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A fault being served.
@@ -176,6 +180,7 @@ impl FakeApiServer {
             watch_queries: Mutex::new(Vec::new()),
             details: Mutex::new(Vec::new()),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
+            runtime_classes: Mutex::new(Default::default()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -230,6 +235,12 @@ impl FakeApiServer {
     /// [`AutoKubelet`]); it stops when the handle is dropped or aborted.
     pub fn auto_kubelet(&self, mode: AutoKubelet) -> tokio::task::JoinHandle<()> {
         kubelet::spawn_auto(self.shared.clone(), mode)
+    }
+
+    /// Makes a RuntimeClass exist (pods naming a missing one are refused with 403, as
+    /// the RuntimeClass admission plugin refuses them).
+    pub fn add_runtime_class(&self, name: &str) {
+        self.shared.runtime_classes.lock().insert(name.to_string());
     }
 
     /// Injects a fault.
