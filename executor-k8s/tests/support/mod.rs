@@ -1,6 +1,8 @@
 //! Shared set-up of the integration tests: a fake API server and an executor on it.
 #![allow(dead_code)]
 
+pub mod real;
+
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, RetryPolicy};

@@ -1,0 +1,58 @@
+//! The executor-base conformance suite against a real kube-apiserver (the shared control
+//! plane), as the least-privilege user, with every option at its default. A background
+//! "kubelet" binds and runs each new pod and finishes graceful deletions; `lose_build`
+//! deletes the build's pod as another client would.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use executor_base::Executor;
+use executor_base::testkit::conformance::{ConformanceConfig, conformance};
+use futures::FutureExt;
+use support::real::{ControlPlane, Kubelet};
+
+const PREFIX: &str = "rconf-";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_on_a_real_api_server() {
+    let Some(cp) = ControlPlane::shared("conformance_suite_on_a_real_api_server") else {
+        return;
+    };
+    let kubelet = Kubelet::new(&cp).await;
+    kubelet.clean(PREFIX).await;
+    let auto = kubelet.auto(PREFIX);
+    let lose = kubelet.clone();
+    let cfg = ConformanceConfig {
+        first_build_id: 5_000,
+        settle: Duration::from_secs(30),
+        lose_build: Some(Arc::new(move |id| {
+            let k = lose.clone();
+            async move {
+                for p in k.pods_of(PREFIX, id.get()).await {
+                    k.delete(p.metadata.name.as_deref().unwrap()).await;
+                }
+            }
+            .boxed()
+        })),
+        ..ConformanceConfig::default()
+    };
+    let builder = || cp.builder(PREFIX);
+    conformance(
+        || {
+            let b = builder();
+            async move {
+                let e = b.build().await.expect("executor");
+                e.wait_synced(Duration::from_secs(30))
+                    .await
+                    .expect("synced");
+                Arc::new(e) as Arc<dyn Executor>
+            }
+        },
+        cfg,
+    )
+    .await;
+    auto.abort();
+    kubelet.clean(PREFIX).await;
+}
