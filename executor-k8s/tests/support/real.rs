@@ -3,9 +3,9 @@
 //! scripts (`up.sh`, `down.sh`; see `../shared/k8s/README.md`).
 //!
 //! Where the shared control plane lives: `$SDX_TEST_K8S_DIR` (`.ci/run` sets it), else
-//! `/tmp/sdx-dev/k8s`. The scripts: `$SDX_K8S_SCRIPTS`, else `<repo>/../shared/k8s`,
-//! else `/work/shared/k8s`. Without them a test is skipped with a message, except under
-//! `CI=true`, where that is a failure.
+//! `$TMPDIR/sdx-test-k8s` (start one there with `up.sh`). The scripts: `$SDX_K8S_SCRIPTS`
+//! (`.ci/run` sets it), else `<repo>/../shared/k8s`. Without them a test is skipped with
+//! a message, except under `CI=true`, where that is a failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,10 +41,7 @@ pub fn scripts() -> Option<PathBuf> {
     std::env::var_os("SDX_K8S_SCRIPTS")
         .map(PathBuf::from)
         .into_iter()
-        .chain([
-            repo.join("../shared/k8s"),
-            PathBuf::from("/work/shared/k8s"),
-        ])
+        .chain([repo.join("../shared/k8s")])
         .find(|d| d.join("up.sh").is_file())
 }
 
@@ -88,7 +85,7 @@ impl ControlPlane {
     pub fn shared(test: &str) -> Option<Self> {
         let dir = std::env::var_os("SDX_TEST_K8S_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/tmp/sdx-dev/k8s"));
+            .unwrap_or_else(|| std::env::temp_dir().join("sdx-test-k8s"));
         let ok = dir.join("kubeconfig-limited").is_file()
             && std::fs::read_to_string(dir.join("apiserver.pid"))
                 .ok()
@@ -98,7 +95,7 @@ impl ControlPlane {
             return missing(
                 test,
                 &format!(
-                    "no kube-apiserver runs with state in {} (start one with up.sh, or set SDX_TEST_K8S_DIR)",
+                    "no kube-apiserver runs with state in {} (start one with ../shared/k8s/up.sh DIR and set SDX_TEST_K8S_DIR=DIR)",
                     dir.display()
                 ),
             );
