@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::annotations::{AnnotationMode, Annotations};
+use crate::build_env::BuildEnv;
 use crate::error::{Error, FieldError};
 use crate::ids::{BuildId, EventId, JobId, PipelineId};
 use crate::image::ImageRef;
@@ -331,6 +332,9 @@ pub struct StartConfig {
     pub store_uri: Option<Url>,
     /// `uiUri`: our extension; otherwise the executor's configured UI.
     pub ui_uri: Option<Url>,
+    /// `env`: our extension; extra environment variables of the build, set after the
+    /// launch's own (see [`crate::build_env`]: `SD_*` names are refused).
+    pub env: BuildEnv,
     /// Every other field, kept as given (upstream allows unknown keys).
     pub extra: BTreeMap<String, Value>,
 }
@@ -349,6 +353,7 @@ const START_KNOWN: &[&str] = &[
     "buildClusterName",
     "storeUri",
     "uiUri",
+    "env",
 ];
 
 impl StartConfig {
@@ -398,6 +403,14 @@ impl StartConfig {
         });
         let store_uri = f.url("storeUri", false);
         let ui_uri = f.url("uiUri", false);
+        let env = match f.present("env").map(|v| BuildEnv::from_json("env", v)) {
+            Some(Ok(env)) => env,
+            Some(Err(errors)) => {
+                f.errors.extend(errors);
+                BuildEnv::new()
+            }
+            None => BuildEnv::new(),
+        };
         let extra = f.extra(START_KNOWN);
         f.finish()?;
         Ok(Self {
@@ -414,6 +427,7 @@ impl StartConfig {
             build_cluster_name,
             store_uri,
             ui_uri,
+            env,
             extra,
         })
     }
@@ -489,6 +503,9 @@ impl StartConfig {
         if let Some(v) = &self.ui_uri {
             m.insert("uiUri".into(), Value::String(v.to_string()));
         }
+        if !self.env.is_empty() {
+            m.insert("env".into(), self.env.to_json());
+        }
         Value::Object(m)
     }
 
@@ -519,6 +536,8 @@ impl fmt::Debug for StartConfig {
             .field("event_id", &self.event_id)
             .field("pipeline_id", &self.pipeline_id)
             .field("job_name", &self.job_name)
+            // Names only: values are the caller's, and may be credentials-like.
+            .field("env", &self.env.names().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -593,6 +612,17 @@ impl StartConfigBuilder {
             .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(m) = a {
             m.insert(key.into(), value.into());
+        }
+        self
+    }
+    /// Adds one variable to `env` (checked by `build()`).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let e = self
+            .map
+            .entry("env")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = e {
+            m.insert(name.into(), Value::String(value.into()));
         }
         self
     }

@@ -13,6 +13,12 @@ use crate::stats::Stats;
 use crate::status::BuildStatus;
 use crate::verdict::Verdict;
 
+/// First pause between two status reads of the default [`Executor::wait_for_change`].
+pub const CHANGE_POLL_MIN: Duration = Duration::from_millis(50);
+
+/// Longest pause between two status reads of the default [`Executor::wait_for_change`].
+pub const CHANGE_POLL_MAX: Duration = Duration::from_secs(1);
+
 /// What `gc` found (and removed, unless it was a dry run).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +46,9 @@ pub struct GcReport {
 ///   expired resources ([`Executor::gc`]).
 /// * Invalid input never reaches a backend: the config types are validated on parse.
 /// * No token appears in any error, `Debug` output or log line.
+/// * `wait_for_change` returns the first status that differs from the caller's last
+///   seen one (see its docs); wrappers forward it so a backend's native notification
+///   is not lost behind them.
 ///
 /// The trait is object-safe: servers hold `Arc<dyn Executor>` and route between backends.
 #[async_trait]
@@ -88,6 +97,75 @@ pub trait Executor: Debug + Send + Sync {
         let _ = build;
         Ok(())
     }
+
+    /// Waits until the build's status differs from `last_seen`, and returns it: how a
+    /// caller (the Gearman launcher, a server's dispatcher) learns that a build ended
+    /// without polling `status` itself.
+    ///
+    /// # Contract
+    ///
+    /// * Returns at once when the current status differs from `last_seen` (compared
+    ///   with `==`: phase, message, exit code and failure), and at once when the build
+    ///   is terminal (a terminal status never changes, so there is nothing to wait for).
+    ///   Otherwise it never returns a status equal to `last_seen`.
+    /// * Returns the *latest* status: intermediate ones may be skipped.
+    /// * Errors as [`Executor::status`] does: a build this executor never knew is
+    ///   [`ErrorKind::NotFound`]; a transient engine error is returned as such, and the
+    ///   caller decides whether to call again.
+    /// * Has no deadline of its own (wrap it in `tokio::time::timeout`) and is
+    ///   cancel-safe: dropping the future loses nothing.
+    ///
+    /// The default reads `status` with growing pauses ([`CHANGE_POLL_MIN`], doubling up
+    /// to [`CHANGE_POLL_MAX`]), so every backend supports it. A backend that is told
+    /// of changes overrides it: the process backend wakes when its reaper records the
+    /// exit; the Gearman executor when the job's packets arrive. Docker (waiting on the
+    /// container) and Kubernetes (its pod watch) can do the same. Wrappers (the router,
+    /// the timer wrapper, `Arc`/`Box`) forward it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use executor_base::{BuildStatus, Executor, Phase, StartConfig};
+    /// use executor_base::testkit::fake::{FakeExecutor, Script};
+    /// let fake = FakeExecutor::new();
+    /// fake.set_default_script(Script::succeed_after(Duration::from_millis(100)));
+    /// let b = StartConfig::builder(9, "http://127.0.0.1:9", "busybox", "t").build().unwrap();
+    /// fake.start(&b).await.unwrap();
+    /// let stop = b.to_stop();
+    /// let mut seen = fake.status(&stop).await.unwrap();
+    /// while !seen.is_terminal() {
+    ///     seen = fake.wait_for_change(&stop, &seen).await.unwrap();
+    /// }
+    /// assert_eq!(seen.phase, Phase::Succeeded);
+    /// # });
+    /// ```
+    async fn wait_for_change(
+        &self,
+        build: &StopConfig,
+        last_seen: &BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        poll_for_change(self, build, last_seen).await
+    }
+}
+
+/// The default [`Executor::wait_for_change`]: reads `status` with pauses growing from
+/// [`CHANGE_POLL_MIN`] to [`CHANGE_POLL_MAX`] until it differs from `last_seen` (or is
+/// terminal). For backends whose native notification does not cover a build (one
+/// adopted from a previous instance, say).
+pub async fn poll_for_change<E: Executor + ?Sized>(
+    executor: &E,
+    build: &StopConfig,
+    last_seen: &BuildStatus,
+) -> Result<BuildStatus, Error> {
+    let mut pause = CHANGE_POLL_MIN;
+    loop {
+        let now = executor.status(build).await?;
+        if now != *last_seen || now.is_terminal() {
+            return Ok(now);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(CHANGE_POLL_MAX);
+    }
 }
 
 /// A trait object of any executor.
@@ -126,6 +204,13 @@ macro_rules! forward {
             }
             async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
                 (**self).stop_timer(build).await
+            }
+            async fn wait_for_change(
+                &self,
+                build: &StopConfig,
+                last_seen: &BuildStatus,
+            ) -> Result<BuildStatus, Error> {
+                (**self).wait_for_change(build, last_seen).await
             }
         }
     };

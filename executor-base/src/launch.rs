@@ -99,6 +99,10 @@ impl LaunchCommand {
 
 /// Inputs of a launch, shared by every backend.
 ///
+/// The environment ([`LaunchCommand::env`]) holds `SD_BUILD_ID`, `SD_API_URI`,
+/// `SD_STORE_URI`, `SD_BUILD_TIMEOUT`, `CONTAINER_IMAGE`, `SD_PIPELINE_ID` (when known),
+/// then the build's own [`StartConfig::env`].
+///
 /// ```
 /// use executor_base::{LaunchSpec, StartConfig, TokenDelivery, Ecosystem};
 /// let b = StartConfig::builder(42, "http://127.0.0.1:8080", "busybox", "secret-tok").build().unwrap();
@@ -219,6 +223,15 @@ impl<'a> LaunchSpec<'a> {
         if let Some(p) = self.build.pipeline_id {
             env.push(("SD_PIPELINE_ID".to_string(), p.to_string()));
         }
+        // The build's own variables come last; parsing refused reserved names already,
+        // and this check keeps it so for configs built any other way.
+        env.extend(
+            self.build
+                .env
+                .iter()
+                .filter(|(k, _)| !crate::build_env::is_reserved(k))
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         env
     }
 }
@@ -228,4 +241,38 @@ impl<'a> LaunchSpec<'a> {
 /// place easy to find.
 pub fn expose_token(token: &SecretString) -> &str {
     token.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_env_follows_the_launch_env() {
+        let b = StartConfig::builder(7, "http://127.0.0.1:8080", "busybox", "tok")
+            .env("ZUUL_REF", "refs/zuul/master/Z1")
+            .env("LOG_PATH", "check/unit/u1")
+            .build()
+            .unwrap();
+        let eco = Ecosystem::default();
+        let cmd = LaunchSpec::new(&b, "/opt/sd", &eco, 90).native(&TokenDelivery::EnvFromSecret);
+        let names: Vec<&str> = cmd.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "SD_BUILD_ID",
+                "SD_API_URI",
+                "SD_STORE_URI",
+                "SD_BUILD_TIMEOUT",
+                "CONTAINER_IMAGE",
+                "LOG_PATH",
+                "ZUUL_REF"
+            ]
+        );
+        let refused = StartConfig::builder(7, "http://127.0.0.1:8080", "busybox", "tok")
+            .env("SD_API_URI", "http://evil")
+            .build()
+            .unwrap_err();
+        assert_eq!(refused.field_errors()[0].field, "env[SD_API_URI]");
+    }
 }

@@ -4,6 +4,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod annotations;
+pub mod build_env;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -493,4 +493,22 @@ impl Executor for Router {
             }
         }
     }
+
+    /// Forwards to the build's backend; a build stopped for its timeout reads
+    /// `TimedOut`, as `status` says.
+    async fn wait_for_change(
+        &self,
+        build: &StopConfig,
+        last_seen: &BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        if let Some(s) = self.timed_out(build.build_id) {
+            return Ok(s);
+        }
+        let s = self
+            .table
+            .for_build(build.build_id, &build.annotations)?
+            .wait_for_change(build, last_seen)
+            .await?;
+        Ok(self.timed_out(build.build_id).unwrap_or(s))
+    }
 }

@@ -27,6 +27,8 @@ const START_WINDOW: Duration = Duration::from_secs(60);
 /// How long to wait for the owning instance to record an exit before calling a vanished
 /// process lost.
 const EXIT_RECORD_WAIT: Duration = Duration::from_millis(100);
+/// How often `wait_for_change` re-reads an adopted build, which no reaper watches.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
 
 /// Runs builds as local child processes; see the [crate docs](crate).
 ///
@@ -209,6 +211,40 @@ impl Inner {
         })
     }
 
+    /// Waits until build `id`'s status differs from `last_seen` (the contract of
+    /// [`Executor::wait_for_change`]): every change of the build's record (the reaper's
+    /// exit, a stop) wakes it; an adopted build, which no reaper watches, is also re-read
+    /// every [`ADOPTED_POLL`].
+    pub(crate) async fn wait_for_change(
+        self: &Arc<Self>,
+        id: BuildId,
+        last_seen: &BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        let build = self.lookup(id).ok_or_else(|| {
+            Error::build_not_found(id)
+                .with_executor(SCHEME)
+                .with_operation("wait_for_change")
+        })?;
+        // Subscribed before reading, so a change between the read and the wait wakes us.
+        let mut changes = build.subscribe();
+        loop {
+            let now = self.status(id).await?;
+            if now != *last_seen || now.is_terminal() {
+                return Ok(now);
+            }
+            let poll = if build.owned {
+                None
+            } else {
+                Some(ADOPTED_POLL)
+            };
+            tokio::select! {
+                // The sender lives in `build`, which we hold: `changed` cannot fail.
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => {}
+            }
+        }
+    }
+
     /// Arms the executor's backstop: a task that stops `build` for `reason` at `at`.
     pub(crate) fn arm_deadline(
         self: &Arc<Self>,
@@ -272,5 +308,14 @@ impl Executor for ProcessExecutor {
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
         let inner = &self.inner;
         inner.requests.track(inner.gc(dry_run)).await
+    }
+
+    /// Woken by the build's record (the reaper records the exit at once), no polling.
+    async fn wait_for_change(
+        &self,
+        build: &StopConfig,
+        last_seen: &BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        self.inner.wait_for_change(build.build_id, last_seen).await
     }
 }

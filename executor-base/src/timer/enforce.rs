@@ -202,4 +202,16 @@ impl Executor for TimedExecutor {
     async fn stop_timer(&self, build: &StopConfig) -> Result<(), Error> {
         self.timers.stop_timer(build.build_id).await.map(|_| ())
     }
+
+    async fn wait_for_change(
+        &self,
+        build: &StopConfig,
+        last_seen: &BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        if let Some(s) = self.timed_out.status(build.build_id) {
+            return Ok(s);
+        }
+        let s = self.inner.wait_for_change(build, last_seen).await?;
+        Ok(self.timed_out.status(build.build_id).unwrap_or(s))
+    }
 }
