@@ -3,10 +3,18 @@
 //! One [`GearmanClient`] owns one TCP connection, driven by a background task; clones
 //! share it. Requests are answered by gearmand in order, so the task keeps a FIFO of
 //! outstanding requests (`SUBMIT_JOB` -> `JOB_CREATED`, `GET_STATUS` -> `STATUS_RES`,
-//! `GET_STATUS_UNIQUE` -> `STATUS_RES_UNIQUE`, `ECHO_REQ` -> `ECHO_RES`, any of them ->
-//! `ERROR`) and routes `WORK_*` packets to the
-//! job they name through a per-job channel registered when `JOB_CREATED` arrives, before
-//! any later packet is read.
+//! `GET_STATUS_UNIQUE` -> `STATUS_RES_UNIQUE`, `ECHO_REQ` -> `ECHO_RES`, `OPTION_REQ` ->
+//! `OPTION_RES`, any of them -> `ERROR`) and routes `WORK_*` packets to the job they
+//! name through a per-job channel registered when `JOB_CREATED` arrives, before any
+//! later packet is read.
+//!
+//! **Optional answers.** `ECHO_REQ`, `OPTION_REQ` and `GET_STATUS_UNIQUE` are answered
+//! by gearmand but not by OpenStack's `geard`, so nothing waits for them: `OPTION_REQ
+//! exceptions` is sent after connecting without waiting, and when the answer to a later
+//! request arrives first, each unanswered optional request before it fails with
+//! [`GearmanError::Unanswered`] (the caller learns the server does not support it) while
+//! the answer goes to its own request. An optional request with nothing after it waits
+//! for its answer until `request_timeout`.
 //!
 //! Reconnects: when the connection breaks, every job in flight receives
 //! [`JobEvent::Disconnected`] (gearmand abandons a client's foreground jobs with its
@@ -22,7 +30,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::DEFAULT_MAX_PACKET_SIZE;
+use crate::codec::{DEFAULT_MAX_PACKET_SIZE, Frame, Skipped};
 use crate::conn::{Conn, connect};
 use crate::error::GearmanError;
 use crate::packet::{Packet, PacketType};
@@ -36,8 +44,9 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Largest packet body sent or accepted (default 16 MiB).
     pub max_packet_size: usize,
-    /// Ask gearmand to forward `WORK_EXCEPTION` packets (`OPTION_REQ exceptions`; default
-    /// true). Without it gearmand turns them into a bare `WORK_FAIL`.
+    /// Ask gearmand to forward `WORK_EXCEPTION` packets (`OPTION_REQ exceptions`, sent
+    /// without waiting for its answer; default true). Without it gearmand turns them into
+    /// a bare `WORK_FAIL`; `geard` forwards them either way.
     pub exceptions: bool,
 }
 
@@ -167,6 +176,8 @@ enum Pending {
     Status(oneshot::Sender<Result<JobStatus, GearmanError>>),
     Echo(oneshot::Sender<Result<Bytes, GearmanError>>),
     StatusUnique(oneshot::Sender<Result<UniqueStatus, GearmanError>>),
+    /// `OPTION_REQ exceptions`, sent on connect; nobody waits for it.
+    Option,
 }
 
 impl Pending {
@@ -177,7 +188,38 @@ impl Pending {
             Pending::Status(r) => r.send(Err(e)).map_err(drop),
             Pending::Echo(r) => r.send(Err(e)).map_err(drop),
             Pending::StatusUnique(r) => r.send(Err(e)).map_err(drop),
+            Pending::Option => Ok(()),
         };
+    }
+
+    /// The request, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Pending::Submit(_) => "SUBMIT_JOB",
+            Pending::Status(_) => "GET_STATUS",
+            Pending::Echo(_) => "ECHO_REQ",
+            Pending::StatusUnique(_) => "GET_STATUS_UNIQUE",
+            Pending::Option => "OPTION_REQ",
+        }
+    }
+
+    /// The answer packet this request gets, when answered.
+    fn answer(&self) -> PacketType {
+        match self {
+            Pending::Submit(_) => PacketType::JOB_CREATED,
+            Pending::Status(_) => PacketType::STATUS_RES,
+            Pending::Echo(_) => PacketType::ECHO_RES,
+            Pending::StatusUnique(_) => PacketType::STATUS_RES_UNIQUE,
+            Pending::Option => PacketType::OPTION_RES,
+        }
+    }
+
+    /// Whether some servers never answer it (see the module docs).
+    fn optional(&self) -> bool {
+        matches!(
+            self,
+            Pending::Echo(_) | Pending::StatusUnique(_) | Pending::Option
+        )
     }
 }
 
@@ -296,33 +338,9 @@ impl GearmanClient {
     }
 }
 
-/// Connects and sets the connection's options.
+/// Connects (the connection's options are sent by [`Session::begin`]).
 async fn open(addr: &str, opts: &ClientOptions) -> Result<Conn, GearmanError> {
-    let (mut conn, _) = connect(addr, opts.connect_timeout, opts.max_packet_size).await?;
-    if opts.exceptions {
-        conn.send(Packet::req(PacketType::OPTION_REQ, ["exceptions"]))
-            .await?;
-        let answer = tokio::time::timeout(opts.request_timeout, conn.next())
-            .await
-            .map_err(|_| GearmanError::Timeout("OPTION_REQ"))?;
-        match answer {
-            Some(Ok(p)) if p.kind == PacketType::OPTION_RES => {}
-            Some(Ok(p)) if p.kind == PacketType::ERROR => {
-                return Err(GearmanError::Server {
-                    code: p.arg_lossy(0),
-                    text: p.arg_lossy(1),
-                });
-            }
-            Some(Ok(p)) => {
-                return Err(GearmanError::Unexpected(format!(
-                    "{} in answer to OPTION_REQ",
-                    p.kind
-                )));
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(GearmanError::Disconnected),
-        }
-    }
+    let (conn, _) = connect(addr, opts.connect_timeout, opts.max_packet_size).await?;
     Ok(conn)
 }
 
@@ -334,6 +352,31 @@ struct Session {
 }
 
 impl Session {
+    /// Sets a fresh connection's options: `OPTION_REQ exceptions`, not waited for.
+    async fn begin(&mut self, c: &mut Conn, opts: &ClientOptions) -> Result<(), GearmanError> {
+        if opts.exceptions {
+            c.send(Packet::req(PacketType::OPTION_REQ, ["exceptions"]))
+                .await?;
+            self.pending.push_back(Pending::Option);
+        }
+        Ok(())
+    }
+
+    /// The request an answer of type `kind` belongs to: the oldest outstanding one,
+    /// after failing the optional requests before it that the server skipped. `ERROR`
+    /// answers the oldest. `None` when nothing waits for it.
+    fn answered(&mut self, kind: PacketType) -> Option<Pending> {
+        while let Some(front) = self.pending.pop_front() {
+            if kind == PacketType::ERROR || front.answer() == kind || !front.optional() {
+                return Some(front);
+            }
+            tracing::debug!(request = front.name(), answer = %kind, "the server skipped an optional request");
+            let name = front.name();
+            front.fail(GearmanError::Unanswered(name));
+        }
+        None
+    }
+
     /// Tells everyone waiting that the connection is gone.
     fn shut(self) {
         for (_, tx) in self.jobs {
@@ -349,7 +392,7 @@ impl Session {
         let event = match p.kind {
             PacketType::JOB_CREATED => {
                 let handle = p.arg_lossy(0);
-                match self.pending.pop_front() {
+                match self.answered(p.kind) {
                     Some(Pending::Submit(reply)) => {
                         let (tx, events) = mpsc::unbounded_channel();
                         self.jobs.insert(handle.clone(), tx);
@@ -359,7 +402,7 @@ impl Session {
                     other => return Err(self.desync(other, p.kind)),
                 }
             }
-            PacketType::STATUS_RES => match self.pending.pop_front() {
+            PacketType::STATUS_RES => match self.answered(p.kind) {
                 Some(Pending::Status(reply)) => {
                     let num = |i| {
                         p.arg_str(i)
@@ -376,7 +419,7 @@ impl Session {
                 }
                 other => return Err(self.desync(other, p.kind)),
             },
-            PacketType::STATUS_RES_UNIQUE => match self.pending.pop_front() {
+            PacketType::STATUS_RES_UNIQUE => match self.answered(p.kind) {
                 Some(Pending::StatusUnique(reply)) => {
                     let num = |i| {
                         p.arg_str(i)
@@ -394,7 +437,7 @@ impl Session {
                 }
                 other => return Err(self.desync(other, p.kind)),
             },
-            PacketType::ECHO_RES => match self.pending.pop_front() {
+            PacketType::ECHO_RES => match self.answered(p.kind) {
                 Some(Pending::Echo(reply)) => {
                     let _ = reply.send(Ok(p.args.into_iter().next().unwrap_or_default()));
                     return Ok(());
@@ -406,13 +449,22 @@ impl Session {
                     code: p.arg_lossy(0),
                     text: p.arg_lossy(1),
                 };
-                match self.pending.pop_front() {
+                match self.answered(p.kind) {
+                    Some(Pending::Option) => {
+                        tracing::warn!(error = %e, "gearmand refused OPTION_REQ exceptions")
+                    }
                     Some(pending) => pending.fail(e),
                     None => tracing::warn!(error = %e, "gearmand sent an ERROR nobody waited for"),
                 }
                 return Ok(());
             }
-            PacketType::OPTION_RES | PacketType::NOOP => return Ok(()),
+            PacketType::OPTION_RES => {
+                return match self.answered(p.kind) {
+                    Some(Pending::Option) => Ok(()),
+                    other => Err(self.desync(other, p.kind)),
+                };
+            }
+            PacketType::NOOP => return Ok(()),
             PacketType::WORK_DATA => JobEvent::Data(p.args[1].clone()),
             PacketType::WORK_WARNING => JobEvent::Warning(p.args[1].clone()),
             PacketType::WORK_STATUS => {
@@ -450,6 +502,38 @@ impl Session {
         Ok(())
     }
 
+    /// Handles a packet the codec skipped: an answer fails its request, a terminal
+    /// `WORK_*` still ends its job (without its data), anything else is dropped.
+    fn on_skipped(&mut self, s: Skipped) {
+        let why = format!("{} of {} bytes: {}", s.kind_name(), s.size, s.reason);
+        match s.kind {
+            Some(
+                k @ (PacketType::JOB_CREATED
+                | PacketType::STATUS_RES
+                | PacketType::STATUS_RES_UNIQUE
+                | PacketType::ECHO_RES
+                | PacketType::OPTION_RES
+                | PacketType::ERROR),
+            ) => {
+                if let Some(p) = self.answered(k) {
+                    p.fail(GearmanError::Unreadable(why));
+                }
+            }
+            Some(k @ (PacketType::WORK_COMPLETE | PacketType::WORK_FAIL | PacketType::WORK_EXCEPTION)) => {
+                let handle = s.arg_lossy(0);
+                tracing::warn!(%handle, "{why}; the job ended without its data");
+                if let Some(tx) = self.jobs.remove(&handle) {
+                    let _ = tx.send(match k {
+                        PacketType::WORK_COMPLETE => JobEvent::Complete(Bytes::new()),
+                        PacketType::WORK_FAIL => JobEvent::Fail,
+                        _ => JobEvent::Exception(Bytes::new()),
+                    });
+                }
+            }
+            _ => tracing::warn!(handle = %s.arg_lossy(0), "skipped an unreadable packet: {why}"),
+        }
+    }
+
     fn desync(&mut self, got: Option<Pending>, kind: PacketType) -> GearmanError {
         if let Some(p) = got {
             p.fail(GearmanError::Unexpected(format!("{kind} out of order")));
@@ -469,15 +553,30 @@ async fn drive(
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut session = Session::default();
+    if let Some(c) = conn.as_mut()
+        && let Err(e) = session.begin(c, &opts).await
+    {
+        tracing::debug!(error = %e, "gearman client connection failed");
+        conn = None;
+        std::mem::take(&mut session).shut();
+    }
     loop {
         let Some(c) = conn.as_mut() else {
             let Some(cmd) = rx.recv().await else { return };
             match open(&addr, &opts).await {
-                Ok(c) => {
+                Ok(mut c) => {
+                    let begun = session.begin(&mut c, &opts).await;
                     conn = Some(c);
-                    if let Err(e) =
-                        send_command(conn.as_mut().expect("just set"), &mut session, cmd).await
-                    {
+                    let sent = match begun {
+                        Ok(()) => {
+                            send_command(conn.as_mut().expect("just set"), &mut session, cmd).await
+                        }
+                        Err(e) => {
+                            fail_command(cmd, GearmanError::Disconnected);
+                            Err(e)
+                        }
+                    };
+                    if let Err(e) = sent {
                         tracing::debug!(error = %e, "gearman client connection failed");
                         conn = None;
                         std::mem::take(&mut session).shut();
@@ -493,7 +592,11 @@ async fn drive(
                 Some(cmd) => send_command(c, &mut session, cmd).await.err(),
             },
             pkt = c.next() => match pkt {
-                Some(Ok(p)) => session.on_packet(p).err(),
+                Some(Ok(Frame::Packet(p))) => session.on_packet(p).err(),
+                Some(Ok(Frame::Skipped(s))) => {
+                    session.on_skipped(s);
+                    None
+                }
                 Some(Err(e)) => Some(e.into()),
                 None => Some(GearmanError::Disconnected),
             },

@@ -43,6 +43,13 @@ pub enum GearmanError {
     /// The client or worker was closed by its owner.
     #[error("closed")]
     Closed,
+    /// The server answered a later request first: it does not answer this one (`geard`
+    /// answers neither `ECHO_REQ`, `OPTION_REQ` nor `GET_STATUS_UNIQUE`).
+    #[error("the server does not answer {0}")]
+    Unanswered(&'static str),
+    /// The answer could not be read (the codec skipped it).
+    #[error("unreadable answer from gearmand: {0}")]
+    Unreadable(String),
 }
 
 impl GearmanError {
@@ -65,6 +72,7 @@ impl From<GearmanError> for Error {
             // is `Unavailable` (which non-idempotent calls may retry).
             GearmanError::Connect { .. } => ErrorKind::Unavailable,
             GearmanError::Timeout(_) => ErrorKind::Timeout,
+            GearmanError::Unanswered(_) => ErrorKind::Unsupported,
             _ => ErrorKind::Unexpected,
         };
         let temporary = e.is_temporary();

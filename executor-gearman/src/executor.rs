@@ -21,7 +21,7 @@ use crate::client::GearmanClient;
 use crate::config::{GearmanConfig, JOB_ANNOTATION, NODE_ANNOTATION};
 use crate::launcher::config::check_name;
 use crate::tracker::{Cmd, GearmanBuildInfo, Tracked, track};
-use crate::workers::WorkerCheck;
+use crate::worker_check::WorkerCheck;
 
 /// An [`Executor`] that submits each build as a `build:<job>` Gearman job and follows it
 /// through the launcher's `WORK_*` packets (see the crate docs and
@@ -202,9 +202,13 @@ impl GearmanExecutor {
         let uuid = format!("{:032x}", rand::random::<u128>());
         let data =
             Bytes::from(serde_json::to_vec(&self.arguments(build, job, &uuid)).unwrap_or_default());
+        // Safe to retry: a job whose connection broke before its JOB_CREATED reached us is
+        // withdrawn with that connection (both gearmand and geard drop a foreground job
+        // whose client is gone), so a retry never leaves a second job behind. geard
+        // listens with a backlog of one: a burst of starts sees resets there.
         let (client, submitted) = inner
             .calls
-            .call("start", Idempotency::NotIdempotent, || async {
+            .call("start", Idempotency::Idempotent, || async {
                 let client = GearmanClient::connect(&cfg.server, cfg.client_options())
                     .await
                     .map_err(Error::from)?;
@@ -341,5 +345,25 @@ impl Executor for GearmanExecutor {
         // Finished builds' connections are closed when they finish; forget the old ones.
         self.forget_old();
         Ok(())
+    }
+
+    /// Woken by the build's packets (the same status `watch` gives), no polling.
+    async fn wait_for_change(
+        &self,
+        build: &StopConfig,
+        last_seen: &BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        let tracked = match self.tracked(build.build_id) {
+            Some(Ok(t)) => t,
+            // Unknown (NotFound) or still being submitted: as `status` reads it.
+            _ => return executor_base::executor::poll_for_change(self, build, last_seen).await,
+        };
+        let mut rx = tracked.status.subscribe();
+        let s = rx
+            .wait_for(|s| s != last_seen || s.is_terminal())
+            .await
+            .map(|s| s.clone());
+        // The sender lives in `tracked`, which we hold: `wait_for` cannot fail.
+        Ok(s.unwrap_or_else(|_| tracked.status.borrow().clone()))
     }
 }

@@ -13,8 +13,8 @@ mod executor;
 pub mod launcher;
 pub mod packet;
 mod tracker;
-pub mod worker;
-mod workers;
+pub mod gearman_worker;
+mod worker_check;
 pub mod zuul;
 
 /// The executor's scheme name (`screwdriver.cd/executor: gearman`).
@@ -22,7 +22,7 @@ pub const SCHEME: &str = "gearman";
 
 pub use builder::GearmanExecutorBuilder;
 pub use client::{ClientOptions, GearmanClient, JobEvent, JobStatus, SubmittedJob};
-pub use codec::{CodecError, PacketCodec};
+pub use codec::{CodecError, Frame, PacketCodec};
 pub use config::{GearmanConfig, JOB_ANNOTATION, NODE_ANNOTATION};
 pub use error::GearmanError;
 pub use executor::GearmanExecutor;
@@ -30,4 +30,4 @@ pub use launcher::config::WorkerConfig;
 pub use launcher::{LauncherWorker, run_worker, shutdown_signal};
 pub use packet::{Magic, Packet, PacketType};
 pub use tracker::GearmanBuildInfo;
-pub use worker::{GearmanWorker, Job, JobSink, WorkerOptions};
+pub use gearman_worker::{GearmanWorker, Job, JobSink, JobSlot, WorkerOptions};

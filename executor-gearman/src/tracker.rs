@@ -262,9 +262,10 @@ impl Tracker {
             JobEvent::Exception(d) => LauncherException::from_data(&d).to_status(),
             _ => match &self.report {
                 Some(r) => r.to_status(),
-                None if self.started() => {
-                    BuildStatus::lost(Some(true), "the launcher failed the job without a result")
-                }
+                None if self.started() => BuildStatus::lost(
+                    Some(true),
+                    "the launcher failed the job without a result (geard fails the job of a worker that went away mid-build)",
+                ),
                 None => {
                     let mut s = BuildStatus::failed(
                         FailureReason::StartRefused,

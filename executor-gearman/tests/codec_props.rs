@@ -1,19 +1,24 @@
 //! Property tests of the packet decoder: arbitrary bytes never panic, every packet the
-//! encoder writes decodes back, and how the input is split into reads does not matter.
+//! encoder writes decodes back, how the input is split into reads does not matter, and a
+//! packet too large to accept is skipped without losing the stream.
 
 use bytes::{Bytes, BytesMut};
-use executor_gearman::codec::{CodecError, PacketCodec};
+use executor_gearman::codec::{CodecError, Frame, PacketCodec, SkipReason};
 use executor_gearman::packet::{Magic, Packet, PacketType};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Decodes everything in `buf`; stops at the first error (the stream is then unusable).
-fn decode_all(codec: &mut PacketCodec, buf: &mut BytesMut) -> Result<Vec<Packet>, CodecError> {
+fn decode_all(codec: &mut PacketCodec, buf: &mut BytesMut) -> Result<Vec<Frame>, CodecError> {
     let mut out = Vec::new();
-    while let Some(p) = codec.decode(buf)? {
-        out.push(p);
+    while let Some(f) = codec.decode(buf)? {
+        out.push(f);
     }
     Ok(out)
+}
+
+fn frames(packets: &[Packet]) -> Vec<Frame> {
+    packets.iter().cloned().map(Frame::Packet).collect()
 }
 
 fn arb_packet() -> impl Strategy<Value = Packet> {
@@ -65,12 +70,16 @@ proptest! {
         buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
         buf.extend_from_slice(&body);
         match PacketCodec::default().decode(&mut buf) {
-            Ok(Some(p)) => prop_assert_eq!(p.args.len(), p.kind.arg_count()),
-            Ok(None) => prop_assert!(false, "a complete frame must decode or fail"),
-            Err(CodecError::UnknownType(n)) => prop_assert!(PacketType::from_u32(n).is_none()),
-            Err(CodecError::Malformed { .. }) => {}
+            Ok(Some(Frame::Packet(p))) => prop_assert_eq!(p.args.len(), p.kind.arg_count()),
+            Ok(Some(Frame::Skipped(s))) => match s.reason {
+                SkipReason::UnknownType(n) => prop_assert!(PacketType::from_u32(n).is_none()),
+                SkipReason::Malformed { found, expected } => prop_assert!(found < expected || expected == 0),
+                SkipReason::TooLarge { .. } => prop_assert!(false, "within the default maximum"),
+            },
+            Ok(None) => prop_assert!(false, "a complete frame must decode or be skipped"),
             Err(e) => prop_assert!(false, "unexpected error {}", e),
         }
+        prop_assert!(buf.is_empty(), "the whole frame is consumed");
     }
 
     #[test]
@@ -81,7 +90,7 @@ proptest! {
             codec.encode(p.clone(), &mut buf).unwrap();
         }
         let back = decode_all(&mut codec, &mut buf).unwrap();
-        prop_assert_eq!(back, packets);
+        prop_assert_eq!(back, frames(&packets));
         prop_assert!(buf.is_empty());
     }
 
@@ -105,7 +114,35 @@ proptest! {
             at = end;
             got.extend(decode_all(&mut codec, &mut buf).unwrap());
         }
-        prop_assert_eq!(got, packets);
+        prop_assert_eq!(got, frames(&packets));
+    }
+
+    #[test]
+    fn an_oversized_packet_is_skipped_whatever_the_reads(
+        size in 65usize..3000, cuts in proptest::collection::vec(1usize..400, 0..40), after in arb_packet()
+    ) {
+        prop_assume!(after.body_len() <= 64);
+        let mut wire = BytesMut::from(&b"\0RES"[..]);
+        wire.extend_from_slice(&(PacketType::WORK_DATA as u32).to_be_bytes());
+        wire.extend_from_slice(&(size as u32).to_be_bytes());
+        wire.extend_from_slice(b"H:1\0");
+        wire.extend_from_slice(&vec![b'x'; size - 4]);
+        PacketCodec::default().encode(after.clone(), &mut wire).unwrap();
+        let mut codec = PacketCodec::new(64);
+        let wire = wire.freeze();
+        let (mut buf, mut got, mut at) = (BytesMut::new(), Vec::new(), 0);
+        for c in cuts.iter().copied().chain(std::iter::repeat(97)) {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + c).min(wire.len());
+            buf.extend_from_slice(&wire[at..end]);
+            at = end;
+            got.extend(decode_all(&mut codec, &mut buf).unwrap());
+        }
+        prop_assert_eq!(got.len(), 2);
+        prop_assert!(matches!(&got[0], Frame::Skipped(s) if s.arg_lossy(0) == "H:1" && s.size == size));
+        prop_assert_eq!(&got[1], &Frame::Packet(after));
     }
 
     #[test]
@@ -114,7 +151,7 @@ proptest! {
         let mut buf = BytesMut::new();
         codec.encode(p.clone(), &mut buf).unwrap();
         buf.extend_from_slice(&junk);
-        prop_assert_eq!(codec.decode(&mut buf).unwrap(), Some(p));
+        prop_assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Packet(p)));
         prop_assert!(matches!(codec.decode(&mut buf), Err(CodecError::BadMagic(_))));
     }
 }

@@ -1,6 +1,7 @@
 //! The executor-base conformance suite, run against the Gearman executor dispatching to
-//! a launcher worker (wrapping the FakeExecutor) through the real gearmand.
+//! a launcher worker (wrapping the FakeExecutor) through the real gearmand and geard.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -11,15 +12,12 @@ use executor_base::testkit::conformance::{ConformanceConfig, LoseBuild, conforma
 use executor_base::testkit::fake::{FakeExecutor, Script};
 use futures::FutureExt;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gearman_executor_conforms() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn gearman_executor_conforms(server: Server) {
     let job = unique("conformance");
     let fake = FakeExecutor::new();
     fake.set_default_script(Script::run_until_stopped());
-    let worker = RunningWorker::start(&job, fake.clone(), |c| c.max_builds = 128).await;
+    let worker = RunningWorker::start(server, &job, fake.clone(), |c| c.max_builds = 128).await;
     // The build vanishes from the launcher's engine: the launcher reports LOST.
     let lost_fake = fake.clone();
     let lose: LoseBuild = Arc::new(move |id| {
@@ -34,7 +32,7 @@ async fn gearman_executor_conforms() {
     conformance(
         || {
             let job = job.clone();
-            async move { Arc::new(executor(&job).await) as Arc<dyn Executor> }
+            async move { Arc::new(executor(server, &job).await) as Arc<dyn Executor> }
         },
         cfg,
     )
@@ -43,4 +41,5 @@ async fn gearman_executor_conforms() {
     let all: Vec<_> = fake.live_builds();
     wait_not_live(&fake, &all).await;
     worker.kill().await;
+}
 }

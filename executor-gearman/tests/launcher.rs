@@ -2,6 +2,7 @@
 //! the real gearmand: success, failure, stop, a launcher killed mid-build, an unknown
 //! job, a drain, and the launcher's own validation and control functions.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -19,19 +20,17 @@ fn fake(script: Script) -> FakeExecutor {
     f
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_build_succeeds_and_is_announced() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_build_succeeds_and_is_announced(server: Server) {
     let job = unique("succeed");
     let w = RunningWorker::start(
+        server,
         &job,
         fake(Script::succeed_after(Duration::from_millis(300))),
         |_| {},
     )
     .await;
-    let exec = executor(&job).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     let s = exec.status(&b.to_stop()).await.unwrap();
@@ -58,12 +57,10 @@ async fn a_build_succeeds_and_is_announced() {
     // The launcher released the build on the engine after reporting it.
     assert!(w.fake.calls().stop >= 1);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_build_is_failed_with_its_reason() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_failing_build_is_failed_with_its_reason(server: Server) {
     let job = unique("fail");
     let f = fake(Script::finish_after(
         Duration::from_millis(100),
@@ -74,8 +71,8 @@ async fn a_failing_build_is_failed_with_its_reason() {
         oom.build_id,
         Script::oom_exit_zero(Duration::from_millis(100)),
     );
-    let _w = RunningWorker::start(&job, f, |_| {}).await;
-    let exec = executor(&job).await;
+    let _w = RunningWorker::start(server, &job, f, |_| {}).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     exec.start(&oom).await.unwrap();
@@ -88,15 +85,13 @@ async fn a_failing_build_is_failed_with_its_reason() {
     assert_eq!(s.reason(), Some(FailureReason::OutOfMemory), "{s}");
     assert_eq!(exec.stats().builds.failed, 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_while_running_cancels_the_build_on_the_launcher() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn stop_while_running_cancels_the_build_on_the_launcher(server: Server) {
     let job = unique("stop");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
-    let exec = executor(&job).await;
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
@@ -118,21 +113,20 @@ async fn stop_while_running_cancels_the_build_on_the_launcher() {
         Phase::Canceled
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launcher_killed_mid_build_is_lost_never_success() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_launcher_killed_mid_build_is_lost_never_success(server: Server) {
     let job = unique("kill");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
-    let exec = executor(&job).await;
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
     w.kill().await;
     // gearmand re-queues the job; with no launcher left, GET_STATUS shows it held by no
-    // worker after its start was announced.
+    // worker after its start was announced. geard fails the job of a worker that went
+    // away: WORK_FAIL without a result.
     let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
     assert_eq!(s.phase, Phase::Lost, "{s}");
     assert_eq!(s.failure.as_ref().unwrap().build_started, Some(true));
@@ -140,26 +134,32 @@ async fn a_launcher_killed_mid_build_is_lost_never_success() {
     exec.stop(&b.to_stop()).await.unwrap();
     assert_eq!(exec.status(&b.to_stop()).await.unwrap().phase, Phase::Lost);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_build_re_queued_to_another_launcher_is_lost_and_that_attempt_stopped() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_build_re_queued_to_another_launcher_is_lost_and_that_attempt_stopped(server: Server) {
     let job = unique("requeue");
-    let first = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let first = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
     // Slow liveness checks, so the second launcher's announcement is what tells.
-    let exec = executor_with(&job, |b| {
+    let exec = executor_with(server, &job, |b| {
         b.with_liveness_interval(Duration::from_secs(3600))
     })
     .await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
-    let second = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
+    let second = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
     first.kill().await;
     let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
     assert_eq!(s.phase, Phase::Lost, "{s}");
+    if !server.requeues() {
+        // geard fails the job instead of re-queueing it: the second launcher never
+        // sees it.
+        assert!(s.message.contains("went away mid-build"), "{s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(second.fake.calls().start, 0);
+        return;
+    }
     assert!(s.message.contains("re-queued"), "{s}");
     // The second attempt was stopped: the build does not run twice.
     wait_on_fake(
@@ -170,14 +170,12 @@ async fn a_build_re_queued_to_another_launcher_is_lost_and_that_attempt_stopped(
     )
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_job_is_reported_not_hung() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn an_unknown_job_is_reported_not_hung(server: Server) {
     let job = unique("nobody");
-    let exec = executor(&job).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     let e = exec.start(&b).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
@@ -188,7 +186,7 @@ async fn an_unknown_job_is_reported_not_hung() {
     );
 
     // Without the admin check, the queue timeout fails it and withdraws the job.
-    let exec = executor_with(&job, |b| {
+    let exec = executor_with(server, &job, |b| {
         b.with_check_workers(false)
             .with_queue_timeout(Duration::from_secs(1))
     })
@@ -198,6 +196,7 @@ async fn an_unknown_job_is_reported_not_hung() {
     assert_eq!(s.reason(), Some(FailureReason::Unschedulable), "{s}");
     // A launcher that shows up later never runs the withdrawn build.
     let w = RunningWorker::start(
+        server,
         &job,
         fake(Script::succeed_after(Duration::from_millis(10))),
         |_| {},
@@ -210,18 +209,16 @@ async fn an_unknown_job_is_reported_not_hung() {
     // the submitter left is not started (or is stopped) by the launcher.
     wait_not_live(&w.fake, &[b.build_id]).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_build_is_withdrawn_by_stop() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_queued_build_is_withdrawn_by_stop(server: Server) {
     let job = unique("queued");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |c| {
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |c| {
         c.max_builds = 1
     })
     .await;
-    let exec = executor(&job).await;
+    let exec = executor(server, &job).await;
     let (running, queued, after) = (build(build_id()), build(build_id()), build(build_id()));
     exec.start(&running).await.unwrap();
     wait_for(&exec, &running, |s| s.phase == Phase::Running, "Running").await;
@@ -243,17 +240,15 @@ async fn a_queued_build_is_withdrawn_by_stop() {
     assert_eq!(w.fake.calls().start, 2);
     exec.stop(&after.to_stop()).await.unwrap();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_during_a_slow_start_leaves_nothing_running() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn stop_during_a_slow_start_leaves_nothing_running(server: Server) {
     let job = unique("slowstart");
     let f = fake(Script::run_until_stopped());
     f.set_latency(Duration::from_millis(300));
-    let w = RunningWorker::start(&job, f, |_| {}).await;
-    let exec = executor(&job).await;
+    let w = RunningWorker::start(server, &job, f, |_| {}).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     exec.stop(&b.to_stop()).await.unwrap();
@@ -270,32 +265,28 @@ async fn stop_during_a_slow_start_leaves_nothing_running() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_the_backend_refuses_is_a_typed_failure() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_start_the_backend_refuses_is_a_typed_failure(server: Server) {
     let job = unique("refused");
     let f = fake(Script::run_until_stopped());
     f.refuse_start(ErrorKind::ImagePull);
-    let _w = RunningWorker::start(&job, f, |_| {}).await;
-    let exec = executor(&job).await;
+    let _w = RunningWorker::start(server, &job, f, |_| {}).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     let s = wait_for(&exec, &b, |s| s.is_terminal(), "a terminal status").await;
     assert_eq!(s.reason(), Some(FailureReason::ImagePull), "{s}");
     assert_eq!(s.failure.as_ref().unwrap().build_started, Some(false));
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_zuul_parameters_are_refused_by_name() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn bad_zuul_parameters_are_refused_by_name(server: Server) {
     let job = unique("params");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
-    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let client = GearmanClient::connect(&server.addr(), ClientOptions::default())
         .await
         .unwrap();
     let args = json!({"ZUUL_UUID": "u-1", "ZUUL_PIPELINE": "gate", "ZUUL_REF": "refs/zuul/x",
@@ -327,14 +318,13 @@ async fn bad_zuul_parameters_are_refused_by_name() {
     }
     assert_eq!(w.fake.calls().start, 0, "nothing reached the executor");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_zuul_job_runs_with_worker_defaults_and_can_go_offline() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_plain_zuul_job_runs_with_worker_defaults_and_can_go_offline(server: Server) {
     let job = unique("zuul");
     let mut w = RunningWorker::start(
+        server,
         &job,
         fake(Script::succeed_after(Duration::from_millis(50))),
         |c| {
@@ -346,7 +336,7 @@ async fn a_plain_zuul_job_runs_with_worker_defaults_and_can_go_offline() {
         },
     )
     .await;
-    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+    let client = GearmanClient::connect(&server.addr(), ClientOptions::default())
         .await
         .unwrap();
     let args = json!({"ZUUL_UUID": "9f1c", "ZUUL_PROJECT": "org/repo", "ZUUL_PIPELINE": "check",
@@ -384,15 +374,13 @@ async fn a_plain_zuul_job_runs_with_worker_defaults_and_can_go_offline() {
     ran.unwrap().unwrap();
     w.drain();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn set_description_is_recorded_and_stop_of_unknown_builds_is_ok() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn set_description_is_recorded_and_stop_of_unknown_builds_is_ok(server: Server) {
     let job = unique("describe");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
-    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let client = GearmanClient::connect(&server.addr(), ClientOptions::default())
         .await
         .unwrap();
     let m = w.worker.manager().to_string();
@@ -441,16 +429,14 @@ async fn set_description_is_recorded_and_stop_of_unknown_builds_is_ok() {
     let x = LauncherException::from_data(&x);
     assert_eq!(x.fields.len(), 2, "{x:?}");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_finishes_running_builds_and_takes_no_new_ones() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_drain_finishes_running_builds_and_takes_no_new_ones(server: Server) {
     let job = unique("drain");
     let f = fake(Script::run_until_stopped());
-    let mut w = RunningWorker::start(&job, f.clone(), |_| {}).await;
-    let exec = executor(&job).await;
+    let mut w = RunningWorker::start(server, &job, f.clone(), |_| {}).await;
+    let exec = executor(server, &job).await;
     let running = build(build_id());
     exec.start(&running).await.unwrap();
     wait_for(&exec, &running, |s| s.phase == Phase::Running, "Running").await;
@@ -479,18 +465,16 @@ async fn a_drain_finishes_running_builds_and_takes_no_new_ones() {
         Phase::Canceled
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_drain_timeout_aborts_what_still_runs() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn the_drain_timeout_aborts_what_still_runs(server: Server) {
     let job = unique("draintimeout");
-    let mut w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |c| {
+    let mut w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |c| {
         c.drain_timeout_secs = Some(1)
     })
     .await;
-    let exec = executor(&job).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
@@ -503,15 +487,13 @@ async fn the_drain_timeout_aborts_what_still_runs() {
         .unwrap()
         .unwrap();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_build_id_cannot_start_twice_and_tokens_stay_out_of_errors() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_live_build_id_cannot_start_twice_and_tokens_stay_out_of_errors(server: Server) {
     let job = unique("twice");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
-    let exec = executor(&job).await;
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(server, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     let e = exec.start(&b).await.unwrap_err();
@@ -528,20 +510,19 @@ async fn a_live_build_id_cannot_start_twice_and_tokens_stay_out_of_errors() {
     wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;
     exec.stop(&b.to_stop()).await.unwrap();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn annotations_choose_the_job_and_are_validated() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn annotations_choose_the_job_and_are_validated(server: Server) {
     let job = unique("annotated");
     let _w = RunningWorker::start(
+        server,
         &job,
         fake(Script::succeed_after(Duration::from_millis(10))),
         |_| {},
     )
     .await;
-    let exec = executor("some-default-job").await;
+    let exec = executor(server, "some-default-job").await;
     let id = build_id();
     let b = executor_base::StartConfig::builder(id, "http://127.0.0.1:9", "busybox:latest", "t")
         .annotation("screwdriver.cd/gearmanJob", job.clone())
@@ -569,15 +550,13 @@ async fn annotations_choose_the_job_and_are_validated() {
         ErrorKind::NotFound
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_build_nobody_waits_for_is_stopped_by_the_launcher() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_build_nobody_waits_for_is_stopped_by_the_launcher(server: Server) {
     let job = unique("abandoned");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
-    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let client = GearmanClient::connect(&server.addr(), ClientOptions::default())
         .await
         .unwrap();
     let id = build_id();
@@ -611,15 +590,13 @@ async fn a_build_nobody_waits_for_is_stopped_by_the_launcher() {
     drop(client);
     wait_on_fake(&w.fake, id, |s| s.phase == Phase::Canceled, "Canceled").await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_launcher_arms_the_build_timer_and_a_timeout_ends_the_job_timed_out() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn the_launcher_arms_the_build_timer_and_a_timeout_ends_the_job_timed_out(server: Server) {
     let job = unique("timer");
-    let w = RunningWorker::start(&job, fake(Script::run_until_stopped()), |_| {}).await;
-    let exec = executor(&job).await;
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let exec = executor(server, &job).await;
     let id = build_id();
     let b = executor_base::StartConfig::builder(
         id,
@@ -667,19 +644,17 @@ async fn the_launcher_arms_the_build_timer_and_a_timeout_ends_the_job_timed_out(
     }
     panic!("the build's timer is still armed after its job ended");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_submitter_gone_during_the_start_is_noticed_right_after_it() {
-    if !gearmand() {
-        return;
-    }
+on_both_servers! {
+async fn a_submitter_gone_during_the_start_is_noticed_right_after_it(server: Server) {
     let job = unique("gone-early");
     let fake = fake(Script::run_until_stopped());
     // A slow engine: the submitter leaves while the launcher is still starting the build.
     fake.set_latency(Duration::from_millis(400));
     // The production period (the tests' default is 100 ms).
-    let w = RunningWorker::start(&job, fake, |c| c.abandon_check_ms = 5000).await;
-    let client = GearmanClient::connect(GEARMAND, ClientOptions::default())
+    let w = RunningWorker::start(server, &job, fake, |c| c.abandon_check_ms = 5000).await;
+    let client = GearmanClient::connect(&server.addr(), ClientOptions::default())
         .await
         .unwrap();
     let id = build_id();
@@ -722,4 +697,5 @@ async fn a_submitter_gone_during_the_start_is_noticed_right_after_it() {
         "stopped only after {:?}",
         left.elapsed()
     );
+}
 }

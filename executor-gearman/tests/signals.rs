@@ -53,7 +53,7 @@ async fn signals_start_a_graceful_drain() {
     tokio::time::timeout(SETTLE, worker.wait_registered())
         .await
         .expect("registered");
-    let exec = executor(&job).await;
+    let exec = executor(Server::Gearmand, &job).await;
     let b = build(build_id());
     exec.start(&b).await.unwrap();
     wait_for(&exec, &b, |s| s.phase == Phase::Running, "Running").await;

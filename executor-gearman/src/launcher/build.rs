@@ -1,60 +1,84 @@
-//! The life of one `build:` job on the launcher.
+//! A `build:` job on the launcher, from its arguments to its report.
 //!
-//! 1. Validate the arguments ([`ZuulParams`] and the Screwdriver start fields) into a
-//!    [`StartConfig`]; a bad one ends the job with `WORK_EXCEPTION` naming every bad
-//!    parameter.
-//! 2. If every submitter of the job is gone already (a withdrawn job taken in the same
-//!    instant), end it with `WORK_FAIL` without starting anything.
-//! 3. Announce it at once: `WORK_DATA` {name, number, manager, url, worker_*} with
-//!    `worker_extra.starting = true`, so a stop can reach it while it starts.
-//! 4. Start the build on the wrapped executor (a refused start ends the job with
-//!    `WORK_EXCEPTION` carrying the error), arm its timer there (`start_timer`, when the
-//!    build has a `jobId`), then `WORK_STATUS` 0/timeout: running.
-//! 5. Poll the executor's status every `pollIntervalMs` (at once when a stop arrives),
-//!    sending `WORK_STATUS` elapsed/timeout seconds; right after the start and then every
-//!    `abandonCheckMs` check that someone still waits for the job (`GET_STATUS_UNIQUE`
-//!    client count), else stop it.
-//! 6. Report: `WORK_DATA` {result, ...} then `WORK_COMPLETE` for `SUCCESS`, `WORK_FAIL`
-//!    otherwise; then `stop` on the executor to release the build's resources, and
-//!    `stop_timer` (on every way out of the job).
+//! 1. Refuse what cannot run: an unreadable job (over `maxPacketSize`: its body was
+//!    dropped unread) or bad arguments ([`ZuulParams`], the environment parameters, the
+//!    Screwdriver start fields). A refusal is a last `WORK_DATA`
+//!    [`BuildReport::refusal`] (`result` `ERROR`, why, every bad parameter by name) and
+//!    then `WORK_EXCEPTION`, which gearmand turns into `WORK_FAIL` for clients that did
+//!    not ask for exceptions: every client sees why.
+//! 2. Claim the job's `ZUUL_UUID` ([`Registry::claim`](super::registry::Registry)): a
+//!    build with that uuid that runs already gets the job attached (a re-queued job
+//!    after a dropped connection, a second submission); one that finished within
+//!    `retainFinishedSecs` gets its outcome reported at once. Nothing runs twice.
+//! 3. A new build: if every submitter is gone already (a withdrawn job taken in the same
+//!    instant), `WORK_FAIL` and nothing starts. Otherwise the build's driver task starts
+//!    it ([`super::driver`]) holding the job's slot, and the job is attached to it.
+//! 4. An attached job: announce at once (`WORK_DATA` {name, number, manager, url,
+//!    worker_*}, `worker_extra.starting` while the executor starts it), `WORK_STATUS`
+//!    0/timeout once it runs and elapsed/timeout every `pollIntervalMs`, and at the end
+//!    the report: `WORK_DATA` {result, ...} then `WORK_COMPLETE` for `SUCCESS`,
+//!    `WORK_FAIL` otherwise (`WORK_EXCEPTION` after a refused start).
 //!
-//! If the connection that grabbed the job breaks, gearmand re-queues the job and this
-//! attempt can no longer report: the runner stops the build and leaves.
+//! If the connection that grabbed the job breaks, the job's handler leaves, but the
+//! build goes on: gearmand re-queues the job, and whichever job of that uuid comes next
+//! (on this launcher, after its reconnect or restart) is attached to it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
-use executor_base::{
-    ApiBuildStatus, BuildStatus, Error, ErrorKind, FieldError, StartConfig, TimeoutPolicy,
-    TimerConfig,
-};
+use executor_base::{Error, FieldError, StartConfig, TimeoutPolicy};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 
-use super::{BuildEntry, Launcher};
-use crate::worker::{Job, JobSink};
-use crate::zuul::{BuildReport, LauncherException, StartAnnouncement, ZuulParams};
-
-/// Consecutive failed status polls after which the build is reported `LOST`.
-const MAX_STATUS_ERRORS: u32 = 10;
+use super::Launcher;
+use super::registry::{BuildEntry, Claim, Finished, NewBuild};
+use crate::gearman_worker::{Job, JobSink};
+use crate::zuul::{
+    BuildReport, LauncherException, RESULT_SUCCESS, StartAnnouncement, ZuulParams,
+    build_environment,
+};
 
 /// The worker program's name in the start announcement.
 const PROGRAM: &str = "sdx-gearman-worker";
 
 /// A validated `build:` job.
-struct Prepared {
-    name: String,
-    node: Option<String>,
-    number: u64,
-    start: StartConfig,
-    params: ZuulParams,
-    timeout_secs: u64,
+pub(super) struct Prepared {
+    pub name: String,
+    pub node: Option<String>,
+    pub number: u64,
+    pub start: StartConfig,
+    pub params: ZuulParams,
+    pub timeout_secs: u64,
 }
 
-/// Ends a job with `WORK_EXCEPTION` describing `e`.
+/// Ends a job with its report: `WORK_DATA`, then `WORK_COMPLETE` (`SUCCESS`),
+/// `WORK_EXCEPTION` (a refusal) or `WORK_FAIL`.
+pub(super) fn send_report(sink: &JobSink, report: &BuildReport) {
+    let data = Bytes::from(serde_json::to_vec(report).unwrap_or_default());
+    let sent = sink.data(data.clone()).and_then(|()| {
+        if report.result == RESULT_SUCCESS {
+            sink.complete(data)
+        } else if let Some(e) = &report.error {
+            sink.exception(serde_json::to_vec(e).unwrap_or_default())
+        } else {
+            sink.fail()
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!(handle = %sink.handle(), error = %e, "could not report the job's end; gearmand re-queues it");
+    }
+}
+
+/// Refuses a job: see step 1 of the module docs.
+pub(super) fn refuse(sink: &JobSink, e: &Error, name: Option<&str>, number: Option<u64>) {
+    let mut report = BuildReport::refusal(e);
+    report.name = name.map(str::to_string);
+    report.number = number;
+    send_report(sink, &report);
+}
+
+/// `WORK_EXCEPTION` alone, for control jobs (`stop:`, `set_description:`).
 pub(super) fn send_exception(sink: &JobSink, e: &Error) {
     let data = serde_json::to_vec(&LauncherException::from(e)).unwrap_or_default();
     if let Err(err) = sink.exception(data) {
@@ -64,18 +88,72 @@ pub(super) fn send_exception(sink: &JobSink, e: &Error) {
 
 impl Launcher {
     pub(super) async fn run_build(self: Arc<Self>, job: Job) {
-        let sink = job.sink.clone();
-        let p = match self.prepare(&job) {
+        // The slot goes with the build (which may outlive this job), not the job.
+        let slot = job.take_slot();
+        let Job {
+            handle,
+            function,
+            unique,
+            data,
+            unreadable,
+            local_addr,
+            sink,
+            ..
+        } = job;
+        if let Some(reason) = unreadable {
+            let e = Error::invalid_field(
+                "(arguments)",
+                format!(
+                    "could not be read: {reason} (the launcher's maxPacketSize); they were dropped unread"
+                ),
+            );
+            tracing::warn!(%handle, %function, error = %e, "refused an unreadable build job");
+            return refuse(&sink, &e, None, None);
+        }
+        let p = match self.prepare(&function, &unique, &data) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(handle = %job.handle, function = %job.function, error = %e, "refused build job");
-                send_exception(&sink, &e);
-                return;
+                tracing::warn!(%handle, %function, error = %e, "refused build job");
+                return refuse(&sink, &e, None, None);
             }
         };
-        if self.abandoned(&job.unique).await {
+        let url = self.build_url(&p);
+        let claim = self.registry.lock().claim(
+            &p.params.uuid,
+            self.cfg.retain_finished,
+            || {
+                BuildEntry::new(
+                    NewBuild {
+                        name: p.name.clone(),
+                        number: p.number,
+                        uuid: p.params.uuid.clone(),
+                        function: function.clone(),
+                        node: p.node.clone(),
+                        stop: p.start.to_stop(),
+                        url,
+                        timeout_secs: p.timeout_secs,
+                        handle: handle.clone(),
+                    },
+                    None,
+                )
+            },
+        );
+        let entry = match claim {
+            Claim::Running(entry) => {
+                tracing::info!(%handle, uuid = %entry.uuid, number = entry.number, "job of a running build: attached to it");
+                drop(slot); // the build holds its own
+                return self.attach(&sink, local_addr, &entry).await;
+            }
+            Claim::Finished(f) => {
+                tracing::info!(%handle, uuid = %p.params.uuid, number = f.number, result = %f.report.result, "job of a finished build: reporting its outcome");
+                return self.replay(&sink, local_addr, &p, &f);
+            }
+            Claim::New(entry) => entry,
+        };
+        if self.nobody_waits(&handle, &entry.uuid, true).await {
             // The submitter withdrew the job as we took it: nobody would see the build.
-            tracing::info!(handle = %job.handle, "the job's submitter is gone: not starting the build");
+            tracing::info!(%handle, "the job's submitter is gone: not starting the build");
+            self.registry.lock().retire(&entry, None);
             let _ = sink.fail();
             return;
         }
@@ -83,189 +161,144 @@ impl Launcher {
             // No further builds on this node; it goes offline once the running ones end.
             self.offline.cancel();
         }
-        let key = (p.name.clone(), p.number);
-        let entry = Arc::new(BuildEntry::new(p.start.to_stop()));
-        self.registry.lock().insert(key.clone(), entry.clone());
-        self.run_prepared(&job, &sink, &p, &entry).await;
-        // Whatever ended the job (report, stop, lost connection), its timer goes with it.
-        if let Err(e) = self.executor.stop_timer(&entry.stop).await {
-            tracing::warn!(build_id = %entry.stop.build_id, error = %e, "cannot disarm the build's timer");
-        }
-        entry.settle(false); // releases stop handlers waiting on a start that never came
-        self.registry.lock().remove(&key);
+        self.record(&entry, crate::launcher::state::Stage::Starting, None);
+        tokio::spawn(self.clone().drive(entry.clone(), Some(p.start), slot));
+        self.attach(&sink, local_addr, &entry).await;
     }
 
-    async fn run_prepared(&self, job: &Job, sink: &JobSink, p: &Prepared, entry: &BuildEntry) {
-        let build_id = p.start.build_id;
-        // Announce at once (Zuul: "immediately"), marked as starting, so the submitter
-        // can reach this build with `stop:<manager>` while the executor starts it.
-        let announced = serde_json::to_vec(&self.announcement(job, p))
-            .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))
-            .and_then(|data| sink.data(data).map_err(Error::from));
+    /// Reports the build to one job until it ends or the job's connection breaks.
+    pub(super) async fn attach(
+        &self,
+        sink: &JobSink,
+        local_addr: Option<SocketAddr>,
+        entry: &Arc<BuildEntry>,
+    ) {
+        let _attached = entry.attach(&sink.handle());
+        let mut started = entry.watch_started();
+        let mut outcome = entry.watch_outcome();
+        let starting = started.borrow_and_update().is_none();
+        let announced = serde_json::to_vec(&self.announcement(entry, local_addr, starting))
+            .map_err(|e| e.to_string())
+            .and_then(|d| sink.data(d).map_err(|e| e.to_string()));
         if announced.is_err() {
-            return; // the connection is gone and nothing was started
+            return; // the connection is gone already
         }
-        if let Err(e) = self.executor.start(&p.start).await {
-            tracing::warn!(%build_id, error = %e, "wrapped executor refused the build");
-            send_exception(sink, &e);
-            return;
-        }
-        entry.settle(true);
-        tracing::info!(%build_id, name = %p.name, number = p.number, handle = %job.handle, "build started");
-        self.arm_timer(p).await;
-        if entry.stop_requested() {
-            self.stop_quietly(entry).await;
-        }
-        if sink.status(0, p.timeout_secs).is_err() || sink.is_connection_lost() {
-            return self
-                .abandon(entry, "gearman connection lost mid-build")
-                .await;
-        }
-
-        let started = Instant::now();
-        let mut last_progress = 0;
-        let mut errors = 0;
-        let mut aborted = false;
-        let check_every = self.cfg.abandon_check.unwrap_or(Duration::from_secs(3600));
-        // The first check comes right after the start: a submitter that withdrew while the
-        // job was being grabbed (its stop saw it still queued) is noticed at once, not a
-        // whole period later.
-        let mut abandon_check = tokio::time::interval_at(started, check_every);
-        let status = loop {
-            match self.executor.status(&entry.stop).await {
-                Ok(s) if s.is_terminal() => break s,
-                Ok(_) => errors = 0,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    break BuildStatus::lost(Some(true), "the executor no longer knows the build");
-                }
-                Err(e) => {
-                    errors += 1;
-                    tracing::warn!(%build_id, error = %e, errors, "status poll failed");
-                    if errors >= MAX_STATUS_ERRORS {
-                        break BuildStatus::lost(Some(true), format!("status unavailable: {e}"));
-                    }
-                }
+        let mut progress = tokio::time::interval(self.cfg.progress_interval);
+        let mut last_sent = None;
+        loop {
+            if let Some(report) = outcome.borrow_and_update().clone() {
+                return send_report(sink, &report);
             }
-            let progress = started.elapsed().as_secs().min(p.timeout_secs);
-            if progress != last_progress {
-                last_progress = progress;
-                let _ = sink.status(progress, p.timeout_secs);
+            let running = *started.borrow_and_update() == Some(true);
+            if running {
+                let elapsed = entry.began.elapsed().as_secs().min(entry.timeout_secs);
+                if last_sent != Some(elapsed) {
+                    last_sent = Some(elapsed);
+                    let _ = sink.status(elapsed, entry.timeout_secs);
+                }
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                _ = entry.wake.notified() => {}
+                _ = outcome.changed() => {}
+                _ = started.changed(), if !running => {}
+                _ = progress.tick() => {}
                 _ = sink.connection_lost() => {
-                    return self.abandon(entry, "gearman connection lost mid-build").await;
-                }
-                _ = abandon_check.tick(), if self.cfg.abandon_check.is_some() && !aborted => {
-                    if self.abandoned(&job.unique).await {
-                        aborted = true;
-                        tracing::warn!(%build_id, "nobody waits for the build's outcome any more: stopping it");
-                        entry.request_stop();
-                        self.stop_quietly(entry).await;
-                    }
-                }
-                _ = self.abort.cancelled(), if !aborted => {
-                    aborted = true;
-                    entry.request_stop();
-                    self.stop_quietly(entry).await;
+                    tracing::warn!(handle = %sink.handle(), number = entry.number, "gearman connection lost mid-build; the build goes on for the re-queued job");
+                    return;
                 }
             }
-        };
-
-        let mut report = BuildReport::from_status(&status, entry.stop_requested());
-        report.name = Some(p.name.clone());
-        report.number = Some(p.number);
-        tracing::info!(%build_id, result = %report.result, status = %status, "build finished");
-        let data = Bytes::from(serde_json::to_vec(&report).unwrap_or_default());
-        let sent = sink.data(data.clone()).and_then(|()| {
-            if report.result == crate::zuul::RESULT_SUCCESS {
-                sink.complete(data)
-            } else {
-                sink.fail()
-            }
-        });
-        if let Err(e) = sent {
-            tracing::warn!(%build_id, error = %e, "could not report the result; gearmand re-queues the job");
-        }
-        // Release what the build holds on the engine (containers, pods, volumes).
-        self.stop_quietly(entry).await;
-    }
-
-    /// Arms the wrapped executor's timer for the started build (`sdx gearman-worker` wraps
-    /// its backends in a router with a timer service, which stops the build at its
-    /// timeout; the status then reads `TimedOut` and the job ends `TIMED_OUT`). A build
-    /// without a `jobId` (a plain Zuul job) has no timer to arm: its own `launch` and the
-    /// engine's backstop enforce the timeout.
-    async fn arm_timer(&self, p: &Prepared) {
-        let Some(job_id) = p.start.job_id else {
-            tracing::debug!(build_id = %p.start.build_id, "no jobId: no launcher-side timer");
-            return;
-        };
-        let timer = TimerConfig::new(
-            p.start.build_id,
-            job_id,
-            ApiBuildStatus::Running,
-            Utc::now(),
-            p.start.annotations.clone(),
-        );
-        if let Err(e) = self.executor.start_timer(&timer).await {
-            tracing::warn!(build_id = %p.start.build_id, error = %e, "cannot arm the build's timer");
         }
     }
 
-    /// This attempt can never report (its connection broke: gearmand re-queued the job),
-    /// so stop it rather than run the build twice.
-    async fn abandon(&self, entry: &BuildEntry, why: &str) {
-        tracing::warn!(build_id = %entry.stop.build_id, "{why}: stopping the build");
-        entry.request_stop();
-        self.stop_quietly(entry).await;
-    }
-
-    async fn stop_quietly(&self, entry: &BuildEntry) {
-        if let Err(e) = self.executor.stop(&entry.stop).await {
-            tracing::warn!(build_id = %entry.stop.build_id, error = %e, "stop failed");
+    /// Reports a finished build's outcome to a job of the same uuid.
+    fn replay(
+        &self,
+        sink: &JobSink,
+        local_addr: Option<SocketAddr>,
+        p: &Prepared,
+        f: &Finished,
+    ) {
+        let entry = Arc::new(BuildEntry::new(
+            NewBuild {
+                name: f.name.clone(),
+                number: f.number,
+                uuid: p.params.uuid.clone(),
+                function: String::new(),
+                node: p.node.clone(),
+                stop: executor_base::StopConfig::new(f.build_id),
+                url: self.build_url(p),
+                timeout_secs: p.timeout_secs,
+                handle: sink.handle(),
+            },
+            Some(true),
+        ));
+        let announced = serde_json::to_vec(&self.announcement(&entry, local_addr, false))
+            .map_err(|e| e.to_string())
+            .and_then(|d| sink.data(d).map_err(|e| e.to_string()));
+        if announced.is_ok() {
+            send_report(sink, &f.report);
         }
-        entry.wake.notify_one();
     }
 
     /// Validates the job and builds the start config.
-    fn prepare(&self, job: &Job) -> Result<Prepared, Error> {
-        let rest = job.function.strip_prefix("build:").ok_or_else(|| {
+    fn prepare(&self, function: &str, unique: &str, data: &[u8]) -> Result<Prepared, Error> {
+        let rest = function.strip_prefix("build:").ok_or_else(|| {
             Error::invalid_field(
                 "(function)",
-                format!("{:?} is not a build: function", job.function),
+                format!("{function:?} is not a build: function"),
             )
         })?;
         let (name, node) = match rest.split_once(':') {
             Some((n, node)) => (n.to_string(), Some(node.to_string())),
             None => (rest.to_string(), None),
         };
-        let args: Value = serde_json::from_slice(&job.data).map_err(|e| {
+        let args: Value = serde_json::from_slice(data).map_err(|e| {
             Error::invalid_field("(arguments)", format!("must be a JSON object ({e})"))
         })?;
         let Value::Object(mut map) = args else {
             return Err(Error::invalid_field("(arguments)", "must be a JSON object"));
         };
-        let zuul = ZuulParams::parse(&map, &job.unique);
+        let zuul = ZuulParams::parse(&map, unique);
         let number = self.next_number();
-        let mut missing = Vec::new();
-        self.fill_defaults(&mut map, number, node.as_deref(), &mut missing);
-        let start = StartConfig::from_json(&Value::Object(map));
-        // Report every bad parameter at once: Zuul's, the defaults we lacked, Screwdriver's.
         let mut fields: Vec<FieldError> = Vec::new();
         if let Err(e) = &zuul {
             fields.extend(e.field_errors().iter().cloned());
         }
-        fields.extend(missing);
+        // Zuul's parameters become the build's environment (beside any `env` given).
+        match build_environment(&map) {
+            Ok(params) if !params.is_empty() => {
+                let mut env = match map.remove("env") {
+                    Some(Value::Object(e)) => e,
+                    Some(other) => {
+                        map.insert("env".into(), other);
+                        Map::new()
+                    }
+                    None => Map::new(),
+                };
+                for (k, v) in params.iter() {
+                    env.insert(k.to_string(), Value::String(v.to_string()));
+                }
+                map.entry("env").or_insert(Value::Object(env));
+            }
+            Ok(_) => {}
+            Err(errors) => {
+                for f in errors {
+                    if !fields.iter().any(|g| g.field == f.field) {
+                        fields.push(f);
+                    }
+                }
+            }
+        }
+        self.fill_defaults(&mut map, number, node.as_deref(), &mut fields);
+        let start = StartConfig::from_json(&Value::Object(map));
+        // Report every bad parameter at once: Zuul's, the defaults we lacked, Screwdriver's.
         if let Err(e) = &start {
-            fields.extend(
-                e.field_errors()
-                    .iter()
-                    .filter(|f| !fields.iter().any(|g| g.field == f.field))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
+            let extra: Vec<FieldError> = e
+                .field_errors()
+                .iter()
+                .filter(|f| !fields.iter().any(|g| g.field == f.field))
+                .cloned()
+                .collect();
+            fields.extend(extra);
             if e.field_errors().is_empty() {
                 fields.push(FieldError::new("(arguments)", e.message()));
             }
@@ -344,27 +377,33 @@ impl Launcher {
         }
     }
 
-    fn announcement(&self, job: &Job, p: &Prepared) -> StartAnnouncement {
+    fn announcement(
+        &self,
+        entry: &BuildEntry,
+        local_addr: Option<SocketAddr>,
+        starting: bool,
+    ) -> StartAnnouncement {
         let mut extra = Map::new();
         extra.insert(
             "executor".into(),
             Value::String(self.executor.name().to_string()),
         );
-        extra.insert("buildId".into(), p.start.build_id.get().into());
-        // Announced before the executor's start returns: not running yet.
-        extra.insert("starting".into(), Value::Bool(true));
-        if let Some(node) = &p.node {
+        extra.insert("buildId".into(), entry.stop.build_id.get().into());
+        if starting {
+            // Announced before the executor's start returned: not running yet.
+            extra.insert("starting".into(), Value::Bool(true));
+        }
+        if let Some(node) = &entry.node {
             extra.insert("node".into(), Value::String(node.clone()));
         }
         StartAnnouncement {
-            name: p.name.clone(),
-            number: p.number,
-            manager: self.cfg.manager.clone(),
-            url: self.build_url(p),
+            name: entry.name.clone(),
+            number: entry.number,
+            manager: self.manager.clone(),
+            url: entry.url.clone(),
             worker_name: Some(self.cfg.worker_name.clone()),
             worker_hostname: Some(self.cfg.hostname.clone()),
-            worker_ips: job
-                .local_addr
+            worker_ips: local_addr
                 .map(|a| a.ip().to_string())
                 .into_iter()
                 .collect(),
@@ -383,7 +422,7 @@ impl Launcher {
                     .replace("{number}", &p.number.to_string())
                     .replace("{name}", &p.name)
                     .replace("{uuid}", &p.params.uuid)
-                    .replace("{manager}", &self.cfg.manager),
+                    .replace("{manager}", &self.manager),
             ),
             None => match (&b.ui_uri, b.pipeline_id) {
                 (Some(ui), Some(pid)) => Some(format!(

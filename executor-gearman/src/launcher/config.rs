@@ -45,7 +45,9 @@ pub struct WorkerConfig {
     pub worker_name: Option<String>,
     /// Builds run at once (default 10).
     pub max_builds: usize,
-    /// How often the wrapped executor's status is polled, in milliseconds (default 1000).
+    /// How often a running build's progress (`WORK_STATUS` elapsed/timeout seconds) is
+    /// sent, in milliseconds (default 1000). The build's end is learnt from the executor
+    /// (`Executor::wait_for_change`), not by polling at this interval.
     pub poll_interval_ms: u64,
     /// `apiUri` for jobs whose arguments have none.
     pub default_api_uri: Option<String>,
@@ -72,8 +74,19 @@ pub struct WorkerConfig {
     pub abandon_check_ms: u64,
     /// Bound on each connect to gearmand, in milliseconds (default 5000).
     pub connect_timeout_ms: u64,
-    /// Largest Gearman packet body accepted or sent (default 16 MiB).
+    /// Largest Gearman packet body accepted or sent (default 16 MiB). A job whose
+    /// arguments are larger is refused (its body is dropped unread) and the connection
+    /// stays up.
     pub max_packet_size: usize,
+    /// Where the worker records the builds it runs, so that a restarted worker (even
+    /// after `kill -9`) adopts or stops them before it takes work, and keeps its manager
+    /// name (default: none, records stay in memory; `sdx gearman-worker` defaults to
+    /// `<state dir>/gearman-worker`). One worker per directory (it is locked).
+    pub state_dir: Option<String>,
+    /// How long a finished build's outcome is kept, in seconds (default 3600): a job with
+    /// the same `ZUUL_UUID` arriving within this window (gearmand re-queued it because a
+    /// connection dropped) gets that outcome instead of a second run.
+    pub retain_finished_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -96,6 +109,8 @@ impl Default for WorkerConfig {
             abandon_check_ms: 5000,
             connect_timeout_ms: 5000,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            state_dir: None,
+            retain_finished_secs: 3600,
         }
     }
 }
@@ -121,6 +136,8 @@ impl fmt::Debug for WorkerConfig {
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("stop_abandoned", &self.stop_abandoned)
             .field("abandon_check_ms", &self.abandon_check_ms)
+            .field("state_dir", &self.state_dir)
+            .field("retain_finished_secs", &self.retain_finished_secs)
             .finish_non_exhaustive()
     }
 }
@@ -141,7 +158,8 @@ impl WorkerConfig {
     /// Reads `EXECUTOR_GEARMAN_WORKER_*` variables over the defaults: `SERVER`, `JOBS`
     /// and `NODES` (comma separated), `MANAGER`, `NAME`, `MAX_BUILDS`, `POLL_INTERVAL_MS`,
     /// `API_URI`, `CONTAINER`, `TOKEN`, `STORE_URI`, `BUILD_URL`, `DRAIN_TIMEOUT_SECS`,
-    /// `STOP_ABANDONED` (`false`/`0`/`no` turn it off).
+    /// `STOP_ABANDONED` (`false`/`0`/`no` turn it off), `STATE_DIR`,
+    /// `RETAIN_FINISHED_SECS`.
     /// Unparsable numbers are kept as errors for [`WorkerConfig::validate`] to report by
     /// making the field invalid (0).
     pub fn from_env() -> Self {
@@ -178,6 +196,10 @@ impl WorkerConfig {
         c.build_url = var("BUILD_URL").or(c.build_url);
         if let Some(v) = var("DRAIN_TIMEOUT_SECS") {
             c.drain_timeout_secs = Some(v.trim().parse().unwrap_or(0));
+        }
+        c.state_dir = var("STATE_DIR").or(c.state_dir);
+        if let Some(v) = var("RETAIN_FINISHED_SECS") {
+            c.retain_finished_secs = v.trim().parse().unwrap_or(0);
         }
         if let Some(v) = var("STOP_ABANDONED") {
             c.stop_abandoned =
@@ -251,6 +273,9 @@ impl WorkerConfig {
         if self.stop_abandoned && self.abandon_check_ms < 10 {
             return Err(bad("abandonCheckMs", "must be at least 10"));
         }
+        if self.state_dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            return Err(bad("stateDir", "must not be empty"));
+        }
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         Ok(ValidWorkerConfig {
             functions: self.functions(),
@@ -259,12 +284,14 @@ impl WorkerConfig {
             worker_name: self.worker_name.clone().unwrap_or_else(|| hostname.clone()),
             hostname,
             manager,
-            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            progress_interval: Duration::from_millis(self.poll_interval_ms),
             drain_timeout: self.drain_timeout_secs.map(Duration::from_secs),
             abandon_check: self
                 .stop_abandoned
                 .then(|| Duration::from_millis(self.abandon_check_ms)),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            retain_finished: Duration::from_secs(self.retain_finished_secs),
+            manager_configured: self.manager.is_some(),
             default_api_uri,
             default_store_uri,
             raw: self.clone(),
@@ -287,14 +314,18 @@ pub struct ValidWorkerConfig {
     pub worker_name: String,
     /// The host name.
     pub hostname: String,
-    /// Status poll interval.
-    pub poll_interval: Duration,
+    /// How often progress (`WORK_STATUS`) is sent.
+    pub progress_interval: Duration,
     /// Drain bound.
     pub drain_timeout: Option<Duration>,
     /// How often running builds are checked for abandonment (`None`: never).
     pub abandon_check: Option<Duration>,
     /// Connect bound.
     pub connect_timeout: Duration,
+    /// How long finished builds' outcomes are kept for re-delivered jobs.
+    pub retain_finished: Duration,
+    /// Whether the manager name was configured (else a state directory keeps one).
+    pub manager_configured: bool,
     /// Parsed `defaultApiUri`.
     pub default_api_uri: Option<Url>,
     /// Parsed `defaultStoreUri`.
@@ -319,7 +350,8 @@ pub(crate) fn check_name(s: &str) -> Result<(), String> {
     }
 }
 
-fn default_manager() -> String {
+/// A fresh manager name: `sdx-<host>-<pid>-<random>`.
+pub(crate) fn default_manager() -> String {
     let host: String = gethostname::gethostname()
         .to_string_lossy()
         .chars()

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::Launcher;
 use super::build::send_exception;
-use crate::worker::Job;
+use crate::gearman_worker::Job;
 use crate::zuul::{parse_build_ref, parse_description};
 
 impl Launcher {
@@ -46,22 +46,18 @@ impl Launcher {
 
     async fn stop_build(&self, job: &Job) -> Result<serde_json::Value, Error> {
         let b = parse_build_ref(&job.data)?;
-        let entry = self
-            .registry
-            .lock()
-            .get(&(b.name.clone(), b.number))
-            .cloned();
+        let entry = self.registry.lock().get(&b.name, b.number);
         let Some(entry) = entry else {
             return Ok(json!({"name": b.name, "number": b.number, "stopped": false,
                              "message": "no such running build on this launcher"}));
         };
         tracing::info!(name = %b.name, number = b.number, build_id = %entry.stop.build_id, "stop requested");
         entry.request_stop();
-        // A build still starting is stopped once its start returns.
+        // A build still starting is stopped once its start returns; its driver sees the
+        // end through the executor and reports `ABORTED`.
         if entry.wait_started().await {
             self.executor.stop(&entry.stop).await?;
         }
-        entry.wake.notify_one();
         Ok(json!({"name": b.name, "number": b.number, "stopped": true}))
     }
 

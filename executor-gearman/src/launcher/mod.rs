@@ -9,6 +9,14 @@
 //!   build slot is busy, and it stays up during a drain so running builds can still be
 //!   stopped.
 //!
+//! Each build runs in a driver task of its own ([`driver`](self)), holding one of the
+//! `maxBuilds` slots; the jobs of its `ZUUL_UUID` are attached to it and report it
+//! ([`build`](self)). A build survives its job's connection: gearmand re-queues the job
+//! and the next job of that uuid is attached to the running build, never a second run.
+//! With a `stateDir` ([`state`](self)) the worker records its builds, and a restarted
+//! worker adopts or stops the previous incarnation's builds before it takes work
+//! ([`adopt`](self)).
+//!
 //! Draining (SIGTERM/SIGUSR1 through [`shutdown_signal`], or a build with
 //! `OFFLINE_NODE_WHEN_COMPLETE`): the build connection stops grabbing jobs, the running
 //! builds finish and report, then both connections unregister (`RESET_ABILITIES`) and
@@ -18,24 +26,31 @@
 //! launcher. With `drainTimeoutSecs`, builds still running when it passes are stopped
 //! and reported `ABORTED`.
 
+mod adopt;
 mod build;
 pub mod config;
 mod control;
+mod driver;
+mod registry;
+mod state;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use executor_base::{Error, Executor, StopConfig};
+use executor_base::{Error, Executor};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientOptions, GearmanClient};
-use crate::worker::{GearmanWorker, WorkerOptions};
+use crate::client::GearmanClient;
+use crate::gearman_worker::{GearmanWorker, WorkerOptions};
 use config::{ValidWorkerConfig, WorkerConfig};
+use registry::Registry;
+use state::StateDir;
 
 /// How many recorded build descriptions are kept.
 const MAX_DESCRIPTIONS: usize = 1000;
@@ -92,8 +107,22 @@ pub async fn shutdown_signal() {
 impl LauncherWorker {
     /// A launcher over `executor`; validates `cfg` ([`executor_base::ErrorKind::ConfigInvalid`]
     /// naming the key).
+    ///
+    /// With a `stateDir`, the directory is locked here (a second worker on it is
+    /// refused) and the manager name kept there is used unless one is configured.
     pub fn new(executor: Arc<dyn Executor>, cfg: WorkerConfig) -> Result<Self, Error> {
-        let cfg = cfg.validate()?;
+        let mut cfg = cfg.validate()?;
+        let state = match &cfg.raw.state_dir {
+            Some(dir) => Some(StateDir::open(Path::new(dir))?),
+            None => None,
+        };
+        if let Some(state) = &state
+            && !cfg.manager_configured
+        {
+            cfg.manager = state.manager(config::default_manager)?;
+            cfg.stop_function = format!("stop:{}", cfg.manager);
+            cfg.description_function = format!("set_description:{}", cfg.manager);
+        }
         let options = |functions: Vec<String>, max_jobs: usize, role: &str| WorkerOptions {
             client_id: Some(format!("{}:{role}", cfg.manager)),
             max_jobs,
@@ -111,11 +140,14 @@ impl LauncherWorker {
         let launcher = Arc::new(Launcher {
             executor,
             number: AtomicU64::new(first_number()),
-            registry: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
             descriptions: Mutex::new(VecDeque::new()),
             offline: CancellationToken::new(),
             abort: CancellationToken::new(),
             watcher: OnceLock::new(),
+            unique_unanswered: AtomicBool::new(false),
+            manager: cfg.manager.clone(),
+            state,
             cfg,
         });
         Ok(Self {
@@ -149,9 +181,9 @@ impl LauncherWorker {
         self.builds.registered()
     }
 
-    /// Builds running now.
+    /// Builds running now (also those whose job's connection dropped).
     pub fn running(&self) -> usize {
-        self.launcher.registry.lock().len()
+        self.launcher.registry.lock().running()
     }
 
     /// The last HTML description `set_description:<manager>` recorded for a build.
@@ -175,8 +207,14 @@ impl LauncherWorker {
             manager = %l.cfg.manager,
             functions = ?l.cfg.functions,
             executor = l.executor.name(),
+            state_dir = ?l.cfg.raw.state_dir,
             "gearman launcher starting"
         );
+        // The previous incarnation's builds first: adopted or stopped before any job.
+        let adopted = l.adopt(|| self.builds.try_slot()).await;
+        if adopted > 0 {
+            tracing::info!(adopted, "adopted running builds of the previous worker");
+        }
         let build_side = async {
             let stop_taking = async {
                 tokio::select! {
@@ -205,7 +243,7 @@ impl LauncherWorker {
             if let Some(t) = l.cfg.drain_timeout {
                 tokio::select! {
                     _ = tokio::time::sleep(t) => {
-                        tracing::warn!(running = l.registry.lock().len(), "drain timeout: stopping running builds");
+                        tracing::warn!(running = l.registry.lock().running(), "drain timeout: stopping running builds");
                         l.abort.cancel();
                     }
                     _ = builds_done.cancelled() => {}
@@ -231,54 +269,34 @@ fn first_number() -> u64 {
     (rand::random::<u64>() >> 13) | 1
 }
 
-/// State shared by the worker's job handlers.
+/// State shared by the worker's job handlers and build drivers.
 #[derive(Debug)]
 struct Launcher {
     executor: Arc<dyn Executor>,
     cfg: ValidWorkerConfig,
+    /// The manager name (`stop:<manager>`).
+    manager: String,
     /// The next build number.
     number: AtomicU64,
-    /// Running builds by (job name, number).
-    registry: Mutex<HashMap<(String, u64), Arc<BuildEntry>>>,
+    /// Running and recently finished builds.
+    registry: Mutex<Registry>,
     /// Recorded descriptions, oldest first: (job name, number, HTML).
     descriptions: Mutex<VecDeque<(String, u64, String)>>,
     /// Cancelled by a build with `OFFLINE_NODE_WHEN_COMPLETE`: stop taking builds.
     offline: CancellationToken,
     /// Cancelled when the drain timeout passes: stop the running builds.
     abort: CancellationToken,
-    /// A client connection for `GET_STATUS_UNIQUE` (abandonment checks), made on first use.
+    /// A client connection for job checks (`GET_STATUS`), made on first use.
     watcher: OnceLock<GearmanClient>,
+    /// Set once the server is seen not to answer `GET_STATUS_UNIQUE` (`geard`).
+    unique_unanswered: AtomicBool,
+    /// Where builds are recorded, if anywhere.
+    state: Option<StateDir>,
 }
 
 impl Launcher {
     fn next_number(&self) -> u64 {
         self.number.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Whether nobody waits for the job with this unique id any more (its submitters all
-    /// disconnected), so its outcome can never be reported. Errors count as "no".
-    async fn abandoned(&self, unique: &str) -> bool {
-        if self.cfg.abandon_check.is_none() || unique.is_empty() {
-            return false;
-        }
-        let watcher = self.watcher.get_or_init(|| {
-            GearmanClient::lazy(
-                &self.cfg.raw.server,
-                ClientOptions {
-                    connect_timeout: self.cfg.connect_timeout,
-                    max_packet_size: self.cfg.raw.max_packet_size,
-                    exceptions: false,
-                    ..ClientOptions::default()
-                },
-            )
-        });
-        match watcher.status_unique(unique).await {
-            Ok(s) => s.clients == 0,
-            Err(e) => {
-                tracing::debug!(error = %e, "abandonment check failed");
-                false
-            }
-        }
     }
 
     fn record_description(&self, name: String, number: u64, html: String) {
@@ -288,49 +306,5 @@ impl Launcher {
         while d.len() > MAX_DESCRIPTIONS {
             d.pop_front();
         }
-    }
-}
-
-/// One running build, shared between its runner and `stop:` handlers.
-#[derive(Debug)]
-struct BuildEntry {
-    stop: StopConfig,
-    stop_requested: AtomicBool,
-    /// `None` while the executor starts the build, then whether it started.
-    started: watch::Sender<Option<bool>>,
-    /// Wakes the runner to poll the status now.
-    wake: Notify,
-}
-
-impl BuildEntry {
-    fn new(stop: StopConfig) -> Self {
-        Self {
-            stop,
-            stop_requested: AtomicBool::new(false),
-            started: watch::Sender::new(None),
-            wake: Notify::new(),
-        }
-    }
-
-    fn request_stop(&self) {
-        self.stop_requested.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
-    }
-
-    fn stop_requested(&self) -> bool {
-        self.stop_requested.load(Ordering::SeqCst)
-    }
-
-    /// Records the outcome of the executor's `start`.
-    fn settle(&self, started: bool) {
-        self.started.send_replace(Some(started));
-    }
-
-    /// Waits for the executor's `start` to return; whether the build started.
-    async fn wait_started(&self) -> bool {
-        let mut rx = self.started.subscribe();
-        // The sender lives in `self`, so `wait_for` cannot fail while we wait.
-        let started = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true));
-        started.unwrap_or(false)
     }
 }

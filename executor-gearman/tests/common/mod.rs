@@ -1,4 +1,6 @@
-//! Shared helpers of the tests against the real gearmand on 127.0.0.1:4730.
+//! Shared helpers of the tests against the real Gearman servers: gearmand 1.1 on
+//! 127.0.0.1:4730 and OpenStack's `geard` (PyPI `gear`) on 127.0.0.1:4731 (`SDX_GEARD`
+//! overrides it). [`on_both_servers!`] runs a test against each.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -14,8 +16,85 @@ use tokio::task::JoinHandle;
 
 pub const GEARMAND: &str = "127.0.0.1:4730";
 
+/// The Gearman server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// gearmand 1.1.
+    Gearmand,
+    /// `geard` from OpenStack's `gear` (Zuul's recommended server).
+    Geard,
+}
+
+impl Server {
+    /// `host:port`.
+    pub fn addr(self) -> String {
+        match self {
+            Server::Gearmand => GEARMAND.to_string(),
+            Server::Geard => std::env::var("SDX_GEARD").unwrap_or_else(|_| "127.0.0.1:4731".into()),
+        }
+    }
+
+    /// Whether the server is reachable (skip outside CI, fail in CI).
+    pub fn require(self) -> Option<Self> {
+        init_tracing();
+        let addr = self.addr();
+        let hint = match self {
+            Server::Gearmand => format!("nothing listens on {addr} (start: gearmand --listen=127.0.0.1 --port=4730 --log-file=stderr)"),
+            Server::Geard => format!("nothing listens on {addr} (start: python3 -m venv v && v/bin/pip install gear==0.16.0 && v/bin/geard -d --listen-address 127.0.0.1 -p 4731)"),
+        };
+        let name = match self {
+            Server::Gearmand => "gearmand",
+            Server::Geard => "geard",
+        };
+        require(name, tcp_reachable(&addr), &hint).then_some(self)
+    }
+
+    /// Whether the server re-queues a job whose worker's connection drops (gearmand);
+    /// `geard` fails it to its client instead.
+    pub fn requeues(self) -> bool {
+        self == Server::Gearmand
+    }
+}
+
+/// Runs an `async fn name(server: Server)` test body against gearmand and against
+/// `geard`, as `name::gearmand` and `name::geard`.
+macro_rules! on_both_servers {
+    ($(#[$attr:meta])* async fn $name:ident($server:ident: Server) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gearmand() {
+                if let Some(s) = crate::common::Server::Gearmand.require() {
+                    body(s).await
+                }
+            }
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn geard() {
+                if let Some(s) = crate::common::Server::Geard.require() {
+                    body(s).await
+                }
+            }
+
+            async fn body($server: crate::common::Server) $body
+        }
+    };
+}
+
 /// The longest any test waits for a status change.
 pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// Logs to the test output, filtered by `RUST_LOG` (nothing when it is unset).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
 
 /// Whether gearmand is reachable (skip outside CI, fail in CI).
 pub fn gearmand() -> bool {
@@ -47,11 +126,12 @@ impl RunningWorker {
     /// Starts a worker for `job` over `fake`, `tweak`ing its config; returns once its
     /// functions are registered on gearmand.
     pub async fn start(
+        server: Server,
         job: &str,
         fake: FakeExecutor,
         tweak: impl FnOnce(&mut WorkerConfig),
     ) -> Self {
-        let mut cfg = WorkerConfig::new(GEARMAND, [job]);
+        let mut cfg = WorkerConfig::new(server.addr(), [job]);
         cfg.max_builds = 64;
         cfg.poll_interval_ms = 20;
         cfg.abandon_check_ms = 100;
@@ -94,22 +174,23 @@ impl RunningWorker {
 }
 
 /// A Gearman executor for `job` with test-friendly timings.
-pub async fn executor(job: &str) -> GearmanExecutor {
-    executor_with(job, |b| b).await
+pub async fn executor(server: Server, job: &str) -> GearmanExecutor {
+    executor_with(server, job, |b| b).await
 }
 
 /// A Gearman executor for `job`, `tweak`ed.
 pub async fn executor_with(
+    server: Server,
     job: &str,
     tweak: impl FnOnce(GearmanExecutorBuilder) -> GearmanExecutorBuilder,
 ) -> GearmanExecutor {
     let b = GearmanExecutorBuilder::new()
-        .with_server(GEARMAND)
+        .with_server(server.addr())
         .with_job(job)
         .with_liveness_interval(Duration::from_millis(100))
         .with_stop_timeout(Duration::from_secs(10))
         .with_retry(RetryPolicy {
-            max_retries: 2,
+            max_retries: 5,
             initial_backoff: Duration::from_millis(50),
             ..RetryPolicy::default()
         });
