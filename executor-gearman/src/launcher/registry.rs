@@ -193,7 +193,7 @@ pub(crate) enum Claim {
     /// The build runs already: attach the job.
     Running(Arc<BuildEntry>),
     /// The build ended within the retention window: report its outcome.
-    Finished(Finished),
+    Finished(Box<Finished>),
 }
 
 /// Running and recently finished builds.
@@ -218,7 +218,7 @@ impl Registry {
             return Claim::Running(e.clone());
         }
         if let Some(f) = self.finished.get(uuid) {
-            return Claim::Finished(f.clone());
+            return Claim::Finished(Box::new(f.clone()));
         }
         let e = Arc::new(make());
         self.insert(e.clone());
@@ -286,7 +286,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    
+
     fn entry(uuid: &str, number: u64) -> BuildEntry {
         BuildEntry::new(
             NewBuild {
@@ -311,14 +311,20 @@ mod tests {
         let Claim::New(e) = r.claim("u1", hour, || entry("u1", 1)) else {
             panic!()
         };
-        assert!(matches!(r.claim("u1", hour, || entry("u1", 2)), Claim::Running(x) if x.number == 1));
+        assert!(
+            matches!(r.claim("u1", hour, || entry("u1", 2)), Claim::Running(x) if x.number == 1)
+        );
         assert_eq!(r.get("unit", 1).unwrap().uuid, "u1");
         let report = BuildReport::from_status(&executor_base::BuildStatus::succeeded(), false);
         r.retire(&e, Some(report));
         assert_eq!(r.running(), 0);
-        assert!(matches!(r.claim("u1", hour, || entry("u1", 3)), Claim::Finished(f) if f.number == 1));
+        assert!(
+            matches!(r.claim("u1", hour, || entry("u1", 3)), Claim::Finished(f) if f.number == 1)
+        );
         // Past the window the uuid is new again.
-        assert!(matches!(r.claim("u1", Duration::ZERO, || entry("u1", 4)), Claim::New(x) if x.number == 4));
+        assert!(
+            matches!(r.claim("u1", Duration::ZERO, || entry("u1", 4)), Claim::New(x) if x.number == 4)
+        );
     }
 
     #[test]
@@ -331,8 +337,14 @@ mod tests {
         drop(b);
         assert_eq!(e.attached(), 0);
         let rx = e.watch_outcome();
-        e.finish(BuildReport::from_status(&executor_base::BuildStatus::succeeded(), false));
-        e.finish(BuildReport::from_status(&executor_base::BuildStatus::canceled(), false));
+        e.finish(BuildReport::from_status(
+            &executor_base::BuildStatus::succeeded(),
+            false,
+        ));
+        e.finish(BuildReport::from_status(
+            &executor_base::BuildStatus::canceled(),
+            false,
+        ));
         assert_eq!(rx.borrow().as_ref().unwrap().result, "SUCCESS");
         assert_eq!(e.started(), Some(false));
     }

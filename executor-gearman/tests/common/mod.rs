@@ -39,8 +39,12 @@ impl Server {
         init_tracing();
         let addr = self.addr();
         let hint = match self {
-            Server::Gearmand => format!("nothing listens on {addr} (start: gearmand --listen=127.0.0.1 --port=4730 --log-file=stderr)"),
-            Server::Geard => format!("nothing listens on {addr} (start: python3 -m venv v && v/bin/pip install gear==0.16.0 && v/bin/geard -d --listen-address 127.0.0.1 -p 4731)"),
+            Server::Gearmand => format!(
+                "nothing listens on {addr} (start: gearmand --listen=127.0.0.1 --port=4730 --log-file=stderr)"
+            ),
+            Server::Geard => format!(
+                "nothing listens on {addr} (start: python3 -m venv v && v/bin/pip install gear==0.16.0 && v/bin/geard -d --listen-address 127.0.0.1 -p 4731)"
+            ),
         };
         let name = match self {
             Server::Gearmand => "gearmand",
@@ -58,6 +62,7 @@ impl Server {
 
 /// Runs an `async fn name(server: Server)` test body against gearmand and against
 /// `geard`, as `name::gearmand` and `name::geard`.
+#[allow(unused_macros)]
 macro_rules! on_both_servers {
     ($(#[$attr:meta])* async fn $name:ident($server:ident: Server) $body:block) => {
         mod $name {
