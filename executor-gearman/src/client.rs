@@ -519,7 +519,10 @@ impl Session {
                     p.fail(GearmanError::Unreadable(why));
                 }
             }
-            Some(k @ (PacketType::WORK_COMPLETE | PacketType::WORK_FAIL | PacketType::WORK_EXCEPTION)) => {
+            Some(
+                k
+                @ (PacketType::WORK_COMPLETE | PacketType::WORK_FAIL | PacketType::WORK_EXCEPTION),
+            ) => {
                 let handle = s.arg_lossy(0);
                 tracing::warn!(%handle, "{why}; the job ended without its data");
                 if let Some(tx) = self.jobs.remove(&handle) {

@@ -509,7 +509,10 @@ mod tests {
                 .encode(Packet::res(PacketType::NOOP, Vec::<Bytes>::new()), &mut buf)
                 .unwrap();
             let s = skipped(&mut codec, &mut buf);
-            assert_eq!((s.reason, s.kind, s.size), (SkipReason::UnknownType(t), None, 3));
+            assert_eq!(
+                (s.reason, s.kind, s.size),
+                (SkipReason::UnknownType(t), None, 3)
+            );
             assert!(s.leading.is_empty());
             assert_eq!(packet(&mut codec, &mut buf).kind, PacketType::NOOP);
         }
@@ -526,7 +529,10 @@ mod tests {
         let body_rest = size - (wire.len() - HEADER_LEN);
         wire.put_slice(&vec![b'{'; body_rest]);
         codec
-            .encode(Packet::res(PacketType::NOOP, Vec::<Bytes>::new()), &mut wire)
+            .encode(
+                Packet::res(PacketType::NOOP, Vec::<Bytes>::new()),
+                &mut wire,
+            )
             .unwrap();
         // Fed in 500-byte reads: the buffer never holds more than a read.
         let mut buf = BytesMut::new();

@@ -699,3 +699,64 @@ async fn a_submitter_gone_during_the_start_is_noticed_right_after_it(server: Ser
     );
 }
 }
+
+on_both_servers! {
+async fn an_oversized_job_is_failed_with_its_reason_and_nothing_restarts(server: Server) {
+    // The worker's default limit (16 MiB): a job over it is refused, the connection
+    // stays, and a build running meanwhile is neither restarted nor started twice.
+    let job = unique("oversized");
+    let w = RunningWorker::start(server, &job, fake(Script::succeed_after(Duration::from_millis(1500))), |c| {
+        c.default_api_uri = Some("http://127.0.0.1:9".into());
+        c.default_container = Some("busybox:latest".into());
+        c.default_token = Some("worker-default-token".to_string().into());
+    })
+    .await;
+    // A plain Zuul client: it did not ask for exceptions.
+    let plain = GearmanClient::connect(
+        &server.addr(),
+        ClientOptions {
+            exceptions: false,
+            // Big enough to send the oversized job.
+            max_packet_size: 64 << 20,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let zuul = |uuid: &str, pad: usize| {
+        let mut args = json!({"ZUUL_UUID": uuid, "ZUUL_PROJECT": "org/repo", "ZUUL_PIPELINE": "check",
+            "ZUUL_REF": "refs/zuul/master/Z9", "ZUUL_COMMIT": "0123456789abcdef0123456789abcdef01234567"});
+        if pad > 0 {
+            args["PADDING"] = json!("x".repeat(pad));
+        }
+        serde_json::to_vec(&args).unwrap()
+    };
+    let normal = plain
+        .submit(&format!("build:{job}"), "u-normal", zuul("u-normal", 0).into())
+        .await
+        .unwrap();
+    let big = plain
+        .submit(&format!("build:{job}"), "u-big", zuul("u-big", 17 << 20).into())
+        .await
+        .unwrap();
+    let (data, end) = tokio::time::timeout(SETTLE, big.wait()).await.expect("the oversized job ends");
+    assert!(matches!(end, JobEvent::Fail | JobEvent::Exception(_)), "{end:?}");
+    let report: serde_json::Value = serde_json::from_slice(data.last().expect("a refusal report")).unwrap();
+    assert_eq!(report["result"], json!("ERROR"), "{report}");
+    let why = report.to_string();
+    assert!(why.contains("maxPacketSize"), "the reason names the limit: {why}");
+    let (data, end) = tokio::time::timeout(SETTLE, normal.wait()).await.expect("the normal job ends");
+    assert!(matches!(end, JobEvent::Complete(_)), "{end:?}");
+    let last: serde_json::Value = serde_json::from_slice(data.last().unwrap()).unwrap();
+    assert_eq!(last["result"], json!("SUCCESS"));
+    assert_eq!(w.fake.calls().start, 1, "the normal build started once, the oversized one never");
+    // Still connected and taking jobs: one more build runs.
+    let again = plain
+        .submit(&format!("build:{job}"), "u-after", zuul("u-after", 0).into())
+        .await
+        .unwrap();
+    let (_, end) = tokio::time::timeout(SETTLE, again.wait()).await.expect("the next job ends");
+    assert!(matches!(end, JobEvent::Complete(_)), "{end:?}");
+    assert_eq!(w.fake.calls().start, 2);
+}
+}

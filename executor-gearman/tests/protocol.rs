@@ -222,7 +222,10 @@ async fn the_client_reports_a_broken_connection_and_reconnects() {
         let (s, _) = listener.accept().await.unwrap();
         let mut f = Framed::new(s, PacketCodec::default());
         let p = next(&mut f).await;
-        assert_eq!((p.kind, p.arg_str(0)), (PacketType::OPTION_REQ, Some("exceptions")));
+        assert_eq!(
+            (p.kind, p.arg_str(0)),
+            (PacketType::OPTION_REQ, Some("exceptions"))
+        );
         let p = next(&mut f).await;
         assert_eq!((p.kind, p.arg_str(0)), (PacketType::SUBMIT_JOB, Some("fn")));
         f.send(Packet::res(PacketType::JOB_CREATED, ["H:fake:1"]))
@@ -259,7 +262,10 @@ async fn the_client_reports_a_broken_connection_and_reconnects() {
         {
             use tokio::io::AsyncWriteExt;
             // A STATUS_RES with one argument only: skipped, the request fails.
-            f.get_mut().write_all(b"\0RES\0\0\0\x14\0\0\0\x03H:1").await.unwrap();
+            f.get_mut()
+                .write_all(b"\0RES\0\0\0\x14\0\0\0\x03H:1")
+                .await
+                .unwrap();
         }
         // Then garbage: the client must drop the connection, not panic.
         let p = next(&mut f).await;
@@ -349,7 +355,10 @@ async fn the_worker_reconnects_re_registers_and_signals_lost_jobs() {
                     (PacketType::SET_CLIENT_ID, "w1".to_string()),
                     (PacketType::CAN_DO, "build:a".to_string()),
                     (PacketType::CAN_DO, "build:a:n".to_string()),
-                    (PacketType::GET_STATUS, "sdx-registration-barrier".to_string()),
+                    (
+                        PacketType::GET_STATUS,
+                        "sdx-registration-barrier".to_string()
+                    ),
                     (PacketType::GRAB_JOB_UNIQ, String::new()),
                 ],
                 "round {round}"
@@ -390,9 +399,7 @@ async fn the_worker_reconnects_re_registers_and_signals_lost_jobs() {
             }
         }
     });
-    let registered_seen = tokio::spawn(async move {
-        registered.wait_for(|r| *r).await.is_ok()
-    });
+    let registered_seen = tokio::spawn(async move { registered.wait_for(|r| *r).await.is_ok() });
     worker
         .run(
             move |job| {
@@ -416,7 +423,10 @@ async fn the_worker_reconnects_re_registers_and_signals_lost_jobs() {
         lost_rx.await.unwrap(),
         "the running job learned its connection was lost"
     );
-    assert!(registered_seen.await.unwrap(), "registered after the barrier's answer");
+    assert!(
+        registered_seen.await.unwrap(),
+        "registered after the barrier's answer"
+    );
     server.await.unwrap();
 }
 
@@ -438,25 +448,42 @@ async fn an_unreadable_job_goes_to_the_handler_and_the_connection_stays() {
         // A packet type no protocol version defines: skipped.
         {
             use tokio::io::AsyncWriteExt;
-            f.get_mut().write_all(b"\0RES\0\0\0\x63\0\0\0\x02ab").await.unwrap();
+            f.get_mut()
+                .write_all(b"\0RES\0\0\0\x63\0\0\0\x02ab")
+                .await
+                .unwrap();
         }
         // A job of 40 000 bytes, far over the worker's 1024.
         let big = Bytes::from(format!("{{\"x\":\"{}\"}}", "y".repeat(40_000)));
         f.send(Packet::res(
             PacketType::JOB_ASSIGN_UNIQ,
-            [Bytes::from_static(b"H:big"), Bytes::from_static(b"build:a"), Bytes::from_static(b"u-big"), big],
+            [
+                Bytes::from_static(b"H:big"),
+                Bytes::from_static(b"build:a"),
+                Bytes::from_static(b"u-big"),
+                big,
+            ],
         ))
         .await
         .unwrap();
         // Answered on the same connection, which goes on grabbing.
         let p = next(&mut f).await;
-        assert_eq!((p.kind, p.arg_str(0)), (PacketType::WORK_FAIL, Some("H:big")));
+        assert_eq!(
+            (p.kind, p.arg_str(0)),
+            (PacketType::WORK_FAIL, Some("H:big"))
+        );
         assert_eq!(next(&mut f).await.kind, PacketType::GRAB_JOB_UNIQ);
-        f.send(Packet::res(PacketType::JOB_ASSIGN_UNIQ, ["H:2", "build:a", "u2", "{}"]))
-            .await
-            .unwrap();
+        f.send(Packet::res(
+            PacketType::JOB_ASSIGN_UNIQ,
+            ["H:2", "build:a", "u2", "{}"],
+        ))
+        .await
+        .unwrap();
         let p = next(&mut f).await;
-        assert_eq!((p.kind, p.arg_str(0)), (PacketType::WORK_COMPLETE, Some("H:2")));
+        assert_eq!(
+            (p.kind, p.arg_str(0)),
+            (PacketType::WORK_COMPLETE, Some("H:2"))
+        );
         f
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -478,7 +505,10 @@ async fn an_unreadable_job_goes_to_the_handler_and_the_connection_stays() {
     let check = async {
         let (h, u, len, why) = jobs_rx.recv().await.unwrap();
         assert_eq!((h.as_str(), u.as_str(), len), ("H:big", "u-big", 0));
-        assert!(matches!(why, Some(SkipReason::TooLarge { max: 1024, .. })), "{why:?}");
+        assert!(
+            matches!(why, Some(SkipReason::TooLarge { max: 1024, .. })),
+            "{why:?}"
+        );
         let (h, _, _, why) = jobs_rx.recv().await.unwrap();
         assert_eq!((h.as_str(), why), ("H:2", None));
         let _f = server.await.unwrap();

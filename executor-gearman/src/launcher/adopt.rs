@@ -34,10 +34,7 @@ use crate::zuul::BuildReport;
 
 impl Launcher {
     /// Handles every recorded build (see the module docs); returns how many were adopted.
-    pub(super) async fn adopt(
-        self: &Arc<Self>,
-        take_slot: impl Fn() -> Option<JobSlot>,
-    ) -> usize {
+    pub(super) async fn adopt(self: &Arc<Self>, take_slot: impl Fn() -> Option<JobSlot>) -> usize {
         let Some(state) = &self.state else { return 0 };
         let mut adopted = 0;
         for rec in state.load_all() {

@@ -118,10 +118,10 @@ impl Launcher {
             }
         };
         let url = self.build_url(&p);
-        let claim = self.registry.lock().claim(
-            &p.params.uuid,
-            self.cfg.retain_finished,
-            || {
+        let claim = self
+            .registry
+            .lock()
+            .claim(&p.params.uuid, self.cfg.retain_finished, || {
                 BuildEntry::new(
                     NewBuild {
                         name: p.name.clone(),
@@ -136,8 +136,7 @@ impl Launcher {
                     },
                     None,
                 )
-            },
-        );
+            });
         let entry = match claim {
             Claim::Running(entry) => {
                 tracing::info!(%handle, uuid = %entry.uuid, number = entry.number, "job of a running build: attached to it");
@@ -210,13 +209,7 @@ impl Launcher {
     }
 
     /// Reports a finished build's outcome to a job of the same uuid.
-    fn replay(
-        &self,
-        sink: &JobSink,
-        local_addr: Option<SocketAddr>,
-        p: &Prepared,
-        f: &Finished,
-    ) {
+    fn replay(&self, sink: &JobSink, local_addr: Option<SocketAddr>, p: &Prepared, f: &Finished) {
         let entry = Arc::new(BuildEntry::new(
             NewBuild {
                 name: f.name.clone(),
@@ -403,10 +396,7 @@ impl Launcher {
             url: entry.url.clone(),
             worker_name: Some(self.cfg.worker_name.clone()),
             worker_hostname: Some(self.cfg.hostname.clone()),
-            worker_ips: local_addr
-                .map(|a| a.ip().to_string())
-                .into_iter()
-                .collect(),
+            worker_ips: local_addr.map(|a| a.ip().to_string()).into_iter().collect(),
             worker_fqdn: Some(self.cfg.hostname.clone()),
             worker_program: Some(PROGRAM.to_string()),
             worker_version: Some(env!("CARGO_PKG_VERSION").to_string()),

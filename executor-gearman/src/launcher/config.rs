@@ -273,7 +273,11 @@ impl WorkerConfig {
         if self.stop_abandoned && self.abandon_check_ms < 10 {
             return Err(bad("abandonCheckMs", "must be at least 10"));
         }
-        if self.state_dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+        if self
+            .state_dir
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
             return Err(bad("stateDir", "must not be empty"));
         }
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();

@@ -196,7 +196,9 @@ impl Launcher {
             watcher.status(handle)
         );
         if let Some(Err(GearmanError::Unanswered(_))) = &by_unique {
-            tracing::info!("the Gearman server does not answer GET_STATUS_UNIQUE: checking jobs by handle only");
+            tracing::info!(
+                "the Gearman server does not answer GET_STATUS_UNIQUE: checking jobs by handle only"
+            );
             self.unique_unanswered
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }

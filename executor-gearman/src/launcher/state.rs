@@ -176,7 +176,8 @@ impl StateDir {
 
     /// Writes a build's record.
     pub(crate) fn save(&self, r: &Record) -> Result<(), Error> {
-        let data = serde_json::to_vec(r).map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
+        let data =
+            serde_json::to_vec(r).map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
         self.write_atomically(&self.record_path(r.number), &data)
     }
 
@@ -254,8 +255,14 @@ mod tests {
         assert!(!disk.contains("secret-token"), "{disk}");
 
         let e = StateDir::open(tmp.path()).unwrap_err();
-        assert!(e.to_string().contains("in use by another gearman worker"), "{e}");
-        assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
+        assert!(
+            e.to_string().contains("in use by another gearman worker"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&std::process::id().to_string()),
+            "{e}"
+        );
         let first = state.manager(|| "m1".into()).unwrap();
         drop(state);
         let again = StateDir::open(tmp.path()).unwrap();

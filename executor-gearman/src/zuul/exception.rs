@@ -80,7 +80,6 @@ impl LauncherException {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

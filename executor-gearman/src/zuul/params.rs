@@ -226,7 +226,6 @@ fn parse_changes(s: &str) -> Result<Vec<ChangeRef>, String> {
         .collect()
 }
 
-
 /// Whether a parameter is meant for the build's environment (its name starts upper
 /// case) rather than a Screwdriver start field (camelCase, starting lower case).
 pub fn is_environment_parameter(name: &str) -> bool {
@@ -349,8 +348,14 @@ mod tests {
         let mut v = base();
         let o = v.as_object_mut().unwrap();
         o.insert("ZUUL_REFNAME".into(), json!("master"));
-        o.insert("ZUUL_OLDREV".into(), json!("00000000000000000000000000000000"));
-        o.insert("ZUUL_NEWREV".into(), json!("123456789abcdef123456789abcdef12"));
+        o.insert(
+            "ZUUL_OLDREV".into(),
+            json!("00000000000000000000000000000000"),
+        );
+        o.insert(
+            "ZUUL_NEWREV".into(),
+            json!("123456789abcdef123456789abcdef12"),
+        );
         o.insert("ZUUL_SHORT_OLDREV".into(), json!("0000000"));
         o.insert("ZUUL_SHORT_NEWREV".into(), json!("1234567"));
         let p = params(v).unwrap();
@@ -360,14 +365,20 @@ mod tests {
         v.as_object_mut()
             .unwrap()
             .insert("ZUUL_SHORT_OLDREV".into(), json!("xyz"));
-        assert_eq!(params(v).unwrap_err().field_errors()[0].field, "ZUUL_SHORT_OLDREV");
+        assert_eq!(
+            params(v).unwrap_err().field_errors()[0].field,
+            "ZUUL_SHORT_OLDREV"
+        );
     }
 
     #[test]
     fn every_parameter_starting_upper_case_is_environment() {
         let mut v = base();
         let o = v.as_object_mut().unwrap();
-        o.insert("SWIFT_logs_URL".into(), json!("https://swift/v1/AUTH_x/logs"));
+        o.insert(
+            "SWIFT_logs_URL".into(),
+            json!("https://swift/v1/AUTH_x/logs"),
+        );
         o.insert("ZUUL_CHANGE".into(), json!(42));
         o.insert("OFFLINE_NODE_WHEN_COMPLETE".into(), json!(false));
         o.insert("ZUUL_NODE".into(), json!(null));
@@ -389,9 +400,13 @@ mod tests {
             ]
         );
         assert_eq!(env.get("OFFLINE_NODE_WHEN_COMPLETE"), Some("false"));
-        let bad = json!({"SD_BUILD_ID": "1", "ZUUL-X": "y", "ZUUL_LIST": ["a"], "CONTAINER_IMAGE": "i"});
+        let bad =
+            json!({"SD_BUILD_ID": "1", "ZUUL-X": "y", "ZUUL_LIST": ["a"], "CONTAINER_IMAGE": "i"});
         let e = build_environment(bad.as_object().unwrap()).unwrap_err();
         let fields: Vec<&str> = e.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(fields, ["CONTAINER_IMAGE", "SD_BUILD_ID", "ZUUL-X", "ZUUL_LIST"]);
+        assert_eq!(
+            fields,
+            ["CONTAINER_IMAGE", "SD_BUILD_ID", "ZUUL-X", "ZUUL_LIST"]
+        );
     }
 }

@@ -7,7 +7,6 @@ use serde_json::{Map, Value};
 
 use super::exception::LauncherException;
 
-
 /// `WORK_DATA` `result` of a successful build.
 pub const RESULT_SUCCESS: &str = "SUCCESS";
 /// `result` of a build that failed on its own (steps failed, OOM, bad image).
@@ -202,7 +201,6 @@ impl BuildReport {
         s
     }
 }
-
 
 #[cfg(test)]
 mod tests {
