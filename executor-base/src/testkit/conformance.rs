@@ -802,7 +802,7 @@ async fn check<F, Fut>(
 }
 
 /// A `tracing` layer that looks for the running checks' tokens in every event and span.
-mod capture {
+pub(crate) mod capture {
     use std::fmt::Write as _;
     use std::sync::OnceLock;
 
@@ -861,7 +861,7 @@ mod capture {
 
     /// Watches for `nonce`; returns the capturing dispatcher (also made the global
     /// default when no global subscriber was set yet).
-    pub(super) fn install(nonce: &str) -> Dispatch {
+    pub(crate) fn install(nonce: &str) -> Dispatch {
         let d = DISPATCH
             .get_or_init(|| {
                 let d = Dispatch::new(tracing_subscriber::registry().with(Capture));
@@ -874,7 +874,7 @@ mod capture {
     }
 
     /// Stops watching `nonce`; returns the lines that contained it.
-    pub(super) fn finish(nonce: &str) -> Vec<String> {
+    pub(crate) fn finish(nonce: &str) -> Vec<String> {
         let mut w = WATCHED.lock();
         match w.iter().position(|(n, _)| n == nonce) {
             Some(i) => w.swap_remove(i).1,

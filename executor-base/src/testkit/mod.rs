@@ -6,3 +6,5 @@
 pub mod conformance;
 pub mod daemon;
 pub mod fake;
+pub mod faults;
+pub mod proxy;
