@@ -14,6 +14,7 @@ pub mod image;
 pub mod jwt;
 pub mod labels;
 pub mod launch;
+pub mod launch_protocol;
 pub mod options;
 pub mod owner;
 pub mod resources;

@@ -58,6 +58,10 @@ pub enum Command {
     /// Run a Zuul-style Gearman launcher worker over the configured backend(s).
     #[cfg(feature = "gearman")]
     GearmanWorker(GearmanWorkerArgs),
+    /// The sdx launcher image (job-tools for native launch mode).
+    #[cfg(feature = "docker")]
+    #[command(name = "launcher-image")]
+    LauncherImage(LauncherImageArgs),
 }
 
 /// Where a remote API is.
@@ -209,4 +213,43 @@ pub struct GearmanWorkerArgs {
     /// `container` for jobs whose parameters have none.
     #[arg(long, value_name = "IMAGE")]
     pub container: Option<String>,
+}
+
+/// `sdx launcher-image`.
+#[cfg(feature = "docker")]
+#[derive(Debug, Clone, Args)]
+pub struct LauncherImageArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LauncherImageCommand,
+}
+
+/// `sdx launcher-image` subcommands.
+#[cfg(feature = "docker")]
+#[derive(Debug, Clone, Subcommand)]
+pub enum LauncherImageCommand {
+    /// Build the image FROM scratch with a static launch at /opt/sd/launch, through the
+    /// Docker Engine API of the docker backend's daemon, tagged
+    /// localhost/sdx-launcher:<version> (the native-mode default) and every --tag.
+    Build(LauncherImageBuildArgs),
+}
+
+/// `sdx launcher-image build`.
+#[cfg(feature = "docker")]
+#[derive(Debug, Clone, Args)]
+pub struct LauncherImageBuildArgs {
+    /// Another name for the image (repeatable), e.g. registry.example.com/sdx/launcher:1.
+    #[arg(long = "tag", short = 't', value_name = "REFERENCE")]
+    pub tags: Vec<String>,
+    /// Push every --tag to its registry (credentials: SDX_REGISTRY_USERNAME and
+    /// SDX_REGISTRY_PASSWORD, else those `docker login` stored in the Docker CLI config).
+    #[arg(long)]
+    pub push: bool,
+    /// The static launch to put in the image (default: beside sdx, this sdx when it is
+    /// static, or built with cargo in the checkout sdx comes from).
+    #[arg(long, env = "SDX_LAUNCH_BINARY", value_name = "FILE")]
+    pub launch: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -10,6 +10,7 @@
 //! sdx doctor
 //! sdx serve [--listen 127.0.0.1:8080]
 //! sdx gearman-worker --job NAME
+//! sdx launcher-image build [--tag REF] [--push]
 //! ```
 //!
 //! `sdx` is also the reference launcher: invoked under the name `launch` (a symbolic link;
@@ -58,6 +59,8 @@ mod embedded;
 mod error;
 mod follow;
 mod progress;
+#[cfg(feature = "docker")]
+mod static_launch;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 
 /// The default Docker socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
-/// The default launcher (job-tools) image repository (upstream's).
-pub const DEFAULT_LAUNCHER_IMAGE: &str = "screwdrivercd/launcher";
-/// The default launcher image tag (upstream's).
-pub const DEFAULT_LAUNCHER_VERSION: &str = "stable";
+/// The default launcher (job-tools) image repository: the sdx launcher image that
+/// `sdx launcher-image build` makes (upstream's `screwdrivercd/launcher` in Screwdriver
+/// launch mode, see [`DockerConfig::launcher_reference`]).
+pub const DEFAULT_LAUNCHER_IMAGE: &str = executor_base::launch_protocol::SDX_LAUNCHER_IMAGE;
+/// The default launcher image tag: the sdx version.
+pub const DEFAULT_LAUNCHER_VERSION: &str = executor_base::launch_protocol::SDX_LAUNCHER_TAG;
 /// Where the per-build token volume is mounted in the build container.
 pub const DEFAULT_TOKEN_DIR: &str = "/run/sd";
 
@@ -217,9 +219,13 @@ impl DockerConfig {
         }
     }
 
-    /// `<launcherImage>:<launcherVersion>`.
+    /// `<launcherImage>:<launcherVersion>`; left at their defaults in Screwdriver launch
+    /// mode, upstream's `screwdrivercd/launcher:stable`.
     pub fn launcher_reference(&self) -> String {
-        format!("{}:{}", self.launcher_image, self.launcher_version)
+        executor_base::launch_protocol::launcher_for_mode(
+            &format!("{}:{}", self.launcher_image, self.launcher_version),
+            self.launch_mode,
+        )
     }
 
     /// The bound on one pull.
@@ -317,8 +323,15 @@ mod tests {
 
     #[test]
     fn defaults_follow_upstream() {
-        let c = DockerConfig::default();
+        let mut c = DockerConfig::default();
+        assert_eq!(
+            c.launcher_reference(),
+            format!("localhost/sdx-launcher:{}", env!("CARGO_PKG_VERSION"))
+        );
+        c.set("launchMode", "screwdriver").unwrap();
         assert_eq!(c.launcher_reference(), "screwdrivercd/launcher:stable");
+        c.set("launcherVersion", "v6").unwrap();
+        assert_eq!(c.launcher_reference(), "localhost/sdx-launcher:v6");
         assert_eq!(c.endpoint(), "unix:///var/run/docker.sock");
         assert_eq!(c.mount_point, "/opt/sd");
         assert_eq!(c.pull_policy, PullPolicy::Missing);
@@ -371,7 +384,7 @@ mod tests {
         assert_eq!(c.pull_policy, PullPolicy::Never);
         assert_eq!(c.token_mode, TokenMode::Env);
         let v = serde_json::to_value(&c).unwrap();
-        assert_eq!(v["launcherImage"], "screwdrivercd/launcher");
+        assert_eq!(v["launcherImage"], "localhost/sdx-launcher");
         assert_eq!(v["prefix"], "ci-");
     }
 }

@@ -101,6 +101,7 @@ pub mod config;
 mod error;
 mod executor;
 mod gc;
+pub mod launcher_image;
 mod plan;
 mod state;
 mod stdin;

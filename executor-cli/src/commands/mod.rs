@@ -6,6 +6,8 @@ mod doctor;
 mod gc;
 #[cfg(feature = "gearman")]
 mod gearman;
+#[cfg(feature = "docker")]
+mod launcher_image;
 mod run;
 mod serve;
 mod status;
@@ -48,5 +50,7 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
         Command::Serve(a) => serve::run(&ctx, a).await,
         #[cfg(feature = "gearman")]
         Command::GearmanWorker(a) => gearman::run(&ctx, a).await,
+        #[cfg(feature = "docker")]
+        Command::LauncherImage(a) => launcher_image::run(&ctx, a).await,
     }
 }
