@@ -234,7 +234,7 @@ impl ImageClient {
     /// is sent until the first call.
     pub fn connect(endpoint: &str) -> Result<Self, Error> {
         Ok(Self {
-            docker: crate::client::connect(endpoint, 600)?,
+            docker: crate::client::connect_endpoint(endpoint, 600)?,
             endpoint: endpoint.to_string(),
         })
     }

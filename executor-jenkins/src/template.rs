@@ -324,6 +324,7 @@ pub(crate) fn check_xml_chars(field: &str, s: &str) -> Result<(), Error> {
 }
 
 /// Reads the whole document; the first syntax error, with its byte position.
+#[cfg(any(test, feature = "test-support"))]
 pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
     crate::xml::parse(xml).map(drop)
 }
