@@ -448,7 +448,7 @@ mod tests {
             .unwrap();
         assert_eq!(e.endpoint(), "tcp://127.0.0.1:2375");
         assert_eq!(e.config().pull_policy, PullPolicy::Never);
-        assert_eq!(e.config().launcher_reference(), "screwdrivercd/launcher:v6");
+        assert_eq!(e.config().launcher_reference(), "localhost/sdx-launcher:v6");
         assert_eq!(e.config().network.as_deref(), Some("host"));
 
         let vars = |k: &str| match k {
