@@ -32,6 +32,12 @@ pub async fn run(ctx: &Ctx, a: GearmanWorkerArgs) -> CliResult<u8> {
     if a.container.is_some() {
         cfg.default_container = a.container;
     }
+    if cfg.state_dir.is_none() {
+        // Builds are recorded so that a restarted worker (even after kill -9) adopts or
+        // stops what the previous one ran instead of running it twice.
+        let dir = executor_process::default_state_dir().join("gearman-worker");
+        cfg.state_dir = Some(dir.display().to_string());
+    }
     if cfg.jobs.is_empty() {
         return Err(CliError::usage(
             "gearman-worker: no jobs: give --job NAME (or EXECUTOR_GEARMAN_WORKER_JOBS)",
