@@ -77,3 +77,130 @@ pub fn launcher_for_mode(configured: &str, mode: LaunchMode) -> String {
         configured.to_string()
     }
 }
+
+/// First word of the launch handshake line.
+pub const RESULT_MARKER: &str = "sdx-launch-result";
+
+/// The launch handshake: the last line the reference `launch` writes to its standard
+/// output when it ends, proof that it ran the build (upstream's launcher, or any program
+/// that exits 0 without running the build, never writes it):
+///
+/// ```text
+/// sdx-launch-result protocol=1 build=<buildId> status=<SUCCESS|FAILURE|ABORTED|TIMEOUT|ERROR>
+/// ```
+///
+/// A backend reads it where its engine keeps the build's output (Docker: the build
+/// container's log) and, in native mode, reports a build whose launcher exited 0 without
+/// it as failed ([`FailureReason::LaunchProtocol`](crate::FailureReason::LaunchProtocol)),
+/// through [`exit_zero_status`].
+///
+/// ```
+/// use executor_base::launch_protocol::LaunchResult;
+/// let r = LaunchResult { protocol: 1, build_id: 42, status: "SUCCESS".into() };
+/// assert_eq!(r.line(), "sdx-launch-result protocol=1 build=42 status=SUCCESS");
+/// let out = format!("step output\n{}\n", r.line());
+/// assert_eq!(LaunchResult::find(&out, 42), Some(r));
+/// assert_eq!(LaunchResult::find(&out, 43), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchResult {
+    /// The launch protocol `launch` speaks.
+    pub protocol: u32,
+    /// The build it ran.
+    pub build_id: u64,
+    /// How the build ended, as `launch` reported it to the API.
+    pub status: String,
+}
+
+impl LaunchResult {
+    /// The handshake line (without a newline).
+    pub fn line(&self) -> String {
+        format!(
+            "{RESULT_MARKER} protocol={} build={} status={}",
+            self.protocol, self.build_id, self.status
+        )
+    }
+
+    /// Parses one handshake line (surrounding whitespace and a log prefix before the
+    /// marker are ignored); `None` for any other line.
+    pub fn parse(line: &str) -> Option<Self> {
+        let rest = &line[line.find(RESULT_MARKER)? + RESULT_MARKER.len()..];
+        let (mut protocol, mut build_id, mut status) = (None, None, None);
+        for field in rest.split_whitespace() {
+            match field.split_once('=')? {
+                ("protocol", v) => protocol = v.parse().ok(),
+                ("build", v) => build_id = v.parse().ok(),
+                ("status", v) if !v.is_empty() => status = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        Some(Self {
+            protocol: protocol?,
+            build_id: build_id?,
+            status: status?,
+        })
+    }
+
+    /// The last handshake of build `build_id` in `output` (a log tail).
+    pub fn find(output: &str, build_id: u64) -> Option<Self> {
+        output
+            .lines()
+            .rev()
+            .filter_map(Self::parse)
+            .find(|r| r.build_id == build_id)
+    }
+}
+
+/// The status of build `build_id` whose launcher (from image `launcher`) exited 0, given
+/// the handshake found in its output (`None`: none).
+///
+/// * Screwdriver mode: succeeded. Upstream's launcher exits 0 whatever happened (it
+///   reports the outcome to the API only), so an executor cannot know more there.
+/// * Native mode: succeeded only with a handshake for this build saying `SUCCESS` in a
+///   protocol this version speaks; otherwise failed with
+///   [`FailureReason::LaunchProtocol`](crate::FailureReason::LaunchProtocol) and a message
+///   naming the image and what to do.
+///
+/// ```
+/// use executor_base::launch_protocol::{exit_zero_status, LaunchResult};
+/// use executor_base::{FailureReason, LaunchMode, Phase};
+/// let ok = LaunchResult { protocol: 1, build_id: 7, status: "SUCCESS".into() };
+/// assert_eq!(exit_zero_status(LaunchMode::Native, 7, Some(&ok), "img").phase, Phase::Succeeded);
+/// let s = exit_zero_status(LaunchMode::Native, 7, None, "screwdrivercd/launcher:stable");
+/// assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol));
+/// assert!(s.message.contains("screwdrivercd/launcher:stable"), "{}", s.message);
+/// assert_eq!(exit_zero_status(LaunchMode::Screwdriver, 7, None, "img").phase, Phase::Succeeded);
+/// ```
+pub fn exit_zero_status(
+    mode: LaunchMode,
+    build_id: u64,
+    handshake: Option<&LaunchResult>,
+    launcher: &str,
+) -> crate::BuildStatus {
+    use crate::{BuildStatus, FailureReason};
+    if mode == LaunchMode::Screwdriver {
+        return BuildStatus::succeeded();
+    }
+    let problem = match handshake {
+        Some(r) if r.build_id == build_id && r.protocol == LAUNCH_PROTOCOL => {
+            if r.status == "SUCCESS" {
+                return BuildStatus::succeeded();
+            }
+            format!("the launcher reported the build {} but exited 0", r.status)
+        }
+        Some(r) => format!(
+            "the launcher's handshake is for build {} in launch protocol {}, expected build {build_id} in protocol {LAUNCH_PROTOCOL}",
+            r.build_id, r.protocol
+        ),
+        None => format!(
+            "the launcher exited 0 without the launch handshake, so no step is known to have run: image {launcher} does not speak sdx launch protocol {LAUNCH_PROTOCOL} (native launch mode). Use the sdx launcher image (`sdx launcher-image build`, default {SDX_LAUNCHER_REFERENCE}), or set launchMode=screwdriver for upstream's screwdrivercd/launcher"
+        ),
+    };
+    let mut s = BuildStatus::failed(
+        FailureReason::LaunchProtocol,
+        problem,
+        handshake.map(LaunchResult::line),
+    );
+    s.exit_code = Some(0);
+    s
+}

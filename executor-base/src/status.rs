@@ -132,6 +132,10 @@ pub enum FailureReason {
     TokenRejected,
     /// The engine refused to start the build.
     StartRefused,
+    /// The launcher exited 0 without proving it ran the build (no launch handshake): an
+    /// image whose `launch` does not speak the configured launch mode, such as upstream's
+    /// `screwdrivercd/launcher` in native mode, which prints its usage and exits 0.
+    LaunchProtocol,
 }
 
 impl FailureReason {
@@ -140,7 +144,9 @@ impl FailureReason {
         use FailureReason::*;
         match self {
             NonZeroExit | OutOfMemory | ImagePull | InvalidImage | CrashLoop => Fault::User,
-            ContainerConfig | Configuration | TokenRejected | StartRefused => Fault::Configuration,
+            ContainerConfig | Configuration | TokenRejected | StartRefused | LaunchProtocol => {
+                Fault::Configuration
+            }
             Unschedulable => Fault::Capacity,
             Evicted | InfrastructureLost => Fault::Infrastructure,
             EngineError => Fault::Engine,
@@ -172,6 +178,7 @@ impl FailureReason {
             Configuration => "configuration",
             TokenRejected => "tokenRejected",
             StartRefused => "startRefused",
+            LaunchProtocol => "launchProtocol",
         }
     }
 }

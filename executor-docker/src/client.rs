@@ -39,7 +39,8 @@ use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSu
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use executor_base::engine::{BreakerConfig, CallClass, EngineCalls, Idempotency, RetryPolicy};
@@ -409,6 +410,38 @@ impl Engine {
                 _ => Err(e),
             },
             |d| async move { d.inspect_container(name, None).await.map(Some) },
+        )
+        .await
+    }
+
+    /// The last `lines` lines of a container's standard output (where `launch` writes
+    /// its handshake), as text; `None` when the container does not exist.
+    pub(crate) async fn stdout_tail(
+        &self,
+        name: &str,
+        lines: u32,
+    ) -> Result<Option<String>, Error> {
+        self.call_expecting(
+            CallClass::Read,
+            "container_logs",
+            Idempotency::Idempotent,
+            |e| match e.kind() {
+                ErrorKind::NotFound => Ok(None),
+                _ => Err(e),
+            },
+            |d| async move {
+                let opts = LogsOptionsBuilder::new()
+                    .stdout(true)
+                    .stderr(false)
+                    .tail(&lines.to_string())
+                    .build();
+                let mut stream = d.logs(name, Some(opts));
+                let mut out = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    out.extend_from_slice(&chunk?.into_bytes());
+                }
+                Ok(Some(String::from_utf8_lossy(&out).into_owned()))
+            },
         )
         .await
     }

@@ -7,10 +7,16 @@ use async_trait::async_trait;
 use bollard::models::ContainerCreateBody;
 use chrono::{DateTime, Utc};
 use executor_base::launch::expose_token;
+use executor_base::launch_protocol::{LaunchResult, exit_zero_status};
 use executor_base::{
-    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef, Owner,
-    RequestStats, StartConfig, Stats, StopConfig, Verdict,
+    BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef,
+    LaunchMode, Owner, Phase, RequestStats, StartConfig, Stats, StopConfig, Verdict,
 };
+
+/// How many of the build container's last output lines are searched for the launch
+/// handshake (it is the last line `launch` writes; the margin covers a step's background
+/// process writing after it).
+const HANDSHAKE_TAIL_LINES: u32 = 20;
 
 use crate::classify::classify;
 use crate::client::Engine;
@@ -257,6 +263,37 @@ impl DockerExecutor {
         Ok(())
     }
 
+    /// Native mode: a build container that exited 0 succeeded only when `launch` wrote
+    /// the launch handshake for this build as its last output (read from the container's
+    /// log); otherwise the build failed (`launchProtocol`), naming the launcher image.
+    async fn with_handshake(
+        &self,
+        id: BuildId,
+        container: &str,
+        st: BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        if st.phase != Phase::Succeeded || self.cfg.launch_mode != LaunchMode::Native {
+            return Ok(st);
+        }
+        let Some(tail) = self
+            .engine
+            .stdout_tail(container, HANDSHAKE_TAIL_LINES)
+            .await?
+        else {
+            return Ok(BuildStatus::lost(
+                Some(true),
+                "the build container was removed before its launch handshake could be read",
+            ));
+        };
+        let found = LaunchResult::find(&tail, id.get());
+        Ok(exit_zero_status(
+            self.cfg.launch_mode,
+            id.get(),
+            found.as_ref(),
+            &self.cfg.launcher_reference(),
+        ))
+    }
+
     async fn lost_or_unknown(&self, id: BuildId, names: &Names) -> Result<BuildStatus, Error> {
         match self.builds.get(id) {
             Some(Known::Ended(s)) | Some(Known::Stopping(s)) => return Ok(s),
@@ -394,6 +431,7 @@ impl Executor for DockerExecutor {
         let last = match (&before, &known) {
             (Some(c), _) => {
                 let st = classify(c, self.cfg.launch_mode);
+                let st = self.with_handshake(id, &names.build, st).await?;
                 if st.is_terminal() {
                     st
                 } else {
@@ -456,6 +494,7 @@ impl Executor for DockerExecutor {
             Some(c) => {
                 let st =
                     crate::gc::orphaned(&c).unwrap_or_else(|| classify(&c, self.cfg.launch_mode));
+                let st = self.with_handshake(id, &names.build, st).await?;
                 self.builds.observed(id, &st);
                 Ok(st)
             }

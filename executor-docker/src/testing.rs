@@ -34,13 +34,17 @@ pub const REGISTRY: &str = "127.0.0.1:5000";
 ///
 /// | path | behaviour |
 /// |---|---|
-/// | `/exit/<n>` | exits with code `n` |
+/// | `/exit/<n>` | exits with code `n` (with the launch handshake when `n` is 0) |
 /// | `/oom` | allocates ~1 GiB in a child (the OOM killer's first choice), then exits **0** |
 /// | `/token-sha256/<hex>` | exits 0 iff the `--token-file` content has this SHA-256, else 4 |
 /// | `/env-token-sha256/<hex>` | the same for `$SD_TOKEN` |
 /// | anything else | runs until stopped |
+///
+/// Every exit 0 but `/oom`'s is preceded by the launch handshake line, as the reference
+/// `launch` writes it.
 pub const TEST_LAUNCH: &str = r#"#!/bin/sh
 api=""; tokfile=""; id=""
+ok() { echo "sdx-launch-result protocol=1 build=$id status=SUCCESS"; exit 0; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --api-uri) api="$2"; shift 2 ;;
@@ -51,15 +55,31 @@ while [ $# -gt 0 ]; do
 done
 echo "test launch: build $id, api $api"
 case "$api" in
-  */exit/*) code="${api##*/exit/}"; exit "${code%%/*}" ;;
+  */exit/*) code="${api##*/exit/}"; code="${code%%/*}"; [ "$code" = 0 ] && ok; exit "$code" ;;
   */oom*) head -c 1073741824 /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj; exec tail' > /dev/null
      exit 0 ;;
   */env-token-sha256/*) want="${api##*/env-token-sha256/}"; got="$(printf %s "$SD_TOKEN" | sha256sum)"
-     [ "${got%% *}" = "${want%%/*}" ] && exit 0; exit 4 ;;
+     [ "${got%% *}" = "${want%%/*}" ] && ok; exit 4 ;;
   */token-sha256/*) want="${api##*/token-sha256/}"; got="$(sha256sum < "$tokfile")"
-     [ "${got%% *}" = "${want%%/*}" ] && exit 0; exit 4 ;;
+     [ "${got%% *}" = "${want%%/*}" ] && ok; exit 4 ;;
   *) exec sleep 2147483647 ;;
 esac
+"#;
+
+/// A stand-in for upstream's `screwdrivercd/launcher` `launch` (urfave/cli, its `app.Run`
+/// error ignored): given a flag it does not define, such as native mode's `--token-file`,
+/// it prints the error and its usage and **exits 0** without running anything.
+pub const STOCK_LAUNCH: &str = r#"#!/bin/sh
+for a in "$@"; do
+  case "$a" in
+    --token-file*) echo "Incorrect Usage. flag provided but not defined: -token-file"
+       echo; echo "NAME:"; echo "   launcher - launch a build"; echo; echo "USAGE:"
+       echo "   launch [global options] command [command options] [arguments...]"
+       exit 0 ;;
+  esac
+done
+echo "launching build $*"
+exit 0
 "#;
 
 /// Upstream-style `launcher_entrypoint.sh`: runs its one argument string with a shell.
@@ -224,7 +244,7 @@ pub struct TestImages {
 /// Repository of the test launcher image.
 pub const LAUNCHER_REPO: &str = "sdx-test/launcher";
 /// Tag of the test images (bump when their content changes).
-pub const TAG: &str = "4";
+pub const TAG: &str = "5";
 
 /// Builds the test launcher and build images once per process.
 pub async fn test_images() -> TestImages {

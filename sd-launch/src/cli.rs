@@ -37,5 +37,12 @@ where
         }
     };
     let abort = signals::install();
-    Launcher::new(args).with_abort(abort).run().exit_code()
+    let (build_id, only_token) = (args.build_id, args.only_fetch_token);
+    let outcome = Launcher::new(args).with_abort(abort).run();
+    // The last line of a build: the launch handshake (see `handshake`); never after
+    // `--only-fetch-token`, whose output is the token alone.
+    if !only_token {
+        say(&crate::handshake::line(build_id, outcome));
+    }
+    outcome.exit_code()
 }

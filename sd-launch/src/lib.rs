@@ -58,6 +58,7 @@
 pub mod api;
 pub mod args;
 mod cli;
+pub mod handshake;
 pub mod logs;
 pub mod run;
 pub mod signals;
