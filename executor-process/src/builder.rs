@@ -32,6 +32,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("launchMode", "EXECUTOR_PROCESS_LAUNCH_MODE"),
     ("passEnv", "EXECUTOR_PROCESS_PASS_ENV"),
     ("tokenEnv", "EXECUTOR_PROCESS_TOKEN_ENV"),
+    ("cgroups", "EXECUTOR_PROCESS_CGROUPS"),
 ];
 
 /// Builds a [`ProcessExecutor`].
@@ -146,13 +147,8 @@ impl ProcessExecutorBuilder {
                     .map(String::from)
                     .collect()
             }
-            "tokenEnv" => {
-                c.token_env = match value.trim() {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" | "" => false,
-                    other => return Err(format!("must be true or false, got {other:?}")),
-                }
-            }
+            "tokenEnv" => c.token_env = boolean(value)?,
+            "cgroups" => c.cgroups = boolean(value)?,
             _ => match key.strip_prefix("env.") {
                 Some(name) => {
                     c.env.insert(name.to_string(), value.to_string());
@@ -230,6 +226,14 @@ impl ProcessExecutorBuilder {
         self
     }
 
+    /// Whether each build gets a cgroup (v2) of its own where the machine allows it
+    /// (default `true`); without one a build is tracked by process group and marker
+    /// variable (see the crate docs for what escapes then).
+    pub fn with_cgroups(mut self, yes: bool) -> Self {
+        self.config.cgroups = yes;
+        self
+    }
+
     /// Validates the options, creates the state directory, and adopts builds a previous
     /// instance left running there. Errors are [`executor_base::ErrorKind::ConfigInvalid`]
     /// naming the option.
@@ -280,6 +284,12 @@ impl ProcessExecutorBuilder {
                     "value contains a NUL byte".into(),
                 ));
             }
+            if name == crate::tree::MARK_ENV {
+                return Err(bad(
+                    &format!("env[{name}]"),
+                    "is set by the executor: it marks every process of a build".into(),
+                ));
+            }
             if name == TOKEN_ENV || name == TOKEN_FILE_ENV {
                 return Err(bad(
                     &format!("env[{name}]"),
@@ -325,7 +335,16 @@ impl ProcessExecutorBuilder {
             env: c.env.into_iter().collect(),
             pass_env: c.pass_env,
             token_env: c.token_env,
+            cgroups: c.cgroups,
         })
+    }
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        other => Err(format!("must be true or false, got {other:?}")),
     }
 }
 
@@ -381,6 +400,8 @@ pub(crate) struct Settings {
     pub env: Vec<(String, String)>,
     pub pass_env: Vec<String>,
     pub token_env: bool,
+    /// Whether to try one cgroup per build.
+    pub cgroups: bool,
 }
 
 impl Settings {

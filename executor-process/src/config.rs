@@ -69,6 +69,12 @@ pub struct ProcessConfig {
     /// (`tokenEnv`, default `false`). Any process of the same user can read another
     /// process's environment through `/proc/<pid>/environ`, so prefer the file.
     pub token_env: bool,
+    /// Give each build a cgroup (v2) of its own where the machine allows it (`cgroups`,
+    /// default `true`): stop and timeout then kill every process of the build, daemons
+    /// that left its session included, and OOM kills are counted per build when the
+    /// memory controller can be enabled. Without one, builds are tracked by process group
+    /// and the `SD_PROCESS_BUILD` marker variable.
+    pub cgroups: bool,
 }
 
 impl Default for ProcessConfig {
@@ -84,6 +90,7 @@ impl Default for ProcessConfig {
             env: BTreeMap::new(),
             pass_env: DEFAULT_PASS_ENV.iter().map(|s| (*s).to_string()).collect(),
             token_env: false,
+            cgroups: true,
         }
     }
 }
@@ -102,6 +109,7 @@ impl fmt::Debug for ProcessConfig {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("pass_env", &self.pass_env)
             .field("token_env", &self.token_env)
+            .field("cgroups", &self.cgroups)
             .finish()
     }
 }

@@ -20,6 +20,7 @@ use crate::os;
 use crate::record::{Build, BuildPaths, StopReason};
 use crate::requests::Requests;
 use crate::supervisor;
+use crate::tree::{Cgroups, Tree};
 
 /// How long an adopted build may sit without a recorded pid (another instance is
 /// starting it) before it counts as lost.
@@ -41,6 +42,8 @@ pub struct ProcessExecutor {
 /// State shared by the executor and its reaper and timer tasks.
 pub(crate) struct Inner {
     pub settings: Settings,
+    /// Where builds get their own cgroup, if anywhere.
+    pub cgroups: Cgroups,
     pub builds: Mutex<HashMap<BuildId, Arc<Build>>>,
     pub counter: BuildCounter,
     pub requests: Requests,
@@ -54,8 +57,17 @@ impl ProcessExecutor {
 
     /// Opens the state directory and adopts the builds a previous instance left running.
     pub(crate) async fn open(settings: Settings) -> Result<Self, Error> {
+        let cgroups = if settings.cgroups {
+            let dir = settings.builds_dir.clone();
+            tokio::task::spawn_blocking(move || Cgroups::detect(&dir))
+                .await
+                .unwrap_or_default()
+        } else {
+            Cgroups::disabled()
+        };
         let inner = Arc::new(Inner {
             settings,
+            cgroups,
             builds: Mutex::new(HashMap::new()),
             counter: BuildCounter::new(),
             requests: Requests::default(),
@@ -84,6 +96,44 @@ impl ProcessExecutor {
     /// the build's directory.
     pub fn log_path(&self, build_id: BuildId) -> PathBuf {
         BuildPaths::new(&self.inner.settings.builds_dir, build_id).log()
+    }
+
+    /// Where `launch` spools what it could not report while the API was unreachable
+    /// (`<stateDir>/builds/<id>/spool.jsonl`, passed as `SD_SPOOL_FILE`): the API reads it
+    /// when it adopts the build (see `sd_launch::spool`).
+    pub fn spool_path(&self, build_id: BuildId) -> PathBuf {
+        BuildPaths::new(&self.inner.settings.builds_dir, build_id).spool()
+    }
+
+    /// Whether builds get a cgroup of their own on this machine.
+    pub fn uses_cgroups(&self) -> bool {
+        self.inner.cgroups.enabled()
+    }
+
+    /// The pids of build `id`'s live processes found through its cgroup and marker
+    /// variable (not its process group alone); empty once it is over.
+    pub fn processes(&self, build_id: BuildId) -> Vec<u32> {
+        let paths = BuildPaths::new(&self.inner.settings.builds_dir, build_id);
+        let cgroup = self
+            .inner
+            .lookup(build_id)
+            .and_then(|b| b.snapshot().cgroup);
+        let mark = paths.mark();
+        Tree {
+            pgid: None,
+            cgroup: cgroup.as_deref(),
+            mark: &mark,
+        }
+        .members()
+    }
+
+    /// Stops every live build in the state directory, those this instance started and
+    /// those it adopted from an earlier one, and waits until they ended. Unlike
+    /// [`Executor::cleanup`] (which never stops a live build), this is the explicit "stop
+    /// everything" of a server shutting down with its builds.
+    pub async fn stop_all(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        inner.requests.track(inner.stop_all()).await
     }
 
     /// The process id (and process group id) of a build's supervisor, the parent of its
@@ -154,7 +204,7 @@ impl Inner {
             return;
         }
         if let Some(status) = build.paths.load().and_then(|r| r.status) {
-            build.finish(status);
+            build.finish(status).await;
             return;
         }
         build.merge_disk_stop();
@@ -162,22 +212,26 @@ impl Inner {
         let Some(pid) = r.pid else {
             let age = (Utc::now() - r.started_at).to_std().unwrap_or_default();
             if let Some(reason) = r.stop {
-                build.finish(r.stopped_status(reason));
+                build.finish(r.stopped_status(reason)).await;
             } else if age > START_WINDOW {
-                build.finish(BuildStatus::lost(
-                    Some(false),
-                    "launch was never spawned: the executor stopped while starting it",
-                ));
+                build
+                    .finish(BuildStatus::lost(
+                        Some(false),
+                        "launch was never spawned: the executor stopped while starting it",
+                    ))
+                    .await;
             }
             return;
         };
         if os::is_alive(pid, r.proc_start) {
             return;
         }
+        // The supervisor is gone: whatever the build left running goes too.
+        self.kill_tree(build).await;
         // The owner may be about to record the exit.
         tokio::time::sleep(EXIT_RECORD_WAIT).await;
         if let Some(status) = build.paths.load().and_then(|r| r.status) {
-            build.finish(status);
+            build.finish(status).await;
             return;
         }
         build.merge_disk_stop();
@@ -192,7 +246,28 @@ impl Inner {
                 ),
             )),
         };
-        build.finish(status);
+        build.finish(status).await;
+    }
+
+    /// SIGKILLs every process of `build` (process group, cgroup, marked processes) on a
+    /// blocking thread and waits until they are gone.
+    pub(crate) async fn kill_tree(&self, build: &Build) {
+        let r = build.snapshot();
+        let mark = build.paths.mark();
+        let id = build.id;
+        let killed = tokio::task::spawn_blocking(move || {
+            Tree {
+                pgid: r.pid,
+                cgroup: r.cgroup.as_deref(),
+                mark: &mark,
+            }
+            .kill()
+        })
+        .await
+        .unwrap_or_default();
+        if killed > 0 {
+            tracing::info!(build_id = %id, killed, "killed processes the build left running");
+        }
     }
 
     /// The status of build `id`.

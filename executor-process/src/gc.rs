@@ -1,5 +1,6 @@
 //! `gc` and `cleanup`: builds past their expiry (start + timeout + the 30-minute token
-//! buffer) are stopped and their directories (log, state, work) removed.
+//! buffer) are stopped and their directories (log, state, work) removed; and `stop_all`,
+//! the explicit "stop every live build" (`cleanup` never stops a live build).
 //!
 //! A directory whose start never completed (no state file: the process that claimed it
 //! was killed half-way) is collected at once when its owner, written to its `owner` file
@@ -71,7 +72,11 @@ impl Inner {
                     map.remove(&id);
                 }
             }
-            match std::fs::remove_dir_all(&paths.dir) {
+            let dir = paths.dir.clone();
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match removed {
                 Ok(()) => tracing::info!(build_id = %id, "gc removed an expired build"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -112,25 +117,33 @@ impl Inner {
         Some(DateTime::<Utc>::from(modified) + chrono::Duration::minutes(i64::from(minutes)))
     }
 
-    /// Stops every build this executor started that is still running, then collects
-    /// expired builds.
+    /// `cleanup`: collects expired builds (see [`Inner::gc`]). It never stops a live build:
+    /// a server that restarts leaves its builds running and adopts them again.
     pub(crate) async fn cleanup(self: &Arc<Self>) -> Result<(), Error> {
+        self.gc(false).await.map(|_| ())
+    }
+
+    /// Stops every live build in the state directory (started by this instance or
+    /// adopted), concurrently; the first error is returned after all were tried.
+    pub(crate) async fn stop_all(self: &Arc<Self>) -> Result<(), Error> {
+        for id in self.build_ids_on_disk() {
+            self.lookup(id);
+        }
         let running: Vec<_> = self
             .builds
             .lock()
             .values()
-            .filter(|b| b.owned && !b.is_finished())
+            .filter(|b| !b.is_finished())
             .cloned()
             .collect();
         let stops = running
             .iter()
             .map(|b| self.terminate(b, StopReason::Canceled));
-        let results = futures::future::join_all(stops).await;
-        let gc = self.gc(false).await;
-        for r in results {
-            r?;
-        }
-        gc.map(|_| ())
+        futures::future::join_all(stops)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()
+            .map(|_| ())
     }
 }
 
@@ -165,7 +178,8 @@ mod tests {
             exec.inner
                 .lookup(b.build_id)
                 .unwrap()
-                .update(|r| r.expires_at = past);
+                .update(|r| r.expires_at = past)
+                .await;
         }
         std::fs::create_dir(state.path().join("builds").join("not-a-build")).unwrap();
 
@@ -198,6 +212,12 @@ mod tests {
         );
         assert!(exec.gc(false).await.unwrap().expired.is_empty());
         exec.cleanup().await.unwrap();
+        assert_eq!(
+            exec.status(&fresh.to_stop()).await.unwrap().phase,
+            Phase::Running,
+            "cleanup never stops a live build"
+        );
+        exec.stop_all().await.unwrap();
         assert_eq!(
             exec.status(&fresh.to_stop()).await.unwrap().phase,
             Phase::Canceled

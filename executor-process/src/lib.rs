@@ -17,9 +17,17 @@
 //!   `SD_STORE_URI`, `SD_BUILD_TIMEOUT`, ...). Secrets of the server never reach builds.
 //! * **Output**: stdout and stderr go to `<stateDir>/builds/<id>/build.log`
 //!   ([`ProcessExecutor::log_path`]); the working directory is `<stateDir>/builds/<id>/work`.
-//! * **Process group**: each build is the leader of its own group, so `stop` sends SIGTERM
-//!   to the whole tree (steps, their children), then SIGKILL after `stopGraceMs`. When
-//!   `launch` exits, whatever it left running in its group is killed too.
+//! * **The whole tree**: each build is the leader of its own process group and, where the
+//!   machine gives a writable cgroup v2 hierarchy (`cgroups`, default on), has a cgroup of
+//!   its own that the supervisor joins before it starts `launch`; every process of the
+//!   build also inherits `SD_PROCESS_BUILD=<stateDir>/builds/<id>`. `stop` sends SIGTERM to
+//!   the group (`launch` stops its step within its share of the grace, which it gets as
+//!   `SD_STOP_GRACE_MS`, and reports), then after `stopGraceMs` SIGKILLs the group, the
+//!   cgroup and every marked process: steps in their own groups and daemons that called
+//!   `setsid` included. When `launch` exits, whatever the build left running is killed
+//!   the same way before the build counts as finished. Without a cgroup, a process that
+//!   both leaves the group *and* drops the marker from its environment escapes (see the
+//!   `tree` module; a test shows both cases).
 //! * **Status**: running until the reaper task sees the exit; exit code 0 succeeds, others
 //!   fail (`launch`'s code 3 means its own build timeout: `TimedOut`); a signal we did not
 //!   send is a failure with the signal name as evidence, or out of memory when the cgroup's
@@ -44,7 +52,14 @@
 //!   a restart loses no timeout. `start_timer`/`stop_timer` are the trait's no-ops: wrap
 //!   the executor in `executor_base::timer::TimedExecutor` for the API-driven timers.
 //! * **gc / cleanup**: builds past start + timeout + 30 minutes are stopped and their
-//!   directories removed; `cleanup` also stops every build this instance started.
+//!   directories removed; `cleanup` does only that and never stops a live build (a server
+//!   restart leaves builds running). [`ProcessExecutor::stop_all`] is the explicit "stop
+//!   every live build of this state directory".
+//! * **Spool**: `launch` gets `SD_SPOOL_FILE=<stateDir>/builds/<id>/spool.jsonl` for the
+//!   reports it cannot deliver while the API is down ([`ProcessExecutor::spool_path`]).
+//! * **Blocking I/O** (the fsync of every state save, creating and removing build
+//!   directories, killing the tree) runs on Tokio's blocking threads, never on the async
+//!   workers.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -79,8 +94,9 @@
 //! * `/bin/sh` (POSIX, builtins only) as the supervisor: it is on every host that can run
 //!   `launch`'s steps, and outlives the executor without a helper binary to install.
 //!
-//! Linux is the target (procfs for pid identity, cgroup v2 for OOM evidence); on other
-//! Unix systems those extras are skipped and liveness falls back to `kill(pid, 0)`.
+//! Linux is the target (procfs for pid identity and the marker sweep, cgroup v2 for the
+//! build's cgroup and OOM evidence); on other Unix systems those extras are skipped and
+//! liveness falls back to `kill(pid, 0)`.
 
 mod builder;
 mod config;
@@ -97,6 +113,7 @@ mod stop;
 mod supervisor;
 #[cfg(test)]
 mod testutil;
+mod tree;
 
 pub use builder::{OPTIONS, ProcessExecutorBuilder};
 pub use config::{
@@ -105,6 +122,8 @@ pub use config::{
 };
 pub use executor::ProcessExecutor;
 pub use reaper::LAUNCH_EXIT_TIMEOUT;
+pub use spawn::{SPOOL_ENV, STOP_GRACE_ENV};
+pub use tree::MARK_ENV;
 
 /// The backend's name, as used by the router and `--executor process`.
 pub const SCHEME: &str = "process";

@@ -7,12 +7,15 @@
 //! evidence. Without cgroup v2 (or when the file is unreadable) nothing is guessed: the
 //! build is reported as killed by SIGKILL.
 //!
-//! The build shares the executor's cgroup (this backend creates none), so a rise can in
-//! principle come from another process of the same cgroup that was OOM-killed at the same
-//! moment the build was SIGKILLed by someone else; the evidence string names the cgroup so
-//! an operator can check.
+//! When the build has a cgroup of its own with the `memory` controller (see `tree`), the
+//! counter is the build's alone. Otherwise the build shares the executor's cgroup, so a
+//! rise can in principle come from another process of the same cgroup that was OOM-killed
+//! at the same moment the build was SIGKILLed by someone else; the evidence string names
+//! the cgroup so an operator can check.
 
 use std::path::{Path, PathBuf};
+
+use crate::tree::unified_path;
 
 /// The `oom_kill` count of a process's cgroup, taken when the build started.
 #[derive(Debug, Clone)]
@@ -33,6 +36,17 @@ impl OomProbe {
         let before = read_oom_kills(&events)?;
         Some(Self {
             cgroup: cgroup.to_string(),
+            events,
+            before,
+        })
+    }
+
+    /// The probe of a build's own cgroup directory `dir` (with the `memory` controller).
+    pub(crate) fn for_cgroup(dir: &Path) -> Option<Self> {
+        let events = dir.join("memory.events");
+        let before = read_oom_kills(&events)?;
+        Some(Self {
+            cgroup: dir.display().to_string(),
             events,
             before,
         })
@@ -60,15 +74,6 @@ impl OomProbe {
     }
 }
 
-/// The cgroup v2 path (`0::<path>`) in a `/proc/<pid>/cgroup` listing.
-fn unified_path(membership: &str) -> Option<&str> {
-    membership
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::trim)
-        .filter(|p| p.starts_with('/'))
-}
-
 fn read_oom_kills(events: &Path) -> Option<u64> {
     parse_oom_kills(&std::fs::read_to_string(events).ok()?)
 }
@@ -83,16 +88,6 @@ fn parse_oom_kills(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_unified_hierarchy() {
-        assert_eq!(
-            unified_path("0::/user.slice/sdx\n"),
-            Some("/user.slice/sdx")
-        );
-        assert_eq!(unified_path("12:memory:/x\n0::/\n"), Some("/"));
-        assert_eq!(unified_path("12:memory:/x\n"), None);
-    }
 
     #[test]
     fn parses_memory_events() {

@@ -22,6 +22,11 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) -> Result<bool, Errno> {
     }
 }
 
+/// Sends `signal` to the single process `pid`; `false` when it is gone (or not ours).
+pub(crate) fn signal_pid(pid: u32, signal: Signal) -> bool {
+    to_pid(pid).is_some_and(|p| kill(p, signal).is_ok())
+}
+
 /// `pid` as a nix `Pid`, refusing values that would address more than one process
 /// (0 is "my group", negative values are groups, 1 is init).
 fn to_pid(pid: u32) -> Option<Pid> {

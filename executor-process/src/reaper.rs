@@ -1,5 +1,9 @@
-//! The reaper: one task per spawned build waits for its exit and records the terminal
-//! status (exit code, signal, out of memory, or the stop the executor asked for).
+//! The reaper: one task per spawned build waits for its exit, kills what the build left
+//! running, and records the terminal status (exit code, signal, out of memory, or the stop
+//! the executor asked for).
+//!
+//! The order matters to whoever waits on the build: the leftovers are gone before the
+//! status turns terminal, so "finished" always means "no process of the build is left".
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -25,9 +29,12 @@ pub(crate) async fn reap(
 ) {
     let waited = child.wait().await;
     let pid = build.snapshot().pid.unwrap_or(0);
-    // The build is over when `launch` is: anything it left behind in its group goes too.
-    if let Err(e) = os::signal_group(pid, SIGKILL) {
-        tracing::warn!(build_id = %build.id, pid, error = %e, "cannot kill what the build left running");
+    // The build is over when `launch` is: anything it left behind goes too (its group,
+    // its cgroup, every process carrying its marker).
+    let peak = build.snapshot().cgroup.and_then(|cg| memory_peak(&cg));
+    inner.kill_tree(&build).await;
+    if peak.is_some() {
+        build.update(|r| r.memory_peak = peak).await;
     }
     // A stop asked by another process sharing the state directory (`sdx stop`) counts too.
     build.merge_disk_stop();
@@ -40,9 +47,20 @@ pub(crate) async fn reap(
         }
     };
     tracing::info!(build_id = %build.id, pid, %status, "build finished");
-    if build.finish(status.clone()) {
+    // Only the reaper finishes a build it owns: count it before waiters can see it end.
+    if !build.is_finished() {
         inner.counter.finished(&status);
     }
+    build.finish(status).await;
+}
+
+/// `memory.peak` of a build's cgroup, when the memory controller accounts it.
+fn memory_peak(cgroup: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(cgroup.join("memory.peak"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The status of a `launch` that exited on its own with `code`.

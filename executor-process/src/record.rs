@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use executor_base::{BuildId, BuildStatus};
@@ -46,6 +47,12 @@ pub(crate) struct Record {
     pub stop: Option<StopReason>,
     /// The terminal status, once known.
     pub status: Option<BuildStatus>,
+    /// The build's own cgroup (v2), when the machine allowed one (see `tree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
+    /// The most memory the build's cgroup used (`memory.peak`, bytes), when accounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak: Option<u64>,
 }
 
 impl Record {
@@ -93,6 +100,15 @@ impl BuildPaths {
     /// `build.log`: stdout and stderr of `launch`.
     pub(crate) fn log(&self) -> PathBuf {
         self.dir.join("build.log")
+    }
+    /// `spool.jsonl`: what `launch` could not report while the API was unreachable
+    /// (`SD_SPOOL_FILE`), for the API to read when it adopts the build.
+    pub(crate) fn spool(&self) -> PathBuf {
+        self.dir.join("spool.jsonl")
+    }
+    /// The value of the marker variable every process of the build inherits.
+    pub(crate) fn mark(&self) -> String {
+        self.dir.to_string_lossy().into_owned()
     }
     /// `work/`: the working directory of `launch`.
     pub(crate) fn work(&self) -> PathBuf {
@@ -154,6 +170,9 @@ pub(crate) struct Build {
     /// the state directory after a restart are *adopted*: watched by polling their pid.
     pub owned: bool,
     record: Mutex<Record>,
+    /// Bumped by every change of `record`; `saved` is the last one written to disk.
+    changes: AtomicU64,
+    saved: tokio::sync::Mutex<u64>,
     changed: watch::Sender<u64>,
     timers: Mutex<Vec<AbortHandle>>,
 }
@@ -166,6 +185,8 @@ impl Build {
             paths,
             owned,
             record: Mutex::new(record),
+            changes: AtomicU64::new(0),
+            saved: tokio::sync::Mutex::new(0),
             changed: watch::channel(0).0,
             timers: Mutex::new(Vec::new()),
         }
@@ -186,35 +207,61 @@ impl Build {
         self.changed.subscribe()
     }
 
-    /// Changes the record with `f`, persists it, and wakes waiters.
-    pub(crate) fn update<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
-        let out = {
-            let mut r = self.record.lock();
-            let out = f(&mut r);
-            if let Err(e) = self.paths.save(&r) {
-                tracing::warn!(build_id = %self.id, error = %e, "cannot persist build state");
-            }
-            out
-        };
+    /// Changes the record with `f`, persists it (on a blocking thread: the save ends with
+    /// an fsync), and wakes waiters. A failed save is logged; see [`Build::set_spawned`].
+    pub(crate) async fn update<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
+        let (out, change, snapshot) = self.change(f);
+        if let Err(e) = self.persist(change, snapshot).await {
+            tracing::warn!(build_id = %self.id, error = %e, "cannot persist build state");
+        }
         self.changed.send_modify(|n| *n += 1);
         out
     }
 
-    /// Records the spawned process; unlike [`Build::update`], failing to persist is an
-    /// error (the state file is what lets a restarted executor find the process).
-    pub(crate) fn set_spawned(&self, pid: u32, proc_start: Option<u64>) -> std::io::Result<()> {
-        {
-            let mut r = self.record.lock();
-            r.pid = Some(pid);
-            r.proc_start = proc_start;
-            self.paths.save(&r)?;
+    /// Applies `f` in memory; returns its result, the change number and the new record.
+    fn change<T>(&self, f: impl FnOnce(&mut Record) -> T) -> (T, u64, Record) {
+        let mut r = self.record.lock();
+        let out = f(&mut r);
+        let change = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        (out, change, r.clone())
+    }
+
+    /// Writes `snapshot` (change number `change`) unless a later change is already on
+    /// disk, so concurrent updates never leave an older record on disk.
+    async fn persist(&self, change: u64, snapshot: Record) -> std::io::Result<()> {
+        let mut saved = self.saved.lock().await;
+        if change <= *saved {
+            return Ok(());
         }
-        self.changed.send_modify(|n| *n += 1);
+        let paths = self.paths.clone();
+        tokio::task::spawn_blocking(move || paths.save(&snapshot))
+            .await
+            .map_err(std::io::Error::other)??;
+        *saved = change;
         Ok(())
     }
 
+    /// Records the spawned process and its cgroup; unlike [`Build::update`], failing to
+    /// persist is an error (the state file is what lets a restarted executor find the
+    /// process).
+    pub(crate) async fn set_spawned(
+        &self,
+        pid: u32,
+        proc_start: Option<u64>,
+        cgroup: Option<PathBuf>,
+    ) -> std::io::Result<()> {
+        let (_, change, snapshot) = self.change(|r| {
+            r.pid = Some(pid);
+            r.proc_start = proc_start;
+            r.cgroup = cgroup;
+        });
+        let saved = self.persist(change, snapshot).await;
+        self.changed.send_modify(|n| *n += 1);
+        saved
+    }
+
     /// Marks the build to be stopped for `reason` (the first reason wins).
-    pub(crate) fn request_stop(&self, reason: StopReason) -> StopRequest {
+    pub(crate) async fn request_stop(&self, reason: StopReason) -> StopRequest {
         if self.is_finished() {
             return StopRequest::Finished;
         }
@@ -226,6 +273,7 @@ impl Build {
                 StopRequest::Pending
             }
         })
+        .await
     }
 
     /// Takes a stop decision another executor instance wrote to the state file (e.g.
@@ -238,16 +286,20 @@ impl Build {
 
     /// Records the terminal `status` unless one is already recorded; removes the token
     /// file and cancels timers. Returns whether this call made the build terminal.
-    pub(crate) fn finish(&self, status: BuildStatus) -> bool {
-        let made_terminal = self.update(|r| {
-            if r.status.is_some() {
-                false
-            } else {
-                r.status = Some(status);
-                true
-            }
-        });
+    pub(crate) async fn finish(&self, status: BuildStatus) -> bool {
+        // First, so whoever sees the terminal status finds the token gone.
         self.paths.remove_token();
+        let made_terminal = self
+            .update(|r| {
+                if r.status.is_some() {
+                    false
+                } else {
+                    r.status = Some(status);
+                    true
+                }
+            })
+            .await;
+        // Last: a timer task finishing its own build is aborted at its next `.await`.
         self.cancel_timers();
         made_terminal
     }
@@ -292,6 +344,8 @@ mod tests {
             expires_at: now,
             stop: None,
             status: None,
+            cgroup: None,
+            memory_peak: None,
         }
     }
 
@@ -309,22 +363,50 @@ mod tests {
         assert_eq!(std::fs::read_dir(&paths.dir).unwrap().count(), 1);
     }
 
-    #[test]
-    fn first_stop_reason_and_first_status_win() {
+    #[tokio::test]
+    async fn first_stop_reason_and_first_status_win() {
         let dir = tempfile::tempdir().unwrap();
         let paths = BuildPaths::new(dir.path(), BuildId::new(6).unwrap());
         std::fs::create_dir(&paths.dir).unwrap();
         std::fs::write(paths.token(), "t").unwrap();
         let b = Build::new(paths.clone(), record(6), true);
-        assert_eq!(b.request_stop(StopReason::TimedOut), StopRequest::Pending);
-        assert_eq!(b.request_stop(StopReason::Canceled), StopRequest::Pending);
+        assert_eq!(
+            b.request_stop(StopReason::TimedOut).await,
+            StopRequest::Pending
+        );
+        assert_eq!(
+            b.request_stop(StopReason::Canceled).await,
+            StopRequest::Pending
+        );
         assert_eq!(b.snapshot().stop, Some(StopReason::TimedOut));
-        assert!(b.finish(BuildStatus::canceled()));
-        assert!(!b.finish(BuildStatus::succeeded()));
+        assert!(b.finish(BuildStatus::canceled()).await);
+        assert!(!b.finish(BuildStatus::succeeded()).await);
         assert_eq!(b.snapshot().status, Some(BuildStatus::canceled()));
-        assert_eq!(b.request_stop(StopReason::Canceled), StopRequest::Finished);
+        assert_eq!(
+            b.request_stop(StopReason::Canceled).await,
+            StopRequest::Finished
+        );
         assert!(!paths.token().exists(), "finish removes the token file");
         assert_eq!(paths.load().unwrap().status, Some(BuildStatus::canceled()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_updates_leave_the_latest_record_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BuildPaths::new(dir.path(), BuildId::new(7).unwrap());
+        std::fs::create_dir(&paths.dir).unwrap();
+        let b = std::sync::Arc::new(Build::new(paths.clone(), record(7), true));
+        let tasks: Vec<_> = (0..50u32)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.update(|r| r.timeout_minutes += i + 1).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(b.snapshot().timeout_minutes, 90 + (1..=50).sum::<u32>());
+        assert_eq!(paths.load().unwrap(), b.snapshot());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `start`: claims the build's directory, writes the token file, and spawns `launch` in
-//! its own process group with its output going to `build.log`.
+//! its own process group (and cgroup, where the machine allows) with its output going to
+//! `build.log`.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,13 @@ use crate::os;
 use crate::reaper::reap;
 use crate::record::{Build, BuildPaths, Record, StopReason};
 use crate::supervisor;
+use crate::tree::{MARK_ENV, Tree};
+
+/// Where `launch` spools the reports it could not deliver (read by `sd_launch`).
+pub const SPOOL_ENV: &str = "SD_SPOOL_FILE";
+/// The executor's stop grace in milliseconds, which `launch` divides between stopping its
+/// step and reporting (read by `sd_launch`).
+pub const STOP_GRACE_ENV: &str = "SD_STOP_GRACE_MS";
 
 /// A leftover build directory without a state file younger than this is taken to be a
 /// build another instance is starting right now.
@@ -62,6 +71,8 @@ impl Inner {
             expires_at: now + minutes(timeout_minutes + TOKEN_BUFFER_MINUTES),
             stop: None,
             status: None,
+            cgroup: None,
+            memory_peak: None,
         };
         let paths = BuildPaths::new(&self.settings.builds_dir, id);
         let build = Arc::new(Build::new(paths, record, true));
@@ -78,7 +89,7 @@ impl Inner {
             }
             map.insert(id, build.clone());
         }
-        match self.spawn(&build, cfg, timeout_minutes) {
+        match self.spawn(&build, cfg, timeout_minutes).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let mut map = self.builds.lock();
@@ -96,75 +107,99 @@ impl Inner {
         }
     }
 
-    /// Claims the directory, spawns, and removes the directory again on failure.
-    fn spawn(
+    /// Claims the directory, spawns, and removes the directory again on failure (the
+    /// directory work runs on a blocking thread).
+    async fn spawn(
         self: &Arc<Self>,
         build: &Arc<Build>,
         cfg: &StartConfig,
         timeout_minutes: u32,
     ) -> Result<(), Error> {
-        claim_dir(&build.paths, build.id)?;
-        crate::gc::write_owner(&build.paths.dir);
-        let result = self.spawn_in_dir(build, cfg, timeout_minutes);
-        if result.is_err()
-            && let Err(e) = std::fs::remove_dir_all(&build.paths.dir)
-        {
-            tracing::warn!(build_id = %build.id, error = %e, "cannot remove the directory of a failed start");
+        let paths = build.paths.clone();
+        let id = build.id;
+        let token = (!self.settings.token_env).then(|| expose_token(&cfg.token).to_string());
+        let prepared = tokio::task::spawn_blocking(move || {
+            claim_dir(&paths, id)?;
+            crate::gc::write_owner(&paths.dir);
+            let prepared = prepare_dir(&paths, token.as_deref());
+            if prepared.is_err() {
+                remove_dir(&paths);
+            }
+            prepared
+        })
+        .await
+        .map_err(|e| {
+            error::io(
+                "start",
+                "cannot prepare the build directory",
+                &build.paths.dir,
+                std::io::Error::other(e),
+            )
+        })??;
+        let cgroup = if self.cgroups.enabled() {
+            let cgroups = self.cgroups.clone();
+            tokio::task::spawn_blocking(move || cgroups.create(id))
+                .await
+                .unwrap_or_default()
+        } else {
+            None
+        };
+        let result = self
+            .spawn_in_dir(build, cfg, timeout_minutes, prepared, cgroup.clone())
+            .await;
+        if result.is_err() {
+            let paths = build.paths.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                remove_dir(&paths);
+                if let Some(cg) = cgroup {
+                    crate::tree::remove_cgroup(&cg);
+                }
+            })
+            .await;
         }
         result
     }
 
-    fn spawn_in_dir(
+    async fn spawn_in_dir(
         self: &Arc<Self>,
         build: &Arc<Build>,
         cfg: &StartConfig,
         timeout_minutes: u32,
+        prepared: Prepared,
+        cgroup: Option<PathBuf>,
     ) -> Result<(), Error> {
         let s = &self.settings;
         let paths = &build.paths;
         let delivery = if s.token_env {
             TokenDelivery::EnvFromSecret
         } else {
-            let token_path = paths.token();
-            write_private(&token_path, expose_token(&cfg.token).as_bytes())
-                .map_err(|e| error::io("start", "cannot write the token file", &token_path, e))?;
-            TokenDelivery::File(token_path.to_string_lossy().into_owned())
+            TokenDelivery::File(paths.token().to_string_lossy().into_owned())
         };
-        let work = paths.work();
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&work)
-            .map_err(|e| error::io("start", "cannot create the work directory", &work, e))?;
-        let log_path = paths.log();
-        let log = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(|e| error::io("start", "cannot create the build log", &log_path, e))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| error::io("start", "cannot share the build log", &log_path, e))?;
-
         let job_tools = s
             .job_tools
             .to_str()
             .expect("validated as UTF-8 by the builder");
         let spec = LaunchSpec::new(cfg, job_tools, &s.ecosystem, timeout_minutes);
         let launch = spec.native(&delivery);
-        // `launch` runs under the supervisor, which records its exit code in the build's
-        // directory for a later instance (see `supervisor`).
+        let cgroup_procs = cgroup
+            .as_ref()
+            .map(|c| c.join("cgroup.procs").into_os_string())
+            .unwrap_or_default();
+        // `launch` runs under the supervisor, which joins the build's cgroup and records
+        // launch's exit code in the build's directory for a later instance (see
+        // `supervisor`).
         let mut command = Command::new(supervisor::SHELL);
         command
             .args(["-c", supervisor::SCRIPT, supervisor::ARG0])
             .arg(paths.exit())
+            .arg(cgroup_procs)
             .arg(&launch.entrypoint)
             .args(&launch.args)
             .env_clear()
-            .current_dir(&work)
+            .current_dir(paths.work())
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
+            .stdout(Stdio::from(prepared.log))
+            .stderr(Stdio::from(prepared.log_err))
             // Its own process group: `stop` signals the whole tree, and a Ctrl-C aimed at
             // the server's terminal group does not reach builds.
             .process_group(0)
@@ -176,6 +211,12 @@ impl Inner {
         }
         command.envs(s.env.iter().map(|(k, v)| (k, v)));
         command.envs(launch.env.iter().map(|(k, v)| (k, v)));
+        // Set last, so nothing overrides them: the marker every process of the build
+        // inherits, where launch spools reports, and launch's share of the stop grace.
+        command
+            .env(MARK_ENV, paths.mark())
+            .env(SPOOL_ENV, paths.spool())
+            .env(STOP_GRACE_ENV, s.stop_grace.as_millis().to_string());
         if s.token_env {
             command.env(TOKEN_ENV, expose_token(&cfg.token));
         }
@@ -185,10 +226,22 @@ impl Inner {
             .map_err(|e| error::spawn(std::path::Path::new(supervisor::SHELL), e))?;
         let pid = child.id().expect("a just spawned child has a pid");
         let proc_start = os::proc_start_time(pid);
-        let oom = OomProbe::for_pid(pid);
-        if let Err(e) = build.set_spawned(pid, proc_start) {
+        let oom = match &cgroup {
+            Some(cg) if self.cgroups.has_memory() => OomProbe::for_cgroup(cg),
+            _ => OomProbe::for_pid(pid),
+        };
+        if let Err(e) = build.set_spawned(pid, proc_start, cgroup.clone()).await {
             // Without a state file a restart could neither find nor stop the build.
-            let _ = os::signal_group(pid, os::SIGKILL);
+            let mark = paths.mark();
+            let _ = tokio::task::spawn_blocking(move || {
+                Tree {
+                    pgid: Some(pid),
+                    cgroup: cgroup.as_deref(),
+                    mark: &mark,
+                }
+                .kill()
+            })
+            .await;
             tokio::spawn(async move {
                 let mut child = child;
                 let _ = child.wait().await;
@@ -200,12 +253,51 @@ impl Inner {
                 e,
             ));
         }
-        tracing::info!(build_id = %build.id, pid, "build started");
+        tracing::info!(build_id = %build.id, pid, cgroup = ?build.snapshot().cgroup, "build started");
         self.counter.started();
         tokio::spawn(reap(self.clone(), build.clone(), child, oom));
         let kill_at = build.snapshot().kill_at;
         self.arm_deadline(build, kill_at, StopReason::TimedOut);
         Ok(())
+    }
+}
+
+/// The open files of a prepared build directory.
+struct Prepared {
+    log: File,
+    log_err: File,
+}
+
+/// Writes the token file (unless the token goes through the environment), creates the
+/// work directory and the build log. Blocking.
+fn prepare_dir(paths: &BuildPaths, token: Option<&str>) -> Result<Prepared, Error> {
+    if let Some(token) = token {
+        let token_path = paths.token();
+        write_private(&token_path, token.as_bytes())
+            .map_err(|e| error::io("start", "cannot write the token file", &token_path, e))?;
+    }
+    let work = paths.work();
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&work)
+        .map_err(|e| error::io("start", "cannot create the work directory", &work, e))?;
+    let log_path = paths.log();
+    let log = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(|e| error::io("start", "cannot create the build log", &log_path, e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| error::io("start", "cannot share the build log", &log_path, e))?;
+    Ok(Prepared { log, log_err })
+}
+
+/// Removes the directory of a start that failed. Blocking.
+fn remove_dir(paths: &BuildPaths) {
+    if let Err(e) = std::fs::remove_dir_all(&paths.dir) {
+        tracing::warn!(path = %paths.dir.display(), error = %e, "cannot remove the directory of a failed start");
     }
 }
 

@@ -1,5 +1,7 @@
-//! `stop`: SIGTERM to the build's process group, SIGKILL after the grace, and waiting
-//! until the exit is recorded. Idempotent; stopping an unknown or finished build is `Ok`.
+//! `stop`: SIGTERM to the build's process group (the supervisor and `launch`, which stops
+//! its step within its share of the grace and reports), SIGKILL to every process of the
+//! build after the grace (group, cgroup, marked processes: see `tree`), and waiting until
+//! the exit is recorded. Idempotent; stopping an unknown or finished build is `Ok`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +36,7 @@ impl Inner {
         reason: StopReason,
     ) -> Result<(), Error> {
         self.refresh(build).await;
-        if build.request_stop(reason) == StopRequest::Finished {
+        if build.request_stop(reason).await == StopRequest::Finished {
             build.paths.remove_token();
             return Ok(());
         }
@@ -57,6 +59,8 @@ impl Inner {
             tracing::info!(build_id = %build.id, pid, "build did not exit within the grace; sending SIGKILL");
             signal(build, pid, SIGKILL)?;
         }
+        // Every process of the build: its cgroup and marked processes outside the group.
+        self.kill_tree(build).await;
         if self.wait_finished(build, KILL_WAIT).await {
             return Ok(());
         }
@@ -154,7 +158,7 @@ mod tests {
         // Pretend the deadline passed: re-arm the backstop as a restart would.
         let build = exec.inner.lookup(b.build_id).unwrap();
         let past = Utc::now() - chrono::Duration::seconds(1);
-        build.update(|r| r.kill_at = past);
+        build.update(|r| r.kill_at = past).await;
         exec.inner.arm_deadline(&build, past, StopReason::TimedOut);
         let s = exec
             .wait_until_finished(

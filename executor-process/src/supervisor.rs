@@ -12,6 +12,9 @@
 //!   signal on itself (core dumps off), so the reaper still sees the signal, including
 //!   SIGKILL for the out-of-memory check.
 //!
+//! It first moves itself into the build's cgroup (when the executor made one), so
+//! `launch` and everything it starts are born inside it.
+//!
 //! Only builtins are used (`printf`, `trap`, `kill`, `ulimit`), so an empty `PATH` is fine.
 //! The shell convention makes an exit code above 128 mean "killed by signal code - 128";
 //! `launch` uses 0-3.
@@ -25,8 +28,13 @@ use crate::reaper;
 /// The shell every build runs under.
 pub(crate) const SHELL: &str = "/bin/sh";
 
-/// The supervisor script; `$1` is the exit file, the rest is the `launch` command.
-pub(crate) const SCRIPT: &str = r#"f="$1"; shift
+/// The supervisor script; `$1` is the exit file, `$2` the `cgroup.procs` file of the
+/// build's cgroup (empty: none), the rest is the `launch` command. It joins the cgroup
+/// before it starts `launch`, so every later process of the build is born inside.
+pub(crate) const SCRIPT: &str = r#"f="$1"; cg="$2"; shift 2
+if [ -n "$cg" ] && ! { printf '%s\n' "$$" > "$cg"; } 2>/dev/null; then
+  printf 'sd-supervise: cannot join the cgroup %s; the build is tracked by process group and marker\n' "$cg" >&2
+fi
 trap : TERM INT HUP
 "$@"
 code=$?
@@ -67,6 +75,7 @@ mod tests {
         let status = std::process::Command::new(SHELL)
             .args(["-c", SCRIPT, ARG0])
             .arg(&exit)
+            .arg("")
             .args([SHELL, "-c", launch])
             .env_clear()
             .stderr(std::process::Stdio::null())

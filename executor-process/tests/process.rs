@@ -430,7 +430,7 @@ fn a_build_that_ended_while_no_executor_ran_keeps_its_exit_code() {
 }
 
 #[tokio::test]
-async fn cleanup_stops_what_it_started() {
+async fn cleanup_never_stops_live_builds_and_stop_all_does() {
     let tools = job_tools("exec sleep 3600");
     let state = tempfile::tempdir().unwrap();
     let exec = executor(tools.path(), state.path(), state.path()).await;
@@ -444,9 +444,19 @@ async fn cleanup_stops_what_it_started() {
         .collect();
     exec.cleanup().await.unwrap();
     exec.cleanup().await.unwrap();
-    for (b, pid) in builds.iter().zip(pids) {
+    for (b, pid) in builds.iter().zip(&pids) {
         assert_eq!(
             exec.status(&b.to_stop()).await.unwrap().phase,
+            Phase::Running
+        );
+        assert!(alive(*pid));
+    }
+    // A second instance (a restarted server) stops what the first one started.
+    let second = executor(tools.path(), state.path(), state.path()).await;
+    second.stop_all().await.unwrap();
+    for (b, pid) in builds.iter().zip(pids) {
+        assert_eq!(
+            second.status(&b.to_stop()).await.unwrap().phase,
             Phase::Canceled
         );
         wait_dead(pid).await;
@@ -456,6 +466,204 @@ async fn cleanup_stops_what_it_started() {
         report.expired.is_empty(),
         "nothing is expired yet: {report:?}"
     );
+}
+
+/// A launch that starts a step in a process group of its own (as `sd-launch` does) and a
+/// daemon that left the session with `setsid`, records their pids, and waits.
+const ESCAPING_LAUNCH: &str = r#"
+set -m
+sleep 3600 & echo $! > "$OUT/step"
+setsid sh -c 'echo $$ > "$OUT/daemon.tmp"; mv "$OUT/daemon.tmp" "$OUT/daemon"; exec sleep 3600' < /dev/null > /dev/null 2>&1 &
+while :; do sleep 1; done
+"#;
+
+async fn escaped_pids(out: &std::path::Path) -> Vec<u32> {
+    let step: u32 = wait_file(&file(out, "step")).await.parse().unwrap();
+    let daemon: u32 = wait_file(&file(out, "daemon")).await.parse().unwrap();
+    vec![step, daemon]
+}
+
+async fn stop_kills_processes_that_left_the_group(cgroups: bool, id: u64) {
+    let tools = job_tools(ESCAPING_LAUNCH);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = common::builder(tools.path(), state.path(), out.path())
+        .with_cgroups(cgroups)
+        .build()
+        .await
+        .unwrap();
+    let b = build(id, "tok");
+    exec.start(&b).await.unwrap();
+    let pids = escaped_pids(out.path()).await;
+    for pid in &pids {
+        assert!(alive(*pid));
+        assert!(
+            exec.processes(b.build_id).contains(pid),
+            "process {pid} is not found as part of the build (cgroups {cgroups})"
+        );
+    }
+    exec.stop(&b.to_stop()).await.unwrap();
+    for pid in &pids {
+        assert!(
+            !alive(*pid),
+            "process {pid} survived stop (cgroups {cgroups})"
+        );
+    }
+    assert!(exec.processes(b.build_id).is_empty());
+}
+
+#[tokio::test]
+async fn stop_kills_step_groups_and_setsid_daemons_with_cgroups() {
+    stop_kills_processes_that_left_the_group(true, 27).await;
+}
+
+#[tokio::test]
+async fn stop_kills_step_groups_and_setsid_daemons_without_cgroups() {
+    stop_kills_processes_that_left_the_group(false, 28).await;
+}
+
+/// A daemon that leaves the session *and* drops the marker from its environment: only the
+/// build's cgroup still holds it.
+const UNMARKED_DAEMON: &str = r#"
+env -i setsid /bin/sh -c 'echo $$ > "$0/daemon.tmp"; mv "$0/daemon.tmp" "$0/daemon"; exec sleep 3600' "$OUT" < /dev/null > /dev/null 2>&1 &
+while :; do sleep 1; done
+"#;
+
+#[tokio::test]
+async fn with_a_cgroup_even_an_unmarked_daemon_in_its_own_session_is_killed() {
+    let tools = job_tools(UNMARKED_DAEMON);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    if !exec.uses_cgroups() {
+        eprintln!("skipped: this machine gives no writable cgroup v2 hierarchy");
+        return;
+    }
+    let b = build(32, "tok");
+    exec.start(&b).await.unwrap();
+    let daemon: u32 = wait_file(&file(out.path(), "daemon"))
+        .await
+        .parse()
+        .unwrap();
+    let record = std::fs::read_to_string(state.path().join("builds/32/state.json")).unwrap();
+    assert!(record.contains("\"cgroup\""), "{record}");
+    assert!(exec.processes(b.build_id).contains(&daemon));
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert!(
+        !alive(daemon),
+        "the daemon survived although it was in the build's cgroup"
+    );
+}
+
+#[tokio::test]
+async fn without_cgroups_an_unmarked_daemon_in_its_own_session_escapes_as_documented() {
+    let tools = job_tools(UNMARKED_DAEMON);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = common::builder(tools.path(), state.path(), out.path())
+        .with_cgroups(false)
+        .build()
+        .await
+        .unwrap();
+    let b = build(33, "tok");
+    exec.start(&b).await.unwrap();
+    let daemon: u32 = wait_file(&file(out.path(), "daemon"))
+        .await
+        .parse()
+        .unwrap();
+    exec.stop(&b.to_stop()).await.unwrap();
+    let escaped = alive(daemon);
+    // Ours to clean up: the documented escape.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon as i32),
+        nix::sys::signal::SIGKILL,
+    );
+    assert!(
+        escaped,
+        "the crate docs say this daemon escapes without a cgroup"
+    );
+}
+
+#[tokio::test]
+async fn a_build_that_ends_takes_its_daemons_along() {
+    let tools = job_tools(
+        r#"setsid sh -c 'echo $$ > "$OUT/daemon.tmp"; mv "$OUT/daemon.tmp" "$OUT/daemon"; exec sleep 3600' < /dev/null > /dev/null 2>&1 &
+while [ ! -e "$OUT/daemon" ]; do sleep 0.05; done"#,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let b = build(29, "tok");
+    exec.start(&b).await.unwrap();
+    assert_eq!(finished(&exec, &b.to_stop()).await.phase, Phase::Succeeded);
+    let daemon: u32 = wait_file(&file(out.path(), "daemon"))
+        .await
+        .parse()
+        .unwrap();
+    assert!(!alive(daemon), "the daemon outlived its build");
+}
+
+#[test]
+fn the_backstop_of_a_restarted_executor_kills_every_process_of_the_build() {
+    // Before: only the supervisor's group was signalled, so the step (own group) and the
+    // daemon (own session) of a build adopted after a restart survived its timeout.
+    let tools = job_tools(ESCAPING_LAUNCH);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let b = build(30, "tok");
+    let (pid, pids) = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let r = rt.block_on(async {
+            let exec = executor(tools.path(), state.path(), out.path()).await;
+            exec.start(&b).await.unwrap();
+            (
+                exec.pid(b.build_id).unwrap(),
+                escaped_pids(out.path()).await,
+            )
+        });
+        rt.shutdown_background();
+        r
+    };
+    // The deadline passed while no executor ran.
+    let state_file = state.path().join("builds/30/state.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    record["killAt"] = serde_json::json!("2000-01-01T00:00:00Z");
+    std::fs::write(&state_file, record.to_string()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let exec = executor(tools.path(), state.path(), out.path()).await;
+        let s = finished(&exec, &b.to_stop()).await;
+        assert_eq!(s.phase, Phase::TimedOut, "{s}");
+        wait_dead(pid).await;
+        for p in pids {
+            assert!(!alive(p), "process {p} survived the backstop");
+        }
+    });
+}
+
+#[tokio::test]
+async fn launch_gets_the_stop_grace_the_spool_file_and_the_marker() {
+    let tools = job_tools(RECORDING_LAUNCH);
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let b = build(31, "tok");
+    exec.start(&b).await.unwrap();
+    finished(&exec, &b.to_stop()).await;
+    let env = std::fs::read_to_string(file(out.path(), "env")).unwrap();
+    let dir = state.path().join("builds/31");
+    for expected in [
+        "SD_STOP_GRACE_MS=300".to_string(),
+        format!("SD_SPOOL_FILE={}", exec.spool_path(b.build_id).display()),
+        format!("SD_PROCESS_BUILD={}", dir.display()),
+    ] {
+        assert!(
+            env.lines().any(|l| l == expected),
+            "{expected} missing from:\n{env}"
+        );
+    }
+    assert_eq!(exec.spool_path(b.build_id), dir.join("spool.jsonl"));
 }
 
 #[tokio::test]
