@@ -3,7 +3,8 @@
 //! Like upstream's launcher: every call has a per-request timeout (`SDAPI_TIMEOUT_SECS`,
 //! default 20 s) and is retried on transport errors, 5xx and 429 (`SDAPI_MAXRETRIES`,
 //! default 5, waiting 100-300 ms). A 4xx other than 429 is never retried: in particular a
-//! refused token exchange (the API refuses a second exchange once the build runs).
+//! refused token exchange (the API refuses a second exchange once the build runs). Longer
+//! outages are the business of [`crate::report`]: bounded backoff and the spool.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -238,20 +239,26 @@ impl ApiClient {
 
     /// `PUT /v4/builds/{id}/steps/{name}` with `{"startTime"}`.
     pub fn step_started(&self, step: &str, at: SystemTime) -> Result<(), ApiError> {
+        self.step_started_at(step, &iso8601(at))
+    }
+
+    /// `PUT /v4/builds/{id}/steps/{name}` with `{"startTime"}` (ISO 8601 text).
+    pub fn step_started_at(&self, step: &str, at: &str) -> Result<(), ApiError> {
         let path = format!("{}/steps/{}", self.build_path(), encode_segment(step));
-        self.call("PUT", &path, Some(&json!({ "startTime": iso8601(at) })))
+        self.call("PUT", &path, Some(&json!({ "startTime": at })))
             .map(drop)
     }
 
     /// `PUT /v4/builds/{id}/steps/{name}` with `{"endTime", "code"}`.
     pub fn step_ended(&self, step: &str, at: SystemTime, code: i32) -> Result<(), ApiError> {
+        self.step_ended_at(step, &iso8601(at), code)
+    }
+
+    /// `PUT /v4/builds/{id}/steps/{name}` with `{"endTime", "code"}` (ISO 8601 text).
+    pub fn step_ended_at(&self, step: &str, at: &str, code: i32) -> Result<(), ApiError> {
         let path = format!("{}/steps/{}", self.build_path(), encode_segment(step));
-        self.call(
-            "PUT",
-            &path,
-            Some(&json!({ "endTime": iso8601(at), "code": code })),
-        )
-        .map(drop)
+        self.call("PUT", &path, Some(&json!({ "endTime": at, "code": code })))
+            .map(drop)
     }
 
     /// `POST /v4/builds/{id}/steps/{name}/logs` with `[{"t", "m", "n"}, ...]`.

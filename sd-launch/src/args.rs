@@ -24,12 +24,21 @@ options (environment variable in brackets):
                            the token is read from [SD_TOKEN]
   --workspace DIR          where steps run [SD_WORKSPACE] (default ./workspace)
   --shell-bin PATH         shell running each step with -c [SD_SHELL_BIN] (default /bin/sh)
+  --stop-grace-ms MS       the executor's grace between SIGTERM and SIGKILL [SD_STOP_GRACE_MS]
+                           (default 10000): on SIGTERM the step gets 3/4 of it to stop,
+                           the rest is for reporting
+  --spool-file PATH        where reports wait while the API is unreachable [SD_SPOOL_FILE]
+                           (default sd-spool.jsonl beside the workspace)
+  --api-retry-secs SECS    how long to keep retrying an unreachable API [SD_API_RETRY_SECS]
+                           (default 600)
   --only-fetch-token       exchange the token, print the build token and exit
   -h, --help               this text
   -V, --version            the version
 
-exit codes: 0 success, 1 a step failed or the build was aborted, 2 usage or API error,
-3 build timeout";
+exit codes: 0 success, 1 a step failed or the build was aborted, 2 usage error or the
+build could not start (token exchange, RUNNING or the steps refused or unreachable),
+3 build timeout. The exit code is the build's outcome even when the final report waits
+in the spool.";
 
 /// Parsed command line of `launch`.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,6 +60,12 @@ pub struct Args {
     pub shell_bin: String,
     /// `--only-fetch-token`.
     pub only_fetch_token: bool,
+    /// `--stop-grace-ms`: the executor's grace between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// `--spool-file`: where undelivered reports wait.
+    pub spool_file: PathBuf,
+    /// `--api-retry-secs`: how long an unreachable API is retried.
+    pub api_retry: Duration,
     /// The build id.
     pub build_id: u64,
 }
@@ -63,6 +78,9 @@ impl fmt::Debug for Args {
             .field("token_file", &self.token_file)
             .field("workspace", &self.workspace)
             .field("shell_bin", &self.shell_bin)
+            .field("stop_grace", &self.stop_grace)
+            .field("spool_file", &self.spool_file)
+            .field("api_retry", &self.api_retry)
             .field("build_id", &self.build_id)
             .finish_non_exhaustive()
     }
@@ -70,6 +88,7 @@ impl fmt::Debug for Args {
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub enum Parsed {
     /// Run the build.
     Run(Args),
@@ -114,6 +133,11 @@ fn http_url(flag: &str, v: &str) -> Result<String, UsageError> {
     Ok(v.trim_end_matches('/').to_string())
 }
 
+/// The stop grace assumed when the executor gives none (the executors' default).
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long an unreachable API is retried by default.
+pub const DEFAULT_API_RETRY: Duration = Duration::from_secs(600);
+
 fn positive(flag: &str, v: &str) -> Result<u64, UsageError> {
     v.trim()
         .parse::<u64>()
@@ -147,6 +171,9 @@ impl Args {
         let mut workspace = None;
         let mut shell = None;
         let mut only_fetch = false;
+        let mut stop_grace = None;
+        let mut spool = None;
+        let mut retry = None;
         let mut build_id = None;
         let mut it = args.into_iter().map(Into::into);
         while let Some(arg) = it.next() {
@@ -177,6 +204,9 @@ impl Args {
                 "--workspace" => workspace = Some(value(&flag)?),
                 "--shell-bin" => shell = Some(value(&flag)?),
                 "--only-fetch-token" => only_fetch = true,
+                "--stop-grace-ms" => stop_grace = Some(value(&flag)?),
+                "--spool-file" => spool = Some(value(&flag)?),
+                "--api-retry-secs" => retry = Some(value(&flag)?),
                 "--token" => {
                     return Err(UsageError(
                         "--token: not accepted (it would show in `ps`); use --token-file, SD_TOKEN_FILE or SD_TOKEN"
@@ -221,6 +251,27 @@ impl Args {
                 Duration::from_secs(m.saturating_mul(60))
             }
         };
+        let stop_grace = match stop_grace.or_else(|| env("SD_STOP_GRACE_MS")) {
+            Some(ms) => Duration::from_millis(positive("--stop-grace-ms", &ms)?),
+            None => DEFAULT_STOP_GRACE,
+        };
+        let api_retry = match retry.or_else(|| env("SD_API_RETRY_SECS")) {
+            Some(s) => Duration::from_secs(positive("--api-retry-secs", &s)?),
+            None => DEFAULT_API_RETRY,
+        };
+        let workspace = workspace
+            .or_else(|| env("SD_WORKSPACE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("workspace"));
+        let spool_file = spool
+            .or_else(|| env("SD_SPOOL_FILE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                workspace
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(crate::spool::DEFAULT_NAME)
+            });
         Ok(Parsed::Run(Args {
             api_uri,
             store_uri,
@@ -229,16 +280,22 @@ impl Args {
             token_file: token_file
                 .or_else(|| env("SD_TOKEN_FILE"))
                 .map(PathBuf::from),
-            workspace: workspace
-                .or_else(|| env("SD_WORKSPACE"))
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("workspace")),
+            workspace,
             shell_bin: shell
                 .or_else(|| env("SD_SHELL_BIN"))
                 .unwrap_or_else(|| "/bin/sh".into()),
             only_fetch_token: only_fetch,
+            stop_grace,
+            spool_file,
+            api_retry,
             build_id,
         }))
+    }
+
+    /// How long a step gets between SIGTERM and SIGKILL when the build is aborted: three
+    /// quarters of the executor's stop grace (the rest is for reporting).
+    pub fn step_abort_grace(&self) -> Duration {
+        self.stop_grace * 3 / 4
     }
 
     /// The build timeout in whole minutes, rounded up (what the token exchange asks for).
@@ -274,8 +331,17 @@ mod tests {
             "/tmp/ws",
             "--shell-bin",
             "/bin/bash",
+            "--stop-grace-ms=2000",
+            "--spool-file",
+            "/run/sd/spool",
+            "--api-retry-secs",
+            "30",
             "7",
         ]);
+        assert_eq!(a.stop_grace, Duration::from_secs(2));
+        assert_eq!(a.step_abort_grace(), Duration::from_millis(1500));
+        assert_eq!(a.spool_file, PathBuf::from("/run/sd/spool"));
+        assert_eq!(a.api_retry, Duration::from_secs(30));
         assert_eq!(a.api_uri, "http://127.0.0.1:8080");
         assert_eq!(a.store_uri, "http://127.0.0.1:8081");
         assert_eq!(a.ui_uri, "http://ui.example");
@@ -289,6 +355,15 @@ mod tests {
         assert_eq!(a.shell_bin, "/bin/bash");
         assert_eq!(a.build_id, 7);
         assert!(!a.only_fetch_token);
+        let d = run(&["--workspace", "/sd/workspace", "8"]);
+        assert_eq!(d.stop_grace, DEFAULT_STOP_GRACE);
+        assert_eq!(d.spool_file, PathBuf::from("/sd/sd-spool.jsonl"));
+        assert_eq!(d.api_retry, DEFAULT_API_RETRY);
+        assert!(e_of(&["--stop-grace-ms", "0", "1"]).starts_with("--stop-grace-ms:"));
+    }
+
+    fn e_of(args: &[&str]) -> String {
+        Args::parse(args.iter().copied()).unwrap_err().0
     }
 
     #[test]

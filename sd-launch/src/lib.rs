@@ -20,17 +20,37 @@
 //!    with exit code 3; after a failed step, skip the rest except teardown steps;
 //! 6. `PUT /v4/builds/{id}` with `SUCCESS` or `FAILURE` (with a `statusMessage`).
 //!
+//! # When the API is unreachable
+//!
+//! Steps 2 and 3 wait for the API with backoff, up to `--api-retry-secs` (default 10
+//! minutes). After that nothing waits for it: step starts and ends, output and the final
+//! status go through one ordered [`report::Reporter`], which spools what it cannot deliver
+//! to `--spool-file` (`SD_SPOOL_FILE`, a file in the build's state; see [`spool`]) and
+//! keeps retrying; at the end it retries for up to `--api-retry-secs` and exits with the
+//! build's own code either way. A restarted API reads what is left in the spool when it
+//! adopts the build.
+//!
+//! # Aborts
+//!
+//! SIGTERM, SIGINT or SIGHUP abort the build: the running step's process group gets
+//! SIGTERM, then SIGKILL after three quarters of the executor's stop grace
+//! (`--stop-grace-ms`, `SD_STOP_GRACE_MS`, default 10 s), and the rest of the grace is
+//! for reporting ABORTED before the executor's SIGKILL.
+//!
 //! # Command line
 //!
 //! ```text
 //! launch --api-uri URL --store-uri URL --ui-uri URL --build-timeout MINUTES
-//!        [--token-file PATH] [--workspace DIR] [--shell-bin PATH] [--only-fetch-token] BUILD_ID
+//!        [--token-file PATH] [--workspace DIR] [--shell-bin PATH] [--stop-grace-ms MS]
+//!        [--spool-file PATH] [--api-retry-secs SECS] [--only-fetch-token] BUILD_ID
 //! ```
 //!
 //! Exit codes: `0` the build succeeded, `1` a step failed (or the build was aborted by
-//! SIGTERM/SIGINT/SIGHUP), `2` usage or API error, `3` the build timed out. Unlike
-//! upstream's launcher (which always exits 0), the exit code tells the executor the outcome,
-//! so a backend can classify a build even when the API is unreachable.
+//! SIGTERM/SIGINT/SIGHUP), `2` usage error or the build could not start, `3` the build
+//! timed out. Unlike upstream's launcher (which always exits 0), the exit code tells the
+//! executor the outcome, so a backend can classify a build even when the API is
+//! unreachable; a final report that could not be delivered never changes it. The build's
+//! `environment` cannot set `SD_*` variables (they are skipped with a message).
 //!
 //! # A static binary for `FROM scratch` images
 //!
@@ -60,8 +80,10 @@ pub mod args;
 mod cli;
 pub mod handshake;
 pub mod logs;
+pub mod report;
 pub mod run;
 pub mod signals;
+pub mod spool;
 pub mod step;
 pub mod timefmt;
 pub mod token;

@@ -1,12 +1,15 @@
 //! Streaming a step's output: pipe readers split it into lines and a shipper thread
-//! batches them (100 lines or 250 ms) to the API and echoes them to our stdout.
+//! batches them (100 lines or 250 ms) to the [`Reporter`] (the API, or the spool while it
+//! is unreachable) and echoes them to our stdout.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::{ApiClient, LogLine};
+use crate::api::LogLine;
+use crate::report::Reporter;
+use crate::spool::Entry;
 use crate::timefmt::unix_millis;
 
 /// Lines longer than this are split.
@@ -79,8 +82,9 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    /// Starts shipping the lines of `step` to `api` (when given), expecting `pipes` ends.
-    pub fn start(api: Option<ApiClient>, step: String, pipes: usize) -> Self {
+    /// Starts shipping the lines of `step` through `api` (when given), expecting `pipes`
+    /// ends.
+    pub fn start(api: Option<Reporter>, step: String, pipes: usize) -> Self {
         let (tx, rx) = channel();
         let handle = std::thread::spawn(move || ship(rx, api.as_ref(), &step, pipes));
         Self { tx, handle }
@@ -100,27 +104,25 @@ impl Shipper {
     }
 }
 
-fn flush(api: Option<&ApiClient>, step: &str, buf: &mut Vec<LogLine>, warned: &mut bool) {
+fn flush(api: Option<&Reporter>, step: &str, buf: &mut Vec<LogLine>) {
     if buf.is_empty() {
         return;
     }
-    if let Some(api) = api
-        && let Err(e) = api.post_logs(step, buf)
-        && !*warned
-    {
-        eprintln!("launch: cannot post the output of step {step}: {e}");
-        *warned = true;
+    if let Some(api) = api {
+        api.send(Entry::Logs {
+            step: step.to_string(),
+            lines: std::mem::take(buf),
+        });
     }
     buf.clear();
 }
 
-fn ship(rx: Receiver<Msg>, api: Option<&ApiClient>, step: &str, pipes: usize) -> u64 {
+fn ship(rx: Receiver<Msg>, api: Option<&Reporter>, step: &str, pipes: usize) -> u64 {
     let mut buf: Vec<LogLine> = Vec::new();
     let mut n = 0u64;
     let mut eofs = 0usize;
     let mut finish_by: Option<Instant> = None;
     let mut first_buffered: Option<Instant> = None;
-    let mut warned = false;
     loop {
         if finish_by.is_some_and(|d| eofs >= pipes || Instant::now() >= d) {
             break;
@@ -144,7 +146,7 @@ fn ship(rx: Receiver<Msg>, api: Option<&ApiClient>, step: &str, pipes: usize) ->
                 n += 1;
                 first_buffered.get_or_insert_with(Instant::now);
                 if buf.len() >= BATCH_LINES {
-                    flush(api, step, &mut buf, &mut warned);
+                    flush(api, step, &mut buf);
                     first_buffered = None;
                 }
             }
@@ -152,14 +154,14 @@ fn ship(rx: Receiver<Msg>, api: Option<&ApiClient>, step: &str, pipes: usize) ->
             Ok(Msg::Finish(d)) => finish_by = Some(d),
             Err(RecvTimeoutError::Timeout) => {
                 if first_buffered.is_some_and(|t| t.elapsed() >= BATCH_WAIT) {
-                    flush(api, step, &mut buf, &mut warned);
+                    flush(api, step, &mut buf);
                     first_buffered = None;
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    flush(api, step, &mut buf, &mut warned);
+    flush(api, step, &mut buf);
     let _ = std::io::stdout().flush();
     n
 }

@@ -7,8 +7,11 @@ use serde_json::Value;
 
 use crate::api::ApiClient;
 use crate::args::Args;
+use crate::report::{Reporter, retry_until};
 use crate::signals::Abort;
+use crate::spool::{Entry, Spool};
 use crate::step::{StepContext, StepEnd, StepSpec, run_step};
+use crate::timefmt::iso8601;
 use crate::token::{Token, read_token};
 
 /// How a launch ended; [`Outcome::exit_code`] is the process exit code.
@@ -18,8 +21,9 @@ pub enum Outcome {
     Success,
     /// A step failed (exit 1).
     StepFailed,
-    /// A usage error, an unreadable token, or the API refused or could not be reached
-    /// (exit 2).
+    /// A usage error, an unreadable token, or the build could not start: the token
+    /// exchange, RUNNING or fetching the steps was refused or the API stayed unreachable
+    /// (exit 2). Reports after the start never change the outcome.
     UsageOrApiError,
     /// The build timed out (exit 3).
     TimedOut,
@@ -83,6 +87,12 @@ pub fn parse_steps(build: &Value) -> Result<Vec<StepSpec>, String> {
         .collect()
 }
 
+/// Whether `name` is reserved for launch and the executors (`SD_*`): a build's
+/// `environment` cannot override the token, the API URL or the build's identity.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with("SD_")
+}
+
 fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -114,15 +124,24 @@ impl Launcher {
         self
     }
 
-    fn fail(&self, api: &ApiClient, message: &str) -> Outcome {
+    /// Reports a build that could not run as FAILURE (through the spool if need be) and
+    /// returns [`Outcome::UsageOrApiError`].
+    fn fail(&self, reporter: &Reporter, message: &str) -> Outcome {
         eprintln!("launch: {message}");
-        if let Err(e) = api.update_status("FAILURE", Some(message)) {
-            eprintln!("launch: cannot report the failure: {e}");
-        }
+        reporter.send(Entry::Status {
+            status: "FAILURE".into(),
+            message: Some(message.to_string()),
+        });
+        reporter.flush(Instant::now() + self.args.api_retry);
         Outcome::UsageOrApiError
     }
 
     /// Runs the build and reports it; returns the outcome.
+    ///
+    /// The token exchange, RUNNING and fetching the steps wait for an unreachable API up
+    /// to `--api-retry-secs` (the build cannot run without them). Everything reported
+    /// after that goes through a [`Reporter`]: when the API is unreachable, reports are
+    /// spooled and retried, and the exit code is the build's outcome either way.
     pub fn run(self) -> Outcome {
         let a = &self.args;
         let token = match read_token(a.token_file.as_deref(), self.env_token.clone()) {
@@ -132,13 +151,15 @@ impl Launcher {
                 return Outcome::UsageOrApiError;
             }
         };
+        let patience = Instant::now() + a.api_retry;
         let mut api = ApiClient::new(&a.api_uri, a.build_id, token.clone());
         if token.is_temporal() {
-            match api.exchange_token(a.timeout_minutes() + 30) {
+            match retry_until(patience, || api.exchange_token(a.timeout_minutes() + 30)) {
                 Ok(t) => api.set_token(t),
                 Err(e) => {
                     // The temporary token may still update its own build (upstream rule).
-                    return self.fail(&api, &format!("token exchange failed: {e}"));
+                    let reporter = Reporter::new(api.clone(), Some(Spool::new(&a.spool_file)));
+                    return self.fail(&reporter, &format!("token exchange failed: {e}"));
                 }
             }
         }
@@ -146,47 +167,58 @@ impl Launcher {
             crate::say(api.token().expose());
             return Outcome::Success;
         }
-        if let Err(e) = api.update_status("RUNNING", None) {
+        let reporter = Reporter::new(api.clone(), Some(Spool::new(&a.spool_file)));
+        if let Err(e) = retry_until(patience, || api.update_status("RUNNING", None)) {
             eprintln!("launch: cannot mark the build RUNNING: {e}");
             return Outcome::UsageOrApiError;
         }
         let deadline = Instant::now() + a.build_timeout;
-        let build = match api.get_build() {
+        let build = match retry_until(patience, || api.get_build()) {
             Ok(b) => b,
-            Err(e) => return self.fail(&api, &format!("cannot fetch the build: {e}")),
+            Err(e) => return self.fail(&reporter, &format!("cannot fetch the build: {e}")),
         };
         let steps = match parse_steps(&build) {
             Ok(s) => s,
-            Err(e) => return self.fail(&api, &format!("the build's steps are invalid: {e}")),
+            Err(e) => return self.fail(&reporter, &format!("the build's steps are invalid: {e}")),
         };
         let workspace = match self.prepare_workspace() {
             Ok(w) => w,
-            Err(e) => return self.fail(&api, &e),
+            Err(e) => return self.fail(&reporter, &e),
         };
         let env = self.environment(&build, api.token(), &workspace);
         let timeout_text = describe(a.build_timeout);
         let (outcome, message) =
-            self.run_steps(&api, &steps, &workspace, env, deadline, &timeout_text);
+            self.run_steps(&reporter, &steps, &workspace, env, deadline, &timeout_text);
         let status = match outcome {
             Outcome::Success => "SUCCESS",
             Outcome::Aborted => "ABORTED",
             _ => "FAILURE",
         };
-        if let Err(e) = api.update_status(status, message.as_deref()) {
-            eprintln!("launch: cannot report status {status}: {e}");
-            if outcome == Outcome::Success {
-                return Outcome::UsageOrApiError;
-            }
-        }
-        if let Some(m) = message {
+        if let Some(m) = &message {
             eprintln!("launch: {m}");
         }
+        reporter.send(Entry::Status {
+            status: status.into(),
+            message,
+        });
+        reporter.flush(self.report_deadline());
         outcome
+    }
+
+    /// Until when the last reports are retried: `--api-retry-secs`, or once the build is
+    /// aborted, what is left of the executor's stop grace (it SIGKILLs us after it).
+    fn report_deadline(&self) -> Instant {
+        let a = &self.args;
+        let normal = Instant::now() + a.api_retry;
+        match self.abort.since() {
+            Some(at) => normal.min(at + a.stop_grace.saturating_sub(a.stop_grace / 20)),
+            None => normal,
+        }
     }
 
     fn run_steps(
         &self,
-        api: &ApiClient,
+        reporter: &Reporter,
         steps: &[StepSpec],
         workspace: &std::path::Path,
         mut env: Vec<(String, String)>,
@@ -206,9 +238,10 @@ impl Launcher {
                 continue;
             }
             crate::say(&format!("$ {}", step.command));
-            if let Err(e) = api.step_started(&step.name, SystemTime::now()) {
-                eprintln!("launch: cannot report the start of step {}: {e}", step.name);
-            }
+            reporter.send(Entry::StepStart {
+                step: step.name.clone(),
+                start_time: iso8601(SystemTime::now()),
+            });
             let ctx = StepContext {
                 shell: &self.args.shell_bin,
                 workspace,
@@ -216,12 +249,15 @@ impl Launcher {
                 deadline,
                 timeout_text,
                 abort: &self.abort,
+                abort_grace: self.args.step_abort_grace(),
             };
-            let (end, _lines) = run_step(&ctx, step, Some(api.clone()));
+            let (end, _lines) = run_step(&ctx, step, Some(reporter.clone()));
             let code = end.code();
-            if let Err(e) = api.step_ended(&step.name, SystemTime::now(), code) {
-                eprintln!("launch: cannot report the end of step {}: {e}", step.name);
-            }
+            reporter.send(Entry::StepEnd {
+                step: step.name.clone(),
+                end_time: iso8601(SystemTime::now()),
+                code,
+            });
             if outcome != Outcome::Success {
                 continue; // a teardown step after a failure does not change the outcome
             }
@@ -293,6 +329,12 @@ impl Launcher {
         }
         if let Some(Value::Object(vars)) = build.get("environment") {
             for (k, v) in vars {
+                if is_reserved(k) {
+                    eprintln!(
+                        "launch: the build's environment may not set {k}: SD_* variables are set by launch"
+                    );
+                    continue;
+                }
                 if let Some(v) = scalar(v) {
                     env.push((k.clone(), v));
                 }

@@ -6,14 +6,16 @@
 //! Child processes do not inherit the blocked mask: the standard library resets it when
 //! it spawns a command.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use nix::sys::signal::{SigSet, Signal};
 
-/// A shared flag set when the build must be aborted; holds the signal number.
+/// A shared flag set when the build must be aborted; holds the signal number and when
+/// the first one arrived.
 #[derive(Debug, Clone, Default)]
-pub struct Abort(Arc<AtomicI32>);
+pub struct Abort(Arc<AtomicI32>, Arc<OnceLock<Instant>>);
 
 impl Abort {
     /// A flag that is not set.
@@ -23,7 +25,13 @@ impl Abort {
 
     /// Sets the flag, recording the signal number.
     pub fn trigger(&self, signal: i32) {
+        let _ = self.1.set(Instant::now());
         self.0.store(signal.max(1), Ordering::SeqCst);
+    }
+
+    /// When the build was first aborted.
+    pub fn since(&self) -> Option<Instant> {
+        self.1.get().copied()
     }
 
     /// The signal that aborted the build, if any.
@@ -71,7 +79,9 @@ mod tests {
     fn flag_records_the_signal() {
         let a = Abort::new();
         assert_eq!(a.signal(), None);
+        assert!(a.since().is_none());
         a.clone().trigger(15);
         assert_eq!(a.signal(), Some(15));
+        assert!(a.since().is_some());
     }
 }

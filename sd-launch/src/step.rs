@@ -9,16 +9,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::api::ApiClient;
 use crate::logs::{Msg, Shipper, pump};
+use crate::report::Reporter;
 use crate::signals::Abort;
 
 /// Exit code reported for a step killed by the build timeout (upstream's timeout code).
 pub const TIMEOUT_CODE: i32 = 3;
 /// Exit code reported for a step whose shell could not be started.
 pub const SPAWN_FAILED_CODE: i32 = 127;
-/// How long an aborted step gets between SIGTERM and SIGKILL.
-pub const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// How long we wait for a finished step's pipes to close (a background process may keep
 /// them open; its later output is dropped).
 pub const PIPE_GRACE: Duration = Duration::from_millis(500);
@@ -82,6 +80,9 @@ pub struct StepContext<'a> {
     pub timeout_text: &'a str,
     /// Set on SIGTERM/SIGINT/SIGHUP.
     pub abort: &'a Abort,
+    /// How long an aborted step gets between SIGTERM and SIGKILL (a share of the
+    /// executor's stop grace, see [`crate::args::Args::step_abort_grace`]).
+    pub abort_grace: Duration,
 }
 
 fn code_of(status: ExitStatus) -> i32 {
@@ -99,7 +100,7 @@ fn signal_group(child: &Child, sig: Signal) {
 
 /// Runs `step`, streaming its output through a [`Shipper`] to `api` (when given), and
 /// returns how it ended and how many lines it printed.
-pub fn run_step(ctx: &StepContext<'_>, step: &StepSpec, api: Option<ApiClient>) -> (StepEnd, u64) {
+pub fn run_step(ctx: &StepContext<'_>, step: &StepSpec, api: Option<Reporter>) -> (StepEnd, u64) {
     let shipper = Shipper::start(api, step.name.clone(), 2);
     let notice = shipper.sender();
     let spawned = Command::new(ctx.shell)
@@ -169,7 +170,7 @@ pub fn run_step(ctx: &StepContext<'_>, step: &StepSpec, api: Option<ApiClient>) 
                 step.name
             )));
             signal_group(&child, Signal::SIGTERM);
-            let until = Instant::now() + ABORT_GRACE;
+            let until = Instant::now() + ctx.abort_grace;
             while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -205,6 +206,7 @@ mod tests {
             deadline,
             timeout_text: "1 second",
             abort,
+            abort_grace: Duration::from_secs(2),
         }
     }
 

@@ -24,6 +24,10 @@ struct State {
     requests: Vec<Req>,
     steps: Value,
     exchange_status: u16,
+    /// Answer 503 to everything (and record nothing): the API is "down".
+    down: bool,
+    /// The GET of the build answers with this `environment`.
+    environment: Value,
 }
 
 struct FakeApi {
@@ -42,6 +46,7 @@ impl FakeApi {
         let state = Arc::new(Mutex::new(State {
             steps,
             exchange_status: 200,
+            environment: json!({"GREETING": "hi"}),
             ..State::default()
         }));
         let s = state.clone();
@@ -112,6 +117,16 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let (status, answer) = {
             let mut st = state.lock().unwrap();
+            if st.down {
+                let text = r#"{"message": "down"}"#;
+                write!(
+                    out,
+                    "HTTP/1.1 503 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                )
+                .unwrap();
+                continue;
+            }
             st.requests.push(Req {
                 method: method.clone(),
                 path: path.clone(),
@@ -129,7 +144,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
                 ),
                 ("GET", "/v4/builds/42") => (
                     200,
-                    json!({"id": 42, "jobId": 7, "environment": {"GREETING": "hi"}, "steps": st.steps}),
+                    json!({"id": 42, "jobId": 7, "environment": st.environment, "steps": st.steps}),
                 ),
                 _ => (200, json!({})),
             }
@@ -156,6 +171,7 @@ fn args(api: &FakeApi, ws: &std::path::Path, timeout: Duration) -> Args {
         panic!("not a run");
     };
     a.build_timeout = timeout;
+    a.spool_file = ws.join("spool.jsonl");
     a
 }
 
@@ -401,4 +417,179 @@ fn binary_on_sigterm_kills_the_step_and_reports_aborted() {
         143
     );
     assert!(api.find("PUT", "/v4/builds/42/steps/after").is_empty());
+}
+
+#[test]
+fn steps_that_succeed_while_the_api_is_down_exit_0_and_leave_everything_in_the_spool() {
+    // Before: the final report failed, so launch exited 2 and the build was called failed.
+    let api = FakeApi::start(json!([
+        {"name": "first", "command": "echo one"},
+        {"name": "second", "command": "echo two"}
+    ]));
+    let ws = tempfile::tempdir().unwrap();
+    let mut a = args(&api, ws.path(), Duration::from_secs(60));
+    a.api_retry = Duration::from_millis(500);
+    let spool = a.spool_file.clone();
+    // Down from the first step on: the "RUNNING" and the steps were fetched.
+    let state = api.state.clone();
+    let watcher = std::thread::spawn(move || {
+        for _ in 0..1000 {
+            {
+                let mut st = state.lock().unwrap();
+                if st.requests.iter().any(|r| r.method == "GET") {
+                    st.down = true;
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let out = Launcher::new(a)
+        .with_env_token(Some("build-token".into()))
+        .run();
+    watcher.join().unwrap();
+    assert_eq!(out, Outcome::Success);
+    assert_eq!(out.exit_code(), 0);
+    let spooled = sd_launch::spool::read(&spool);
+    let ops: Vec<String> = spooled
+        .iter()
+        .map(|e| e.to_json()["op"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "stepStart",
+            "logs",
+            "stepEnd",
+            "stepStart",
+            "logs",
+            "stepEnd",
+            "status"
+        ],
+        "{spooled:?}"
+    );
+    assert_eq!(
+        spooled.last().unwrap().to_json(),
+        json!({"op": "status", "status": "SUCCESS"})
+    );
+}
+
+#[test]
+fn reports_made_while_the_api_is_down_are_delivered_in_order_when_it_returns() {
+    let api = FakeApi::start(json!([
+        {"name": "first", "command": "echo one; sleep 1; echo two"},
+        {"name": "second", "command": "echo three"}
+    ]));
+    let ws = tempfile::tempdir().unwrap();
+    let a = args(&api, ws.path(), Duration::from_secs(60));
+    let spool = a.spool_file.clone();
+    let state = api.state.clone();
+    // Down for a second and a half from the start of the first step.
+    let outage = std::thread::spawn(move || {
+        for _ in 0..5000 {
+            {
+                let mut st = state.lock().unwrap();
+                if st.requests.iter().any(|r| r.method == "GET") {
+                    st.down = true;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        state.lock().unwrap().down = false;
+    });
+    let out = Launcher::new(a)
+        .with_env_token(Some("build-token".into()))
+        .run();
+    outage.join().unwrap();
+    assert_eq!(out, Outcome::Success);
+    assert_eq!(api.statuses(), ["RUNNING", "SUCCESS"]);
+    assert_eq!(api.log_lines("first"), ["one", "two"]);
+    assert_eq!(api.log_lines("second"), ["three"]);
+    let order: Vec<String> = api
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "PUT /v4/builds/42",
+            "PUT /v4/builds/42/steps/first",
+            "POST /v4/builds/42/steps/first/logs",
+            "POST /v4/builds/42/steps/first/logs",
+            "PUT /v4/builds/42/steps/first",
+            "PUT /v4/builds/42/steps/second",
+            "POST /v4/builds/42/steps/second/logs",
+            "PUT /v4/builds/42/steps/second",
+            "PUT /v4/builds/42",
+        ]
+    );
+    assert!(!spool.exists(), "a delivered spool is removed");
+}
+
+#[test]
+fn the_builds_environment_cannot_override_sd_variables() {
+    let api = FakeApi::start(json!([
+        {"name": "show", "command": "echo \"$SD_API_URL $SD_BUILD_ID $MINE\""}
+    ]));
+    api.state.lock().unwrap().environment =
+        json!({"SD_API_URL": "http://evil.example/", "SD_BUILD_ID": "1", "MINE": "ok"});
+    let ws = tempfile::tempdir().unwrap();
+    let out = Launcher::new(args(&api, ws.path(), Duration::from_secs(60)))
+        .with_env_token(Some("t".into()))
+        .run();
+    assert_eq!(out, Outcome::Success);
+    assert_eq!(api.log_lines("show"), [format!("{}/v4/ 42 ok", api.url)]);
+}
+
+#[test]
+fn binary_gives_the_step_the_executors_stop_grace() {
+    // Before: launch killed an aborted step after a hard-coded 2 s whatever the executor's
+    // grace. With a 20 s grace the step gets 15 s.
+    let api = FakeApi::start(json!([
+        {"name": "stubborn", "command": "trap 'echo got TERM' TERM; echo $$ > pid; while :; do sleep 0.1; done"}
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_launch"))
+        .env_clear()
+        .env("SD_TOKEN", "build-token")
+        .env("SD_STOP_GRACE_MS", "20000")
+        .env("SD_SPOOL_FILE", dir.path().join("spool.jsonl"))
+        .args(["--api-uri", &api.url, "--workspace"])
+        .arg(dir.path())
+        .arg("42")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("pid");
+    for _ in 0..500 {
+        if std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n')) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let step: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let launch = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(launch, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let step_alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(step), None).is_ok();
+    let launch_running = child.try_wait().unwrap().is_none();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(step),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        step_alive && launch_running,
+        "the step was killed before its share of the grace"
+    );
 }
