@@ -35,8 +35,16 @@ pub struct ApiConfig {
     /// (catches a `launch` that died without reporting). Default 1000.
     pub status_poll_ms: u64,
     /// How many consecutive checks must see the build ended on the engine while the API
-    /// still has it open before the API fails it. Default 3.
+    /// still has it open before the API records the engine's outcome. Default 3.
     pub lost_after_polls: u32,
+    /// Where builds, steps, log lines and the id sequence are kept (`buildStore`):
+    /// `sqlite:PATH` (durable; `sdx serve` and `sdx run` default to `api.db` in the state
+    /// directory), or `memory:`. Default (library): in memory. (`storeUri` is the
+    /// artifact store's URL given to builds, as in Screwdriver.)
+    pub build_store: Option<String>,
+    /// How long after `launch` reported a final status the API waits for the executor to
+    /// see the build end on its own before it stops it, milliseconds. Default 10 000.
+    pub final_exit_wait_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +60,8 @@ impl Default for ApiConfig {
             jwt_private_key: None,
             status_poll_ms: 1000,
             lost_after_polls: 3,
+            build_store: None,
+            final_exit_wait_ms: 10_000,
         }
     }
 }
@@ -75,6 +85,8 @@ impl fmt::Debug for ApiConfig {
             )
             .field("status_poll_ms", &self.status_poll_ms)
             .field("lost_after_polls", &self.lost_after_polls)
+            .field("build_store", &self.build_store)
+            .field("final_exit_wait_ms", &self.final_exit_wait_ms)
             .finish()
     }
 }
@@ -109,6 +121,9 @@ impl ApiConfig {
         }
         if self.lost_after_polls == 0 {
             invalid_err("lostAfterPolls")?;
+        }
+        if let Some(uri) = &self.build_store {
+            crate::store::StoreUri::parse(uri)?;
         }
         Ok(())
     }

@@ -148,6 +148,16 @@ impl TokenIssuer {
         Self::from_pkcs8_der(doc.as_ref())
     }
 
+    /// A freshly generated P-256 private key as PKCS#8 PEM, to keep in the build store
+    /// (so tokens stay valid across restarts) and load with [`TokenIssuer::from_pkcs8_pem`].
+    pub fn generate_pkcs8_pem() -> Result<String, String> {
+        executor_base::jwt::install_crypto_provider();
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| "cannot generate a P-256 key".to_string())?;
+        Ok(pem("PRIVATE KEY", doc.as_ref()))
+    }
+
     /// An issuer from an EC P-256 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
     pub fn from_pkcs8_pem(pem_text: &str) -> Result<Self, String> {
         let body: String = pem_text

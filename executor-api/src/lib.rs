@@ -41,17 +41,21 @@
 //! * `tokio::sync::broadcast`: the event stream subscribers follow builds with.
 //! * `parking_lot`: the in-memory store's locks (never held across an `.await`).
 
+pub mod adopt;
 pub mod auth;
 pub mod config;
 mod dispatch;
 pub mod error;
 pub mod events;
+pub mod faults;
+pub mod fields;
 pub mod keys;
 pub mod model;
 mod ops;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod store;
 
 pub use config::ApiConfig;
 pub use error::HttpError;
@@ -59,5 +63,7 @@ pub use events::BuildEvent;
 pub use keys::{Claims, TokenIssuer};
 pub use model::{BuildRecord, LogLine, NewBuild, StepRecord};
 pub use routes::router;
+pub use adopt::Adoption;
 pub use server::ApiServer;
-pub use state::ApiState;
+pub use state::{ApiState, ApiStateBuilder, OWNER_SERVE, Shutdown, SpoolLocator};
+pub use store::{BuildStore, MemoryBuildStore, SqliteBuildStore, StoreUri};

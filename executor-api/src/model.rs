@@ -37,9 +37,9 @@ pub struct StepRecord {
     pub end_time: Option<DateTime<Utc>>,
     /// Its exit code.
     pub code: Option<i32>,
-    /// Its output (at most [`MAX_LINES_PER_STEP`] lines).
-    pub lines: Vec<LogLine>,
-    /// The next line number expected (lines below it are duplicates of retried posts).
+    /// The next line number expected (lines below it are duplicates of retried posts);
+    /// also the number of lines the step printed. The lines themselves are in the store
+    /// (at most [`MAX_LINES_PER_STEP`] of them).
     pub next_line: u64,
 }
 
@@ -57,7 +57,6 @@ impl StepRecord {
             start_time: None,
             end_time: None,
             code: None,
-            lines: Vec::new(),
             next_line: 0,
         }
     }
@@ -106,6 +105,15 @@ pub fn is_final(status: ApiBuildStatus) -> bool {
 pub struct BuildRecord {
     /// `id`.
     pub id: BuildId,
+    /// Who drives the build: `serve` for the API's own, `run:<pid>:<start>` for a build of
+    /// an `sdx run` process (see [`crate::ApiState::owner`]).
+    pub owner: String,
+    /// Bumped by every write; a write is applied only if the stored version is the one it
+    /// read (see [`crate::store::BuildStore::update`]).
+    pub version: u64,
+    /// Whether the engine confirmed the build ended (or never started). A final build that
+    /// is not settled still owes an executor `stop` (a restart picks it up).
+    pub settled: bool,
     /// `jobId`.
     pub job_id: JobId,
     /// `eventId`.
@@ -170,10 +178,34 @@ impl BuildRecord {
     }
 }
 
+/// The fields a submission may have.
+pub const SUBMIT_FIELDS: &[&str] = &[
+    "id",
+    "jobId",
+    "eventId",
+    "pipelineId",
+    "jobName",
+    "container",
+    "annotations",
+    "executor",
+    "environment",
+    "steps",
+];
+
+/// The fields of one step of a submission.
+pub const STEP_FIELDS: &[&str] = &["name", "command"];
+
+/// Whether `name` is reserved for launch and the executors (`SD_*`), so a build's
+/// `environment` may not set it (it could point `SD_API_URL` or `SD_TOKEN` elsewhere).
+pub fn is_reserved_env(name: &str) -> bool {
+    name.starts_with("SD_")
+}
+
 /// A validated submission (`POST /v4/builds`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewBuild {
-    /// A build id chosen by the client (409 when taken); otherwise the next free one.
+    /// A build id chosen by the client (409 when taken, 422 outside 1..2^53); otherwise
+    /// the next one of the store's sequence.
     pub id: Option<BuildId>,
     /// `jobId` (default 1).
     pub job_id: Option<JobId>,
@@ -232,28 +264,19 @@ impl NewBuild {
         let Some(map) = body.as_object() else {
             return Err(vec![FieldError::new("(body)", "must be a JSON object")]);
         };
-        let mut errors = Vec::new();
+        let mut errors = crate::fields::unknown_fields(map, SUBMIT_FIELDS, "");
         let get = |k: &str| map.get(k).filter(|v| !v.is_null());
-        let id = get("id").and_then(|v| {
-            BuildId::parse_json("id", v)
-                .map_err(|e| errors.push(e))
-                .ok()
-        });
-        let job_id = get("jobId").and_then(|v| {
-            JobId::parse_json("jobId", v)
-                .map_err(|e| errors.push(e))
-                .ok()
-        });
-        let event_id = get("eventId").and_then(|v| {
-            EventId::parse_json("eventId", v)
-                .map_err(|e| errors.push(e))
-                .ok()
-        });
-        let pipeline_id = get("pipelineId").and_then(|v| {
-            PipelineId::parse_json("pipelineId", v)
-                .map_err(|e| errors.push(e))
-                .ok()
-        });
+        let mut id_of = |k: &str| {
+            get(k).and_then(|v| {
+                crate::fields::parse_id(k, v)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            })
+        };
+        let id = id_of("id").and_then(BuildId::new);
+        let job_id = id_of("jobId").and_then(JobId::new);
+        let event_id = id_of("eventId").and_then(EventId::new);
+        let pipeline_id = id_of("pipelineId").and_then(PipelineId::new);
         let job_name = match get("jobName") {
             Some(Value::String(s)) if is_word(s) && s.len() <= 110 => Some(s.clone()),
             Some(_) => {
@@ -302,6 +325,10 @@ impl NewBuild {
             Some(Value::Object(m)) => {
                 for (k, v) in m {
                     match (is_env_name(k), scalar(v)) {
+                        _ if is_reserved_env(k) => errors.push(FieldError::new(
+                            format!("environment.{k}"),
+                            "SD_* variables are reserved: launch and the executor set them",
+                        )),
                         (true, Some(v)) => {
                             environment.insert(k.clone(), v);
                         }
@@ -327,6 +354,20 @@ impl NewBuild {
             Some(Value::Array(a)) => {
                 let mut seen = HashSet::new();
                 for (i, s) in a.iter().enumerate() {
+                    match s.as_object() {
+                        Some(m) => errors.append(&mut crate::fields::unknown_fields(
+                            m,
+                            STEP_FIELDS,
+                            &format!("steps[{i}]."),
+                        )),
+                        None => {
+                            errors.push(FieldError::new(
+                                format!("steps[{i}]"),
+                                "must be an object {name, command}",
+                            ));
+                            continue;
+                        }
+                    }
                     let name = s.get("name").and_then(Value::as_str);
                     let command = s.get("command").and_then(Value::as_str);
                     match name {

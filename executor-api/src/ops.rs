@@ -9,9 +9,10 @@ use crate::auth::Caller;
 use crate::dispatch::react;
 use crate::error::HttpError;
 use crate::events::BuildEvent;
+use crate::fields::{MAX_ID, unknown_fields};
 use crate::keys::{Claims, SCOPE_BUILD};
-use crate::model::{LogLine, MAX_LINES_PER_STEP, NewBuild, is_final};
-use crate::state::ApiState;
+use crate::model::{LogLine, NewBuild, is_final};
+use crate::state::{ApiState, store_error};
 
 /// Longest build token the exchange hands out, minutes (a week).
 pub const MAX_BUILD_TOKEN_MINUTES: u64 = 7 * 24 * 60;
@@ -79,48 +80,77 @@ fn build_timeout(body: &Value) -> Result<Option<u64>, HttpError> {
     }
 }
 
+/// Fields of `PUT /v4/builds/{id}`. `stats` is what `launch` sends with `NODE_ID` set
+/// (Screwdriver's build stats); it is accepted and ignored.
+pub const UPDATE_FIELDS: &[&str] = &["status", "statusMessage", "meta", "stats"];
+/// Fields of `PUT /v4/builds/{id}/steps/{name}`.
+pub const STEP_UPDATE_FIELDS: &[&str] = &["startTime", "endTime", "code"];
+/// Fields of `POST /v4/builds/{id}/token`.
+pub const EXCHANGE_FIELDS: &[&str] = &["buildTimeout"];
+/// Fields of one log line of `POST .../logs`.
+pub const LOG_LINE_FIELDS: &[&str] = &["t", "m", "n"];
+
+/// 422 naming every unknown field of an object body.
+fn known_fields(body: &Value, known: &[&str]) -> Result<(), HttpError> {
+    match body.as_object() {
+        Some(m) => {
+            let errs = unknown_fields(m, known, "");
+            if errs.is_empty() {
+                Ok(())
+            } else {
+                Err(HttpError::unprocessable(errs))
+            }
+        }
+        None => Ok(()),
+    }
+}
+
 impl ApiState {
     /// Submits a build body (as `POST /v4/builds` from the administrator); 400/422 for
     /// bad input, 409 for a taken id. Must be called within a Tokio runtime.
-    pub fn submit_json(&self, body: &Value) -> Result<BuildId, HttpError> {
-        self.op_submit(&Caller::Admin, body)
+    pub async fn submit_json(&self, body: &Value) -> Result<BuildId, HttpError> {
+        self.op_submit(&Caller::Admin, body).await
     }
 
     /// Aborts build `id` (as the administrator's `PUT` with ABORTED), which stops it on
     /// the executor. 403 when it is already final.
-    pub fn abort(&self, id: u64, message: &str) -> Result<Value, HttpError> {
+    pub async fn abort(&self, id: u64, message: &str) -> Result<Value, HttpError> {
         self.op_update(
             &Caller::Admin,
             id,
             &json!({"status": "ABORTED", "statusMessage": message}),
         )
+        .await
     }
 
     /// `POST /v4/builds`: 201 with the new id.
-    pub(crate) fn op_submit(&self, caller: &Caller, body: &Value) -> Result<BuildId, HttpError> {
+    pub(crate) async fn op_submit(
+        &self,
+        caller: &Caller,
+        body: &Value,
+    ) -> Result<BuildId, HttpError> {
         users_only(caller)?;
         if !body.is_object() {
             return Err(HttpError::bad_request("The body must be a JSON object"));
         }
         let new = NewBuild::parse(body).map_err(HttpError::unprocessable)?;
-        self.submit(new)
+        self.submit(new).await
     }
 
     /// `GET /v4/builds`.
-    pub(crate) fn op_list(&self, caller: &Caller) -> Result<Value, HttpError> {
+    pub(crate) async fn op_list(&self, caller: &Caller) -> Result<Value, HttpError> {
         users_only(caller)?;
-        Ok(self.list_json())
+        self.list_json().await
     }
 
     /// `GET /v4/builds/{id}`.
-    pub(crate) fn op_get(&self, caller: &Caller, id: u64) -> Result<Value, HttpError> {
+    pub(crate) async fn op_get(&self, caller: &Caller, id: u64) -> Result<Value, HttpError> {
         own_build(caller, id)?;
-        self.build_json(id)
-            .ok_or_else(|| HttpError::not_found("Build does not exist"))
+        Ok(self.load_existing(id).await?.to_json())
     }
 
     /// `POST /v4/builds/{id}/token` (§9.5), in upstream's order of checks.
-    pub(crate) fn op_exchange(
+    pub(crate) async fn op_exchange(
         &self,
         caller: &Caller,
         id: u64,
@@ -131,14 +161,13 @@ impl ApiState {
                 "Insufficient scope: a temporal token is required",
             ));
         };
-        let build = self
-            .build(id)
-            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
+        let build = self.load_existing(id).await?;
         if claims.username != id.to_string() {
             return Err(HttpError::not_found(
                 "Build Id parameter and token does not match",
             ));
         }
+        known_fields(body, EXCHANGE_FIELDS)?;
         let minutes = build_timeout(body)?
             .unwrap_or_else(|| u64::from(self.config().timeout.token_minutes(&build.annotations)));
         if !matches!(
@@ -162,7 +191,12 @@ impl ApiState {
     }
 
     /// `PUT /v4/builds/{id}` (§9.6).
-    pub(crate) fn op_update(
+    ///
+    /// An ABORTED reported by `launch` for a build past its timeout is recorded as the
+    /// timeout it is (FAILURE, "Build timed out ..."): `launch` was stopped by the
+    /// executor's timer or backstop, not by a user (a user's abort is recorded by the API
+    /// before anything is stopped, so launch's own report comes too late to count).
+    pub(crate) async fn op_update(
         &self,
         caller: &Caller,
         id: u64,
@@ -171,7 +205,8 @@ impl ApiState {
         if !body.is_object() {
             return Err(HttpError::bad_request("The body must be a JSON object"));
         }
-        let status =
+        known_fields(body, UPDATE_FIELDS)?;
+        let mut status =
             match body.get("status") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(ApiBuildStatus::parse(s).ok_or_else(|| {
@@ -194,6 +229,7 @@ impl ApiState {
                 "Nothing to update: give status, statusMessage or meta",
             ));
         }
+        let by_launch = matches!(caller, Caller::Temporal(_) | Caller::Build(_));
         match caller {
             Caller::Temporal(_) | Caller::Build(_) => {
                 own_build(caller, id)?;
@@ -232,31 +268,40 @@ impl ApiState {
                 }
             },
         }
-        let (t, json) = self.transition_checked(id, status, message, meta, |b| {
-            if status == Some(ApiBuildStatus::Running) && b.status == ApiBuildStatus::Running {
-                return Err(HttpError::forbidden(
-                    "Can not update status to RUNNING: the build is already RUNNING",
-                ));
-            }
-            Ok(())
-        })?;
+        if by_launch
+            && status == Some(ApiBuildStatus::Aborted)
+            && let Some(b) = self.load(id).await?
+            && let Some(m) = crate::dispatch::past_deadline(self, &b)
+        {
+            status = Some(ApiBuildStatus::Failure);
+            message = Some(m);
+        }
+        let (mut t, json) = self
+            .transition_checked(id, status, message, meta, |b| {
+                if status == Some(ApiBuildStatus::Running) && b.status == ApiBuildStatus::Running {
+                    return Err(HttpError::forbidden(
+                        "Can not update status to RUNNING: the build is already RUNNING",
+                    ));
+                }
+                Ok(())
+            })
+            .await?;
+        t.reported_by_launch = by_launch;
         if let Some(bid) = BuildId::new(id) {
-            react(self, bid, t);
+            react(self, bid, t).await;
         }
         Ok(json)
     }
 
     /// `GET /v4/builds/{id}/steps` or one step.
-    pub(crate) fn op_steps(
+    pub(crate) async fn op_steps(
         &self,
         caller: &Caller,
         id: u64,
         name: Option<&str>,
     ) -> Result<Value, HttpError> {
         own_build(caller, id)?;
-        let b = self
-            .build(id)
-            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
+        let b = self.load_existing(id).await?;
         match name {
             None => Ok(Value::Array(b.steps.iter().map(|s| s.to_json()).collect())),
             Some(n) => b
@@ -269,7 +314,7 @@ impl ApiState {
     }
 
     /// `PUT /v4/builds/{id}/steps/{name}` with `{"startTime"}` or `{"endTime", "code"}`.
-    pub(crate) fn op_step_update(
+    pub(crate) async fn op_step_update(
         &self,
         caller: &Caller,
         id: u64,
@@ -280,6 +325,7 @@ impl ApiState {
         if !body.is_object() {
             return Err(HttpError::bad_request("The body must be a JSON object"));
         }
+        known_fields(body, STEP_UPDATE_FIELDS)?;
         let start = time_field(body, "startTime")?;
         let mut end = time_field(body, "endTime")?;
         let code = match body.get("code") {
@@ -298,29 +344,29 @@ impl ApiState {
         if code.is_some() && end.is_none() {
             end = Some(Utc::now());
         }
-        let mut builds = self.inner.builds.lock();
-        let b = builds
-            .get_mut(&id)
-            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
-        if is_final(b.status) {
-            return Err(HttpError::forbidden(format!(
-                "Build {id} is already {}",
-                b.status
-            )));
-        }
-        let step = b
-            .step_mut(name)
-            .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
-        if let Some(t) = start {
-            step.start_time = Some(t);
-        }
-        if let Some(t) = end {
-            step.end_time = Some(t);
-        }
-        if code.is_some() {
-            step.code = code;
-        }
-        let json = step.to_json();
+        let (json, _) = self
+            .modify(id, |b| {
+                if is_final(b.status) {
+                    return Err(HttpError::forbidden(format!(
+                        "Build {id} is already {}",
+                        b.status
+                    )));
+                }
+                let step = b
+                    .step_mut(name)
+                    .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
+                if let Some(t) = start {
+                    step.start_time = Some(t);
+                }
+                if let Some(t) = end {
+                    step.end_time = Some(t);
+                }
+                if code.is_some() {
+                    step.code = code;
+                }
+                Ok(step.to_json())
+            })
+            .await?;
         if start.is_some() {
             self.emit(BuildEvent::StepStarted {
                 build_id: id,
@@ -339,7 +385,7 @@ impl ApiState {
 
     /// `POST /v4/builds/{id}/steps/{name}/logs` with `[{"t", "m", "n"}]`. Lines below the
     /// step's next line number (a retried post) are dropped.
-    pub(crate) fn op_logs_post(
+    pub(crate) async fn op_logs_post(
         &self,
         caller: &Caller,
         id: u64,
@@ -353,7 +399,14 @@ impl ApiState {
             ));
         };
         let mut lines = Vec::with_capacity(items.len());
+        let mut unknown = Vec::new();
         for (i, l) in items.iter().enumerate() {
+            let Some(obj) = l.as_object() else {
+                return Err(HttpError::bad_request(format!(
+                    "[{i}]: must be an object {{t, m, n}}"
+                )));
+            };
+            unknown.append(&mut unknown_fields(obj, LOG_LINE_FIELDS, &format!("[{i}].")));
             let m = l
                 .get("m")
                 .and_then(Value::as_str)
@@ -361,10 +414,11 @@ impl ApiState {
             let n = l
                 .get("n")
                 .and_then(Value::as_u64)
+                .filter(|n| *n < MAX_ID)
                 .ok_or_else(|| HttpError::bad_request(format!("[{i}].n: must be a line number")))?;
             let t = match l.get("t") {
                 None | Some(Value::Null) => Utc::now().timestamp_millis().max(0) as u64,
-                Some(v) => v.as_u64().ok_or_else(|| {
+                Some(v) => v.as_u64().filter(|t| *t < MAX_ID).ok_or_else(|| {
                     HttpError::bad_request(format!("[{i}].t: must be milliseconds since the epoch"))
                 })?,
             };
@@ -374,24 +428,18 @@ impl ApiState {
                 n,
             });
         }
-        let mut builds = self.inner.builds.lock();
-        let b = builds
-            .get_mut(&id)
-            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
-        let step = b
-            .step_mut(name)
-            .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
-        let mut accepted = Vec::new();
-        for l in lines {
-            if l.n < step.next_line {
-                continue;
-            }
-            step.next_line = l.n + 1;
-            if step.lines.len() < MAX_LINES_PER_STEP {
-                step.lines.push(l.clone());
-            }
-            accepted.push(l);
+        if !unknown.is_empty() {
+            return Err(HttpError::unprocessable(unknown));
         }
+        if self.load(id).await?.is_none() {
+            return Err(HttpError::not_found("Build does not exist"));
+        }
+        let accepted = self
+            .store()
+            .append_logs(id, name, &lines)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
         if !accepted.is_empty() {
             self.emit(BuildEvent::Log {
                 build_id: id,
@@ -404,7 +452,7 @@ impl ApiState {
 
     /// `GET /v4/builds/{id}/steps/{name}/logs?from=N`: up to [`MAX_LINES_PER_PAGE`] lines
     /// numbered `N` and above.
-    pub(crate) fn op_logs_get(
+    pub(crate) async fn op_logs_get(
         &self,
         caller: &Caller,
         id: u64,
@@ -412,20 +460,15 @@ impl ApiState {
         from: u64,
     ) -> Result<Value, HttpError> {
         own_build(caller, id)?;
-        let builds = self.inner.builds.lock();
-        let b = builds
-            .get(&id)
-            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
-        let step = b
-            .steps
-            .iter()
-            .find(|s| s.name == name)
+        if self.load(id).await?.is_none() {
+            return Err(HttpError::not_found("Build does not exist"));
+        }
+        let page = self
+            .store()
+            .logs(id, name, from, MAX_LINES_PER_PAGE)
+            .await
+            .map_err(store_error)?
             .ok_or_else(|| HttpError::not_found("Step does not exist"))?;
-        let start = step.lines.partition_point(|l| l.n < from);
-        let page: Vec<&LogLine> = step.lines[start..]
-            .iter()
-            .take(MAX_LINES_PER_PAGE)
-            .collect();
         Ok(serde_json::to_value(page).unwrap_or(Value::Array(Vec::new())))
     }
 }

@@ -16,7 +16,9 @@
 //! | POST | `/v4/builds/{id}/steps/{name}/logs` | admin, own build | append `[{"t", "m", "n"}]` |
 //!
 //! Every error is JSON (`{"statusCode", "error", "message"}`), including unknown paths
-//! (404) and methods (405).
+//! (404), methods (405), bodies over the limit (413) and anything the framework itself
+//! refuses. Ids in paths outside 1..2^53 are 422; unknown fields in a body are 422
+//! naming the field and the closest known one.
 
 use std::collections::HashMap;
 
@@ -31,6 +33,8 @@ use serde_json::{Value, json};
 
 use crate::auth::authenticate;
 use crate::error::HttpError;
+use crate::fields::{ID_RANGE, PathId};
+use executor_base::FieldError;
 use crate::state::ApiState;
 
 /// The API's routes over `state`.
@@ -54,14 +58,45 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(|| async {
             HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
 
+/// Turns every error answer that is not JSON yet (the framework's own: 413 for a body
+/// over the limit, 400 for an unreadable body or query) into the API's JSON shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_string()
+    } else {
+        text
+    };
+    HttpError::new(status, message).into_response()
+}
+
+/// A build id from the path: 400 when it is not an integer, 422 outside 1..2^53.
 fn parse_id(s: &str) -> Result<u64, HttpError> {
-    s.parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| HttpError::bad_request(format!("id: must be a positive integer, got {s:?}")))
+    match PathId::parse(s) {
+        PathId::Valid(n) => Ok(n),
+        PathId::OutOfRange => Err(HttpError::unprocessable(vec![FieldError::new(
+            "id", ID_RANGE,
+        )])),
+        PathId::NotANumber => Err(HttpError::bad_request(format!(
+            "id: must be a positive integer, got {s:?}"
+        ))),
+    }
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, HttpError> {
@@ -83,7 +118,7 @@ async fn submit(
 ) -> Result<Response, HttpError> {
     let caller = authenticate(&s, &headers)?;
     let body = parse_body(&body)?;
-    let id = s.op_submit(&caller, &body)?;
+    let id = s.op_submit(&caller, &body).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v4/builds/{id}"))],
@@ -94,7 +129,7 @@ async fn submit(
 
 async fn list(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
-    s.op_list(&caller).map(Json)
+    s.op_list(&caller).await.map(Json)
 }
 
 async fn get_build(
@@ -103,7 +138,7 @@ async fn get_build(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
-    s.op_get(&caller, parse_id(&id)?).map(Json)
+    s.op_get(&caller, parse_id(&id)?).await.map(Json)
 }
 
 async fn update_build(
@@ -114,7 +149,9 @@ async fn update_build(
 ) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
     let id = parse_id(&id)?;
-    s.op_update(&caller, id, &parse_body(&body)?).map(Json)
+    s.op_update(&caller, id, &parse_body(&body)?)
+        .await
+        .map(Json)
 }
 
 async fn exchange(
@@ -125,7 +162,9 @@ async fn exchange(
 ) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
     let id = parse_id(&id)?;
-    s.op_exchange(&caller, id, &parse_body(&body)?).map(Json)
+    s.op_exchange(&caller, id, &parse_body(&body)?)
+        .await
+        .map(Json)
 }
 
 async fn list_steps(
@@ -134,7 +173,9 @@ async fn list_steps(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
-    s.op_steps(&caller, parse_id(&id)?, None).map(Json)
+    s.op_steps(&caller, parse_id(&id)?, None)
+        .await
+        .map(Json)
 }
 
 async fn get_step(
@@ -143,7 +184,9 @@ async fn get_step(
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
-    s.op_steps(&caller, parse_id(&id)?, Some(&name)).map(Json)
+    s.op_steps(&caller, parse_id(&id)?, Some(&name))
+        .await
+        .map(Json)
 }
 
 async fn update_step(
@@ -155,6 +198,7 @@ async fn update_step(
     let caller = authenticate(&s, &headers)?;
     let id = parse_id(&id)?;
     s.op_step_update(&caller, id, &name, &parse_body(&body)?)
+        .await
         .map(Json)
 }
 
@@ -172,7 +216,7 @@ async fn get_logs(
         })?,
         None => 0,
     };
-    s.op_logs_get(&caller, id, &name, from).map(Json)
+    s.op_logs_get(&caller, id, &name, from).await.map(Json)
 }
 
 async fn post_logs(
@@ -183,6 +227,7 @@ async fn post_logs(
 ) -> Result<StatusCode, HttpError> {
     let caller = authenticate(&s, &headers)?;
     let id = parse_id(&id)?;
-    s.op_logs_post(&caller, id, &name, &parse_body(&body)?)?;
+    s.op_logs_post(&caller, id, &name, &parse_body(&body)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

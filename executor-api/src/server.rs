@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::ApiConfig;
 use crate::routes::router;
-use crate::state::ApiState;
+use crate::state::{ApiState, ApiStateBuilder, Shutdown};
 
 /// A running API server.
 #[derive(Debug)]
@@ -24,13 +24,19 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Binds `addr` (port 0 picks a free port), and serves the API dispatching to
-    /// `executor`. `apiUri` given to builds is `config.public_uri`, or
-    /// `http://<bound address>`.
+    /// `executor`, with the store of `config.build_store` (default: in memory). `apiUri`
+    /// given to builds is `config.public_uri`, or `http://<bound address>`. Builds of a
+    /// previous server on the same store are adopted (see [`crate::adopt`]).
     pub async fn start(
         executor: Arc<dyn Executor>,
-        mut config: ApiConfig,
+        config: ApiConfig,
         addr: SocketAddr,
     ) -> Result<Self, Error> {
+        Self::start_with(ApiState::builder(executor, config), addr).await
+    }
+
+    /// [`ApiServer::start`] with a configured state builder (store, owner, spool).
+    pub async fn start_with(builder: ApiStateBuilder, addr: SocketAddr) -> Result<Self, Error> {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Error::new(
                 ErrorKind::ConfigInvalid,
@@ -44,12 +50,9 @@ impl ApiServer {
                 format!("cannot read the bound address: {e}"),
             )
         })?;
-        let url = config
-            .public_uri
-            .clone()
-            .unwrap_or_else(|| format!("http://{bound}"));
-        config.public_uri = Some(url.clone());
-        let state = ApiState::new(executor, config)?;
+        let builder = builder.default_public_uri(format!("http://{bound}"));
+        let state = builder.build().await?;
+        let url = state.api_uri().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
         let app = router(state.clone());
         let task = tokio::spawn(async move {
@@ -59,8 +62,12 @@ impl ApiServer {
                 })
                 .await
         });
+        let adopted = state.adopt_own().await?;
+        if !adopted.is_empty() {
+            tracing::info!(builds = adopted.len(), store = %state.store().uri(), "adopted the builds of a previous server");
+        }
         Ok(Self {
-            url: url.trim_end_matches('/').to_string(),
+            url,
             addr: bound,
             state,
             stop: Some(stop),
@@ -83,15 +90,22 @@ impl ApiServer {
         &self.state
     }
 
-    /// Aborts open builds, waits up to `grace` for their stops, cleans the executor up
-    /// and stops serving.
-    pub async fn shutdown(mut self, grace: Duration) {
-        self.state.shutdown(grace).await;
+    /// Stops accepting connections and builds, finishes the requests in flight, and
+    /// shuts the state down (see [`ApiState::shutdown`]: open builds keep running unless
+    /// `mode` is [`Shutdown::CancelOpen`]; `grace` bounds the waits).
+    pub async fn shutdown(mut self, mode: Shutdown, grace: Duration) {
+        if mode == Shutdown::CancelOpen {
+            // Keep serving launch's reports while open builds are aborted.
+            self.state.shutdown(mode, grace).await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if tokio::time::timeout(grace, &mut self.task).await.is_err() {
             self.task.abort();
+        }
+        if mode == Shutdown::LeaveRunning {
+            self.state.shutdown(mode, grace).await;
         }
     }
 

@@ -1,9 +1,10 @@
-//! The API's shared state: the executor, the token issuer, the builds, the event channel.
+//! The API's shared state: the executor, the token issuer, the build store, the event
+//! channel, and the background tasks (starts, watchers, stops).
 
-use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Utc;
 use executor_base::{
@@ -20,9 +21,17 @@ use crate::error::HttpError;
 use crate::events::BuildEvent;
 use crate::keys::{Claims, SCOPE_TEMPORAL, TokenIssuer, random_id};
 use crate::model::{BuildRecord, NewBuild, StepRecord, is_final, module_state};
+use crate::store::{BuildStore, MemoryBuildStore, StoreUri};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 pub const EVENT_CAPACITY: usize = 4096;
+
+/// The owner of builds submitted to `sdx serve` (or any server linking the API).
+pub const OWNER_SERVE: &str = "serve";
+
+/// Where `launch` spooled the reports of a build it could not deliver, if the build's
+/// engine keeps them on this host (the process backend: `<stateDir>/builds/<id>/spool.jsonl`).
+pub type SpoolLocator = Arc<dyn Fn(BuildId) -> Option<PathBuf> + Send + Sync>;
 
 /// The reference API's state; cheap to clone (an `Arc` inside).
 #[derive(Clone)]
@@ -36,8 +45,10 @@ pub(crate) struct Inner {
     pub(crate) config: ApiConfig,
     pub(crate) api_uri: String,
     pub(crate) user_token: SecretString,
-    pub(crate) builds: Mutex<BTreeMap<u64, BuildRecord>>,
-    pub(crate) next_id: AtomicU64,
+    pub(crate) store: Arc<dyn BuildStore>,
+    pub(crate) owner: String,
+    pub(crate) spool: Option<SpoolLocator>,
+    pub(crate) accepting: AtomicBool,
     pub(crate) events: broadcast::Sender<BuildEvent>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -47,7 +58,8 @@ impl fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("executor", &self.inner.executor.name())
             .field("api_uri", &self.inner.api_uri)
-            .field("builds", &self.inner.builds.lock().len())
+            .field("store", &self.inner.store.uri())
+            .field("owner", &self.inner.owner)
             .finish_non_exhaustive()
     }
 }
@@ -57,45 +69,135 @@ impl fmt::Debug for ApiState {
 pub(crate) struct Transition {
     pub(crate) became_running: bool,
     pub(crate) became_final: bool,
+    /// `launch` reported the final status itself: it is exiting, so the executor is
+    /// given time to see it end before anything is stopped.
+    pub(crate) reported_by_launch: bool,
 }
 
-impl ApiState {
-    /// The state of an API dispatching builds to `executor` (a `Router` or any backend).
-    ///
-    /// Validates `config` (errors name the key) and prepares the signing key and the
-    /// administrator's token.
-    pub fn new(executor: Arc<dyn Executor>, config: ApiConfig) -> Result<Self, Error> {
+/// Builds an [`ApiState`]: the store, the owner of new builds, the spool locator.
+pub struct ApiStateBuilder {
+    executor: Arc<dyn Executor>,
+    config: ApiConfig,
+    store: Option<Arc<dyn BuildStore>>,
+    owner: String,
+    spool: Option<SpoolLocator>,
+}
+
+impl fmt::Debug for ApiStateBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiStateBuilder")
+            .field("config", &self.config)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiStateBuilder {
+    /// Keeps builds in `store` (default: `config.build_store`, else in memory).
+    pub fn store(mut self, store: Arc<dyn BuildStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Marks new builds as driven by `owner` (default [`OWNER_SERVE`]); an adoption
+    /// takes over the builds of one owner only.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Uses `uri` as `apiUri` unless the config names one (`publicUri`).
+    pub fn default_public_uri(mut self, uri: impl Into<String>) -> Self {
+        self.config.public_uri.get_or_insert_with(|| uri.into());
+        self
+    }
+
+    /// Where `launch` spools what it could not report (read on adoption).
+    pub fn spool(mut self, locator: SpoolLocator) -> Self {
+        self.spool = Some(locator);
+        self
+    }
+
+    /// Validates the config (errors name the key), opens the store, and loads (or
+    /// creates and stores) the signing key and the administrator's token, so tokens
+    /// handed out before a restart stay valid after it.
+    pub async fn build(self) -> Result<ApiState, Error> {
+        let config = self.config;
         config.validate()?;
+        let store = match self.store {
+            Some(s) => s,
+            None => match &config.build_store {
+                Some(uri) => StoreUri::parse(uri)?.open().await?,
+                None => Arc::new(MemoryBuildStore::new()),
+            },
+        };
+        let key_error =
+            |e: String| Error::new(ErrorKind::ConfigInvalid, e).with_context("key", "jwtPrivateKey");
         let issuer = match &config.jwt_private_key {
-            Some(pem) => TokenIssuer::from_pkcs8_pem(pem.expose_secret()),
-            None => TokenIssuer::generate(),
-        }
-        .map_err(|e| {
-            Error::new(ErrorKind::ConfigInvalid, e).with_context("key", "jwtPrivateKey")
-        })?;
+            Some(pem) => TokenIssuer::from_pkcs8_pem(pem.expose_secret()).map_err(key_error)?,
+            None => {
+                let fresh = TokenIssuer::generate_pkcs8_pem().map_err(key_error)?;
+                let pem = store.secret("jwtPrivateKey", &fresh).await?;
+                TokenIssuer::from_pkcs8_pem(&pem).map_err(key_error)?
+            }
+        };
+        let user_token = match &config.user_token {
+            Some(t) => t.clone(),
+            None => SecretString::from(
+                store
+                    .secret("userToken", &format!("sdx-{}", random_id()))
+                    .await?,
+            ),
+        };
         let api_uri = config
             .public_uri
             .clone()
             .unwrap_or_else(|| "http://127.0.0.1:8080".into())
             .trim_end_matches('/')
             .to_string();
-        let user_token = config
-            .user_token
-            .clone()
-            .unwrap_or_else(|| SecretString::from(format!("sdx-{}", random_id())));
-        Ok(Self {
+        Ok(ApiState {
             inner: Arc::new(Inner {
-                executor,
+                executor: self.executor,
                 issuer,
                 config,
                 api_uri,
                 user_token,
-                builds: Mutex::new(BTreeMap::new()),
-                next_id: AtomicU64::new(1),
+                store,
+                owner: self.owner,
+                spool: self.spool,
+                accepting: AtomicBool::new(true),
                 events: broadcast::channel(EVENT_CAPACITY).0,
                 tasks: Mutex::new(Vec::new()),
             }),
         })
+    }
+}
+
+/// A store error as an HTTP answer (503: the API cannot serve without its store).
+pub(crate) fn store_error(e: Error) -> HttpError {
+    tracing::warn!(error = %e, "build store failed");
+    HttpError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        format!("The build store failed: {e}"),
+    )
+}
+
+impl ApiState {
+    /// A builder of the state of an API dispatching builds to `executor` (a `Router` or
+    /// any backend).
+    pub fn builder(executor: Arc<dyn Executor>, config: ApiConfig) -> ApiStateBuilder {
+        ApiStateBuilder {
+            executor,
+            config,
+            store: None,
+            owner: OWNER_SERVE.into(),
+            spool: None,
+        }
+    }
+
+    /// The state with the store of `config.build_store` (default: in memory).
+    pub async fn new(executor: Arc<dyn Executor>, config: ApiConfig) -> Result<Self, Error> {
+        Self::builder(executor, config).build().await
     }
 
     /// The executor builds are dispatched to.
@@ -118,9 +220,20 @@ impl ApiState {
         &self.inner.api_uri
     }
 
-    /// The administrator's bearer token (configured, or generated at start).
+    /// The administrator's bearer token (configured, or generated once and kept in the
+    /// store).
     pub fn user_token(&self) -> &SecretString {
         &self.inner.user_token
+    }
+
+    /// The build store.
+    pub fn store(&self) -> &Arc<dyn BuildStore> {
+        &self.inner.store
+    }
+
+    /// Who drives the builds this state submits (`serve`, or `run:<pid>:<start>`).
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
     }
 
     /// Subscribes to build events from now on.
@@ -128,26 +241,38 @@ impl ApiState {
         self.inner.events.subscribe()
     }
 
-    /// The wire form of build `id`.
-    pub fn build_json(&self, id: u64) -> Option<Value> {
-        self.inner.builds.lock().get(&id).map(BuildRecord::to_json)
+    /// Build `id`; 503 when the store fails.
+    pub(crate) async fn load(&self, id: u64) -> Result<Option<BuildRecord>, HttpError> {
+        self.inner.store.get(id).await.map_err(store_error)
     }
 
-    /// A copy of build `id`.
-    pub fn build(&self, id: u64) -> Option<BuildRecord> {
-        self.inner.builds.lock().get(&id).cloned()
+    /// Build `id`, or 404.
+    pub(crate) async fn load_existing(&self, id: u64) -> Result<BuildRecord, HttpError> {
+        self.load(id)
+            .await?
+            .ok_or_else(|| HttpError::not_found("Build does not exist"))
+    }
+
+    /// A copy of build `id` (`None` when unknown or the store fails).
+    pub async fn build(&self, id: u64) -> Option<BuildRecord> {
+        self.load(id).await.ok().flatten()
+    }
+
+    /// The wire form of build `id`.
+    pub async fn build_json(&self, id: u64) -> Option<Value> {
+        self.build(id).await.map(|b| b.to_json())
     }
 
     /// Every build as `{"id", "state", "status"}`, by id.
-    pub fn list_json(&self) -> Value {
-        Value::Array(
-            self.inner
-                .builds
-                .lock()
-                .values()
-                .map(BuildRecord::summary)
+    pub async fn list_json(&self) -> Result<Value, HttpError> {
+        let all = self.inner.store.list().await.map_err(store_error)?;
+        Ok(Value::Array(
+            all.into_iter()
+                .map(|(id, status)| {
+                    json!({"id": id.get(), "state": module_state(status), "status": status})
+                })
                 .collect(),
-        )
+        ))
     }
 
     pub(crate) fn emit(&self, e: BuildEvent) {
@@ -162,78 +287,80 @@ impl ApiState {
         tasks.push(handle);
     }
 
+    /// Whether new builds are accepted (not once a shutdown began).
+    pub fn accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::SeqCst)
+    }
+
     /// Records a submission and dispatches it to the executor in the background.
     /// Must be called within a Tokio runtime.
     ///
-    /// 409 when the requested id is taken.
-    pub fn submit(&self, new: NewBuild) -> Result<BuildId, HttpError> {
-        let id = {
-            let mut builds = self.inner.builds.lock();
-            let id = match new.id {
-                Some(id) if builds.contains_key(&id.get()) => {
-                    return Err(HttpError::conflict(format!("Build {id} already exists")));
-                }
-                Some(id) => {
-                    self.inner.next_id.fetch_max(id.get() + 1, Ordering::SeqCst);
-                    id
-                }
-                None => loop {
-                    let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
-                    if !builds.contains_key(&n)
-                        && let Some(id) = BuildId::new(n)
-                    {
-                        break id;
-                    }
-                },
-            };
-            let container = match new.container {
-                Some(c) => c,
-                None => executor_base::ImageRef::parse(&self.inner.config.default_container)
-                    .map_err(|r| {
-                        HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, r)
-                    })?,
-            };
-            let record = BuildRecord {
-                id,
-                job_id: new.job_id.unwrap_or(JobId::new(1).expect("1 is positive")),
-                event_id: new.event_id,
-                pipeline_id: new.pipeline_id,
-                job_name: new.job_name,
-                container,
-                annotations: new.annotations,
-                environment: new.environment,
-                status: ApiBuildStatus::Queued,
-                status_message: Some("Waiting for the executor".into()),
-                meta: json!({}),
-                create_time: Utc::now(),
-                start_time: None,
-                end_time: None,
-                steps: new
-                    .steps
-                    .into_iter()
-                    .map(|(n, c)| StepRecord::new(n, c))
-                    .collect(),
-            };
-            builds.insert(id.get(), record);
-            self.emit(BuildEvent::Status {
-                build_id: id.get(),
-                status: ApiBuildStatus::Queued,
-                state: module_state(ApiBuildStatus::Queued),
-                message: Some("Waiting for the executor".into()),
-            });
-            id
+    /// The id is the client's (409 when it exists, changing nothing) or the next of the
+    /// store's sequence (never reused, across restarts included). 503 while shutting down.
+    pub async fn submit(&self, new: NewBuild) -> Result<BuildId, HttpError> {
+        if !self.accepting() {
+            return Err(HttpError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "The API is shutting down: no new builds are accepted",
+            ));
+        }
+        let container = match new.container {
+            Some(c) => c,
+            None => executor_base::ImageRef::parse(&self.inner.config.default_container)
+                .map_err(|r| HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, r))?,
         };
+        let id = match new.id {
+            Some(id) => id,
+            None => self.inner.store.next_id().await.map_err(store_error)?,
+        };
+        let message = "Waiting for the executor";
+        let record = BuildRecord {
+            id,
+            owner: self.inner.owner.clone(),
+            version: 1,
+            settled: false,
+            job_id: new.job_id.unwrap_or(JobId::new(1).expect("1 is positive")),
+            event_id: new.event_id,
+            pipeline_id: new.pipeline_id,
+            job_name: new.job_name,
+            container,
+            annotations: new.annotations,
+            environment: new.environment,
+            status: ApiBuildStatus::Queued,
+            status_message: Some(message.into()),
+            meta: json!({}),
+            create_time: Utc::now(),
+            start_time: None,
+            end_time: None,
+            steps: new
+                .steps
+                .into_iter()
+                .map(|(n, c)| StepRecord::new(n, c))
+                .collect(),
+        };
+        match self.inner.store.insert(&record).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(HttpError::conflict(format!("Build {id} already exists")));
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+        self.emit(BuildEvent::Status {
+            build_id: id.get(),
+            status: ApiBuildStatus::Queued,
+            state: module_state(ApiBuildStatus::Queued),
+            message: Some(message.into()),
+        });
+        crate::faults::pause("submitted").await;
         let state = self.clone();
         self.spawn(async move { crate::dispatch::start(state, id).await });
         Ok(id)
     }
 
-    /// The start config of build `id`, with a freshly minted temporary token
-    /// (scope `temporal`, `username` = build id).
-    pub fn start_config(&self, id: BuildId) -> Result<StartConfig, Error> {
-        let b = self
-            .build(id.get())
-            .ok_or_else(|| Error::build_not_found(id))?;
+    /// The start config of build `b`, with a freshly minted temporary token (scope
+    /// `temporal`, `username` = build id).
+    pub fn start_config(&self, b: &BuildRecord) -> Result<StartConfig, Error> {
+        let id = b.id;
         let mut claims = Claims::for_build(
             id.get(),
             SCOPE_TEMPORAL,
@@ -270,72 +397,58 @@ impl ApiState {
         builder.build()
     }
 
-    /// The stop config of build `id` (with its annotations, so a router finds the backend).
-    pub fn stop_config(&self, id: BuildId) -> StopConfig {
-        let mut s = StopConfig::new(id);
-        if let Some(b) = self.build(id.get()) {
-            s.job_id = Some(b.job_id);
-            s.pipeline_id = b.pipeline_id;
-            s.job_name = b.job_name.clone();
-            s.annotations = b.annotations.clone();
-        }
+    /// The stop config of build `b` (with its annotations, so a router finds the backend).
+    pub fn stop_config(&self, b: &BuildRecord) -> StopConfig {
+        let mut s = StopConfig::new(b.id);
+        s.job_id = Some(b.job_id);
+        s.pipeline_id = b.pipeline_id;
+        s.job_name = b.job_name.clone();
+        s.annotations = b.annotations.clone();
         s.api_uri = executor_base::config::parse_http_url(self.api_uri()).ok();
         s
     }
 
-    /// Sets the status of build `id` after `check` accepted the build as it is (under the
-    /// lock, so checks and change are atomic). A final build is never changed (403).
-    pub(crate) fn transition_checked(
+    /// Changes build `id` with `f` and writes it back with a conditional write, reading
+    /// again and retrying when another writer came first. `f` sees the current build
+    /// every time and may refuse (its error is returned, nothing is written).
+    pub(crate) async fn modify<T>(
+        &self,
+        id: u64,
+        mut f: impl FnMut(&mut BuildRecord) -> Result<T, HttpError>,
+    ) -> Result<(T, BuildRecord), HttpError> {
+        loop {
+            let mut b = self.load_existing(id).await?;
+            let out = f(&mut b)?;
+            if self.inner.store.update(&b).await.map_err(store_error)? {
+                b.version += 1;
+                return Ok((out, b));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sets the status of build `id` after `check` accepted the build as it is (checks and
+    /// change are one conditional write). A final build is never changed (403).
+    pub(crate) async fn transition_checked(
         &self,
         id: u64,
         status: Option<ApiBuildStatus>,
         message: Option<String>,
         meta: Option<Value>,
-        check: impl FnOnce(&BuildRecord) -> Result<(), HttpError>,
+        check: impl Fn(&BuildRecord) -> Result<(), HttpError>,
     ) -> Result<(Transition, Value), HttpError> {
-        let mut builds = self.inner.builds.lock();
-        let b = builds
-            .get_mut(&id)
-            .ok_or_else(|| HttpError::not_found("Build does not exist"))?;
-        if is_final(b.status) {
-            return Err(HttpError::forbidden(format!(
-                "Build {id} is already {}: only unfinished builds can be updated",
-                b.status
-            )));
-        }
-        check(b)?;
-        let mut t = Transition::default();
-        let now = Utc::now();
-        if let Some(s) = status {
-            let was = b.status;
-            b.status = s;
-            if s == ApiBuildStatus::Running && was != ApiBuildStatus::Running {
-                b.start_time = Some(now);
-                t.became_running = true;
-            }
-            if is_final(s) && !is_final(was) {
-                b.end_time = Some(now);
-                t.became_final = true;
-                for step in b
-                    .steps
-                    .iter_mut()
-                    .filter(|st| st.start_time.is_some() && st.end_time.is_none())
-                {
-                    step.end_time = Some(now);
+        let (t, b) = self
+            .modify(id, |b| {
+                if is_final(b.status) {
+                    return Err(HttpError::forbidden(format!(
+                        "Build {id} is already {}: only unfinished builds can be updated",
+                        b.status
+                    )));
                 }
-            }
-            if message.is_none() && s != was {
-                b.status_message = None;
-            }
-        }
-        if let Some(m) = message {
-            b.status_message = Some(m);
-        }
-        if let Some(Value::Object(m)) = meta
-            && let Value::Object(cur) = &mut b.meta
-        {
-            cur.extend(m);
-        }
+                check(b)?;
+                Ok(apply_status(b, status, message.clone(), meta.clone()))
+            })
+            .await?;
         self.emit(BuildEvent::Status {
             build_id: id,
             status: b.status,
@@ -346,57 +459,151 @@ impl ApiState {
     }
 
     /// [`ApiState::transition_checked`] without further checks.
-    pub(crate) fn transition(
+    pub(crate) async fn transition(
         &self,
         id: u64,
         status: Option<ApiBuildStatus>,
         message: Option<String>,
-        meta: Option<Value>,
     ) -> Result<(Transition, Value), HttpError> {
-        self.transition_checked(id, status, message, meta, |_| Ok(()))
+        self.transition_checked(id, status, message, None, |_| Ok(()))
+            .await
+    }
+
+    /// Records that the engine confirmed build `id` ended (nothing left to stop).
+    pub(crate) async fn mark_settled(&self, id: u64) {
+        let r = self
+            .modify(id, |b| {
+                b.settled = true;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(build = id, error = %e, "cannot record that the build ended on the engine");
+        }
     }
 
     /// Whether build `id` is final (`None` when unknown).
-    pub fn is_final(&self, id: u64) -> Option<bool> {
-        self.inner
-            .builds
-            .lock()
-            .get(&id)
-            .map(|b| is_final(b.status))
+    pub async fn is_final(&self, id: u64) -> Option<bool> {
+        self.build(id).await.map(|b| is_final(b.status))
     }
 
-    /// Aborts every build that is not final (status ABORTED, which stops it on the
-    /// executor), waits up to `grace` for the background tasks (starts, stops, watchers),
-    /// and calls the executor's `cleanup`.
-    pub async fn shutdown(&self, grace: std::time::Duration) {
-        let open: Vec<u64> = self
-            .inner
-            .builds
-            .lock()
-            .values()
-            .filter(|b| !is_final(b.status))
-            .map(|b| b.id.get())
-            .collect();
-        for id in open {
-            if let Ok((t, _)) = self.transition(
-                id,
-                Some(ApiBuildStatus::Aborted),
-                Some("The API shut down".into()),
-                None,
-            ) && let Some(bid) = BuildId::new(id)
-            {
-                crate::dispatch::react(self, bid, t);
+    /// Whether build `id` is final and its engine confirmed the end (`None` when unknown).
+    pub async fn is_settled(&self, id: u64) -> Option<bool> {
+        self.build(id)
+            .await
+            .map(|b| is_final(b.status) && b.settled)
+    }
+
+    /// Waits up to `within` until build `id` is final and settled; whether it got there.
+    pub async fn wait_settled(&self, id: u64, within: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            if self.is_settled(id).await != Some(false) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops accepting builds, stops the background tasks (watchers and stops in flight
+    /// are picked up again by the next start's adoption), and with
+    /// [`Shutdown::CancelOpen`] first aborts every open build of this owner and waits up
+    /// to `grace` for them to be stopped. Then calls the executor's `cleanup`, which
+    /// never stops a live build.
+    pub async fn shutdown(&self, mode: Shutdown, grace: std::time::Duration) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        if mode == Shutdown::CancelOpen {
+            let open: Vec<u64> = match self.inner.store.unsettled().await {
+                Ok(all) => all
+                    .into_iter()
+                    .filter(|b| b.owner == self.inner.owner && !is_final(b.status))
+                    .map(|b| b.id.get())
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list open builds");
+                    Vec::new()
+                }
+            };
+            for id in &open {
+                if let Ok((t, _)) = self
+                    .transition(
+                        *id,
+                        Some(ApiBuildStatus::Aborted),
+                        Some("The API shut down".into()),
+                    )
+                    .await
+                    && let Some(bid) = BuildId::new(*id)
+                {
+                    crate::dispatch::react(self, bid, t).await;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + grace;
+            for id in open {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.wait_settled(id, left).await;
             }
         }
-        let deadline = tokio::time::Instant::now() + grace;
         let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock());
-        for mut t in tasks {
-            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
-                t.abort();
-            }
+        for t in tasks {
+            t.abort();
         }
         if let Err(e) = self.inner.executor.cleanup().await {
             tracing::warn!(error = %e, "executor cleanup failed");
         }
     }
+}
+
+/// How [`ApiState::shutdown`] treats open builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Leave them running: the next start on the same store adopts them (`sdx serve`'s
+    /// default).
+    LeaveRunning,
+    /// Abort them and wait for their stops (`sdx serve --cancel-on-exit`).
+    CancelOpen,
+}
+
+/// Applies a status (and message, meta) to `b`; what the change set off.
+fn apply_status(
+    b: &mut BuildRecord,
+    status: Option<ApiBuildStatus>,
+    message: Option<String>,
+    meta: Option<Value>,
+) -> Transition {
+    let mut t = Transition::default();
+    let now = Utc::now();
+    if let Some(s) = status {
+        let was = b.status;
+        b.status = s;
+        if s == ApiBuildStatus::Running && was != ApiBuildStatus::Running {
+            b.start_time = Some(now);
+            t.became_running = true;
+        }
+        if is_final(s) && !is_final(was) {
+            b.end_time = Some(now);
+            t.became_final = true;
+            for step in b
+                .steps
+                .iter_mut()
+                .filter(|st| st.start_time.is_some() && st.end_time.is_none())
+            {
+                step.end_time = Some(now);
+            }
+        }
+        if message.is_none() && s != was {
+            b.status_message = None;
+        }
+    }
+    if let Some(m) = message {
+        b.status_message = Some(m);
+    }
+    if let Some(Value::Object(m)) = meta
+        && let Value::Object(cur) = &mut b.meta
+    {
+        cur.extend(m);
+    }
+    t
 }

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use executor_api::keys::{Claims, SCOPE_BUILD, SCOPE_TEMPORAL, SCOPE_USER};
-use executor_api::{ApiConfig, ApiState, BuildEvent, router};
+use executor_api::{
+    ApiConfig, ApiState, BuildEvent, BuildStore, MemoryBuildStore, Shutdown, router,
+};
 use executor_base::secrecy::{ExposeSecret, SecretString};
 use executor_base::testkit::fake::{FakeExecutor, Script};
 use executor_base::{
@@ -71,6 +73,16 @@ impl Executor for Recorder {
     }
 }
 
+fn test_config() -> ApiConfig {
+    ApiConfig {
+        user_token: Some(SecretString::from("admin-token")),
+        status_poll_ms: 20,
+        lost_after_polls: 2,
+        final_exit_wait_ms: 200,
+        ..ApiConfig::default()
+    }
+}
+
 struct Harness {
     state: ApiState,
     exec: Arc<Recorder>,
@@ -78,22 +90,31 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
-        Self::with(ApiConfig {
-            user_token: Some(SecretString::from("admin-token")),
-            status_poll_ms: 20,
-            lost_after_polls: 2,
-            ..ApiConfig::default()
-        })
+    /// Short polls and a short wait for launch's exit after a final status (the default
+    /// wait is covered by `a_final_status_from_launch_lets_the_build_end_before_anything_is_stopped`).
+    async fn new() -> Self {
+        Self::with(test_config()).await
     }
 
-    fn with(config: ApiConfig) -> Self {
+    async fn with(config: ApiConfig) -> Self {
+        Self::build(config, Arc::new(MemoryBuildStore::new())).await
+    }
+
+    async fn on_store(store: Arc<dyn BuildStore>) -> Self {
+        Self::build(test_config(), store).await
+    }
+
+    async fn build(config: ApiConfig, store: Arc<dyn BuildStore>) -> Self {
         let exec = Arc::new(Recorder {
             fake: FakeExecutor::new(),
             starts: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
         });
-        let state = ApiState::new(exec.clone(), config).unwrap();
+        let state = ApiState::builder(exec.clone(), config)
+            .store(store)
+            .build()
+            .await
+            .unwrap();
         let app = router(state.clone());
         Self { state, exec, app }
     }
@@ -220,7 +241,7 @@ fn assert_error(v: &Value, status: StatusCode, message_part: &str) {
 
 #[tokio::test]
 async fn submission_answers_201_and_the_build_is_dispatched_with_a_temporal_token() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let mut events = h.state.subscribe();
     let (s, v) = h
         .json(
@@ -281,7 +302,7 @@ async fn submission_answers_201_and_the_build_is_dispatched_with_a_temporal_toke
 
 #[tokio::test]
 async fn submission_errors_are_json() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let (s, v) = h.call("POST", "/v4/builds", None, Some("{}")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error(&v, s, "Missing authentication");
@@ -340,8 +361,167 @@ async fn submission_errors_are_json() {
 }
 
 #[tokio::test]
+async fn ids_outside_1_to_2_pow_53_are_422_not_a_panic() {
+    // Before: "id": 18446744073709551615 overflowed the id counter and the handler panicked.
+    let h = Harness::new().await;
+    for bad in [
+        json!(18446744073709551615u64),
+        json!(9007199254740993u64),
+        json!(0),
+        json!(-1),
+        json!("18446744073709551615"),
+    ] {
+        let (s, v) = h
+            .json(
+                "POST",
+                "/v4/builds",
+                Some("admin-token"),
+                json!({"id": bad, "steps": [{"name": "a", "command": "true"}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+        assert_eq!(v["fields"][0]["field"], "id", "{v}");
+    }
+    for (field, bad) in [("jobId", json!(1u64 << 60)), ("eventId", json!(0))] {
+        let (s, v) = h
+            .json(
+                "POST",
+                "/v4/builds",
+                Some("admin-token"),
+                json!({field: bad, "steps": [{"name": "a", "command": "true"}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(v["fields"][0]["field"], field, "{v}");
+    }
+    let (s, v) = h
+        .json(
+            "POST",
+            "/v4/builds",
+            Some("admin-token"),
+            json!({"id": 9007199254740992u64, "steps": [{"name": "a", "command": "true"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The API still answers.
+    assert_eq!(h.status_of(9007199254740992).await, "QUEUED");
+}
+
+#[tokio::test]
+async fn unknown_fields_are_refused_naming_the_field_and_the_closest_one() {
+    // Before: "anotations" was silently dropped and the build ran without them.
+    let h = Harness::new().await;
+    let (s, v) = h
+        .json(
+            "POST",
+            "/v4/builds",
+            Some("admin-token"),
+            json!({"anotations": {"screwdriver.cd/cpu": "HIGH"}, "steps": [{"name": "a", "command": "true", "comand": "x"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(
+        v["fields"],
+        json!([
+            {"field": "anotations", "reason": "unknown field; did you mean \"annotations\"?"},
+            {"field": "steps[0].comand", "reason": "unknown field; did you mean \"command\"?"},
+        ])
+    );
+    assert!(h.exec.starts.lock().is_empty(), "nothing was started");
+
+    let id = h.submit().await;
+    let (s, v) = h
+        .json(
+            "PUT",
+            &format!("/v4/builds/{id}"),
+            Some("admin-token"),
+            json!({"status": "ABORTED", "statusMesage": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["fields"][0]["field"], "statusMesage");
+    assert!(
+        v["fields"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("statusMessage")
+    );
+    assert_eq!(h.status_of(id).await, "QUEUED", "a refused update changes nothing");
+    let build_token = h.mint(&Claims::for_build(id, SCOPE_BUILD, 5));
+    let (s, v) = h
+        .json(
+            "PUT",
+            &format!("/v4/builds/{id}/steps/one"),
+            Some(&build_token),
+            json!({"startTime": "2025-01-01T00:00:00Z", "starttime": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["fields"][0]["field"], "starttime");
+    let (s, v) = h
+        .json(
+            "POST",
+            &format!("/v4/builds/{id}/steps/one/logs"),
+            Some(&build_token),
+            json!([{"t": 1, "m": "x", "n": 0, "msg": "y"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["fields"][0]["field"], "[0].msg");
+    let temporal = h.temporal_token(id).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            &format!("/v4/builds/{id}/token"),
+            Some(&temporal),
+            json!({"buildTimout": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("buildTimeout"), "{v}");
+}
+
+#[tokio::test]
+async fn reserved_sd_variables_cannot_be_set_by_the_environment() {
+    // Before: "environment": {"SD_TOKEN": ...} overrode the build's own token in its steps.
+    let h = Harness::new().await;
+    let (s, v) = h
+        .json(
+            "POST",
+            "/v4/builds",
+            Some("admin-token"),
+            json!({"environment": {"SD_TOKEN": "x", "SD_API_URL": "http://evil/", "OK": "1"},
+                   "steps": [{"name": "a", "command": "true"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let fields: Vec<&str> = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["environment.SD_API_URL", "environment.SD_TOKEN"]);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_in_json() {
+    // Before: axum's plain-text "length limit exceeded".
+    let h = Harness::new().await;
+    let big = format!(
+        "{{\"steps\": [{{\"name\": \"a\", \"command\": \"{}\"}}]}}",
+        "x".repeat(10 * 1024 * 1024)
+    );
+    let (s, v) = h
+        .call("POST", "/v4/builds", Some("admin-token"), Some(&big))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&v, s, "");
+}
+
+#[tokio::test]
 async fn token_exchange_follows_upstream_rules() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.submit().await;
     let other = h.submit().await;
     let temporal = h.temporal_token(id).await;
@@ -453,7 +633,7 @@ async fn token_exchange_follows_upstream_rules() {
 
 #[tokio::test]
 async fn launch_flow_runs_timers_and_stops_the_executor_at_the_end() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.submit().await;
     h.temporal_token(id).await;
     let token = h.mint(&Claims::for_build(id, SCOPE_BUILD, 10));
@@ -589,7 +769,7 @@ async fn launch_flow_runs_timers_and_stops_the_executor_at_the_end() {
 
 #[tokio::test]
 async fn update_rules_by_caller() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.submit().await;
     let other = h.submit().await;
     let b = format!("/v4/builds/{id}");
@@ -657,7 +837,7 @@ async fn update_rules_by_caller() {
 
 #[tokio::test]
 async fn step_and_log_errors() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.submit().await;
     let token = h.mint(&Claims::for_build(id, SCOPE_BUILD, 10));
     let mut user = Claims::for_build(1, SCOPE_USER, 10);
@@ -751,15 +931,22 @@ async fn step_and_log_errors() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Build does not exist");
     let (s, v) = h
-        .call("GET", "/v4/builds/0", Some("admin-token"), None)
+        .call("GET", "/v4/builds/abc", Some("admin-token"), None)
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, s, "id: must be a positive integer");
+    for bad in ["0", "9007199254740993", "18446744073709551616"] {
+        let (s, v) = h
+            .call("GET", &format!("/v4/builds/{bad}"), Some("admin-token"), None)
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+        assert_error(&v, s, "id: must be an integer from 1 to 9007199254740992");
+    }
 }
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_json_and_public_endpoints_answer() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let (s, v) = h.call("GET", "/nowhere", None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, s, "Not Found");
@@ -787,7 +974,7 @@ async fn unknown_paths_and_methods_are_json_and_public_endpoints_answer() {
 
 #[tokio::test]
 async fn a_refused_start_fails_the_build_and_stops_it() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.exec.fake.refuse_start(ErrorKind::ImagePull);
     let id = h.submit().await;
     let v = h.wait_for_status(id, "FAILURE").await;
@@ -801,28 +988,41 @@ async fn a_refused_start_fails_the_build_and_stops_it() {
 }
 
 #[tokio::test]
-async fn a_build_that_ends_on_the_engine_without_reporting_is_failed() {
-    let h = Harness::new();
+async fn a_build_that_ends_on_the_engine_without_reporting_gets_the_engines_outcome() {
+    // Before: every such build was FAILURE, a success included.
+    let h = Harness::new().await;
     h.exec
         .fake
         .set_default_script(Script::succeed_after(Duration::from_millis(5)));
-    let id = h.submit().await;
-    let v = h.wait_for_status(id, "FAILURE").await;
+    let ok = h.submit().await;
+    let v = h.wait_for_status(ok, "SUCCESS").await;
+    let msg = v["statusMessage"].as_str().unwrap();
+    assert!(msg.contains("launch could not report"), "{msg}");
+    h.exec.fake.set_default_script(Script::finish_after(
+        Duration::from_millis(5),
+        BuildStatus::exited(4),
+    ));
+    let failed = h.submit().await;
+    let v = h.wait_for_status(failed, "FAILURE").await;
     let msg = v["statusMessage"].as_str().unwrap();
     assert!(
         msg.contains("launch ended without reporting a final status"),
         "{msg}"
     );
-    assert_eq!(h.status_of(id).await, "FAILURE");
+    h.exec.fake.set_default_script(Script::lost_after(Duration::from_millis(5)));
+    let lost = h.submit().await;
+    h.wait_for_status(lost, "FAILURE").await;
 }
 
 #[tokio::test]
-async fn shutdown_aborts_open_builds_and_cleans_up() {
-    let h = Harness::new();
+async fn shutdown_with_cancel_on_exit_aborts_open_builds_and_cleans_up() {
+    let h = Harness::new().await;
     let id = h.submit().await;
     h.temporal_token(id).await;
-    h.state.shutdown(Duration::from_secs(5)).await;
-    let b = h.state.build_json(id).unwrap();
+    h.state
+        .shutdown(Shutdown::CancelOpen, Duration::from_secs(5))
+        .await;
+    let b = h.state.build_json(id).await.unwrap();
     assert_eq!(
         (b["status"].as_str(), b["statusMessage"].as_str()),
         (Some("ABORTED"), Some("The API shut down"))
@@ -830,6 +1030,155 @@ async fn shutdown_aborts_open_builds_and_cleans_up() {
     assert!(h.exec.log.lock().contains(&format!("stop {id}")));
     assert!(h.exec.fake.calls().cleanup >= 1);
     assert!(h.exec.fake.live_builds().is_empty());
+    let (s, v) = h
+        .json(
+            "POST",
+            "/v4/builds",
+            Some("admin-token"),
+            json!({"steps": [{"name": "a", "command": "true"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+}
+
+#[tokio::test]
+async fn shutdown_leaves_builds_running_and_the_next_state_adopts_them() {
+    // Before: every shutdown aborted every running build.
+    let store: Arc<dyn BuildStore> = Arc::new(MemoryBuildStore::new());
+    let h = Harness::on_store(store.clone()).await;
+    let id = h.submit().await;
+    h.temporal_token(id).await;
+    h.state
+        .shutdown(Shutdown::LeaveRunning, Duration::from_secs(5))
+        .await;
+    assert!(!h.exec.log.lock().contains(&format!("stop {id}")));
+    assert_eq!(h.exec.fake.live_builds().len(), 1);
+    assert_eq!(h.state.build_json(id).await.unwrap()["status"], "QUEUED");
+    // The next server on the same store and engine watches it again: when the engine
+    // says it ended, the outcome is recorded.
+    let next = ApiState::builder(h.exec.clone(), test_config())
+        .store(store)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(next.adopt_own().await.unwrap().len(), 1);
+    h.exec
+        .fake
+        .set_status(executor_base::BuildId::new(id).unwrap(), BuildStatus::exited(1))
+        .unwrap();
+    for _ in 0..500 {
+        if next.is_settled(id).await == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = next.build(id).await.unwrap();
+    assert_eq!(b.status, ApiBuildStatus::Failure);
+    assert!(b.settled);
+    assert_eq!(
+        h.exec
+            .log
+            .lock()
+            .iter()
+            .filter(|l| *l == &format!("start {id}"))
+            .count(),
+        1,
+        "adoption never starts a build twice"
+    );
+}
+
+#[tokio::test]
+async fn a_start_refused_as_already_exists_never_stops_the_live_build() {
+    // Before: the failed start was followed by a stop, which killed the other build.
+    let h = Harness::new().await;
+    h.exec.fake.refuse_start(ErrorKind::AlreadyExists);
+    let id = h.submit().await;
+    let v = h.wait_for_status(id, "FAILURE").await;
+    assert!(
+        v["statusMessage"].as_str().unwrap().contains("left alone"),
+        "{v}"
+    );
+    for _ in 0..50 {
+        if h.state.is_settled(id).await == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.state.is_settled(id).await, Some(true));
+    assert!(
+        !h.exec.log.lock().contains(&format!("stop {id}")),
+        "{:?}",
+        h.exec.log.lock()
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_submission_is_409_and_changes_nothing() {
+    let h = Harness::new().await;
+    let body = json!({"id": 500, "steps": [{"name": "a", "command": "true"}]});
+    let (s, _) = h
+        .json("POST", "/v4/builds", Some("admin-token"), body.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    h.temporal_token(500).await;
+    let before = h.state.build_json(500).await.unwrap();
+    let (s, v) = h.json("POST", "/v4/builds", Some("admin-token"), body).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_error(&v, StatusCode::CONFLICT, "Build 500 already exists");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = h.state.build_json(500).await.unwrap();
+    assert_eq!(before["createTime"], after["createTime"]);
+    assert_eq!(h.exec.starts.lock().len(), 1);
+    assert!(!h.exec.log.lock().contains(&"stop 500".to_string()));
+    // The sequence moved past the client's id.
+    assert_eq!(h.submit().await, 501);
+}
+
+#[tokio::test]
+async fn a_final_status_from_launch_lets_the_build_end_before_anything_is_stopped() {
+    // Before: the API stopped the build on every final status, so the executor reported
+    // "canceled" for a build that succeeded. Default wait for launch's exit.
+    let h = Harness::with(ApiConfig {
+        final_exit_wait_ms: ApiConfig::default().final_exit_wait_ms,
+        ..test_config()
+    })
+    .await;
+    let id = h.submit().await;
+    let temporal = h.temporal_token(id).await;
+    let (_, v) = h
+        .json(
+            "POST",
+            &format!("/v4/builds/{id}/token"),
+            Some(&temporal),
+            json!({}),
+        )
+        .await;
+    let token = v["token"].as_str().unwrap().to_string();
+    let bid = executor_base::BuildId::new(id).unwrap();
+    for status in ["RUNNING", "SUCCESS"] {
+        let (s, v) = h
+            .json(
+                "PUT",
+                &format!("/v4/builds/{id}"),
+                Some(&token),
+                json!({"status": status}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // launch exits 0 a moment later.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.exec
+        .fake
+        .set_status(bid, BuildStatus::succeeded())
+        .unwrap();
+    h.wait_for_log(&format!("stop_timer {id}")).await;
+    assert!(!h.exec.log.lock().contains(&format!("stop {id}")));
+    assert_eq!(
+        h.exec.fake.status(&StopConfig::new(bid)).await.unwrap().phase,
+        executor_base::Phase::Succeeded
+    );
+    assert!(h.state.wait_settled(id, Duration::from_secs(5)).await);
 }
 
 #[tokio::test]
@@ -855,5 +1204,7 @@ async fn a_server_on_loopback_serves_the_same_router() {
         out.starts_with("HTTP/1.1 200") && out.ends_with("OK"),
         "{out}"
     );
-    server.shutdown(Duration::from_secs(5)).await;
+    server
+        .shutdown(Shutdown::LeaveRunning, Duration::from_secs(5))
+        .await;
 }
