@@ -95,7 +95,8 @@ impl ApiState {
     /// Adopts this state's own unsettled builds with [`Adoption::Resume`].
     pub async fn adopt_own(&self) -> Result<Vec<BuildId>, Error> {
         let owner = self.owner().to_string();
-        self.adopt(move |b| b.owner == owner, Adoption::Resume).await
+        self.adopt(move |b| b.owner == owner, Adoption::Resume)
+            .await
     }
 }
 
@@ -198,12 +199,10 @@ async fn replay_spool(state: &ApiState, id: BuildId) -> usize {
                 }
                 state.op_update(&caller, id.get(), &body).await.map(drop)
             }
-            Entry::StepStart { step, start_time } => {
-                state
-                    .op_step_update(&caller, id.get(), step, &json!({"startTime": start_time}))
-                    .await
-                    .map(drop)
-            }
+            Entry::StepStart { step, start_time } => state
+                .op_step_update(&caller, id.get(), step, &json!({"startTime": start_time}))
+                .await
+                .map(drop),
             Entry::StepEnd {
                 step,
                 end_time,
@@ -232,7 +231,11 @@ async fn replay_spool(state: &ApiState, id: BuildId) -> usize {
         }
     }
     if n > 0 {
-        tracing::info!(build = id.get(), entries = n, "replayed what launch spooled");
+        tracing::info!(
+            build = id.get(),
+            entries = n,
+            "replayed what launch spooled"
+        );
     }
     n
 }

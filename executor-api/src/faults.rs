@@ -21,7 +21,10 @@ fn pauses() -> &'static HashMap<String, Duration> {
             .split(',')
             .filter_map(|p| {
                 let (name, ms) = p.split_once('=')?;
-                Some((name.trim().to_string(), Duration::from_millis(ms.trim().parse().ok()?)))
+                Some((
+                    name.trim().to_string(),
+                    Duration::from_millis(ms.trim().parse().ok()?),
+                ))
             })
             .collect()
     })

@@ -11,15 +11,34 @@
 //!   as the start config's `token`; `POST /v4/builds/{id}/token` exchanges it once, while
 //!   the build is QUEUED or BLOCKED, for a build token living `buildTimeout` minutes;
 //! * `launch`'s `PUT /v4/builds/{id}` RUNNING calls `start_timer`; a final status (SUCCESS,
-//!   FAILURE, ABORTED, COLLAPSED, UNSTABLE) calls `stop` then `stop_timer`;
+//!   FAILURE, ABORTED, COLLAPSED, UNSTABLE) ends the build on the executor and calls
+//!   `stop_timer`;
 //! * a failed `start` fails the build with "Failed to start build by executor error".
 //!
 //! Where it differs: tokens are signed with ES256 (not RS256), from a P-256 key generated
-//! at start unless configured, published at `GET /v4/auth/key`; UNSTABLE is final; a
-//! watcher fails a build whose engine says it ended while `launch` never reported.
+//! once and kept in the build store unless configured, published at `GET /v4/auth/key`;
+//! UNSTABLE is final; a watcher records the engine's outcome for a build whose engine
+//! says it ended while `launch` never reported; a final status `launch` reported lets the
+//! build end on its own before anything is stopped (see `dispatch`).
 //!
-//! Builds, steps and logs live in memory: this is a reference and test server, not a
-//! production API.
+//! # Restarts
+//!
+//! Builds, steps, log lines, the id sequence and the signing key live in a
+//! [`store::BuildStore`]: [`store::SqliteBuildStore`] (one file; `sdx serve` and `sdx run`
+//! use `api.db` in the state directory) or [`store::MemoryBuildStore`] (the library's
+//! default). Ids come from the store's sequence and are never reused. A server that starts
+//! on a store adopts the builds a previous one left (see [`adopt`]): it reads each build's
+//! status from the executor, starts what never reached it, replays what `launch` spooled
+//! while the API was down, records the true outcome of builds that ended meanwhile, and
+//! watches the rest. [`ApiState::shutdown`] leaves builds running by default.
+//!
+//! # Input
+//!
+//! Every body is checked field by field: unknown fields are 422 naming the field and the
+//! closest known one; ids are integers from 1 to 2^53 (422 otherwise, in bodies and
+//! paths); a build's `environment` may not set `SD_*` variables; every error, 413 and the
+//! framework's own included, is JSON (see [`routes`]). `tests/input_props.rs` checks
+//! these with property tests.
 //!
 //! ```
 //! # async fn demo() -> Result<(), executor_base::Error> {
@@ -40,6 +59,13 @@
 //!   provider) generates the P-256 key and encodes the public key.
 //! * `tokio::sync::broadcast`: the event stream subscribers follow builds with.
 //! * `parking_lot`: the in-memory store's locks (never held across an `.await`).
+//! * `rusqlite` (bundled SQLite): the durable store. It is the workspace's one SQLite
+//!   library (the timer store uses it as well); `sqlx`'s SQLite driver pins a different
+//!   `libsqlite3-sys` and only one may link, and the store needs no more than one
+//!   connection on a dedicated thread. The [`store::BuildStore`] trait is async and
+//!   driver-neutral, so a shared PostgreSQL store can come with an async PostgreSQL
+//!   driver (e.g. `sqlx` with only its `postgres` feature, or `tokio-postgres`) beside it.
+//! * `sd-launch`: the spool format `launch` writes and the API replays (one definition).
 
 pub mod adopt;
 pub mod auth;
@@ -57,13 +83,13 @@ pub mod server;
 pub mod state;
 pub mod store;
 
+pub use adopt::Adoption;
 pub use config::ApiConfig;
 pub use error::HttpError;
 pub use events::BuildEvent;
 pub use keys::{Claims, TokenIssuer};
 pub use model::{BuildRecord, LogLine, NewBuild, StepRecord};
 pub use routes::router;
-pub use adopt::Adoption;
 pub use server::ApiServer;
 pub use state::{ApiState, ApiStateBuilder, OWNER_SERVE, Shutdown, SpoolLocator};
 pub use store::{BuildStore, MemoryBuildStore, SqliteBuildStore, StoreUri};

@@ -406,7 +406,11 @@ impl ApiState {
                     "[{i}]: must be an object {{t, m, n}}"
                 )));
             };
-            unknown.append(&mut unknown_fields(obj, LOG_LINE_FIELDS, &format!("[{i}].")));
+            unknown.append(&mut unknown_fields(
+                obj,
+                LOG_LINE_FIELDS,
+                &format!("[{i}]."),
+            ));
             let m = l
                 .get("m")
                 .and_then(Value::as_str)

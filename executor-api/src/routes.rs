@@ -34,8 +34,8 @@ use serde_json::{Value, json};
 use crate::auth::authenticate;
 use crate::error::HttpError;
 use crate::fields::{ID_RANGE, PathId};
-use executor_base::FieldError;
 use crate::state::ApiState;
+use executor_base::FieldError;
 
 /// The API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
@@ -173,9 +173,7 @@ async fn list_steps(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
     let caller = authenticate(&s, &headers)?;
-    s.op_steps(&caller, parse_id(&id)?, None)
-        .await
-        .map(Json)
+    s.op_steps(&caller, parse_id(&id)?, None).await.map(Json)
 }
 
 async fn get_step(

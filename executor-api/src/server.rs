@@ -90,10 +90,17 @@ impl ApiServer {
         &self.state
     }
 
-    /// Stops accepting connections and builds, finishes the requests in flight, and
-    /// shuts the state down (see [`ApiState::shutdown`]: open builds keep running unless
-    /// `mode` is [`Shutdown::CancelOpen`]; `grace` bounds the waits).
-    pub async fn shutdown(mut self, mode: Shutdown, grace: Duration) {
+    /// Stops accepting connections and builds, finishes the requests in flight, shuts
+    /// the state down (see [`ApiState::shutdown`]: open builds keep running unless `mode`
+    /// is [`Shutdown::CancelOpen`]; `grace` bounds the waits), then calls the executor's
+    /// `cleanup` (which never stops a live build).
+    pub async fn shutdown(self, mode: Shutdown, grace: Duration) {
+        self.shutdown_with(mode, grace, true).await;
+    }
+
+    /// [`ApiServer::shutdown`], calling the executor's `cleanup` only if `cleanup` (a
+    /// one-build command such as `sdx run` collects nothing but its own build).
+    pub async fn shutdown_with(mut self, mode: Shutdown, grace: Duration, cleanup: bool) {
         if mode == Shutdown::CancelOpen {
             // Keep serving launch's reports while open builds are aborted.
             self.state.shutdown(mode, grace).await;
@@ -106,6 +113,9 @@ impl ApiServer {
         }
         if mode == Shutdown::LeaveRunning {
             self.state.shutdown(mode, grace).await;
+        }
+        if cleanup && let Err(e) = self.state.executor().cleanup().await {
+            tracing::warn!(error = %e, "executor cleanup failed");
         }
     }
 

@@ -131,8 +131,9 @@ impl ApiStateBuilder {
                 None => Arc::new(MemoryBuildStore::new()),
             },
         };
-        let key_error =
-            |e: String| Error::new(ErrorKind::ConfigInvalid, e).with_context("key", "jwtPrivateKey");
+        let key_error = |e: String| {
+            Error::new(ErrorKind::ConfigInvalid, e).with_context("key", "jwtPrivateKey")
+        };
         let issuer = match &config.jwt_private_key {
             Some(pem) => TokenIssuer::from_pkcs8_pem(pem.expose_secret()).map_err(key_error)?,
             None => {
@@ -511,47 +512,44 @@ impl ApiState {
     /// Stops accepting builds, stops the background tasks (watchers and stops in flight
     /// are picked up again by the next start's adoption), and with
     /// [`Shutdown::CancelOpen`] first aborts every open build of this owner and waits up
-    /// to `grace` for them to be stopped. Then calls the executor's `cleanup`, which
-    /// never stops a live build.
+    /// to `grace` for them (and for final builds still being ended on the engine) to be
+    /// settled. The executor is not touched otherwise (see
+    /// [`crate::ApiServer::shutdown`] for its `cleanup`).
     pub async fn shutdown(&self, mode: Shutdown, grace: std::time::Duration) {
         self.inner.accepting.store(false, Ordering::SeqCst);
         if mode == Shutdown::CancelOpen {
-            let open: Vec<u64> = match self.inner.store.unsettled().await {
+            let unsettled: Vec<BuildRecord> = match self.inner.store.unsettled().await {
                 Ok(all) => all
                     .into_iter()
-                    .filter(|b| b.owner == self.inner.owner && !is_final(b.status))
-                    .map(|b| b.id.get())
+                    .filter(|b| b.owner == self.inner.owner)
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list open builds");
                     Vec::new()
                 }
             };
-            for id in &open {
+            for b in unsettled.iter().filter(|b| !is_final(b.status)) {
                 if let Ok((t, _)) = self
                     .transition(
-                        *id,
+                        b.id.get(),
                         Some(ApiBuildStatus::Aborted),
                         Some("The API shut down".into()),
                     )
                     .await
-                    && let Some(bid) = BuildId::new(*id)
                 {
-                    crate::dispatch::react(self, bid, t).await;
+                    crate::dispatch::react(self, b.id, t).await;
                 }
             }
+            // Aborted builds and final ones still being ended on the engine.
             let deadline = tokio::time::Instant::now() + grace;
-            for id in open {
+            for b in unsettled {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.wait_settled(id, left).await;
+                self.wait_settled(b.id.get(), left).await;
             }
         }
         let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock());
         for t in tasks {
             t.abort();
-        }
-        if let Err(e) = self.inner.executor.cleanup().await {
-            tracing::warn!(error = %e, "executor cleanup failed");
         }
     }
 }

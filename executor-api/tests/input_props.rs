@@ -162,7 +162,9 @@ fn any_submission_body_gets_a_4xx_or_201_in_json() {
                     .unwrap();
                 let resp = app.clone().oneshot(req).await.unwrap();
                 let status = resp.status();
-                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
                 (status, serde_json::from_slice::<Value>(&bytes))
             });
             prop_assert!(!status.is_server_error(), "{status} for {body}");

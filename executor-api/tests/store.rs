@@ -30,7 +30,10 @@ fn record(id: BuildId) -> BuildRecord {
         create_time: Utc::now(),
         start_time: None,
         end_time: None,
-        steps: vec![StepRecord::new("one", "true"), StepRecord::new("two", "false")],
+        steps: vec![
+            StepRecord::new("one", "true"),
+            StepRecord::new("two", "false"),
+        ],
     }
 }
 
@@ -77,7 +80,10 @@ async fn contract(store: Arc<dyn BuildStore>) {
     first.steps[0].start_time = Some(Utc::now());
     assert!(store.update(&first).await.unwrap());
     stale.status = ApiBuildStatus::Aborted;
-    assert!(!store.update(&stale).await.unwrap(), "a stale copy is refused");
+    assert!(
+        !store.update(&stale).await.unwrap(),
+        "a stale copy is refused"
+    );
     let now = store.get(a.get()).await.unwrap().unwrap();
     assert_eq!(now.status, ApiBuildStatus::Running);
     assert_eq!(now.version, first.version + 1);
@@ -104,7 +110,13 @@ async fn contract(store: Arc<dyn BuildStore>) {
         store.logs(a.get(), "one", 0, 1).await.unwrap().unwrap(),
         vec![line(0)]
     );
-    assert!(store.append_logs(a.get(), "nope", &[line(0)]).await.unwrap().is_none());
+    assert!(
+        store
+            .append_logs(a.get(), "nope", &[line(0)])
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.logs(a.get(), "nope", 0, 1).await.unwrap().is_none());
     // an update never touches the line count
     let mut cur = store.get(a.get()).await.unwrap().unwrap();
@@ -112,7 +124,10 @@ async fn contract(store: Arc<dyn BuildStore>) {
     cur.steps[0].next_line = 0;
     cur.status = ApiBuildStatus::Success;
     assert!(store.update(&cur).await.unwrap());
-    assert_eq!(store.get(a.get()).await.unwrap().unwrap().steps[0].next_line, 3);
+    assert_eq!(
+        store.get(a.get()).await.unwrap().unwrap().steps[0].next_line,
+        3
+    );
 
     // unsettled: open or final-but-unsettled builds
     let unsettled: Vec<u64> = store
@@ -149,7 +164,9 @@ async fn the_memory_store_keeps_the_contract() {
 async fn the_sqlite_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     contract(Arc::new(
-        SqliteBuildStore::open(dir.path().join("api.db")).await.unwrap(),
+        SqliteBuildStore::open(dir.path().join("api.db"))
+            .await
+            .unwrap(),
     ))
     .await;
 }
@@ -174,7 +191,14 @@ async fn the_sqlite_store_survives_a_reopen_and_never_reuses_an_id() {
     let store = SqliteBuildStore::open(&path).await.unwrap();
     let b = store.get(first.get()).await.unwrap().unwrap();
     assert_eq!(b.steps[0].next_line, 1);
-    assert_eq!(store.logs(first.get(), "one", 0, 10).await.unwrap().unwrap(), vec![line(0)]);
+    assert_eq!(
+        store
+            .logs(first.get(), "one", 0, 10)
+            .await
+            .unwrap()
+            .unwrap(),
+        vec![line(0)]
+    );
     assert_eq!(store.next_id().await.unwrap().get(), first.get() + 2);
     assert_eq!(store.secret("jwt", "key-2").await.unwrap(), "key-1");
     use std::os::unix::fs::PermissionsExt;
@@ -194,7 +218,9 @@ async fn two_handles_on_one_file_never_hand_out_the_same_id() {
     let mut tasks = Vec::new();
     for i in 0..100 {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move { s.next_id().await.unwrap().get() }));
+        tasks.push(tokio::spawn(
+            async move { s.next_id().await.unwrap().get() },
+        ));
     }
     let mut seen = HashSet::new();
     for t in tasks {
@@ -208,6 +234,8 @@ async fn a_bad_store_uri_names_the_key() {
     let e = executor_api::StoreUri::parse("postgres://db/sdx").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
     assert!(e.to_string().contains("buildStore"), "{e}");
-    let e = SqliteBuildStore::open("/proc/nope/api.db").await.unwrap_err();
+    let e = SqliteBuildStore::open("/proc/nope/api.db")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("buildStore"), "{e}");
 }

@@ -4,12 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use executor_base::Executor;
 use executor_base::router::Router;
-use executor_base::timer::TimerService;
-use executor_process::{ProcessConfig, ProcessExecutorBuilder};
+use executor_base::timer::{SqliteTimerStore, TimerService};
+use executor_process::{ProcessConfig, ProcessExecutor, ProcessExecutorBuilder};
 
 use crate::config::FileConfig;
 use crate::error::{CliError, CliResult};
@@ -34,7 +33,7 @@ pub fn compiled() -> Vec<&'static str> {
     .collect()
 }
 
-/// What a command adds to the configured options of the process backend.
+/// What a command adds to the configured options of the backends.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessOverrides {
     /// Job-tools directory to use unless one is configured (`jobTools` or
@@ -42,22 +41,73 @@ pub struct ProcessOverrides {
     pub job_tools: Option<PathBuf>,
     /// State directory to use (the demo's temporary one).
     pub state_dir: Option<PathBuf>,
-    /// Grace between SIGTERM and SIGKILL on stop.
-    pub stop_grace: Option<Duration>,
+    /// Names and labels of `sdx run`'s own (see [`RUN_PREFIX`]), so its builds and its
+    /// garbage never mix with a server's on the same Docker daemon or namespace.
+    pub run_prefix: bool,
+}
+
+/// The name and label prefix of `sdx run`'s builds on Docker and Kubernetes: the
+/// configured prefix followed by `run-`, or `sdx-run-` when none is configured.
+pub const RUN_PREFIX: &str = "sdx-run-";
+
+/// `sdx run`'s prefix given the configured one.
+pub fn run_prefix(configured: &str) -> String {
+    if configured.is_empty() {
+        RUN_PREFIX.to_string()
+    } else {
+        format!("{configured}run-")
+    }
+}
+
+/// The state directory of this configuration: the process backend's `stateDir` (file
+/// section, `EXECUTOR_PROCESS_STATE_DIR`, `$XDG_STATE_HOME/sdx`, ...), absolute. The API's
+/// store (`api.db`, `run.db`) and timers (`timers.db`) live there too.
+pub fn state_dir(file: &FileConfig) -> CliResult<PathBuf> {
+    let section: Option<ProcessConfig> = file.section("process")?;
+    let dir = section
+        .and_then(|c| c.state_dir)
+        .unwrap_or_else(executor_process::default_state_dir);
+    std::path::absolute(&dir)
+        .map_err(|e| CliError::usage(format!("stateDir {}: {e}", dir.display())))
+}
+
+/// Where the router's timers are kept.
+#[derive(Debug, Clone)]
+pub enum Timers {
+    /// In memory: gone with the process (`sdx run`, `sdx demo`, one-shot commands).
+    Memory,
+    /// In this SQLite file: a restarted `sdx serve` loses no timeout.
+    Sqlite(PathBuf),
+}
+
+/// A router and, when it has one, its process backend (for its spool files).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The router.
+    pub executor: Arc<dyn Executor>,
+    /// The process backend, when it is one of the router's.
+    pub process: Option<ProcessExecutor>,
 }
 
 /// A directory holding `launch`, a symbolic link to this `sdx` binary (which runs the
-/// reference launcher when invoked under that name). Removed when dropped.
+/// reference launcher when invoked under that name). A temporary one is removed when
+/// dropped; one in the state directory stays (builds that outlive this `sdx` still find
+/// it, and it is not recreated per run).
 #[derive(Debug)]
 pub struct JobTools {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn current_exe() -> CliResult<PathBuf> {
+    std::env::current_exe()
+        .map_err(|e| CliError::failure(format!("cannot find the sdx executable: {e}")))
 }
 
 impl JobTools {
-    /// Creates the directory and the link.
+    /// Creates a temporary directory and the link.
     pub fn create() -> CliResult<Self> {
-        let exe = std::env::current_exe()
-            .map_err(|e| CliError::failure(format!("cannot find the sdx executable: {e}")))?;
+        let exe = current_exe()?;
         let dir = tempfile::Builder::new()
             .prefix("sdx-job-tools-")
             .tempdir()
@@ -65,12 +115,44 @@ impl JobTools {
         std::os::unix::fs::symlink(&exe, dir.path().join("launch")).map_err(|e| {
             CliError::failure(format!("cannot link launch to {}: {e}", exe.display()))
         })?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir: dir.path().to_path_buf(),
+            _temp: Some(dir),
+        })
+    }
+
+    /// Uses `dir` (created if needed), pointing its `launch` at this binary (replaced
+    /// atomically, so concurrent `sdx` processes never see it missing).
+    pub fn in_dir(dir: &Path) -> CliResult<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let exe = current_exe()?;
+        let fail = |what: &str, e: std::io::Error| {
+            CliError::failure(format!(
+                "job-tools directory {}: {what}: {e}",
+                dir.display()
+            ))
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("cannot create it", e))?;
+        let link = dir.join("launch");
+        if std::fs::read_link(&link).ok().as_deref() != Some(exe.as_path()) {
+            let tmp = dir.join(format!(".launch.{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&exe, &tmp).map_err(|e| fail("cannot link launch", e))?;
+            std::fs::rename(&tmp, &link).map_err(|e| fail("cannot link launch", e))?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _temp: None,
+        })
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 
@@ -86,6 +168,8 @@ pub struct Built {
     /// Where it works: the job-tools directory, the Docker endpoint, the namespace, the
     /// Jenkins URL.
     pub endpoint: Option<String>,
+    /// The process backend itself, when this is it.
+    pub process: Option<ProcessExecutor>,
 }
 
 async fn process(file: &FileConfig, o: &ProcessOverrides) -> CliResult<Built> {
@@ -102,13 +186,11 @@ async fn process(file: &FileConfig, o: &ProcessOverrides) -> CliResult<Built> {
     if let Some(s) = &o.state_dir {
         b = b.with_state_dir(s);
     }
-    if let Some(g) = o.stop_grace {
-        b = b.with_stop_grace(g);
-    }
     let exec = b.build().await.map_err(context(PROCESS))?;
     Ok(Built {
         endpoint: Some(exec.job_tools().display().to_string()),
-        executor: Arc::new(exec),
+        executor: Arc::new(exec.clone()),
+        process: Some(exec),
     })
 }
 
@@ -132,27 +214,41 @@ pub async fn build_with_endpoint(
         #[cfg(feature = "docker")]
         executor_docker::SCHEME => {
             use executor_docker::DockerExecutorBuilder as B;
-            let b = match file.section("docker")? {
+            let section: Option<executor_docker::DockerConfig> = file.section("docker")?;
+            let configured = match &section {
+                Some(c) => c.prefix.clone(),
+                None => std::env::var("EXECUTOR_DOCKER_PREFIX").unwrap_or_default(),
+            };
+            let mut b = match section {
                 Some(c) => B::new().with_config(c),
                 None => B::from_env(),
             };
+            if o.run_prefix {
+                b = b.with_prefix(run_prefix(&configured));
+            }
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {
                 endpoint: Some(exec.endpoint().to_string()),
                 executor: Arc::new(exec),
+                process: None,
             })
         }
         #[cfg(feature = "k8s")]
         executor_k8s::SCHEME => {
             use executor_k8s::K8sExecutorBuilder as B;
-            let b = match file.section("k8s")? {
+            let mut b = match file.section("k8s")? {
                 Some(c) => B::new().with_config(c),
                 None => B::from_env(),
             };
+            if o.run_prefix {
+                let prefix = run_prefix(&b.config().prefix);
+                b = b.with_prefix(prefix);
+            }
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {
                 endpoint: Some(format!("namespace {}", exec.namespace())),
                 executor: Arc::new(exec),
+                process: None,
             })
         }
         #[cfg(feature = "jenkins")]
@@ -166,6 +262,7 @@ pub async fn build_with_endpoint(
             Ok(Built {
                 endpoint: Some(exec.base_url().to_string()),
                 executor: Arc::new(exec),
+                process: None,
             })
         }
         #[cfg(feature = "gearman")]
@@ -179,6 +276,7 @@ pub async fn build_with_endpoint(
             Ok(Built {
                 endpoint: Some(exec.config().server.clone()),
                 executor: Arc::new(exec),
+                process: None,
             })
         }
         other => Err(CliError::usage(format!(
@@ -189,20 +287,28 @@ pub async fn build_with_endpoint(
 }
 
 /// A router over `names` (the first is the default), with a shared timer service that
-/// stops builds running past their timeout.
+/// stops builds running past their timeout, its deadlines kept as `timers` says.
 pub async fn router(
     names: &[String],
     file: &FileConfig,
     o: &ProcessOverrides,
-) -> CliResult<Arc<dyn Executor>> {
+    timers: Timers,
+) -> CliResult<Routed> {
     let mut rb = Router::builder();
+    let mut process = None;
     for name in names {
-        rb = rb.backend_named(name.clone(), build(name, file, o).await?);
+        let built = build_with_endpoint(name, file, o).await?;
+        process = process.or(built.process);
+        rb = rb.backend_named(name.clone(), built.executor);
     }
-    let timers = TimerService::builder()
-        .build()
-        .await
-        .map_err(CliError::from)?;
+    let mut tb = TimerService::builder();
+    if let Timers::Sqlite(path) = &timers {
+        let store = SqliteTimerStore::open(path)
+            .await
+            .map_err(|e| CliError::from(e).context(format!("timer store {}", path.display())))?;
+        tb = tb.store(Arc::new(store));
+    }
+    let timers = tb.build().await.map_err(CliError::from)?;
     let default = names.first().map(String::as_str).unwrap_or(PROCESS);
     let router = rb
         .default_backend(default)
@@ -210,7 +316,10 @@ pub async fn router(
         .stop_on_timeout(true)
         .build()
         .map_err(CliError::from)?;
-    Ok(Arc::new(router))
+    Ok(Routed {
+        executor: Arc::new(router),
+        process,
+    })
 }
 
 #[cfg(test)]
@@ -241,6 +350,12 @@ mod tests {
     }
 
     #[test]
+    fn run_prefixes() {
+        assert_eq!(run_prefix(""), "sdx-run-");
+        assert_eq!(run_prefix("ci-"), "ci-run-");
+    }
+
+    #[test]
     fn job_tools_link_to_this_executable_and_vanish() {
         let t = JobTools::create().unwrap();
         let link = t.path().join("launch");
@@ -251,5 +366,18 @@ mod tests {
         let dir = t.path().to_path_buf();
         drop(t);
         assert!(!dir.exists());
+        let state = tempfile::tempdir().unwrap();
+        let kept = state.path().join("job-tools");
+        let t = JobTools::in_dir(&kept).unwrap();
+        assert_eq!(
+            std::fs::read_link(t.path().join("launch")).unwrap(),
+            std::env::current_exe().unwrap()
+        );
+        drop(t);
+        assert!(
+            kept.join("launch").exists(),
+            "a state directory's job tools stay"
+        );
+        JobTools::in_dir(&kept).unwrap();
     }
 }

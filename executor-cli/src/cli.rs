@@ -43,17 +43,21 @@ pub enum Command {
     /// Run a build from flags or a JSON file and follow it to the end (exit 0 only if it
     /// succeeded).
     Run(RunArgs),
-    /// Show a build's status (from an API with --api, else from the executor).
+    /// Show a build's status (from an API with --api, else from the executor; exit 1
+    /// when the build is not found).
     Status(BuildRef),
-    /// Stop a build (ABORTED through an API with --api, else on the executor).
+    /// Stop a build (ABORTED through an API with --api, else on the executor; exit 1
+    /// when the build is not found).
     Stop(BuildRef),
     /// Check a build's health on the executor (upstream's verify message).
     Verify(VerifyArgs),
-    /// Remove engine resources whose expiry label has passed.
+    /// Remove engine resources whose expiry label has passed, and stop the builds of
+    /// `sdx run` processes that were killed (recording their outcome).
     Gc(GcArgs),
     /// Check each backend: configuration, reachability, version, permissions.
     Doctor(DoctorArgs),
-    /// Serve the reference API, dispatching builds to the configured backend(s).
+    /// Serve the reference API, dispatching builds to the configured backend(s); builds
+    /// outlive a restart (SIGINT/SIGTERM leave them running, the next serve adopts them).
     Serve(ServeArgs),
     /// Run a Zuul-style Gearman launcher worker over the configured backend(s).
     #[cfg(feature = "gearman")]
@@ -186,9 +190,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SDX_PUBLIC_URI", value_name = "URL")]
     pub public_uri: Option<String>,
     /// Where to write the administrator token (mode 0600). Default: a file in the
-    /// temporary directory, printed at start. `SDX_API_TOKEN` chooses the token.
+    /// temporary directory, printed at start. `SDX_API_TOKEN` chooses the token; otherwise
+    /// it is generated once and kept in the store.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Where builds, steps, logs and the id sequence are kept: `sqlite:PATH` or
+    /// `memory:` (default: `sqlite:<state dir>/api.db`, or `[api] buildStore`).
+    #[arg(long, env = "SDX_STORE", value_name = "URI")]
+    pub store: Option<String>,
+    /// On SIGINT/SIGTERM, abort every open build and wait for its stop (by default they
+    /// keep running and the next `sdx serve` adopts them).
+    #[arg(long)]
+    pub cancel_on_exit: bool,
 }
 
 /// `sdx gearman-worker`.

@@ -61,7 +61,7 @@ pub async fn local(
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     p.line(&format!("(display fell behind: {n} events skipped)"));
-                    if state.is_final(id) == Some(true) {
+                    if state.is_final(id).await == Some(true) {
                         break;
                     }
                 }
@@ -70,7 +70,7 @@ pub async fn local(
             _ = &mut signal, if !interrupted => {
                 interrupted = true;
                 p.line("interrupted: aborting the build");
-                if let Err(e) = state.abort(id, "Aborted from sdx (interrupted)") {
+                if let Err(e) = state.abort(id, "Aborted from sdx (interrupted)").await {
                     p.line(&format!("cannot abort: {}", e.message));
                 }
             }
@@ -78,6 +78,7 @@ pub async fn local(
     }
     state
         .build_json(id)
+        .await
         .ok_or_else(|| CliError::failure(format!("build {id} vanished from the API")))
 }
 

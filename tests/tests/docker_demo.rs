@@ -145,7 +145,7 @@ async fn sdx_demo_with_the_docker_executor_succeeds() {
 
 async fn wait_final(server: &ApiServer, id: u64) -> executor_api::BuildRecord {
     for _ in 0..600 {
-        if let Some(b) = server.state().build(id)
+        if let Some(b) = server.state().build(id).await
             && executor_api::model::is_final(b.status)
         {
             return b;
@@ -154,7 +154,7 @@ async fn wait_final(server: &ApiServer, id: u64) -> executor_api::BuildRecord {
     }
     panic!(
         "build {id} did not finish within 60 s: {:?}",
-        server.state().build_json(id)
+        server.state().build_json(id).await
     );
 }
 
@@ -191,13 +191,13 @@ async fn docker_build_through_the_reference_api_succeeds() {
         ]
     }))
     .expect("build body");
-    let id = server.state().submit(ok).expect("submit").get();
+    let id = server.state().submit(ok).await.expect("submit").get();
     let b = wait_final(&server, id).await;
     assert_eq!(
         b.status,
         ApiBuildStatus::Success,
         "{:?}",
-        server.state().build_json(id)
+        server.state().build_json(id).await
     );
     assert!(b.steps.iter().any(|s| s.name == "test"), "{:?}", b.steps);
 
@@ -206,16 +206,18 @@ async fn docker_build_through_the_reference_api_succeeds() {
         "steps": [{"name": "broken", "command": "echo failing >&2; exit 3"}]
     }))
     .expect("build body");
-    let id2 = server.state().submit(failing).expect("submit").get();
+    let id2 = server.state().submit(failing).await.expect("submit").get();
     let b = wait_final(&server, id2).await;
     assert_eq!(
         b.status,
         ApiBuildStatus::Failure,
         "{:?}",
-        server.state().build_json(id2)
+        server.state().build_json(id2).await
     );
 
-    server.shutdown(Duration::from_secs(20)).await;
+    server
+        .shutdown(executor_api::Shutdown::CancelOpen, Duration::from_secs(20))
+        .await;
     // The API stops each build when it ends: nothing of ours is left on the daemon.
     let docker = testing::docker().await;
     for build in [id, id2] {

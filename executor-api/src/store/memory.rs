@@ -54,7 +54,8 @@ impl BuildStore for MemoryBuildStore {
             let n = d.next;
             d.next += 1;
             if !d.builds.contains_key(&n) {
-                return BuildId::new(n).ok_or_else(|| super::unavailable("the sequence is exhausted"));
+                return BuildId::new(n)
+                    .ok_or_else(|| super::unavailable("the sequence is exhausted"));
             }
         }
     }

@@ -31,21 +31,48 @@ pub fn exit_code(build: &Value) -> u8 {
     }
 }
 
+/// How long `sdx run` waits, after its build is final, for the engine to confirm the end.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Submits `body` to the embedded API, shows the build until it is final, prints the
-/// summary; returns the exit code.
-pub async fn on_embedded(emb: &Embedded, body: &Value) -> CliResult<u8> {
+/// summary; returns the exit code. With `own_ids` (`sdx run`), a body without an `id`
+/// gets one from [`crate::embedded::run_id`], and the command waits until the engine
+/// confirmed the build's end, so nothing of it outlives `sdx run`.
+pub async fn on_embedded(emb: &Embedded, body: &Value, own_ids: bool) -> CliResult<u8> {
     let state = emb.server.state();
     let rx = state.subscribe();
-    let id = state.submit_json(body).map_err(submit_error)?.get();
+    let id = if own_ids && body.get("id").is_none() {
+        submit_with_run_id(state, body).await?
+    } else {
+        state.submit_json(body).await.map_err(submit_error)?.get()
+    };
     let steps = body["steps"].as_array().map_or(0, Vec::len);
     say!("build {id} submitted: {steps} step(s) on {}", emb.label());
     let mut p = Progress::new(id);
     let done = follow::local(state, rx, id, &mut p).await;
     p.finish();
     let build = done?;
+    if own_ids && !state.wait_settled(id, SETTLE_WAIT).await {
+        say!("build {id}: the engine has not confirmed the end of the build yet");
+    }
     say!();
     say_raw!("{}", summary(&build, &emb.label()));
     Ok(exit_code(&build))
+}
+
+/// Submits with a fresh run id, trying the next one while an id is taken.
+async fn submit_with_run_id(state: &executor_api::ApiState, body: &Value) -> CliResult<u64> {
+    let mut id = crate::embedded::run_id();
+    for _ in 0..16 {
+        let mut b = body.clone();
+        b["id"] = Value::from(id);
+        match state.submit_json(&b).await {
+            Ok(id) => return Ok(id.get()),
+            Err(e) if e.status.as_u16() == 409 => id += 1,
+            Err(e) => return Err(submit_error(e)),
+        }
+    }
+    Err(CliError::failure("no free build id after 16 tries"))
 }
 
 /// Submits `body` to a remote API and follows it.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use super::build::on_embedded;
 use crate::cli::DemoArgs;
-use crate::embedded::{Embedded, EmbeddedOptions, api_config};
+use crate::embedded::{Embedded, EmbeddedOptions, Mode, api_config};
 use crate::error::{CliError, CliResult};
 
 /// The sample steps; with `fail`, the last one fails.
@@ -58,7 +58,7 @@ pub async fn run(ctx: &Ctx, args: DemoArgs) -> CliResult<u8> {
     let body = body(&args)?;
     let opts = EmbeddedOptions {
         listen: ([127, 0, 0, 1], 0).into(),
-        ephemeral_state: true,
+        mode: Mode::Demo,
         api: api_config(&ctx.file)?,
     };
     let emb = Embedded::start(&ctx.file, &ctx.executors, opts).await?;
@@ -72,8 +72,8 @@ pub async fn run(ctx: &Ctx, args: DemoArgs) -> CliResult<u8> {
         emb.server.url(),
         emb.label()
     );
-    let result = on_embedded(&emb, &body).await;
-    emb.shutdown().await;
+    let result = on_embedded(&emb, &body, false).await;
+    emb.shutdown(false).await;
     result
 }
 

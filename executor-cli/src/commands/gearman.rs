@@ -48,7 +48,14 @@ pub async fn run(ctx: &Ctx, a: GearmanWorkerArgs) -> CliResult<u8> {
         job_tools: Some(tools.path().to_path_buf()),
         ..ProcessOverrides::default()
     };
-    let exec = backends::router(&ctx.executors, &ctx.file, &overrides).await?;
+    let exec = backends::router(
+        &ctx.executors,
+        &ctx.file,
+        &overrides,
+        backends::Timers::Memory,
+    )
+    .await?
+    .executor;
     say!(
         "sdx gearman-worker: gearmand {} jobs {} on {}",
         cfg.server,

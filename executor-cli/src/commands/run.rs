@@ -1,4 +1,10 @@
 //! `sdx run`: a build from flags or a JSON file, followed to its end.
+//!
+//! Without `--api` the build runs on an embedded API with `sdx run`'s own store
+//! (`run.db` in the state directory), ids ([`crate::embedded::run_id`]) and name prefix
+//! on Docker and Kubernetes (`sdx-run-`), so it never collides with a server's builds or
+//! another run's. Ctrl-C aborts the build; if `sdx run` itself is killed, the build goes
+//! on without it until `sdx gc` stops it and records its outcome.
 
 use serde_json::{Map, Value, json};
 
@@ -6,7 +12,7 @@ use super::Ctx;
 use super::build::{on_embedded, on_remote};
 use crate::cli::RunArgs;
 use crate::client::ApiClient;
-use crate::embedded::{Embedded, EmbeddedOptions, api_config};
+use crate::embedded::{Embedded, EmbeddedOptions, Mode, api_config};
 use crate::error::{CliError, CliResult};
 
 fn pair<'a>(flag: &str, s: &'a str) -> CliResult<(&'a str, &'a str)> {
@@ -88,12 +94,12 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> CliResult<u8> {
     }
     let opts = EmbeddedOptions {
         listen: ([127, 0, 0, 1], 0).into(),
-        ephemeral_state: true,
+        mode: Mode::Run,
         api: api_config(&ctx.file)?,
     };
     let emb = Embedded::start(&ctx.file, &ctx.executors, opts).await?;
-    let result = on_embedded(&emb, &body).await;
-    emb.shutdown().await;
+    let result = on_embedded(&emb, &body, true).await;
+    emb.shutdown(false).await;
     result
 }
 

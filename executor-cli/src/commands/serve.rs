@@ -1,15 +1,23 @@
 //! `sdx serve`: the reference API on a port, dispatching to the configured backend(s),
-//! until SIGINT or SIGTERM; then open builds are aborted and stopped.
+//! until SIGINT or SIGTERM.
+//!
+//! Builds, steps, logs and the id sequence are kept in `api.db` in the state directory
+//! (`--store` picks another store), timers in `timers.db` beside it. On SIGINT or SIGTERM
+//! the server stops accepting builds and exits, leaving running builds running; the next
+//! `sdx serve` on the same state directory adopts them (`--cancel-on-exit`: abort them
+//! instead, the old behaviour). One `sdx serve` per state directory: a second one is
+//! refused (`api.lock`).
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Ctx;
 use crate::cli::ServeArgs;
-use crate::embedded::{Embedded, EmbeddedOptions, api_config};
+use crate::embedded::{Embedded, EmbeddedOptions, Mode, api_config};
 use crate::error::{CliError, CliResult};
 
 fn listen_addr(s: &str) -> CliResult<SocketAddr> {
@@ -32,6 +40,27 @@ fn write_token(path: &Path, token: &SecretString) -> CliResult<()> {
         .map_err(|e| CliError::failure(format!("--token-file {}: {e}", path.display())))
 }
 
+/// Takes `<state>/api.lock` for this process, so one `sdx serve` adopts a state
+/// directory's builds at a time. Released when the process exits, however it exits.
+fn lock_state_dir(state_dir: &Path) -> CliResult<Flock<std::fs::File>> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| CliError::failure(format!("state directory {}: {e}", state_dir.display())))?;
+    let path = state_dir.join("api.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        CliError::failure(format!(
+            "another sdx serve uses the state directory {} ({}: {e}); stop it, or give this one its own EXECUTOR_PROCESS_STATE_DIR",
+            state_dir.display(),
+            path.display()
+        ))
+    })
+}
+
 /// Serves until interrupted.
 pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
     let mut api = api_config(&ctx.file)?;
@@ -43,9 +72,11 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
     {
         api.user_token = Some(SecretString::from(t.trim().to_string()));
     }
+    let state_dir = crate::backends::state_dir(&ctx.file)?;
+    let _lock = lock_state_dir(&state_dir)?;
     let opts = EmbeddedOptions {
         listen: listen_addr(&a.listen)?,
-        ephemeral_state: false,
+        mode: Mode::Serve(a.store.clone()),
         api,
     };
     let emb = Embedded::start(&ctx.file, &ctx.executors, opts).await?;
@@ -57,7 +88,7 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
         ),
     };
     if let Err(e) = write_token(&token_file, emb.server.state().user_token()) {
-        emb.shutdown().await;
+        emb.shutdown(false).await;
         return Err(e);
     }
     say!(
@@ -71,10 +102,22 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
         token_file.display(),
         emb.server.url()
     );
-    say!("stop with Ctrl-C");
+    say!(
+        "builds kept in {}; stop with Ctrl-C ({})",
+        emb.server.state().store().uri(),
+        if a.cancel_on_exit {
+            "open builds are aborted"
+        } else {
+            "running builds keep running and are adopted by the next sdx serve"
+        }
+    );
     crate::follow::signalled().await;
-    say!("shutting down: aborting open builds");
-    emb.shutdown().await;
+    if a.cancel_on_exit {
+        say!("shutting down: aborting open builds");
+    } else {
+        say!("shutting down: running builds keep running");
+    }
+    emb.shutdown(a.cancel_on_exit).await;
     if remove_after {
         let _ = std::fs::remove_file(&token_file);
     }
@@ -101,5 +144,15 @@ mod tests {
             0o600
         );
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "abc\n");
+    }
+
+    #[test]
+    fn one_server_per_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_state_dir(dir.path()).unwrap();
+        let e = lock_state_dir(dir.path()).unwrap_err();
+        assert!(e.message.contains("another sdx serve"), "{}", e.message);
+        drop(held);
+        lock_state_dir(dir.path()).unwrap();
     }
 }

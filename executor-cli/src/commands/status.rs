@@ -1,9 +1,9 @@
 //! `sdx status`: a build's status from a remote API (`--api`) or from the executor.
 
-use executor_base::{BuildId, StopConfig};
+use executor_base::{BuildId, ErrorKind, StopConfig};
 
 use super::Ctx;
-use crate::backends::{self, ProcessOverrides};
+use crate::backends::{self, ProcessOverrides, Timers};
 use crate::cli::BuildRef;
 use crate::client::ApiClient;
 use crate::error::{CliError, CliResult};
@@ -14,12 +14,64 @@ pub fn build_id(id: u64) -> CliResult<BuildId> {
     BuildId::new(id).ok_or_else(|| CliError::usage("BUILD_ID: must be a positive integer"))
 }
 
+/// The error for a build the executor does not know: it may live on a running API.
+pub fn not_found(id: BuildId, ctx: &Ctx) -> CliError {
+    let state = backends::state_dir(&ctx.file)
+        .map(|d| format!(", state directory {}", d.display()))
+        .unwrap_or_default();
+    CliError::failure(format!(
+        "build {id} not found on the {} executor{state}; to ask a running sdx serve, give --api URL (or SDX_API) and --api-token (or SDX_API_TOKEN)",
+        ctx.executors.join(", ")
+    ))
+}
+
+/// The error for a build a remote API does not know.
+pub fn not_found_at(id: BuildId, api: &str) -> CliError {
+    CliError::failure(format!(
+        "build {id} not found at {api}; `sdx status` without --api asks the executor directly"
+    ))
+}
+
+/// Whether `e` is a remote API's 404.
+pub fn is_remote_404(e: &CliError) -> bool {
+    e.message.contains("answered 404")
+}
+
+/// The executor's status of build `id`, or the "not found" error with its hint.
+pub async fn executor_status(
+    ctx: &Ctx,
+    id: BuildId,
+) -> CliResult<(
+    std::sync::Arc<dyn executor_base::Executor>,
+    executor_base::BuildStatus,
+)> {
+    let exec = backends::router(
+        &ctx.executors,
+        &ctx.file,
+        &ProcessOverrides::default(),
+        Timers::Memory,
+    )
+    .await?
+    .executor;
+    match exec.status(&StopConfig::new(id)).await {
+        Ok(s) => Ok((exec, s)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found(id, ctx)),
+        Err(e) => Err(CliError::from(e).context(format!("status of build {id}"))),
+    }
+}
+
 /// Shows the status.
 pub async fn run(ctx: &Ctx, a: BuildRef) -> CliResult<u8> {
     let id = build_id(a.build_id)?;
     if let Some(api) = &a.remote.api {
         let client = ApiClient::new(api, a.remote.api_token.clone())?;
-        let b = client.build(id.get()).await?;
+        let b = client.build(id.get()).await.map_err(|e| {
+            if is_remote_404(&e) {
+                not_found_at(id, api)
+            } else {
+                e
+            }
+        })?;
         if a.json {
             say!("{b:#}");
         } else {
@@ -27,11 +79,7 @@ pub async fn run(ctx: &Ctx, a: BuildRef) -> CliResult<u8> {
         }
         return Ok(0);
     }
-    let exec = backends::router(&ctx.executors, &ctx.file, &ProcessOverrides::default()).await?;
-    let s = exec
-        .status(&StopConfig::new(id))
-        .await
-        .map_err(|e| CliError::from(e).context(format!("status of build {id}")))?;
+    let (_, s) = executor_status(ctx, id).await?;
     if a.json {
         say!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {

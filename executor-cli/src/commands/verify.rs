@@ -1,10 +1,10 @@
 //! `sdx verify`: the executor's health check of a build, as upstream's verify string.
 
-use executor_base::{StartConfig, Verdict};
+use executor_base::{ErrorKind, StartConfig, Verdict};
 
 use super::Ctx;
 use super::status::build_id;
-use crate::backends::{self, ProcessOverrides};
+use crate::backends::{self, ProcessOverrides, Timers};
 use crate::cli::VerifyArgs;
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
@@ -28,11 +28,23 @@ fn start_config(a: &VerifyArgs) -> CliResult<StartConfig> {
 /// Verifies the build; exit 1 when the verdict is a failure.
 pub async fn run(ctx: &Ctx, a: VerifyArgs) -> CliResult<u8> {
     let cfg = start_config(&a)?;
-    let exec = backends::router(&ctx.executors, &ctx.file, &ProcessOverrides::default()).await?;
-    let v = exec
-        .verify(&cfg)
-        .await
-        .map_err(|e| CliError::from(e).context(format!("verify of build {}", cfg.build_id)))?;
+    let exec = backends::router(
+        &ctx.executors,
+        &ctx.file,
+        &ProcessOverrides::default(),
+        Timers::Memory,
+    )
+    .await?
+    .executor;
+    let v = match exec.verify(&cfg).await {
+        Ok(v) => v,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(super::status::not_found(cfg.build_id, ctx));
+        }
+        Err(e) => {
+            return Err(CliError::from(e).context(format!("verify of build {}", cfg.build_id)));
+        }
+    };
     if a.json {
         say!("{}", serde_json::to_string(&v).unwrap_or_default());
     } else {
