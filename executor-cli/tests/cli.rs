@@ -361,3 +361,75 @@ fn serve_with_run_status_and_stop_over_http() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
+
+#[test]
+fn status_stop_and_verify_of_an_unknown_build_fail_with_a_hint() {
+    // Before: `sdx stop 999` said "build 999: stopped" for a build that never existed.
+    let state = tempfile::tempdir().unwrap();
+    for cmd in ["status", "stop", "verify"] {
+        let out = sdx(state.path()).args([cmd, "999"]).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {stdout} {stderr}");
+        assert_one_line_error(&stderr);
+        assert!(stderr.contains("build 999 not found"), "{cmd}: {stderr}");
+        assert!(stderr.contains("--api"), "{cmd}: {stderr}");
+        assert!(stdout.is_empty(), "{cmd}: {stdout}");
+    }
+}
+
+#[test]
+fn every_run_gets_its_own_increasing_id_and_its_own_store() {
+    // Before: every `sdx run` was build 1, so two runs destroyed each other's builds.
+    let state = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let out = sdx(state.path())
+            .args(["run", "--step", "hi=echo hi"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        let id: u64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("build ")?.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no build id in {stdout}"));
+        ids.push(id);
+    }
+    assert!(ids[1] > ids[0], "{ids:?}");
+    assert!(ids[0] > 1 << 40, "run ids are time-based: {ids:?}");
+    for id in &ids {
+        assert!(state.path().join(format!("builds/{id}")).is_dir());
+        // Its outcome stays readable on the executor after the run.
+        let out = sdx(state.path())
+            .args(["status", &id.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(text(&out).0.contains("succeeded"), "{}", text(&out).0);
+    }
+    assert!(state.path().join("run.db").exists());
+    assert!(!state.path().join("api.db").exists(), "a run never touches a server's store");
+}
+
+#[test]
+fn a_second_serve_on_one_state_directory_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = sdx(state.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _serve = Serve(child);
+    let mut lines = BufReader::new(stdout).lines();
+    assert!(lines.next().unwrap().unwrap().contains("reference API at"));
+    let out = sdx(state.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let (_, stderr) = text(&out);
+    assert_one_line_error(&stderr);
+    assert!(stderr.contains("another sdx serve"), "{stderr}");
+}
