@@ -24,7 +24,7 @@ use crate::tree::{Cgroups, Tree};
 
 /// How long an adopted build may sit without a recorded pid (another instance is
 /// starting it) before it counts as lost.
-const START_WINDOW: Duration = Duration::from_secs(60);
+const START_WINDOW: Duration = Duration::from_secs(10);
 /// How long to wait for the owning instance to record an exit before calling a vanished
 /// process lost.
 const EXIT_RECORD_WAIT: Duration = Duration::from_millis(100);
@@ -208,7 +208,17 @@ impl Inner {
             return;
         }
         build.merge_disk_stop();
-        let r = build.snapshot();
+        let mut r = build.snapshot();
+        if r.pid.is_none()
+            && let Some(pid) = crate::tree::find_supervisor(&build.paths.mark())
+        {
+            // Spawned by an executor that died before it recorded the pid.
+            tracing::info!(build_id = %build.id, pid, "found the supervisor of a build with no recorded pid");
+            let _ = build
+                .set_spawned(pid, os::proc_start_time(pid), r.cgroup.clone())
+                .await;
+            r = build.snapshot();
+        }
         let Some(pid) = r.pid else {
             let age = (Utc::now() - r.started_at).to_std().unwrap_or_default();
             if let Some(reason) = r.stop {

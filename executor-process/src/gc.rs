@@ -2,19 +2,22 @@
 //! buffer) are stopped and their directories (log, state, work) removed; and `stop_all`,
 //! the explicit "stop every live build" (`cleanup` never stops a live build).
 //!
-//! A directory whose start never completed (no state file: the process that claimed it
-//! was killed half-way) is collected at once when its owner, written to its `owner` file
-//! at the claim ([`executor_base::owner`]), is gone; otherwise after the longest timeout
-//! and the buffer. A started build belongs to the state directory, not to the process
-//! that started it: a later instance adopts it, so its owner's death orphans nothing.
+//! A start prepares its directory under a temporary name (`.<id>.<pid>.<random>`, with
+//! an `owner` file naming the process, [`executor_base::owner`]) and renames it to the
+//! id with its state file in place. A temporary directory is collected at once when its
+//! owner is gone, else after an hour; a build directory without a state file (made by an
+//! older sdx) at once when its owner is gone, else after the longest timeout and the
+//! buffer. A started build belongs to the state directory, not to the process that
+//! started it: a later instance adopts it, so its owner's death orphans nothing.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use executor_base::{Error, GcReport, TOKEN_BUFFER_MINUTES};
+use executor_base::{Error, GcReport, Liveness, Owner, TOKEN_BUFFER_MINUTES};
 
 use crate::error;
-use executor_base::{Liveness, Owner};
+use crate::executor::Inner;
+use crate::record::{BuildPaths, StopReason};
 
 /// The file naming the owner of a build's directory (the process that claimed it).
 const OWNER_FILE: &str = "owner";
@@ -28,8 +31,9 @@ pub(crate) fn write_owner(dir: &std::path::Path) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot record the build directory's owner");
     }
 }
-use crate::executor::Inner;
-use crate::record::{BuildPaths, StopReason};
+
+/// When the directory of a start interrupted before its claim counts as abandoned.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Inner {
     /// Finds (and unless `dry_run`, stops and removes) expired builds.
@@ -89,6 +93,9 @@ impl Inner {
                 }
             }
         }
+        if !dry_run {
+            self.remove_abandoned_starts().await;
+        }
         // Finished builds whose directory someone else removed.
         if !dry_run {
             self.builds.lock().retain(|_, b| {
@@ -99,6 +106,35 @@ impl Inner {
             Some(e) => Err(e),
             None => Ok(GcReport { dry_run, expired }),
         }
+    }
+
+    /// Removes directories of starts that a crash interrupted before they were claimed
+    /// (`.<id>.<pid>.<random>`): at once when their owner is gone, else after an hour.
+    async fn remove_abandoned_starts(&self) {
+        let dir = self.settings.builds_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > ABANDONED_AFTER);
+                let owner = std::fs::read_to_string(e.path().join(OWNER_FILE)).ok();
+                let gone =
+                    Owner::liveness_of_label(owner.as_deref().map(str::trim)) == Liveness::Gone;
+                if e.file_name().to_string_lossy().starts_with('.') && (old || gone) {
+                    match std::fs::remove_dir_all(e.path()) {
+                        Ok(()) => tracing::info!(path = %e.path().display(), "gc removed an interrupted start"),
+                        Err(err) => tracing::warn!(path = %e.path().display(), error = %err, "cannot remove an interrupted start"),
+                    }
+                }
+            }
+        })
+        .await;
     }
 
     /// The expiry of a directory without a readable state file (a crash between creating

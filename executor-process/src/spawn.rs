@@ -71,7 +71,7 @@ impl Inner {
             expires_at: now + minutes(timeout_minutes + TOKEN_BUFFER_MINUTES),
             stop: None,
             status: None,
-            cgroup: None,
+            cgroup: self.cgroups.path_for(id),
             memory_peak: None,
         };
         let paths = BuildPaths::new(&self.settings.builds_dir, id);
@@ -118,14 +118,10 @@ impl Inner {
         let paths = build.paths.clone();
         let id = build.id;
         let token = (!self.settings.token_env).then(|| expose_token(&cfg.token).to_string());
+        let builds_dir = self.settings.builds_dir.clone();
+        let record = build.snapshot();
         let prepared = tokio::task::spawn_blocking(move || {
-            claim_dir(&paths, id)?;
-            crate::gc::write_owner(&paths.dir);
-            let prepared = prepare_dir(&paths, token.as_deref());
-            if prepared.is_err() {
-                remove_dir(&paths);
-            }
-            prepared
+            prepare_and_claim(&builds_dir, &paths, id, token.as_deref(), &record)
         })
         .await
         .map_err(|e| {
@@ -136,6 +132,7 @@ impl Inner {
                 std::io::Error::other(e),
             )
         })??;
+        // The id is ours now: a cgroup left by an earlier build with this id is emptied.
         let cgroup = if self.cgroups.enabled() {
             let cgroups = self.cgroups.clone();
             tokio::task::spawn_blocking(move || cgroups.create(id))
@@ -150,7 +147,7 @@ impl Inner {
         if result.is_err() {
             let paths = build.paths.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                remove_dir(&paths);
+                remove_dir(&paths.dir);
                 if let Some(cg) = cgroup {
                     crate::tree::remove_cgroup(&cg);
                 }
@@ -268,9 +265,40 @@ struct Prepared {
     log_err: File,
 }
 
+/// Prepares the build's directory under a temporary name (token file, work directory,
+/// build log, and `state.json` without a pid), then claims `<builds>/<id>` by renaming it
+/// there, so the build's directory never exists without its state file: a crash at any
+/// point leaves either nothing under the id or a record a restarted executor can adopt.
+/// Blocking.
+fn prepare_and_claim(
+    builds_dir: &std::path::Path,
+    paths: &BuildPaths,
+    id: executor_base::BuildId,
+    token: Option<&str>,
+    record: &Record,
+) -> Result<Prepared, Error> {
+    let tmp = BuildPaths {
+        dir: builds_dir.join(format!(
+            ".{id}.{}.{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        )),
+    };
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp.dir)
+        .map_err(|e| error::io("start", "cannot create the build directory", &tmp.dir, e))?;
+    crate::gc::write_owner(&tmp.dir);
+    let result = prepare(&tmp, token, record).and_then(|p| claim(&tmp, paths, id).map(|()| p));
+    if result.is_err() {
+        remove_dir(&tmp.dir);
+    }
+    result
+}
+
 /// Writes the token file (unless the token goes through the environment), creates the
-/// work directory and the build log. Blocking.
-fn prepare_dir(paths: &BuildPaths, token: Option<&str>) -> Result<Prepared, Error> {
+/// work directory and the build log, and saves the record. Blocking.
+fn prepare(paths: &BuildPaths, token: Option<&str>, record: &Record) -> Result<Prepared, Error> {
     if let Some(token) = token {
         let token_path = paths.token();
         write_private(&token_path, token.as_bytes())
@@ -291,13 +319,86 @@ fn prepare_dir(paths: &BuildPaths, token: Option<&str>) -> Result<Prepared, Erro
     let log_err = log
         .try_clone()
         .map_err(|e| error::io("start", "cannot share the build log", &log_path, e))?;
+    paths
+        .save(record)
+        .map_err(|e| error::io("start", "cannot write the state file", &paths.state(), e))?;
     Ok(Prepared { log, log_err })
 }
 
-/// Removes the directory of a start that failed. Blocking.
-fn remove_dir(paths: &BuildPaths) {
-    if let Err(e) = std::fs::remove_dir_all(&paths.dir) {
-        tracing::warn!(path = %paths.dir.display(), error = %e, "cannot remove the directory of a failed start");
+/// Renames the prepared `tmp` directory to the build's. A directory left there by an
+/// earlier build with the same id is replaced unless that build is still alive (or being
+/// started by another executor instance sharing the state directory).
+fn claim(tmp: &BuildPaths, paths: &BuildPaths, id: executor_base::BuildId) -> Result<(), Error> {
+    for _ in 0..3 {
+        match std::fs::rename(&tmp.dir, &paths.dir) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY))
+                    || e.kind() == std::io::ErrorKind::AlreadyExists
+                    || e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
+            Err(e) => {
+                return Err(error::io(
+                    "start",
+                    "cannot create the build directory",
+                    &paths.dir,
+                    e,
+                ));
+            }
+        }
+        if let Some(why) = live(paths) {
+            return Err(already_exists(id, why));
+        }
+        match std::fs::remove_dir_all(&paths.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(error::io(
+                    "start",
+                    "cannot remove the previous build directory",
+                    &paths.dir,
+                    e,
+                ));
+            }
+        }
+    }
+    Err(already_exists(id, "is being started"))
+}
+
+/// Why the build in `paths` still counts as live, if it does.
+fn live(paths: &BuildPaths) -> Option<&'static str> {
+    let young = || {
+        std::fs::metadata(&paths.dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < CLAIM_WINDOW)
+    };
+    match paths.load() {
+        Some(r) if r.status.is_none() => match r.pid {
+            Some(p) if os::is_alive(p, r.proc_start) => {
+                Some("is already running (started by another executor instance)")
+            }
+            Some(_) => None,
+            None if crate::tree::find_supervisor(&paths.mark()).is_some() || young() => {
+                Some("is being started by another executor instance")
+            }
+            None => None,
+        },
+        Some(_) => None,
+        // Only a directory made by something else (or an older sdx) lacks a state file.
+        None if young() => Some("is being started by another executor instance"),
+        None => None,
+    }
+}
+
+/// Removes a directory of a start that failed. Blocking.
+fn remove_dir(dir: &std::path::Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot remove the directory of a failed start")
+        }
     }
 }
 
@@ -338,66 +439,6 @@ fn interpreter_problem(path: &std::path::Path) -> Option<String> {
     let interpreter = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
     not_executable(std::path::Path::new(interpreter))
         .map(|problem| format!("names the interpreter {interpreter}, which {problem}"))
-}
-
-/// Creates the build's directory (0700). A directory left by an earlier build with the
-/// same id is replaced unless that build is still alive.
-fn claim_dir(paths: &BuildPaths, id: executor_base::BuildId) -> Result<(), Error> {
-    let create = || DirBuilder::new().mode(0o700).create(&paths.dir);
-    match create() {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(error::io(
-                "start",
-                "cannot create the build directory",
-                &paths.dir,
-                e,
-            ));
-        }
-    }
-    match paths.load() {
-        Some(r) if r.status.is_none() && r.pid.is_some_and(|p| os::is_alive(p, r.proc_start)) => {
-            return Err(already_exists(
-                id,
-                "is already running (started by another executor instance)",
-            ));
-        }
-        None => {
-            let young = std::fs::metadata(&paths.dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < CLAIM_WINDOW);
-            if young {
-                return Err(already_exists(
-                    id,
-                    "is being started by another executor instance",
-                ));
-            }
-        }
-        Some(_) => {}
-    }
-    std::fs::remove_dir_all(&paths.dir).map_err(|e| {
-        error::io(
-            "start",
-            "cannot remove the previous build directory",
-            &paths.dir,
-            e,
-        )
-    })?;
-    match create() {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(already_exists(id, "is being started"))
-        }
-        Err(e) => Err(error::io(
-            "start",
-            "cannot create the build directory",
-            &paths.dir,
-            e,
-        )),
-    }
 }
 
 /// Writes a new file readable only by its owner.

@@ -91,6 +91,11 @@ impl Cgroups {
         }
     }
 
+    /// Where build `id`'s cgroup is (or will be), when builds get one.
+    pub(crate) fn path_for(&self, id: executor_base::BuildId) -> Option<PathBuf> {
+        self.base.as_ref().map(|b| b.join(id.to_string()))
+    }
+
     /// Whether builds get a cgroup.
     pub(crate) fn enabled(&self) -> bool {
         self.base.is_some()
@@ -260,6 +265,17 @@ pub(crate) fn marked(mark: &str) -> Vec<u32> {
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
         })
         .collect()
+}
+
+/// The supervisor of the build marked `mark`, if it runs: the marked process whose
+/// argument list names it (`sh -c <script> sd-supervise ...`). Finds a build whose
+/// executor died between spawning it and recording its pid.
+pub(crate) fn find_supervisor(mark: &str) -> Option<u32> {
+    marked(mark).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            c.split(|b| *b == 0).nth(3) == Some(crate::supervisor::ARG0.as_bytes())
+        })
+    })
 }
 
 /// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.

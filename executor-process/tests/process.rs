@@ -682,3 +682,62 @@ async fn stop_and_status_of_unknown_builds() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn a_build_whose_executor_died_before_recording_its_pid_is_found_by_its_marker() {
+    // Before: such a build was unknown to a restarted executor (no state file yet), so the
+    // API started it a second time or called it lost.
+    let tools = job_tools("exec sleep 3600");
+    let state = tempfile::tempdir().unwrap();
+    let b = build(34, "tok");
+    let pid = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pid = rt.block_on(async {
+            let exec = executor(tools.path(), state.path(), state.path()).await;
+            exec.start(&b).await.unwrap();
+            exec.pid(b.build_id).unwrap()
+        });
+        rt.shutdown_background();
+        pid
+    };
+    // What a crash between spawning and recording the pid leaves.
+    let state_file = state.path().join("builds/34/state.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    record["pid"] = serde_json::Value::Null;
+    record["procStart"] = serde_json::Value::Null;
+    std::fs::write(&state_file, record.to_string()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let exec = executor(tools.path(), state.path(), state.path()).await;
+        assert_eq!(
+            exec.status(&b.to_stop()).await.unwrap().phase,
+            Phase::Running
+        );
+        assert_eq!(exec.pid(b.build_id), Some(pid));
+        let e = exec.start(&b).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "never started twice");
+        exec.stop(&b.to_stop()).await.unwrap();
+        wait_dead(pid).await;
+        assert_eq!(
+            exec.status(&b.to_stop()).await.unwrap().phase,
+            Phase::Canceled
+        );
+    });
+}
+
+#[tokio::test]
+async fn a_start_interrupted_before_its_claim_leaves_nothing_under_the_id() {
+    let tools = job_tools("exit 0");
+    let state = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    // A crash while preparing build 35 left its temporary directory behind.
+    std::fs::create_dir_all(state.path().join("builds/.35.1.abcdef01/work")).unwrap();
+    let b = build(35, "tok");
+    assert_eq!(
+        exec.status(&b.to_stop()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    exec.start(&b).await.unwrap();
+    assert_eq!(finished(&exec, &b.to_stop()).await.phase, Phase::Succeeded);
+}
