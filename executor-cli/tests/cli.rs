@@ -391,7 +391,13 @@ fn every_run_gets_its_own_increasing_id_and_its_own_store() {
         assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
         let id: u64 = stdout
             .lines()
-            .find_map(|l| l.strip_prefix("build ")?.split_whitespace().next()?.parse().ok())
+            .find_map(|l| {
+                l.strip_prefix("build ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or_else(|| panic!("no build id in {stdout}"));
         ids.push(id);
     }
@@ -408,7 +414,10 @@ fn every_run_gets_its_own_increasing_id_and_its_own_store() {
         assert!(text(&out).0.contains("succeeded"), "{}", text(&out).0);
     }
     assert!(state.path().join("run.db").exists());
-    assert!(!state.path().join("api.db").exists(), "a run never touches a server's store");
+    assert!(
+        !state.path().join("api.db").exists(),
+        "a run never touches a server's store"
+    );
 }
 
 #[test]

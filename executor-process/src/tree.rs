@@ -272,9 +272,8 @@ pub(crate) fn marked(mark: &str) -> Vec<u32> {
 /// executor died between spawning it and recording its pid.
 pub(crate) fn find_supervisor(mark: &str) -> Option<u32> {
     marked(mark).into_iter().find(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-            c.split(|b| *b == 0).nth(3) == Some(crate::supervisor::ARG0.as_bytes())
-        })
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).nth(3) == Some(crate::supervisor::ARG0.as_bytes()))
     })
 }
 
