@@ -28,6 +28,11 @@ struct State {
     down: bool,
     /// The GET of the build answers with this `environment`.
     environment: Value,
+    /// Apply the first `PUT status RUNNING` and close the connection without answering
+    /// (an API killed after its write); later ones are refused as the real API does.
+    lose_running_answer: bool,
+    /// The build's status as the GET answers it (set by an applied RUNNING).
+    status: String,
 }
 
 struct FakeApi {
@@ -47,6 +52,7 @@ impl FakeApi {
             steps,
             exchange_status: 200,
             environment: json!({"GREETING": "hi"}),
+            status: "QUEUED".into(),
             ..State::default()
         }));
         let s = state.clone();
@@ -127,26 +133,39 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
                 .unwrap();
                 continue;
             }
+            let running = method == "PUT" && path == "/v4/builds/42" && body["status"] == "RUNNING";
             st.requests.push(Req {
                 method: method.clone(),
                 path: path.clone(),
                 auth,
                 body,
             });
-            match (method.as_str(), path.as_str()) {
-                ("POST", "/v4/builds/42/token") if st.exchange_status == 200 => (
-                    200,
-                    json!({"token": jwt(json!({"username": "42", "scope": ["build"]}))}),
-                ),
-                ("POST", "/v4/builds/42/token") => (
-                    st.exchange_status,
-                    json!({"message": "Build is already running or finished."}),
-                ),
-                ("GET", "/v4/builds/42") => (
-                    200,
-                    json!({"id": 42, "jobId": 7, "environment": st.environment, "steps": st.steps}),
-                ),
-                _ => (200, json!({})),
+            if running && st.lose_running_answer {
+                if st.status == "RUNNING" {
+                    (
+                        403,
+                        json!({"message": "Can not update status to RUNNING: the build is already RUNNING"}),
+                    )
+                } else {
+                    st.status = "RUNNING".into();
+                    return; // applied, never answered
+                }
+            } else {
+                match (method.as_str(), path.as_str()) {
+                    ("POST", "/v4/builds/42/token") if st.exchange_status == 200 => (
+                        200,
+                        json!({"token": jwt(json!({"username": "42", "scope": ["build"]}))}),
+                    ),
+                    ("POST", "/v4/builds/42/token") => (
+                        st.exchange_status,
+                        json!({"message": "Build is already running or finished."}),
+                    ),
+                    ("GET", "/v4/builds/42") => (
+                        200,
+                        json!({"id": 42, "jobId": 7, "status": st.status, "environment": st.environment, "steps": st.steps}),
+                    ),
+                    _ => (200, json!({})),
+                }
             }
         };
         let text = answer.to_string();
@@ -591,5 +610,38 @@ fn binary_gives_the_step_the_executors_stop_grace() {
     assert!(
         step_alive && launch_running,
         "the step was killed before its share of the grace"
+    );
+}
+
+#[test]
+fn a_running_mark_whose_answer_was_lost_is_not_a_second_launch() {
+    // Before: the API applied RUNNING and died before answering; the retry was refused
+    // ("already RUNNING") and launch gave up with exit 2, after the build had been
+    // counted as started, so a build that should have run was reported failed.
+    let api = FakeApi::start(json!([{"name": "hello", "command": "echo hi"}]));
+    api.state.lock().unwrap().lose_running_answer = true;
+    let ws = tempfile::tempdir().unwrap();
+    let out = Launcher::new(args(&api, ws.path(), Duration::from_secs(60)))
+        .with_env_token(Some(jwt(json!({"username": "42", "scope": ["build"]}))))
+        .run();
+    assert_eq!(out, Outcome::Success);
+    assert_eq!(api.statuses(), ["RUNNING", "RUNNING", "SUCCESS"]);
+    assert_eq!(api.log_lines("hello"), ["hi"]);
+
+    // A refusal with no lost answer before it stays a refusal.
+    let api = FakeApi::start(json!([{"name": "hello", "command": "echo hi"}]));
+    {
+        let mut st = api.state.lock().unwrap();
+        st.lose_running_answer = true;
+        st.status = "RUNNING".into();
+    }
+    let out = Launcher::new(args(&api, ws.path(), Duration::from_secs(60)))
+        .with_env_token(Some(jwt(json!({"username": "42", "scope": ["build"]}))))
+        .run();
+    assert_eq!(out, Outcome::UsageOrApiError);
+    assert!(
+        api.find("POST", "/v4/builds/42/steps/hello/logs")
+            .is_empty(),
+        "no step ran"
     );
 }
