@@ -57,11 +57,26 @@ async fn leftovers(prefix: &str) -> (Vec<String>, Vec<String>) {
     )
 }
 
-/// Waits until `prefix` has a container named `<prefix>1-<suffix>` in `state`
+/// The id `sdx run` announces on its first line (`build <id> submitted: ...`).
+fn run_id(child: &mut Child) -> u64 {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout piped");
+    let mut lines = std::io::BufReader::new(out).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    // Keep draining so sdx never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    first
+        .strip_prefix("build ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("sdx run said {first:?}"))
+}
+
+/// Waits until `prefix` has `sdx run`'s container `<prefix>run-<id>-<suffix>` in `state`
 /// (`docker ps` status word, e.g. `Up`, `Created`).
-async fn wait_for(prefix: &str, suffix: &str, state: &str, child: &mut Child) {
+async fn wait_for(prefix: &str, id: u64, suffix: &str, state: &str, child: &mut Child) {
     let docker = testing::docker().await;
-    let name = format!("{prefix}1-{suffix}");
+    let name = format!("{prefix}run-{id}-{suffix}");
     let t0 = Instant::now();
     loop {
         if let Ok(c) = docker.inspect_container(&name, None).await {
@@ -85,6 +100,7 @@ async fn wait_for(prefix: &str, suffix: &str, state: &str, child: &mut Child) {
 /// Kills `sdx run` with SIGKILL, then checks a fresh `status` and `gc` on its leftovers.
 async fn kill_then_status_and_gc(
     mut child: Child,
+    id: u64,
     home: &Path,
     prefix: &str,
     images: &testing::TestImages,
@@ -98,7 +114,7 @@ async fn kill_then_status_and_gc(
     );
 
     let status = sdx(home, prefix, images)
-        .args(["status", "1"])
+        .args(["status", &id.to_string()])
         .output()
         .unwrap();
     let shown = text(&status);
@@ -146,12 +162,13 @@ async fn a_start_killed_while_its_image_is_pulled_is_lost_and_collected_at_once(
     let mut child = sdx(home.path(), &prefix, &images)
         .args(["run", "--step", "a=true", "--container"])
         .arg(format!("127.0.0.1:{port}/sdx-test/never:1"))
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&prefix, "init", "created", &mut child).await;
-    kill_then_status_and_gc(child, home.path(), &prefix, &images).await;
+    let id = run_id(&mut child);
+    wait_for(&prefix, id, "init", "created", &mut child).await;
+    kill_then_status_and_gc(child, id, home.path(), &prefix, &images).await;
     drop(held);
 }
 
@@ -165,12 +182,13 @@ async fn a_build_whose_sdx_was_killed_is_lost_not_running_and_collected_at_once(
     let prefix = format!("sdxf-killrun-{}-", std::process::id());
     let mut child = sdx(home.path(), &prefix, &images)
         .args(["run", "--step", "a=true", "--container", &images.build])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let id = run_id(&mut child);
     // The test launcher runs until stopped: the build container is up.
-    wait_for(&prefix, "build", "running", &mut child).await;
-    let shown = kill_then_status_and_gc(child, home.path(), &prefix, &images).await;
+    wait_for(&prefix, id, "build", "running", &mut child).await;
+    let shown = kill_then_status_and_gc(child, id, home.path(), &prefix, &images).await;
     assert!(shown.contains("orphaned"), "{shown}");
 }

@@ -37,7 +37,25 @@ pub fn is_remote_404(e: &CliError) -> bool {
     e.message.contains("answered 404")
 }
 
-/// The executor's status of build `id`, or the "not found" error with its hint.
+/// The configured executors, with the names and labels of a server's builds or (with
+/// `run`) of `sdx run`'s own ([`backends::RUN_PREFIX`]).
+pub async fn executor(
+    ctx: &Ctx,
+    run: bool,
+) -> CliResult<std::sync::Arc<dyn executor_base::Executor>> {
+    let overrides = ProcessOverrides {
+        run_prefix: run,
+        ..ProcessOverrides::default()
+    };
+    Ok(
+        backends::router(&ctx.executors, &ctx.file, &overrides, Timers::Memory)
+            .await?
+            .executor,
+    )
+}
+
+/// The executor's status of build `id` (a server's build, else one of `sdx run`'s), or
+/// the "not found" error with its hint.
 pub async fn executor_status(
     ctx: &Ctx,
     id: BuildId,
@@ -45,19 +63,15 @@ pub async fn executor_status(
     std::sync::Arc<dyn executor_base::Executor>,
     executor_base::BuildStatus,
 )> {
-    let exec = backends::router(
-        &ctx.executors,
-        &ctx.file,
-        &ProcessOverrides::default(),
-        Timers::Memory,
-    )
-    .await?
-    .executor;
-    match exec.status(&StopConfig::new(id)).await {
-        Ok(s) => Ok((exec, s)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found(id, ctx)),
-        Err(e) => Err(CliError::from(e).context(format!("status of build {id}"))),
+    for run in [false, true] {
+        let exec = executor(ctx, run).await?;
+        match exec.status(&StopConfig::new(id)).await {
+            Ok(s) => return Ok((exec, s)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(CliError::from(e).context(format!("status of build {id}"))),
+        }
     }
+    Err(not_found(id, ctx))
 }
 
 /// Shows the status.

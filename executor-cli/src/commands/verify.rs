@@ -4,7 +4,6 @@ use executor_base::{ErrorKind, StartConfig, Verdict};
 
 use super::Ctx;
 use super::status::build_id;
-use crate::backends::{self, ProcessOverrides, Timers};
 use crate::cli::VerifyArgs;
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
@@ -28,22 +27,23 @@ fn start_config(a: &VerifyArgs) -> CliResult<StartConfig> {
 /// Verifies the build; exit 1 when the verdict is a failure.
 pub async fn run(ctx: &Ctx, a: VerifyArgs) -> CliResult<u8> {
     let cfg = start_config(&a)?;
-    let exec = backends::router(
-        &ctx.executors,
-        &ctx.file,
-        &ProcessOverrides::default(),
-        Timers::Memory,
-    )
-    .await?
-    .executor;
-    let v = match exec.verify(&cfg).await {
-        Ok(v) => v,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(super::status::not_found(cfg.build_id, ctx));
+    let mut verdict = None;
+    for run in [false, true] {
+        // A server's build, else one of `sdx run`'s.
+        let exec = super::status::executor(ctx, run).await?;
+        match exec.verify(&cfg).await {
+            Ok(v) => {
+                verdict = Some(v);
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CliError::from(e).context(format!("verify of build {}", cfg.build_id)));
+            }
         }
-        Err(e) => {
-            return Err(CliError::from(e).context(format!("verify of build {}", cfg.build_id)));
-        }
+    }
+    let Some(v) = verdict else {
+        return Err(super::status::not_found(cfg.build_id, ctx));
     };
     if a.json {
         say!("{}", serde_json::to_string(&v).unwrap_or_default());
