@@ -344,6 +344,33 @@ impl Launcher {
     }
 }
 
+/// Marks the build RUNNING, retrying an unreachable API until `patience`. When an
+/// attempt got no usable answer (the API may have applied it and died before answering,
+/// or a gateway answered 5xx) and a
+/// later one is refused, the build is read back: RUNNING means the earlier attempt
+/// landed, so the build goes on; anything else (aborted meanwhile) is the refusal.
+fn mark_running(api: &ApiClient, patience: Instant) -> Result<(), crate::api::ApiError> {
+    // Every attempt is seen here (no retries inside the client).
+    let once = api.clone().with_max_retries(0);
+    let mut unanswered = false;
+    retry_until(patience, || match once.update_status("RUNNING", None) {
+        Err(e) if is_transient(&e) => {
+            unanswered = true;
+            Err(e)
+        }
+        Err(e) if unanswered && e.status == Some(403) => match api.get_build() {
+            Ok(b) if b["status"] == "RUNNING" => {
+                eprintln!(
+                    "launch: the build is RUNNING already: an earlier attempt whose answer was lost marked it"
+                );
+                Ok(())
+            }
+            _ => Err(e),
+        },
+        r => r,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,31 +404,4 @@ mod tests {
         assert_eq!(Outcome::TimedOut.exit_code(), 3);
         assert_eq!(Outcome::Aborted.exit_code(), 1);
     }
-}
-
-/// Marks the build RUNNING, retrying an unreachable API until `patience`. When an
-/// attempt got no usable answer (the API may have applied it and died before answering,
-/// or a gateway answered 5xx) and a
-/// later one is refused, the build is read back: RUNNING means the earlier attempt
-/// landed, so the build goes on; anything else (aborted meanwhile) is the refusal.
-fn mark_running(api: &ApiClient, patience: Instant) -> Result<(), crate::api::ApiError> {
-    // Every attempt is seen here (no retries inside the client).
-    let once = api.clone().with_max_retries(0);
-    let mut unanswered = false;
-    retry_until(patience, || match once.update_status("RUNNING", None) {
-        Err(e) if is_transient(&e) => {
-            unanswered = true;
-            Err(e)
-        }
-        Err(e) if unanswered && e.status == Some(403) => match api.get_build() {
-            Ok(b) if b["status"] == "RUNNING" => {
-                eprintln!(
-                    "launch: the build is RUNNING already: an earlier attempt whose answer was lost marked it"
-                );
-                Ok(())
-            }
-            _ => Err(e),
-        },
-        r => r,
-    })
 }
