@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, EngineCalls, RetryPolicy};
-use executor_base::{Ecosystem, Error, LaunchMode, ResourceTable, TimeoutPolicy};
+use executor_base::{Ecosystem, Error, LaunchMode, Owner, ResourceTable, TimeoutPolicy};
 use k8s_openapi::api::core::v1::Toleration;
 use kube::client::ClientBuilder;
 use serde_json::Value;
@@ -51,6 +51,7 @@ pub const ENV_PREFIX: &str = "EXECUTOR_K8S_";
 pub struct K8sExecutorBuilder {
     config: K8sConfig,
     client: Option<kube::Client>,
+    owner: Option<Owner>,
     errors: Vec<Error>,
 }
 
@@ -59,6 +60,7 @@ impl std::fmt::Debug for K8sExecutorBuilder {
         f.debug_struct("K8sExecutorBuilder")
             .field("config", &self.config)
             .field("client", &self.client.is_some())
+            .field("owner", &self.owner)
             .field("errors", &self.errors)
             .finish()
     }
@@ -207,6 +209,14 @@ impl K8sExecutorBuilder {
     /// `KUBECONFIG` / `~/.kube/config` / in-cluster inference).
     pub fn with_kubeconfig(mut self, path: impl Into<String>) -> Self {
         self.config.kubeconfig = Some(path.into());
+        self
+    }
+
+    /// Who owns the pods and Secrets this executor creates, written on them as the
+    /// `screwdriver.cd/owner` label (default: this process, [`Owner::current`]); see
+    /// [`executor_base::owner`] and the README's "Garbage collection".
+    pub fn with_owner(mut self, owner: Owner) -> Self {
+        self.owner = Some(owner);
         self
     }
 
@@ -434,6 +444,7 @@ impl K8sExecutorBuilder {
             shared,
             watch,
             stops: Default::default(),
+            owner: self.owner.or_else(Owner::current),
         }))
     }
 }

@@ -118,7 +118,9 @@ pub struct K8sConfig {
     pub retain_finished_seconds: u64,
     /// Client-wide request rate (requests per second, shared by every call and the watch).
     pub qps: u32,
-    /// Client-wide burst above `qps`.
+    /// Client-wide burst above `qps` (200: the two requests each of 100 concurrent
+    /// starts go out at once; the API server's priority and fairness, whose 429s are
+    /// honoured, protects it beyond that).
     pub burst: u32,
     /// Retries of API calls (5xx only for idempotent calls; 429 waits for `Retry-After`).
     pub retry: RetryPolicy,
@@ -173,7 +175,7 @@ impl Default for K8sConfig {
             watch_lag_grace_seconds: 10,
             retain_finished_seconds: 3600,
             qps: 50,
-            burst: 100,
+            burst: 200,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             accept_invalid_certs: false,

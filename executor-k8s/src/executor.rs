@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use executor_base::labels::{
     BuildLabels, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY,
 };
+use executor_base::owner::{LABEL_OWNER, Liveness, Owner};
 use executor_base::verdict::pod_status_message;
 use executor_base::{
     BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, LaunchMode,
@@ -39,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) watch: Option<tokio::task::AbortHandle>,
     /// Stops that failed with a temporary error and are retried in the background.
     pub(crate) stops: Mutex<HashMap<BuildId, tokio::task::AbortHandle>>,
+    /// Written on every pod and Secret ([`executor_base::owner`]).
+    pub(crate) owner: Option<Owner>,
 }
 
 impl Drop for Inner {
@@ -143,6 +146,12 @@ impl K8sExecutor {
     /// The validated config.
     pub fn config(&self) -> &K8sConfig {
         &self.inner.cfg
+    }
+
+    /// Who the pods and Secrets this executor creates belong to (see
+    /// [`executor_base::owner`]).
+    pub fn owner(&self) -> Option<&Owner> {
+        self.inner.owner.as_ref()
     }
 
     /// HTTP requests sent to the API server so far, the watch's included (`None` for a
@@ -421,12 +430,13 @@ impl K8sExecutor {
         }
     }
 
-    /// Deletes the expired objects among `items` (of `kind` `pod` or `secret`) whose
-    /// `sdbuild` label is in `only` when given.
-    async fn delete_expired(
+    /// Deletes the objects among `items` (of `kind` `pod` or `secret`) that are expired,
+    /// or in `orphans`, and whose `sdbuild` label is in `only` when given.
+    async fn delete_collectable(
         &self,
         kind: &str,
         items: Vec<ObjectMeta>,
+        orphans: &HashSet<String>,
         only: Option<&HashSet<String>>,
         dry_run: bool,
         report: &mut GcReport,
@@ -440,13 +450,13 @@ impl K8sExecutor {
             let Some(name) = m.name.as_deref() else {
                 continue;
             };
-            if !BuildLabels::is_expired(expiry, now) {
+            let build = labels.and_then(|l| l.get(LABEL_SDBUILD));
+            if !BuildLabels::is_expired(expiry, now) && !build.is_some_and(|b| orphans.contains(b))
+            {
                 continue;
             }
             if let Some(only) = only
-                && !labels
-                    .and_then(|l| l.get(LABEL_SDBUILD))
-                    .is_some_and(|b| only.contains(b))
+                && !build.is_some_and(|b| only.contains(b))
             {
                 continue;
             }
@@ -459,6 +469,50 @@ impl K8sExecutor {
             report.expired.push(format!("{kind}/{name}"));
         }
         Ok(())
+    }
+
+    /// The builds (`sdbuild` values) among `pods` whose start was killed half-way: the
+    /// owner ([`LABEL_OWNER`]) is certainly gone and the pod's token Secret, which it
+    /// reads through `secretKeyRef`, was never made. Such a pod can never run its build
+    /// (the kubelet refuses it with `CreateContainerConfigError`), and nobody will make
+    /// the Secret or stop it, so it is collected at once rather than at its expiry. A
+    /// complete build of a gone owner runs on and is left to its expiry (a restarted
+    /// server adopts it).
+    async fn half_made(
+        &self,
+        pods: &[ObjectMeta],
+        secrets: &[ObjectMeta],
+    ) -> Result<HashSet<String>, Error> {
+        let have: HashSet<&str> = secrets.iter().filter_map(|m| m.name.as_deref()).collect();
+        let mut out = HashSet::new();
+        for m in pods {
+            let (Some(name), Some(labels)) = (m.name.as_deref(), m.labels.as_ref()) else {
+                continue;
+            };
+            let token = manifest::secret_name(name);
+            if have.contains(token.as_str())
+                || Owner::liveness_of_label(labels.get(LABEL_OWNER).map(String::as_str))
+                    != Liveness::Gone
+            {
+                continue;
+            }
+            // Only a native-mode pod reads a Secret (Screwdriver mode has none).
+            let Some(pod) = self.inner.client.get_pod(name).await? else {
+                continue;
+            };
+            let reads_token = pod.spec.iter().flat_map(|s| &s.containers).any(|c| {
+                c.env.iter().flatten().any(|e| {
+                    e.value_from
+                        .as_ref()
+                        .and_then(|v| v.secret_key_ref.as_ref())
+                        .is_some_and(|r| r.name == token)
+                })
+            });
+            if reads_token && let Some(b) = labels.get(LABEL_SDBUILD) {
+                out.insert(b.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// Garbage collection of the namespace, or (`only`) of these builds' objects.
@@ -474,10 +528,11 @@ impl K8sExecutor {
             expired: Vec::new(),
         };
         let pods = c.list_pod_metadata(&selector).await?;
-        self.delete_expired("pod", pods, only, dry_run, &mut report)
-            .await?;
         let secrets = c.list_secret_metadata(&selector).await?;
-        self.delete_expired("secret", secrets, only, dry_run, &mut report)
+        let orphans = self.half_made(&pods, &secrets).await?;
+        self.delete_collectable("pod", pods, &orphans, only, dry_run, &mut report)
+            .await?;
+        self.delete_collectable("secret", secrets, &orphans, only, dry_run, &mut report)
             .await?;
         Ok(report)
     }
@@ -607,7 +662,8 @@ impl Executor for K8sExecutor {
             .map_err(|e| e.with_executor(SCHEME).with_operation("start"))?;
         let timeout = i.cfg.timeout.minutes(&build.annotations);
         let expires = manifest::expiry(&i.cfg, timeout, Utc::now());
-        let labels = BuildLabels::new(&i.cfg.prefix, id, build.job_id, expires);
+        let labels =
+            BuildLabels::new(&i.cfg.prefix, id, build.job_id, expires).with_owner(i.owner.clone());
         let names = Names::new(&labels);
         self.reserve(id, &names, expires)?;
         match self.create(build, &extras, &names, timeout, &labels).await {

@@ -60,9 +60,14 @@ impl Names {
             .collect();
         let build = labels.name();
         let pod = format!("{build}-{suffix}");
-        let secret = format!("{pod}-token");
+        let secret = secret_name(&pod);
         Self { build, pod, secret }
     }
+}
+
+/// The name of the token Secret of pod `pod`: `<pod>-token`.
+pub(crate) fn secret_name(pod: &str) -> String {
+    format!("{pod}-token")
 }
 
 /// Renders `bytes` as a Kubernetes quantity (`2Gi`, `512Mi`, or plain bytes).

@@ -162,6 +162,14 @@ async fn request_counts_and_an_api_server_restart() {
         phase(&e, 2).await == Some(Phase::Succeeded)
     })
     .await;
+    // The watch started over with a fresh list (the old resource version is gone
+    // after a restart) and is synced again.
+    e.wait_synced(Duration::from_secs(5)).await.unwrap();
+    let cache = e.stats().cache.unwrap();
+    assert!(
+        cache.synced && cache.age_ms == 0 && cache.relists >= 2 && cache.errors >= 1,
+        "{cache:?}"
+    );
     // The stop sent during the outage landed.
     wait_for("the retried stop", Duration::from_secs(60), async || {
         e.pending_stops() == 0
