@@ -653,12 +653,14 @@ fn while_20_builds_run() -> Tally {
     // Every build has left its start (launch reported RUNNING, or already ended): a kill
     // inside the executor's own start is a different case (see the README, "Not covered").
     let ids: Vec<u64> = case.builds.iter().map(|b| b.0).collect();
-    assert!(wait_until(Duration::from_secs(60), || ids.iter().all(|id| {
-        !matches!(
-            api.build(*id)["status"].as_str(),
-            Some("QUEUED" | "CREATED" | "BLOCKED") | None
-        )
-    })));
+    assert!(wait_until(Duration::from_secs(60), || ids.iter().all(
+        |id| {
+            !matches!(
+                api.build(*id)["status"].as_str(),
+                Some("QUEUED" | "CREATED" | "BLOCKED") | None
+            )
+        }
+    )));
     case.kill(&mut s);
     let (_s, api) = case.serve(&[]);
     for id in to_stop {
