@@ -176,7 +176,7 @@ pub enum SkipReason {
 ///
 /// // A job too large to accept: its handle is kept, its 100 body bytes are dropped.
 /// let mut big = BytesMut::from(&b"\0RES\0\0\0\x1f\0\0\0\x64H:1\0build:x\0u1\0"[..]);
-/// big.extend_from_slice(&[b'x'; 87]);
+/// big.extend_from_slice(&[b'x'; 85]); // 15 + 85 = the declared 100
 /// let Some(Frame::Skipped(s)) = codec.decode(&mut big).unwrap() else { panic!() };
 /// assert_eq!((s.arg_lossy(0).as_str(), s.reason), ("H:1", SkipReason::TooLarge { size: 100, max: 64 }));
 /// assert!(big.is_empty());
