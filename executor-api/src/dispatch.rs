@@ -140,28 +140,23 @@ pub(crate) async fn arm_timer(state: &ApiState, id: BuildId) {
 }
 
 /// Ends a final build on the engine: with `wait_exit`, first gives the executor
-/// `finalExitWaitMs` to see the build end by itself; then `stop` if it still runs, then
-/// `stop_timer`; then records the build as settled. A failed stop leaves it unsettled,
-/// so the next adoption tries again.
+/// `finalExitWaitMs` to see the build end by itself (so a build that is still exiting is
+/// not reported canceled); then `stop`, which for an ended build only removes what it left
+/// on the engine (Docker's containers and volumes, k8s' pod) and keeps its outcome; then
+/// `stop_timer`; then records the build as settled. A failed stop leaves it unsettled, so
+/// the next adoption tries again.
 pub(crate) async fn finish(state: &ApiState, id: BuildId, wait_exit: bool) {
     let Some(b) = state.build(id.get()).await else {
         return;
     };
     let cfg = state.stop_config(&b);
-    let mut ended = false;
     if wait_exit {
         let until =
             tokio::time::Instant::now() + Duration::from_millis(state.config().final_exit_wait_ms);
         loop {
             match state.executor().status(&cfg).await {
-                Ok(s) if s.is_terminal() => {
-                    ended = true;
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    ended = true;
-                    break;
-                }
+                Ok(s) if s.is_terminal() => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
                 _ => {}
             }
             if tokio::time::Instant::now() >= until {
@@ -171,7 +166,7 @@ pub(crate) async fn finish(state: &ApiState, id: BuildId, wait_exit: bool) {
         }
     }
     let mut settled = true;
-    if !ended && let Err(e) = state.executor().stop(&cfg).await {
+    if let Err(e) = state.executor().stop(&cfg).await {
         tracing::warn!(build = id.get(), error = %e, "executor stop failed");
         settled = false;
     }
