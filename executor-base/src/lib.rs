@@ -6,6 +6,7 @@
 pub mod annotations;
 pub mod build_env;
 pub mod config;
+pub mod db_thread;
 pub mod engine;
 pub mod error;
 pub mod executor;
@@ -17,6 +18,8 @@ pub mod launch;
 pub mod launch_protocol;
 pub mod options;
 pub mod owner;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod resources;
 pub mod router;
 pub mod stats;

@@ -11,18 +11,16 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use executor_base::db_thread::DbThread;
 use executor_base::{
     AnnotationMode, Annotations, ApiBuildStatus, BuildId, Error, ErrorKind, EventId, ImageRef,
     JobId, PipelineId,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use super::{BuildStore, unavailable};
 use crate::model::{BuildRecord, LogLine, MAX_LINES_PER_STEP, StepRecord, is_final};
@@ -64,8 +62,6 @@ CREATE TABLE log_lines (
 CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#];
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
 /// A durable [`BuildStore`] in one SQLite file; see the [module docs](self).
 ///
 /// `rusqlite` with the bundled SQLite is the workspace's one SQLite library (the timer
@@ -74,8 +70,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 /// PostgreSQL driver beside this one.
 pub struct SqliteBuildStore {
     path: PathBuf,
-    jobs: Option<std_mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    db: DbThread<Connection>,
 }
 
 impl fmt::Debug for SqliteBuildStore {
@@ -83,15 +78,6 @@ impl fmt::Debug for SqliteBuildStore {
         f.debug_struct("SqliteBuildStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for SqliteBuildStore {
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -286,60 +272,21 @@ fn load(conn: &Connection, id: u64) -> Result<Option<BuildRecord>, Error> {
     Ok(Some(b))
 }
 
-fn serve(mut conn: Connection, jobs: std_mpsc::Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
-        job(&mut conn);
-    }
-}
-
 impl SqliteBuildStore {
-    /// Opens (creating and migrating if needed) the database at `path`.
+    /// Opens (creating and migrating if needed) the database at `path`, on its own
+    /// thread ([`DbThread`]).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
-        let (jobs, rx) = std_mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), Error>>();
         let p = path.clone();
-        let thread = std::thread::Builder::new()
-            .name("sdx-build-store".into())
-            .spawn(move || match open_db(&p) {
-                Ok(conn) => {
-                    let _ = ready_tx.send(Ok(()));
-                    serve(conn, rx);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| unavailable(format!("cannot start its thread: {e}")))?;
-        ready_rx
+        let db = DbThread::open("build-store", move || open_db(&p))
             .await
-            .map_err(|_| unavailable("its thread stopped"))??;
-        Ok(Self {
-            path,
-            jobs: Some(jobs),
-            thread: Some(thread),
-        })
+            .map_err(|e| e.with_executor("api"))?;
+        Ok(Self { path, db })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |c| {
-            let _ = tx.send(f(c));
-        });
-        self.jobs
-            .as_ref()
-            .ok_or_else(|| unavailable("closed"))?
-            .send(job)
-            .map_err(|_| unavailable("closed"))?;
-        rx.await.map_err(|_| unavailable("closed"))?
     }
 }
 
@@ -350,22 +297,23 @@ impl BuildStore for SqliteBuildStore {
     }
 
     async fn next_id(&self) -> Result<BuildId, Error> {
-        self.call(|c| {
-            let n: i64 = c
+        self.db
+            .call(|c| {
+                let n: i64 = c
                 .query_row(
                     "UPDATE sequences SET next = next + 1 WHERE name = 'builds' RETURNING next - 1",
                     [],
                     |r| r.get(0),
                 )
                 .map_err(db_err)?;
-            BuildId::new(n as u64).ok_or_else(|| unavailable("the sequence is corrupt"))
-        })
-        .await
+                BuildId::new(n as u64).ok_or_else(|| unavailable("the sequence is corrupt"))
+            })
+            .await
     }
 
     async fn insert(&self, build: &BuildRecord) -> Result<(), Error> {
         let b = build.clone();
-        self.call(move |c| {
+        self.db.call(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
@@ -422,63 +370,66 @@ impl BuildStore for SqliteBuildStore {
     }
 
     async fn get(&self, id: u64) -> Result<Option<BuildRecord>, Error> {
-        self.call(move |c| load(c, id)).await
+        self.db.call(move |c| load(c, id)).await
     }
 
     async fn list(&self) -> Result<Vec<(BuildId, ApiBuildStatus)>, Error> {
-        self.call(|c| {
-            let mut stmt = c
-                .prepare_cached("SELECT id, status FROM builds ORDER BY id")
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, status) = row.map_err(db_err)?;
-                if let (Some(id), Some(status)) =
-                    (BuildId::new(id as u64), ApiBuildStatus::parse(&status))
-                {
-                    out.push((id, status));
+        self.db
+            .call(|c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT id, status FROM builds ORDER BY id")
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .map_err(db_err)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (id, status) = row.map_err(db_err)?;
+                    if let (Some(id), Some(status)) =
+                        (BuildId::new(id as u64), ApiBuildStatus::parse(&status))
+                    {
+                        out.push((id, status));
+                    }
                 }
-            }
-            Ok(out)
-        })
-        .await
+                Ok(out)
+            })
+            .await
     }
 
     async fn unsettled(&self) -> Result<Vec<BuildRecord>, Error> {
-        self.call(|c| {
-            let ids: Vec<i64> = {
-                let mut stmt = c
-                    .prepare_cached(
-                        "SELECT id FROM builds WHERE final = 0 OR settled = 0 ORDER BY id",
-                    )
-                    .map_err(db_err)?;
-                stmt.query_map([], |r| r.get(0))
-                    .map_err(db_err)?
-                    .collect::<Result<_, _>>()
-                    .map_err(db_err)?
-            };
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(b) = load(c, id as u64)? {
-                    out.push(b);
+        self.db
+            .call(|c| {
+                let ids: Vec<i64> = {
+                    let mut stmt = c
+                        .prepare_cached(
+                            "SELECT id FROM builds WHERE final = 0 OR settled = 0 ORDER BY id",
+                        )
+                        .map_err(db_err)?;
+                    stmt.query_map([], |r| r.get(0))
+                        .map_err(db_err)?
+                        .collect::<Result<_, _>>()
+                        .map_err(db_err)?
+                };
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(b) = load(c, id as u64)? {
+                        out.push(b);
+                    }
                 }
-            }
-            Ok(out)
-        })
-        .await
+                Ok(out)
+            })
+            .await
     }
 
     async fn update(&self, build: &BuildRecord) -> Result<bool, Error> {
         let b = build.clone();
-        self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            let id = b.id.get() as i64;
-            let changed = tx
+        self.db
+            .call(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db_err)?;
+                let id = b.id.get() as i64;
+                let changed = tx
                 .execute(
                     "UPDATE builds SET version = version + 1, owner = ?3, status = ?4, final = ?5, \
                      settled = ?6, body = ?7 WHERE id = ?1 AND version = ?2",
@@ -493,27 +444,27 @@ impl BuildStore for SqliteBuildStore {
                     ],
                 )
                 .map_err(db_err)?;
-            if changed == 0 {
-                return Ok(false);
-            }
-            for s in &b.steps {
-                tx.execute(
-                    "UPDATE steps SET start_time = ?3, end_time = ?4, code = ?5 \
+                if changed == 0 {
+                    return Ok(false);
+                }
+                for s in &b.steps {
+                    tx.execute(
+                        "UPDATE steps SET start_time = ?3, end_time = ?4, code = ?5 \
                      WHERE build_id = ?1 AND name = ?2",
-                    params![
-                        id,
-                        s.name,
-                        s.start_time.as_ref().map(iso),
-                        s.end_time.as_ref().map(iso),
-                        s.code
-                    ],
-                )
-                .map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(true)
-        })
-        .await
+                        params![
+                            id,
+                            s.name,
+                            s.start_time.as_ref().map(iso),
+                            s.end_time.as_ref().map(iso),
+                            s.code
+                        ],
+                    )
+                    .map_err(db_err)?;
+                }
+                tx.commit().map_err(db_err)?;
+                Ok(true)
+            })
+            .await
     }
 
     async fn append_logs(
@@ -523,11 +474,12 @@ impl BuildStore for SqliteBuildStore {
         lines: &[LogLine],
     ) -> Result<Option<Vec<LogLine>>, Error> {
         let (step, lines) = (step.to_string(), lines.to_vec());
-        self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            let row: Option<(i64, i64)> = tx
+        self.db
+            .call(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db_err)?;
+                let row: Option<(i64, i64)> = tx
                 .query_row(
                     "SELECT next_line, stored_lines FROM steps WHERE build_id = ?1 AND name = ?2",
                     params![id as i64, step],
@@ -535,43 +487,43 @@ impl BuildStore for SqliteBuildStore {
                 )
                 .optional()
                 .map_err(db_err)?;
-            let Some((next, stored)) = row else {
-                return Ok(None);
-            };
-            let (mut next, mut stored) = (next as u64, stored as u64);
-            let mut accepted = Vec::new();
-            {
-                let mut ins = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO log_lines (build_id, step, n, t, m) \
+                let Some((next, stored)) = row else {
+                    return Ok(None);
+                };
+                let (mut next, mut stored) = (next as u64, stored as u64);
+                let mut accepted = Vec::new();
+                {
+                    let mut ins = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO log_lines (build_id, step, n, t, m) \
                          VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )
+                        .map_err(db_err)?;
+                    for l in lines {
+                        if l.n < next || l.n > i64::MAX as u64 {
+                            continue;
+                        }
+                        next = l.n + 1;
+                        if (stored as usize) < MAX_LINES_PER_STEP {
+                            ins.execute(params![id as i64, step, l.n as i64, l.t as i64, l.m])
+                                .map_err(db_err)?;
+                            stored += 1;
+                        }
+                        accepted.push(l);
+                    }
+                }
+                if !accepted.is_empty() {
+                    tx.execute(
+                        "UPDATE steps SET next_line = ?3, stored_lines = ?4 \
+                     WHERE build_id = ?1 AND name = ?2",
+                        params![id as i64, step, next as i64, stored as i64],
                     )
                     .map_err(db_err)?;
-                for l in lines {
-                    if l.n < next || l.n > i64::MAX as u64 {
-                        continue;
-                    }
-                    next = l.n + 1;
-                    if (stored as usize) < MAX_LINES_PER_STEP {
-                        ins.execute(params![id as i64, step, l.n as i64, l.t as i64, l.m])
-                            .map_err(db_err)?;
-                        stored += 1;
-                    }
-                    accepted.push(l);
                 }
-            }
-            if !accepted.is_empty() {
-                tx.execute(
-                    "UPDATE steps SET next_line = ?3, stored_lines = ?4 \
-                     WHERE build_id = ?1 AND name = ?2",
-                    params![id as i64, step, next as i64, stored as i64],
-                )
-                .map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(Some(accepted))
-        })
-        .await
+                tx.commit().map_err(db_err)?;
+                Ok(Some(accepted))
+            })
+            .await
     }
 
     async fn logs(
@@ -582,55 +534,57 @@ impl BuildStore for SqliteBuildStore {
         limit: usize,
     ) -> Result<Option<Vec<LogLine>>, Error> {
         let step = step.to_string();
-        self.call(move |c| {
-            let exists: bool = c
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM steps WHERE build_id = ?1 AND name = ?2)",
-                    params![id as i64, step],
-                    |r| r.get(0),
-                )
-                .map_err(db_err)?;
-            if !exists {
-                return Ok(None);
-            }
-            let mut stmt = c
+        self.db
+            .call(move |c| {
+                let exists: bool = c
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM steps WHERE build_id = ?1 AND name = ?2)",
+                        params![id as i64, step],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
+                if !exists {
+                    return Ok(None);
+                }
+                let mut stmt = c
                 .prepare_cached(
                     "SELECT t, m, n FROM log_lines WHERE build_id = ?1 AND step = ?2 AND n >= ?3 \
                      ORDER BY n LIMIT ?4",
                 )
                 .map_err(db_err)?;
-            let from = from.min(i64::MAX as u64) as i64;
-            let lines = stmt
-                .query_map(params![id as i64, step, from, limit as i64], |r| {
-                    Ok(LogLine {
-                        t: r.get::<_, i64>(0)? as u64,
-                        m: r.get(1)?,
-                        n: r.get::<_, i64>(2)? as u64,
+                let from = from.min(i64::MAX as u64) as i64;
+                let lines = stmt
+                    .query_map(params![id as i64, step, from, limit as i64], |r| {
+                        Ok(LogLine {
+                            t: r.get::<_, i64>(0)? as u64,
+                            m: r.get(1)?,
+                            n: r.get::<_, i64>(2)? as u64,
+                        })
                     })
-                })
-                .map_err(db_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err)?;
-            Ok(Some(lines))
-        })
-        .await
+                    .map_err(db_err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db_err)?;
+                Ok(Some(lines))
+            })
+            .await
     }
 
     async fn secret(&self, name: &str, candidate: &str) -> Result<String, Error> {
         let (name, candidate) = (name.to_string(), candidate.to_string());
-        self.call(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
-                params![name, candidate],
-            )
-            .map_err(db_err)?;
-            c.query_row(
-                "SELECT value FROM secrets WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .map_err(db_err)
-        })
-        .await
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
+                    params![name, candidate],
+                )
+                .map_err(db_err)?;
+                c.query_row(
+                    "SELECT value FROM secrets WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)
+            })
+            .await
     }
 }

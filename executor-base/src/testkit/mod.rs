@@ -7,4 +7,6 @@ pub mod conformance;
 pub mod daemon;
 pub mod fake;
 pub mod faults;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod proxy;

@@ -4,6 +4,9 @@
 //!   deadline (not a task or a sleep per build), written through a [`TimerStore`].
 //! * [`MemoryTimerStore`] and the durable [`SqliteTimerStore`]: after a restart pending
 //!   deadlines are reloaded, and those that passed while the process was down fire at once.
+//! * `PostgresTimerStore` (feature `postgres`): one store for several processes; each
+//!   deadline is claimed in the database before it fires, so it fires in exactly one, and
+//!   deadlines of a process that died are swept up by the others within the claim interval.
 //! * [`TimedExecutor`] / [`stop_on_expiry`]: when a deadline passes, stop the build and
 //!   report it [`crate::Phase::TimedOut`]. The router uses the same pieces.
 //!
@@ -21,11 +24,17 @@
 //! The SQLite store commits every call: about 18,000 pairs per second.
 
 mod enforce;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod service;
 mod sqlite;
 mod store;
 
 pub use enforce::{TimedExecutor, TimedOutBuilds, stop_on_expiry, timed_out_status};
-pub use service::{Expired, ExpiryHandler, TimerService, TimerServiceBuilder};
+#[cfg(feature = "postgres")]
+pub use postgres::{DEFAULT_CLAIM_TTL, MIGRATIONS as POSTGRES_MIGRATIONS, PostgresTimerStore};
+pub use service::{
+    DEFAULT_CLAIM_INTERVAL, Expired, ExpiryHandler, TimerService, TimerServiceBuilder,
+};
 pub use sqlite::SqliteTimerStore;
 pub use store::{MemoryTimerStore, StoredDeadline, TimerStore};

@@ -61,6 +61,13 @@ struct Shared {
     handler_set: Notify,
 }
 
+/// How often a service on a shared store sweeps it for due deadlines armed elsewhere
+/// (by default).
+pub const DEFAULT_CLAIM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most deadlines one sweep claims.
+const SWEEP_LIMIT: usize = 500;
+
 struct Inner {
     shared: Arc<Shared>,
     policy: TimeoutPolicy,
@@ -125,6 +132,7 @@ pub struct TimerServiceBuilder {
     store: Option<Arc<dyn TimerStore>>,
     policy: TimeoutPolicy,
     handler: Option<ExpiryHandler>,
+    claim_interval: Option<Duration>,
 }
 
 impl fmt::Debug for TimerServiceBuilder {
@@ -133,6 +141,7 @@ impl fmt::Debug for TimerServiceBuilder {
             .field("store", &self.store)
             .field("policy", &self.policy)
             .field("handler", &self.handler.is_some())
+            .field("claim_interval", &self.claim_interval)
             .finish()
     }
 }
@@ -153,6 +162,15 @@ impl TimerServiceBuilder {
     /// The expiry handler (may also be set later with [`TimerService::set_handler`]).
     pub fn handler(mut self, handler: impl Fn(Expired) + Send + Sync + 'static) -> Self {
         self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// With a shared store ([`TimerStore::shared`]): how often the store is swept for due
+    /// deadlines armed by other processes or left by one that died (default
+    /// [`DEFAULT_CLAIM_INTERVAL`]). Deadlines in this process's own queue fire on time
+    /// whatever the interval; the sweep bounds the lateness of the others.
+    pub fn claim_interval(mut self, every: Duration) -> Self {
+        self.claim_interval = Some(every);
         self
     }
 
@@ -187,7 +205,11 @@ impl TimerServiceBuilder {
             handler: RwLock::new(self.handler),
             handler_set: Notify::new(),
         });
-        let task = tokio::spawn(run(shared.clone()));
+        let sweep = shared
+            .store
+            .shared()
+            .then(|| self.claim_interval.unwrap_or(DEFAULT_CLAIM_INTERVAL));
+        let task = tokio::spawn(run(shared.clone(), sweep));
         Ok(TimerService {
             inner: Arc::new(Inner {
                 shared,
@@ -315,8 +337,80 @@ impl TimerService {
     }
 }
 
-/// The one timer task: waits for a handler, then fires deadlines as they pass.
-async fn run(shared: Arc<Shared>) {
+/// The deadlines that passed in this process's queue (taken out of it).
+async fn next_local(shared: &Shared) -> Vec<StoredDeadline> {
+    std::future::poll_fn(|cx| {
+        let mut st = shared.state.lock();
+        let mut batch = Vec::new();
+        while let Poll::Ready(Some(item)) = st.queue.poll_expired(cx) {
+            let id = item.into_inner();
+            if let Some(slot) = st.slots.remove(&id) {
+                batch.push(StoredDeadline {
+                    build_id: id,
+                    job_id: slot.job_id,
+                    deadline: slot.deadline,
+                    timeout_minutes: slot.timeout_minutes,
+                });
+            }
+        }
+        // An empty queue answers Ready(None) but keeps our waker: insert wakes us.
+        if batch.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(batch)
+        }
+    })
+    .await
+}
+
+/// Of `due`, those this process may fire: on a shared store, the ones it claimed.
+async fn claimed(shared: &Shared, due: Vec<StoredDeadline>) -> Vec<StoredDeadline> {
+    if !shared.store.shared() {
+        return due;
+    }
+    match shared.store.claim(&due).await {
+        Ok(won) => due
+            .into_iter()
+            .filter(|d| won.contains(&d.build_id))
+            .collect(),
+        Err(e) => {
+            // Left in the store unclaimed: the next sweep (here or elsewhere) fires them.
+            tracing::warn!(error = %e, count = due.len(), "could not claim due deadlines; the sweep retries");
+            Vec::new()
+        }
+    }
+}
+
+/// Due deadlines of any process, claimed from a shared store; taken out of this
+/// process's queue too.
+async fn sweep(shared: &Shared) -> Vec<StoredDeadline> {
+    let due = match shared.store.claim_due(SWEEP_LIMIT).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sweep the timer store for due deadlines");
+            return Vec::new();
+        }
+    };
+    if !due.is_empty() {
+        let mut st = shared.state.lock();
+        let st = &mut *st;
+        for d in &due {
+            // The store keeps milliseconds.
+            if let Some(slot) = st.slots.get(&d.build_id)
+                && slot.deadline.timestamp_millis() == d.deadline.timestamp_millis()
+            {
+                st.queue.remove(&slot.key);
+                st.slots.remove(&d.build_id);
+            }
+        }
+    }
+    due
+}
+
+/// The one timer task: waits for a handler, then fires deadlines as they pass (on a
+/// shared store, those it claimed, and every `sweep_every` the due ones it claims from
+/// the store).
+async fn run(shared: Arc<Shared>, sweep_every: Option<Duration>) {
     loop {
         let notified = shared.handler_set.notified();
         if shared.handler.read().is_some() {
@@ -324,49 +418,43 @@ async fn run(shared: Arc<Shared>) {
         }
         notified.await;
     }
+    let mut ticker = tokio::time::interval(sweep_every.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let batch = std::future::poll_fn(|cx| {
-            let mut st = shared.state.lock();
-            let mut batch = Vec::new();
-            let now = Utc::now();
-            while let Poll::Ready(Some(item)) = st.queue.poll_expired(cx) {
-                let id = item.into_inner();
-                if let Some(slot) = st.slots.remove(&id) {
-                    batch.push(Expired {
-                        build_id: id,
-                        job_id: slot.job_id,
-                        deadline: slot.deadline,
-                        timeout_minutes: slot.timeout_minutes,
-                        lateness: (now - slot.deadline).to_std().unwrap_or(Duration::ZERO),
-                    });
-                }
-            }
-            // An empty queue answers Ready(None) but keeps our waker: insert wakes us.
-            if batch.is_empty() {
-                Poll::Pending
-            } else {
-                Poll::Ready(batch)
-            }
-        })
-        .await;
+        let batch = tokio::select! {
+            due = next_local(&shared) => claimed(&shared, due).await,
+            _ = ticker.tick(), if sweep_every.is_some() => sweep(&shared).await,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let now = Utc::now();
         let handler = shared.handler.read().clone();
         if let Some(h) = handler {
-            for e in &batch {
-                h(*e);
+            for d in &batch {
+                h(Expired {
+                    build_id: d.build_id,
+                    job_id: d.job_id,
+                    deadline: d.deadline,
+                    timeout_minutes: d.timeout_minutes,
+                    lateness: (now - d.deadline).to_std().unwrap_or(Duration::ZERO),
+                });
             }
         }
         let _w = shared.writes.lock().await;
-        // A build registered again after it fired keeps its new stored deadline.
-        let ids: Vec<BuildId> = {
+        // A build registered again after it fired keeps its new stored deadline (a
+        // shared store knows: arming clears the claim `fired` removes by).
+        let done: Vec<StoredDeadline> = if shared.store.shared() {
+            batch
+        } else {
             let st = shared.state.lock();
             batch
-                .iter()
-                .map(|e| e.build_id)
-                .filter(|id| !st.slots.contains_key(id))
+                .into_iter()
+                .filter(|d| !st.slots.contains_key(&d.build_id))
                 .collect()
         };
-        if let Err(e) = shared.store.remove_many(&ids).await {
-            tracing::warn!(error = %e, count = ids.len(), "could not remove fired deadlines from the timer store; they fire again after a restart");
+        if let Err(e) = shared.store.fired(&done).await {
+            tracing::warn!(error = %e, count = done.len(), "could not remove fired deadlines from the timer store; they fire again after a restart");
         }
     }
 }

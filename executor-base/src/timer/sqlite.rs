@@ -2,33 +2,23 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
-use tokio::sync::oneshot;
 
+use crate::db_thread::DbThread;
 use crate::error::{Error, ErrorKind};
 use crate::ids::{BuildId, JobId};
 use crate::timer::store::{StoredDeadline, TimerStore};
-
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
-
-enum Command {
-    Put(StoredDeadline, Reply<()>),
-    Remove(Vec<BuildId>, Reply<()>),
-    Load(Reply<Vec<StoredDeadline>>),
-}
 
 /// A durable [`TimerStore`] in one SQLite database file (WAL journal).
 ///
 /// SQLite (through `rusqlite` with the bundled library) needs no server and no system
 /// library, and its WAL journal makes each write a short append. The connection lives
-/// on one dedicated thread, so blocking file I/O never runs on the async worker threads,
-/// and calls are applied in the order they were made. Dropping the store closes the
-/// database (it waits for the writer thread to finish its current statement).
+/// on one dedicated thread ([`DbThread`]), so blocking file I/O never runs on the async
+/// worker threads, and calls are applied in the order they were made. Dropping the store
+/// closes the database (it waits for the thread to finish its current statement).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -50,8 +40,7 @@ enum Command {
 /// ```
 pub struct SqliteTimerStore {
     path: PathBuf,
-    tx: Option<std_mpsc::Sender<Command>>,
-    thread: Option<JoinHandle<()>>,
+    db: DbThread<Connection>,
 }
 
 impl fmt::Debug for SqliteTimerStore {
@@ -66,14 +55,6 @@ fn db_error(what: &str, e: rusqlite::Error) -> Error {
     Error::new(ErrorKind::Unexpected, format!("timer store: {what}: {e}"))
         .with_executor("timer")
         .with_source(e)
-}
-
-fn closed() -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        "timer store: the database thread has stopped",
-    )
-    .with_executor("timer")
 }
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sd_timers (
@@ -167,77 +148,20 @@ fn load(conn: &Connection) -> Result<Vec<StoredDeadline>, Error> {
     Ok(out)
 }
 
-fn serve(mut conn: Connection, rx: std_mpsc::Receiver<Command>) {
-    while let Ok(cmd) = rx.recv() {
-        match cmd {
-            Command::Put(d, reply) => {
-                let _ = reply.send(put(&conn, &d));
-            }
-            Command::Remove(ids, reply) => {
-                let _ = reply.send(remove(&mut conn, &ids));
-            }
-            Command::Load(reply) => {
-                let _ = reply.send(load(&conn));
-            }
-        }
-    }
-}
-
 impl SqliteTimerStore {
-    /// Opens (creating if needed) the database at `path` and starts its thread.
+    /// Opens (creating if needed) the database at `path` on its own thread.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
-        let (tx, rx) = std_mpsc::channel::<Command>();
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), Error>>();
         let p = path.clone();
-        let thread = std::thread::Builder::new()
-            .name("sd-timer-sqlite".into())
-            .spawn(move || match open_db(&p) {
-                Ok(conn) => {
-                    let _ = ready_tx.send(Ok(()));
-                    serve(conn, rx);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Unexpected,
-                    format!("timer store: cannot start thread: {e}"),
-                )
-                .with_executor("timer")
-            })?;
-        ready_rx.await.map_err(|_| closed())??;
-        Ok(Self {
-            path,
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+        let db = DbThread::open("timer-store", move || open_db(&p))
+            .await
+            .map_err(|e| e.with_executor("timer"))?;
+        Ok(Self { path, db })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(make(reply))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
-    }
-}
-
-impl Drop for SqliteTimerStore {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -245,11 +169,11 @@ impl Drop for SqliteTimerStore {
 impl TimerStore for SqliteTimerStore {
     async fn put(&self, d: &StoredDeadline) -> Result<(), Error> {
         let d = *d;
-        self.call(|r| Command::Put(d, r)).await
+        self.db.call(move |c| put(c, &d)).await
     }
 
     async fn remove(&self, build_id: BuildId) -> Result<(), Error> {
-        self.call(|r| Command::Remove(vec![build_id], r)).await
+        self.db.call(move |c| remove(c, &[build_id])).await
     }
 
     async fn remove_many(&self, build_ids: &[BuildId]) -> Result<(), Error> {
@@ -257,10 +181,10 @@ impl TimerStore for SqliteTimerStore {
             return Ok(());
         }
         let ids = build_ids.to_vec();
-        self.call(|r| Command::Remove(ids, r)).await
+        self.db.call(move |c| remove(c, &ids)).await
     }
 
     async fn load(&self) -> Result<Vec<StoredDeadline>, Error> {
-        self.call(Command::Load).await
+        self.db.call(|c| load(c)).await
     }
 }

@@ -47,6 +47,36 @@ pub trait TimerStore: Debug + Send + Sync {
 
     /// Every stored deadline, in any order.
     async fn load(&self) -> Result<Vec<StoredDeadline>, Error>;
+
+    /// Whether other processes share this store (several API instances on one database).
+    /// A [`crate::timer::TimerService`] on a shared store claims every deadline before it
+    /// fires it ([`TimerStore::claim`]) and sweeps the store for due deadlines armed
+    /// elsewhere ([`TimerStore::claim_due`]), so each fires in exactly one process.
+    /// Default `false`.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Claims `due` deadlines (they passed in this process's queue) for this process;
+    /// returns the builds it won: those whose stored deadline is still the given one and
+    /// that no other live process claimed. Default: every one (a store of one process).
+    async fn claim(&self, due: &[StoredDeadline]) -> Result<Vec<BuildId>, Error> {
+        Ok(due.iter().map(|d| d.build_id).collect())
+    }
+
+    /// Claims up to `limit` deadlines that passed (by the store's clock), whoever armed
+    /// them, including those of a process that died. Default: none.
+    async fn claim_due(&self, limit: usize) -> Result<Vec<StoredDeadline>, Error> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+
+    /// Removes deadlines this process claimed and fired. A deadline armed again since
+    /// (by any process) stays. Default: [`TimerStore::remove_many`].
+    async fn fired(&self, fired: &[StoredDeadline]) -> Result<(), Error> {
+        let ids: Vec<BuildId> = fired.iter().map(|d| d.build_id).collect();
+        self.remove_many(&ids).await
+    }
 }
 
 /// A store that keeps deadlines in memory only: they survive a rebuilt
