@@ -92,18 +92,27 @@ impl ApiState {
         Ok(ids)
     }
 
-    /// Adopts this state's own unsettled builds with [`Adoption::Resume`].
+    /// Adopts this state's own unsettled builds with [`Adoption::Resume`]. With a shared
+    /// store, only those whose lease is free or expired (taking their leases; see
+    /// [`crate::lease`]), and the lease task goes on adopting as other instances die.
     pub async fn adopt_own(&self) -> Result<Vec<BuildId>, Error> {
+        if self.instance().is_some() {
+            return self.adopt_free().await;
+        }
         let owner = self.owner().to_string();
         self.adopt(move |b| b.owner == owner, Adoption::Resume)
             .await
     }
 }
 
-async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
+pub(crate) async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
     let id = b.id;
     if is_final(b.status) {
-        dispatch::finish(&state, id, true).await;
+        // An abort or a timeout is carried out at once; a final status launch reported
+        // gives the build the usual time to end by itself.
+        let wait =
+            b.status != ApiBuildStatus::Aborted && dispatch::past_deadline(&state, &b).is_none();
+        dispatch::finish(&state, id, wait).await;
         return;
     }
     let status = state.executor().status(&state.stop_config(&b)).await;
@@ -118,7 +127,7 @@ async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
                 Adoption::Resume => start_again(state, &b).await,
                 Adoption::Abort(why) => {
                     let _ = state
-                        .transition(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
+                        .transition_owned(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
                         .await;
                     state.mark_settled(id.get()).await;
                 }
@@ -134,7 +143,7 @@ async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
             }
             Adoption::Abort(why) => {
                 if let Ok((t, _)) = state
-                    .transition(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
+                    .transition_owned(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
                     .await
                 {
                     dispatch::react(&state, id, t).await;
@@ -147,6 +156,9 @@ async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
 /// Starts a build whose start never reached the engine. `AlreadyExists` means it did
 /// after all (the process died after the engine accepted it): then it is watched.
 async fn start_again(state: ApiState, b: &BuildRecord) {
+    if !state.fence(b.id, "start").await {
+        return;
+    }
     let result = match state.start_config(b) {
         Ok(cfg) => state.executor().start(&cfg).await,
         Err(e) => Err(e),
@@ -172,7 +184,7 @@ pub(crate) async fn conclude(state: &ApiState, id: BuildId, engine: Option<Build
     let (status, message) = outcome_of(state, &b, engine.as_ref());
     tracing::info!(build = id.get(), %status, spooled, "recording the outcome the engine saw");
     if let Ok((t, _)) = state
-        .transition(id.get(), Some(status), Some(message))
+        .transition_owned(id.get(), Some(status), Some(message))
         .await
     {
         dispatch::react(state, id, t).await;

@@ -39,12 +39,21 @@ pub struct ApiConfig {
     pub lost_after_polls: u32,
     /// Where builds, steps, log lines and the id sequence are kept (`buildStore`):
     /// `sqlite:PATH` (durable; `sdx serve` and `sdx run` default to `api.db` in the state
-    /// directory), or `memory:`. Default (library): in memory. (`storeUri` is the
+    /// directory), `postgres://user@host:port/db` (shared by several instances), or
+    /// `memory:`. Default (library): in memory. (`storeUri` is the
     /// artifact store's URL given to builds, as in Screwdriver.)
     pub build_store: Option<String>,
     /// How long after `launch` reported a final status the API waits for the executor to
     /// see the build end on its own before it stops it, milliseconds. Default 10 000.
     pub final_exit_wait_ms: u64,
+    /// With a shared store (PostgreSQL): how long an instance's lease on a build lasts
+    /// without renewal, milliseconds. When an instance dies, the others adopt its builds
+    /// this long after its last renewal (plus up to one renewal period). Default 15 000.
+    pub lease_ttl_ms: u64,
+    /// With a shared store: how often an instance renews all its leases (one statement)
+    /// and looks for builds to adopt, milliseconds; at most half of `leaseTtlMs`.
+    /// Default 5 000.
+    pub lease_renew_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +71,8 @@ impl Default for ApiConfig {
             lost_after_polls: 3,
             build_store: None,
             final_exit_wait_ms: 10_000,
+            lease_ttl_ms: 15_000,
+            lease_renew_ms: 5_000,
         }
     }
 }
@@ -87,6 +98,8 @@ impl fmt::Debug for ApiConfig {
             .field("lost_after_polls", &self.lost_after_polls)
             .field("build_store", &self.build_store)
             .field("final_exit_wait_ms", &self.final_exit_wait_ms)
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("lease_renew_ms", &self.lease_renew_ms)
             .finish()
     }
 }
@@ -121,6 +134,18 @@ impl ApiConfig {
         }
         if self.lost_after_polls == 0 {
             invalid_err("lostAfterPolls")?;
+        }
+        if self.lease_renew_ms == 0 {
+            invalid_err("leaseRenewMs")?;
+        }
+        if self.lease_ttl_ms < 2 * self.lease_renew_ms {
+            return Err(invalid(
+                "leaseTtlMs",
+                format!(
+                    "must be at least twice leaseRenewMs ({} ms), so a live instance renews in time",
+                    self.lease_renew_ms
+                ),
+            ));
         }
         if let Some(uri) = &self.build_store {
             crate::store::StoreUri::parse(uri)?;

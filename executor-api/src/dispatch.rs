@@ -38,6 +38,9 @@ pub(crate) async fn start(state: ApiState, id: BuildId) {
         state.mark_settled(id.get()).await;
         return;
     }
+    if !state.fence(id, "start").await {
+        return;
+    }
     let result = match state.start_config(&b) {
         Ok(cfg) => state.executor().start(&cfg).await,
         Err(e) => Err(e),
@@ -58,8 +61,9 @@ pub(crate) async fn accepted(state: ApiState, id: BuildId) {
     }
     // Only while launch has not reported yet (it may already run).
     let _ = state
-        .transition_checked(
+        .transition_as(
             id.get(),
+            true,
             None,
             Some("Accepted by the executor".into()),
             None,
@@ -88,7 +92,7 @@ pub(crate) async fn start_failed(state: &ApiState, id: BuildId, e: Error) {
         format!("Failed to start build by executor error: {e}")
     };
     match state
-        .transition(id.get(), Some(ApiBuildStatus::Failure), Some(message))
+        .transition_owned(id.get(), Some(ApiBuildStatus::Failure), Some(message))
         .await
     {
         Ok(_) if foreign => {
@@ -113,6 +117,15 @@ pub(crate) async fn react(state: &ApiState, id: BuildId, t: Transition) {
         arm_timer(state, id).await;
     }
     if t.became_final {
+        if !state.drives(id) {
+            // Another instance drives the build: its watcher sees the final status in
+            // the store and ends the build on the engine.
+            tracing::debug!(
+                build = id.get(),
+                "final status recorded; the instance holding the lease ends the build"
+            );
+            return;
+        }
         let s = state.clone();
         let wait = t.reported_by_launch;
         state.spawn(async move { finish(&s, id, wait).await });
@@ -146,6 +159,14 @@ pub(crate) async fn arm_timer(state: &ApiState, id: BuildId) {
 /// `stop_timer`; then records the build as settled. A failed stop leaves it unsettled, so
 /// the next adoption tries again.
 pub(crate) async fn finish(state: &ApiState, id: BuildId, wait_exit: bool) {
+    if !state.begin_finish(id) {
+        return;
+    }
+    finish_once(state, id, wait_exit).await;
+    state.end_finish(id);
+}
+
+async fn finish_once(state: &ApiState, id: BuildId, wait_exit: bool) {
     let Some(b) = state.build(id.get()).await else {
         return;
     };
@@ -165,6 +186,10 @@ pub(crate) async fn finish(state: &ApiState, id: BuildId, wait_exit: bool) {
             tokio::time::sleep(EXIT_POLL).await;
         }
     }
+    if !state.fence(id, "stop").await {
+        return;
+    }
+    tracing::info!(build = id.get(), status = %b.status, "ending the build on the engine");
     let mut settled = true;
     if let Err(e) = state.executor().stop(&cfg).await {
         tracing::warn!(build = id.get(), error = %e, "executor stop failed");
@@ -209,10 +234,19 @@ pub(crate) async fn watch(state: ApiState, id: BuildId) {
     let mut seen = 0u32;
     loop {
         tokio::time::sleep(every).await;
+        if !state.drives(id) {
+            return;
+        }
         let Some(b) = state.build(id.get()).await else {
             return;
         };
         if is_final(b.status) {
+            if state.instance().is_some() && !b.settled {
+                // Recorded by another instance (a stop, a timeout, launch's report).
+                let wait =
+                    b.status != ApiBuildStatus::Aborted && past_deadline(&state, &b).is_none();
+                finish(&state, id, wait).await;
+            }
             return;
         }
         let status = state.executor().status(&state.stop_config(&b)).await;
@@ -269,5 +303,34 @@ pub(crate) fn outcome_of(
                 format!("launch ended without reporting a final status; the executor says: {s}"),
             ),
         },
+    }
+}
+
+/// What an instance on a shared store does when it claimed a build's deadline: it
+/// records the timeout (any instance may), and the instance driving the build stops it
+/// (this one at once if it drives it, else the driver's watcher).
+pub(crate) async fn timed_out(state: &ApiState, e: executor_base::timer::Expired) {
+    let id = e.build_id;
+    let Some(b) = state.build(id.get()).await else {
+        return;
+    };
+    if is_final(b.status) {
+        return;
+    }
+    let m = e.timeout_minutes;
+    let message = format!(
+        "Build timed out after {m} minute{} (stopped by the executor)",
+        if m == 1 { "" } else { "s" }
+    );
+    tracing::info!(
+        build = id.get(),
+        late_ms = e.lateness.as_millis() as u64,
+        "build ran past its timeout"
+    );
+    if let Ok((t, _)) = state
+        .transition(id.get(), Some(ApiBuildStatus::Failure), Some(message))
+        .await
+    {
+        react(state, id, t).await;
     }
 }

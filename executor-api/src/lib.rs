@@ -32,6 +32,13 @@
 //! while the API was down, records the true outcome of builds that ended meanwhile, and
 //! watches the rest. [`ApiState::shutdown`] leaves builds running by default.
 //!
+//! # Several instances
+//!
+//! With [`store::PostgresBuildStore`] several API instances share the builds: each
+//! unsettled build is driven by the instance holding its lease, writes derived from the
+//! engine are fenced by the lease's token, and the others adopt the builds of one that
+//! dies; see [`lease`].
+//!
 //! # Input
 //!
 //! Every body is checked field by field: unknown fields are 422 naming the field and the
@@ -62,9 +69,12 @@
 //! * `rusqlite` (bundled SQLite): the durable store. It is the workspace's one SQLite
 //!   library (the timer store uses it as well); `sqlx`'s SQLite driver pins a different
 //!   `libsqlite3-sys` and only one may link, and the store needs no more than one
-//!   connection on a dedicated thread. The [`store::BuildStore`] trait is async and
-//!   driver-neutral, so a shared PostgreSQL store can come with an async PostgreSQL
-//!   driver (e.g. `sqlx` with only its `postgres` feature, or `tokio-postgres`) beside it.
+//!   connection on a dedicated thread (`executor_base::db_thread::DbThread`).
+//! * `tokio-postgres` + `deadpool-postgres`: the shared [`store::PostgresBuildStore`]
+//!   (several instances; see [`lease`]). `sqlx` was the first choice, but its releases pin
+//!   `libsqlite3-sys` through their optional SQLite driver and Cargo refuses two
+//!   `sqlite3` links even with that driver off, so it cannot sit beside `rusqlite`; see
+//!   `executor_base::pg`.
 //! * `sd-launch`: the spool format `launch` writes and the API replays (one definition).
 
 pub mod adopt;
@@ -76,6 +86,7 @@ pub mod events;
 pub mod faults;
 pub mod fields;
 pub mod keys;
+pub mod lease;
 pub mod model;
 mod ops;
 pub mod routes;
@@ -92,4 +103,7 @@ pub use model::{BuildRecord, LogLine, NewBuild, StepRecord};
 pub use routes::router;
 pub use server::ApiServer;
 pub use state::{ApiState, ApiStateBuilder, OWNER_SERVE, Shutdown, SpoolLocator};
-pub use store::{BuildStore, MemoryBuildStore, SqliteBuildStore, StoreUri};
+pub use store::{
+    BuildStore, FencedWrite, Lease, MemoryBuildStore, PostgresBuildStore, SqliteBuildStore,
+    StoreUri,
+};

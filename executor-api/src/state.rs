@@ -20,8 +20,9 @@ use crate::config::ApiConfig;
 use crate::error::HttpError;
 use crate::events::BuildEvent;
 use crate::keys::{Claims, SCOPE_TEMPORAL, TokenIssuer, random_id};
+use crate::lease::Leases;
 use crate::model::{BuildRecord, NewBuild, StepRecord, is_final, module_state};
-use crate::store::{BuildStore, MemoryBuildStore, StoreUri};
+use crate::store::{BuildStore, FencedWrite, MemoryBuildStore, StoreUri};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 pub const EVENT_CAPACITY: usize = 4096;
@@ -51,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) accepting: AtomicBool,
     pub(crate) events: broadcast::Sender<BuildEvent>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// This instance's leases, with a shared store.
+    pub(crate) leases: Option<Leases>,
 }
 
 impl fmt::Debug for ApiState {
@@ -81,6 +84,7 @@ pub struct ApiStateBuilder {
     store: Option<Arc<dyn BuildStore>>,
     owner: String,
     spool: Option<SpoolLocator>,
+    instance: Option<String>,
 }
 
 impl fmt::Debug for ApiStateBuilder {
@@ -115,6 +119,14 @@ impl ApiStateBuilder {
     /// Where `launch` spools what it could not report (read on adoption).
     pub fn spool(mut self, locator: SpoolLocator) -> Self {
         self.spool = Some(locator);
+        self
+    }
+
+    /// With a shared store: the id this instance holds leases under (default
+    /// `<host>:<pid>:<random>`, fresh for every process). Two live instances must not
+    /// share one.
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
         self
     }
 
@@ -156,7 +168,14 @@ impl ApiStateBuilder {
             .unwrap_or_else(|| "http://127.0.0.1:8080".into())
             .trim_end_matches('/')
             .to_string();
-        Ok(ApiState {
+        let leases = store.shared().then(|| {
+            Leases::new(
+                self.instance.unwrap_or_else(executor_base::pg::instance_id),
+                std::time::Duration::from_millis(config.lease_ttl_ms),
+                std::time::Duration::from_millis(config.lease_renew_ms),
+            )
+        });
+        let state = ApiState {
             inner: Arc::new(Inner {
                 executor: self.executor,
                 issuer,
@@ -169,9 +188,21 @@ impl ApiStateBuilder {
                 accepting: AtomicBool::new(true),
                 events: broadcast::channel(EVENT_CAPACITY).0,
                 tasks: Mutex::new(Vec::new()),
+                leases,
             }),
-        })
+        };
+        if state.inner.leases.is_some() {
+            state.spawn(crate::lease::run(state.clone()));
+        }
+        Ok(state)
     }
+}
+
+/// The answer to a fenced write by an instance whose lease was taken.
+fn lease_lost(id: u64) -> HttpError {
+    HttpError::conflict(format!(
+        "Build {id} is driven by another API instance (this one's lease is gone)"
+    ))
 }
 
 /// A store error as an HTTP answer (503: the API cannot serve without its store).
@@ -193,6 +224,7 @@ impl ApiState {
             store: None,
             owner: OWNER_SERVE.into(),
             spool: None,
+            instance: None,
         }
     }
 
@@ -339,7 +371,16 @@ impl ApiState {
                 .map(|(n, c)| StepRecord::new(n, c))
                 .collect(),
         };
-        match self.inner.store.insert(&record).await {
+        let inserted = match &self.inner.leases {
+            None => self.inner.store.insert(&record).await,
+            Some(l) => self
+                .inner
+                .store
+                .insert_leased(&record, &l.holder, l.ttl)
+                .await
+                .map(|lease| l.hold(lease)),
+        };
+        match inserted {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 return Err(HttpError::conflict(format!("Build {id} already exists")));
@@ -415,16 +456,56 @@ impl ApiState {
     pub(crate) async fn modify<T>(
         &self,
         id: u64,
+        f: impl FnMut(&mut BuildRecord) -> Result<T, HttpError>,
+    ) -> Result<(T, BuildRecord), HttpError> {
+        self.modify_as(id, false, f).await
+    }
+
+    /// [`ApiState::modify`]; with `owned`, a fenced write: with a shared store it is
+    /// refused (409, and the lease is dropped) unless this instance still holds the
+    /// build's current lease. Owned writes are those derived from the engine.
+    pub(crate) async fn modify_as<T>(
+        &self,
+        id: u64,
+        owned: bool,
         mut f: impl FnMut(&mut BuildRecord) -> Result<T, HttpError>,
     ) -> Result<(T, BuildRecord), HttpError> {
+        let fence = match (owned, &self.inner.leases, BuildId::new(id)) {
+            (true, Some(_), Some(bid)) => match self.lease_of(bid) {
+                Some(l) => Some(l),
+                None => return Err(lease_lost(id)),
+            },
+            _ => None,
+        };
         loop {
             let mut b = self.load_existing(id).await?;
             let out = f(&mut b)?;
-            if self.inner.store.update(&b).await.map_err(store_error)? {
-                b.version += 1;
-                return Ok((out, b));
+            let written = match &fence {
+                None => {
+                    if self.inner.store.update(&b).await.map_err(store_error)? {
+                        FencedWrite::Done
+                    } else {
+                        FencedWrite::Conflict
+                    }
+                }
+                Some(l) => self
+                    .inner
+                    .store
+                    .update_fenced(&b, l)
+                    .await
+                    .map_err(store_error)?,
+            };
+            match written {
+                FencedWrite::Done => {
+                    b.version += 1;
+                    return Ok((out, b));
+                }
+                FencedWrite::Conflict => tokio::task::yield_now().await,
+                FencedWrite::Fenced => {
+                    self.lost(b.id, "write");
+                    return Err(lease_lost(id));
+                }
             }
-            tokio::task::yield_now().await;
         }
     }
 
@@ -438,8 +519,23 @@ impl ApiState {
         meta: Option<Value>,
         check: impl Fn(&BuildRecord) -> Result<(), HttpError>,
     ) -> Result<(Transition, Value), HttpError> {
+        self.transition_as(id, false, status, message, meta, check)
+            .await
+    }
+
+    /// [`ApiState::transition_checked`], fenced when `owned` (see
+    /// [`ApiState::modify_as`]).
+    pub(crate) async fn transition_as(
+        &self,
+        id: u64,
+        owned: bool,
+        status: Option<ApiBuildStatus>,
+        message: Option<String>,
+        meta: Option<Value>,
+        check: impl Fn(&BuildRecord) -> Result<(), HttpError>,
+    ) -> Result<(Transition, Value), HttpError> {
         let (t, b) = self
-            .modify(id, |b| {
+            .modify_as(id, owned, |b| {
                 if is_final(b.status) {
                     return Err(HttpError::forbidden(format!(
                         "Build {id} is already {}: only unfinished builds can be updated",
@@ -470,16 +566,42 @@ impl ApiState {
             .await
     }
 
-    /// Records that the engine confirmed build `id` ended (nothing left to stop).
+    /// [`ApiState::transition`] as the build's driver: fenced with a shared store.
+    pub(crate) async fn transition_owned(
+        &self,
+        id: u64,
+        status: Option<ApiBuildStatus>,
+        message: Option<String>,
+    ) -> Result<(Transition, Value), HttpError> {
+        self.transition_as(id, true, status, message, None, |_| Ok(()))
+            .await
+    }
+
+    /// Records that the engine confirmed build `id` ended (nothing left to stop), as its
+    /// driver (fenced), and gives up its lease.
     pub(crate) async fn mark_settled(&self, id: u64) {
         let r = self
-            .modify(id, |b| {
+            .modify_as(id, true, |b| {
                 b.settled = true;
                 Ok(())
             })
             .await;
         if let Err(e) = r {
             tracing::warn!(build = id, error = %e, "cannot record that the build ended on the engine");
+        } else if let Some(bid) = BuildId::new(id) {
+            self.release(bid).await;
+        }
+    }
+
+    /// The handler to give the timer service of the executor when the store is shared
+    /// (instead of the router's own stop on timeout): the instance that claims a
+    /// build's deadline records the timeout, and the instance driving the build stops
+    /// it (see [`crate::lease`]).
+    pub fn expiry_handler(&self) -> impl Fn(executor_base::timer::Expired) + Send + Sync + 'static {
+        let state = self.clone();
+        move |e| {
+            let s = state.clone();
+            state.spawn(async move { crate::dispatch::timed_out(&s, e).await });
         }
     }
 
@@ -521,7 +643,7 @@ impl ApiState {
             let unsettled: Vec<BuildRecord> = match self.inner.store.unsettled().await {
                 Ok(all) => all
                     .into_iter()
-                    .filter(|b| b.owner == self.inner.owner)
+                    .filter(|b| b.owner == self.inner.owner && self.drives(b.id))
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list open builds");
@@ -551,6 +673,8 @@ impl ApiState {
         for t in tasks {
             t.abort();
         }
+        // The other instances adopt what this one drove at once.
+        self.release_all().await;
     }
 }
 

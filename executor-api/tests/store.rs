@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use executor_api::model::{BuildRecord, LogLine, StepRecord};
+use executor_api::store::{FencedWrite, Lease, PostgresBuildStore};
 use executor_api::{BuildStore, MemoryBuildStore, SqliteBuildStore};
+use executor_base::testkit::postgres::TestDb;
 use executor_base::{Annotations, ApiBuildStatus, BuildId, ErrorKind, ImageRef, JobId};
 use serde_json::json;
 
@@ -231,11 +233,151 @@ async fn two_handles_on_one_file_never_hand_out_the_same_id() {
 
 #[tokio::test]
 async fn a_bad_store_uri_names_the_key() {
-    let e = executor_api::StoreUri::parse("postgres://db/sdx").unwrap_err();
+    let e = executor_api::StoreUri::parse("mysql://db/sdx").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
     assert!(e.to_string().contains("buildStore"), "{e}");
+    let e = executor_api::StoreUri::parse("postgres://u:hunter2@db/sdx?bogus=1").unwrap_err();
+    assert!(e.to_string().contains("buildStore"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = PostgresBuildStore::connect("postgres://u:hunter2@127.0.0.1:1/sdx?connect_timeout=1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("buildStore"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
     let e = SqliteBuildStore::open("/proc/nope/api.db")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("buildStore"), "{e}");
+}
+
+#[tokio::test]
+async fn the_postgres_store_keeps_the_contract_and_survives_a_reconnect() {
+    let Some(db) = TestDb::create("store_contract").await else {
+        return;
+    };
+    contract(Arc::new(
+        PostgresBuildStore::connect(db.uri()).await.unwrap(),
+    ))
+    .await;
+    let store = PostgresBuildStore::connect(db.uri()).await.unwrap();
+    let id = store.next_id().await.unwrap();
+    store.insert(&record(id)).await.unwrap();
+    store
+        .append_logs(id.get(), "one", &[line(0), line(1)])
+        .await
+        .unwrap();
+    assert_eq!(store.secret("jwt", "key-1").await.unwrap(), "key-1");
+    drop(store);
+    let store = PostgresBuildStore::connect(db.uri()).await.unwrap();
+    assert_eq!(
+        store.get(id.get()).await.unwrap().unwrap().steps[0].next_line,
+        2
+    );
+    assert_eq!(store.secret("jwt", "key-2").await.unwrap(), "key-1");
+    assert!(store.next_id().await.unwrap() > id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_stores_never_hand_out_the_same_id() {
+    let Some(db) = TestDb::create("store_ids").await else {
+        return;
+    };
+    let (a, b) = tokio::join!(
+        PostgresBuildStore::connect(db.uri()),
+        PostgresBuildStore::connect(db.uri())
+    );
+    let (a, b) = (Arc::new(a.unwrap()), Arc::new(b.unwrap()));
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(
+            async move { s.next_id().await.unwrap().get() },
+        ));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        assert!(seen.insert(t.await.unwrap()), "an id was handed out twice");
+    }
+}
+
+/// Leases: one holder at a time, tokens grow when the lease changes hands, renewal is
+/// one call for all of a holder's leases, an expired lease is taken over, and the old
+/// holder's fenced writes and checks are refused from then on.
+#[tokio::test]
+async fn postgres_leases_fence_a_stale_holder() {
+    let Some(db) = TestDb::create("store_leases").await else {
+        return;
+    };
+    let store = PostgresBuildStore::connect(db.uri()).await.unwrap();
+    let ttl = std::time::Duration::from_millis(400);
+    let ids: Vec<BuildId> = (1..=3).map(|n| BuildId::new(n).unwrap()).collect();
+    let mut leases: Vec<Lease> = Vec::new();
+    for id in &ids {
+        leases.push(store.insert_leased(&record(*id), "a", ttl).await.unwrap());
+    }
+    assert!(leases.iter().all(|l| l.token == 1 && l.holder == "a"));
+    // b cannot take a live lease; a keeps its own; nothing is adoptable.
+    assert!(store.acquire(ids[0], "b", ttl).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .acquire(ids[0], "a", ttl)
+            .await
+            .unwrap()
+            .unwrap()
+            .token,
+        1
+    );
+    assert!(store.adoptable().await.unwrap().is_empty());
+    // One renewal keeps all three alive past the first ttl.
+    tokio::time::sleep(ttl / 2).await;
+    assert_eq!(store.renew("a", ttl).await.unwrap().len(), 3);
+    tokio::time::sleep(ttl / 2 + std::time::Duration::from_millis(50)).await;
+    assert!(store.check(&leases[0]).await.unwrap());
+    // a stops renewing (paused): its leases expire and b takes build 1 over.
+    tokio::time::sleep(ttl).await;
+    assert!(
+        !store.check(&leases[0]).await.unwrap(),
+        "an expired lease fails the check"
+    );
+    assert_eq!(store.adoptable().await.unwrap().len(), 3);
+    let taken = store.acquire(ids[0], "b", ttl).await.unwrap().unwrap();
+    assert_eq!(
+        taken.token, 2,
+        "the token grows when the lease changes hands"
+    );
+    // a wakes up: its renewal no longer returns build 1, its write is fenced.
+    let renewed = store.renew("a", ttl).await.unwrap();
+    assert_eq!(renewed.len(), 2);
+    assert!(renewed.iter().all(|l| l.build_id != ids[0]));
+    let mut b = store.get(1).await.unwrap().unwrap();
+    b.status = ApiBuildStatus::Failure;
+    assert_eq!(
+        store.update_fenced(&b, &leases[0]).await.unwrap(),
+        FencedWrite::Fenced
+    );
+    assert!(!store.check(&leases[0]).await.unwrap());
+    // b's write with its token goes through; a stale version is a conflict, not a fence.
+    assert_eq!(
+        store.update_fenced(&b, &taken).await.unwrap(),
+        FencedWrite::Done
+    );
+    assert_eq!(
+        store.update_fenced(&b, &taken).await.unwrap(),
+        FencedWrite::Conflict
+    );
+    assert_eq!(
+        store.get(1).await.unwrap().unwrap().status,
+        ApiBuildStatus::Failure
+    );
+    // Released: another holder takes it at once, with a larger token.
+    store.release(&taken).await.unwrap();
+    assert_eq!(
+        store
+            .acquire(ids[0], "c", ttl)
+            .await
+            .unwrap()
+            .unwrap()
+            .token,
+        3
+    );
 }

@@ -137,6 +137,9 @@ pub async fn migrate(pool: &Pool, component: &str, migrations: &[Migration]) -> 
     let mut conn = pool.get().await.map_err(|e| pool_error(&what, e))?;
     let tx = conn.transaction().await.map_err(|e| db_error(&what, e))?;
     // One lock for every component: the schema table itself is created under it.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(|e| db_error(&what, e))?;
     tx.execute("SELECT pg_advisory_xact_lock(7012026015)", &[])
         .await
         .map_err(|e| db_error(&what, e))?;

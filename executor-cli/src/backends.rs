@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use executor_base::Executor;
 use executor_base::router::Router;
-use executor_base::timer::{SqliteTimerStore, TimerService};
+use executor_base::timer::{PostgresTimerStore, SqliteTimerStore, TimerService};
 use executor_process::{ProcessConfig, ProcessExecutor, ProcessExecutorBuilder};
 
 use crate::config::FileConfig;
@@ -78,6 +78,11 @@ pub enum Timers {
     Memory,
     /// In this SQLite file: a restarted `sdx serve` loses no timeout.
     Sqlite(PathBuf),
+    /// In this PostgreSQL database, shared with other `sdx serve` instances: each
+    /// deadline fires in exactly one. The router does not stop timed-out builds itself:
+    /// the API's handler ([`executor_api::ApiState::expiry_handler`]) records the
+    /// timeout and the instance driving the build stops it.
+    Postgres(String),
 }
 
 /// A router and, when it has one, its process backend (for its spool files).
@@ -87,6 +92,8 @@ pub struct Routed {
     pub executor: Arc<dyn Executor>,
     /// The process backend, when it is one of the router's.
     pub process: Option<ProcessExecutor>,
+    /// The router's timer service.
+    pub timers: TimerService,
 }
 
 /// A directory holding `launch`, a symbolic link to this `sdx` binary (which runs the
@@ -302,23 +309,33 @@ pub async fn router(
         rb = rb.backend_named(name.clone(), built.executor);
     }
     let mut tb = TimerService::builder();
-    if let Timers::Sqlite(path) = &timers {
-        let store = SqliteTimerStore::open(path)
-            .await
-            .map_err(|e| CliError::from(e).context(format!("timer store {}", path.display())))?;
-        tb = tb.store(Arc::new(store));
+    match &timers {
+        Timers::Memory => {}
+        Timers::Sqlite(path) => {
+            let store = SqliteTimerStore::open(path).await.map_err(|e| {
+                CliError::from(e).context(format!("timer store {}", path.display()))
+            })?;
+            tb = tb.store(Arc::new(store));
+        }
+        Timers::Postgres(uri) => {
+            let store = PostgresTimerStore::connect(uri)
+                .await
+                .map_err(|e| CliError::from(e).context("timer store"))?;
+            tb = tb.store(Arc::new(store));
+        }
     }
-    let timers = tb.build().await.map_err(CliError::from)?;
+    let service = tb.build().await.map_err(CliError::from)?;
     let default = names.first().map(String::as_str).unwrap_or(PROCESS);
     let router = rb
         .default_backend(default)
-        .timers(timers)
-        .stop_on_timeout(true)
+        .timers(service.clone())
+        .stop_on_timeout(!matches!(timers, Timers::Postgres(_)))
         .build()
         .map_err(CliError::from)?;
     Ok(Routed {
         executor: Arc::new(router),
         process,
+        timers: service,
     })
 }
 

@@ -194,8 +194,10 @@ pub struct ServeArgs {
     /// it is generated once and kept in the store.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Where builds, steps, logs and the id sequence are kept: `sqlite:PATH` or
-    /// `memory:` (default: `sqlite:<state dir>/api.db`, or `[api] buildStore`).
+    /// Where builds, steps, logs and the id sequence are kept: `sqlite:PATH`, `memory:`,
+    /// or `postgres://user@host:port/db`, which several `sdx serve` instances share
+    /// (timers then live there too; lease settings: `[api] leaseTtlMs`, `leaseRenewMs`).
+    /// Default: `sqlite:<state dir>/api.db`, or `[api] buildStore`.
     #[arg(long, env = "SDX_STORE", value_name = "URI")]
     pub store: Option<String>,
     /// On SIGINT/SIGTERM, abort every open build and wait for its stop (by default they

@@ -6,6 +6,7 @@
 //! | `demo` | temporary | memory | memory | `serve` | 1, 2, ... |
 //! | `run` | the configured one | `run.db` there | memory | `run:<pid>:<start>` | time-based, see [`run_id`] |
 //! | `serve` | the configured one | `api.db` there (`--store`) | `timers.db` there | `serve` | the store's sequence |
+//! | `serve --store postgres://…` | the configured one (may be shared by instances on one host) | PostgreSQL | the same database | `serve` (leases per instance) | the database's sequence |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -115,21 +116,18 @@ impl Embedded {
             state_dir: temp.as_ref().map(|s| s.path().to_path_buf()),
             run_prefix: opts.mode == Mode::Run,
         };
-        let timers = match opts.mode {
-            Mode::Serve(_) => Timers::Sqlite(state_dir.join("timers.db")),
+        let store = match &opts.mode {
+            Mode::Demo => StoreUri::Memory,
+            Mode::Run => StoreUri::Sqlite(state_dir.join("run.db")),
+            Mode::Serve(explicit) => serve_store(explicit.as_deref(), &opts.api, &state_dir)?,
+        };
+        let timers = match (&opts.mode, &store) {
+            (Mode::Serve(_), StoreUri::Postgres(uri)) => Timers::Postgres(uri.clone()),
+            (Mode::Serve(_), _) => Timers::Sqlite(state_dir.join("timers.db")),
             _ => Timers::Memory,
         };
         let routed = backends::router(names, file, &overrides, timers).await?;
         let mut builder = ApiState::builder(routed.executor, opts.api.clone());
-        let store = match &opts.mode {
-            Mode::Demo => StoreUri::Memory,
-            Mode::Run => StoreUri::Sqlite(state_dir.join("run.db")),
-            Mode::Serve(Some(uri)) => StoreUri::parse(uri).map_err(CliError::from)?,
-            Mode::Serve(None) => match &opts.api.build_store {
-                Some(uri) => StoreUri::parse(uri).map_err(CliError::from)?,
-                None => StoreUri::Sqlite(state_dir.join("api.db")),
-            },
-        };
         builder = builder.store(store.open().await.map_err(CliError::from)?);
         if opts.mode == Mode::Run {
             builder = builder.owner(executor_api::adopt::run_owner());
@@ -140,6 +138,11 @@ impl Embedded {
         let server = ApiServer::start_with(builder, opts.listen)
             .await
             .map_err(|e| CliError::from(e).context("reference API"))?;
+        if store.is_shared() {
+            // Timeouts go through the API: recorded by whichever instance claims the
+            // deadline, carried out by the one holding the build's lease.
+            routed.timers.set_handler(server.state().expiry_handler());
+        }
         Ok(Self {
             server,
             backends: names.to_vec(),
@@ -171,6 +174,19 @@ impl Embedded {
         self.server
             .shutdown_with(mode, SHUTDOWN_GRACE, cleanup)
             .await;
+    }
+}
+
+/// The build store of `sdx serve`: `--store`, else `[api] buildStore`, else `api.db` in
+/// the state directory.
+pub fn serve_store(
+    explicit: Option<&str>,
+    api: &ApiConfig,
+    state_dir: &Path,
+) -> CliResult<StoreUri> {
+    match explicit.or(api.build_store.as_deref()) {
+        Some(uri) => StoreUri::parse(uri).map_err(CliError::from),
+        None => Ok(StoreUri::Sqlite(state_dir.join("api.db"))),
     }
 }
 

@@ -114,8 +114,22 @@ fn open_db(path: &Path) -> Result<Connection, Error> {
     }
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(db_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(db_err)?;
+    // Switching to WAL takes an exclusive lock without waiting on the busy handler: two
+    // processes opening a new file at once retry it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r.map_err(db_err)?,
+        }
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(db_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
@@ -150,17 +164,17 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
 }
 
-fn iso(t: &DateTime<Utc>) -> String {
+pub(super) fn iso(t: &DateTime<Utc>) -> String {
     crate::model::iso(t)
 }
 
-fn time(v: Option<String>) -> Option<DateTime<Utc>> {
+pub(super) fn time(v: Option<String>) -> Option<DateTime<Utc>> {
     v.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
         .map(|t| t.with_timezone(&Utc))
 }
 
 /// The columns of `builds` other than the keys, for a record.
-fn body(b: &BuildRecord) -> String {
+pub(super) fn body(b: &BuildRecord) -> String {
     json!({
         "jobId": b.job_id.get(),
         "eventId": b.event_id.map(EventId::get),
@@ -179,7 +193,7 @@ fn body(b: &BuildRecord) -> String {
 }
 
 /// A record from a `builds` row (steps added by the caller).
-fn record(
+pub(super) fn record(
     id: u64,
     version: u64,
     owner: String,

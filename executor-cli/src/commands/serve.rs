@@ -6,7 +6,9 @@
 //! the server stops accepting builds and exits, leaving running builds running; the next
 //! `sdx serve` on the same state directory adopts them (`--cancel-on-exit`: abort them
 //! instead, the old behaviour). One `sdx serve` per state directory: a second one is
-//! refused (`api.lock`).
+//! refused (`api.lock`), unless the store is PostgreSQL (`--store postgres://...`):
+//! then several instances share the builds, timers and possibly the state directory,
+//! coordinating through leases (see `executor_api::lease`).
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -73,7 +75,14 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
         api.user_token = Some(SecretString::from(t.trim().to_string()));
     }
     let state_dir = crate::backends::state_dir(&ctx.file)?;
-    let _lock = lock_state_dir(&state_dir)?;
+    // Instances sharing a PostgreSQL store coordinate through leases, so they may also
+    // share a state directory (the process backend's builds on this host).
+    let shared = crate::embedded::serve_store(a.store.as_deref(), &api, &state_dir)?.is_shared();
+    let _lock = if shared {
+        None
+    } else {
+        Some(lock_state_dir(&state_dir)?)
+    };
     let opts = EmbeddedOptions {
         listen: listen_addr(&a.listen)?,
         mode: Mode::Serve(a.store.clone()),
@@ -102,6 +111,13 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
         token_file.display(),
         emb.server.url()
     );
+    if let Some(id) = emb.server.state().instance() {
+        say!(
+            "instance {id}: shares the store with other sdx serve instances (lease {} ms, renewed every {} ms)",
+            emb.server.state().config().lease_ttl_ms,
+            emb.server.state().config().lease_renew_ms
+        );
+    }
     say!(
         "builds kept in {}; stop with Ctrl-C ({})",
         emb.server.state().store().uri(),
