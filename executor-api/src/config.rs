@@ -1,7 +1,10 @@
-//! The reference API's configuration.
+//! The reference API's configuration, and its declaration for the shared option system
+//! (`[api]` file sections, `EXECUTOR_API_*`, `--opt api.<key>=<value>`).
 
 use std::fmt;
+use std::sync::LazyLock;
 
+use executor_base::options::{Configurable, Options};
 use executor_base::{Error, ErrorKind, TimeoutPolicy};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -158,9 +161,96 @@ fn invalid_err(key: &str) -> Result<(), Error> {
     Err(invalid(key, "must be a positive integer"))
 }
 
+/// The option scheme of the reference API: `[api]` in `sdx.toml`, `EXECUTOR_API_<KEY>`,
+/// `--opt api.<key>=<value>`.
+pub const SCHEME: &str = "api";
+
+/// The reference API's options, declared once.
+impl Configurable for ApiConfig {
+    fn options() -> &'static Options<Self> {
+        static OPTIONS: LazyLock<Options<ApiConfig>> = LazyLock::new(declare);
+        &OPTIONS
+    }
+}
+
+fn declare() -> Options<ApiConfig> {
+    Options::<ApiConfig>::new(SCHEME)
+        .field(
+            "publicUri",
+            "The URL builds use to reach this API (`apiUri`); empty: `http://<listen address>`.",
+            |c| &mut c.public_uri,
+        )
+        .field(
+            "storeUri",
+            "`storeUri` passed to builds; empty: the executor's.",
+            |c| &mut c.store_uri,
+        )
+        .field(
+            "uiUri",
+            "`uiUri` passed to builds; empty: the executor's.",
+            |c| &mut c.ui_uri,
+        )
+        .field(
+            "defaultContainer",
+            "The image of builds that name none.",
+            |c| &mut c.default_container,
+        )
+        .field(
+            "temporalTokenMinutes",
+            "Lifetime of the temporary token given to executors, minutes.",
+            |c| &mut c.temporal_token_minutes,
+        )
+        .field(
+            "userToken",
+            "The administrator's static bearer token; empty: generated at start.",
+            |c| &mut c.user_token,
+        )
+        .secret()
+        .field(
+            "jwtPrivateKey",
+            "EC P-256 private key (PKCS#8 PEM) signing tokens; empty: generated at start.",
+            |c| &mut c.jwt_private_key,
+        )
+        .secret()
+        .field(
+            "statusPollMs",
+            "How often a running build's executor status is checked, ms.",
+            |c| &mut c.status_poll_ms,
+        )
+        .field(
+            "lostAfterPolls",
+            "Consecutive checks that must see a build ended on the engine before the API fails it.",
+            |c| &mut c.lost_after_polls,
+        )
+        .field(
+            "buildStore",
+            "Where builds, steps, logs and the id sequence are kept: `sqlite:PATH` or `memory:`; empty: in memory (`sdx serve`/`sdx run`: `sqlite:<stateDir>/api.db`/`run.db`).",
+            |c| &mut c.build_store,
+        )
+        .field(
+            "finalExitWaitMs",
+            "How long after `launch` reported a final status the API waits for the engine to see the build end before it stops it, ms.",
+            |c| &mut c.final_exit_wait_ms,
+        )
+        .timeout(|c| &mut c.timeout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readme_table_matches_the_declarations() {
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        ApiConfig::options()
+            .check_readme_file(&readme)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ApiConfig::options().undeclared_fields(),
+            Vec::<String>::new(),
+            "fields of ApiConfig no option key declares"
+        );
+    }
 
     #[test]
     fn validation_names_the_key_and_debug_hides_secrets() {

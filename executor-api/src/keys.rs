@@ -9,12 +9,11 @@
 
 use std::fmt;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Scope of a temporary token, exchanged by `launch` for a build token.
@@ -128,6 +127,13 @@ impl fmt::Debug for TokenIssuer {
     }
 }
 
+/// The DER of a P-256 `SubjectPublicKeyInfo` up to its point: SEQUENCE { SEQUENCE {
+/// id-ecPublicKey, prime256v1 }, BIT STRING (65 bytes: 0, then the uncompressed point) }.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
 fn pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -173,16 +179,16 @@ impl TokenIssuer {
 
     fn from_pkcs8_der(der: &[u8]) -> Result<Self, String> {
         executor_base::jwt::install_crypto_provider();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-            .map_err(|e| format!("jwtPrivateKey: not an EC P-256 PKCS#8 key ({e})"))?;
-        let spki = pair
-            .public_key()
-            .as_der()
-            .map_err(|_| "jwtPrivateKey: cannot encode the public key".to_string())?;
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
+                .map_err(|e| format!("jwtPrivateKey: not an EC P-256 PKCS#8 key ({e})"))?;
+        let point = pair.public_key().as_ref();
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(point);
         Ok(Self {
             encoding: EncodingKey::from_ec_der(der),
-            decoding: DecodingKey::from_ec_der(pair.public_key().as_ref()),
-            public_pem: pem("PUBLIC KEY", spki.as_ref()),
+            decoding: DecodingKey::from_ec_der(point),
+            public_pem: pem("PUBLIC KEY", &spki),
         })
     }
 

@@ -6,7 +6,7 @@
 //! (normally `executor_base::router::Router`). `sdx serve`, `sdx demo` and the end-to-end
 //! tests of the backends run it. See [`routes`] for the endpoints.
 //!
-//! What it does like Screwdriver's API (`../shared/screwdriver.md` §9):
+//! What it does like Screwdriver's API (its builds and tokens endpoints):
 //! * a temporary JWT (scope `temporal`, `username` = build id, 12 h) is minted per build
 //!   as the start config's `token`; `POST /v4/builds/{id}/token` exchanges it once, while
 //!   the build is QUEUED or BLOCKED, for a build token living `buildTimeout` minutes;
@@ -62,8 +62,8 @@
 //!
 //! * `axum` (0.8): a well-kept HTTP server on `tokio`/`hyper`, with typed extractors and
 //!   `Router::oneshot` testing through `tower`.
-//! * `jsonwebtoken`: signs and verifies the JWTs; `aws-lc-rs` (already its crypto
-//!   provider) generates the P-256 key and encodes the public key.
+//! * `jsonwebtoken`: signs and verifies the JWTs, over `ring` (the workspace's one crypto
+//!   library, see `executor_base::tls`), which also generates the P-256 key.
 //! * `tokio::sync::broadcast`: the event stream subscribers follow builds with.
 //! * `parking_lot`: the in-memory store's locks (never held across an `.await`).
 //! * `rusqlite` (bundled SQLite): the durable store. It is the workspace's one SQLite

@@ -460,8 +460,20 @@ impl StartConfig {
         }
     }
 
-    /// The wire form, token included (for forwarding to a queue or worker that needs it).
+    /// The wire form **without the token**, as `Serialize` writes it: safe to log, store
+    /// or return. [`StartConfig::to_json_with_token`] is the one way to include it.
     pub fn to_json(&self) -> Value {
+        let mut v = self.to_json_with_token();
+        if let Value::Object(m) = &mut v {
+            m.remove("token");
+        }
+        v
+    }
+
+    /// The wire form with the token in clear, for the one place that must forward it to
+    /// the launcher: the Gearman executor's job arguments (the launcher worker reads the
+    /// start fields from them). Nothing else in the workspace calls it; never log it.
+    pub fn to_json_with_token(&self) -> Value {
         let mut m = Map::new();
         for (k, v) in &self.extra {
             m.insert(k.clone(), v.clone());
@@ -544,10 +556,11 @@ impl fmt::Debug for StartConfig {
 
 impl PartialEq for StartConfig {
     fn eq(&self, o: &Self) -> bool {
-        self.to_json() == o.to_json()
+        self.to_json_with_token() == o.to_json_with_token()
     }
 }
 
+/// Writes [`StartConfig::to_json`]: every field but the token.
 impl Serialize for StartConfig {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.to_json().serialize(s)
@@ -725,8 +738,19 @@ impl StopConfig {
         })
     }
 
-    /// The wire form (token included when present).
+    /// The wire form **without the token**, as `Serialize` writes it.
+    /// [`StopConfig::to_json_with_token`] is the one way to include it.
     pub fn to_json(&self) -> Value {
+        let mut v = self.to_json_with_token();
+        if let Value::Object(m) = &mut v {
+            m.remove("token");
+        }
+        v
+    }
+
+    /// The wire form with the token in clear, when present (for forwarding to a
+    /// component that must act for the build; never log it).
+    pub fn to_json_with_token(&self) -> Value {
         let mut m = Map::new();
         for (k, v) in &self.extra {
             m.insert(k.clone(), v.clone());
@@ -768,10 +792,11 @@ impl fmt::Debug for StopConfig {
 
 impl PartialEq for StopConfig {
     fn eq(&self, o: &Self) -> bool {
-        self.to_json() == o.to_json()
+        self.to_json_with_token() == o.to_json_with_token()
     }
 }
 
+/// Writes [`StopConfig::to_json`]: every field but the token.
 impl Serialize for StopConfig {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.to_json().serialize(s)

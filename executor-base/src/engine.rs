@@ -8,7 +8,9 @@
 //! - retries temporary errors ([`Error::is_temporary`]) with exponential backoff and
 //!   jitter, never sooner than the engine's [`Error::retry_after`]; a call marked
 //!   [`Idempotency::NotIdempotent`] is retried only when the error proves the request
-//!   never reached the engine ([`ErrorKind::Unavailable`], [`ErrorKind::RateLimited`]);
+//!   was not applied: [`ErrorKind::RateLimited`], or [`ErrorKind::Unavailable`] without
+//!   an HTTP status (the connection failed). A 503 is an answer: the request reached the
+//!   engine (or a gateway in front of it) and may have been applied, so it is not retried;
 //! - counts attempts for [`RequestStats`] and passes each attempt through the circuit
 //!   breaker of the call's [`CallClass`].
 //!
@@ -75,8 +77,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use parking_lot::Mutex;
+use std::pin::Pin;
+
+use crate::sync::Mutex;
 use tokio::time::{Duration, Instant};
 
 use breaker::{Admission, Breakers};
@@ -93,7 +96,8 @@ pub enum Idempotency {
     /// whole object): any temporary error may be retried.
     Idempotent,
     /// Repeating the call could act twice (create, start, POST): retried only when the
-    /// error proves the request never reached the engine.
+    /// error proves the request was not applied (a 429, or a connection that failed
+    /// before any answer; not a 503, which is an answer).
     NotIdempotent,
 }
 
@@ -105,12 +109,11 @@ impl Idempotency {
         }
         match self {
             Idempotency::Idempotent => true,
-            Idempotency::NotIdempotent => {
-                matches!(
-                    error.kind(),
-                    ErrorKind::Unavailable | ErrorKind::RateLimited
-                )
-            }
+            Idempotency::NotIdempotent => match error.kind() {
+                ErrorKind::RateLimited => true,
+                ErrorKind::Unavailable => error.status().is_none(),
+                _ => false,
+            },
         }
     }
 }
@@ -139,7 +142,8 @@ pub struct EngineCalls {
 
 /// A cheap liveness check of an engine (Docker's `GET /_ping`, a Kubernetes `/readyz`):
 /// resolves to whether the engine answered. See [`EngineCalls::with_health_probe`].
-pub type HealthProbe = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+pub type HealthProbe =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send + 'static>> + Send + Sync>;
 
 struct Inner {
     executor: &'static str,

@@ -9,9 +9,9 @@
 //!
 //! `jsonwebtoken` was chosen because it is the de-facto JWT crate, supports RS256/ES256
 //! with PEM keys and has an explicit "insecure decode" for reading claims without a key.
-//! Its cryptography comes from a process-wide provider; this module installs the
-//! `aws-lc-rs` one (the workspace's feature) before the first verification, so the choice
-//! does not depend on feature unification.
+//! Its cryptography comes from a process-wide provider; this module installs
+//! [`RING_PROVIDER`] (ring, the workspace's one crypto library: see `crate::tls`) before
+//! the first verification.
 //!
 //! Errors never contain the token or any part of it: `jsonwebtoken`'s messages are
 //! replaced by fixed ones per error kind.
@@ -27,6 +27,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+
+mod ring_provider;
+
+pub use ring_provider::RING_PROVIDER;
 
 use crate::error::{Error, ErrorKind};
 use crate::ids::{BuildId, EventId, JobId, PipelineId};
@@ -293,14 +297,14 @@ fn bad_key(expected: &str) -> Error {
     )
 }
 
-/// Selects `jsonwebtoken`'s `aws-lc-rs` crypto provider for this process, once.
+/// Installs [`RING_PROVIDER`] as `jsonwebtoken`'s crypto provider for this process, once.
 ///
 /// [`verify`] calls it; call it yourself before using `jsonwebtoken` directly (e.g. to
 /// sign test tokens). A provider the application installed earlier wins.
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let _ = RING_PROVIDER.install_default();
     });
 }
 

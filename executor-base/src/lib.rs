@@ -10,8 +10,11 @@ pub mod db_thread;
 pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod http;
 pub mod ids;
 pub mod image;
+mod join;
+#[cfg(feature = "jwt")]
 pub mod jwt;
 pub mod labels;
 pub mod launch;
@@ -24,8 +27,12 @@ pub mod resources;
 pub mod router;
 pub mod stats;
 pub mod status;
+mod sync;
 pub mod timeout;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "token-exchange")]
 pub mod token;
 pub mod verdict;
 
@@ -46,14 +53,13 @@ pub use status::{BuildStatus, Failure, FailureReason, Fault, Phase};
 pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
 pub use verdict::Verdict;
 
-// Re-exports of engine/token/jwt (owned by the base helper) go below this line.
 pub use engine::{BreakerConfig, CallClass, EngineCalls, Idempotency, RetryPolicy};
+#[cfg(feature = "jwt")]
 pub use jwt::{BuildClaims, JwtVerifier};
-pub use token::{TokenExchange, TokenExchangeOptions, exchange_token_for_build};
-
-// Re-exports of timer/router (owned by the testkit helper) go below this line.
 pub use router::{Router, RouterBuilder};
 pub use timer::{TimedExecutor, TimerService, TimerStore};
+#[cfg(feature = "token-exchange")]
+pub use token::{TokenExchange, TokenExchangeOptions, exchange_token_for_build};
 
 /// Re-exported so backends and users name the same secret type.
 pub use secrecy;

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::join::join_all;
+use crate::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::future::join_all;
-use parking_lot::Mutex;
 
 use crate::annotations::Annotations;
 use crate::config::{StartConfig, StopConfig, TimerConfig};

@@ -8,17 +8,19 @@
 //! refused before any request.
 //!
 //! The API refuses the exchange once the build is RUNNING (403 "Build is already running
-//! or finished."), so the exchange is never retried after a 4xx other than 429. It is
-//! retried, with exponential backoff and jitter ([`RetryPolicy`]), only on connect
-//! errors, 5xx and 429 (waiting at least `Retry-After`, seconds or HTTP date). Each
+//! or finished."), so the exchange is never retried after a 4xx other than 408 and 429.
+//! It is retried, with exponential backoff and jitter ([`RetryPolicy`]), only on connect
+//! errors, 5xx, 408 and 429 (waiting at least `Retry-After`, seconds or HTTP date). Each
 //! attempt is bounded by [`TokenExchangeOptions::request_timeout`]; a timed-out attempt is
 //! not retried, so a server that never answers costs one timeout.
 //!
 //! `reqwest` (rustls, no system OpenSSL) is the HTTP client: the API server is a plain
 //! JSON-over-HTTPS service and reqwest is the workspace's client for those.
 //!
-//! Errors keep the HTTP status and the server's `message` (hapi's error body) but never
-//! the token: neither the temporary token nor the answer is formatted into any error or
+//! Statuses and transport failures map to errors through [`crate::http`], the mapping every
+//! backend shares; the one exchange-specific case is 401, a refused temporary token
+//! ([`ErrorKind::TokenRejected`]). Errors keep the HTTP status and the server's `message`
+//! (hapi's error body) but never the token: neither the temporary token nor the answer is formatted into any error or
 //! log line, and a server message that echoes the temporary token is redacted.
 
 use std::fmt;
@@ -26,13 +28,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::RETRY_AFTER;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::config::StartConfig;
 use crate::engine::RetryPolicy;
 use crate::error::{Error, ErrorKind};
+use crate::http::{self, Transport};
 use crate::jwt::{self, JwtVerifier, SCOPE_TEMPORAL};
 use crate::timeout::TOKEN_BUFFER_MINUTES;
 
@@ -96,6 +99,7 @@ impl TokenExchange {
     /// The client keeps no idle connections: an exchange happens once per build, and an
     /// idle connection would be tied to the runtime that opened it.
     pub fn new(options: TokenExchangeOptions) -> Result<Self, Error> {
+        crate::tls::install_default_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("executor-base/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(0)
@@ -127,8 +131,8 @@ impl TokenExchange {
     /// Errors: [`ErrorKind::TokenRejected`] (expired token, 401, or a returned token that
     /// fails verification), [`ErrorKind::PermissionDenied`] (403: the build is already
     /// running or finished), [`ErrorKind::NotFound`] (404), [`ErrorKind::RateLimited`],
-    /// [`ErrorKind::Unavailable`] (connect errors, 502-504), [`ErrorKind::Timeout`],
-    /// [`ErrorKind::Unexpected`] (other statuses, malformed answers).
+    /// [`ErrorKind::Unavailable`] (connect errors, 503), [`ErrorKind::Timeout`] (504, 408, no answer),
+    /// [`ErrorKind::Unexpected`] (other statuses, malformed answers); see [`crate::http`].
     pub async fn exchange(
         &self,
         build: &StartConfig,
@@ -229,7 +233,11 @@ impl TokenExchange {
             .map_err(|e| transport_error(&e, self.options.request_timeout))?;
 
         let status = response.status();
-        let retry_after = parse_retry_after(response.headers(), SystemTime::now());
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| http::parse_retry_after(v, SystemTime::now()));
         let body = response
             .bytes()
             .await
@@ -275,52 +283,22 @@ fn status_error(
         }
     };
     let code = status.as_u16();
-    let (error, retry) = match code {
-        401 => (
-            Error::new(ErrorKind::TokenRejected, text("temporary token refused")),
-            false,
-        ),
-        403 => (
-            Error::new(
-                ErrorKind::PermissionDenied,
-                text("exchange refused (the build is already running or finished)"),
-            ),
-            false,
-        ),
-        404 => (
-            Error::new(ErrorKind::NotFound, text("build not found")),
-            false,
-        ),
-        429 => {
-            let e = Error::new(ErrorKind::RateLimited, text("rate limited")).temporary();
-            (
-                match retry_after {
-                    Some(d) => e.with_retry_after(d),
-                    None => e,
-                },
-                true,
-            )
-        }
-        502..=504 => (
-            Error::new(ErrorKind::Unavailable, text("API server unavailable")).temporary(),
-            true,
-        ),
-        500..=599 => (
-            Error::new(ErrorKind::Unexpected, text("API server error")).temporary(),
-            true,
-        ),
-        _ => (
-            Error::new(ErrorKind::Unexpected, text("unexpected answer")),
-            false,
-        ),
+    let what = match code {
+        401 => "temporary token refused",
+        403 => "exchange refused (the build is already running or finished)",
+        404 => "build not found",
+        429 => "rate limited",
+        502..=504 => "API server unavailable",
+        500..=599 => "API server error",
+        _ => "unexpected answer",
     };
-    let error = match (code, retry_after) {
-        (500..=599, Some(d)) => error.with_retry_after(d),
-        _ => error,
-    };
+    let mut error = http::status_error(code, text(what), retry_after);
+    if code == 401 {
+        error = Error::new(ErrorKind::TokenRejected, error.message()).with_status(code);
+    }
     Attempt {
-        error: error.with_status(code),
-        retry,
+        retry: error.is_temporary(),
+        error,
     }
 }
 
@@ -352,36 +330,26 @@ fn server_message(body: &[u8], temporary: &SecretString) -> String {
     one_line
 }
 
-/// Connect errors are retried; timeouts and other transport failures are not.
+/// Connect errors are retried; timeouts and other transport failures are not (the
+/// request may have been applied).
 fn transport_error(e: &reqwest::Error, bound: Duration) -> Attempt {
     // reqwest's Display includes the URL, which carries no secret (apiUri refuses
     // credentials); the Authorization header is never part of it.
-    if e.is_timeout() {
-        Attempt {
-            error: Error::new(
-                ErrorKind::Timeout,
-                format!("no answer within {} ms", bound.as_millis()),
-            )
-            .temporary(),
-            retry: false,
-        }
+    let transport = if e.is_timeout() {
+        Transport::Timeout
     } else if e.is_connect() {
-        Attempt {
-            error: Error::new(
-                ErrorKind::Unavailable,
-                format!("cannot connect to the API server: {}", chain(e)),
-            )
-            .temporary(),
-            retry: true,
-        }
+        Transport::Connect
     } else {
-        Attempt {
-            error: Error::new(
-                ErrorKind::Unexpected,
-                format!("request failed: {}", chain(e)),
-            ),
-            retry: false,
-        }
+        Transport::classify(e)
+    };
+    let message = match transport {
+        Transport::Timeout => format!("no answer within {} ms", bound.as_millis()),
+        Transport::Connect => format!("cannot connect to the API server: {}", chain(e)),
+        Transport::Broken => format!("request failed: {}", chain(e)),
+    };
+    Attempt {
+        error: http::transport_error(transport, message),
+        retry: transport == Transport::Connect,
     }
 }
 
@@ -398,17 +366,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = inner.source();
     }
     s
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`.
-pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(date.timestamp()).ok()?);
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// [`TokenExchange::exchange`] with default options and a process-wide HTTP client.
@@ -438,32 +395,6 @@ pub async fn exchange_token_for_build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
-
-    fn headers(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 2015-10-21 07:28:00 GMT
-        assert_eq!(
-            parse_retry_after(&headers("7"), now),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            parse_retry_after(&headers("Wed, 21 Oct 2015 07:28:30 GMT"), now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after(&headers("Wed, 21 Oct 2015 07:27:00 GMT"), now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after(&headers("soon"), now), None);
-        assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
-    }
 
     #[test]
     fn server_messages_are_short_single_line_and_redacted() {
@@ -490,10 +421,11 @@ mod tests {
             (403, ErrorKind::PermissionDenied, false),
             (404, ErrorKind::NotFound, false),
             (400, ErrorKind::Unexpected, false),
-            (409, ErrorKind::Unexpected, false),
+            (409, ErrorKind::AlreadyExists, false),
             (429, ErrorKind::RateLimited, true),
             (500, ErrorKind::Unexpected, true),
             (503, ErrorKind::Unavailable, true),
+            (504, ErrorKind::Timeout, true),
         ];
         for (code, kind, retry) in cases {
             let a = status_error(StatusCode::from_u16(code).unwrap(), b"", None, &t);

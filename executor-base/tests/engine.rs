@@ -29,6 +29,12 @@ fn calls(max_retries: u32, max_failures: u32) -> EngineCalls {
 }
 
 /// How a backend maps its engine's HTTP answers (COMMON contract).
+/// A client over the workspace's TLS provider (reqwest is built without one of its own).
+fn client() -> reqwest::Client {
+    executor_base::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 async fn get(client: &reqwest::Client, url: String) -> Result<String, Error> {
     let r = client.get(&url).send().await.map_err(|e| {
         if e.is_connect() {
@@ -62,7 +68,7 @@ async fn flaky_engines_are_retried_and_counted() {
         .respond_with(ResponseTemplate::new(200).set_body_string("running"))
         .mount(&server)
         .await;
-    let client = reqwest::Client::new();
+    let client = client();
     let engine = calls(5, 10);
     let url = format!("{}/containers/1", server.uri());
     let state = engine
@@ -104,7 +110,7 @@ async fn a_dead_engine_opens_the_breaker_and_calls_fail_fast() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/containers/create");
-    let client = reqwest::Client::new();
+    let client = client();
     let engine = calls(2, 3);
     let shared = engine.clone();
 
@@ -172,7 +178,7 @@ async fn engine_server_errors_on_posts_are_not_retried() {
         .expect(1)
         .mount(&server)
         .await;
-    let client = reqwest::Client::new();
+    let client = client();
     let engine = calls(5, 10);
     let url = format!("{}/containers/create", server.uri());
     let e = engine

@@ -264,3 +264,25 @@ async fn tokens_never_leak() {
     assert_clean("Debug/Display/errors", &observed, &all_secrets);
     assert_clean("tracing output", &logs, &all_secrets);
 }
+
+#[test]
+fn start_and_stop_configs_never_serialize_the_token_unless_asked_by_name() {
+    let start =
+        executor_base::StartConfig::builder(42, "http://127.0.0.1:8080", "busybox", "sekrit-token")
+            .build()
+            .unwrap();
+    for text in [
+        serde_json::to_string(&start).unwrap(),
+        start.to_json().to_string(),
+        serde_json::to_string(&start.to_stop()).unwrap(),
+        start.to_stop().to_json().to_string(),
+    ] {
+        assert!(!text.contains("sekrit-token"), "{text}");
+        assert!(text.contains("\"buildId\":42"), "{text}");
+    }
+    assert_eq!(start.to_json_with_token()["token"], "sekrit-token");
+    assert_eq!(
+        start.to_stop().to_json_with_token()["token"],
+        "sekrit-token"
+    );
+}

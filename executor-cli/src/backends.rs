@@ -1,6 +1,7 @@
-//! The one place backends are built by name: each from its builder's `from_env()` (or the
-//! config file's section), the process backend always, the engine backends when compiled
-//! in (cargo features `docker`, `k8s`, `jenkins`, `gearman`, all on by default).
+//! The one place backends are built by name: each builder from its layers (the config
+//! file's section, then `EXECUTOR_<SCHEME>_*` variables, then `--opt` flags), the process
+//! backend always, the engine backends when compiled in (cargo features `docker`, `k8s`,
+//! `jenkins`, `gearman`, all on by default).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,9 +64,9 @@ pub fn run_prefix(configured: &str) -> String {
 /// section, `EXECUTOR_PROCESS_STATE_DIR`, `$XDG_STATE_HOME/sdx`, ...), absolute. The API's
 /// store (`api.db`, `run.db`) and timers (`timers.db`) live there too.
 pub fn state_dir(file: &FileConfig) -> CliResult<PathBuf> {
-    let section: Option<ProcessConfig> = file.section("process")?;
-    let dir = section
-        .and_then(|c| c.state_dir)
+    let config: ProcessConfig = file.config()?;
+    let dir = config
+        .state_dir
         .unwrap_or_else(executor_process::default_state_dir);
     std::path::absolute(&dir)
         .map_err(|e| CliError::usage(format!("stateDir {}: {e}", dir.display())))
@@ -180,14 +181,10 @@ pub struct Built {
 }
 
 async fn process(file: &FileConfig, o: &ProcessOverrides) -> CliResult<Built> {
-    let section: Option<ProcessConfig> = file.section("process")?;
-    let configured_tools = section.as_ref().is_some_and(|c| c.job_tools.is_some())
-        || std::env::var_os(executor_process::ENV_JOB_TOOLS).is_some_and(|v| !v.is_empty());
-    let mut b = match section {
-        Some(c) => ProcessExecutorBuilder::new().with_config(c),
-        None => ProcessExecutorBuilder::from_env(),
-    };
-    if !configured_tools && let Some(t) = &o.job_tools {
+    let mut b = file.layered(PROCESS, ProcessExecutorBuilder::new());
+    if b.config().job_tools.is_none()
+        && let Some(t) = &o.job_tools
+    {
         b = b.with_job_tools(t);
     }
     if let Some(s) = &o.state_dir {
@@ -221,17 +218,10 @@ pub async fn build_with_endpoint(
         #[cfg(feature = "docker")]
         executor_docker::SCHEME => {
             use executor_docker::DockerExecutorBuilder as B;
-            let section: Option<executor_docker::DockerConfig> = file.section("docker")?;
-            let configured = match &section {
-                Some(c) => c.prefix.clone(),
-                None => std::env::var("EXECUTOR_DOCKER_PREFIX").unwrap_or_default(),
-            };
-            let mut b = match section {
-                Some(c) => B::new().with_config(c),
-                None => B::from_env(),
-            };
+            let mut b = file.layered(name, B::new());
             if o.run_prefix {
-                b = b.with_prefix(run_prefix(&configured));
+                let prefix = run_prefix(&b.config().prefix);
+                b = b.with_prefix(prefix);
             }
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {
@@ -243,10 +233,7 @@ pub async fn build_with_endpoint(
         #[cfg(feature = "k8s")]
         executor_k8s::SCHEME => {
             use executor_k8s::K8sExecutorBuilder as B;
-            let mut b = match file.section("k8s")? {
-                Some(c) => B::new().with_config(c),
-                None => B::from_env(),
-            };
+            let mut b = file.layered(name, B::new());
             if o.run_prefix {
                 let prefix = run_prefix(&b.config().prefix);
                 b = b.with_prefix(prefix);
@@ -261,10 +248,7 @@ pub async fn build_with_endpoint(
         #[cfg(feature = "jenkins")]
         executor_jenkins::SCHEME => {
             use executor_jenkins::JenkinsExecutorBuilder as B;
-            let b = match file.section("jenkins")? {
-                Some(c) => B::new().with_config(c),
-                None => B::from_env(),
-            };
+            let b = file.layered(name, B::new());
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {
                 endpoint: Some(exec.base_url().to_string()),
@@ -275,10 +259,7 @@ pub async fn build_with_endpoint(
         #[cfg(feature = "gearman")]
         executor_gearman::SCHEME => {
             use executor_gearman::GearmanExecutorBuilder as B;
-            let b = match file.section("gearman")? {
-                Some(c) => B::new().with_config(c),
-                None => B::from_env(),
-            };
+            let b = file.layered(name, B::new());
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {
                 endpoint: Some(exec.config().server.clone()),

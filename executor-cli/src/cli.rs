@@ -25,6 +25,12 @@ pub struct Cli {
     )]
     pub executor: Option<String>,
 
+    /// Set an option of a backend, the launcher worker or the API, over the config file
+    /// and the environment (repeatable): `--opt docker.pullPolicy=never`,
+    /// `--opt process.stopGraceMs=2000`, `--opt api.statusPollMs=500`. `sdx options` lists
+    /// every key.
+    #[arg(long = "opt", global = true, value_name = "SCHEME.KEY=VALUE")]
+    pub opts: Vec<String>,
     /// More log output on stderr (-v info, -vv debug); `RUST_LOG` also works.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -66,6 +72,21 @@ pub enum Command {
     #[cfg(feature = "docker")]
     #[command(name = "launcher-image")]
     LauncherImage(LauncherImageArgs),
+    /// List the options of the backends, the Gearman launcher worker and the API: key,
+    /// environment variable, type, default (precedence: --opt > environment > file >
+    /// default).
+    Options(OptionsArgs),
+}
+
+/// `sdx options`.
+#[derive(Debug, Clone, Args)]
+pub struct OptionsArgs {
+    /// Only these schemes (api, process, docker, k8s, jenkins, gearman, gearmanWorker).
+    #[arg(value_name = "SCHEME")]
+    pub schemes: Vec<String>,
+    /// Print Markdown tables (as in the crates' READMEs).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// Where a remote API is.

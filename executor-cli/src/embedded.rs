@@ -190,9 +190,10 @@ pub fn serve_store(
     }
 }
 
-/// The API options: the config file's `[api]` section, else defaults.
+/// The API options: the config file's `[api]` section, `EXECUTOR_API_*` variables and
+/// `--opt api.<key>=<value>` flags over the defaults.
 pub fn api_config(file: &FileConfig) -> CliResult<ApiConfig> {
-    Ok(file.section::<ApiConfig>("api")?.unwrap_or_default())
+    file.config::<ApiConfig>()
 }
 
 /// Whether `path` holds the database of a state directory's `sdx run` builds.

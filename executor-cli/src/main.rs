@@ -114,6 +114,8 @@ fn main() -> ExitCode {
     }));
     let cli = cli::Cli::parse();
     init_tracing(cli.verbose);
+    // reqwest (remote API, doctor) and kube take rustls' process-wide provider: ring.
+    executor_base::tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

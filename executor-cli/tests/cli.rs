@@ -210,7 +210,10 @@ fn bad_input_is_one_line_on_stderr() {
     assert_eq!(out.status.code(), Some(2));
     let (_, stderr) = text(&out);
     assert_one_line_error(&stderr);
-    assert!(stderr.contains("config file [process]"), "{stderr}");
+    assert!(
+        stderr.contains("[process] stopGraceMs: must be an integer"),
+        "{stderr}"
+    );
 
     let out = sdx(state.path())
         .args(["status", "424242"])
@@ -220,6 +223,87 @@ fn bad_input_is_one_line_on_stderr() {
     let (_, stderr) = text(&out);
     assert_one_line_error(&stderr);
     assert!(stderr.contains("build 424242 not found"), "{stderr}");
+}
+
+#[test]
+fn options_come_from_flags_over_environment_over_file() {
+    let state = tempfile::tempdir().unwrap();
+    let cfg = state.path().join("sdx.toml");
+    std::fs::write(
+        &cfg,
+        "[process]\nstopGraceMs = 1000\n[api]\nstatusPollMs = 200\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut c = sdx(state.path());
+        c.arg("--config").arg(&cfg).args(extra);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // The environment is read although the file has a [process] section.
+    let out = run(&["demo"], &[("EXECUTOR_PROCESS_STOP_GRACE_MS", "later")]);
+    assert_eq!(out.status.code(), Some(2));
+    let (_, stderr) = text(&out);
+    assert_one_line_error(&stderr);
+    assert!(
+        stderr.contains("stopGraceMs: must be an integer")
+            && stderr.contains("EXECUTOR_PROCESS_STOP_GRACE_MS"),
+        "{stderr}"
+    );
+    // A flag beats the environment: the same bad variable is overridden, the demo runs.
+    let out = run(
+        &[
+            "--opt",
+            "process.stopGraceMs=1500",
+            "--opt",
+            "api.statusPollMs=100",
+            "demo",
+        ],
+        &[("EXECUTOR_PROCESS_STOP_GRACE_MS", "later")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // Unknown keys, sections and variables: refused with a suggestion.
+    for (args, env, want) in [
+        (
+            vec!["--opt", "process.stopGrace=1", "demo"],
+            vec![],
+            "did you mean `stopGraceMs`?",
+        ),
+        (
+            vec!["--opt", "procss.stopGraceMs=1", "demo"],
+            vec![],
+            "did you mean `process`?",
+        ),
+        (
+            vec!["demo"],
+            vec![("EXECUTOR_PROCESS_STOPGRACE_MS", "1")],
+            "did you mean EXECUTOR_PROCESS_STOP_GRACE_MS?",
+        ),
+    ] {
+        let out = run(&args, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let (_, stderr) = text(&out);
+        assert_one_line_error(&stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    // `sdx options` lists the keys with their variables and defaults.
+    let out = sdx(state.path())
+        .args(["options", "process"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("stopGraceMs (integer, default 10000)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("env: EXECUTOR_PROCESS_STOP_GRACE_MS"),
+        "{stdout}"
+    );
 }
 
 #[test]

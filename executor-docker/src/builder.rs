@@ -10,7 +10,9 @@ use executor_base::{
 };
 
 use crate::client::{Connect, Engine, Policies};
-use crate::config::{DockerConfig, KEYS, PullPolicy, TokenMode};
+use executor_base::options::{ConfigBuilder, Configurable, Problems};
+
+use crate::config::{DockerConfig, PullPolicy, TokenMode};
 use crate::executor::DockerExecutor;
 use crate::state::Builds;
 
@@ -36,7 +38,7 @@ use crate::state::Builds;
 /// ```
 pub struct DockerExecutorBuilder {
     config: DockerConfig,
-    errors: Vec<String>,
+    problems: Problems,
     client: Option<Docker>,
     fault: Option<crate::FaultHook>,
     owner: Option<Owner>,
@@ -46,7 +48,7 @@ impl std::fmt::Debug for DockerExecutorBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DockerExecutorBuilder")
             .field("config", &self.config)
-            .field("errors", &self.errors)
+            .field("problems", &self.problems)
             .field("client", &self.client.is_some())
             .finish_non_exhaustive()
     }
@@ -54,14 +56,23 @@ impl std::fmt::Debug for DockerExecutorBuilder {
 
 /// `EXECUTOR_DOCKER_<KEY>` for a camelCase key.
 pub fn env_var_name(key: &str) -> String {
-    executor_base::options::env_var_name(crate::SCHEME, key)
+    DockerConfig::options().env_var(key)
+}
+
+/// `with_option`, `with_vars`, `with_section`, `from_env` and `layered`, from
+/// [`DockerConfig`]'s declared options.
+impl ConfigBuilder for DockerExecutorBuilder {
+    type Config = DockerConfig;
+    fn option_parts(&mut self) -> (&mut DockerConfig, &mut Problems) {
+        (&mut self.config, &mut self.problems)
+    }
 }
 
 impl Default for DockerExecutorBuilder {
     fn default() -> Self {
         Self {
             config: DockerConfig::default(),
-            errors: Vec::new(),
+            problems: Problems::default(),
             client: None,
             fault: None,
             owner: Owner::current(),
@@ -75,28 +86,18 @@ impl DockerExecutorBuilder {
         Self::default()
     }
 
-    /// Defaults overridden by `EXECUTOR_DOCKER_<KEY>` variables (`EXECUTOR_DOCKER_PULL_POLICY`,
-    /// `EXECUTOR_DOCKER_SOCKET_PATH`, ... one per key of [`crate::config::KEYS`]) and, when
-    /// neither `EXECUTOR_DOCKER_HOST` nor `EXECUTOR_DOCKER_SOCKET_PATH` is set, Docker's own
-    /// `DOCKER_HOST`. Bad values are reported by [`Self::build`].
-    pub fn from_env() -> Self {
-        Self::from_vars(|k| std::env::var(k).ok())
+    /// The config so far.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
     }
 
-    fn from_vars(get: impl Fn(&str) -> Option<String>) -> Self {
-        let mut b = Self::new();
-        let explicit_endpoint = ["host", "socketPath"]
-            .iter()
-            .any(|k| get(&env_var_name(k)).is_some_and(|v| !v.trim().is_empty()));
-        if !explicit_endpoint && let Some(h) = get("DOCKER_HOST").filter(|v| !v.trim().is_empty()) {
-            b = b.with_option("host", &h);
-        }
-        for key in KEYS {
-            if let Some(v) = get(&env_var_name(key)) {
-                b = b.with_option(key, &v);
-            }
-        }
-        b
+    /// Defaults overridden by the environment: `EXECUTOR_DOCKER_<KEY>` for every key (see
+    /// the README's table or `sdx options docker`) and, when neither
+    /// `EXECUTOR_DOCKER_HOST` nor `EXECUTOR_DOCKER_SOCKET_PATH` is set, Docker's own
+    /// `DOCKER_HOST`. Bad values and unknown `EXECUTOR_DOCKER_*` variables are reported by
+    /// [`Self::build`].
+    pub fn from_env() -> Self {
+        <Self as ConfigBuilder>::from_env()
     }
 
     /// Replaces the whole config.
@@ -105,12 +106,10 @@ impl DockerExecutorBuilder {
         self
     }
 
-    /// Sets one option by key; a bad key or value is reported by [`Self::build`].
-    pub fn with_option(mut self, key: &str, value: &str) -> Self {
-        if let Err(reason) = self.config.set(key, value) {
-            self.errors.push(format!("{key}: {reason}"));
-        }
-        self
+    /// Sets one option by key (`pullPolicy`, `retry.maxRetries`, ...); a bad key or value
+    /// is reported by [`Self::build`].
+    pub fn with_option(self, key: &str, value: &str) -> Self {
+        <Self as ConfigBuilder>::with_option(self, key, value)
     }
 
     /// The Docker endpoint (`unix:///…`, `tcp://host:port`, `http://host:port`).
@@ -240,7 +239,7 @@ impl DockerExecutorBuilder {
 
     /// Validates the options and builds the executor. Does not contact the daemon.
     pub async fn build(self) -> Result<DockerExecutor, Error> {
-        let mut problems = self.errors;
+        let mut problems: Vec<String> = self.problems.iter().map(|p| p.to_string()).collect();
         let c = self.config;
         validate(&c, &mut problems);
         let launcher = match ImageRef::parse(&c.launcher_reference()) {
@@ -282,13 +281,11 @@ impl DockerExecutorBuilder {
     }
 }
 
-/// Builds from key/value pairs (`--opt key=value`), as [`DockerConfig::set`] reads them;
-/// bad pairs are reported by [`DockerExecutorBuilder::build`].
+/// Builds from key/value pairs (`("pullPolicy", "never")`); bad pairs are reported by
+/// [`DockerExecutorBuilder::build`].
 impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for DockerExecutorBuilder {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
-        pairs.into_iter().fold(Self::new(), |b, (k, v)| {
-            b.with_option(k.as_ref(), v.as_ref())
-        })
+        Self::new().with_options(pairs)
     }
 }
 
@@ -435,14 +432,14 @@ mod tests {
 
     #[tokio::test]
     async fn env_overrides_and_docker_host() {
-        let vars = |k: &str| match k {
-            "DOCKER_HOST" => Some("tcp://127.0.0.1:2375".to_string()),
-            "EXECUTOR_DOCKER_PULL_POLICY" => Some("never".to_string()),
-            "EXECUTOR_DOCKER_LAUNCHER_VERSION" => Some("v6".to_string()),
-            "EXECUTOR_DOCKER_NETWORK" => Some("host".to_string()),
-            _ => None,
-        };
-        let e = DockerExecutorBuilder::from_vars(vars)
+        let vars = [
+            ("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+            ("EXECUTOR_DOCKER_PULL_POLICY", "never"),
+            ("EXECUTOR_DOCKER_LAUNCHER_VERSION", "v6"),
+            ("EXECUTOR_DOCKER_NETWORK", "host"),
+        ];
+        let e = DockerExecutorBuilder::new()
+            .with_vars(vars)
             .build()
             .await
             .unwrap();
@@ -451,17 +448,67 @@ mod tests {
         assert_eq!(e.config().launcher_reference(), "localhost/sdx-launcher:v6");
         assert_eq!(e.config().network.as_deref(), Some("host"));
 
-        let vars = |k: &str| match k {
-            "DOCKER_HOST" => Some("tcp://127.0.0.1:2375".to_string()),
-            "EXECUTOR_DOCKER_SOCKET_PATH" => Some("/tmp/d.sock".to_string()),
-            _ => None,
-        };
-        let e = DockerExecutorBuilder::from_vars(vars)
+        let vars = [
+            ("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+            ("EXECUTOR_DOCKER_SOCKET_PATH", "/tmp/d.sock"),
+        ];
+        let e = DockerExecutorBuilder::new()
+            .with_vars(vars)
             .build()
             .await
             .unwrap();
         assert_eq!(e.endpoint(), "unix:///tmp/d.sock");
         assert_eq!(env_var_name("socketPath"), "EXECUTOR_DOCKER_SOCKET_PATH");
+    }
+
+    #[tokio::test]
+    async fn options_from_file_env_and_flags_in_precedence_order() {
+        let file = serde_json::json!({
+            "prefix": "file-", "pullPolicy": "always", "socketPath": "/from/file.sock",
+            "retry": {"maxRetries": 1}, "timeout": {"maxMinutes": 60},
+        });
+        let vars = [
+            ("EXECUTOR_DOCKER_PULL_POLICY", "never"),
+            ("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+        ];
+        let flags = [("prefix".to_string(), "flag-".to_string())];
+        let e = DockerExecutorBuilder::new()
+            .layered(Some(&file), vars, &flags)
+            .build()
+            .await
+            .unwrap();
+        let c = e.config();
+        assert_eq!(c.prefix, "flag-", "flag over file");
+        assert_eq!(c.pull_policy, PullPolicy::Never, "env over file");
+        assert_eq!(
+            e.endpoint(),
+            "tcp://127.0.0.1:2375",
+            "DOCKER_HOST over the file"
+        );
+        assert_eq!((c.retry.max_retries, c.timeout.max_minutes), (1, 60));
+
+        let m = build_err(
+            DockerExecutorBuilder::new()
+                .with_section(&serde_json::json!({"pullPolicy": ["x"], "prefx": "a"})),
+        )
+        .await;
+        assert!(
+            m.contains("pullPolicy: expected one of missing|always|never, got an array"),
+            "{m}"
+        );
+        assert!(
+            m.contains("prefx: unknown option of docker; did you mean `prefix`?"),
+            "{m}"
+        );
+        let m = build_err(
+            DockerExecutorBuilder::new().with_vars([("EXECUTOR_DOCKER_PULL_TIMEOUT_SECS", "soon")]),
+        )
+        .await;
+        assert!(
+            m.starts_with("pullTimeoutSecs: must be an integer")
+                && m.ends_with("(from EXECUTOR_DOCKER_PULL_TIMEOUT_SECS)"),
+            "{m}"
+        );
     }
 
     #[tokio::test]
@@ -475,7 +522,7 @@ mod tests {
         assert!(
             build_err(DockerExecutorBuilder::from_iter([("colour", "blue")]))
                 .await
-                .starts_with("colour: unknown option")
+                .starts_with("colour: unknown option of docker")
         );
     }
 }

@@ -1,11 +1,14 @@
-//! [`DockerConfig`]: the executor's options as serde data, with one `set(key, value)`
-//! entry point shared by `from_env`, the CLI's `--opt key=value` and config files.
+//! [`DockerConfig`]: the executor's options as serde data, and their declaration for the
+//! shared option system (`with_option`, `EXECUTOR_DOCKER_*`, `[docker]` file sections,
+//! `--opt docker.<key>=<value>`).
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, RetryPolicy};
 use executor_base::launch::DEFAULT_MOUNT_POINT;
+use executor_base::options::{Configurable, Kind, OptionValue, Options};
 use executor_base::{Ecosystem, LaunchMode, ResourceRequest, ResourceTable, TimeoutPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -185,30 +188,6 @@ impl fmt::Debug for DockerConfig {
     }
 }
 
-/// The option keys [`DockerConfig::set`] accepts (camelCase, as in config files).
-pub const KEYS: &[&str] = &[
-    "host",
-    "socketPath",
-    "launcherImage",
-    "launcherVersion",
-    "mountPoint",
-    "tokenDir",
-    "pullPolicy",
-    "launchMode",
-    "tokenMode",
-    "defaultCpu",
-    "defaultRam",
-    "prefix",
-    "network",
-    "storeUri",
-    "uiUri",
-    "expiryGraceMinutes",
-    "pullTimeoutSecs",
-    "retryBudgetSecs",
-    "timeoutDefaultMinutes",
-    "timeoutMaxMinutes",
-];
-
 impl DockerConfig {
     /// The endpoint this config connects to, in `DOCKER_HOST` form.
     pub fn endpoint(&self) -> String {
@@ -237,83 +216,125 @@ impl DockerConfig {
     pub fn retry_budget(&self) -> Option<Duration> {
         (self.retry_budget_secs > 0).then(|| Duration::from_secs(self.retry_budget_secs))
     }
+}
 
-    /// Sets one option from a string, as `--opt key=value` or an environment variable
-    /// gives it. Unknown keys and bad values are an error naming the key.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let v = value.trim();
-        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
-        match key {
-            "host" => self.host = opt(v),
-            "socketPath" => self.socket_path = opt(v),
-            "launcherImage" => self.launcher_image = v.to_string(),
-            "launcherVersion" => self.launcher_version = v.to_string(),
-            "mountPoint" => self.mount_point = v.to_string(),
-            "tokenDir" => self.token_dir = v.to_string(),
-            "pullPolicy" => {
-                self.pull_policy = PullPolicy::parse(v).ok_or_else(|| {
-                    format!("unknown pull policy {v:?}, expected missing, always or never")
-                })?
-            }
-            "launchMode" => {
-                self.launch_mode = match v.to_ascii_lowercase().as_str() {
-                    "native" => LaunchMode::Native,
-                    "screwdriver" => LaunchMode::Screwdriver,
-                    _ => {
-                        return Err(format!(
-                            "unknown launch mode {v:?}, expected native or screwdriver"
-                        ));
-                    }
-                }
-            }
-            "tokenMode" => {
-                self.token_mode = TokenMode::parse(v).ok_or_else(|| {
-                    format!("unknown token mode {v:?}, expected stdin, file or env")
-                })?
-            }
-            "defaultCpu" => self.default_cpu = parse_request(v, "cores")?,
-            "defaultRam" => self.default_ram = parse_request(v, "GiB")?,
-            "prefix" => self.prefix = v.to_string(),
-            "network" => self.network = opt(v),
-            "storeUri" => self.ecosystem.store = parse_url(v)?,
-            "uiUri" => self.ecosystem.ui = parse_url(v)?,
-            "expiryGraceMinutes" => self.expiry_grace_minutes = parse_num(v)?,
-            "pullTimeoutSecs" => self.pull_timeout_secs = parse_num(v)?,
-            "retryBudgetSecs" => self.retry_budget_secs = parse_num(v)?,
-            "timeoutDefaultMinutes" => self.timeout.default_minutes = parse_num(v)?,
-            "timeoutMaxMinutes" => self.timeout.max_minutes = parse_num(v)?,
-            _ => {
-                return Err(format!(
-                    "unknown option, expected one of {}",
-                    KEYS.join(", ")
-                ));
-            }
-        }
-        Ok(())
+impl OptionValue for PullPolicy {
+    fn kind() -> Kind {
+        Kind::OneOf(&["missing", "always", "never"])
+    }
+    fn parse_option(raw: &str) -> Result<Self, String> {
+        Self::parse(raw).ok_or_else(|| {
+            format!("unknown pull policy {raw:?}, expected missing, always or never")
+        })
+    }
+    fn show_option(&self) -> String {
+        format!("{self:?}").to_ascii_lowercase()
     }
 }
 
-fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("must be a non-negative integer, got {v:?}"))
+impl OptionValue for TokenMode {
+    fn kind() -> Kind {
+        Kind::OneOf(&["stdin", "file", "env"])
+    }
+    fn parse_option(raw: &str) -> Result<Self, String> {
+        Self::parse(raw)
+            .ok_or_else(|| format!("unknown token mode {raw:?}, expected stdin, file or env"))
+    }
+    fn show_option(&self) -> String {
+        format!("{self:?}").to_ascii_lowercase()
+    }
 }
 
-fn parse_url(v: &str) -> Result<url::Url, String> {
-    executor_base::config::parse_http_url(v)
-}
-
-fn parse_request(v: &str, unit: &str) -> Result<Option<ResourceRequest>, String> {
-    if v.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(t) = v.parse::<executor_base::Tier>() {
-        return Ok(Some(ResourceRequest::Tier(t)));
-    }
-    match v.parse::<u32>() {
-        Ok(n) if n > 0 => Ok(Some(ResourceRequest::Amount(n))),
-        _ => Err(format!(
-            "unknown tier {v:?}, expected MICRO, LOW, HIGH, TURBO, MAX or a whole number of {unit}"
-        )),
+/// The Docker executor's options, declared once: `with_option`, `EXECUTOR_DOCKER_<KEY>`
+/// (and `DOCKER_HOST`), `[docker]` file sections, `--opt docker.<key>=<value>` and the
+/// README table all come from this list.
+impl Configurable for DockerConfig {
+    fn options() -> &'static Options<Self> {
+        static OPTIONS: LazyLock<Options<DockerConfig>> = LazyLock::new(|| {
+            Options::<DockerConfig>::new(crate::SCHEME)
+                .field(
+                    "host",
+                    "Docker endpoint: `unix:///path`, `tcp://host:port` or `http://host:port`; default `unix:///var/run/docker.sock`.",
+                    |c| &mut c.host,
+                )
+                .conflicts_with("socketPath")
+                .fallback("DOCKER_HOST", "host", "Docker's own variable, when no `EXECUTOR_DOCKER_HOST`/`SOCKET_PATH` is set.")
+                .field(
+                    "socketPath",
+                    "Path of the Docker socket (shortcut for `host = unix://<path>`).",
+                    |c| &mut c.socket_path,
+                )
+                .field(
+                    "launcherImage",
+                    "The launcher (job-tools) image repository; the default is the image `sdx launcher-image build` makes (left at the defaults in `screwdriver` launch mode: upstream's `screwdrivercd/launcher:stable`).",
+                    |c| &mut c.launcher_image,
+                )
+                .field("launcherVersion", "The launcher image tag; default: the sdx version.", |c| {
+                    &mut c.launcher_version
+                })
+                .field(
+                    "mountPoint",
+                    "Where job-tools are mounted (read-only) in the build container.",
+                    |c| &mut c.mount_point,
+                )
+                .field(
+                    "tokenDir",
+                    "Where the per-build token volume is mounted (token mode `file`).",
+                    |c| &mut c.token_dir,
+                )
+                .field("pullPolicy", "When images are pulled.", |c| {
+                    &mut c.pull_policy
+                })
+                .field(
+                    "launchMode",
+                    "`native` launch, or upstream's `launcher_entrypoint.sh` + `run.sh` (token visible in `docker inspect`).",
+                    |c| &mut c.launch_mode,
+                )
+                .field(
+                    "tokenMode",
+                    "How the native launcher gets the token: `stdin` (attached stdin), `file` (a per-build volume), `env` (`SD_TOKEN`, visible in `docker inspect`).",
+                    |c| &mut c.token_mode,
+                )
+                .resources(|c| &mut c.resources)
+                .field(
+                    "defaultCpu",
+                    "CPU tier or cores of builds without `screwdriver.cd/cpu` (empty: `LOW`).",
+                    |c| &mut c.default_cpu,
+                )
+                .field(
+                    "defaultRam",
+                    "RAM tier or GiB of builds without `screwdriver.cd/ram` (empty: `LOW`).",
+                    |c| &mut c.default_ram,
+                )
+                .field(
+                    "prefix",
+                    "Prepended to container and volume names and the `sdbuild` label value.",
+                    |c| &mut c.prefix,
+                )
+                .field(
+                    "network",
+                    "Network mode of build containers: `none` (also `NetworkDisabled`: no libnetwork sandbox), `host`, a network name; empty: the daemon's default.",
+                    |c| &mut c.network,
+                )
+                .field(
+                    "expiryGraceMinutes",
+                    "Minutes added to the build timeout for the expiry label gc honours.",
+                    |c| &mut c.expiry_grace_minutes,
+                )
+                .field("pullTimeoutSecs", "Bound on one image pull, seconds.", |c| {
+                    &mut c.pull_timeout_secs
+                })
+                .field(
+                    "retryBudgetSecs",
+                    "No retry of a Docker API call starts later than this many seconds after the call began (`0`: as long as `retry` allows), so a call on a daemon that is down answers `Unavailable` within seconds.",
+                    |c| &mut c.retry_budget_secs,
+                )
+                .timeout(|c| &mut c.timeout)
+                .ecosystem(|c| &mut c.ecosystem)
+                .retry(|c| &mut c.retry)
+                .breaker(|c| &mut c.breaker)
+        });
+        &OPTIONS
     }
 }
 
@@ -328,9 +349,10 @@ mod tests {
             c.launcher_reference(),
             format!("localhost/sdx-launcher:{}", env!("CARGO_PKG_VERSION"))
         );
-        c.set("launchMode", "screwdriver").unwrap();
+        let o = DockerConfig::options();
+        o.set(&mut c, "launchMode", "screwdriver").unwrap();
         assert_eq!(c.launcher_reference(), "screwdrivercd/launcher:stable");
-        c.set("launcherVersion", "v6").unwrap();
+        o.set(&mut c, "launcherVersion", "v6").unwrap();
         assert_eq!(c.launcher_reference(), "localhost/sdx-launcher:v6");
         assert_eq!(c.endpoint(), "unix:///var/run/docker.sock");
         assert_eq!(c.mount_point, "/opt/sd");
@@ -339,26 +361,47 @@ mod tests {
     }
 
     #[test]
-    fn set_parses_and_names_problems() {
+    fn options_parse_and_name_problems() {
+        let o = DockerConfig::options();
         let mut c = DockerConfig::default();
-        c.set("pullPolicy", "Always").unwrap();
-        c.set("defaultRam", "high").unwrap();
-        c.set("defaultCpu", "3").unwrap();
-        c.set("socketPath", "/tmp/d.sock").unwrap();
+        o.set(&mut c, "pullPolicy", "Always").unwrap();
+        o.set(&mut c, "defaultRam", "high").unwrap();
+        o.set(&mut c, "defaultCpu", "3").unwrap();
+        o.set(&mut c, "host", "tcp://127.0.0.1:2375").unwrap();
+        o.set(&mut c, "socketPath", "/tmp/d.sock").unwrap();
         assert_eq!(c.pull_policy, PullPolicy::Always);
         assert_eq!(
             c.default_ram,
             Some(ResourceRequest::Tier(executor_base::Tier::High))
         );
         assert_eq!(c.default_cpu, Some(ResourceRequest::Amount(3)));
-        assert_eq!(c.endpoint(), "unix:///tmp/d.sock");
+        assert_eq!(c.endpoint(), "unix:///tmp/d.sock", "socketPath reset host");
         assert!(
-            c.set("pullPolicy", "sometimes")
+            o.set(&mut c, "pullPolicy", "sometimes")
                 .unwrap_err()
                 .contains("sometimes")
         );
-        assert!(c.set("nope", "x").unwrap_err().contains("unknown option"));
-        assert!(c.set("uiUri", "ftp://x").is_err());
+        assert!(
+            o.set(&mut c, "pulPolicy", "x")
+                .unwrap_err()
+                .contains("did you mean `pullPolicy`")
+        );
+        assert!(o.set(&mut c, "uiUri", "ftp://x").is_err());
+        o.set(&mut c, "timeoutDefaultMinutes", "7").unwrap();
+        assert_eq!(c.timeout.default_minutes, 7, "old spelling still accepted");
+    }
+
+    #[test]
+    fn readme_table_matches_the_declarations() {
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        DockerConfig::options()
+            .check_readme_file(&readme)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            DockerConfig::options().undeclared_fields(),
+            Vec::<String>::new(),
+            "fields of DockerConfig no option key declares"
+        );
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Mapping of bollard's errors to [`executor_base::Error`].
 //!
-//! 404 -> `NotFound`, 401 -> `Unauthenticated`, 403 -> `PermissionDenied`, 409 ->
-//! `AlreadyExists`, 429 -> `RateLimited`, other 5xx -> temporary `Unexpected`; a daemon that
-//! cannot be reached (socket missing, connection refused) is a temporary `Unavailable`
-//! whose message names the endpoint, so an operator sees *which* daemon is down.
+//! Statuses and transport failures go through the shared mapping of
+//! [`executor_base::http`] (404 `NotFound`, 409 `AlreadyExists`, 503 `Unavailable`, 5xx
+//! temporary, ...). Docker's own cases: every 409 is `AlreadyExists` (a name already in
+//! use, and also "container not running" / "removal already in progress", which the
+//! callers treat as done); a socket the process may not open is an unreachable daemon
+//! like a missing one; and the message names the endpoint, so an operator sees *which*
+//! daemon is down.
 
+use executor_base::http::{Transport, status_error, transport_error};
 use executor_base::{Error, ErrorKind, ImageRef};
 
 /// The executor name errors are tagged with.
@@ -18,7 +22,7 @@ pub(crate) fn map(err: bollard::errors::Error, endpoint: &str) -> Error {
             status_code,
             message,
         } => {
-            return from_status(status_code, message);
+            return status_error(status_code, message, None);
         }
         B::SocketNotFoundError(path) => {
             unreachable(endpoint, format!("socket {path} does not exist"))
@@ -27,11 +31,10 @@ pub(crate) fn map(err: bollard::errors::Error, endpoint: &str) -> Error {
             if err.is_connect() {
                 unreachable(endpoint, err.to_string())
             } else {
-                Error::new(
-                    ErrorKind::Unexpected,
+                transport_error(
+                    Transport::classify(&err),
                     format!("transport error talking to {endpoint}: {err}"),
                 )
-                .temporary()
             }
         }
         B::IOError { err } => match err.kind() {
@@ -39,22 +42,19 @@ pub(crate) fn map(err: bollard::errors::Error, endpoint: &str) -> Error {
             | std::io::ErrorKind::ConnectionRefused
             | std::io::ErrorKind::PermissionDenied
             | std::io::ErrorKind::AddrNotAvailable => unreachable(endpoint, err.to_string()),
-            _ => Error::new(
-                ErrorKind::Unexpected,
+            _ => transport_error(
+                Transport::classify(&err),
                 format!("I/O error talking to {endpoint}: {err}"),
-            )
-            .temporary(),
+            ),
         },
-        B::RequestTimeoutError => Error::new(
-            ErrorKind::Timeout,
+        B::RequestTimeoutError => transport_error(
+            Transport::Timeout,
             format!("request to {endpoint} timed out"),
-        )
-        .temporary(),
-        B::HyperResponseError { err } => Error::new(
-            ErrorKind::Unexpected,
+        ),
+        B::HyperResponseError { err } => transport_error(
+            Transport::Broken,
             format!("broken response from {endpoint}: {err}"),
-        )
-        .temporary(),
+        ),
         B::UnsupportedURISchemeError { uri } => Error::new(
             ErrorKind::ConfigInvalid,
             format!(
@@ -68,28 +68,10 @@ pub(crate) fn map(err: bollard::errors::Error, endpoint: &str) -> Error {
 }
 
 fn unreachable(endpoint: &str, detail: String) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
+    transport_error(
+        Transport::Connect,
         format!("cannot reach the Docker daemon at {endpoint}: {detail}"),
     )
-    .temporary()
-}
-
-fn from_status(status: u16, message: String) -> Error {
-    let kind = match status {
-        404 => ErrorKind::NotFound,
-        401 => ErrorKind::Unauthenticated,
-        403 => ErrorKind::PermissionDenied,
-        409 => ErrorKind::AlreadyExists,
-        429 => ErrorKind::RateLimited,
-        _ => ErrorKind::Unexpected,
-    };
-    let e = Error::new(kind, message).with_status(status);
-    if status == 429 || status >= 500 {
-        e.temporary()
-    } else {
-        e
-    }
 }
 
 /// Whether a 404 from container creation means the image is not present locally.
@@ -185,18 +167,20 @@ mod tests {
 
     #[test]
     fn statuses_map_to_kinds() {
-        let e = from_status(404, "No such image: x:1".into());
+        let e = status_error(404, "No such image: x:1", None);
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(is_missing_image(&e));
         assert!(!e.is_temporary());
         assert_eq!(
-            from_status(409, "conflict".into()).kind(),
+            status_error(409, "conflict", None).kind(),
             ErrorKind::AlreadyExists
         );
-        assert!(from_status(500, "boom".into()).is_temporary());
-        assert!(from_status(429, "slow".into()).is_temporary());
+        assert!(status_error(500, "boom", None).is_temporary());
+        assert!(status_error(429, "slow", None).is_temporary());
+        let e = status_error(503, "down", None);
+        assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, true));
         assert_eq!(
-            from_status(401, "who".into()).kind(),
+            status_error(401, "who", None).kind(),
             ErrorKind::Unauthenticated
         );
     }
@@ -218,7 +202,7 @@ mod tests {
         let e = registry_failure(
             &image,
             "127.0.0.1:5000",
-            from_status(404, "manifest unknown".into()),
+            status_error(404, "manifest unknown", None),
         );
         assert_eq!(e.kind(), ErrorKind::ImagePull);
         assert!(e.message().contains("manifest unknown"), "{e}");
@@ -228,10 +212,10 @@ mod tests {
         );
         assert!(!transient_registry_failure_is_temporary(e).is_temporary());
 
-        let refused = from_status(
+        let refused = status_error(
             500,
-            "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused"
-                .into(),
+            "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused",
+            None,
         );
         let e = registry_failure(&image, "127.0.0.1:5999", refused);
         assert!(!e.is_temporary(), "persistent for the engine-call layer");

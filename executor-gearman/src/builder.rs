@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use executor_base::Error;
 use executor_base::engine::{BreakerConfig, RetryPolicy};
+use executor_base::options::{ConfigBuilder, Problems};
 
 use crate::config::GearmanConfig;
 use crate::executor::GearmanExecutor;
@@ -22,6 +23,16 @@ use crate::executor::GearmanExecutor;
 #[derive(Debug, Clone, Default)]
 pub struct GearmanExecutorBuilder {
     config: GearmanConfig,
+    problems: Problems,
+}
+
+/// `with_option`, `with_vars`, `with_section`, `from_env` and `layered`, from
+/// [`GearmanConfig`]'s declared options.
+impl ConfigBuilder for GearmanExecutorBuilder {
+    type Config = GearmanConfig;
+    fn option_parts(&mut self) -> (&mut GearmanConfig, &mut Problems) {
+        (&mut self.config, &mut self.problems)
+    }
 }
 
 impl GearmanExecutorBuilder {
@@ -30,30 +41,19 @@ impl GearmanExecutorBuilder {
         Self::default()
     }
 
-    /// Defaults overridden by `EXECUTOR_GEARMAN_SERVER`, `EXECUTOR_GEARMAN_JOB`,
-    /// `EXECUTOR_GEARMAN_NODE`, `EXECUTOR_GEARMAN_PIPELINE`,
-    /// `EXECUTOR_GEARMAN_QUEUE_TIMEOUT_SECS` and `EXECUTOR_GEARMAN_STOP_TIMEOUT_SECS`
-    /// (an unparsable number becomes 0, which `build` refuses naming the key).
+    /// Defaults overridden by `EXECUTOR_GEARMAN_<KEY>` variables, one per key of the
+    /// README's table or `sdx options gearman` (`EXECUTOR_GEARMAN_SERVER`,
+    /// `EXECUTOR_GEARMAN_CHECK_WORKERS`, `EXECUTOR_GEARMAN_LIVENESS_INTERVAL_MS`, ...). Bad
+    /// values and unknown `EXECUTOR_GEARMAN_*` variables (other than the launcher worker's
+    /// `EXECUTOR_GEARMAN_WORKER_*`) are reported by [`Self::build`].
     pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(format!("EXECUTOR_GEARMAN_{k}")).ok();
-        let mut c = GearmanConfig::default();
-        if let Some(v) = var("SERVER") {
-            c.server = v;
-        }
-        if let Some(v) = var("JOB") {
-            c.job = v;
-        }
-        c.node = var("NODE").or(c.node);
-        if let Some(v) = var("PIPELINE") {
-            c.pipeline = v;
-        }
-        if let Some(v) = var("QUEUE_TIMEOUT_SECS") {
-            c.queue_timeout_secs = v.trim().parse().unwrap_or(0);
-        }
-        if let Some(v) = var("STOP_TIMEOUT_SECS") {
-            c.stop_timeout_secs = v.trim().parse().unwrap_or(0);
-        }
-        Self { config: c }
+        <Self as ConfigBuilder>::from_env()
+    }
+
+    /// Sets one option by key (`checkWorkers`, `retry.maxRetries`, ...); a bad key or
+    /// value is reported by [`Self::build`].
+    pub fn with_option(self, key: &str, value: &str) -> Self {
+        <Self as ConfigBuilder>::with_option(self, key, value)
     }
 
     /// Replaces the whole config.
@@ -119,7 +119,16 @@ impl GearmanExecutorBuilder {
     /// Validates the config and builds the executor. Connects lazily: gearmand need
     /// not be up yet.
     pub async fn build(self) -> Result<GearmanExecutor, Error> {
+        self.problems.check(crate::SCHEME)?;
         self.config.validate()?;
         Ok(GearmanExecutor::new(self.config))
+    }
+}
+
+/// Builds from key/value pairs (`("checkWorkers", "false")`); bad pairs are reported by
+/// [`GearmanExecutorBuilder::build`].
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for GearmanExecutorBuilder {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        Self::new().with_options(pairs)
     }
 }

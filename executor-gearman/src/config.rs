@@ -1,9 +1,11 @@
 //! [`GearmanConfig`]: how the Gearman executor reaches gearmand and names its jobs.
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, RetryPolicy};
+use executor_base::options::{Configurable, Options};
 use executor_base::{Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -26,14 +28,13 @@ pub const NODE_ANNOTATION: &str = "gearmanNode";
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct GearmanConfig {
-    /// gearmand's `host:port` (default `127.0.0.1:4730`; env `EXECUTOR_GEARMAN_SERVER`).
+    /// gearmand's `host:port` (default `127.0.0.1:4730`).
     pub server: String,
     /// The Zuul job builds are submitted to (`build:<job>`) unless the build's
-    /// `screwdriver.cd/gearmanJob` annotation names another (default `screwdriver`; env
-    /// `EXECUTOR_GEARMAN_JOB`).
+    /// `screwdriver.cd/gearmanJob` annotation names another (default `screwdriver`).
     pub job: String,
     /// When set, builds go to `build:<job>:<node>`; the annotation
-    /// `screwdriver.cd/gearmanNode` overrides it (env `EXECUTOR_GEARMAN_NODE`).
+    /// `screwdriver.cd/gearmanNode` overrides it.
     pub node: Option<String>,
     /// `ZUUL_PIPELINE` sent with every build (default `screwdriver`).
     pub pipeline: String,
@@ -180,4 +181,86 @@ impl GearmanConfig {
             exceptions: true,
         }
     }
+}
+
+/// The Gearman executor's options, declared once: `with_option`, `EXECUTOR_GEARMAN_<KEY>`,
+/// `[gearman]` file sections, `--opt gearman.<key>=<value>` and the README table all come
+/// from this list.
+impl Configurable for GearmanConfig {
+    fn options() -> &'static Options<Self> {
+        static OPTIONS: LazyLock<Options<GearmanConfig>> = LazyLock::new(declare);
+        &OPTIONS
+    }
+}
+
+fn declare() -> Options<GearmanConfig> {
+    Options::<GearmanConfig>::new(crate::SCHEME)
+        .foreign_env_prefix("EXECUTOR_GEARMAN_WORKER_")
+        .field("server", "gearmand's `host:port`.", |c| &mut c.server)
+        .field(
+            "job",
+            "The Zuul job builds are submitted to (`build:<job>`) unless the build's `screwdriver.cd/gearmanJob` names another.",
+            |c| &mut c.job,
+        )
+        .field(
+            "node",
+            "When set, builds go to `build:<job>:<node>` (the annotation `screwdriver.cd/gearmanNode` overrides it).",
+            |c| &mut c.node,
+        )
+        .field("pipeline", "`ZUUL_PIPELINE` sent with every build.", |c| {
+            &mut c.pipeline
+        })
+        .field(
+            "project",
+            "`ZUUL_PROJECT` for builds whose start config names no repository.",
+            |c| &mut c.project,
+        )
+        .field("zuulUrl", "`ZUUL_URL` sent with every build, if set.", |c| {
+            &mut c.zuul_url
+        })
+        .field(
+            "checkWorkers",
+            "Refuse a start when no worker registered the build's function (admin `status`).",
+            |c| &mut c.check_workers,
+        )
+        .field(
+            "workerCheckTtlMs",
+            "How long an admin `status` answer is reused for that check, ms.",
+            |c| &mut c.worker_check_ttl_ms,
+        )
+        .field(
+            "queueTimeoutSecs",
+            "How long a build may wait in gearmand's queue for a launcher before it fails (`unschedulable`).",
+            |c| &mut c.queue_timeout_secs,
+        )
+        .field(
+            "livenessIntervalMs",
+            "How often a running build's job is checked with `GET_STATUS` (detects a dead launcher), ms.",
+            |c| &mut c.liveness_interval_ms,
+        )
+        .field(
+            "stopTimeoutSecs",
+            "How long `stop` waits for the launcher to confirm, seconds.",
+            |c| &mut c.stop_timeout_secs,
+        )
+        .field("connectTimeoutMs", "Bound on each TCP connect, ms.", |c| {
+            &mut c.connect_timeout_ms
+        })
+        .field(
+            "requestTimeoutMs",
+            "Bound on each request's answer, ms.",
+            |c| &mut c.request_timeout_ms,
+        )
+        .field(
+            "maxPacketSize",
+            "Largest Gearman packet body accepted or sent, bytes.",
+            |c| &mut c.max_packet_size,
+        )
+        .field(
+            "retainFinishedSecs",
+            "How long finished builds stay queryable by `status`, seconds.",
+            |c| &mut c.retain_finished_secs,
+        )
+        .retry(|c| &mut c.retry)
+        .breaker(|c| &mut c.breaker)
 }

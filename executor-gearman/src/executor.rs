@@ -127,7 +127,7 @@ impl GearmanExecutor {
     /// needs it) plus the `ZUUL_*` parameters.
     fn arguments(&self, build: &StartConfig, job: &str, uuid: &str) -> Value {
         let cfg = &self.inner.cfg;
-        let mut m = match build.to_json() {
+        let mut m = match build.to_json_with_token() {
             Value::Object(m) => m,
             _ => Map::new(),
         };

@@ -560,7 +560,7 @@ async fn a_build_nobody_waits_for_is_stopped_by_the_launcher(server: Server) {
         .await
         .unwrap();
     let id = build_id();
-    let mut args = build(id).to_json();
+    let mut args = build(id).to_json_with_token();
     for (k, v) in [
         ("ZUUL_UUID", "gone-1"),
         ("ZUUL_PROJECT", "org/repo"),
@@ -659,7 +659,7 @@ async fn a_submitter_gone_during_the_start_is_noticed_right_after_it(server: Ser
         .unwrap();
     let id = build_id();
     let uuid = format!("gone-early-{id}");
-    let mut args = build(id).to_json();
+    let mut args = build(id).to_json_with_token();
     for (k, v) in [
         ("ZUUL_UUID", uuid.as_str()),
         ("ZUUL_PROJECT", "org/repo"),

@@ -64,6 +64,7 @@ async fn raw_starts(
     xml: &str,
     concurrent: bool,
 ) -> Duration {
+    executor_base::tls::install_default_provider();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -1,6 +1,5 @@
 //! [`JenkinsExecutorBuilder`]: options in, validated executor out.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +12,9 @@ use url::Url;
 
 use crate::SCHEME;
 use crate::client::Client;
-use crate::config::{JenkinsConfig, KEYS};
+use executor_base::options::{ConfigBuilder, Problems};
+
+use crate::config::JenkinsConfig;
 use crate::executor::JenkinsExecutor;
 use crate::folder::Folder;
 use crate::job::JobSettings;
@@ -44,7 +45,16 @@ pub struct JenkinsExecutorBuilder {
     config: JenkinsConfig,
     template: Option<JobTemplate>,
     http: Option<reqwest::Client>,
-    problems: Vec<String>,
+    problems: Problems,
+}
+
+/// `with_option`, `with_vars`, `with_section`, `from_env` and `layered`, from
+/// [`JenkinsConfig`]'s declared options.
+impl ConfigBuilder for JenkinsExecutorBuilder {
+    type Config = JenkinsConfig;
+    fn option_parts(&mut self) -> (&mut JenkinsConfig, &mut Problems) {
+        (&mut self.config, &mut self.problems)
+    }
 }
 
 impl JenkinsExecutorBuilder {
@@ -54,42 +64,17 @@ impl JenkinsExecutorBuilder {
     }
 
     /// Defaults overridden by `EXECUTOR_JENKINS_<KEY>` variables (`EXECUTOR_JENKINS_URL`,
-    /// `EXECUTOR_JENKINS_API_TOKEN`, `EXECUTOR_JENKINS_REQUEST_TIMEOUT_MS`, ... for every
-    /// key of [`JenkinsConfig::set`]) and, where those are unset, Jenkins' own
-    /// `JENKINS_URL`, `JENKINS_USER_ID` and `JENKINS_API_TOKEN`.
+    /// `EXECUTOR_JENKINS_API_TOKEN`, `EXECUTOR_JENKINS_REQUEST_TIMEOUT_MS`, ... one per key
+    /// of the README's table or `sdx options jenkins`) and, where those are unset, Jenkins'
+    /// own `JENKINS_URL`, `JENKINS_USER_ID` and `JENKINS_API_TOKEN`. Bad values and unknown
+    /// `EXECUTOR_JENKINS_*` variables are reported by `build()`.
     pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let fallbacks: HashMap<&str, &str> = [
-            ("url", "JENKINS_URL"),
-            ("username", "JENKINS_USER_ID"),
-            ("apiToken", "JENKINS_API_TOKEN"),
-        ]
-        .into_iter()
-        .collect();
-        let mut b = Self::new();
-        for key in KEYS {
-            let var = env_name(key);
-            let value = lookup(&var).or_else(|| fallbacks.get(key).and_then(|f| lookup(f)));
-            if let Some(v) = value {
-                b = b.with_option_named(key, &v, &var);
-            }
-        }
-        b
+        <Self as ConfigBuilder>::from_env()
     }
 
     /// Sets one option by key; a bad key or value is reported by `build()`.
     pub fn with_option(self, key: &str, value: &str) -> Self {
-        self.with_option_named(key, value, key)
-    }
-
-    fn with_option_named(mut self, key: &str, value: &str, shown: &str) -> Self {
-        if let Err(reason) = self.config.set(key, value) {
-            self.problems.push(format!("{shown}: {reason}"));
-        }
-        self
+        <Self as ConfigBuilder>::with_option(self, key, value)
     }
 
     /// Replaces the whole config.
@@ -238,7 +223,9 @@ impl JenkinsExecutorBuilder {
     }
 
     /// A preconfigured HTTP client (proxies, TLS roots). It should not follow redirects;
-    /// the request timeout option is not applied to it.
+    /// the request timeout option is not applied to it. reqwest is built here without a
+    /// crypto provider of its own: call [`executor_base::tls::install_default_provider`]
+    /// (or install another rustls provider) before building the client.
     pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -254,8 +241,9 @@ impl JenkinsExecutorBuilder {
             config: c,
             template,
             http,
-            mut problems,
+            problems,
         } = self;
+        let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
         let mut problem = |key: &str, reason: &str| problems.push(format!("{key}: {reason}"));
 
         let base = if c.url.trim().is_empty() {
@@ -394,8 +382,8 @@ impl JenkinsExecutorBuilder {
     }
 }
 
-/// Options from `key=value` pairs (the keys of [`JenkinsConfig::set`]), as
-/// `--opt key=value` gives them; bad keys or values are reported by `build()`.
+/// Options from `key=value` pairs (the keys of the README's table); bad keys or values
+/// are reported by `build()`.
 ///
 /// ```
 /// use executor_jenkins::JenkinsExecutorBuilder;
@@ -404,15 +392,8 @@ impl JenkinsExecutorBuilder {
 /// ```
 impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for JenkinsExecutorBuilder {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
-        pairs.into_iter().fold(Self::new(), |b, (k, v)| {
-            b.with_option(k.as_ref(), v.as_ref())
-        })
+        Self::new().with_options(pairs)
     }
-}
-
-/// `EXECUTOR_JENKINS_<KEY>` for a camelCase key.
-fn env_name(key: &str) -> String {
-    executor_base::options::env_var_name(crate::SCHEME, key)
 }
 
 /// The base URL with the path prefix, ending in `/`.
@@ -453,12 +434,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn env_names_and_prefixes() {
-        assert_eq!(env_name("apiToken"), "EXECUTOR_JENKINS_API_TOKEN");
-        assert_eq!(
-            env_name("requestTimeoutMs"),
-            "EXECUTOR_JENKINS_REQUEST_TIMEOUT_MS"
-        );
+    fn path_and_job_prefixes() {
         let u = |s: &str, p: &str| with_prefix(Url::parse(s).unwrap(), p).unwrap().to_string();
         assert_eq!(u("http://h:8080", ""), "http://h:8080/");
         assert_eq!(u("http://h:8080/", "/jenkins"), "http://h:8080/jenkins/");
@@ -472,17 +448,16 @@ mod tests {
 
     #[tokio::test]
     async fn from_env_reads_our_and_jenkins_variables() {
-        let vars: HashMap<&str, &str> = [
+        let vars = [
             ("JENKINS_URL", "http://127.0.0.1:8080/"),
             ("JENKINS_USER_ID", "ci"),
             ("EXECUTOR_JENKINS_USERNAME", "sd"),
             ("JENKINS_API_TOKEN", "tok-env"),
             ("EXECUTOR_JENKINS_JOB_PREFIX", "build-"),
             ("EXECUTOR_JENKINS_FOLDER", "ci/screwdriver"),
-        ]
-        .into_iter()
-        .collect();
-        let e = JenkinsExecutorBuilder::from_lookup(|k| vars.get(k).map(|v| v.to_string()))
+        ];
+        let e = JenkinsExecutorBuilder::new()
+            .with_vars(vars)
             .build()
             .await
             .unwrap();
@@ -494,6 +469,50 @@ mod tests {
         assert!(format!("{e:?}").contains("\"sd\""));
         assert_eq!(e.folder(), "ci/screwdriver");
         assert!(!format!("{e:?}").contains("tok-env"));
+    }
+
+    #[tokio::test]
+    async fn file_env_and_flags_layer_in_precedence_order() {
+        let file = serde_json::json!({
+            "url": "http://127.0.0.1:1/", "apiToken": "file-token", "jobPrefix": "file-",
+            "timeoutMaxMinutes": 60, "retry": {"maxRetries": 2},
+        });
+        let vars = [
+            ("JENKINS_URL", "http://127.0.0.1:2/"),
+            ("EXECUTOR_JENKINS_JOB_PREFIX", "env-"),
+        ];
+        let flags = [("jobPrefix".to_string(), "flag-".to_string())];
+        let b = JenkinsExecutorBuilder::new().layered(Some(&file), vars, &flags);
+        assert_eq!(
+            b.config.timeout.max_minutes, 60,
+            "old spelling from the file"
+        );
+        assert_eq!(b.config.retry.max_retries, 2);
+        let e = b.build().await.unwrap();
+        assert_eq!(
+            e.base_url().as_str(),
+            "http://127.0.0.1:2/",
+            "JENKINS_URL over the file"
+        );
+        assert_eq!(
+            e.job_name(executor_base::BuildId::new(5).unwrap()),
+            "flag-5"
+        );
+
+        let err = JenkinsExecutorBuilder::new()
+            .with_section(&serde_json::json!({"requestTimeoutMs": "soon", "nodelabel": "x"}))
+            .with_vars([("EXECUTOR_JENKINS_API_TOKN", "t")])
+            .build()
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        for part in [
+            "requestTimeoutMs: must be an integer",
+            "nodelabel: unknown option of jenkins; did you mean `nodeLabel`?",
+            "did you mean EXECUTOR_JENKINS_API_TOKEN? (from EXECUTOR_JENKINS_API_TOKN)",
+        ] {
+            assert!(msg.contains(part), "{part} missing in {msg}");
+        }
     }
 
     #[tokio::test]

@@ -120,6 +120,7 @@ impl Client {
     /// Builds the default HTTP client: bounded requests, no redirects (Jenkins answers
     /// POSTs with 302 and the redirect target is of no interest).
     pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+        executor_base::tls::install_default_provider();
         reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -230,8 +231,7 @@ impl Client {
             .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| executor_base::http::parse_retry_after(v, std::time::SystemTime::now()));
         let detail = self.detail(a);
         JenkinsError::Status {
             status: a.status.as_u16(),
@@ -572,6 +572,7 @@ mod tests {
     use super::*;
 
     fn client(base: &str) -> Client {
+        executor_base::tls::install_default_provider();
         Client::new(
             reqwest::Client::new(),
             Url::parse(base).unwrap(),

@@ -1,12 +1,16 @@
 //! The Jenkins executor's options: serde data with defaults, a `Debug` without the token,
-//! and string setters for `--opt key=value` and environment variables.
+//! and their declaration for the shared option system (`with_option`,
+//! `EXECUTOR_JENKINS_*` and `JENKINS_*`, `[jenkins]` file sections,
+//! `--opt jenkins.<key>=<value>`).
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, RetryPolicy};
 use executor_base::launch::DEFAULT_MOUNT_POINT;
+use executor_base::options::{Configurable, Kind, OptionValue, Options};
 use executor_base::{Ecosystem, LaunchMode, ResourceTable, TimeoutPolicy};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -46,31 +50,19 @@ impl PullPolicy {
     }
 }
 
-/// Every key [`JenkinsConfig::set`] accepts.
-pub const KEYS: &[&str] = &[
-    "url",
-    "pathPrefix",
-    "username",
-    "apiToken",
-    "requestTimeoutMs",
-    "jobPrefix",
-    "folder",
-    "nodeLabel",
-    "launcherImage",
-    "mountPoint",
-    "launchMode",
-    "dockerCommand",
-    "dockerNetwork",
-    "pullPolicy",
-    "templatePath",
-    "requireTimeoutPlugin",
-    "timeoutDefaultMinutes",
-    "timeoutMaxMinutes",
-    "jobTimeoutMarginMinutes",
-    "expiryGraceMinutes",
-    "storeUri",
-    "uiUri",
-];
+impl OptionValue for PullPolicy {
+    fn kind() -> Kind {
+        Kind::OneOf(&["always", "missing", "never"])
+    }
+    fn parse_option(raw: &str) -> Result<Self, String> {
+        Self::parse(raw).ok_or_else(|| {
+            format!("unknown pull policy {raw:?}, expected always, missing or never")
+        })
+    }
+    fn show_option(&self) -> String {
+        format!("{self:?}").to_ascii_lowercase()
+    }
+}
 
 /// Options of the Jenkins executor. Every field but `url` and `apiToken` has a default;
 /// [`crate::JenkinsExecutorBuilder::build`] validates them.
@@ -218,77 +210,120 @@ impl JenkinsConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+}
 
-    /// Sets one option from a string, as `--opt key=value` or an environment variable
-    /// gives it. Unknown keys and bad values are an error saying why (the caller names the
-    /// key). The token's value never appears in an error.
-    ///
-    /// ```
-    /// let mut c = executor_jenkins::JenkinsConfig::default();
-    /// c.set("launchMode", "screwdriver").unwrap();
-    /// assert!(c.set("requestTimeoutMs", "soon").unwrap_err().contains("integer"));
-    /// assert!(c.set("colour", "blue").unwrap_err().contains("unknown option"));
-    /// ```
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let v = value.trim();
-        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
-        match key {
-            "url" => self.url = v.to_string(),
-            "pathPrefix" => self.path_prefix = v.to_string(),
-            "username" => self.username = v.to_string(),
-            "apiToken" => self.api_token = opt(value).map(SecretString::from),
-            "requestTimeoutMs" => self.request_timeout_ms = parse_num(v)?,
-            "jobPrefix" => self.job_prefix = v.to_string(),
-            "folder" => self.folder = v.to_string(),
-            "nodeLabel" => self.node_label = v.to_string(),
-            "launcherImage" => self.launcher_image = v.to_string(),
-            "mountPoint" => self.mount_point = v.to_string(),
-            "launchMode" => {
-                self.launch_mode = match v.to_ascii_lowercase().as_str() {
-                    "native" => LaunchMode::Native,
-                    "screwdriver" => LaunchMode::Screwdriver,
-                    _ => {
-                        return Err(format!(
-                            "unknown launch mode {v:?}, expected native or screwdriver"
-                        ));
-                    }
-                }
-            }
-            "dockerCommand" => self.docker_command = v.to_string(),
-            "dockerNetwork" => self.docker_network = opt(v),
-            "pullPolicy" => {
-                self.pull_policy = PullPolicy::parse(v).ok_or_else(|| {
-                    format!("unknown pull policy {v:?}, expected always, missing or never")
-                })?
-            }
-            "templatePath" => self.template_path = opt(v).map(PathBuf::from),
-            "requireTimeoutPlugin" => {
-                self.require_timeout_plugin = match v.to_ascii_lowercase().as_str() {
-                    "true" | "yes" | "1" => true,
-                    "false" | "no" | "0" => false,
-                    _ => return Err(format!("must be true or false, got {v:?}")),
-                }
-            }
-            "timeoutDefaultMinutes" => self.timeout.default_minutes = parse_num(v)?,
-            "timeoutMaxMinutes" => self.timeout.max_minutes = parse_num(v)?,
-            "jobTimeoutMarginMinutes" => self.job_timeout_margin_minutes = parse_num(v)?,
-            "expiryGraceMinutes" => self.expiry_grace_minutes = parse_num(v)?,
-            "storeUri" => self.ecosystem.store = executor_base::config::parse_http_url(v)?,
-            "uiUri" => self.ecosystem.ui = executor_base::config::parse_http_url(v)?,
-            _ => {
-                return Err(format!(
-                    "unknown option, expected one of {}",
-                    KEYS.join(", ")
-                ));
-            }
-        }
-        Ok(())
+/// The Jenkins executor's options, declared once: `with_option`, `EXECUTOR_JENKINS_<KEY>`
+/// (and `JENKINS_URL`, `JENKINS_USER_ID`, `JENKINS_API_TOKEN`), `[jenkins]` file sections,
+/// `--opt jenkins.<key>=<value>` and the README table all come from this list.
+impl Configurable for JenkinsConfig {
+    fn options() -> &'static Options<Self> {
+        static OPTIONS: LazyLock<Options<JenkinsConfig>> = LazyLock::new(declare);
+        &OPTIONS
     }
 }
 
-fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("must be a non-negative integer, got {v:?}"))
+fn declare() -> Options<JenkinsConfig> {
+    Options::<JenkinsConfig>::new(crate::SCHEME)
+        .field(
+            "url",
+            "Jenkins' base URL (`http://jenkins.example:8080`); required, no credentials in it.",
+            |c| &mut c.url,
+        )
+        .fallback("JENKINS_URL", "url", "the Jenkins CLI's variable.")
+        .field(
+            "pathPrefix",
+            "A path Jenkins is served under (`/jenkins`), appended to `url`'s path.",
+            |c| &mut c.path_prefix,
+        )
+        .field(
+            "username",
+            "The Jenkins user the API token belongs to.",
+            |c| &mut c.username,
+        )
+        .fallback("JENKINS_USER_ID", "username", "the Jenkins CLI's variable.")
+        .field(
+            "apiToken",
+            "The user's API token (or password): HTTP basic auth only; required; never logged, serialised or in `Debug`.",
+            |c| &mut c.api_token,
+        )
+        .alias("password")
+        .secret()
+        .fallback("JENKINS_API_TOKEN", "apiToken", "the Jenkins CLI's variable.")
+        .field(
+            "requestTimeoutMs",
+            "Bound on one HTTP request, ms.",
+            |c| &mut c.request_timeout_ms,
+        )
+        .field(
+            "jobPrefix",
+            "Job names are `<jobPrefix><buildId>`: `[A-Za-z0-9][A-Za-z0-9_.-]*` (it also names the build's containers).",
+            |c| &mut c.job_prefix,
+        )
+        .field(
+            "folder",
+            "Jenkins folder the jobs live in, segments separated by `/` (`ci/screwdriver`); empty: the root. Must already exist: sdx never creates folders.",
+            |c| &mut c.folder,
+        )
+        .field(
+            "nodeLabel",
+            "Node label builds run on; a build's `screwdriver.cd/nodeLabel` makes it `<nodeLabel>-<annotation>`.",
+            |c| &mut c.node_label,
+        )
+        .field(
+            "launcherImage",
+            "The launcher (job-tools) image mounted into the build container.",
+            |c| &mut c.launcher_image,
+        )
+        .field(
+            "mountPoint",
+            "Where job-tools are mounted in the build container.",
+            |c| &mut c.mount_point,
+        )
+        .field(
+            "launchMode",
+            "`native` (token file) or `screwdriver` (`launcher_entrypoint.sh` + `run.sh`; the token reaches the container as `SD_TOKEN` and a `run.sh` argument, as upstream needs).",
+            |c| &mut c.launch_mode,
+        )
+        .field(
+            "dockerCommand",
+            "The Docker CLI the job runs on the Jenkins node.",
+            |c| &mut c.docker_command,
+        )
+        .field(
+            "dockerNetwork",
+            "Docker network of build containers (`--network`); empty: Docker's default.",
+            |c| &mut c.docker_network,
+        )
+        .field(
+            "pullPolicy",
+            "When the job pulls the launcher and build images: `always` (upstream's; moving tags stay fresh), `missing` or `never`.",
+            |c| &mut c.pull_policy,
+        )
+        .field(
+            "templatePath",
+            "A `config.xml` template replacing the built-in one.",
+            |c| &mut c.template_path,
+        )
+        .field(
+            "requireTimeoutPlugin",
+            "Refuse to build the executor when Jenkins lacks the build-timeout plugin (or the template has no timeout wrapper); `false`: the executor enforces each job's timeout itself.",
+            |c| &mut c.require_timeout_plugin,
+        )
+        .field(
+            "jobTimeoutMarginMinutes",
+            "Minutes the job's own timeout (the engine-side backstop) adds to the build timeout.",
+            |c| &mut c.job_timeout_margin_minutes,
+        )
+        .field(
+            "expiryGraceMinutes",
+            "Minutes after the build timeout at which gc may delete the job.",
+            |c| &mut c.expiry_grace_minutes,
+        )
+        .resources(|c| &mut c.resources)
+        .timeout(|c| &mut c.timeout)
+        .ecosystem(|c| &mut c.ecosystem)
+        .retry(|c| &mut c.retry)
+        .breaker(|c| &mut c.breaker)
 }
 
 #[cfg(test)]
@@ -313,37 +348,58 @@ mod tests {
     }
 
     #[test]
-    fn set_covers_every_key() {
+    fn every_key_parses_a_sample_value() {
+        let o = JenkinsConfig::options();
         let mut c = JenkinsConfig::default();
-        for key in KEYS {
-            let value = match *key {
+        for key in o.keys() {
+            let value = match key.name() {
                 "url" | "storeUri" | "uiUri" => "http://127.0.0.1:1",
                 "launchMode" => "native",
                 "pullPolicy" => "never",
                 "requireTimeoutPlugin" => "true",
-                k if k.ends_with("Ms") || k.ends_with("Minutes") => "7",
+                "resources" => r#"{"cpu": {"low": 1}}"#,
+                "retry.multiplier" => "1.5",
+                "retry.jitter" => "false",
+                k if k.ends_with("Ms") || k.ends_with("Minutes") || k.ends_with("Failures") => "7",
+                "retry.maxRetries" => "7",
                 _ => "x",
             };
-            c.set(key, value).unwrap_or_else(|e| panic!("{key}: {e}"));
+            o.set(&mut c, key.name(), value)
+                .unwrap_or_else(|e| panic!("{}: {e}", key.name()));
         }
         assert_eq!(c.timeout.max_minutes, 7);
         assert_eq!(c.template_path, Some(PathBuf::from("x")));
         assert_eq!(c.pull_policy, PullPolicy::Never);
         assert!(c.require_timeout_plugin);
-        assert!(c.set("pullPolicy", "sometimes").is_err());
-        assert!(c.set("requireTimeoutPlugin", "maybe").is_err());
-        assert!(c.set("storeUri", "ftp://x").is_err());
+        assert!(o.set(&mut c, "pullPolicy", "sometimes").is_err());
+        assert!(o.set(&mut c, "requireTimeoutPlugin", "maybe").is_err());
+        assert!(o.set(&mut c, "storeUri", "ftp://x").is_err());
         assert!(
-            c.set("launchMode", "k8s")
+            o.set(&mut c, "launchMode", "k8s")
                 .unwrap_err()
                 .contains("native or screwdriver")
         );
     }
 
     #[test]
+    fn readme_table_matches_the_declarations() {
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        JenkinsConfig::options()
+            .check_readme_file(&readme)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            JenkinsConfig::options().undeclared_fields(),
+            Vec::<String>::new(),
+            "fields of JenkinsConfig no option key declares"
+        );
+    }
+
+    #[test]
     fn token_is_redacted_and_not_serialised() {
         let mut c = JenkinsConfig::default();
-        c.set("apiToken", "tok-123").unwrap();
+        JenkinsConfig::options()
+            .set(&mut c, "apiToken", "tok-123")
+            .unwrap();
         assert!(!format!("{c:?}").contains("tok-123"));
         let json = serde_json::to_string(&c).unwrap();
         assert!(

@@ -1,11 +1,14 @@
 //! Jenkins failures and their mapping onto [`executor_base::Error`].
 //!
 //! One private enum says what went wrong on the wire; `From` turns it into the shared error
-//! with the right kind and retry flag. Messages are built only from Jenkins' answers, paths
+//! with the kind and retry flag of the shared mapping ([`executor_base::http`]) and
+//! Jenkins' own wording. Jenkins' own case: a 404 inside the configured folder is a
+//! configuration error naming the folder. Messages are built only from Jenkins' answers, paths
 //! and the user name: the API token and the build token are never formatted.
 
 use std::time::Duration;
 
+use executor_base::http::{Transport, transport_error};
 use executor_base::{Error, ErrorKind};
 
 use crate::SCHEME;
@@ -116,15 +119,15 @@ impl From<JenkinsError> for Error {
     fn from(e: JenkinsError) -> Self {
         let message = e.to_string();
         let err = match e {
-            JenkinsError::Connect { source, .. } => Error::new(ErrorKind::Unavailable, message)
-                .with_source(source)
-                .temporary(),
-            JenkinsError::Timeout { source, .. } => Error::new(ErrorKind::Timeout, message)
-                .with_source(source)
-                .temporary(),
-            JenkinsError::Transport { source, .. } => Error::new(ErrorKind::Unexpected, message)
-                .with_source(source)
-                .temporary(),
+            JenkinsError::Connect { source, .. } => {
+                transport_error(Transport::Connect, message).with_source(source)
+            }
+            JenkinsError::Timeout { source, .. } => {
+                transport_error(Transport::Timeout, message).with_source(source)
+            }
+            JenkinsError::Transport { source, .. } => {
+                transport_error(Transport::Broken, message).with_source(source)
+            }
             JenkinsError::Decode { .. } => Error::new(ErrorKind::Unexpected, message),
             JenkinsError::UnexpectedStatus { status, .. } => {
                 Error::new(ErrorKind::Unexpected, message).with_status(status)
@@ -151,12 +154,13 @@ impl From<JenkinsError> for Error {
                 detail,
                 user,
                 retry_after,
-            } => status_error(status, &what, &detail, &user, retry_after).with_status(status),
+            } => status_error(status, &what, &detail, &user, retry_after),
         };
         err.with_executor(SCHEME)
     }
 }
 
+/// The shared mapping's kind, in Jenkins' words.
 fn status_error(
     status: u16,
     what: &str,
@@ -164,40 +168,29 @@ fn status_error(
     user: &str,
     retry_after: Option<Duration>,
 ) -> Error {
-    match status {
-        401 => Error::new(
-            ErrorKind::Unauthenticated,
-            format!(
-                "Jenkins refused the credentials of user '{user}' during {what}: \
-                 check the configured username and API token"
-            ),
+    let message = match status {
+        401 => format!(
+            "Jenkins refused the credentials of user '{user}' during {what}: \
+             check the configured username and API token"
         ),
-        403 => Error::new(
-            ErrorKind::PermissionDenied,
-            format!("Jenkins user '{user}' is not allowed to do {what}: {detail}"),
-        ),
-        404 => Error::new(ErrorKind::NotFound, format!("{what}: not found on Jenkins")),
-        409 => Error::new(ErrorKind::AlreadyExists, format!("{what}: {detail}")),
-        429 => {
-            let e = Error::new(
-                ErrorKind::RateLimited,
-                format!("{what}: Jenkins asks to slow down"),
-            );
-            match retry_after {
-                Some(d) => e.with_retry_after(d),
-                None => e.temporary(),
-            }
+        403 => format!("Jenkins user '{user}' is not allowed to do {what}: {detail}"),
+        404 => format!("{what}: not found on Jenkins"),
+        409 => format!("{what}: {detail}"),
+        429 => format!("{what}: Jenkins asks to slow down"),
+        500..=599 => format!("{what}: Jenkins failed: {detail}"),
+        _ => format!("{what}: Jenkins refused: {detail}"),
+    };
+    let e = executor_base::http::status_error(status, message, retry_after);
+    if status == 503 {
+        let mut u = Error::new(ErrorKind::Unexpected, e.message())
+            .with_status(503)
+            .temporary();
+        if let Some(d) = e.retry_after() {
+            u = u.with_retry_after(d);
         }
-        500..=599 => Error::new(
-            ErrorKind::Unexpected,
-            format!("{what}: Jenkins failed: {detail}"),
-        )
-        .temporary(),
-        _ => Error::new(
-            ErrorKind::Unexpected,
-            format!("{what}: Jenkins refused: {detail}"),
-        ),
+        return u;
     }
+    e
 }
 
 /// A short, tag-free excerpt of an error page (Jenkins answers errors with HTML).
@@ -264,6 +257,8 @@ mod tests {
         assert_eq!(status(409).kind(), ErrorKind::AlreadyExists);
         assert_eq!(status(429).retry_after(), Some(Duration::from_secs(2)));
         assert!(status(503).is_temporary());
+        assert_eq!(status(503).kind(), ErrorKind::Unexpected, "behind a proxy");
+        assert_eq!(status(503).retry_after(), Some(Duration::from_secs(2)));
         assert!(!status(400).is_temporary());
         assert_eq!(status(500).status(), Some(500));
         assert_eq!(status(500).executor(), "jenkins");

@@ -23,7 +23,7 @@ pub mod fake;
 pub use builder::JenkinsExecutorBuilder;
 pub use config::{
     DEFAULT_JOB_PREFIX, DEFAULT_LAUNCHER_IMAGE, DEFAULT_NODE_LABEL, DEFAULT_USERNAME,
-    JenkinsConfig, KEYS, PullPolicy,
+    JenkinsConfig, PullPolicy,
 };
 pub use executor::JenkinsExecutor;
 pub use job::{PARAMETERS, TIMEOUT_MARKER, TOKEN_PARAMETER};

@@ -34,6 +34,8 @@ struct Raw {
 
 impl Raw {
     fn new(j: &FakeJenkins) -> Self {
+        // reqwest is built without a provider of its own: the workspace's one (ring).
+        executor_base::tls::install_default_provider();
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())

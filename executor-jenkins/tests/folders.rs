@@ -331,7 +331,9 @@ async fn the_folder_option_is_validated_naming_the_key() {
         .unwrap();
     assert_eq!(e.folder(), "ci/sd");
     assert!(format!("{e:?}").contains("ci/sd"));
-    assert!(executor_jenkins::KEYS.contains(&"folder"));
+    let options =
+        <executor_jenkins::JenkinsConfig as executor_base::options::Configurable>::options();
+    assert!(options.find_exact("folder").is_some());
     let err = JenkinsExecutorBuilder::new()
         .with_url("http://127.0.0.1:8080")
         .with_credentials("u", "t")

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executor_base::engine::{BreakerConfig, EngineCalls, RetryPolicy};
+use executor_base::options::{ConfigBuilder, Problems};
 use executor_base::{Ecosystem, Error, LaunchMode, Owner, ResourceTable, TimeoutPolicy};
 use k8s_openapi::api::core::v1::Toleration;
 use kube::client::ClientBuilder;
-use serde_json::Value;
 
 use crate::SCHEME;
 use crate::cache::Shared;
@@ -52,7 +52,7 @@ pub struct K8sExecutorBuilder {
     config: K8sConfig,
     client: Option<kube::Client>,
     owner: Option<Owner>,
-    errors: Vec<Error>,
+    problems: Problems,
 }
 
 impl std::fmt::Debug for K8sExecutorBuilder {
@@ -61,46 +61,17 @@ impl std::fmt::Debug for K8sExecutorBuilder {
             .field("config", &self.config)
             .field("client", &self.client.is_some())
             .field("owner", &self.owner)
-            .field("errors", &self.errors)
+            .field("problems", &self.problems)
             .finish()
     }
 }
 
-/// `IMAGE_PULL_POLICY` -> `imagePullPolicy`.
-fn camel(snake: &str) -> String {
-    let mut out = String::new();
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.extend(c.to_lowercase());
-        }
-    }
-    out
-}
-
-/// Parses an option value for a field whose current value is `current`: JSON when it
-/// parses as such, else `k=v,k=v` for maps, `a,b` for lists, a plain string otherwise.
-fn parse_value(current: &Value, raw: &str) -> Value {
-    if let Ok(v) = serde_json::from_str::<Value>(raw)
-        && (!current.is_string() || v.is_string())
-    {
-        return v;
-    }
-    let items = || raw.split(',').map(str::trim).filter(|s| !s.is_empty());
-    match current {
-        Value::Object(_) => Value::Object(
-            items()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.trim().to_string(), Value::String(v.trim().to_string())))
-                .collect(),
-        ),
-        Value::Array(_) => Value::Array(items().map(|s| Value::String(s.to_string())).collect()),
-        _ => Value::String(raw.to_string()),
+/// `with_option`, `with_vars`, `with_section`, `from_env` and `layered`, from
+/// [`K8sConfig`]'s declared options.
+impl ConfigBuilder for K8sExecutorBuilder {
+    type Config = K8sConfig;
+    fn option_parts(&mut self) -> (&mut K8sConfig, &mut Problems) {
+        (&mut self.config, &mut self.problems)
     }
 }
 
@@ -110,13 +81,14 @@ impl K8sExecutorBuilder {
         Self::default()
     }
 
-    /// Defaults overridden by `EXECUTOR_K8S_*` variables (`EXECUTOR_K8S_NAMESPACE`,
-    /// `EXECUTOR_K8S_PREFIX`, `EXECUTOR_K8S_NODE_SELECTORS=k=v,...`,
-    /// `EXECUTOR_K8S_IMAGE_PULL_GRACE_SECONDS`, `EXECUTOR_K8S_PENDING_TIMEOUT_SECONDS`, any
-    /// other field in SCREAMING_SNAKE_CASE, or `EXECUTOR_K8S_CONFIG` holding the whole
-    /// config as JSON). kube itself reads `KUBECONFIG` at `build()`.
+    /// Defaults overridden by `EXECUTOR_K8S_<KEY>` variables (one per key of the README's
+    /// table or `sdx options k8s`: `EXECUTOR_K8S_NAMESPACE`,
+    /// `EXECUTOR_K8S_NODE_SELECTORS=k=v,...`, `EXECUTOR_K8S_IMAGE_PULL_GRACE_SECONDS`, ...),
+    /// after `EXECUTOR_K8S_CONFIG` holding a whole section as JSON. kube itself reads
+    /// `KUBECONFIG` at `build()` when `url` is unset. Bad values and unknown
+    /// `EXECUTOR_K8S_*` variables are reported by `build()`.
     pub fn from_env() -> Self {
-        Self::from_vars(std::env::vars())
+        <Self as ConfigBuilder>::from_env()
     }
 
     /// Like [`Self::from_env`], from the given variables (others are ignored).
@@ -126,58 +98,14 @@ impl K8sExecutorBuilder {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut vars: Vec<(String, String)> = vars
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let k = k.as_ref().strip_prefix(ENV_PREFIX)?.to_string();
-                Some((k, v.as_ref().to_string()))
-            })
-            .collect();
-        // The whole-config variable first, so single options override it.
-        vars.sort_by_key(|(k, _)| k != "CONFIG");
-        let mut b = Self::new();
-        for (k, v) in vars {
-            let var = format!("{ENV_PREFIX}{k}");
-            b = match k.as_str() {
-                "CONFIG" => match serde_json::from_str::<K8sConfig>(&v) {
-                    Ok(c) => b.with_config(c),
-                    Err(e) => b.push_error(config_error(&var, e)),
-                },
-                "IMAGE_PULL_GRACE_SECONDS" => b.option_as(&var, "policy.imagePullGraceSeconds", &v),
-                "PENDING_TIMEOUT_SECONDS" => b.option_as(&var, "policy.pendingTimeoutSeconds", &v),
-                _ => b.option_as(&var, &camel(&k), &v),
-            };
-        }
-        b
+        Self::new().with_vars(vars)
     }
 
-    fn push_error(mut self, e: Error) -> Self {
-        self.errors.push(e);
-        self
-    }
-
-    /// Sets one option by its config key (camelCase, dots for nested keys such as
-    /// `policy.pendingTimeoutSeconds`) from a string, as the CLI's `--opt key=value`.
-    /// A bad key or value is reported by `build()`.
+    /// Sets one option by key (camelCase; dots for nested keys such as
+    /// `retry.maxRetries` or `resources.ram.high`) from a string, as
+    /// `sdx --opt k8s.<key>=<value>`. A bad key or value is reported by `build()`.
     pub fn with_option(self, key: &str, value: &str) -> Self {
-        self.option_as(key, key, value)
-    }
-
-    fn option_as(mut self, name: &str, key: &str, raw: &str) -> Self {
-        let mut root = serde_json::to_value(&self.config).expect("config serialises");
-        let mut slot = &mut root;
-        for part in key.split('.') {
-            match slot.get_mut(part) {
-                Some(s) => slot = s,
-                None => return self.push_error(config_error(name, "unknown option")),
-            }
-        }
-        *slot = parse_value(slot, raw);
-        match serde_json::from_value::<K8sConfig>(root) {
-            Ok(c) => self.config = c,
-            Err(e) => self.errors.push(config_error(name, e)),
-        }
-        self
+        <Self as ConfigBuilder>::with_option(self, key, value)
     }
 
     /// The config so far.
@@ -209,14 +137,6 @@ impl K8sExecutorBuilder {
     /// `KUBECONFIG` / `~/.kube/config` / in-cluster inference).
     pub fn with_kubeconfig(mut self, path: impl Into<String>) -> Self {
         self.config.kubeconfig = Some(path.into());
-        self
-    }
-
-    /// Who owns the pods and Secrets this executor creates, written on them as the
-    /// `screwdriver.cd/owner` label (default: this process, [`Owner::current`]); see
-    /// [`executor_base::owner`] and the README's "Garbage collection".
-    pub fn with_owner(mut self, owner: Owner) -> Self {
-        self.owner = Some(owner);
         self
     }
 
@@ -294,6 +214,14 @@ impl K8sExecutorBuilder {
     /// Adds a toleration.
     pub fn with_toleration(mut self, t: Toleration) -> Self {
         self.config.tolerations.push(t);
+        self
+    }
+
+    /// Who owns the pods and Secrets this executor creates, written on them as the
+    /// `screwdriver.cd/owner` label (default: this process, [`Owner::current`]); see
+    /// [`executor_base::owner`] and the README's "Garbage collection".
+    pub fn with_owner(mut self, owner: Owner) -> Self {
+        self.owner = Some(owner);
         self
     }
 
@@ -399,9 +327,7 @@ impl K8sExecutorBuilder {
     /// [`K8sExecutor::wait_synced`]). Errors are [`executor_base::ErrorKind::ConfigInvalid`]
     /// naming the key.
     pub async fn build(self) -> Result<K8sExecutor, Error> {
-        if let Some(e) = self.errors.into_iter().next() {
-            return Err(e);
-        }
+        self.problems.check(SCHEME)?;
         let cfg = self.config;
         validate(&cfg)?;
         let (client, namespace, throttle) = match self.client {
@@ -450,6 +376,7 @@ impl K8sExecutorBuilder {
 }
 
 async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Throttle>>), Error> {
+    executor_base::tls::install_default_provider();
     let mut kc = match (&cfg.url, &cfg.kubeconfig) {
         (Some(u), _) => {
             kube::Config::new(u.parse::<http::Uri>().map_err(|e| config_error("url", e))?)

@@ -1,9 +1,13 @@
-//! [`K8sConfig`]: the executor's options as serde data, with upstream's defaults.
+//! [`K8sConfig`]: the executor's options as serde data, with upstream's defaults, and
+//! their declaration for the shared option system (`with_option`, `EXECUTOR_K8S_*`,
+//! `[k8s]` file sections, `--opt k8s.<key>=<value>`).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use executor_base::engine::{BreakerConfig, RetryPolicy};
 use executor_base::launch::DEFAULT_MOUNT_POINT;
+use executor_base::options::{Configurable, Options};
 use executor_base::{Ecosystem, LaunchMode, ResourceTable, TimeoutPolicy};
 use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
@@ -180,5 +184,234 @@ impl Default for K8sConfig {
             breaker: BreakerConfig::default(),
             accept_invalid_certs: false,
         }
+    }
+}
+
+/// The Kubernetes executor's options, declared once: `with_option`, `EXECUTOR_K8S_<KEY>`,
+/// `[k8s]` file sections, `--opt k8s.<key>=<value>` and the README table all come from
+/// this list.
+impl Configurable for K8sConfig {
+    fn options() -> &'static Options<Self> {
+        static OPTIONS: LazyLock<Options<K8sConfig>> = LazyLock::new(declare);
+        &OPTIONS
+    }
+}
+
+fn declare() -> Options<K8sConfig> {
+    Options::<K8sConfig>::new(crate::SCHEME)
+        .field(
+            "url",
+            "API server URL (`https://127.0.0.1:6443`); empty: `kubeconfig`, else kube's inference (`KUBECONFIG`, `~/.kube/config`, in-cluster).",
+            |c| &mut c.url,
+        )
+        .field(
+            "kubeconfig",
+            "Path of a kubeconfig file whose current context to use, instead of kube's inference.",
+            |c| &mut c.kubeconfig,
+        )
+        .engine_variable(
+            "KUBECONFIG",
+            "read by kube's config inference when `url` and `kubeconfig` are empty (then `~/.kube/config`, then the in-cluster service account).",
+        )
+        .field(
+            "namespace",
+            "Namespace builds run in; empty: the kubeconfig context's, else `default`.",
+            |c| &mut c.namespace,
+        )
+        .field(
+            "prefix",
+            "Prefix of pod and secret names and of the `sdbuild` label.",
+            |c| &mut c.prefix,
+        )
+        .field(
+            "launcherImage",
+            "The launcher (job-tools) image (upstream `launchImage`).",
+            |c| &mut c.launcher_image,
+        )
+        .field(
+            "launcherVersion",
+            "The launcher image tag (upstream `launchVersion`).",
+            |c| &mut c.launcher_version,
+        )
+        .json(
+            "launcherCopyCommand",
+            "The init container's command (a JSON array) copying job-tools to `/opt/launcher`.",
+            |c| &mut c.launcher_copy_command,
+        )
+        .field(
+            "launchMode",
+            "`native` launch (token from a Secret) or upstream's `run.sh` (token in the pod spec).",
+            |c| &mut c.launch_mode,
+        )
+        .field(
+            "mountPoint",
+            "Where job-tools are mounted in the build container.",
+            |c| &mut c.mount_point,
+        )
+        .field(
+            "deadlineSlackSeconds",
+            "Added to the build timeout for `activeDeadlineSeconds` (the engine-side backstop).",
+            |c| &mut c.deadline_slack_seconds,
+        )
+        .field(
+            "expiryBufferMinutes",
+            "Added to the build timeout for the expiry label gc honours.",
+            |c| &mut c.expiry_buffer_minutes,
+        )
+        .resources(|c| &mut c.resources)
+        .field(
+            "requestFraction",
+            "Requests as a fraction of limits (1.0: Guaranteed QoS).",
+            |c| &mut c.request_fraction,
+        )
+        .field(
+            "nodeSelectors",
+            "Required node labels (`k=v,k=v`); each also tolerates a `NoSchedule` taint of the same key and value.",
+            |c| &mut c.node_selectors,
+        )
+        .field(
+            "preferredNodeSelectors",
+            "Preferred node labels (`k=v,k=v`; one preferred affinity term, weight 100).",
+            |c| &mut c.preferred_node_selectors,
+        )
+        .json(
+            "tolerations",
+            "Extra tolerations (a JSON array of Kubernetes tolerations).",
+            |c| &mut c.tolerations,
+        )
+        .field(
+            "diskSpeedLabel",
+            "Node label key the `screwdriver.cd/diskSpeed` annotation selects on; empty: ignored.",
+            |c| &mut c.disk_speed_label,
+        )
+        .field(
+            "serviceAccount",
+            "`serviceAccountName` of build pods.",
+            |c| &mut c.service_account,
+        )
+        .field(
+            "automountServiceAccountToken",
+            "Mount the service account token into build pods.",
+            |c| &mut c.automount_service_account_token,
+        )
+        .field(
+            "imagePullPolicy",
+            "`imagePullPolicy` of the build container: `Always`, `IfNotPresent` or `Never`.",
+            |c| &mut c.image_pull_policy,
+        )
+        .field(
+            "imagePullSecrets",
+            "Names of image pull secrets (`a,b`).",
+            |c| &mut c.image_pull_secrets,
+        )
+        .field(
+            "terminationGracePeriodSeconds",
+            "`terminationGracePeriodSeconds` of build pods (a larger annotation wins).",
+            |c| &mut c.termination_grace_period_seconds,
+        )
+        .field(
+            "runtimeClass",
+            "`runtimeClassName` of build pods (`gvisor`, `kata`); empty: the cluster's default.",
+            |c| &mut c.runtime_class,
+        )
+        .field(
+            "privileged",
+            "Run the build container privileged.",
+            |c| &mut c.privileged,
+        )
+        .json(
+            "volumeMounts",
+            "Node paths mounted into the build container (a JSON array of `{name, mountPath, path, type, readOnly}`).",
+            |c| &mut c.volume_mounts,
+        )
+        .field(
+            "stopGraceSeconds",
+            "Grace period of `stop` for pods that started; empty: the pod's own.",
+            |c| &mut c.stop_grace_seconds,
+        )
+        .field(
+            "pendingStopGraceSeconds",
+            "Grace period of `stop` for pods still `Pending`.",
+            |c| &mut c.pending_stop_grace_seconds,
+        )
+        .field(
+            "podLabels",
+            "Extra labels on build pods (`k=v,k=v`; ours win on conflict).",
+            |c| &mut c.pod_labels,
+        )
+        .field(
+            "podAnnotations",
+            "Annotations on build pods (`k=v,k=v`).",
+            |c| &mut c.pod_annotations,
+        )
+        .field(
+            "imagePullGraceSeconds",
+            "How long an image pull may back off before the build fails.",
+            |c| &mut c.policy.image_pull_grace_seconds,
+        )
+        .alias("policy.imagePullGraceSeconds")
+        .field(
+            "pendingTimeoutSeconds",
+            "How long a pod may stay `Pending` (unschedulable) before the build fails.",
+            |c| &mut c.policy.pending_timeout_seconds,
+        )
+        .alias("policy.pendingTimeoutSeconds")
+        .json(
+            "policy",
+            "The whole per-reason failure policy (JSON: `imagePullGraceSeconds`, `pendingTimeoutSeconds`, `rules`).",
+            |c| &mut c.policy,
+        )
+        .field(
+            "watch",
+            "Serve `status` from one shared watch; `false`: a LIST per call (upstream's way).",
+            |c| &mut c.watch,
+        )
+        .field(
+            "watchTimeoutSeconds",
+            "Server-side timeout of each watch request; the watcher reconnects.",
+            |c| &mut c.watch_timeout_seconds,
+        )
+        .field(
+            "watchLagGraceSeconds",
+            "How long a started pod may be missing from the watch before `status` GETs it.",
+            |c| &mut c.watch_lag_grace_seconds,
+        )
+        .field(
+            "retainFinishedSeconds",
+            "How long a finished build's status is remembered.",
+            |c| &mut c.retain_finished_seconds,
+        )
+        .field(
+            "qps",
+            "Client-wide requests per second (every call and the watch).",
+            |c| &mut c.qps,
+        )
+        .field("burst", "Client-wide burst above `qps`.", |c| &mut c.burst)
+        .field(
+            "acceptInvalidCerts",
+            "Accept an invalid TLS certificate of the API server.",
+            |c| &mut c.accept_invalid_certs,
+        )
+        .timeout(|c| &mut c.timeout)
+        .ecosystem(|c| &mut c.ecosystem)
+        .retry(|c| &mut c.retry)
+        .breaker(|c| &mut c.breaker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_table_matches_the_declarations() {
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        K8sConfig::options()
+            .check_readme_file(&readme)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            K8sConfig::options().undeclared_fields(),
+            Vec::<String>::new(),
+            "fields of K8sConfig no option key declares"
+        );
     }
 }

@@ -1,14 +1,16 @@
 //! Mapping of kube errors to [`executor_base::Error`].
 //!
-//! 404 -> `NotFound`, 401 -> `Unauthenticated`, 403 -> `PermissionDenied`, 409 ->
-//! `AlreadyExists`, 400/422 -> `ConfigInvalid` (the API refused a manifest built from our
-//! config), 429 -> `RateLimited` with the server's `retryAfterSeconds`, 5xx -> temporary
-//! `Unexpected` (retried for idempotent calls only: the request may have been applied),
-//! connection refused -> temporary `Unavailable` (the request never left, so even a create
-//! may be retried), transport timeouts -> temporary `Timeout`.
+//! Statuses and transport failures go through the shared mapping of
+//! [`executor_base::http`] (404 `NotFound`, 409 `AlreadyExists`, 429 `RateLimited`, 503
+//! `Unavailable`, 504 `Timeout`, other 5xx temporary; connection refused `Unavailable`,
+//! so even a create may be retried). Kubernetes' own cases: 400/422 are `ConfigInvalid`
+//! (the API refused a manifest built from our config); a 429's wait comes from the
+//! status' `retryAfterSeconds` (1 s when absent); an unreadable answer is a persistent
+//! `Unexpected`.
 
 use std::time::Duration;
 
+use executor_base::http::{Transport, status_error, transport_error};
 use executor_base::{Error, ErrorKind};
 
 use crate::SCHEME;
@@ -31,26 +33,18 @@ pub(crate) fn map_ref(e: &kube::Error) -> Error {
             } else {
                 status.message.clone()
             };
-            let base = |kind| Error::new(kind, msg.clone()).with_status(code);
             let err = match code {
-                404 => base(ErrorKind::NotFound),
-                401 => base(ErrorKind::Unauthenticated),
-                403 => base(ErrorKind::PermissionDenied),
-                409 => base(ErrorKind::AlreadyExists),
-                400 | 422 => base(ErrorKind::ConfigInvalid),
+                400 | 422 => Error::new(ErrorKind::ConfigInvalid, msg).with_status(code),
                 429 => {
                     let secs = status
                         .details
                         .as_ref()
                         .map(|d| d.retry_after_seconds)
                         .filter(|s| *s > 0);
-                    base(ErrorKind::RateLimited).with_retry_after(
-                        secs.map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s.into())),
-                    )
+                    let after = secs.map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s.into()));
+                    status_error(code, msg, Some(after))
                 }
-                504 => base(ErrorKind::Timeout).temporary(),
-                c if c >= 500 => base(ErrorKind::Unexpected).temporary(),
-                _ => base(ErrorKind::Unexpected),
+                _ => status_error(code, msg, None),
             };
             if status.reason.is_empty() {
                 err
@@ -64,32 +58,21 @@ pub(crate) fn map_ref(e: &kube::Error) -> Error {
 
 fn transport(e: &kube::Error) -> Error {
     let text = e.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut kind = None;
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            kind = Some(io.kind());
-            break;
-        }
-        source = s.source();
-    }
-    use std::io::ErrorKind as Io;
-    match kind {
-        Some(Io::ConnectionRefused | Io::NotFound | Io::AddrNotAvailable) => Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot reach the API server: {text}"),
-        )
-        .temporary(),
-        Some(Io::TimedOut) => Error::new(ErrorKind::Timeout, text).temporary(),
-        _ if matches!(e, kube::Error::SerdeError(_)) => Error::new(
+    if matches!(e, kube::Error::SerdeError(_)) {
+        return Error::new(
             ErrorKind::Unexpected,
             format!("unreadable API answer: {text}"),
-        ),
-        // The request may or may not have reached the server: temporary, but a
-        // non-idempotent call is not retried on it.
-        _ => Error::new(ErrorKind::Unexpected, text).temporary(),
+        )
+        .with_executor(SCHEME);
     }
-    .with_executor(SCHEME)
+    // A broken connection may or may not have delivered the request: temporary, but a
+    // non-idempotent call is not retried on it.
+    let t = Transport::classify(e);
+    let message = match t {
+        Transport::Connect => format!("cannot reach the API server: {text}"),
+        _ => text,
+    };
+    transport_error(t, message).with_executor(SCHEME)
 }
 
 /// A refused pod create, explained where the refusal is about our configuration rather
@@ -146,7 +129,8 @@ mod tests {
             (409, ErrorKind::AlreadyExists, false),
             (422, ErrorKind::ConfigInvalid, false),
             (500, ErrorKind::Unexpected, true),
-            (503, ErrorKind::Unexpected, true),
+            (502, ErrorKind::Unexpected, true),
+            (503, ErrorKind::Unavailable, true),
             (504, ErrorKind::Timeout, true),
         ];
         for (code, kind, temporary) in cases {

@@ -177,3 +177,52 @@ fn host_mount_typed() -> HostVolumeMount {
         read_only: false,
     }
 }
+
+#[tokio::test]
+async fn file_env_and_flags_layer_in_precedence_order_and_refuse_unknown_keys() {
+    use executor_base::options::ConfigBuilder;
+    let file = serde_json::json!({
+        "namespace": "from-file", "prefix": "file-", "qps": 9,
+        "retry": {"maxRetries": 2}, "resources": {"ram": {"high": 8}},
+        "policy": {"imagePullGraceSeconds": 40},
+    });
+    let vars = [
+        ("EXECUTOR_K8S_PREFIX", "env-"),
+        ("EXECUTOR_K8S_QPS", "11"),
+        ("EXECUTOR_K8S_BREAKER_MAX_FAILURES", "3"),
+    ];
+    let flags = [("qps".to_string(), "12".to_string())];
+    let b = K8sExecutorBuilder::new().layered(Some(&file), vars, &flags);
+    let c = b.config();
+    assert_eq!(c.namespace.as_deref(), Some("from-file"));
+    assert_eq!(c.prefix, "env-", "env over file");
+    assert_eq!(c.qps, 12, "flag over env");
+    assert_eq!((c.retry.max_retries, c.breaker.max_failures), (2, 3));
+    assert_eq!(c.resources.ram.high, 8.0);
+    assert_eq!(
+        c.resources.ram.low, 2.0,
+        "the other tiers keep their RAM defaults"
+    );
+    assert_eq!(c.policy.image_pull_grace_seconds, 40);
+    assert!(
+        !c.policy.rules.is_empty(),
+        "merging one field keeps the rules"
+    );
+
+    let msg = refused(K8sExecutorBuilder::new().with_section(&serde_json::json!({
+        "namespce": "x", "qps": "fast", "nodeSelectors": ["a"],
+    })))
+    .await;
+    for part in [
+        "namespce: unknown option of k8s; did you mean `namespace`?",
+        "qps: must be an integer",
+        "nodeSelectors: expected a map, got an array",
+    ] {
+        assert!(msg.contains(part), "{part} missing in {msg}");
+    }
+    let msg = refused(K8sExecutorBuilder::new().with_option("timeout.maxMinutes", "-1")).await;
+    assert!(
+        msg.contains("timeout.maxMinutes: must be an integer"),
+        "{msg}"
+    );
+}

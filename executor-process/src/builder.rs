@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use executor_base::launch::{TOKEN_ENV, TOKEN_FILE_ENV};
+use executor_base::options::{ConfigBuilder, Problems};
 use executor_base::{Ecosystem, Error, LaunchMode, TimeoutPolicy};
 
 use crate::config::{ProcessConfig, default_job_tools, default_state_dir};
@@ -14,26 +15,6 @@ use crate::executor::ProcessExecutor;
 
 /// The most a grace period may be (stop or timeout), to catch unit mistakes (`10000000`).
 const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
-
-/// Option keys accepted by [`ProcessExecutorBuilder::with_option`], with the environment
-/// variable [`ProcessExecutorBuilder::from_env`] reads each from.
-pub const OPTIONS: &[(&str, &str)] = &[
-    ("jobTools", "EXECUTOR_PROCESS_JOB_TOOLS"),
-    ("stateDir", "EXECUTOR_PROCESS_STATE_DIR"),
-    ("stopGraceMs", "EXECUTOR_PROCESS_STOP_GRACE_MS"),
-    ("timeoutGraceMs", "EXECUTOR_PROCESS_TIMEOUT_GRACE_MS"),
-    (
-        "timeoutDefaultMinutes",
-        "EXECUTOR_PROCESS_TIMEOUT_DEFAULT_MINUTES",
-    ),
-    ("timeoutMaxMinutes", "EXECUTOR_PROCESS_TIMEOUT_MAX_MINUTES"),
-    ("storeUri", "EXECUTOR_PROCESS_STORE_URI"),
-    ("uiUri", "EXECUTOR_PROCESS_UI_URI"),
-    ("launchMode", "EXECUTOR_PROCESS_LAUNCH_MODE"),
-    ("passEnv", "EXECUTOR_PROCESS_PASS_ENV"),
-    ("tokenEnv", "EXECUTOR_PROCESS_TOKEN_ENV"),
-    ("cgroups", "EXECUTOR_PROCESS_CGROUPS"),
-];
 
 /// Builds a [`ProcessExecutor`].
 ///
@@ -67,8 +48,17 @@ pub const OPTIONS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Default)]
 pub struct ProcessExecutorBuilder {
     config: ProcessConfig,
-    /// The first bad option given as a string, reported by `build`.
-    error: Option<(String, String)>,
+    /// Options refused so far, reported by `build`.
+    problems: Problems,
+}
+
+/// `with_option`, `with_vars`, `with_section`, `from_env` and `layered`, from
+/// [`ProcessConfig`]'s declared options.
+impl ConfigBuilder for ProcessExecutorBuilder {
+    type Config = ProcessConfig;
+    fn option_parts(&mut self) -> (&mut ProcessConfig, &mut Problems) {
+        (&mut self.config, &mut self.problems)
+    }
 }
 
 impl ProcessExecutorBuilder {
@@ -77,22 +67,18 @@ impl ProcessExecutorBuilder {
         Self::default()
     }
 
-    /// A builder with options from the `EXECUTOR_PROCESS_*` environment variables
-    /// (see [`OPTIONS`]); `EXECUTOR_PROCESS_ENV_<NAME>=value` adds `<NAME>` to the builds'
-    /// environment.
+    /// A builder with options from the `EXECUTOR_PROCESS_<KEY>` environment variables
+    /// (one per key of the README's table or `sdx options process`);
+    /// `EXECUTOR_PROCESS_ENV_<NAME>=value` adds `<NAME>` to the builds' environment.
+    /// Bad values and unknown `EXECUTOR_PROCESS_*` variables are reported by
+    /// [`Self::build`].
     pub fn from_env() -> Self {
-        let mut b = Self::new();
-        for (key, var) in OPTIONS {
-            if let Ok(v) = std::env::var(var) {
-                b = b.with_option(key, &v);
-            }
-        }
-        for (k, v) in std::env::vars() {
-            if let Some(name) = k.strip_prefix("EXECUTOR_PROCESS_ENV_") {
-                b = b.with_env(name, v);
-            }
-        }
-        b
+        <Self as ConfigBuilder>::from_env()
+    }
+
+    /// The options so far (not yet validated).
+    pub fn config(&self) -> &ProcessConfig {
+        &self.config
     }
 
     /// Replaces all options.
@@ -101,68 +87,10 @@ impl ProcessExecutorBuilder {
         self
     }
 
-    /// Sets one option from its string form (keys of [`OPTIONS`], or `env.<NAME>`).
-    /// A bad value or unknown key is reported by [`Self::build`].
-    pub fn with_option(mut self, key: &str, value: &str) -> Self {
-        if let Err(reason) = self.apply(key, value) {
-            self.error.get_or_insert((key.to_string(), reason));
-        }
-        self
-    }
-
-    fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let c = &mut self.config;
-        let ms = |v: &str| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("must be milliseconds (an integer), got {v:?}"))
-        };
-        let minutes = |v: &str| {
-            v.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("must be minutes (an integer), got {v:?}"))
-        };
-        let url = |v: &str| executor_base::config::parse_http_url(v);
-        match key {
-            "jobTools" => c.job_tools = Some(PathBuf::from(value)),
-            "stateDir" => c.state_dir = Some(PathBuf::from(value)),
-            "stopGraceMs" => c.stop_grace_ms = ms(value)?,
-            "timeoutGraceMs" => c.timeout_grace_ms = ms(value)?,
-            "timeoutDefaultMinutes" => c.timeout.default_minutes = minutes(value)?,
-            "timeoutMaxMinutes" => c.timeout.max_minutes = minutes(value)?,
-            "storeUri" => c.ecosystem.store = url(value)?,
-            "uiUri" => c.ecosystem.ui = url(value)?,
-            "launchMode" => {
-                c.launch_mode = match value.trim() {
-                    "native" => LaunchMode::Native,
-                    "screwdriver" => LaunchMode::Screwdriver,
-                    other => return Err(format!("unknown launch mode {other:?}, expected native")),
-                }
-            }
-            "passEnv" => {
-                c.pass_env = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
-            "tokenEnv" => c.token_env = boolean(value)?,
-            "cgroups" => c.cgroups = boolean(value)?,
-            _ => match key.strip_prefix("env.") {
-                Some(name) => {
-                    c.env.insert(name.to_string(), value.to_string());
-                }
-                None => {
-                    let known: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
-                    return Err(format!(
-                        "unknown option, expected one of {} or env.<NAME>",
-                        known.join(", ")
-                    ));
-                }
-            },
-        }
-        Ok(())
+    /// Sets one option from its string form (a key of the README's table, or
+    /// `env.<NAME>`). A bad value or unknown key is reported by [`Self::build`].
+    pub fn with_option(self, key: &str, value: &str) -> Self {
+        <Self as ConfigBuilder>::with_option(self, key, value)
     }
 
     /// The directory holding the `launch` program.
@@ -244,9 +172,7 @@ impl ProcessExecutorBuilder {
 
     fn validate(self) -> Result<Settings, Error> {
         let bad = |key: &str, reason: String| config_invalid("build", key, reason);
-        if let Some((key, reason)) = self.error {
-            return Err(bad(&key, reason));
-        }
+        self.problems.check(crate::SCHEME)?;
         let c = self.config;
         if c.launch_mode == LaunchMode::Screwdriver {
             return Err(bad(
@@ -284,16 +210,16 @@ impl ProcessExecutorBuilder {
                     "value contains a NUL byte".into(),
                 ));
             }
-            if name == crate::tree::MARK_ENV {
-                return Err(bad(
-                    &format!("env[{name}]"),
-                    "is set by the executor: it marks every process of a build".into(),
-                ));
-            }
             if name == TOKEN_ENV || name == TOKEN_FILE_ENV {
                 return Err(bad(
                     &format!("env[{name}]"),
                     "is set by the executor from the build's token (see tokenEnv)".into(),
+                ));
+            }
+            if name == crate::tree::MARK_ENV {
+                return Err(bad(
+                    &format!("env[{name}]"),
+                    "is set by the executor: it marks every process of a build".into(),
                 ));
             }
         }
@@ -340,14 +266,6 @@ impl ProcessExecutorBuilder {
     }
 }
 
-fn boolean(value: &str) -> Result<bool, String> {
-    match value.trim() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" | "" => Ok(false),
-        other => Err(format!("must be true or false, got {other:?}")),
-    }
-}
-
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -377,12 +295,10 @@ fn check_env_name(key: &str, name: &str) -> Result<(), Error> {
     }
 }
 
-/// A builder from `key=value` options (keys of [`OPTIONS`], or `env.<NAME>`).
+/// A builder from `key=value` options (keys of the README's table, or `env.<NAME>`).
 impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for ProcessExecutorBuilder {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
-        pairs.into_iter().fold(Self::new(), |b, (k, v)| {
-            b.with_option(k.as_ref(), v.as_ref())
-        })
+        Self::new().with_options(pairs)
     }
 }
 
@@ -504,6 +420,47 @@ mod tests {
         assert_eq!(s.env, [("CI".to_string(), "true".to_string())]);
         assert!(s.token_env);
         assert!(s.builds_dir.is_dir());
+    }
+
+    #[test]
+    fn options_from_env_file_and_flags_in_precedence_order() {
+        let state = tempfile::tempdir().unwrap();
+        let file = serde_json::json!({
+            "jobTools": "/opt/file", "stateDir": state.path(), "stopGraceMs": 1000,
+            "timeout": {"maxMinutes": 30}, "env": {"FROM_FILE": "1"},
+        });
+        let vars = [
+            ("EXECUTOR_PROCESS_STOP_GRACE_MS", "2000"),
+            ("EXECUTOR_PROCESS_ENV_FROM_ENV", "2"),
+            ("EXECUTOR_PROCESS_TIMEOUT_MAX_MINUTES", "40"),
+        ];
+        let flags = [("timeout.maxMinutes".to_string(), "50".to_string())];
+        let s = ProcessExecutorBuilder::new()
+            .layered(Some(&file), vars, &flags)
+            .validate()
+            .unwrap();
+        assert_eq!(s.job_tools, PathBuf::from("/opt/file"));
+        assert_eq!(s.stop_grace, Duration::from_secs(2), "env over file");
+        assert_eq!(s.timeout.max_minutes, 50, "flag over env");
+        assert_eq!(s.env.len(), 2, "{:?}", s.env);
+
+        let e = err(
+            ProcessExecutorBuilder::new().with_section(&serde_json::json!({
+                "stopGracems": 1, "tokenEnv": "maybe",
+            })),
+        );
+        let m = e.to_string();
+        assert!(
+            m.contains("stopGracems: unknown option of process; did you mean `stopGraceMs`?"),
+            "{m}"
+        );
+        assert!(m.contains("tokenEnv: must be true or false"), "{m}");
+        let e =
+            err(ProcessExecutorBuilder::new().with_vars([("EXECUTOR_PROCESS_STOP_GRACE", "1")]));
+        assert!(
+            e.to_string().contains("EXECUTOR_PROCESS_STOP_GRACE_MS?"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! [`ProcessConfig`]: the process backend's options as plain serde data.
+//! [`ProcessConfig`]: the process backend's options as plain serde data, and their
+//! declaration for the shared option system (`with_option`, `EXECUTOR_PROCESS_*`,
+//! `[process]` file sections, `--opt process.<key>=<value>`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
+use executor_base::options::{Configurable, Options};
 use executor_base::{Ecosystem, LaunchMode, TimeoutPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +149,67 @@ pub fn default_state_dir() -> PathBuf {
     PathBuf::from(".sdx")
 }
 
+/// The process backend's options, declared once: `with_option`, `EXECUTOR_PROCESS_<KEY>`,
+/// `[process]` file sections, `--opt process.<key>=<value>` and the README table all come
+/// from this list.
+impl Configurable for ProcessConfig {
+    fn options() -> &'static Options<Self> {
+        static OPTIONS: LazyLock<Options<ProcessConfig>> = LazyLock::new(declare);
+        &OPTIONS
+    }
+}
+
+fn declare() -> Options<ProcessConfig> {
+    Options::<ProcessConfig>::new(crate::SCHEME)
+        .field(
+            "jobTools",
+            "Directory holding the `launch` program; empty: the directory of the running executable.",
+            |c| &mut c.job_tools,
+        )
+        .field(
+            "stateDir",
+            "Directory for per-build logs, token files and state; empty: `$XDG_STATE_HOME/sdx`, else `$HOME/.local/state/sdx`, else `./.sdx`.",
+            |c| &mut c.state_dir,
+        )
+        .field(
+            "stopGraceMs",
+            "Grace between SIGTERM and SIGKILL on `stop`, ms.",
+            |c| &mut c.stop_grace_ms,
+        )
+        .field(
+            "timeoutGraceMs",
+            "How long a build may run past its timeout before the executor kills it and reports `TimedOut`, ms.",
+            |c| &mut c.timeout_grace_ms,
+        )
+        .field(
+            "launchMode",
+            "Launch contract; only `native` is accepted (screwdriver mode puts the token in `ps`).",
+            |c| &mut c.launch_mode,
+        )
+        .entries(
+            "env",
+            "Extra environment variables of every build (`k=v,k=v`, or one per `env.<NAME>`).",
+            |c| &mut c.env,
+        )
+        .field(
+            "passEnv",
+            "Names of the executor's own environment variables passed through to builds (`a,b`).",
+            |c| &mut c.pass_env,
+        )
+        .field(
+            "tokenEnv",
+            "Deliver the token in `SD_TOKEN` instead of a 0600 file (readable through `/proc/<pid>/environ`).",
+            |c| &mut c.token_env,
+        )
+        .field(
+            "cgroups",
+            "Give each build a cgroup (v2) of its own where the machine allows it; `false`: track builds by process group and marker variable only.",
+            |c| &mut c.cgroups,
+        )
+        .timeout(|c| &mut c.timeout)
+        .ecosystem(|c| &mut c.ecosystem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +221,19 @@ mod tests {
         let d = format!("{c:?}");
         assert!(d.contains("DEPLOY_KEY"));
         assert!(!d.contains("hunter2"));
+    }
+
+    #[test]
+    fn readme_table_matches_the_declarations() {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        ProcessConfig::options()
+            .check_readme_file(&readme)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ProcessConfig::options().undeclared_fields(),
+            Vec::<String>::new(),
+            "fields of ProcessConfig no option key declares"
+        );
     }
 
     #[test]

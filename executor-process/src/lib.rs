@@ -115,7 +115,7 @@ mod supervisor;
 mod testutil;
 mod tree;
 
-pub use builder::{OPTIONS, ProcessExecutorBuilder};
+pub use builder::ProcessExecutorBuilder;
 pub use config::{
     DEFAULT_PASS_ENV, DEFAULT_STOP_GRACE_MS, DEFAULT_TIMEOUT_GRACE_MS, ENV_JOB_TOOLS,
     ENV_STATE_DIR, ProcessConfig, default_job_tools, default_state_dir,

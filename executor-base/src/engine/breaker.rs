@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -372,18 +373,14 @@ fn refusal(class: CallClass, b: &Breaker, retry_in: Option<Duration>) -> Error {
 
 /// Records an attempt's outcome; releases a half-open probe if the attempt is cancelled.
 pub(super) struct ProbeGuard<'a> {
-    breakers: &'a parking_lot::Mutex<Breakers>,
+    breakers: &'a Mutex<Breakers>,
     class: CallClass,
     probe: bool,
     done: bool,
 }
 
 impl<'a> ProbeGuard<'a> {
-    pub(super) fn new(
-        breakers: &'a parking_lot::Mutex<Breakers>,
-        class: CallClass,
-        probe: bool,
-    ) -> Self {
+    pub(super) fn new(breakers: &'a Mutex<Breakers>, class: CallClass, probe: bool) -> Self {
         Self {
             breakers,
             class,

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// How failed engine calls are retried.
@@ -83,8 +82,7 @@ impl RetryPolicy {
         let base = self.backoff(attempt);
         let jittered = if self.jitter && !base.is_zero() {
             let half = base / 2;
-            let extra =
-                rand::rng().random_range(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
+            let extra = fastrand::u64(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
             half + Duration::from_nanos(extra)
         } else {
             base

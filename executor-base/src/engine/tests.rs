@@ -162,6 +162,14 @@ async fn not_idempotent_calls_retry_only_when_the_request_never_arrived() {
         assert!(r.is_ok());
         assert_eq!(n, 2);
     }
+    // A 503 is an answer: the request arrived and may have been applied.
+    let errors = vec![
+        Error::new(ErrorKind::Unavailable, "x")
+            .with_status(503)
+            .temporary(),
+    ];
+    let (r, n, _) = run_script(&calls, Idempotency::NotIdempotent, errors).await;
+    assert_eq!((r.unwrap_err().status(), n), (Some(503), 1));
 }
 
 #[tokio::test(start_paused = true)]

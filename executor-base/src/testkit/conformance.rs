@@ -761,7 +761,7 @@ async fn check<F, Fut>(
     F: FnOnce(Arc<Probe>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let nonce = format!("{:016x}", rand::random::<u64>());
+    let nonce = format!("{:016x}", fastrand::u64(..));
     let probe = Arc::new(Probe {
         rule,
         exec,

@@ -287,7 +287,7 @@ pub async fn run_scenario(
     sc: &Scenario,
     first: u64,
 ) -> Outcome {
-    let nonce = format!("{:016x}", rand::random::<u64>());
+    let nonce = format!("{:016x}", fastrand::u64(..));
     let dispatch = capture::install(&nonce);
     let p = Run {
         exec,

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
 
 use crate::config::{StartConfig, StopConfig, TimerConfig};
 use crate::error::Error;

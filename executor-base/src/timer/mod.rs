@@ -2,8 +2,9 @@
 //!
 //! * [`TimerService`]: one task and one `tokio_util::time::DelayQueue` for every pending
 //!   deadline (not a task or a sleep per build), written through a [`TimerStore`].
-//! * [`MemoryTimerStore`] and the durable [`SqliteTimerStore`]: after a restart pending
-//!   deadlines are reloaded, and those that passed while the process was down fire at once.
+//! * [`MemoryTimerStore`] and the durable `SqliteTimerStore` (feature `sqlite`): after a
+//!   restart pending deadlines are reloaded, and those that passed while the process was
+//!   down fire at once.
 //! * `PostgresTimerStore` (feature `postgres`): one store for several processes; each
 //!   deadline is claimed in the database before it fires, so it fires in exactly one, and
 //!   deadlines of a process that died are swept up by the others within the claim interval.
@@ -27,6 +28,7 @@ mod enforce;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod service;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
 
@@ -36,5 +38,6 @@ pub use postgres::{DEFAULT_CLAIM_TTL, MIGRATIONS as POSTGRES_MIGRATIONS, Postgre
 pub use service::{
     DEFAULT_CLAIM_INTERVAL, Expired, ExpiryHandler, TimerService, TimerServiceBuilder,
 };
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTimerStore;
 pub use store::{MemoryTimerStore, StoredDeadline, TimerStore};

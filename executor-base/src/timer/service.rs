@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::sync::{Mutex, RwLock};
 use chrono::{DateTime, Utc};
-use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::time::DelayQueue;

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 
+use crate::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::ids::{BuildId, JobId};

@@ -10,10 +10,7 @@ use crate::error::{CliError, CliResult};
 
 /// Runs the worker until SIGTERM, SIGUSR1 or Ctrl-C, then drains.
 pub async fn run(ctx: &Ctx, a: GearmanWorkerArgs) -> CliResult<u8> {
-    let mut cfg = match ctx.file.section::<WorkerConfig>("gearmanWorker")? {
-        Some(c) => c,
-        None => WorkerConfig::from_env(),
-    };
+    let mut cfg: WorkerConfig = ctx.file.config()?;
     if let Some(s) = a.server {
         cfg.server = s;
     }

@@ -8,6 +8,7 @@ mod gc;
 mod gearman;
 #[cfg(feature = "docker")]
 mod launcher_image;
+mod options;
 mod run;
 mod serve;
 mod status;
@@ -31,7 +32,7 @@ pub struct Ctx {
 
 /// Runs the command; returns the process exit code.
 pub async fn run(cli: Cli) -> CliResult<u8> {
-    let file = FileConfig::load(cli.config.as_deref())?;
+    let file = FileConfig::load(cli.config.as_deref(), &cli.opts)?;
     let explicit_executors = cli.executor.is_some() || file.executor.is_some();
     let executors = executors(cli.executor.as_deref(), &file)?;
     let ctx = Ctx {
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
         explicit_executors,
     };
     match cli.command {
+        Command::Options(a) => options::run(a),
         Command::Demo(a) => demo::run(&ctx, a).await,
         Command::Run(a) => run::run(&ctx, a).await,
         Command::Status(a) => status::run(&ctx, a).await,

@@ -1,15 +1,23 @@
-//! The launcher worker's configuration.
+//! The launcher worker's configuration, and its declaration for the shared option system
+//! (`EXECUTOR_GEARMAN_WORKER_*`, `[gearmanWorker]` file sections,
+//! `--opt gearmanWorker.<key>=<value>`).
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use executor_base::config::parse_http_url;
+use executor_base::options::{ConfigBuilder, Configurable, Configured, Options, env_vars};
 use executor_base::{Error, ErrorKind, ImageRef};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::codec::DEFAULT_MAX_PACKET_SIZE;
+
+/// The option scheme of the launcher worker: `--opt gearmanWorker.<key>=<value>`,
+/// `EXECUTOR_GEARMAN_WORKER_<KEY>`, `[gearmanWorker]` in `sdx.toml`.
+pub const WORKER_SCHEME: &str = "gearmanWorker";
 
 /// How a launcher worker connects, what it registers and how it maps Zuul jobs to
 /// builds of the wrapped executor.
@@ -155,57 +163,13 @@ impl WorkerConfig {
         }
     }
 
-    /// Reads `EXECUTOR_GEARMAN_WORKER_*` variables over the defaults: `SERVER`, `JOBS`
-    /// and `NODES` (comma separated), `MANAGER`, `NAME`, `MAX_BUILDS`, `POLL_INTERVAL_MS`,
-    /// `API_URI`, `CONTAINER`, `TOKEN`, `STORE_URI`, `BUILD_URL`, `DRAIN_TIMEOUT_SECS`,
-    /// `STOP_ABANDONED` (`false`/`0`/`no` turn it off), `STATE_DIR`,
-    /// `RETAIN_FINISHED_SECS`.
-    /// Unparsable numbers are kept as errors for [`WorkerConfig::validate`] to report by
-    /// making the field invalid (0).
-    pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(format!("EXECUTOR_GEARMAN_WORKER_{k}")).ok();
-        let list = |s: String| -> Vec<String> {
-            s.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        let mut c = Self::default();
-        if let Some(v) = var("SERVER") {
-            c.server = v;
-        }
-        if let Some(v) = var("JOBS") {
-            c.jobs = list(v);
-        }
-        if let Some(v) = var("NODES") {
-            c.nodes = list(v);
-        }
-        c.manager = var("MANAGER").or(c.manager);
-        c.worker_name = var("NAME").or(c.worker_name);
-        if let Some(v) = var("MAX_BUILDS") {
-            c.max_builds = v.trim().parse().unwrap_or(0);
-        }
-        if let Some(v) = var("POLL_INTERVAL_MS") {
-            c.poll_interval_ms = v.trim().parse().unwrap_or(0);
-        }
-        c.default_api_uri = var("API_URI").or(c.default_api_uri);
-        c.default_container = var("CONTAINER").or(c.default_container);
-        c.default_token = var("TOKEN").map(SecretString::from).or(c.default_token);
-        c.default_store_uri = var("STORE_URI").or(c.default_store_uri);
-        c.build_url = var("BUILD_URL").or(c.build_url);
-        if let Some(v) = var("DRAIN_TIMEOUT_SECS") {
-            c.drain_timeout_secs = Some(v.trim().parse().unwrap_or(0));
-        }
-        c.state_dir = var("STATE_DIR").or(c.state_dir);
-        if let Some(v) = var("RETAIN_FINISHED_SECS") {
-            c.retain_finished_secs = v.trim().parse().unwrap_or(0);
-        }
-        if let Some(v) = var("STOP_ABANDONED") {
-            c.stop_abandoned =
-                !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no");
-        }
-        c
+    /// The defaults overridden by `EXECUTOR_GEARMAN_WORKER_<KEY>` variables, one per key
+    /// of the README's table or `sdx options gearmanWorker` (`SERVER`, `JOBS` and `NODES`
+    /// comma separated, `MAX_BUILDS`, `DEFAULT_API_URI` or its old name `API_URI`, ...).
+    /// A bad value or an unknown `EXECUTOR_GEARMAN_WORKER_*` variable is a
+    /// [`ErrorKind::ConfigInvalid`] naming the key.
+    pub fn from_env() -> Result<Self, Error> {
+        Configured::<Self>::default().with_vars(env_vars()).finish()
     }
 
     /// The functions a worker with this config registers for builds.
@@ -373,6 +337,109 @@ pub(crate) fn default_manager() -> String {
         std::process::id(),
         rand::random::<u32>() & 0xff_ffff
     )
+}
+
+/// The launcher worker's options, declared once.
+impl Configurable for WorkerConfig {
+    fn options() -> &'static Options<Self> {
+        static OPTIONS: LazyLock<Options<WorkerConfig>> = LazyLock::new(declare);
+        &OPTIONS
+    }
+}
+
+fn declare() -> Options<WorkerConfig> {
+    Options::<WorkerConfig>::new(WORKER_SCHEME)
+        .field("server", "gearmand's `host:port`.", |c| &mut c.server)
+        .field(
+            "jobs",
+            "Zuul job names this launcher runs (`a,b`); registers `build:<job>` for each (required).",
+            |c| &mut c.jobs,
+        )
+        .field(
+            "nodes",
+            "Node names or classes; also registers `build:<job>:<node>` for each job and node.",
+            |c| &mut c.nodes,
+        )
+        .field(
+            "manager",
+            "Manager name of `stop:<manager>` and `set_description:<manager>`, unique per worker; empty: `sdx-<hostname>-<pid>-<random>`.",
+            |c| &mut c.manager,
+        )
+        .field(
+            "workerName",
+            "`worker_name` in the start announcement; empty: the host name.",
+            |c| &mut c.worker_name,
+        )
+        .alias("name")
+        .field("maxBuilds", "Builds run at once.", |c| &mut c.max_builds)
+        .field(
+            "pollIntervalMs",
+            "How often a running build's progress (`WORK_STATUS`) is sent, ms; the build's end comes from `Executor::wait_for_change`.",
+            |c| &mut c.poll_interval_ms,
+        )
+        .field(
+            "defaultApiUri",
+            "`apiUri` for jobs whose arguments have none.",
+            |c| &mut c.default_api_uri,
+        )
+        .alias("apiUri")
+        .field(
+            "defaultContainer",
+            "`container` for jobs whose arguments have none.",
+            |c| &mut c.default_container,
+        )
+        .alias("container")
+        .field(
+            "defaultToken",
+            "`token` for jobs whose arguments have none.",
+            |c| &mut c.default_token,
+        )
+        .alias("token")
+        .secret()
+        .field(
+            "defaultStoreUri",
+            "`storeUri` for jobs whose arguments have none.",
+            |c| &mut c.default_store_uri,
+        )
+        .alias("storeUri")
+        .field(
+            "buildUrl",
+            "Build URL announced to Zuul, with `{buildId}`, `{number}`, `{name}`, `{uuid}`, `{manager}` replaced.",
+            |c| &mut c.build_url,
+        )
+        .field(
+            "drainTimeoutSecs",
+            "After a drain starts, running builds get this long before they are stopped; empty: no limit.",
+            |c| &mut c.drain_timeout_secs,
+        )
+        .field(
+            "stopAbandoned",
+            "Stop (or never start) a build whose submitters all disconnected.",
+            |c| &mut c.stop_abandoned,
+        )
+        .field(
+            "abandonCheckMs",
+            "How often a running build is checked for that, ms.",
+            |c| &mut c.abandon_check_ms,
+        )
+        .field("connectTimeoutMs", "Bound on each connect to gearmand, ms.", |c| {
+            &mut c.connect_timeout_ms
+        })
+        .field(
+            "maxPacketSize",
+            "Largest Gearman packet body accepted or sent, bytes.",
+            |c| &mut c.max_packet_size,
+        )
+        .field(
+            "stateDir",
+            "Where the worker records its builds, so a restarted worker adopts or stops them and keeps its manager name; empty: in memory (`sdx gearman-worker`: `<state dir>/gearman-worker`).",
+            |c| &mut c.state_dir,
+        )
+        .field(
+            "retainFinishedSecs",
+            "How long a finished build's outcome is kept for a re-delivered job with the same `ZUUL_UUID`, seconds.",
+            |c| &mut c.retain_finished_secs,
+        )
 }
 
 #[cfg(test)]
