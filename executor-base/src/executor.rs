@@ -42,8 +42,12 @@ pub struct GcReport {
 ///   whose engine resources vanished behind our back it is [`crate::Phase::Lost`], never
 ///   success; after `stop` it is [`crate::Phase::Canceled`] (or the terminal status it had).
 /// * `verify` renders the status as a [`Verdict`] with upstream's strings.
-/// * `cleanup` is safe to call any number of times; it releases connections and removes
-///   expired resources ([`Executor::gc`]).
+/// * `cleanup` means the same on every backend: release connections and idle state, and
+///   collect expired resources ([`Executor::gc`]). It **never stops a live build**, so a
+///   server may call it on shutdown and its builds keep running (and are adopted by the
+///   next instance). It is safe to call any number of times.
+/// * `stop_all` is the one explicit way to end every live build this executor instance
+///   started (or adopted after a restart).
 /// * Invalid input never reaches a backend: the config types are validated on parse.
 /// * No token appears in any error, `Debug` output or log line.
 /// * `wait_for_change` returns the first status that differs from the caller's last
@@ -62,8 +66,12 @@ pub trait Executor: Debug + Send + Sync {
     /// Stops the build and removes its resources. Idempotent.
     async fn stop(&self, build: &StopConfig) -> Result<(), Error>;
 
-    /// Checks the build's health; see [`Verdict`].
-    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error>;
+    /// Checks the build's health; see [`Verdict`]. Default: [`Verdict::from_status`] of
+    /// [`Executor::status`]; override only where the engine knows better.
+    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
+        let status = self.status(&build.to_stop()).await?;
+        Ok(Verdict::from_status(&status))
+    }
 
     /// The build's current status.
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error>;
@@ -71,10 +79,23 @@ pub trait Executor: Debug + Send + Sync {
     /// Counters and breaker state.
     fn stats(&self) -> Stats;
 
-    /// Housekeeping on shutdown (close connections) and removal of expired resources.
-    /// Default: no-op.
+    /// Releases connections and idle state and removes expired resources; never stops a
+    /// live build (see the trait docs). Default: no-op.
     async fn cleanup(&self) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// Stops every live build this executor instance started (or adopted after a
+    /// restart), as [`Executor::stop`] would, and returns their ids. Every build is tried;
+    /// the first error is returned after. Unlike [`Executor::cleanup`] this ends running
+    /// builds: call it only to cancel them all (`sdx serve --cancel-on-exit`). Default:
+    /// [`ErrorKind::Unsupported`].
+    async fn stop_all(&self) -> Result<Vec<crate::BuildId>, Error> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{} cannot list the builds it started", self.name()),
+        )
+        .with_operation("stop_all"))
     }
 
     /// Finds (and unless `dry_run`, removes) resources whose expiry label has passed.
@@ -168,6 +189,19 @@ pub async fn poll_for_change<E: Executor + ?Sized>(
     }
 }
 
+/// Stops `builds` on `executor` concurrently, as [`Executor::stop_all`] implementations
+/// do with the builds they know: every build is tried; the first error is returned after,
+/// else the ids.
+pub async fn stop_builds<E: Executor + ?Sized>(
+    executor: &E,
+    builds: Vec<crate::BuildId>,
+) -> Result<Vec<crate::BuildId>, Error> {
+    let stops: Vec<StopConfig> = builds.iter().map(|id| StopConfig::new(*id)).collect();
+    let results = crate::join::join_all(stops.iter().map(|s| executor.stop(s))).await;
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    Ok(builds)
+}
+
 /// A trait object of any executor.
 pub type DynExecutor = dyn Executor;
 
@@ -195,6 +229,9 @@ macro_rules! forward {
             }
             async fn cleanup(&self) -> Result<(), Error> {
                 (**self).cleanup().await
+            }
+            async fn stop_all(&self) -> Result<Vec<crate::BuildId>, Error> {
+                (**self).stop_all().await
             }
             async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
                 (**self).gc(dry_run).await

@@ -41,7 +41,7 @@ pub use config::{
     ApiBuildStatus, ParseOptions, StartConfig, StartConfigBuilder, StopConfig, TimerConfig,
 };
 pub use error::{Error, ErrorKind, FieldError, Result};
-pub use executor::{DynExecutor, Executor, ExecutorExt, GcReport};
+pub use executor::{DynExecutor, Executor, ExecutorExt, GcReport, stop_builds};
 pub use ids::{BuildId, EventId, JobId, PipelineId};
 pub use image::ImageRef;
 pub use labels::{BuildLabels, build_name};
@@ -64,5 +64,5 @@ pub use token::{TokenExchange, TokenExchangeOptions, exchange_token_for_build};
 /// Re-exported so backends and users name the same secret type.
 pub use secrecy;
 
-#[cfg(feature = "testkit")]
+#[cfg(feature = "test-support")]
 pub mod testkit;

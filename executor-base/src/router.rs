@@ -448,6 +448,26 @@ impl Executor for Router {
             .map(|_| ())
     }
 
+    /// Stops every live build on every backend (all are tried; the first error, an
+    /// `Unsupported` backend included, is returned after).
+    async fn stop_all(&self) -> Result<Vec<crate::BuildId>, Error> {
+        let results = join_all(self.table.backends.values().map(|b| b.stop_all())).await;
+        let mut ids = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(mut v) => ids.append(&mut v),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(ids),
+        }
+    }
+
     /// Collects garbage on every backend (all are tried; the first error is returned).
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
         let results = join_all(self.table.backends.values().map(|b| b.gc(dry_run))).await;

@@ -325,3 +325,83 @@ async fn the_builder_refuses_bad_setups() {
     assert!(msg(Router::builder().backend(f()).stop_on_timeout(true)).contains("need timers"));
     assert!(msg(Router::builder().backend_named("no spaces", f())).contains("not letters"));
 }
+
+#[tokio::test]
+async fn stop_all_stops_every_live_build_and_cleanup_none() {
+    use executor_base::testkit::fake::FakeExecutor;
+    use executor_base::{Executor, Phase, Router, StartConfig};
+    use std::sync::Arc;
+    let a = Arc::new(FakeExecutor::named("docker"));
+    let b = Arc::new(FakeExecutor::named("k8s"));
+    let router = Router::builder()
+        .backend(a.clone())
+        .backend(b.clone())
+        .default_backend("docker")
+        .build()
+        .unwrap();
+    let start = |id: u64, on: &str| {
+        StartConfig::builder(id, "http://127.0.0.1:8080", "busybox", "t")
+            .annotation("screwdriver.cd/executor", on)
+            .build()
+            .unwrap()
+    };
+    router.start(&start(9101, "docker")).await.unwrap();
+    router.start(&start(9102, "k8s")).await.unwrap();
+    router.cleanup().await.unwrap();
+    assert_eq!(
+        a.live_builds().len() + b.live_builds().len(),
+        2,
+        "cleanup never stops a live build"
+    );
+    let mut stopped = router.stop_all().await.unwrap();
+    stopped.sort();
+    assert_eq!(
+        stopped.iter().map(|i| i.get()).collect::<Vec<_>>(),
+        [9101, 9102]
+    );
+    for (e, id) in [(&a, 9101), (&b, 9102)] {
+        let s = e.status(&start(id, "x").to_stop()).await.unwrap();
+        assert_eq!(s.phase, Phase::Canceled);
+    }
+}
+
+#[tokio::test]
+async fn stop_all_is_unsupported_unless_a_backend_knows_its_builds() {
+    let e = executor_base::testkit::fake::FakeExecutor::new();
+    #[derive(Debug)]
+    struct Minimal(executor_base::testkit::fake::FakeExecutor);
+    #[async_trait::async_trait]
+    impl executor_base::Executor for Minimal {
+        fn name(&self) -> &str {
+            "minimal"
+        }
+        async fn start(&self, b: &executor_base::StartConfig) -> executor_base::Result<()> {
+            self.0.start(b).await
+        }
+        async fn stop(&self, b: &executor_base::StopConfig) -> executor_base::Result<()> {
+            self.0.stop(b).await
+        }
+        async fn status(
+            &self,
+            b: &executor_base::StopConfig,
+        ) -> executor_base::Result<executor_base::BuildStatus> {
+            self.0.status(b).await
+        }
+        fn stats(&self) -> executor_base::Stats {
+            self.0.stats()
+        }
+    }
+    use executor_base::Executor;
+    let m = Minimal(e);
+    let err = m.stop_all().await.unwrap_err();
+    assert_eq!(err.kind(), executor_base::ErrorKind::Unsupported);
+    // `verify` is the trait's default: the verdict of `status`.
+    let b = executor_base::StartConfig::builder(9103, "http://127.0.0.1:8080", "busybox", "t")
+        .build()
+        .unwrap();
+    m.start(&b).await.unwrap();
+    assert_eq!(
+        m.verify(&b).await.unwrap(),
+        executor_base::Verdict::from_status(&m.status(&b.to_stop()).await.unwrap())
+    );
+}

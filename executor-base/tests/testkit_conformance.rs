@@ -78,6 +78,7 @@ enum Flaw {
     StopStopsEveryBuild,
     LostIsSuccess,
     CleanupTwiceFails,
+    CleanupStopsLiveBuilds,
     GoesBackwardsAfterStop,
     FailsVerifyOfRunning,
 }
@@ -183,9 +184,17 @@ impl Executor for Broken {
     }
 
     async fn cleanup(&self) -> Result<(), Error> {
-        let mut n = self.cleanups.lock();
-        *n += 1;
-        if self.has(Flaw::CleanupTwiceFails) && *n > 1 {
+        let n = {
+            let mut n = self.cleanups.lock();
+            *n += 1;
+            *n
+        };
+        if self.has(Flaw::CleanupStopsLiveBuilds) {
+            for other in self.fake.live_builds() {
+                self.fake.stop(&StopConfig::new(other)).await?;
+            }
+        }
+        if self.has(Flaw::CleanupTwiceFails) && n > 1 {
             return Err(Error::new(
                 ErrorKind::Unexpected,
                 "connection already closed",
@@ -313,7 +322,17 @@ async fn fails_a_backend_that_reports_success_for_a_lost_build() {
 
 #[tokio::test]
 async fn fails_a_backend_whose_second_cleanup_fails() {
-    assert_fails(Flaw::CleanupTwiceFails, "cleanup_is_idempotent", 12000).await;
+    assert_fails(Flaw::CleanupTwiceFails, "cleanup_keeps_live_builds", 12000).await;
+}
+
+#[tokio::test]
+async fn fails_a_backend_whose_cleanup_stops_live_builds() {
+    assert_fails(
+        Flaw::CleanupStopsLiveBuilds,
+        "cleanup_keeps_live_builds",
+        19000,
+    )
+    .await;
 }
 
 #[tokio::test]

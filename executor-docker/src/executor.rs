@@ -10,7 +10,7 @@ use executor_base::launch::expose_token;
 use executor_base::launch_protocol::{LaunchResult, exit_zero_status};
 use executor_base::{
     BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, ImageRef,
-    LaunchMode, Owner, Phase, RequestStats, StartConfig, Stats, StopConfig, Verdict,
+    LaunchMode, Owner, Phase, RequestStats, StartConfig, Stats, StopConfig,
 };
 
 /// How many of the build container's last output lines are searched for the launch
@@ -472,11 +472,6 @@ impl Executor for DockerExecutor {
         }
     }
 
-    async fn verify(&self, b: &StartConfig) -> Result<Verdict, Error> {
-        let s = self.status(&b.to_stop()).await?;
-        Ok(Verdict::from_status(&s))
-    }
-
     async fn status(&self, s: &StopConfig) -> Result<BuildStatus, Error> {
         let id = s.build_id;
         match self.builds.get(id) {
@@ -513,8 +508,14 @@ impl Executor for DockerExecutor {
         }
     }
 
+    /// Collects expired containers and volumes ([`Executor::gc`]); live builds keep running.
     async fn cleanup(&self) -> Result<(), Error> {
         self.gc(false).await.map(drop)
+    }
+
+    /// Stops the builds this instance started and has not seen end.
+    async fn stop_all(&self) -> Result<Vec<BuildId>, Error> {
+        executor_base::stop_builds(self, self.builds.live()).await
     }
 
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {

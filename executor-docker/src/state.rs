@@ -101,6 +101,20 @@ impl Builds {
             .await
     }
 
+    /// The builds this instance started (or is starting) that are not known to have
+    /// ended or to be stopping.
+    pub(crate) fn live(&self) -> Vec<BuildId> {
+        let mut ids: Vec<BuildId> = self
+            .entries
+            .lock()
+            .iter()
+            .filter(|(_, e)| matches!(e.known, Known::Live | Known::Starting { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// What we know, if anything.
     pub(crate) fn get(&self, id: BuildId) -> Option<Known> {
         self.entries.lock().get(&id).map(|e| e.known.clone())

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use executor_base::engine::{EngineCalls, Idempotency};
 use executor_base::{
     BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, StartConfig, Stats, StopConfig,
-    Verdict,
 };
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -317,11 +316,6 @@ impl Executor for GearmanExecutor {
         }
     }
 
-    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
-        let s = self.status(&build.to_stop()).await?;
-        Ok(Verdict::from_status(&s))
-    }
-
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
         match self.tracked(build.build_id) {
             None => Err(Error::build_not_found(build.build_id)
@@ -341,8 +335,9 @@ impl Executor for GearmanExecutor {
         }
     }
 
+    /// Forgets finished builds past `retainFinishedSecs` (their connections closed when
+    /// they finished); live builds keep running.
     async fn cleanup(&self) -> Result<(), Error> {
-        // Finished builds' connections are closed when they finish; forget the old ones.
         self.forget_old();
         Ok(())
     }
@@ -365,5 +360,23 @@ impl Executor for GearmanExecutor {
             .map(|s| s.clone());
         // The sender lives in `tracked`, which we hold: `wait_for` cannot fail.
         Ok(s.unwrap_or_else(|_| tracked.status.borrow().clone()))
+    }
+
+    /// Stops the builds this instance submitted that have not finished.
+    async fn stop_all(&self) -> Result<Vec<BuildId>, Error> {
+        let live: Vec<BuildId> = {
+            let builds = self.inner.builds.lock();
+            let mut ids: Vec<BuildId> = builds
+                .iter()
+                .filter(|(_, slot)| match slot {
+                    Slot::Starting => true,
+                    Slot::Tracked(t) => !t.is_terminal(),
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        executor_base::stop_builds(self, live).await
     }
 }

@@ -808,6 +808,22 @@ impl Executor for K8sExecutor {
         Ok(())
     }
 
+    /// Stops the builds this instance started and has not seen end or stopped.
+    async fn stop_all(&self) -> Result<Vec<BuildId>, Error> {
+        let live: Vec<BuildId> = {
+            let st = self.inner.shared.state.read();
+            let mut ids: Vec<BuildId> = st
+                .tracked
+                .iter()
+                .filter(|(_, t)| t.is_live())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        executor_base::stop_builds(self, live).await
+    }
+
     /// Deletes pods and Secrets of ours (`app.kubernetes.io/managed-by=sdx`) anywhere in
     /// the namespace whose `screwdriver.cd/expires-at` passed.
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {

@@ -17,7 +17,7 @@ mod view;
 mod volumes;
 mod watch;
 
-#[cfg(feature = "fake")]
+#[cfg(feature = "test-support")]
 pub mod fake;
 
 pub use builder::{ENV_PREFIX, K8sExecutorBuilder};

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use chrono::Utc;
 use executor_base::{
     BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
-    Verdict,
 };
 use parking_lot::Mutex;
 
@@ -125,15 +124,6 @@ impl ProcessExecutor {
             mark: &mark,
         }
         .members()
-    }
-
-    /// Stops every live build in the state directory, those this instance started and
-    /// those it adopted from an earlier one, and waits until they ended. Unlike
-    /// [`Executor::cleanup`] (which never stops a live build), this is the explicit "stop
-    /// everything" of a server shutting down with its builds.
-    pub async fn stop_all(&self) -> Result<(), Error> {
-        let inner = &self.inner;
-        inner.requests.track(inner.stop_all()).await
     }
 
     /// The process id (and process group id) of a build's supervisor, the parent of its
@@ -366,12 +356,6 @@ impl Executor for ProcessExecutor {
         inner.requests.track(inner.stop(build.build_id)).await
     }
 
-    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
-        let inner = &self.inner;
-        let status = inner.requests.track(inner.status(build.build_id)).await?;
-        Ok(Verdict::from_status(&status))
-    }
-
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
         let inner = &self.inner;
         inner.requests.track(inner.status(build.build_id)).await
@@ -388,6 +372,13 @@ impl Executor for ProcessExecutor {
     async fn cleanup(&self) -> Result<(), Error> {
         let inner = &self.inner;
         inner.requests.track(inner.cleanup()).await
+    }
+
+    /// Stops every live build in the state directory, those this instance started and
+    /// those it adopted from an earlier one, and waits until they ended.
+    async fn stop_all(&self) -> Result<Vec<BuildId>, Error> {
+        let inner = &self.inner;
+        inner.requests.track(inner.stop_all()).await
     }
 
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {

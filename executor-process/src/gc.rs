@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use executor_base::{Error, GcReport, Liveness, Owner, TOKEN_BUFFER_MINUTES};
+use executor_base::{BuildId, Error, GcReport, Liveness, Owner, TOKEN_BUFFER_MINUTES};
 
 use crate::error;
 use crate::executor::Inner;
@@ -161,7 +161,7 @@ impl Inner {
 
     /// Stops every live build in the state directory (started by this instance or
     /// adopted), concurrently; the first error is returned after all were tried.
-    pub(crate) async fn stop_all(self: &Arc<Self>) -> Result<(), Error> {
+    pub(crate) async fn stop_all(self: &Arc<Self>) -> Result<Vec<BuildId>, Error> {
         for id in self.build_ids_on_disk() {
             self.lookup(id);
         }
@@ -178,8 +178,10 @@ impl Inner {
         futures::future::join_all(stops)
             .await
             .into_iter()
-            .collect::<Result<Vec<()>, Error>>()
-            .map(|_| ())
+            .collect::<Result<Vec<()>, Error>>()?;
+        let mut ids: Vec<BuildId> = running.iter().map(|b| b.id).collect();
+        ids.sort();
+        Ok(ids)
     }
 }
 

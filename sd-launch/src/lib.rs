@@ -3,7 +3,7 @@
 //! Every backend runs the same unit of work: the job-tools directory (which holds `launch`)
 //! mounted into the build's container, with `launch` as its entry point. This crate is
 //! that program, in outline what Screwdriver's Go launcher does
-//! (`../shared/screwdriver.md` §8):
+//! (screwdriver-cd/launcher's `launch.go`):
 //!
 //! 1. read the token from `--token-file`, `SD_TOKEN_FILE` or `SD_TOKEN` (never from the
 //!    argument list, where `ps` and `docker inspect` would show it);

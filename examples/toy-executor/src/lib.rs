@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use executor_base::{
     BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, GcReport, ResourceTable,
-    StartConfig, Stats, StopConfig, TimeoutPolicy, Verdict,
+    StartConfig, Stats, StopConfig, TimeoutPolicy,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -161,12 +161,6 @@ impl Executor for ToyExecutor {
             self.engine.counter.stopped();
         }
         Ok(())
-    }
-
-    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
-        self.status(&build.to_stop())
-            .await
-            .map(|s| Verdict::from_status(&s))
     }
 
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {

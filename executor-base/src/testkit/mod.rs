@@ -1,4 +1,4 @@
-//! Test support for backends (feature `testkit`): an in-memory `FakeExecutor`, the
+//! Test support for backends (feature `test-support`): an in-memory `FakeExecutor`, the
 //! conformance suite every backend runs, and helpers for tests that need a real daemon.
 //!
 //! Not API-stable: it follows what the backends' tests need.

@@ -191,6 +191,10 @@ impl Executor for TimedExecutor {
         self.inner.cleanup().await
     }
 
+    async fn stop_all(&self) -> Result<Vec<crate::BuildId>, Error> {
+        self.inner.stop_all().await
+    }
+
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
         self.inner.gc(dry_run).await
     }

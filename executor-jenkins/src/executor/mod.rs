@@ -20,7 +20,6 @@ use async_trait::async_trait;
 use executor_base::engine::{EngineCalls, Idempotency};
 use executor_base::{
     BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
-    Verdict,
 };
 use parking_lot::Mutex;
 
@@ -198,11 +197,6 @@ impl Executor for JenkinsExecutor {
         self.do_stop(build).await
     }
 
-    async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
-        let s = self.status(&build.to_stop()).await?;
-        Ok(Verdict::from_status(&s))
-    }
-
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
         self.do_status(build).await
     }
@@ -216,8 +210,24 @@ impl Executor for JenkinsExecutor {
         }
     }
 
+    /// Deletes expired jobs ([`Executor::gc`]); live builds keep running.
     async fn cleanup(&self) -> Result<(), Error> {
         self.gc(false).await.map(|_| ())
+    }
+
+    /// Stops the builds this instance started and has not seen end.
+    async fn stop_all(&self) -> Result<Vec<BuildId>, Error> {
+        let live: Vec<BuildId> = {
+            let builds = self.builds.lock();
+            let mut ids: Vec<BuildId> = builds
+                .iter()
+                .filter(|(_, t)| t.terminal.is_none() && !t.stopped)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        executor_base::stop_builds(self, live).await
     }
 
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
