@@ -191,11 +191,7 @@ pub fn instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
-    format!(
-        "{host}:{}:{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
+    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ impl TestDb {
             "sdx_{}_{}_{:08x}",
             prefix.to_ascii_lowercase(),
             std::process::id(),
-            rand::random::<u32>()
+            fastrand::u32(..)
         );
         client
             .batch_execute(&format!("CREATE DATABASE {}", ident(&name)))

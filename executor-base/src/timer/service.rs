@@ -437,7 +437,10 @@ async fn run(shared: Arc<Shared>, sweep_every: Option<Duration>) {
                     job_id: d.job_id,
                     deadline: d.deadline,
                     timeout_minutes: d.timeout_minutes,
-                    lateness: (now - d.deadline).to_std().unwrap_or(Duration::ZERO),
+                    lateness: now
+                        .signed_duration_since(d.deadline)
+                        .to_std()
+                        .unwrap_or(Duration::ZERO),
                 });
             }
         }
