@@ -224,13 +224,23 @@ fn declare() -> Options<ApiConfig> {
         )
         .field(
             "buildStore",
-            "Where builds, steps, logs and the id sequence are kept: `sqlite:PATH` or `memory:`; empty: in memory (`sdx serve`/`sdx run`: `sqlite:<stateDir>/api.db`/`run.db`).",
+            "Where builds, steps, logs and the id sequence are kept: `sqlite:PATH`, `postgres://user@host:port/db` (shared by several instances) or `memory:`; empty: in memory (`sdx serve`/`sdx run`: `sqlite:<stateDir>/api.db`/`run.db`).",
             |c| &mut c.build_store,
         )
         .field(
             "finalExitWaitMs",
             "How long after `launch` reported a final status the API waits for the engine to see the build end before it stops it, ms.",
             |c| &mut c.final_exit_wait_ms,
+        )
+        .field(
+            "leaseTtlMs",
+            "With a shared store (PostgreSQL): how long a lease on a build lasts without renewal, ms; a dead instance's builds are adopted this long after its last renewal.",
+            |c| &mut c.lease_ttl_ms,
+        )
+        .field(
+            "leaseRenewMs",
+            "With a shared store: how often an instance renews all its leases (one statement) and looks for builds to adopt, ms; at most half of `leaseTtlMs`.",
+            |c| &mut c.lease_renew_ms,
         )
         .timeout(|c| &mut c.timeout)
 }
