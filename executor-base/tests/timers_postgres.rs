@@ -134,12 +134,8 @@ async fn deadlines_of_a_dead_service_are_fired_by_the_others() {
         let Some(db) = TestDb::create("timers_dead").await else {
             return;
         };
-        let fired = Fired::default();
-        let survivors = [
-            service(db.uri(), &fired, every).await,
-            service(db.uri(), &fired, every).await,
-        ];
-        // A process that claimed a due deadline and died before firing it.
+        // A process that claimed a due deadline and died before firing it (claimed before
+        // the survivors start, so none of them can sweep it up first).
         let claimer = PostgresTimerStore::connect(db.uri())
             .await
             .unwrap()
@@ -149,6 +145,11 @@ async fn deadlines_of_a_dead_service_are_fired_by_the_others() {
         let claimed = claimer.claim_due(10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         drop(claimer);
+        let fired = Fired::default();
+        let survivors = [
+            service(db.uri(), &fired, every).await,
+            service(db.uri(), &fired, every).await,
+        ];
         let dead_fired = Fired::default();
         let dying = service(db.uri(), &dead_fired, every).await;
         for n in 1..=50u64 {
