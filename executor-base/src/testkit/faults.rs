@@ -272,6 +272,7 @@ where
         proxy.set(FaultMode::Pass);
         let exec = factory().await;
         let first = cfg.first_build_id + 10 * i as u64;
+        eprintln!("fault matrix: scenario {}: {sc}", i + 1);
         let o = run_scenario(exec, proxy, &cfg, &sc, first).await;
         report.outcomes.push(o);
     }
