@@ -256,12 +256,7 @@ impl DockerExecutorBuilder {
         }
         let connect = match self.client {
             Some(d) => Connect::Given(d),
-            None => Connect::Endpoint {
-                timeout_secs: c
-                    .pull_timeout_secs
-                    .max(c.breaker.call_timeout.as_secs())
-                    .max(1),
-            },
+            None => Connect::Endpoint,
         };
         let policies = Policies {
             retry: c.retry.clone(),

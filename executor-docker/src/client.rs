@@ -61,11 +61,9 @@ pub(crate) const DEFAULT_REGISTRY: &str = "docker.io";
 /// How to reach the daemon.
 #[derive(Clone)]
 pub(crate) enum Connect {
-    /// Connect to this `DOCKER_HOST`-style endpoint on first use.
-    Endpoint {
-        /// Bollard's per-request timeout, seconds (our own bounds are tighter).
-        timeout_secs: u64,
-    },
+    /// Connect to this `DOCKER_HOST`-style endpoint on first use, with the call timeout
+    /// as bollard's response-header bound (the pull's for pulls).
+    Endpoint,
     /// Use this client (tests, benches); the version is still negotiated.
     Given(Docker),
 }
@@ -73,7 +71,10 @@ pub(crate) enum Connect {
 /// What we learn from the daemon once.
 #[derive(Clone)]
 struct Connected {
+    /// Ordinary calls: no answer's headers within the call timeout is a timeout.
     docker: Docker,
+    /// Pulls: the same connections, with the pull bound on the answer's headers.
+    puller: Docker,
     ncpu: Option<i64>,
 }
 
@@ -91,6 +92,8 @@ struct Inner {
     /// Counts pulls only (no retries, no breaker: the pull itself goes through `calls`).
     pulls: EngineCalls,
     pull_timeout: Duration,
+    /// The bound on each ordinary call ([`BreakerConfig::call_timeout`]).
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for Engine {
@@ -149,6 +152,7 @@ impl Engine {
                 calls,
                 pulls,
                 pull_timeout: p.pull_timeout,
+                call_timeout: p.breaker.call_timeout,
             }),
         }
     }
@@ -175,14 +179,31 @@ impl Engine {
                 let ep = &self.inner.endpoint;
                 let docker = match &self.inner.connect {
                     Connect::Given(d) => d.clone(),
-                    Connect::Endpoint { timeout_secs } => connect_endpoint(ep, *timeout_secs)?,
+                    Connect::Endpoint => connect_endpoint(ep, self.header_timeout_secs())?,
                 };
-                let docker = docker.negotiate_version().await.map_err(|e| map(e, ep))?;
-                let ncpu = docker.info().await.map_err(|e| map(e, ep))?.ncpu;
+                // Each exchange is bounded by the call timeout: a daemon that accepts and
+                // never answers must not hold a start for bollard's own bound.
+                let bound = self.inner.call_timeout;
+                let docker = bounded(bound, "negotiate_version", ep, docker.negotiate_version())
+                    .await?;
+                let ncpu = bounded(bound, "info", ep, docker.info()).await?.ncpu;
                 tracing::debug!(endpoint = %ep, api = %docker.client_version(), ?ncpu, "connected to Docker");
-                Ok(Connected { docker, ncpu })
+                // Pulls get their own handle on the same connection pool whose
+                // response-header bound is the pull's (a registry may be slow to answer
+                // the manifest before the daemon sends the progress stream's headers).
+                let puller = match &self.inner.connect {
+                    Connect::Given(d) => d.clone(),
+                    Connect::Endpoint => docker.clone().with_timeout(self.inner.pull_timeout),
+                };
+                Ok(Connected { docker, puller, ncpu })
             })
             .await
+    }
+
+    /// Bollard's bound on an ordinary call's answer headers: the call timeout, in whole
+    /// seconds (bollard's unit), at least 1.
+    fn header_timeout_secs(&self) -> u64 {
+        self.inner.call_timeout.as_secs_f64().ceil().max(1.0) as u64
     }
 
     /// The connected client (connecting on first use).
@@ -190,9 +211,18 @@ impl Engine {
         Ok(self.connected().await?.docker.clone())
     }
 
-    /// The daemon's CPU count, when it said.
+    /// The daemon's CPU count, when it said (connecting on first use, as a start call:
+    /// bounded, retried and counted like the others).
     pub(crate) async fn ncpu(&self) -> Result<Option<i64>, Error> {
-        Ok(self.connected().await?.ncpu)
+        self.inner
+            .calls
+            .call_in(
+                CallClass::Start,
+                "info",
+                Idempotency::Idempotent,
+                || async { Ok(self.connected().await?.ncpu) },
+            )
+            .await
     }
 
     /// Runs one bollard call of `class` through the engine-call policy.
@@ -511,7 +541,7 @@ impl Engine {
         let bound = self.inner.pull_timeout;
         let ep = &self.inner.endpoint;
         let one_pull = || async move {
-            let d = self.docker().await?;
+            let d = self.connected().await?.puller.clone();
             let mut opts = CreateImageOptionsBuilder::new().from_image(from_image);
             if let Some(t) = tag {
                 opts = opts.tag(t);
@@ -608,10 +638,36 @@ fn pinger(endpoint: &str, connect: &Connect) -> Option<Docker> {
     }
 }
 
-/// Whether a ping's outcome shows a daemon answering (even an error status is an answer).
+/// `call` bounded by `bound`: past it, a temporary [`ErrorKind::Timeout`] naming the
+/// endpoint and the operation.
+async fn bounded<T>(
+    bound: Duration,
+    op: &str,
+    endpoint: &str,
+    call: impl Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(bound, call).await {
+        Ok(r) => r.map_err(|e| map(e, endpoint)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{endpoint} did not answer {op} within {} ms",
+                bound.as_millis()
+            ),
+        )
+        .temporary()),
+    }
+}
+
+/// Whether a ping's outcome shows a healthy daemon answering: any answer but one saying
+/// it is unavailable or overloaded (a 5xx or 429, e.g. from a proxy in front of a daemon
+/// that is gone), which must keep the breakers open.
 fn answered<T>(r: Result<T, bollard::errors::Error>) -> bool {
     match r {
         Ok(_) => true,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. }) => {
+            status_code < 500 && status_code != 429
+        }
         Err(e) => error::daemon_answered(&e),
     }
 }
@@ -632,4 +688,27 @@ pub(crate) fn connect_endpoint(endpoint: &str, timeout_secs: u64) -> Result<Dock
         ));
     };
     r.map_err(|e| map(e, endpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered;
+    use bollard::errors::Error as B;
+
+    fn status(code: u16) -> Result<(), B> {
+        Err(B::DockerResponseServerError {
+            status_code: code,
+            message: "x".into(),
+        })
+    }
+
+    #[test]
+    fn a_ping_answered_unavailable_or_overloaded_is_no_sign_of_health() {
+        assert!(answered(Ok::<(), B>(())));
+        assert!(answered(status(404)), "a daemon that answers 404 is up");
+        for code in [500, 502, 503, 429] {
+            assert!(!answered(status(code)), "{code}");
+        }
+        assert!(!answered(Err::<(), B>(B::RequestTimeoutError)));
+    }
 }

@@ -178,6 +178,9 @@ impl DockerExecutor {
     ) -> Result<(), Error> {
         let id = plan.build_id;
         let t0 = std::time::Instant::now();
+        // First (connecting on first use): a daemon that cannot answer fails the start
+        // before anything is created, so there is nothing to roll back.
+        let ncpu = self.engine.ncpu().await?;
         if self.cfg.pull_policy == PullPolicy::Always {
             let (l, i) = tokio::join!(self.pull(id, &plan.launcher), self.pull(id, &plan.image));
             i?;
@@ -194,7 +197,7 @@ impl DockerExecutor {
         // The launcher and build containers are created concurrently: the build mounts the
         // volumes with `NoCopy`, so only the launcher image fills the tools volume, whichever
         // creation comes first. The token goes in as soon as the init container exists.
-        plan.cap_cpus(self.engine.ncpu().await?);
+        plan.cap_cpus(ncpu);
         undo.container(&plan.names.init);
         undo.container(&plan.names.build);
         let init_and_token = async {

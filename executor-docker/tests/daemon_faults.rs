@@ -302,3 +302,49 @@ async fn expected_404s_are_not_counted_as_failed_requests() {
     );
     assert_eq!(r.success, r.total, "{r:?}");
 }
+
+/// A daemon that accepts connections and never answers (a hung dockerd, a wedged proxy):
+/// with the default settings each call answers a temporary `Timeout` naming the socket
+/// within the call timeout (10 s) plus the retry budget, never bollard's own bound
+/// (which was the pull's 600 s, so a start hung for 10 minutes). Nothing is left once it
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_never_answers_times_out_within_the_call_timeout() {
+    use executor_base::testkit::proxy::{FaultMode, FaultProxy};
+    if !docker_up() {
+        return;
+    }
+    let images = testing::test_images().await;
+    let at = format!("/tmp/sdxbh-{}.sock", std::process::id());
+    let proxy = FaultProxy::unix(testing::socket_path(), &at)
+        .await
+        .expect("proxy");
+    let exec = executor(&images, &proxy.url("unix"), "blackhole").await;
+    let bound = Duration::from_secs(10 + 5 + 3);
+    let b = build(1901, "/run-until-stopped", &images.build);
+
+    proxy.set(FaultMode::Blackhole);
+    let t = Instant::now();
+    let e = exec.start(&b).await.unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_temporary(), "{e}");
+    assert!(e.to_string().contains(&at), "names the socket: {e}");
+    assert!(took < bound, "start took {took:?}");
+
+    // Once connected, a read and a stop are bounded the same way.
+    proxy.set(FaultMode::Pass);
+    exec.start(&b).await.expect("start once the daemon answers");
+    wait_running(&exec, &b).await;
+    proxy.set(FaultMode::Blackhole);
+    let t = Instant::now();
+    let e = exec.status(&b.to_stop()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(t.elapsed() < bound, "status took {:?}", t.elapsed());
+
+    proxy.set(FaultMode::Pass);
+    exec.stop(&b.to_stop()).await.expect("stop");
+    let sel = format!("sdbuild={}1901", exec.config().prefix);
+    let (c, v) = testing::labelled(&testing::docker().await, &sel).await;
+    assert!(c.is_empty() && v.is_empty(), "left: {c:?} {v:?}");
+}

@@ -257,7 +257,8 @@ macro_rules! broken {
 }
 
 /// Runs every scenario of [`scenarios`], each on a fresh executor from `factory` that
-/// talks to its engine through `proxy`. Panics naming the first broken rule.
+/// talks to its engine through `proxy`. Panics naming the first broken rule, or when
+/// fewer than 30 scenarios ran. `SDX_FAULT_SCENARIOS=2,36` runs only those (debugging).
 pub async fn fault_matrix<F, Fut>(
     factory: F,
     proxy: &FaultProxy,
@@ -268,16 +269,41 @@ where
     Fut: Future<Output = Arc<dyn Executor>>,
 {
     let mut report = MatrixReport::default();
+    let only = only_scenarios();
     for (i, sc) in scenarios(&cfg).into_iter().enumerate() {
+        if only.as_ref().is_some_and(|o| !o.contains(&(i + 1))) {
+            continue;
+        }
         proxy.set(FaultMode::Pass);
         let exec = factory().await;
         let first = cfg.first_build_id + 10 * i as u64;
         eprintln!("fault matrix: scenario {}: {sc}", i + 1);
         let o = run_scenario(exec, proxy, &cfg, &sc, first).await;
+        eprintln!(
+            "fault matrix: scenario {}: {} in {:.1} s, recovered in {:.1} s",
+            i + 1,
+            o.answered,
+            o.call.as_secs_f64(),
+            o.recovery.as_secs_f64()
+        );
         report.outcomes.push(o);
     }
     proxy.set(FaultMode::Pass);
+    if only.is_none() {
+        assert!(
+            report.outcomes.len() >= 30,
+            "fault matrix: only {} scenarios",
+            report.outcomes.len()
+        );
+    }
     report
+}
+
+/// The scenarios `SDX_FAULT_SCENARIOS` names (1-based numbers, comma-separated), to
+/// rerun a few while debugging; all when it is unset.
+fn only_scenarios() -> Option<Vec<usize>> {
+    let v = std::env::var("SDX_FAULT_SCENARIOS").ok()?;
+    Some(v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
 }
 
 /// Runs one scenario (builds `first .. first + 10`).
