@@ -488,18 +488,30 @@ impl Run {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        match self.exec.status(&b.to_stop()).await {
-            Ok(s) => {
-                self.look_status(&s);
-                if matches!(s.phase, Phase::Running | Phase::Pending | Phase::Pulling) {
-                    broken!(self.name, "build {} still {s} after stop", b.build_id);
+        // A stop may be asynchronous on the engine (Jenkins aborts a build in its own
+        // time): the build must have ended within the recovery bound.
+        loop {
+            match self.exec.status(&b.to_stop()).await {
+                Ok(s) => {
+                    self.look_status(&s);
+                    if !matches!(s.phase, Phase::Running | Phase::Pending | Phase::Pulling) {
+                        return;
+                    }
+                    if t.elapsed() > self.cfg.recovery_bound {
+                        broken!(self.name, "build {} still {s} after stop", b.build_id);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => return,
+                Err(e) => {
+                    // A backend may still be reconnecting (a watch re-listing): fine
+                    // while temporary and within the recovery bound.
+                    self.look_error(&e);
+                    if !e.is_temporary() || t.elapsed() > self.cfg.recovery_bound {
+                        broken!(self.name, "status after stop failed: {e}");
+                    }
                 }
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => {
-                self.look_error(&e);
-                broken!(self.name, "status after stop failed: {e}");
-            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
