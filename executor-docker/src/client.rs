@@ -634,7 +634,7 @@ fn gone_is_false(e: Error) -> Result<bool, Error> {
 fn pinger(endpoint: &str, connect: &Connect) -> Option<Docker> {
     match connect {
         Connect::Given(d) => Some(d.clone()),
-        Connect::Endpoint { .. } => connect_endpoint(endpoint, 2).ok(),
+        Connect::Endpoint => connect_endpoint(endpoint, 2).ok(),
     }
 }
 
