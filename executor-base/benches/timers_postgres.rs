@@ -64,16 +64,26 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 async fn lateness(stores: Vec<Arc<dyn TimerStore>>, pending: u64, n: u64) -> (f64, f64) {
     let seen: Arc<Mutex<HashMap<u64, Vec<f64>>>> = Arc::default();
     let far = Utc::now() + chrono::Duration::hours(2);
-    for i in 0..pending {
-        stores[0]
-            .put(&StoredDeadline {
-                build_id: BuildId::new(10_000_000 + i).unwrap(),
-                job_id: JobId::new(1).unwrap(),
-                deadline: far,
-                timeout_minutes: 90,
+    let fill: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let store = stores[0].clone();
+            tokio::spawn(async move {
+                for i in (c..pending).step_by(CALLERS as usize) {
+                    store
+                        .put(&StoredDeadline {
+                            build_id: BuildId::new(10_000_000 + i).unwrap(),
+                            job_id: JobId::new(1).unwrap(),
+                            deadline: far,
+                            timeout_minutes: 90,
+                        })
+                        .await
+                        .unwrap();
+                }
             })
-            .await
-            .unwrap();
+        })
+        .collect();
+    for t in fill {
+        t.await.unwrap();
     }
     let mut services = Vec::new();
     for s in stores {
@@ -92,20 +102,33 @@ async fn lateness(stores: Vec<Arc<dyn TimerStore>>, pending: u64, n: u64) -> (f6
                 .unwrap(),
         );
     }
-    let base = Utc::now() + chrono::Duration::milliseconds(500);
-    for i in 0..n {
-        let d = StoredDeadline {
-            build_id: BuildId::new(1 + i).unwrap(),
-            job_id: JobId::new(1).unwrap(),
-            deadline: base + chrono::Duration::microseconds((i * 2_000_000 / n) as i64),
-            timeout_minutes: 1,
-        };
-        services[(i as usize) % services.len()]
-            .arm(d)
-            .await
-            .unwrap();
+    // Armed by 64 callers well before the window opens (arming throughput is the pairs
+    // figure); the window is 2 s wide.
+    let base = Utc::now() + chrono::Duration::seconds(12);
+    let arm: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let services = services.clone();
+            tokio::spawn(async move {
+                for i in (c..n).step_by(CALLERS as usize) {
+                    let d = StoredDeadline {
+                        build_id: BuildId::new(1 + i).unwrap(),
+                        job_id: JobId::new(1).unwrap(),
+                        deadline: base + chrono::Duration::microseconds((i * 2_000_000 / n) as i64),
+                        timeout_minutes: 1,
+                    };
+                    services[(i as usize) % services.len()]
+                        .arm(d)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in arm {
+        t.await.unwrap();
     }
-    let until = Instant::now() + Duration::from_secs(30);
+    assert!(Utc::now() < base, "arming took longer than the lead time");
+    let until = Instant::now() + Duration::from_secs(60);
     while seen.lock().len() < n as usize && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

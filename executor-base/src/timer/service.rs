@@ -68,6 +68,20 @@ pub const DEFAULT_CLAIM_INTERVAL: Duration = Duration::from_secs(1);
 /// Most deadlines one sweep claims.
 const SWEEP_LIMIT: usize = 500;
 
+impl Shared {
+    /// Serialises a mutation with the others, so a store of one process and the queue
+    /// agree. A shared store is the truth by itself (a deadline fires only after a claim
+    /// on the stored one), so its writes run concurrently: the database commits them
+    /// together instead of one round trip after another.
+    async fn serialise(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.store.shared() {
+            None
+        } else {
+            Some(self.writes.lock().await)
+        }
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     policy: TimeoutPolicy,
@@ -272,7 +286,7 @@ impl TimerService {
     /// Arms an explicit deadline (replacing the build's earlier one).
     pub async fn arm(&self, d: StoredDeadline) -> Result<(), Error> {
         let shared = &self.inner.shared;
-        let _w = shared.writes.lock().await;
+        let _w = shared.serialise().await;
         shared
             .store
             .put(&d)
@@ -303,7 +317,7 @@ impl TimerService {
     /// Disarms the build's deadline; returns whether one was pending.
     pub async fn stop_timer(&self, build_id: BuildId) -> Result<bool, Error> {
         let shared = &self.inner.shared;
-        let _w = shared.writes.lock().await;
+        let _w = shared.serialise().await;
         shared
             .store
             .remove(build_id)
@@ -444,7 +458,7 @@ async fn run(shared: Arc<Shared>, sweep_every: Option<Duration>) {
                 });
             }
         }
-        let _w = shared.writes.lock().await;
+        let _w = shared.serialise().await;
         // A build registered again after it fired keeps its new stored deadline (a
         // shared store knows: arming clears the claim `fired` removes by).
         let done: Vec<StoredDeadline> = if shared.store.shared() {
