@@ -58,7 +58,8 @@ pub enum Command {
     /// Check a build's health on the executor (upstream's verify message).
     Verify(VerifyArgs),
     /// Remove engine resources whose expiry label has passed, and stop the builds of
-    /// `sdx run` processes that were killed (recording their outcome).
+    /// `sdx run` processes and `sdx gearman-worker`s that were killed (recording their
+    /// outcome).
     Gc(GcArgs),
     /// Check each backend: configuration, reachability, version, permissions.
     Doctor(DoctorArgs),

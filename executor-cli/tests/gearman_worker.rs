@@ -4,7 +4,8 @@
 //! leaves neither an orphan nor a second run: the restarted worker adopts the build
 //! (gearmand re-queues the job, which then reports the one run's outcome) or stops it
 //! (`geard` failed the job, nobody can receive the outcome), and the token file goes
-//! with the build.
+//! with the build. A worker killed and not restarted is collected by `sdx gc`, and a
+//! build's end is reported without polling.
 #![cfg(feature = "gearman")]
 
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use executor_base::testkit::daemon::{require, tcp_reachable};
-use executor_gearman::{ClientOptions, GearmanClient, JobEvent};
+use executor_gearman::{ClientOptions, GearmanClient, JobEvent, SubmittedJob};
 use serde_json::{Value, json};
 
 /// The `sdx` binary: cargo's, unless `SDX_BIN` names another (a copy that a shared
@@ -79,6 +80,11 @@ impl Dirs {
 
     /// `sdx gearman-worker` for `job` on `server`, with Zuul defaults for the start fields.
     fn worker(&self, server: &str, job: &str) -> Child {
+        self.worker_with(server, job, &[])
+    }
+
+    /// `sdx` with this test's environment (process backend, worker state and defaults).
+    fn sdx(&self) -> Command {
         let mut c = Command::new(sdx_bin());
         for var in ["SDX_CONFIG", "SDX_API", "SDX_API_TOKEN", "RUST_LOG"] {
             c.env_remove(var);
@@ -90,11 +96,30 @@ impl Dirs {
             .env("EXECUTOR_GEARMAN_WORKER_API_URI", "http://127.0.0.1:9")
             .env("EXECUTOR_GEARMAN_WORKER_CONTAINER", "busybox:latest")
             .env("EXECUTOR_GEARMAN_WORKER_TOKEN", TOKEN)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// [`Dirs::worker`] with extra environment variables.
+    fn worker_with(&self, server: &str, job: &str, env: &[(&str, &str)]) -> Child {
+        let mut c = self.sdx();
+        c.envs(env.iter().copied())
             .args(["gearman-worker", "--server", server, "--job", job])
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         c.spawn().expect("sdx gearman-worker starts")
+    }
+
+    /// `sdx gc`'s output; it must succeed.
+    fn gc(&self) -> String {
+        let out = self.sdx().arg("gc").output().expect("sdx gc runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "sdx gc failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
     }
 
     /// The pids `launch` recorded for `uuid`, one per run.
@@ -168,7 +193,6 @@ impl Drop for Killed {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect (issue #18 point 4, open): with a real sdx gearman-worker killed with SIGKILL the restarted worker still runs the re-queued gearmand job a second time, and does not stop the orphan under geard; run with --ignored"]
 async fn a_worker_killed_mid_build_leaves_no_orphan_and_no_second_run() {
     for (name, server) in servers() {
         one_server(name, &server).await;
@@ -272,9 +296,135 @@ async fn one_server(name: &str, server: &str) {
     assert_eq!(d.runs(&uuid).len(), 1, "{name}: still one run");
 }
 
+/// A fresh job name and `ZUUL_UUID`.
+fn job_and_uuid(prefix: &str) -> (String, String) {
+    let job = format!("{prefix}-{}-{:08x}", std::process::id(), rand_u32());
+    let uuid = format!(
+        "{:032x}",
+        u128::from(rand_u32()) << 64 | u128::from(rand_u32())
+    );
+    (job, uuid)
+}
+
+async fn submit(server: &str, job: &str, uuid: &str) -> (GearmanClient, SubmittedJob) {
+    let client = GearmanClient::connect(server, ClientOptions::default())
+        .await
+        .expect("client connects");
+    let args = serde_json::to_vec(&zuul_args(uuid)).unwrap();
+    let submitted = client
+        .submit(&format!("build:{job}"), uuid, args.into())
+        .await
+        .expect("job submitted");
+    (client, submitted)
+}
+
+/// A worker killed with SIGKILL and not restarted: `sdx gc` leaves a live worker's
+/// builds alone, then stops the dead one's orphan (its token file goes with it) and
+/// keeps its outcome, so the job (re-queued by gearmand, or submitted again after
+/// `geard` failed it) gets `ABORTED` from the next worker instead of a second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdx_gc_settles_the_builds_of_a_killed_worker_that_was_not_restarted() {
+    for (name, server) in servers() {
+        gc_one_server(name, &server).await;
+    }
+}
+
+async fn gc_one_server(name: &str, server: &str) {
+    let d = Dirs::new();
+    let (job, uuid) = job_and_uuid("gc");
+    let mut first = Killed(d.worker(server, &job));
+    let (client, submitted) = submit(server, &job, &uuid).await;
+    eventually(&format!("{name}: the build runs"), || {
+        d.runs(&uuid).len() == 1
+    });
+    let pid = d.runs(&uuid)[0];
+
+    let out = d.gc();
+    assert!(
+        out.contains("in use by a running worker"),
+        "{name}: gc with a live worker: {out}"
+    );
+    assert!(alive(pid), "{name}: gc stopped a live worker's build");
+
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(pid), "{name}: the build runs on without its worker");
+    assert!(
+        !d.token_files().is_empty(),
+        "{name}: the orphan's token file"
+    );
+
+    let out = d.gc();
+    assert!(
+        out.contains("gearman-worker: stopped 1") && out.contains("ABORTED"),
+        "{name}: {out}"
+    );
+    assert!(!alive(pid), "{name}: the orphan is stopped once gc returns");
+    assert!(
+        d.token_files().is_empty(),
+        "{name}: the token file went with the build"
+    );
+    let out = d.gc();
+    assert!(
+        out.contains("gearman-worker: nothing expired"),
+        "{name}: {out}"
+    );
+
+    let _second = Killed(d.worker(server, &job));
+    let (data, end) = if name == "gearmand" {
+        // The re-queued job, taken by the new worker, gets the recorded outcome.
+        tokio::time::timeout(SETTLE, submitted.wait())
+            .await
+            .expect("the job ends")
+    } else {
+        // geard failed the job when its worker died; the same uuid again.
+        let (_, end) = tokio::time::timeout(SETTLE, submitted.wait())
+            .await
+            .expect("the job ends");
+        assert!(!matches!(end, JobEvent::Complete(_)), "{name}: {end:?}");
+        drop(client);
+        let (_client, again) = submit(server, &job, &uuid).await;
+        tokio::time::timeout(SETTLE, again.wait())
+            .await
+            .expect("the job ends")
+    };
+    assert!(!matches!(end, JobEvent::Complete(_)), "{name}: {end:?}");
+    let last: Value = serde_json::from_slice(data.last().expect("a report")).unwrap();
+    assert_eq!(last["result"], "ABORTED", "{name}: {last}");
+    assert_eq!(d.runs(&uuid).len(), 1, "{name}: the build ran once");
+}
+
+/// The worker learns that a build ended from the process backend, not by polling: with
+/// progress reports (`pollIntervalMs`) 10 minutes apart a trivial build is still
+/// reported at once. (Before, the end was polled at that interval.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_end_is_reported_without_waiting_for_the_progress_interval() {
+    for (name, server) in servers() {
+        let d = Dirs::new();
+        std::fs::write(d.out.join("go"), "").unwrap();
+        let (job, uuid) = job_and_uuid("nopoll");
+        let _worker = Killed(d.worker_with(
+            server.as_str(),
+            &job,
+            &[("EXECUTOR_GEARMAN_WORKER_POLL_INTERVAL_MS", "600000")],
+        ));
+        let (_client, submitted) = submit(&server, &job, &uuid).await;
+        let (data, end) = tokio::time::timeout(SETTLE, submitted.wait())
+            .await
+            .expect("the job ends well before the progress interval");
+        assert!(matches!(end, JobEvent::Complete(_)), "{name}: {end:?}");
+        let last: Value = serde_json::from_slice(data.last().expect("a report")).unwrap();
+        assert_eq!(last["result"], "SUCCESS", "{name}: {last}");
+        assert_eq!(d.runs(&uuid).len(), 1, "{name}");
+    }
+}
+
 fn rand_u32() -> u32 {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
-    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    t.subsec_nanos() ^ std::process::id().rotate_left(16) ^ n.rotate_left(24)
 }

@@ -28,6 +28,7 @@ pub use error::GearmanError;
 pub use executor::GearmanExecutor;
 pub use gearman_worker::{GearmanWorker, Job, JobSink, JobSlot, WorkerOptions};
 pub use launcher::config::{WORKER_SCHEME, WorkerConfig};
+pub use launcher::gc::{WorkerGc, WorkerGcReport};
 pub use launcher::{LauncherWorker, run_worker, shutdown_signal};
 pub use packet::{Magic, Packet, PacketType};
 pub use tracker::GearmanBuildInfo;

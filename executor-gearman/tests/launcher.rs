@@ -316,6 +316,34 @@ async fn bad_zuul_parameters_are_refused_by_name(server: Server) {
     ] {
         assert!(fields.contains(&f), "{f} not named in {fields:?}");
     }
+    // A plain Zuul client (no exceptions asked for) gets WORK_FAIL, and the reason as the
+    // last WORK_DATA before it.
+    let plain = GearmanClient::connect(
+        &server.addr(),
+        ClientOptions {
+            exceptions: false,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let submitted = plain
+        .submit(
+            &format!("build:{job}"),
+            "u-2",
+            serde_json::to_vec(&args).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let (data, end) = submitted.wait().await;
+    assert!(matches!(end, JobEvent::Fail | JobEvent::Exception(_)), "{end:?}");
+    let report: serde_json::Value =
+        serde_json::from_slice(data.last().expect("a refusal report")).unwrap();
+    assert_eq!(report["result"], json!("ERROR"), "{report}");
+    let why = report.to_string();
+    for f in ["ZUUL_PROJECT", "LOG_PATH", "container", "token"] {
+        assert!(why.contains(f), "{f} not named for a plain client: {why}");
+    }
     assert_eq!(w.fake.calls().start, 0, "nothing reached the executor");
 }
 }

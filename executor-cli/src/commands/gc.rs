@@ -6,6 +6,9 @@
 //! builds in `run.db` (their owner process is gone), records the outcome of those that
 //! ended meanwhile (from what `launch` spooled, else from the engine), and aborts and
 //! stops the others. It touches no build of a live `sdx run` and none of `sdx serve`.
+//! Likewise the builds of a killed `sdx gearman-worker` that was not restarted (its
+//! state directory unlocked) are stopped or settled, and their outcomes kept for the
+//! re-queued jobs (see `commands::gearman::gc`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +113,19 @@ pub async fn run(ctx: &Ctx, a: GcArgs) -> CliResult<u8> {
                 eprintln!("sdx: gc of killed sdx run builds: {e}");
             }
             reports.push(json!({"orphanedRuns": null, "error": e.to_string()}));
+        }
+    }
+    // Builds of a killed `sdx gearman-worker` first, so their directories are collected below.
+    #[cfg(feature = "gearman")]
+    match super::gearman::gc(ctx, a.dry_run, a.json).await {
+        Ok(Some(report)) => reports.push(report),
+        Ok(None) => {}
+        Err(e) => {
+            failed = true;
+            if !a.json {
+                eprintln!("sdx: gc of the gearman worker's builds: {e}");
+            }
+            reports.push(json!({"gearmanWorker": null, "error": e}));
         }
     }
     for name in &ctx.executors {

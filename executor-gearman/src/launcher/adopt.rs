@@ -132,7 +132,8 @@ impl Launcher {
         !entry.stop_requested()
     }
 
-    fn forget_number(&self, number: u64) {
+    /// Removes build `number`'s record.
+    pub(super) fn forget_number(&self, number: u64) {
         if let Some(state) = &self.state {
             state.remove(number);
         }

@@ -118,10 +118,11 @@ impl Launcher {
             }
         };
         let url = self.build_url(&p);
-        let claim = self
-            .registry
-            .lock()
-            .claim(&p.params.uuid, self.cfg.retain_finished, || {
+        // Outcomes past the retention window are forgotten, their records removed.
+        let (expired, claim) = {
+            let mut registry = self.registry.lock();
+            let expired = registry.expire(self.cfg.retain_finished);
+            let claim = registry.claim(&p.params.uuid, || {
                 BuildEntry::new(
                     NewBuild {
                         name: p.name.clone(),
@@ -137,6 +138,11 @@ impl Launcher {
                     None,
                 )
             });
+            (expired, claim)
+        };
+        for number in expired {
+            self.forget_number(number);
+        }
         let entry = match claim {
             Claim::Running(entry) => {
                 tracing::info!(%handle, uuid = %entry.uuid, number = entry.number, "job of a running build: attached to it");

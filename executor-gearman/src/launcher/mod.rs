@@ -15,7 +15,8 @@
 //! and the next job of that uuid is attached to the running build, never a second run.
 //! With a `stateDir` ([`state`](self)) the worker records its builds, and a restarted
 //! worker adopts or stops the previous incarnation's builds before it takes work
-//! ([`adopt`](self)).
+//! ([`adopt`](self)); `sdx gc` settles the builds of a worker that was not restarted
+//! ([`gc`]).
 //!
 //! Draining (SIGTERM/SIGUSR1 through [`shutdown_signal`], or a build with
 //! `OFFLINE_NODE_WHEN_COMPLETE`): the build connection stops grabbing jobs, the running
@@ -31,6 +32,7 @@ mod build;
 pub mod config;
 mod control;
 mod driver;
+pub mod gc;
 mod registry;
 mod state;
 

@@ -202,18 +202,14 @@ pub(crate) struct Registry {
     by_key: HashMap<(String, u64), Arc<BuildEntry>>,
     by_uuid: HashMap<String, Arc<BuildEntry>>,
     finished: HashMap<String, Finished>,
-    finished_order: VecDeque<(Instant, String)>,
+    /// (when it ended, uuid, number), oldest first.
+    finished_order: VecDeque<(Instant, String, u64)>,
 }
 
 impl Registry {
-    /// Finds the build of `uuid`, or registers `make()` as a new one.
-    pub(crate) fn claim(
-        &mut self,
-        uuid: &str,
-        retain: Duration,
-        make: impl FnOnce() -> BuildEntry,
-    ) -> Claim {
-        self.expire(retain);
+    /// Finds the build of `uuid`, or registers `make()` as a new one. Call
+    /// [`Registry::expire`] first so an outcome past the retention window is not replayed.
+    pub(crate) fn claim(&mut self, uuid: &str, make: impl FnOnce() -> BuildEntry) -> Claim {
         if let Some(e) = self.by_uuid.get(uuid) {
             return Claim::Running(e.clone());
         }
@@ -265,21 +261,26 @@ impl Registry {
 
     /// Keeps a finished build's outcome for re-delivered jobs.
     pub(crate) fn remember(&mut self, uuid: &str, f: Finished) {
-        self.finished_order.push_back((f.at, uuid.to_string()));
+        self.finished_order
+            .push_back((f.at, uuid.to_string(), f.number));
         self.finished.insert(uuid.to_string(), f);
     }
 
-    /// Forgets outcomes older than `retain`.
-    fn expire(&mut self, retain: Duration) {
-        while let Some((at, uuid)) = self.finished_order.front() {
+    /// Forgets outcomes older than `retain`; returns their build numbers (and those of
+    /// outcomes a later build of the same uuid replaced), whose records can go.
+    pub(crate) fn expire(&mut self, retain: Duration) -> Vec<u64> {
+        let mut gone = Vec::new();
+        while let Some((at, uuid, number)) = self.finished_order.front() {
             if at.elapsed() < retain {
                 break;
             }
-            if self.finished.get(uuid).is_some_and(|f| f.at == *at) {
+            if self.finished.get(uuid).is_some_and(|f| f.number == *number) {
                 self.finished.remove(uuid);
             }
+            gone.push(*number);
             self.finished_order.pop_front();
         }
+        gone
     }
 }
 
@@ -308,23 +309,19 @@ mod tests {
     fn a_uuid_is_claimed_once_then_attached_then_replayed_within_the_window() {
         let mut r = Registry::default();
         let hour = Duration::from_secs(3600);
-        let Claim::New(e) = r.claim("u1", hour, || entry("u1", 1)) else {
+        let Claim::New(e) = r.claim("u1", || entry("u1", 1)) else {
             panic!()
         };
-        assert!(
-            matches!(r.claim("u1", hour, || entry("u1", 2)), Claim::Running(x) if x.number == 1)
-        );
+        assert!(matches!(r.claim("u1", || entry("u1", 2)), Claim::Running(x) if x.number == 1));
         assert_eq!(r.get("unit", 1).unwrap().uuid, "u1");
         let report = BuildReport::from_status(&executor_base::BuildStatus::succeeded(), false);
         r.retire(&e, Some(report));
         assert_eq!(r.running(), 0);
-        assert!(
-            matches!(r.claim("u1", hour, || entry("u1", 3)), Claim::Finished(f) if f.number == 1)
-        );
-        // Past the window the uuid is new again.
-        assert!(
-            matches!(r.claim("u1", Duration::ZERO, || entry("u1", 4)), Claim::New(x) if x.number == 4)
-        );
+        assert!(r.expire(hour).is_empty());
+        assert!(matches!(r.claim("u1", || entry("u1", 3)), Claim::Finished(f) if f.number == 1));
+        // Past the window the uuid is new again, and the old build's record can go.
+        assert_eq!(r.expire(Duration::ZERO), [1]);
+        assert!(matches!(r.claim("u1", || entry("u1", 4)), Claim::New(x) if x.number == 4));
     }
 
     #[test]

@@ -99,6 +99,17 @@ fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
     .with_context("key", "stateDir")
 }
 
+/// What [`StateDir::open_existing`] found.
+#[derive(Debug)]
+pub(crate) enum Existing {
+    /// No worker ever used the directory.
+    Absent,
+    /// A live worker holds it (its pid, as it wrote it).
+    InUse(String),
+    /// Opened and locked.
+    Open(StateDir),
+}
+
 impl StateDir {
     /// Creates (mode 0700) and locks `dir`; refused while another worker holds it.
     pub(crate) fn open(dir: &Path) -> Result<Self, Error> {
@@ -108,6 +119,32 @@ impl StateDir {
             .mode(0o700)
             .create(&builds)
             .map_err(|e| io_error("create", &builds, e))?;
+        match Self::lock(dir)? {
+            Ok(s) => Ok(s),
+            Err(holder) => Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!(
+                    "stateDir: {} is in use by another gearman worker or sdx gc (pid {holder}); give each worker its own stateDir",
+                    dir.display(),
+                ),
+            )
+            .with_context("key", "stateDir")),
+        }
+    }
+
+    /// Locks `dir` if a worker ever used it, creating nothing (for `sdx gc`).
+    pub(crate) fn open_existing(dir: &Path) -> Result<Existing, Error> {
+        if !dir.join("builds").is_dir() {
+            return Ok(Existing::Absent);
+        }
+        Ok(match Self::lock(dir)? {
+            Ok(s) => Existing::Open(s),
+            Err(holder) => Existing::InUse(holder),
+        })
+    }
+
+    /// Takes the lock of an existing `dir`: `Err(holder's pid)` while another holds it.
+    fn lock(dir: &Path) -> Result<Result<Self, String>, Error> {
         let path = dir.join("lock");
         let file = OpenOptions::new()
             .read(true)
@@ -122,15 +159,7 @@ impl StateDir {
             Err((mut file, _)) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                return Err(Error::new(
-                    ErrorKind::ConfigInvalid,
-                    format!(
-                        "stateDir: {} is in use by another gearman worker (pid {}); give each worker its own stateDir",
-                        dir.display(),
-                        holder.trim()
-                    ),
-                )
-                .with_context("key", "stateDir"));
+                return Ok(Err(holder.trim().to_string()));
             }
         };
         let written = lock
@@ -138,10 +167,15 @@ impl StateDir {
             .and_then(|()| lock.rewind())
             .and_then(|()| write!(lock, "{}", std::process::id()));
         written.map_err(|e| io_error("write", &path, e))?;
-        Ok(Self {
+        Ok(Ok(Self {
             dir: dir.to_path_buf(),
             _lock: lock,
-        })
+        }))
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
     }
 
     /// The manager name kept here, made from `fresh` on first use.
