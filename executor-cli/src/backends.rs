@@ -44,14 +44,17 @@ pub struct ProcessOverrides {
     pub state_dir: Option<PathBuf>,
     /// Names and labels of `sdx run`'s own (see [`RUN_PREFIX`]), so its builds and its
     /// garbage never mix with a server's on the same Docker daemon or namespace.
+    #[cfg_attr(not(any(feature = "docker", feature = "k8s")), allow(dead_code))]
     pub run_prefix: bool,
 }
 
 /// The name and label prefix of `sdx run`'s builds on Docker and Kubernetes: the
 /// configured prefix followed by `run-`, or `sdx-run-` when none is configured.
+#[cfg_attr(not(any(feature = "docker", feature = "k8s")), allow(dead_code))]
 pub const RUN_PREFIX: &str = "sdx-run-";
 
 /// `sdx run`'s prefix given the configured one.
+#[cfg_attr(not(any(feature = "docker", feature = "k8s")), allow(dead_code))]
 pub fn run_prefix(configured: &str) -> String {
     if configured.is_empty() {
         RUN_PREFIX.to_string()

@@ -75,6 +75,15 @@ fn scheme<C: Configurable>() -> Scheme {
 
 /// The schemes compiled into this `sdx`, in [`SCHEMES`] order.
 pub fn compiled_schemes() -> Vec<Scheme> {
+    #[cfg_attr(
+        not(any(
+            feature = "docker",
+            feature = "k8s",
+            feature = "jenkins",
+            feature = "gearman"
+        )),
+        allow(unused_mut)
+    )]
     let mut out = vec![
         scheme::<executor_api::ApiConfig>(),
         scheme::<executor_process::ProcessConfig>(),
