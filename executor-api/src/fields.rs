@@ -2,6 +2,7 @@
 //! one suggested), and ids within the integers every JSON client reads exactly.
 
 use executor_base::FieldError;
+use executor_base::options::edit_distance;
 use serde_json::{Map, Value};
 
 /// The largest id the API accepts: 2^53, the last integer a JSON number (an IEEE double
@@ -81,36 +82,10 @@ pub fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     let limit = (key.chars().count() / 3).max(1);
     known
         .iter()
-        .map(|k| (distance(&lower, &k.to_ascii_lowercase()), *k))
+        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
-}
-
-/// The optimal string alignment distance (Levenshtein plus adjacent transpositions).
-fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ use serde_json::Value;
 
 pub use apply::{Problem, Problems, Source, env_vars};
 pub use builder::{ConfigBuilder, Configurable, Configured};
-pub use suggest::did_you_mean;
+pub use suggest::{did_you_mean, edit_distance};
 pub use value::{Kind, OptionValue};
 
 type SetFn<C> = Box<dyn Fn(&mut C, &str) -> Result<(), String> + Send + Sync>;

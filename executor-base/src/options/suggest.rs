@@ -27,7 +27,7 @@ pub fn did_you_mean<'a>(
         let d = if norm(c) == wanted {
             0
         } else {
-            distance(&input.to_lowercase(), &c.to_lowercase())
+            edit_distance(&input.to_lowercase(), &c.to_lowercase())
         };
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
@@ -37,8 +37,14 @@ pub fn did_you_mean<'a>(
     best.filter(|(d, _)| *d <= limit).map(|(_, c)| c)
 }
 
-/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
-fn distance(a: &str, b: &str) -> usize {
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions), in
+/// characters: what [`did_you_mean`] ranks by, for callers with their own threshold.
+///
+/// ```
+/// use executor_base::options::edit_distance;
+/// assert_eq!(edit_distance("abc", "acb"), 1);
+/// ```
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
@@ -69,10 +75,10 @@ mod tests {
 
     #[test]
     fn distances() {
-        assert_eq!(distance("abc", "abc"), 0);
-        assert_eq!(distance("abc", "acb"), 1);
-        assert_eq!(distance("kitten", "sitting"), 3);
-        assert_eq!(distance("", "ab"), 2);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("abc", "acb"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
     }
 
     #[test]
