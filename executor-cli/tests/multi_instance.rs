@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 use executor_base::testkit::postgres::TestDb;
 use serde_json::{Value, json};
 
+#[path = "support/api.rs"]
+mod api;
+use api::Api;
+
 const SDX: &str = env!("CARGO_BIN_EXE_sdx");
 
 fn test_db(prefix: &str) -> Option<TestDb> {
@@ -160,37 +164,7 @@ impl Drop for Instance {
     }
 }
 
-#[derive(Clone)]
-struct Api {
-    url: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
 impl Api {
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-        let url = format!("{}{path}", self.url);
-        let auth = format!("Bearer {}", self.token);
-        let r = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
-            ("PUT", Some(b)) => self
-                .agent
-                .put(&url)
-                .header("Authorization", &auth)
-                .send_json(b),
-            ("POST", Some(b)) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send_json(b),
-            _ => unreachable!(),
-        };
-        let mut r = r.map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-
     fn submit(&self, body: &Value) -> u64 {
         match self.call("POST", "/v4/builds", Some(body)).unwrap() {
             (201, v) => v["id"].as_u64().unwrap(),
