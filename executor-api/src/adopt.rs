@@ -10,12 +10,13 @@
 //!   RUNNING for): [`conclude`] — what `launch` spooled is replayed, and otherwise the
 //!   engine's outcome is recorded (a build that ended while no API ran gets its true
 //!   outcome, never "lost" for a success);
-//! * open and QUEUED, unknown to the engine: the start never reached it; `Resume` starts
-//!   it now (once: the engine did not have it), `Abort` aborts it;
+//! * open and QUEUED, unknown to the engine, or known only as a start that never ran
+//!   anything ([`never_started`]: the process died inside the executor's `start`): the
+//!   build never ran; `Resume` starts it now (once: nothing of it runs), `Abort` aborts it;
 //! * open and running: `Resume` re-arms its timer (the durable timer store also reloads
 //!   it; overdue deadlines fire at once) and watches it again; `Abort` aborts and stops it.
 
-use executor_base::{ApiBuildStatus, BuildId, BuildStatus, Error, ErrorKind};
+use executor_base::{ApiBuildStatus, BuildId, BuildStatus, Error, ErrorKind, Phase};
 use sd_launch::spool::{self, Entry};
 use serde_json::json;
 
@@ -116,23 +117,23 @@ pub(crate) async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
         return;
     }
     let status = state.executor().status(&state.stop_config(&b)).await;
+    let queued = matches!(
+        b.status,
+        ApiBuildStatus::Queued | ApiBuildStatus::Blocked | ApiBuildStatus::Created
+    );
     match ended(&status) {
-        Some(None)
-            if matches!(
-                b.status,
-                ApiBuildStatus::Queued | ApiBuildStatus::Blocked | ApiBuildStatus::Created
-            ) =>
-        {
-            match how {
-                Adoption::Resume => start_again(state, &b).await,
-                Adoption::Abort(why) => {
-                    let _ = state
-                        .transition_owned(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
-                        .await;
-                    state.mark_settled(id.get()).await;
-                }
+        // Unknown to the engine, or known as a start that never ran anything (the server
+        // died inside the executor's `start`): nothing of the build ran, so it is started
+        // now, exactly once.
+        Some(engine) if queued && engine.as_ref().is_none_or(never_started) => match how {
+            Adoption::Resume => start_again(state, &b).await,
+            Adoption::Abort(why) => {
+                let _ = state
+                    .transition_owned(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
+                    .await;
+                state.mark_settled(id.get()).await;
             }
-        }
+        },
         Some(engine) => conclude(&state, id, engine).await,
         None => match how {
             Adoption::Resume => {
@@ -151,6 +152,13 @@ pub(crate) async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
             }
         },
     }
+}
+
+/// Whether the engine says the build's own process never started (`Lost` with
+/// `build_started: false`, e.g. the process backend's "launch was never spawned"): a
+/// start of it again cannot run it twice.
+pub(crate) fn never_started(s: &BuildStatus) -> bool {
+    s.phase == Phase::Lost && s.failure.as_ref().and_then(|f| f.build_started) == Some(false)
 }
 
 /// Starts a build whose start never reached the engine. `AlreadyExists` means it did

@@ -1103,6 +1103,105 @@ async fn shutdown_leaves_builds_running_and_the_next_state_adopts_them() {
     );
 }
 
+/// Adopts `id` on a fresh state over `store` and the same engine, after the engine was
+/// made to say `engine` about it; returns the new state.
+async fn adopt_after(
+    h: &Harness,
+    store: Arc<dyn BuildStore>,
+    id: u64,
+    engine: BuildStatus,
+) -> ApiState {
+    h.state
+        .shutdown(Shutdown::LeaveRunning, Duration::from_secs(5))
+        .await;
+    assert_eq!(h.state.build_json(id).await.unwrap()["status"], "QUEUED");
+    h.exec
+        .fake
+        .set_status(executor_base::BuildId::new(id).unwrap(), engine)
+        .unwrap();
+    let next = ApiState::builder(h.exec.clone(), test_config())
+        .store(store)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        next.adopt_own().await.unwrap(),
+        [executor_base::BuildId::new(id).unwrap()]
+    );
+    next
+}
+
+fn starts_of(h: &Harness, id: u64) -> usize {
+    h.exec
+        .log
+        .lock()
+        .iter()
+        .filter(|l| *l == &format!("start {id}"))
+        .count()
+}
+
+#[tokio::test]
+async fn adoption_starts_again_a_build_whose_start_never_ran_anything() {
+    // Before: a server killed inside the executor's start left the build FAILURE ("launch
+    // was never spawned") although nothing of it ran.
+    let store: Arc<dyn BuildStore> = Arc::new(MemoryBuildStore::new());
+    let h = Harness::on_store(store.clone()).await;
+    let id = h.submit().await;
+    h.temporal_token(id).await;
+    let never = BuildStatus::lost(Some(false), "launch was never spawned: interrupted");
+    let next = adopt_after(&h, store, id, never).await;
+    for _ in 0..500 {
+        if starts_of(&h, id) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(starts_of(&h, id), 2, "started again exactly once");
+    // It runs again: open until the engine says how it ended, then that outcome.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(next.build(id).await.unwrap().status, ApiBuildStatus::Queued);
+    h.exec
+        .fake
+        .set_status(
+            executor_base::BuildId::new(id).unwrap(),
+            BuildStatus::succeeded(),
+        )
+        .unwrap();
+    for _ in 0..500 {
+        if next.is_settled(id).await == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = next.build(id).await.unwrap();
+    assert_eq!(b.status, ApiBuildStatus::Success, "{:?}", b.status_message);
+    assert_eq!(starts_of(&h, id), 2);
+}
+
+#[tokio::test]
+async fn adoption_never_starts_again_a_build_that_may_have_run() {
+    // The twin: lost with its process started (or unknown) is concluded, never re-run.
+    let store: Arc<dyn BuildStore> = Arc::new(MemoryBuildStore::new());
+    let h = Harness::on_store(store.clone()).await;
+    let id = h.submit().await;
+    h.temporal_token(id).await;
+    let lost = BuildStatus::lost(Some(true), "the build's resources vanished");
+    let next = adopt_after(&h, store, id, lost).await;
+    for _ in 0..500 {
+        if next.is_settled(id).await == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = next.build(id).await.unwrap();
+    assert_eq!(b.status, ApiBuildStatus::Failure);
+    assert_eq!(
+        starts_of(&h, id),
+        1,
+        "a build that may have run is never run again"
+    );
+}
+
 #[tokio::test]
 async fn a_start_refused_as_already_exists_never_stops_the_live_build() {
     // Before: the failed start was followed by a stop, which killed the other build.

@@ -460,12 +460,43 @@ fn before_the_start_is_accepted() -> Tally {
 /// Killed after the submission was answered, before the executor was asked to start.
 fn mid_start() -> Tally {
     let started = Instant::now();
-    let mut case = Case::new("mid-start");
+    let mut case = Case::new("mid-start, before the executor's start");
     let (mut s, api) = case.serve(&[("SDX_TEST_PAUSE", "starting=5000")]);
     case.submit(&api, Kind::Succeed, 1);
     case.submit(&api, Kind::Fail, 1);
     std::thread::sleep(Duration::from_millis(500));
     case.kill(&mut s);
+    let (_s, api) = case.serve(&[]);
+    case.submit(&api, Kind::Succeed, 1);
+    verify(&case, &api, started)
+}
+
+/// Killed inside the process executor's `start`: each build's directory is claimed
+/// (state and token files written), `launch` not yet spawned. After the restart each
+/// build is started again and runs exactly once, with its true outcome.
+fn inside_the_executors_start() -> Tally {
+    let started = Instant::now();
+    let mut case = Case::new("mid-start, inside the executor's start");
+    let (mut s, api) = case.serve(&[("SDX_TEST_PAUSE", "process-claimed=5000")]);
+    let ok = case.submit(&api, Kind::Succeed, 1);
+    let fail = case.submit(&api, Kind::Fail, 1);
+    let builds = case.state().join("builds");
+    assert!(
+        wait_until(Duration::from_secs(4), || [ok, fail]
+            .iter()
+            .all(|id| builds.join(id.to_string()).join("state.json").exists())),
+        "the starts never claimed their directories"
+    );
+    case.kill(&mut s);
+    // Killed at that point: claimed, nothing spawned, no run recorded.
+    assert!(
+        build_processes(case.state()).is_empty(),
+        "launch was spawned"
+    );
+    for id in [ok, fail] {
+        assert!(builds.join(id.to_string()).join("token").exists());
+        assert!(!case.marks().join(id.to_string()).exists());
+    }
     let (_s, api) = case.serve(&[]);
     case.submit(&api, Kind::Succeed, 1);
     verify(&case, &api, started)
@@ -623,17 +654,8 @@ fn while_20_builds_run() -> Tally {
         "work"
     )["startTime"]
         .is_string()));
-    // Every build has left its start (launch reported RUNNING, or already ended): a kill
-    // inside the executor's own start is a different case (see the README, "Not covered").
-    let ids: Vec<u64> = case.builds.iter().map(|b| b.0).collect();
-    assert!(wait_until(Duration::from_secs(60), || ids.iter().all(
-        |id| {
-            !matches!(
-                api.build(*id)["status"].as_str(),
-                Some("QUEUED" | "CREATED" | "BLOCKED") | None
-            )
-        }
-    )));
+    // Killed as soon as the first build works: the later ones may still be queued,
+    // inside the executor's start, or running.
     case.kill(&mut s);
     let (_s, api) = case.serve(&[]);
     for id in to_stop {
@@ -643,6 +665,18 @@ fn while_20_builds_run() -> Tally {
 }
 
 // --- the `sdx run` cases -----------------------------------------------------------------
+
+/// Where a case kills `sdx run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKill {
+    /// Once the build's first step ran.
+    MidBuild,
+    /// Held at a dispatch point by `SDX_TEST_PAUSE` (`starting`: before the executor's
+    /// start; `process-claimed`: inside it, the build directory claimed, nothing spawned).
+    Paused(&'static str),
+    /// 1 s into the stop that Ctrl-C asked for (the step ignores SIGTERM).
+    MidStop,
+}
 
 /// `sdx run` killed (SIGKILL) while its build runs, then `sdx gc`: the build is aborted
 /// and stopped (nobody follows it any more), or, when it ended before gc, its true
@@ -655,16 +689,24 @@ fn run_killed_then_gc() -> Tally {
     std::fs::create_dir(&marks).unwrap();
     let mut t = Tally::default();
     let mut ids = Vec::new();
-    // (kind, seconds of work, pause before the start, wait before gc)
+    // (kind, seconds of work, where it is killed). A killed run is settled by gc:
+    // ABORTED when it still ran (nobody follows it) or never started, its true outcome
+    // when it ended before gc.
     let plan = [
-        (Kind::Stop, 300, None, 0),
-        (Kind::Succeed, 1, None, 6),
-        (Kind::Fail, 1, None, 6),
-        (Kind::Stop, 300, Some("starting=5000"), 0),
+        (Kind::Stop, 300, RunKill::MidBuild),
+        (Kind::Succeed, 1, RunKill::MidBuild),
+        (Kind::Fail, 1, RunKill::MidBuild),
+        (Kind::Stop, 300, RunKill::Paused("starting=5000")),
+        (Kind::Stop, 300, RunKill::Paused("process-claimed=5000")),
+        (Kind::Stop, 300, RunKill::MidStop),
     ];
     let mut expected = BTreeMap::new();
-    for (kind, secs, pause, _) in &plan {
-        let body = kind.body(&marks, *secs);
+    for (kind, secs, at) in &plan {
+        let mut body = kind.body(&marks, *secs);
+        if *at == RunKill::MidStop {
+            // The step ignores SIGTERM, so the stop takes its whole (default) grace.
+            body["steps"][1]["command"] = json!("trap '' TERM; sleep 300");
+        }
         let file = state.join(format!("build-{}.json", ids.len()));
         std::fs::write(&file, body.to_string()).unwrap();
         let mut cmd = sdx(state);
@@ -673,7 +715,7 @@ fn run_killed_then_gc() -> Tally {
             .env("EXECUTOR_PROCESS_ENV_SD_API_RETRY_SECS", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if let Some(p) = pause {
+        if let RunKill::Paused(p) = at {
             cmd.env("SDX_TEST_PAUSE", p);
         }
         let mut child = cmd.spawn().unwrap();
@@ -684,13 +726,23 @@ fn run_killed_then_gc() -> Tally {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("sdx run said {first:?}"));
-        if pause.is_none() {
-            // Kill it once the build's first step ran.
-            assert!(wait_until(Duration::from_secs(30), || marks
-                .join(id.to_string())
-                .exists()));
-        } else {
-            std::thread::sleep(Duration::from_millis(500));
+        match at {
+            RunKill::Paused(_) => std::thread::sleep(Duration::from_millis(500)),
+            RunKill::MidBuild | RunKill::MidStop => {
+                // Once the build's first step ran.
+                assert!(wait_until(Duration::from_secs(30), || marks
+                    .join(id.to_string())
+                    .exists()));
+            }
+        }
+        if *at == RunKill::MidStop {
+            // Ctrl-C once the work step runs: `sdx run` aborts the build and waits for the
+            // stop; it is killed 1 s into it.
+            std::thread::sleep(Duration::from_millis(1500));
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(1));
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -781,7 +833,11 @@ fn restart_matrix() {
     type CaseFn = fn() -> Tally;
     let cases: Vec<(&str, CaseFn)> = vec![
         ("before the start is accepted", before_the_start_is_accepted),
-        ("mid-start", mid_start),
+        ("mid-start, before the executor's start", mid_start),
+        (
+            "mid-start, inside the executor's start",
+            inside_the_executors_start,
+        ),
         ("while a step runs", while_a_step_runs),
         ("between steps", between_steps),
         (

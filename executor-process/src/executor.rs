@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use executor_base::{
-    BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
+    BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, Liveness, StartConfig, Stats,
+    StopConfig,
 };
 use parking_lot::Mutex;
 
@@ -21,8 +22,10 @@ use crate::requests::Requests;
 use crate::supervisor;
 use crate::tree::{Cgroups, Tree};
 
-/// How long an adopted build may sit without a recorded pid (another instance is
-/// starting it) before it counts as lost.
+/// How long an adopted build may sit without a recorded pid while it cannot be told
+/// whether the instance that claimed it still runs (no readable `owner` file) before it
+/// counts as never spawned. With an `owner` file, a claimant that is gone settles it at
+/// once and a live one is waited for.
 const START_WINDOW: Duration = Duration::from_secs(10);
 /// How long to wait for the owning instance to record an exit before calling a vanished
 /// process lost.
@@ -190,7 +193,16 @@ impl Inner {
     /// Brings an adopted build's record up to date: the owner may have recorded an exit,
     /// or its process may have vanished (then it is `Lost`, or stopped if a stop was asked).
     pub(crate) async fn refresh(&self, build: &Build) {
-        if build.owned || build.is_finished() {
+        if build.is_finished() {
+            return;
+        }
+        if build.owned {
+            // The reaper records the end of a spawned build; a start that ended without
+            // a spawn (cancelled half-way) is settled here.
+            if build.snapshot().pid.is_none() && !build.is_starting() {
+                self.settle_unspawned(build, "its start was interrupted")
+                    .await;
+            }
             return;
         }
         if let Some(status) = build.paths.load().and_then(|r| r.status) {
@@ -199,6 +211,9 @@ impl Inner {
         }
         build.merge_disk_stop();
         let mut r = build.snapshot();
+        // Read before looking for a supervisor: once the claiming process is gone, any
+        // supervisor it spawned is visible by its marker.
+        let claimant = crate::gc::owner_liveness(&build.paths.dir);
         if r.pid.is_none()
             && let Some(pid) = crate::tree::find_supervisor(&build.paths.mark())
         {
@@ -211,15 +226,17 @@ impl Inner {
         }
         let Some(pid) = r.pid else {
             let age = (Utc::now() - r.started_at).to_std().unwrap_or_default();
-            if let Some(reason) = r.stop {
-                build.finish(r.stopped_status(reason)).await;
-            } else if age > START_WINDOW {
-                build
-                    .finish(BuildStatus::lost(
-                        Some(false),
-                        "launch was never spawned: the executor stopped while starting it",
-                    ))
-                    .await;
+            let interrupted = match claimant {
+                Liveness::Gone => true,
+                Liveness::Alive => false,
+                Liveness::Unknown => age > START_WINDOW,
+            };
+            if r.stop.is_some() || interrupted {
+                self.settle_unspawned(
+                    build,
+                    "the executor that claimed it stopped while starting it",
+                )
+                .await;
             }
             return;
         };
@@ -246,6 +263,20 @@ impl Inner {
                 ),
             )),
         };
+        build.finish(status).await;
+    }
+
+    /// Settles a build whose `launch` was never spawned: stopped if a stop was asked,
+    /// else `Lost` with "the build's own process never started" (`build_started:
+    /// false`), which tells a caller it may start the build again. Nothing of it runs; its
+    /// token file goes.
+    async fn settle_unspawned(&self, build: &Build, why: &str) {
+        let r = build.snapshot();
+        let status = match r.stop {
+            Some(reason) => r.stopped_status(reason),
+            None => BuildStatus::lost(Some(false), format!("launch was never spawned: {why}")),
+        };
+        tracing::info!(build_id = %build.id, %status, "settling a build that was never spawned");
         build.finish(status).await;
     }
 
@@ -346,9 +377,24 @@ impl Executor for ProcessExecutor {
         SCHEME
     }
 
+    /// Runs to its end even when the caller stops waiting: the start is a task of its
+    /// own, so dropping this future (a caller's timeout, an aborted task) never leaves a
+    /// half-started build behind. The build is then either spawned (and `stop` ends it) or
+    /// rolled back.
     async fn start(&self, build: &StartConfig) -> Result<(), Error> {
-        let inner = &self.inner;
-        inner.requests.track(inner.start(build)).await
+        let inner = self.inner.clone();
+        let cfg = build.clone();
+        let id = build.build_id;
+        tokio::spawn(async move { inner.requests.track(inner.start(&cfg)).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::new(
+                    executor_base::ErrorKind::Unexpected,
+                    format!("the start of build {id} panicked: {e}"),
+                )
+                .with_executor(SCHEME)
+                .with_operation("start"))
+            })
     }
 
     async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
@@ -393,5 +439,129 @@ impl Executor for ProcessExecutor {
         last_seen: &BuildStatus,
     ) -> Result<BuildStatus, Error> {
         self.inner.wait_for_change(build.build_id, last_seen).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use executor_base::owner::ProcessIdentity;
+    use executor_base::{ErrorKind, Executor, ExecutorExt, Owner, Phase};
+
+    use crate::record::{BuildPaths, Record};
+    use crate::testutil::{self, config};
+
+    /// Leaves build `id`'s directory as a start killed between its claim and the spawn
+    /// does (state file without a pid, token file, `owner`), claimed by `owner`.
+    fn interrupted_claim(builds: &std::path::Path, id: u64, owner: Option<Owner>) {
+        use std::os::unix::fs::DirBuilderExt;
+        let paths = BuildPaths::new(builds, executor_base::BuildId::new(id).unwrap());
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&paths.dir)
+            .unwrap();
+        let now = Utc::now();
+        paths
+            .save(&Record {
+                build_id: executor_base::BuildId::new(id).unwrap(),
+                pid: None,
+                proc_start: None,
+                started_at: now,
+                timeout_minutes: 90,
+                kill_at: now + chrono::Duration::minutes(91),
+                expires_at: now + chrono::Duration::minutes(120),
+                stop: None,
+                status: None,
+                cgroup: None,
+                memory_peak: None,
+            })
+            .unwrap();
+        std::fs::write(paths.token(), "a-secret-token").unwrap();
+        std::fs::create_dir(paths.work()).unwrap();
+        if let Some(o) = owner {
+            std::fs::write(paths.dir.join("owner"), o.to_label()).unwrap();
+        }
+    }
+
+    fn runs(builds: &std::path::Path, id: u64) -> usize {
+        std::fs::read_to_string(builds.join(format!("{id}.runs")))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_start_whose_claimant_died_before_the_spawn_is_never_spawned_and_starts_again_once() {
+        let tools = testutil::job_tools("echo run >> \"$SD_PROCESS_BUILD.runs\"; exit 0");
+        let state = tempfile::tempdir().unwrap();
+        let builds = state.path().join("builds");
+        let Some(Owner::Process(me)) = Owner::current() else {
+            panic!("no process identity");
+        };
+        // Our pid with another start time: a process that is gone (its pid reused).
+        let gone = Owner::Process(ProcessIdentity {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        });
+        interrupted_claim(&builds, 21, Some(gone));
+        let exec = testutil::executor(tools.path(), state.path()).await;
+        let b = config(21);
+        // Settled at once, not after the 10 s start window.
+        let s = tokio::time::timeout(Duration::from_secs(1), exec.status(&b.to_stop()))
+            .await
+            .expect("status answers at once")
+            .unwrap();
+        assert_eq!(s.phase, Phase::Lost, "{s}");
+        assert_eq!(
+            s.failure.as_ref().unwrap().build_started,
+            Some(false),
+            "{s}"
+        );
+        assert!(s.message.contains("never spawned"), "{s}");
+        assert!(!builds.join("21").join("token").exists(), "token file left");
+        assert_eq!(runs(&builds, 21), 0);
+        // The id is free for the start again (the API's adoption does it), which runs once.
+        exec.start(&b).await.unwrap();
+        let s = exec
+            .wait_until_finished(
+                &b.to_stop(),
+                Duration::from_millis(20),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.phase, Phase::Succeeded, "{s}");
+        assert_eq!(runs(&builds, 21), 1);
+    }
+
+    #[tokio::test]
+    async fn a_start_whose_claimant_lives_is_left_to_it() {
+        let tools = testutil::job_tools("exit 0");
+        let state = tempfile::tempdir().unwrap();
+        let builds = state.path().join("builds");
+        // Claimed by this (live) process, as another executor instance starting it.
+        interrupted_claim(&builds, 22, Owner::current());
+        let exec = testutil::executor(tools.path(), state.path()).await;
+        let b = config(22);
+        let s = exec.status(&b.to_stop()).await.unwrap();
+        assert_eq!(s.phase, Phase::Pending, "{s}");
+        let e = exec.start(&b).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        assert!(
+            builds.join("22").join("token").exists(),
+            "the live claim is untouched"
+        );
+        // A stop settles it as canceled (nothing was spawned) and removes the token.
+        tokio::time::timeout(Duration::from_secs(5), exec.stop(&b.to_stop()))
+            .await
+            .expect("stop of a claim without a process answers")
+            .unwrap();
+        assert_eq!(
+            exec.status(&b.to_stop()).await.unwrap().phase,
+            Phase::Canceled
+        );
+        assert!(!builds.join("22").join("token").exists());
     }
 }

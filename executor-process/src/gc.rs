@@ -32,6 +32,13 @@ pub(crate) fn write_owner(dir: &std::path::Path) {
     }
 }
 
+/// Whether the process that claimed the build directory `dir` still runs
+/// ([`Liveness::Unknown`] without a readable `owner` file). Blocking (a small read).
+pub(crate) fn owner_liveness(dir: &std::path::Path) -> Liveness {
+    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).ok();
+    Owner::liveness_of_label(owner.as_deref().map(str::trim))
+}
+
 /// When the directory of a start interrupted before its claim counts as abandoned.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 

@@ -46,6 +46,15 @@
 //!   (succeeded, failed with the code, timed out, or killed by a signal); only a build
 //!   whose whole process group vanished without a recorded exit is `Lost`. Builds are
 //!   *not* killed when the executor is dropped: a server restart does not cancel them.
+//! * **Interrupted starts**: `start` runs as a task of its own, so dropping its future
+//!   (a caller's timeout) never leaves half a build: it is spawned (and `stop` ends it)
+//!   or rolled back. A start killed with its process between claiming the directory and
+//!   spawning `launch` leaves a state file without a pid; the directory's `owner` file
+//!   names the claiming process, so once that process is gone (and no supervisor carries
+//!   the build's marker) the build is `Lost` with `build_started: false` ("launch was
+//!   never spawned") at once, its token file removed, and a new `start` of the id takes
+//!   the directory over: a caller (the reference API's adoption) starts it again and it
+//!   runs once. While the claimant lives, the build is `Pending` and left to it.
 //! * **Timeouts**: the executor kills a build still running `timeoutGraceMs` (default 1
 //!   minute, upstream's "1 min more than the launcher") after its timeout, so `launch`
 //!   can run its own timeout handling first. This backstop is persisted with the build, so
@@ -105,6 +114,7 @@ mod executor;
 mod gc;
 mod oom;
 mod os;
+mod pause;
 mod reaper;
 mod record;
 mod requests;

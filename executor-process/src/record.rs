@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use executor_base::{BuildId, BuildStatus};
@@ -150,6 +150,18 @@ impl BuildPaths {
     }
 }
 
+/// Held by the task running a build's `start`: when it is dropped (the start returned,
+/// failed, or was cancelled half-way) the build is no longer starting, and whoever waits
+/// for its spawn is woken. A build left without a pid after that was never spawned.
+pub(crate) struct StartGuard(pub(crate) std::sync::Arc<Build>);
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        self.0.starting.store(false, Ordering::SeqCst);
+        self.0.changed.send_modify(|n| *n += 1);
+    }
+}
+
 /// What `Build::request_stop` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StopRequest {
@@ -169,6 +181,9 @@ pub(crate) struct Build {
     /// Whether this executor spawned it (and a reaper task waits for it). Builds found in
     /// the state directory after a restart are *adopted*: watched by polling their pid.
     pub owned: bool,
+    /// Whether this executor's `start` of the build is still under way (only ever true for
+    /// an owned build; cleared by [`StartGuard`] however the start ends).
+    starting: AtomicBool,
     record: Mutex<Record>,
     /// Bumped by every change of `record`; `saved` is the last one written to disk.
     changes: AtomicU64,
@@ -184,6 +199,7 @@ impl Build {
             id: record.build_id,
             paths,
             owned,
+            starting: AtomicBool::new(owned),
             record: Mutex::new(record),
             changes: AtomicU64::new(0),
             saved: tokio::sync::Mutex::new(0),
@@ -200,6 +216,11 @@ impl Build {
     /// Whether the build reached a terminal status.
     pub(crate) fn is_finished(&self) -> bool {
         self.record.lock().status.is_some()
+    }
+
+    /// Whether this executor's `start` of the build is still under way.
+    pub(crate) fn is_starting(&self) -> bool {
+        self.starting.load(Ordering::SeqCst)
     }
 
     /// A receiver that sees every change of the record.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::Utc;
 use executor_base::launch::{TOKEN_ENV, expose_token};
 use executor_base::{
-    BuildStatus, Error, ErrorKind, FailureReason, LaunchSpec, StartConfig, TOKEN_BUFFER_MINUTES,
-    TokenDelivery,
+    BuildStatus, Error, ErrorKind, FailureReason, LaunchSpec, Liveness, StartConfig,
+    TOKEN_BUFFER_MINUTES, TokenDelivery,
 };
 use tokio::process::Command;
 
@@ -24,7 +24,7 @@ use crate::executor::Inner;
 use crate::oom::OomProbe;
 use crate::os;
 use crate::reaper::reap;
-use crate::record::{Build, BuildPaths, Record, StopReason};
+use crate::record::{Build, BuildPaths, Record, StartGuard, StopReason};
 use crate::supervisor;
 use crate::tree::{MARK_ENV, Tree};
 
@@ -89,6 +89,9 @@ impl Inner {
             }
             map.insert(id, build.clone());
         }
+        // However this start ends (a failure, or a cancellation half-way), the build stops
+        // counting as starting, so nothing waits for its spawn forever.
+        let _starting = StartGuard(build.clone());
         match self.spawn(&build, cfg, timeout_minutes).await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -132,6 +135,9 @@ impl Inner {
                 std::io::Error::other(e),
             )
         })??;
+        // Test hook (`SDX_TEST_PAUSE=process-claimed=<ms>`): the directory is claimed,
+        // `launch` not yet spawned; a restart test kills the server here.
+        crate::pause::pause(crate::pause::CLAIMED).await;
         // The id is ours now: a cgroup left by an earlier build with this id is emptied.
         let cgroup = if self.cgroups.enabled() {
             let cgroups = self.cgroups.clone();
@@ -373,16 +379,26 @@ fn live(paths: &BuildPaths) -> Option<&'static str> {
             .and_then(|t| t.elapsed().ok())
             .is_none_or(|age| age < CLAIM_WINDOW)
     };
+    let claimant = || crate::gc::owner_liveness(&paths.dir);
     match paths.load() {
         Some(r) if r.status.is_none() => match r.pid {
             Some(p) if os::is_alive(p, r.proc_start) => {
                 Some("is already running (started by another executor instance)")
             }
             Some(_) => None,
-            None if crate::tree::find_supervisor(&paths.mark()).is_some() || young() => {
-                Some("is being started by another executor instance")
-            }
-            None => None,
+            // Its claimant is gone (checked first: a supervisor it spawned is visible by
+            // now) and spawned nothing: an interrupted start, replaced.
+            None => match claimant() {
+                _ if crate::tree::find_supervisor(&paths.mark()).is_some() => {
+                    Some("is already running (started by another executor instance)")
+                }
+                Liveness::Gone => None,
+                Liveness::Alive => Some("is being started by another executor instance"),
+                Liveness::Unknown if young() => {
+                    Some("is being started by another executor instance")
+                }
+                Liveness::Unknown => None,
+            },
         },
         Some(_) => None,
         // Only a directory made by something else (or an older sdx) lacks a state file.

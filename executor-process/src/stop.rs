@@ -41,7 +41,9 @@ impl Inner {
             return Ok(());
         }
         let Some(pid) = wait_spawned(build).await else {
-            // Adopted without a pid: `refresh` settles it as stopped.
+            // Never spawned (adopted without a pid, or a start that ended without a
+            // spawn): `refresh` settles it as stopped, or leaves it to the live instance
+            // that is starting it.
             self.refresh(build).await;
             return Ok(());
         };
@@ -101,8 +103,9 @@ impl Inner {
     }
 }
 
-/// Waits until the build's process is spawned; `None` if it finished first or (adopted)
-/// has no pid.
+/// Waits until the build's process is spawned; `None` if it finished first, its start
+/// ended without a spawn, or (adopted) it has no pid. Bounded by the start itself: the
+/// start's [`crate::record::StartGuard`] wakes this when it ends, however it ends.
 async fn wait_spawned(build: &Build) -> Option<u32> {
     let mut changes = build.subscribe();
     loop {
@@ -113,7 +116,7 @@ async fn wait_spawned(build: &Build) -> Option<u32> {
         if let Some(pid) = r.pid {
             return Some(pid);
         }
-        if !build.owned || changes.changed().await.is_err() {
+        if !build.owned || !build.is_starting() || changes.changed().await.is_err() {
             return None;
         }
     }
