@@ -14,7 +14,8 @@
 //!   anything ([`never_started`]: the process died inside the executor's `start`): the
 //!   build never ran; `Resume` starts it now (once: nothing of it runs), `Abort` aborts it;
 //! * open and running: `Resume` re-arms its timer (the durable timer store also reloads
-//!   it; overdue deadlines fire at once) and watches it again; `Abort` aborts and stops it.
+//!   it; overdue deadlines fire at once) and watches it again; `Abort` aborts and stops it
+//!   (records it timed out, FAILURE, when it is past its timeout).
 
 use executor_base::{ApiBuildStatus, BuildId, BuildStatus, Error, ErrorKind, Phase};
 use sd_launch::spool::{self, Entry};
@@ -143,8 +144,14 @@ pub(crate) async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
                 dispatch::watch(state, id).await;
             }
             Adoption::Abort(why) => {
+                // A build past its timeout (its follower died while the timeout's stop was
+                // under way) timed out; it was not aborted.
+                let (status, message) = match dispatch::past_deadline(&state, &b) {
+                    Some(timed_out) => (ApiBuildStatus::Failure, timed_out),
+                    None => (ApiBuildStatus::Aborted, why),
+                };
                 if let Ok((t, _)) = state
-                    .transition_owned(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
+                    .transition_owned(id.get(), Some(status), Some(message))
                     .await
                 {
                     dispatch::react(&state, id, t).await;

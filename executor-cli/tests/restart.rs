@@ -658,7 +658,14 @@ fn while_20_builds_run() -> Tally {
     // inside the executor's start, or running.
     case.kill(&mut s);
     let (_s, api) = case.serve(&[]);
+    // Aborted once launch reported them RUNNING: an abort racing launch's own RUNNING
+    // report makes launch exit 2 (the API refuses the report), which the executor calls
+    // "failed" while the API rightly says ABORTED (see the README).
     for id in to_stop {
+        assert!(wait_until(
+            Duration::from_secs(60),
+            || api.build(id)["status"] == "RUNNING"
+        ));
         api.abort(id).unwrap();
     }
     verify(&case, &api, started)
@@ -707,25 +714,11 @@ fn run_killed_then_gc() -> Tally {
             // The step ignores SIGTERM, so the stop takes its whole (default) grace.
             body["steps"][1]["command"] = json!("trap '' TERM; sleep 300");
         }
-        let file = state.join(format!("build-{}.json", ids.len()));
-        std::fs::write(&file, body.to_string()).unwrap();
-        let mut cmd = sdx(state);
-        cmd.args(["run", "--file"])
-            .arg(&file)
-            .env("EXECUTOR_PROCESS_ENV_SD_API_RETRY_SECS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let RunKill::Paused(p) = at {
-            cmd.env("SDX_TEST_PAUSE", p);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        let id: u64 = first
-            .strip_prefix("build ")
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("sdx run said {first:?}"));
+        let pause = match at {
+            RunKill::Paused(p) => Some(*p),
+            _ => None,
+        };
+        let (mut child, id) = spawn_run(state, &body, ids.len(), pause);
         match at {
             RunKill::Paused(_) => std::thread::sleep(Duration::from_millis(500)),
             RunKill::MidBuild | RunKill::MidStop => {
@@ -759,15 +752,7 @@ fn run_killed_then_gc() -> Tally {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(6));
-    let out = sdx(state).args(["gc", "--json"]).output().unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let orphans: BTreeMap<u64, Value> = report
-        .as_array()
-        .and_then(|r| r.iter().find_map(|e| e["orphanedRuns"].as_array().cloned()))
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|o| Some((o["id"].as_u64()?, o)))
-        .collect();
+    let (report, orphans) = gc(state);
     let live = live.wait_with_output().unwrap();
     let live_out = String::from_utf8_lossy(&live.stdout);
     if live.status.code() != Some(0) || !live_out.contains("SUCCESS") {
@@ -776,7 +761,60 @@ fn run_killed_then_gc() -> Tally {
             .push(format!("the live run was disturbed by gc: {live_out}"));
     }
     t.builds = ids.len() + 1;
-    for (id, kind) in &expected {
+    check_settled(&mut t, &marks, &expected, &report, &orphans);
+    finish_runs(t, state, started)
+}
+
+/// `sdx run` with the build `body` (written to `build-<n>.json`), its reports retried
+/// 1 s while its API is down, and `SDX_TEST_PAUSE=<pause>`; returns it and its build id.
+fn spawn_run(state: &Path, body: &Value, n: usize, pause: Option<&str>) -> (Child, u64) {
+    let file = state.join(format!("build-{n}.json"));
+    std::fs::write(&file, body.to_string()).unwrap();
+    let mut cmd = sdx(state);
+    cmd.args(["run", "--file"])
+        .arg(&file)
+        .env("EXECUTOR_PROCESS_ENV_SD_API_RETRY_SECS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(p) = pause {
+        cmd.env("SDX_TEST_PAUSE", p);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let id: u64 = first
+        .strip_prefix("build ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("sdx run said {first:?}"));
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    (child, id)
+}
+
+/// `sdx gc --json` over `state`: the report and the killed runs it settled, by id.
+fn gc(state: &Path) -> (Value, BTreeMap<u64, Value>) {
+    let out = sdx(state).args(["gc", "--json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let orphans = report
+        .as_array()
+        .and_then(|r| r.iter().find_map(|e| e["orphanedRuns"].as_array().cloned()))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|o| Some((o["id"].as_u64()?, o)))
+        .collect();
+    (report, orphans)
+}
+
+/// Every killed run of `expected` was settled by gc with its true outcome, and ran once.
+fn check_settled(
+    t: &mut Tally,
+    marks: &Path,
+    expected: &BTreeMap<u64, Kind>,
+    report: &Value,
+    orphans: &BTreeMap<u64, Value>,
+) {
+    for (id, kind) in expected {
         let Some(o) = orphans.get(id) else {
             t.lost += 1;
             t.problems
@@ -784,11 +822,15 @@ fn run_killed_then_gc() -> Tally {
             continue;
         };
         let status = o["status"].as_str().unwrap_or_default();
+        let message = o["statusMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
         let ok = match kind {
             Kind::Succeed => status == "SUCCESS",
             Kind::Fail => status == "FAILURE",
             Kind::Stop => status == "ABORTED",
-            Kind::TimeOut => unreachable!(),
+            Kind::TimeOut => status == "FAILURE" && message.contains("timed out"),
         } && o["settled"] == true;
         if !ok {
             t.wrong += 1;
@@ -799,8 +841,13 @@ fn run_killed_then_gc() -> Tally {
             .unwrap_or(0);
         if runs > 1 {
             t.duplicated += 1;
+            t.problems.push(format!("run build {id} ran {runs} times"));
         }
     }
+}
+
+/// After gc: no process of any build left, and a second gc finds nothing more to do.
+fn finish_runs(mut t: Tally, state: &Path, started: Instant) -> Tally {
     if !wait_until(Duration::from_secs(30), || {
         build_processes(state).is_empty()
     }) {
@@ -822,6 +869,102 @@ fn run_killed_then_gc() -> Tally {
     }
     t.secs = started.elapsed().as_secs_f64();
     t
+}
+
+/// `sdx run` killed while its build's 1-minute timeout fires (the step ignores SIGTERM,
+/// so the timeout's stop takes its grace), then `sdx gc`: FAILURE, timed out.
+fn run_killed_while_a_timeout_fires() -> Tally {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, marks) = (dir.path(), dir.path().join("marks"));
+    std::fs::create_dir(&marks).unwrap();
+    let mut t = Tally {
+        builds: 1,
+        kills: 1,
+        ..Tally::default()
+    };
+    let mut body = Kind::TimeOut.body(&marks, 0);
+    body["steps"][1]["command"] = json!("trap '' TERM; sleep 300");
+    let (mut child, id) = spawn_run(state, &body, 0, None);
+    // The first step runs after launch reported RUNNING (the timeout's start).
+    assert!(wait_until(Duration::from_secs(30), || marks
+        .join(id.to_string())
+        .exists()));
+    std::thread::sleep(Duration::from_millis(61_500));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (report, orphans) = gc(state);
+    check_settled(
+        &mut t,
+        &marks,
+        &BTreeMap::from([(id, Kind::TimeOut)]),
+        &report,
+        &orphans,
+    );
+    finish_runs(t, state, started)
+}
+
+/// 20 `sdx run` at once on one state directory (ids strictly increasing in the order
+/// they started), all killed once every build works (or after 60 s), then `sdx gc` once
+/// the 10 s builds ended: those succeeded or failed, the long ones are aborted, and a
+/// build that had not started when its run was killed is aborted without running.
+fn twenty_runs_killed() -> Tally {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, marks) = (dir.path(), dir.path().join("marks"));
+    std::fs::create_dir(&marks).unwrap();
+    let mut t = Tally::default();
+    let kinds: Vec<Kind> = (0..20)
+        .map(|i| match i % 4 {
+            0 | 1 => Kind::Succeed,
+            2 => Kind::Fail,
+            _ => Kind::Stop,
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for (n, kind) in kinds.iter().enumerate() {
+        let (child, id) = spawn_run(state, &kind.body(&marks, 10), n, None);
+        runs.push((child, id, *kind));
+    }
+    let ids: Vec<u64> = runs.iter().map(|r| r.1).collect();
+    if !ids.windows(2).all(|w| w[0] < w[1]) {
+        t.wrong += 1;
+        t.problems
+            .push(format!("run ids not strictly increasing: {ids:?}"));
+    }
+    wait_until(Duration::from_secs(60), || {
+        ids.iter().all(|id| marks.join(id.to_string()).exists())
+    });
+    for (child, _, _) in &mut runs {
+        let _ = child.kill();
+        t.kills += 1;
+    }
+    for (child, _, _) in &mut runs {
+        let _ = child.wait();
+    }
+    // The short builds end by themselves (launch gives up on the dead API after 1 s).
+    let short: Vec<String> = runs
+        .iter()
+        .filter(|r| r.2 != Kind::Stop)
+        .map(|r| format!("/builds/{}", r.1))
+        .collect();
+    assert!(wait_until(Duration::from_secs(90), || build_processes(
+        state
+    )
+    .iter()
+    .all(|(_, m)| !short.iter().any(|s| m.ends_with(s.as_str())))));
+    let (report, orphans) = gc(state);
+    t.builds = runs.len();
+    let expected: BTreeMap<u64, Kind> = runs
+        .iter()
+        .map(|r| match marks.join(r.1.to_string()).exists() {
+            true => (r.1, r.2),
+            // Never ran: gc aborts it.
+            false => (r.1, Kind::Stop),
+        })
+        .collect();
+    check_settled(&mut t, &marks, &expected, &report, &orphans);
+    finish_runs(t, state, started)
 }
 
 #[test]
@@ -851,6 +994,11 @@ fn restart_matrix() {
         ("while a timeout fires", while_a_timeout_fires),
         ("while 20 builds run", while_20_builds_run),
         ("sdx run killed, then sdx gc", run_killed_then_gc),
+        (
+            "sdx run killed while a timeout fires, then sdx gc",
+            run_killed_while_a_timeout_fires,
+        ),
+        ("20 sdx run killed, then sdx gc", twenty_runs_killed),
     ];
     let started = Instant::now();
     let results: Mutex<Vec<(String, Result<Tally, String>)>> = Mutex::new(Vec::new());
