@@ -21,7 +21,11 @@ where
     I: IntoIterator<Item = S>,
     S: Into<std::ffi::OsString>,
 {
-    let args = match Args::parse(args.into_iter().map(Into::into).skip(1)) {
+    let argv: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if argv.get(1).is_some_and(|a| a == "install") {
+        return crate::install::main(&argv[2..]);
+    }
+    let args = match Args::parse(argv.into_iter().skip(1)) {
         Ok(args::Parsed::Run(a)) => a,
         Ok(args::Parsed::Help) => {
             say(USAGE);
@@ -42,7 +46,9 @@ where
     // The last line of a build: the launch handshake (see `handshake`); never after
     // `--only-fetch-token`, whose output is the token alone.
     if !only_token {
-        say(&crate::handshake::line(build_id, outcome));
+        let line = crate::handshake::line(build_id, outcome);
+        say(&line);
+        crate::handshake::write_result_file(&line);
     }
     outcome.exit_code()
 }

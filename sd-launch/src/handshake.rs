@@ -13,6 +13,27 @@
 
 use crate::run::Outcome;
 
+/// The environment variable naming a file that `launch` also writes the handshake line
+/// to (truncated first), for engines that cannot read the build's output: the Kubernetes
+/// backend sets it to the build container's `terminationMessagePath`, the process backend
+/// to a file in the build's state directory. Stdout gets the line either way.
+pub const RESULT_FILE_ENV: &str = "SD_LAUNCH_RESULT_FILE";
+
+/// Writes `line` (and a newline) to the file named by [`RESULT_FILE_ENV`], when set. A
+/// file that cannot be written is reported on stderr and changes nothing else: the
+/// executor then finds no handshake there and does not report success.
+pub fn write_result_file(line: &str) {
+    let Some(path) = std::env::var_os(RESULT_FILE_ENV).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    if let Err(e) = std::fs::write(&path, format!("{line}\n")) {
+        eprintln!(
+            "launch: cannot write the launch result to {} ({RESULT_FILE_ENV}): {e}",
+            std::path::Path::new(&path).display()
+        );
+    }
+}
+
 /// The launch protocol this `launch` speaks.
 pub const PROTOCOL: u32 = 1;
 

@@ -45,6 +45,13 @@
 //!        [--spool-file PATH] [--api-retry-secs SECS] [--only-fetch-token] BUILD_ID
 //! ```
 //!
+//! `launch install DIR` copies job-tools (the directory holding `launch`) into `DIR`
+//! without a shell: the Kubernetes init container of the `FROM scratch` sdx launcher
+//! image runs it (see [`install`]).
+//!
+//! The last line `launch` writes is the launch handshake (see [`handshake`]); with
+//! `SD_LAUNCH_RESULT_FILE` set it also writes that line to the named file.
+//!
 //! Exit codes: `0` the build succeeded, `1` a step failed (or the build was aborted by
 //! SIGTERM/SIGINT/SIGHUP), `2` usage error or the build could not start, `3` the build
 //! timed out. Unlike upstream's launcher (which always exits 0), the exit code tells the
@@ -79,6 +86,7 @@ pub mod api;
 pub mod args;
 mod cli;
 pub mod handshake;
+pub mod install;
 pub mod logs;
 pub mod report;
 pub mod run;

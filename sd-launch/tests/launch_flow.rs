@@ -645,3 +645,82 @@ fn a_running_mark_whose_answer_was_lost_is_not_a_second_launch() {
         "no step ran"
     );
 }
+
+#[test]
+fn binary_writes_the_handshake_to_stdout_and_to_the_result_file() {
+    let api = FakeApi::start(json!([{"name": "one", "command": "echo one"}]));
+    let dir = tempfile::tempdir().unwrap();
+    let result = dir.path().join("termination-log");
+    // A stale content (a step or an earlier run) is replaced, not appended to.
+    std::fs::write(&result, "stale\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_launch"))
+        .env_clear()
+        .env("SD_TOKEN", "build-token")
+        .env(sd_launch::handshake::RESULT_FILE_ENV, &result)
+        .args(["--api-uri", &api.url, "--workspace"])
+        .arg(dir.path().join("ws"))
+        .arg("42")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = "sdx-launch-result protocol=1 build=42 status=SUCCESS";
+    assert_eq!(stdout.lines().last(), Some(want), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), format!("{want}\n"));
+}
+
+#[test]
+fn binary_with_an_unwritable_result_file_still_exits_with_the_build_outcome() {
+    let api = FakeApi::start(json!([{"name": "one", "command": "exit 4"}]));
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_launch"))
+        .env_clear()
+        .env("SD_TOKEN", "build-token")
+        .env(
+            sd_launch::handshake::RESULT_FILE_ENV,
+            dir.path().join("missing/dir/file"),
+        )
+        .args(["--api-uri", &api.url, "--workspace"])
+        .arg(dir.path().join("ws"))
+        .arg("42")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SD_LAUNCH_RESULT_FILE"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("status=FAILURE\n"));
+}
+
+#[test]
+fn binary_install_copies_job_tools_without_a_shell() {
+    // The binary's own directory is job-tools: copy it into a fresh one beside it.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_launch"));
+    let tools = tempfile::tempdir().unwrap();
+    let launch = tools.path().join("launch");
+    std::fs::copy(bin, &launch).unwrap();
+    std::fs::write(tools.path().join("extra.txt"), "x").unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&launch)
+        .env_clear()
+        .arg("install")
+        .arg(dest.path().join("opt-launcher"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = dest.path().join("opt-launcher/launch");
+    // The copy runs: it is the same launch.
+    let v = std::process::Command::new(&copied)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("launch "));
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("opt-launcher/extra.txt")).unwrap(),
+        "x"
+    );
+}
