@@ -193,7 +193,7 @@ pub fn exit_zero_status(
             r.build_id, r.protocol
         ),
         None => format!(
-            "the launcher exited 0 without the launch handshake, so no step is known to have run: image {launcher} does not speak sdx launch protocol {LAUNCH_PROTOCOL} (native launch mode). Use the sdx launcher image (`sdx launcher-image build`, default {SDX_LAUNCHER_REFERENCE}), or set launchMode=screwdriver for upstream's screwdrivercd/launcher"
+            "the launcher exited 0 without the launch handshake, so no step is known to have run: launcher {launcher} does not speak sdx launch protocol {LAUNCH_PROTOCOL} (native launch mode). Use the sdx launcher image (`sdx launcher-image build`, default {SDX_LAUNCHER_REFERENCE}), or set launchMode=screwdriver for upstream's screwdrivercd/launcher"
         ),
     };
     let mut s = BuildStatus::failed(

@@ -263,6 +263,7 @@ impl Inner {
                 ),
             )),
         };
+        let status = crate::reaper::with_handshake(self, build, status).await;
         build.finish(status).await;
     }
 

@@ -28,7 +28,10 @@
 //!   the same way before the build counts as finished. Without a cgroup, a process that
 //!   both leaves the group *and* drops the marker from its environment escapes (see the
 //!   `tree` module; a test shows both cases).
-//! * **Status**: running until the reaper task sees the exit; exit code 0 succeeds, others
+//! * **Status**: running until the reaper task sees the exit; exit code 0 succeeds only
+//!   with the launch handshake (`launch` writes it to `SD_LAUNCH_RESULT_FILE` =
+//!   `<stateDir>/builds/<id>/result` and as its last output line; without it the build is
+//!   failed with reason `launchProtocol`, see `executor_base::launch_protocol`), others
 //!   fail (`launch`'s code 3 means its own build timeout: `TimedOut`); a signal we did not
 //!   send is a failure with the signal name as evidence, or out of memory when the cgroup's
 //!   `memory.events` counted an OOM kill meanwhile (see the `oom` module). After `stop`:
@@ -112,6 +115,7 @@ mod config;
 mod error;
 mod executor;
 mod gc;
+mod handshake;
 mod oom;
 mod os;
 mod pause;
@@ -131,6 +135,7 @@ pub use config::{
     ENV_STATE_DIR, ProcessConfig, default_job_tools, default_state_dir,
 };
 pub use executor::ProcessExecutor;
+pub use handshake::RESULT_FILE_ENV;
 pub use reaper::LAUNCH_EXIT_TIMEOUT;
 pub use spawn::{SPOOL_ENV, STOP_GRACE_ENV};
 pub use tree::MARK_ENV;

@@ -46,12 +46,31 @@ pub(crate) async fn reap(
             BuildStatus::lost(Some(true), format!("cannot wait for process {pid}: {e}"))
         }
     };
+    let status = with_handshake(&inner, &build, status).await;
     tracing::info!(build_id = %build.id, pid, %status, "build finished");
     // Only the reaper finishes a build it owns: count it before waiters can see it end.
     if !build.is_finished() {
         inner.counter.finished(&status);
     }
     build.finish(status).await;
+}
+
+/// `status`, unless it is a success without `launch`'s handshake (see `handshake`);
+/// the files are read on a blocking thread.
+pub(crate) async fn with_handshake(
+    inner: &Inner,
+    build: &Build,
+    status: BuildStatus,
+) -> BuildStatus {
+    if status.phase != executor_base::Phase::Succeeded {
+        return status;
+    }
+    let (paths, id) = (build.paths.clone(), build.id);
+    let launch = inner.settings.job_tools.join("launch");
+    let fallback = status.clone();
+    tokio::task::spawn_blocking(move || crate::handshake::checked(status, &paths, id, &launch))
+        .await
+        .unwrap_or(fallback)
 }
 
 /// `memory.peak` of a build's cgroup, when the memory controller accounts it.

@@ -97,6 +97,11 @@ impl BuildPaths {
     pub(crate) fn exit(&self) -> PathBuf {
         self.dir.join("exit")
     }
+    /// `result`: the launch handshake `launch` writes when it ends
+    /// (`SD_LAUNCH_RESULT_FILE`).
+    pub(crate) fn result(&self) -> PathBuf {
+        self.dir.join("result")
+    }
     /// `build.log`: stdout and stderr of `launch`.
     pub(crate) fn log(&self) -> PathBuf {
         self.dir.join("build.log")

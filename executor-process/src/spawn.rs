@@ -219,6 +219,7 @@ impl Inner {
         command
             .env(MARK_ENV, paths.mark())
             .env(SPOOL_ENV, paths.spool())
+            .env(crate::handshake::RESULT_FILE_ENV, paths.result())
             .env(STOP_GRACE_ENV, s.stop_grace.as_millis().to_string());
         if s.token_env {
             command.env(TOKEN_ENV, expose_token(&cfg.token));

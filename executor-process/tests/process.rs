@@ -741,3 +741,71 @@ async fn a_start_interrupted_before_its_claim_leaves_nothing_under_the_id() {
     exec.start(&b).await.unwrap();
     assert_eq!(finished(&exec, &b.to_stop()).await.phase, Phase::Succeeded);
 }
+
+#[tokio::test]
+async fn a_launch_that_exits_0_without_the_handshake_is_failed_launch_protocol() {
+    // Upstream's launcher given native mode's `--token-file`: usage, exit 0, nothing ran.
+    let tools = common::job_tools_without_handshake(
+        r#"echo "Incorrect Usage. flag provided but not defined: -token-file"; exit 0"#,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let b = build(61, "tok-silent");
+    exec.start(&b).await.unwrap();
+    let s = finished(&exec, &b.to_stop()).await;
+    assert_eq!(s.phase, Phase::Failed, "{s:?}");
+    assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol), "{s:?}");
+    assert_eq!(s.exit_code, Some(0));
+    let launch = tools.path().join("launch");
+    assert!(s.message.contains(launch.to_str().unwrap()), "{}", s.message);
+    assert_eq!(s.api_status().as_str(), "FAILURE");
+    assert!(exec.verify(&b).await.unwrap().is_failure());
+
+    // A handshake for another build proves nothing about this one.
+    let tools = common::job_tools_without_handshake(
+        r#"echo "sdx-launch-result protocol=1 build=999 status=SUCCESS"; exit 0"#,
+    );
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let b = build(62, "tok-silent");
+    exec.start(&b).await.unwrap();
+    let s = finished(&exec, &b.to_stop()).await;
+    assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol), "{s:?}");
+    assert!(s.message.contains("without the launch handshake"), "{}", s.message);
+
+    // Through the result file only (stdout silent): succeeded.
+    let tools = common::job_tools_without_handshake(
+        r#"echo "sdx-launch-result protocol=1 build=$SD_BUILD_ID status=SUCCESS" > "$SD_LAUNCH_RESULT_FILE"; exit 0"#,
+    );
+    let exec = executor(tools.path(), state.path(), state.path()).await;
+    let b = build(63, "tok");
+    exec.start(&b).await.unwrap();
+    assert_eq!(finished(&exec, &b.to_stop()).await.phase, Phase::Succeeded);
+}
+
+#[test]
+fn a_silent_launch_that_ended_while_no_executor_ran_is_launch_protocol_after_a_restart() {
+    let tools = common::job_tools_without_handshake(
+        r#"while [ ! -e "$OUT/go" ]; do sleep 0.02; done; exit 0"#,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let b = build(64, "tok-silent");
+    // The first instance starts the build, then its runtime (and reaper) goes away.
+    let pid = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let exec = executor(tools.path(), state.path(), out.path()).await;
+            exec.start(&b).await.unwrap();
+            exec.pid(b.build_id).unwrap()
+        })
+    };
+    std::fs::write(out.path().join("go"), "").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        wait_dead(pid).await;
+        let second = executor(tools.path(), state.path(), out.path()).await;
+        let s = finished(&second, &b.to_stop()).await;
+        assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol), "{s:?}");
+        assert_eq!(s.exit_code, Some(0));
+    });
+}

@@ -74,7 +74,10 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
     });
     match result {
         Ok(n) => {
-            crate::say(&format!("launch install: {n} files copied to {}", to.display()));
+            crate::say(&format!(
+                "launch install: {n} files copied to {}",
+                to.display()
+            ));
             0
         }
         Err(e) => {
@@ -101,7 +104,10 @@ mod tests {
         std::os::unix::fs::symlink("launch", from.path().join("run")).unwrap();
         let dst = to.path().join("tools");
         assert_eq!(copy_tree(from.path(), &dst).unwrap(), 3);
-        let mode = std::fs::metadata(dst.join("launch")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dst.join("launch"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         assert_eq!(std::fs::read(dst.join("hab/x")).unwrap(), b"x");
         assert_eq!(

@@ -666,7 +666,10 @@ fn binary_writes_the_handshake_to_stdout_and_to_the_result_file() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let want = "sdx-launch-result protocol=1 build=42 status=SUCCESS";
     assert_eq!(stdout.lines().last(), Some(want), "{stdout}");
-    assert_eq!(std::fs::read_to_string(&result).unwrap(), format!("{want}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&result).unwrap(),
+        format!("{want}\n")
+    );
 }
 
 #[test]

@@ -14,15 +14,33 @@ use tempfile::TempDir;
 /// The API URI put in test builds (nothing listens there; the scripts never call it).
 pub const API: &str = "http://127.0.0.1:9";
 
-/// A job-tools directory whose `launch` runs `body` under `/bin/sh`.
+/// The launch handshake as the reference `launch` writes it when the build succeeded:
+/// an `EXIT` trap, so every way `body` exits 0 proves the build ran (as `sd-launch` does).
+pub const HANDSHAKE_TRAP: &str = r#"trap '[ $? = 0 ] && echo "sdx-launch-result protocol=1 build=$SD_BUILD_ID status=SUCCESS"' EXIT"#;
+
+/// A job-tools directory whose `launch` runs `body` under `/bin/sh` and, exiting 0,
+/// writes the launch handshake ([`HANDSHAKE_TRAP`]).
 pub fn job_tools(body: &str) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_launch(dir.path(), body);
     dir
 }
 
-/// Writes `<dir>/launch` running `body`.
+/// A job-tools directory whose `launch` runs `body` and never writes the handshake (a
+/// launcher that does not speak the launch protocol, such as upstream's on an unknown
+/// flag).
+pub fn job_tools_without_handshake(body: &str) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path(), body);
+    dir
+}
+
+/// Writes `<dir>/launch` running `body`, with the handshake on exit 0.
 pub fn write_launch(dir: &Path, body: &str) {
+    write_script(dir, &format!("{HANDSHAKE_TRAP}\n{body}"));
+}
+
+fn write_script(dir: &Path, body: &str) {
     let path = dir.join("launch");
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
