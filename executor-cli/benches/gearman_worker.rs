@@ -14,7 +14,7 @@
 //! - **raw gear**: `BENCH_IN_FLIGHT` `gear.Worker`s (threads of one Python process), each
 //!   running `/bin/sh -c 'exit 0'` per job with `subprocess.run`, then `WORK_COMPLETE`;
 //! - **sdx gearman-worker**: the `sdx` binary on the process backend (`maxBuilds` =
-//!   `BENCH_IN_FLIGHT`), its job tools' `launch` being `#!/bin/sh` + `exit 0`; each job
+//!   `BENCH_IN_FLIGHT`), its job tools' `launch` being `#!/bin/sh` + an `echo` of the launch handshake; each job
 //!   is a plain Zuul job (`ZUUL_*` parameters; the worker's defaults fill in the rest),
 //!   reported as `WORK_DATA` announcement, `WORK_STATUS`, `WORK_DATA` result and
 //!   `WORK_COMPLETE`.
@@ -173,7 +173,12 @@ async fn drive(
 
 fn write_launch(tools: &Path) {
     let launch = tools.join("launch");
-    std::fs::write(&launch, "#!/bin/sh\nexit 0\n").unwrap();
+    // The launch handshake, as `sd-launch` writes it: without it the build is failed.
+    std::fs::write(
+        &launch,
+        "#!/bin/sh\necho \"sdx-launch-result protocol=1 build=$SD_BUILD_ID status=SUCCESS\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&launch, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 

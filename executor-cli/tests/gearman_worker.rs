@@ -40,6 +40,11 @@ fn servers() -> Vec<(&'static str, String)> {
     out
 }
 
+/// How the test `launch` ends by default: the launch handshake, as `sd-launch` writes
+/// it, then exit 0.
+const HANDSHAKE_END: &str =
+    "echo \"sdx-launch-result protocol=1 build=$SD_BUILD_ID status=SUCCESS\"\nexit 0";
+
 /// Directories of one test: job tools whose `launch` records each run and waits for
 /// `<out>/go`, the process backend's state, the worker's state and the output.
 struct Dirs {
@@ -52,6 +57,11 @@ struct Dirs {
 
 impl Dirs {
     fn new() -> Self {
+        Self::with_end(HANDSHAKE_END)
+    }
+
+    /// [`Dirs::new`] whose `launch` ends with `end` (after `<out>/go` appears).
+    fn with_end(end: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
         let [tools, process, worker, out] =
             ["tools", "process", "worker", "out"].map(|d| root.path().join(d));
@@ -63,7 +73,7 @@ impl Dirs {
             &launch,
             format!(
                 "#!/bin/sh\nOUT={}\nenv > \"$OUT/env-$ZUUL_UUID.tmp\"\nmv \"$OUT/env-$ZUUL_UUID.tmp\" \"$OUT/env-$ZUUL_UUID\"\necho \"$$\" >> \"$OUT/runs-$ZUUL_UUID\"\n\
-                 while [ ! -f \"$OUT/go\" ]; do sleep 0.02; done\nexit 0\n",
+                 while [ ! -f \"$OUT/go\" ]; do sleep 0.02; done\n{end}\n",
                 out.display()
             ),
         )
@@ -416,6 +426,27 @@ async fn a_build_end_is_reported_without_waiting_for_the_progress_interval() {
         assert!(matches!(end, JobEvent::Complete(_)), "{name}: {end:?}");
         let last: Value = serde_json::from_slice(data.last().expect("a report")).unwrap();
         assert_eq!(last["result"], "SUCCESS", "{name}: {last}");
+        assert_eq!(d.runs(&uuid).len(), 1, "{name}");
+    }
+}
+
+/// A launcher that exits 0 without the launch handshake (upstream's on an unknown flag):
+/// the worker, which wraps the process backend, never reports the job `SUCCESS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_without_the_handshake_is_never_a_successful_job() {
+    for (name, server) in servers() {
+        let d = Dirs::with_end(
+            "echo 'Incorrect Usage. flag provided but not defined: -token-file'\nexit 0",
+        );
+        std::fs::write(d.out.join("go"), "").unwrap();
+        let (job, uuid) = job_and_uuid("nohs");
+        let _worker = Killed(d.worker(server.as_str(), &job));
+        let (_client, submitted) = submit(&server, &job, &uuid).await;
+        let (data, end) = tokio::time::timeout(SETTLE, submitted.wait())
+            .await
+            .expect("the job ends");
+        let last: Value = serde_json::from_slice(data.last().expect("a report")).unwrap();
+        assert_eq!(last["result"], "FAILURE", "{name}: {last} ({end:?})");
         assert_eq!(d.runs(&uuid).len(), 1, "{name}");
     }
 }

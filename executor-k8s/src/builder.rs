@@ -163,7 +163,8 @@ impl K8sExecutorBuilder {
         self
     }
 
-    /// The init container's copy command.
+    /// The init container's copy command (empty: the launch mode's, see
+    /// [`K8sConfig::copy_command`](crate::K8sConfig::copy_command)).
     pub fn with_launcher_copy_command(mut self, cmd: Vec<String>) -> Self {
         self.config.launcher_copy_command = cmd;
         self
@@ -350,7 +351,11 @@ impl K8sExecutorBuilder {
             calls,
             throttle,
         };
-        let shared = Arc::new(Shared::new(cfg.policy.clone(), cfg.prefix.clone()));
+        let shared = Arc::new(Shared::new(
+            cfg.policy.clone(),
+            cfg.prefix.clone(),
+            crate::handshake::HandshakeCheck::new(&cfg),
+        ));
         let watch = cfg.watch.then(|| {
             tokio::spawn(run_watch(
                 k.pods.clone(),
@@ -455,8 +460,14 @@ fn validate(c: &K8sConfig) -> Result<(), Error> {
     if c.launcher_version.trim().is_empty() || c.launcher_version.contains(char::is_whitespace) {
         return Err(config_error("launcherVersion", "must be an image tag"));
     }
-    if c.launcher_copy_command.is_empty() {
-        return Err(config_error("launcherCopyCommand", "must not be empty"));
+    if c.launcher_copy_command
+        .first()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(config_error(
+            "launcherCopyCommand",
+            "the program (first word) must not be empty; an empty list picks the launch mode's default",
+        ));
     }
     if !c.mount_point.starts_with('/') || c.mount_point.len() < 2 {
         return Err(config_error(

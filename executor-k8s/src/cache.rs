@@ -28,6 +28,7 @@ use kube::runtime::watcher::Event;
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
+use crate::handshake::HandshakeCheck;
 use crate::policy::ReasonPolicy;
 use crate::view::PodView;
 
@@ -234,6 +235,8 @@ pub(crate) struct Shared {
     pub(crate) policy: ReasonPolicy,
     pub(crate) prefix: String,
     pub(crate) counter: BuildCounter,
+    /// The launch handshake check applied to every classified pod.
+    pub(crate) handshake: HandshakeCheck,
 }
 
 /// The status of a pod that is being deleted (or is gone) without our `stop`.
@@ -261,14 +264,22 @@ fn sdbuild(pod: &Pod) -> Option<&str> {
 }
 
 impl Shared {
-    pub(crate) fn new(policy: ReasonPolicy, prefix: String) -> Self {
+    pub(crate) fn new(policy: ReasonPolicy, prefix: String, handshake: HandshakeCheck) -> Self {
         Self {
             state: RwLock::new(State::default()),
             recovered: tokio::sync::Notify::new(),
             policy,
             prefix,
             counter: BuildCounter::new(),
+            handshake,
         }
+    }
+
+    /// The status of build `id` whose pod looks like `view` at `now`: the policy's
+    /// classification, then the launch handshake check.
+    pub(crate) fn classify(&self, id: BuildId, view: &PodView, now: DateTime<Utc>) -> BuildStatus {
+        self.handshake
+            .apply(id, view, self.policy.classify(view, now))
     }
 
     fn view(&self, pod: &Pod, previous: Option<&PodView>, now: DateTime<Utc>) -> PodView {
@@ -296,7 +307,7 @@ impl Shared {
     }
 
     /// Updates a tracked build from a fresh view of its pod.
-    fn observe(&self, t: &mut Tracked, view: &PodView, now: DateTime<Utc>) {
+    fn observe(&self, id: BuildId, t: &mut Tracked, view: &PodView, now: DateTime<Utc>) {
         t.seen = true;
         if !t.is_live() {
             return;
@@ -305,7 +316,7 @@ impl Shared {
             self.finish(t, lost(Some(view), "deleted"));
             return;
         }
-        let s = self.policy.classify(view, now);
+        let s = self.classify(id, view, now);
         if s.is_terminal() {
             self.finish(t, s);
         }
@@ -348,7 +359,7 @@ impl Shared {
                         .get(build.as_str())
                         .and_then(|v| v.iter().find(|p| p.name == t.pod))
                     {
-                        Some(view) => self.observe(t, view, now),
+                        Some(view) => self.observe(*id, t, view, now),
                         None if t.seen => {
                             self.finish(t, lost(None, "deleted while the watch was re-listing"))
                         }
@@ -368,7 +379,7 @@ impl Shared {
                     && let Some(t) = st.tracked.get_mut(&id)
                     && *t.pod == *name
                 {
-                    self.observe(t, &view, now);
+                    self.observe(id, t, &view, now);
                 }
                 match idx {
                     Some(i) => list[i] = view,

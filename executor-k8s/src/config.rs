@@ -26,7 +26,9 @@ use crate::volumes::HostVolumeMount;
 /// })).unwrap();
 /// assert_eq!(c.namespace.as_deref(), Some("builds"));
 /// assert_eq!(c.policy.image_pull_grace_seconds, 30);
-/// assert_eq!(c.launcher_image, "screwdrivercd/launcher");
+/// // Native mode's default launcher: the sdx launcher image (`sdx launcher-image build`).
+/// assert_eq!(c.launcher_reference(), executor_base::launch_protocol::SDX_LAUNCHER_REFERENCE);
+/// assert_eq!(c.copy_command()[1], "install");
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -43,12 +45,15 @@ pub struct K8sConfig {
     pub namespace: Option<String>,
     /// Prefix of every name and of the `sdbuild` label (`<prefix><buildId>`).
     pub prefix: String,
-    /// The launcher (job-tools) image (upstream `launchImage`).
+    /// The launcher (job-tools) image (upstream `launchImage`); default the sdx launcher
+    /// image (upstream's `screwdrivercd/launcher` in Screwdriver launch mode, see
+    /// [`K8sConfig::launcher_reference`]).
     pub launcher_image: String,
     /// Its tag (upstream `launchVersion`).
     pub launcher_version: String,
     /// The init container's command, which copies job-tools from the launcher image into
-    /// the shared volume mounted at `/opt/launcher`.
+    /// the shared volume mounted at `/opt/launcher`. Empty (default): by launch mode, see
+    /// [`K8sConfig::copy_command`].
     pub launcher_copy_command: Vec<String>,
     /// Native `launch` (token through a Secret) or Screwdriver's `run.sh` contract (token
     /// in the argument string, visible in the pod spec: for upstream's image only).
@@ -141,14 +146,9 @@ impl Default for K8sConfig {
             kubeconfig: None,
             namespace: None,
             prefix: String::new(),
-            launcher_image: "screwdrivercd/launcher".into(),
-            launcher_version: "stable".into(),
-            launcher_copy_command: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "cp -a /opt/sd/. /opt/launcher/ && ([ ! -d /hab ] || cp -a /hab /opt/launcher/hab)"
-                    .into(),
-            ],
+            launcher_image: executor_base::launch_protocol::SDX_LAUNCHER_IMAGE.into(),
+            launcher_version: executor_base::launch_protocol::SDX_LAUNCHER_TAG.into(),
+            launcher_copy_command: Vec::new(),
             launch_mode: LaunchMode::Native,
             mount_point: DEFAULT_MOUNT_POINT.into(),
             ecosystem: Ecosystem::default(),
@@ -183,6 +183,47 @@ impl Default for K8sConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             accept_invalid_certs: false,
+        }
+    }
+}
+
+/// Upstream's init container command: a shell copy (its launcher image has a shell).
+pub const SHELL_COPY_COMMAND: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "cp -a /opt/sd/. /opt/launcher/ && ([ ! -d /hab ] || cp -a /hab /opt/launcher/hab)",
+];
+
+/// Where the build container writes its termination message: `launch` writes the launch
+/// handshake there (`SD_LAUNCH_RESULT_FILE`), and the kubelet puts it in the container's
+/// `state.terminated.message`, where the executor reads it without log access.
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+impl K8sConfig {
+    /// `<launcherImage>:<launcherVersion>`; left at their defaults in Screwdriver launch
+    /// mode, upstream's `screwdrivercd/launcher:stable`.
+    pub fn launcher_reference(&self) -> String {
+        executor_base::launch_protocol::launcher_for_mode(
+            &format!("{}:{}", self.launcher_image, self.launcher_version),
+            self.launch_mode,
+        )
+    }
+
+    /// The init container's command: `launcherCopyCommand` when set; else, in native
+    /// mode, `<mountPoint>/launch install /opt/launcher` (the sdx launcher image is `FROM
+    /// scratch`: no shell, so `launch` copies job-tools itself), and in Screwdriver mode
+    /// upstream's shell copy ([`SHELL_COPY_COMMAND`]).
+    pub fn copy_command(&self) -> Vec<String> {
+        if !self.launcher_copy_command.is_empty() {
+            return self.launcher_copy_command.clone();
+        }
+        match self.launch_mode {
+            LaunchMode::Native => vec![
+                format!("{}/launch", DEFAULT_MOUNT_POINT),
+                "install".into(),
+                "/opt/launcher".into(),
+            ],
+            LaunchMode::Screwdriver => SHELL_COPY_COMMAND.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -225,17 +266,17 @@ fn declare() -> Options<K8sConfig> {
         )
         .field(
             "launcherImage",
-            "The launcher (job-tools) image (upstream `launchImage`).",
+            "The launcher (job-tools) image (upstream `launchImage`): the sdx launcher image (`sdx launcher-image build`, pushed where the cluster pulls from); `screwdrivercd/launcher` in `screwdriver` launch mode.",
             |c| &mut c.launcher_image,
         )
         .field(
             "launcherVersion",
-            "The launcher image tag (upstream `launchVersion`).",
+            "The launcher image tag (upstream `launchVersion`): the sdx version; `stable` in `screwdriver` launch mode.",
             |c| &mut c.launcher_version,
         )
         .json(
             "launcherCopyCommand",
-            "The init container's command (a JSON array) copying job-tools to `/opt/launcher`.",
+            "The init container's command (a JSON array) copying job-tools to `/opt/launcher`; empty: `/opt/sd/launch install /opt/launcher` in native mode (no shell in the sdx image), upstream's `/bin/sh -c 'cp -a /opt/sd/. /opt/launcher/ ...'` in `screwdriver` mode.",
             |c| &mut c.launcher_copy_command,
         )
         .field(

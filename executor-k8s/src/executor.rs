@@ -287,11 +287,11 @@ impl K8sExecutor {
         }
     }
 
-    fn classify(&self, v: &PodView) -> BuildStatus {
+    fn classify(&self, id: BuildId, v: &PodView) -> BuildStatus {
         if v.deleting {
             lost(Some(v), "deleted")
         } else {
-            self.inner.shared.policy.classify(v, Utc::now())
+            self.inner.shared.classify(id, v, Utc::now())
         }
     }
 
@@ -329,7 +329,7 @@ impl K8sExecutor {
                     } else {
                         match view {
                             Some(v) => {
-                                let s = self.classify(v);
+                                let s = self.classify(id, v);
                                 if s.is_terminal() {
                                     Next::Record(s, phase)
                                 } else {
@@ -350,7 +350,7 @@ impl K8sExecutor {
                     }
                 }
                 None => match st.newest_pod(&name) {
-                    Some(v) if use_cache => Next::Done(self.classify(v), Some(v.phase)),
+                    Some(v) if use_cache => Next::Done(self.classify(id, v), Some(v.phase)),
                     None if use_cache => {
                         return Err(Error::build_not_found(id).with_executor(SCHEME));
                     }
@@ -382,7 +382,7 @@ impl K8sExecutor {
                         let view = PodView::from_pod(&p, idx.map(|x| &list[x]), now, |t, st| {
                             i.shared.policy.wants_condition(t, st)
                         });
-                        let s = self.classify(&view);
+                        let s = self.classify(id, &view);
                         let phase = Some(view.phase);
                         match idx {
                             Some(x) => list[x] = view,
@@ -425,7 +425,7 @@ impl K8sExecutor {
                 let view = PodView::from_pod(newest, None, now, |t, st| {
                     i.shared.policy.wants_condition(t, st)
                 });
-                Ok((self.classify(&view), Some(view.phase)))
+                Ok((self.classify(id, &view), Some(view.phase)))
             }
         }
     }

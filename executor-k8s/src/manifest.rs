@@ -10,6 +10,11 @@
 //! Upstream's extras: `runtimeClassName` (and `SD_RUNTIME_CLASS`), a privileged build
 //! container, configured `hostPath` mounts, the `screwdriver.cd/disk` label, the disk
 //! speed node selector and the annotation's termination grace ([`PodExtras`]).
+//!
+//! Native mode: the init container runs `launch install /opt/launcher` from the `FROM
+//! scratch` sdx launcher image (no shell), and the build container gets
+//! `SD_LAUNCH_RESULT_FILE` = its `terminationMessagePath`, so the launch handshake comes
+//! back in `state.terminated.message` (see `executor::handshake`).
 
 use std::collections::BTreeMap;
 
@@ -28,9 +33,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use rand::Rng;
 
-use crate::config::K8sConfig;
+use crate::config::{K8sConfig, TERMINATION_MESSAGE_PATH};
 use crate::pod_extras::{DISK_LABEL, PodExtras};
 use crate::volumes;
+
+/// The variable naming the file `launch` writes its handshake to (`sd_launch`'s).
+pub(crate) const LAUNCH_RESULT_FILE_ENV: &str = "SD_LAUNCH_RESULT_FILE";
 
 /// The key of the token in the build's Secret.
 pub const TOKEN_KEY: &str = "token";
@@ -264,6 +272,8 @@ pub(crate) fn pod(
         }),
     });
     if cfg.launch_mode == LaunchMode::Native {
+        // `launch` writes its handshake to the termination message too.
+        env_vars.push(env(LAUNCH_RESULT_FILE_ENV, TERMINATION_MESSAGE_PATH));
         env_vars.push(EnvVar {
             name: TOKEN_ENV.into(),
             value: None,
@@ -279,8 +289,8 @@ pub(crate) fn pod(
     }
     let init = Container {
         name: format!("launcher-{}", names.build),
-        image: Some(format!("{}:{}", cfg.launcher_image, cfg.launcher_version)),
-        command: Some(cfg.launcher_copy_command.clone()),
+        image: Some(cfg.launcher_reference()),
+        command: Some(cfg.copy_command()),
         volume_mounts: Some(vec![VolumeMount {
             name: TOOLS_VOLUME.into(),
             mount_path: TOOLS_STAGING.into(),
@@ -315,6 +325,11 @@ pub(crate) fn pod(
             privileged: Some(cfg.privileged),
             ..SecurityContext::default()
         }),
+        // Only what `launch` writes there: never the log tail (`FallbackToLogsOnError`
+        // would copy a failed build's last output, which may hold secrets a step printed,
+        // into the pod's status, readable by anyone who can get pods).
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: Some("File".into()),
         ..Container::default()
     };
     // Upstream: `podLabels` override the disk label.
@@ -550,6 +565,53 @@ mod tests {
                 ("disk-speed".into(), "slow".into()),
                 ("pool".into(), "ci".into())
             ]
+        );
+    }
+
+    #[test]
+    fn native_mode_uses_the_sdx_launcher_without_a_shell_and_asks_for_the_handshake() {
+        let spec = render(&K8sConfig::default(), serde_json::json!({}))
+            .spec
+            .unwrap();
+        let init = &spec.init_containers.unwrap()[0];
+        assert_eq!(
+            init.image.as_deref(),
+            Some(executor_base::launch_protocol::SDX_LAUNCHER_REFERENCE)
+        );
+        assert_eq!(
+            init.command.clone().unwrap(),
+            ["/opt/sd/launch", "install", "/opt/launcher"]
+        );
+        let main = &spec.containers[0];
+        assert_eq!(
+            main.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(main.termination_message_policy.as_deref(), Some("File"));
+        let p = render(&K8sConfig::default(), serde_json::json!({}));
+        assert_eq!(
+            env_of(&p, "SD_LAUNCH_RESULT_FILE").as_deref(),
+            Some("/dev/termination-log")
+        );
+        // Screwdriver mode: upstream's image and its shell copy, no result file.
+        let cfg = K8sConfig {
+            launch_mode: LaunchMode::Screwdriver,
+            ..K8sConfig::default()
+        };
+        let p = render(&cfg, serde_json::json!({}));
+        let init = &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("screwdrivercd/launcher:stable"));
+        assert_eq!(init.command.clone().unwrap()[0], "/bin/sh");
+        assert_eq!(env_of(&p, "SD_LAUNCH_RESULT_FILE"), None);
+        // A configured command wins.
+        let cfg = K8sConfig {
+            launcher_copy_command: vec!["/busybox/cp".into()],
+            ..K8sConfig::default()
+        };
+        let spec = render(&cfg, serde_json::json!({})).spec.unwrap();
+        assert_eq!(
+            spec.init_containers.unwrap()[0].command.clone().unwrap(),
+            ["/busybox/cp"]
         );
     }
 

@@ -280,9 +280,27 @@ async fn the_pod_state_table_on_a_real_api_server() {
                 && s.failure.as_ref().and_then(|f| f.build_started) == Some(true)
         )
         .boxed_local(),
+        // Native mode: a launcher that exits 0 without writing the launch handshake to
+        // the termination message never ran the build (upstream's on `--token-file`).
+        row!(
+            e,
+            k,
+            P,
+            16,
+            |pod| {
+                k.bind(&pod).await;
+                k.running(&pod).await;
+                k.succeeded_without_handshake(&pod).await
+            },
+            "exit 0 without the handshake",
+            |s| s.phase == Phase::Failed
+                && s.reason() == Some(FailureReason::LaunchProtocol)
+                && s.exit_code == Some(0)
+        )
+        .boxed_local(),
     ])
     .await;
-    assert_eq!(rows.len(), 15);
+    assert_eq!(rows.len(), 16);
 
     // The verify strings of a few of them.
     assert_eq!(verdict(e, 1).await, Verdict::Waiting);

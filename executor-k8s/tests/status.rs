@@ -383,3 +383,32 @@ async fn status_of_an_unknown_build_is_not_found_and_other_executors_pods_are_re
         ErrorKind::AlreadyExists
     );
 }
+
+/// Native mode: a launcher that exits 0 without the launch handshake in its termination
+/// message (upstream's, on native mode's `--token-file`) is never `Succeeded`; the
+/// reference launcher's handshake is. The answer stays after the pod is gone.
+#[tokio::test]
+async fn exit_0_without_the_handshake_is_failed_launch_protocol() {
+    let (_f, k, e) = setup().await;
+    let pod = started(&e, &k, 40).await;
+    k.schedule(&pod, "node-1");
+    k.run(&pod);
+    k.exit_without_handshake(&pod, 0);
+    let s = until(&e, 40, "terminal", |s| s.is_terminal()).await;
+    assert_eq!(s.phase, Phase::Failed, "{s:?}");
+    assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol), "{s:?}");
+    assert_eq!(s.exit_code, Some(0));
+    assert!(
+        s.message.contains("localhost/sdx-launcher:"),
+        "{}",
+        s.message
+    );
+    assert!(verdict(&e, 40).await.is_failure());
+
+    let pod = started(&e, &k, 41).await;
+    k.schedule(&pod, "node-1");
+    k.run(&pod);
+    k.exit(&pod, 0);
+    let s = until(&e, 41, "terminal", |s| s.is_terminal()).await;
+    assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
+}

@@ -757,7 +757,11 @@ async fn a_launch_that_exits_0_without_the_handshake_is_failed_launch_protocol()
     assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol), "{s:?}");
     assert_eq!(s.exit_code, Some(0));
     let launch = tools.path().join("launch");
-    assert!(s.message.contains(launch.to_str().unwrap()), "{}", s.message);
+    assert!(
+        s.message.contains(launch.to_str().unwrap()),
+        "{}",
+        s.message
+    );
     assert_eq!(s.api_status().as_str(), "FAILURE");
     assert!(exec.verify(&b).await.unwrap().is_failure());
 
@@ -770,7 +774,11 @@ async fn a_launch_that_exits_0_without_the_handshake_is_failed_launch_protocol()
     exec.start(&b).await.unwrap();
     let s = finished(&exec, &b.to_stop()).await;
     assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol), "{s:?}");
-    assert!(s.message.contains("without the launch handshake"), "{}", s.message);
+    assert!(
+        s.message.contains("without the launch handshake"),
+        "{}",
+        s.message
+    );
 
     // Through the result file only (stdout silent): succeeded.
     let tools = common::job_tools_without_handshake(

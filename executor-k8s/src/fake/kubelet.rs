@@ -74,6 +74,34 @@ fn container_status(name: &str, state: ContainerState, ready: bool) -> Container
     }
 }
 
+/// What the reference `launch` leaves in the termination message of pod `p`'s build
+/// container when it exits with `code`: the handshake line, when the container tells it
+/// to write one to its `terminationMessagePath`.
+fn handshake_message(p: &Pod, code: i32) -> Option<String> {
+    let c = p.spec.as_ref()?.containers.first()?;
+    let path = c
+        .termination_message_path
+        .as_deref()
+        .unwrap_or("/dev/termination-log");
+    let asked = c
+        .env
+        .as_ref()?
+        .iter()
+        .any(|e| e.name == "SD_LAUNCH_RESULT_FILE" && e.value.as_deref() == Some(path));
+    let build_id = p
+        .metadata
+        .labels
+        .as_ref()?
+        .get(executor_base::labels::LABEL_BUILD_ID)?;
+    let status = match code {
+        0 => "SUCCESS",
+        1 => "FAILURE",
+        3 => "TIMEOUT",
+        _ => "ERROR",
+    };
+    asked.then(|| format!("sdx-launch-result protocol=1 build={build_id} status={status}\n"))
+}
+
 fn build_name(p: &Pod) -> String {
     p.spec
         .as_ref()
@@ -292,16 +320,32 @@ impl Kubelet {
         })
     }
 
-    /// The build container exits with `code` (phase `Succeeded` or `Failed`).
+    /// The build container's `launch` (the reference one) exits with `code` (phase
+    /// `Succeeded` or `Failed`). As the real pair does, when the container names a result
+    /// file (`SD_LAUNCH_RESULT_FILE`, native mode) that is its `terminationMessagePath`,
+    /// `launch` wrote the launch handshake there and the kubelet reports it as the
+    /// termination message.
     pub fn exit(&self, name: &str, code: i32) -> bool {
+        self.exit_as(name, code, true)
+    }
+
+    /// The build container exits with `code` and writes no termination message: a
+    /// launcher that does not speak the launch protocol (upstream's, on native mode's
+    /// `--token-file`, prints its usage and exits 0).
+    pub fn exit_without_handshake(&self, name: &str, code: i32) -> bool {
+        self.exit_as(name, code, false)
+    }
+
+    fn exit_as(&self, name: &str, code: i32, handshake: bool) -> bool {
         self.update(name, |p| {
             let started = build_started(p);
+            let message = handshake.then(|| handshake_message(p, code)).flatten();
             set_build_state(
                 p,
                 terminated(
                     code,
                     if code == 0 { "Completed" } else { "Error" },
-                    None,
+                    message.as_deref(),
                     started || code == 0,
                 ),
                 false,

@@ -342,14 +342,35 @@ impl Kubelet {
         .await;
     }
 
-    /// Phase Succeeded, exit 0.
+    /// Phase Succeeded, exit 0, after the reference `launch` wrote the launch handshake
+    /// to the termination message file (as it does when the pod's build container names
+    /// it in `SD_LAUNCH_RESULT_FILE`; the kubelet copies the file into the status).
     pub async fn succeeded(&self, pod: &str) {
+        let p = self.pods.get(pod).await.unwrap();
+        let id = p.metadata.labels.as_ref().unwrap()["screwdriver.cd/build-id"].clone();
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let path = c.termination_message_path.clone().unwrap_or_default();
+        let asked = c.env.iter().flatten().any(|e| {
+            e.name == "SD_LAUNCH_RESULT_FILE" && e.value.as_deref() == Some(path.as_str())
+        });
+        let message =
+            asked.then(|| format!("sdx-launch-result protocol=1 build={id} status=SUCCESS\n"));
+        self.exit_0(pod, message).await;
+    }
+
+    /// Phase Succeeded, exit 0, no termination message: a launcher that does not speak
+    /// the launch protocol (upstream's prints its usage on `--token-file` and exits 0).
+    pub async fn succeeded_without_handshake(&self, pod: &str) {
+        self.exit_0(pod, None).await;
+    }
+
+    async fn exit_0(&self, pod: &str, message: Option<String>) {
         let t = now();
         self.build_state(
             pod,
             "Succeeded",
             false,
-            json!({"terminated": {"exitCode": 0,
+            json!({"terminated": {"exitCode": 0, "message": message,
             "reason": "Completed", "startedAt": t, "finishedAt": t}}),
         )
         .await;
