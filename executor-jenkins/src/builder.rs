@@ -359,7 +359,10 @@ impl JenkinsExecutorBuilder {
             JobSettings {
                 job_prefix: c.job_prefix,
                 node_label: c.node_label,
-                launcher_image: c.launcher_image,
+                launcher_image: executor_base::launch_protocol::launcher_for_mode(
+                    &c.launcher_image,
+                    c.launch_mode,
+                ),
                 mount_point: c.mount_point,
                 launch_mode: c.launch_mode,
                 docker_command: c.docker_command,

@@ -424,6 +424,63 @@ impl Client {
         self.get_json(&url, &format!("GET {}", url.path())).await
     }
 
+    /// `GET <folder>/job/<name>/<n>/consoleText` (core `Run.doConsoleText`: the whole log
+    /// as `text/plain`): the last `max` bytes of the build's console log, read as a stream
+    /// so only the tail is ever held; `None` when the build does not exist.
+    pub async fn console_tail(
+        &self,
+        name: &str,
+        number: u64,
+        max: usize,
+    ) -> Result<Option<String>, JenkinsError> {
+        let n = number.to_string();
+        let url = self.job_url(name, &[&n, "consoleText"], &[]);
+        let what = format!("GET {}", url.path());
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .basic_auth(&self.user, Some(self.token.expose_secret()))
+            .send()
+            .await
+            .map_err(|e| JenkinsError::transport(&what, &url, e))?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let headers = resp.headers().clone();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(self.refused(
+                &what,
+                &Answer {
+                    status,
+                    headers,
+                    body,
+                },
+            ));
+        }
+        let mut tail: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| JenkinsError::transport(&what, &url, e))?
+        {
+            tail.extend_from_slice(&chunk);
+            if tail.len() > max.saturating_mul(2) {
+                tail.drain(..tail.len() - max);
+            }
+        }
+        if tail.len() > max {
+            tail.drain(..tail.len() - max);
+        }
+        tracing::debug!(
+            path = url.path(),
+            bytes = tail.len(),
+            "jenkins console tail"
+        );
+        Ok(Some(String::from_utf8_lossy(&tail).into_owned()))
+    }
+
     /// `POST /queue/cancelItem?id=<id>` (core `Queue.doCancelItem`): 204 is
     /// [`Cancel::Cancelled`]; 500, 422, 404 and a redirect are [`Cancel::NotCancelled`]
     /// (the caller reads the queue item to learn why); credentials (401), missing

@@ -15,8 +15,10 @@ use executor_base::{Ecosystem, LaunchMode, ResourceTable, TimeoutPolicy};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// The default launcher (job-tools) image: upstream's.
-pub const DEFAULT_LAUNCHER_IMAGE: &str = "screwdrivercd/launcher:stable";
+/// The default launcher (job-tools) image: the sdx launcher image (`sdx launcher-image
+/// build`, pushed where the Jenkins nodes pull from); upstream's
+/// `screwdrivercd/launcher:stable` in Screwdriver launch mode.
+pub const DEFAULT_LAUNCHER_IMAGE: &str = executor_base::launch_protocol::SDX_LAUNCHER_REFERENCE;
 /// The default job name prefix: upstream's `SD-<buildId>`.
 pub const DEFAULT_JOB_PREFIX: &str = "SD-";
 /// The default Jenkins user (upstream's).
@@ -271,7 +273,7 @@ fn declare() -> Options<JenkinsConfig> {
         )
         .field(
             "launcherImage",
-            "The launcher (job-tools) image mounted into the build container.",
+            "The launcher (job-tools) image mounted into the build container: the sdx launcher image (`sdx launcher-image build --tag … --push`, where the nodes pull from); `screwdrivercd/launcher:stable` in `screwdriver` launch mode.",
             |c| &mut c.launcher_image,
         )
         .field(

@@ -465,3 +465,61 @@ async fn the_job_timeout_writes_its_description_through_message_format() {
         "hello"
     );
 }
+
+#[tokio::test]
+async fn console_text_and_progressive_text_answer_as_core_does() {
+    // core hudson/model/Run.java doConsoleText: the whole log as text/plain, 404 for a
+    // build that does not exist. Stapler LargeText.doProgressText (through
+    // AnnotatedLargeText.doProgressiveText): the log from `start` ("if (source.length()
+    // < start) start = 0; // text rolled over"), X-Text-Size = the end offset, and
+    // X-More-Data: true while the build is not complete. Core Run.execute ends the log
+    // with "Finished: <result>".
+    let j = FakeJenkins::start().await;
+    let raw = Raw::new(&j);
+    assert_eq!(raw.create("SD-1", &job_xml("")).await.status(), 200);
+    raw.trigger("SD-1", "A=1").await;
+    j.start_queued("SD-1").unwrap();
+    assert_eq!(raw.get("job/SD-1/2/consoleText").await.status(), 404);
+    j.append_console("SD-1", 1, "step output\n");
+    let whole = j.console("SD-1", 1).unwrap();
+    let r = raw.get("job/SD-1/1/logText/progressiveText?start=0").await;
+    assert_eq!(r.status(), 200);
+    let size: usize = r.headers()["X-Text-Size"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(size, whole.len());
+    assert_eq!(r.headers()["X-More-Data"], "true");
+    assert_eq!(r.text().await.unwrap(), whole);
+    // From an offset: only what follows it.
+    let r = raw
+        .get(&format!(
+            "job/SD-1/1/logText/progressiveText?start={}",
+            size - 5
+        ))
+        .await;
+    assert_eq!(r.text().await.unwrap(), "tput\n");
+    // Past the end: rolled over, from 0.
+    let r = raw
+        .get(&format!(
+            "job/SD-1/1/logText/progressiveText?start={}",
+            size + 100
+        ))
+        .await;
+    assert_eq!(r.text().await.unwrap(), whole);
+    j.finish("SD-1", 1, "SUCCESS");
+    let r = raw.get("job/SD-1/1/logText/progressiveText?start=0").await;
+    assert!(r.headers().get("X-More-Data").is_none(), "complete");
+    let r = raw.get("job/SD-1/1/consoleText").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with("Started by"), "{text}");
+    assert!(text.ends_with("Finished: SUCCESS\n"), "{text}");
+}

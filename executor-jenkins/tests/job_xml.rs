@@ -3,6 +3,7 @@
 
 mod common;
 
+use executor_base::launch_protocol::SDX_LAUNCHER_REFERENCE;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -185,7 +186,8 @@ async fn the_job_script_runs_the_build_container_with_job_tools_and_the_token_fi
         calls[0],
         ["rm", "--force", "--volumes", "SD-42-build", "SD-42-init"]
     );
-    assert_eq!(calls[1], ["pull", "screwdrivercd/launcher:stable"]);
+    // Native mode's default launcher: the sdx launcher image.
+    assert_eq!(calls[1], ["pull", SDX_LAUNCHER_REFERENCE]);
     assert_eq!(calls[2], ["pull", "node:22"]);
     let calls = &calls[2..];
     let init = &calls[1];
@@ -197,7 +199,7 @@ async fn the_job_script_runs_the_build_container_with_job_tools_and_the_token_fi
     );
     assert_eq!(
         &init[init.len() - 2..],
-        ["screwdrivercd/launcher:stable", "/bin/true"]
+        [SDX_LAUNCHER_REFERENCE, "/bin/true"]
     );
 
     let b = &calls[2];
@@ -388,10 +390,7 @@ async fn the_pull_policy_decides_what_the_script_pulls() {
         let verbs: Vec<&str> = calls.iter().map(|c| c[0].as_str()).collect();
         assert_eq!(verbs, expected, "{policy}");
         if policy == "never" {
-            assert_eq!(
-                calls[1],
-                ["image", "inspect", "screwdrivercd/launcher:stable"]
-            );
+            assert_eq!(calls[1], ["image", "inspect", SDX_LAUNCHER_REFERENCE]);
         }
     }
 }

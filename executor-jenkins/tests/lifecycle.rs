@@ -371,7 +371,7 @@ async fn path_prefix_and_job_prefix_are_honoured() {
 }
 
 #[tokio::test]
-async fn a_build_takes_at_most_six_requests_from_start_to_finished() {
+async fn a_build_takes_at_most_seven_requests_from_start_to_finished() {
     let (j, e) = setup().await;
     e.start(&build(1)).await.unwrap(); // fetches and caches the crumb
     j.clear_requests();
@@ -391,12 +391,14 @@ async fn a_build_takes_at_most_six_requests_from_start_to_finished() {
             "GET /queue/item/2/api/json",
             "GET /job/SD-2/1/api/json",
             "GET /job/SD-2/1/api/json",
+            // Once, when it ended SUCCESS: the launch handshake in the console's tail.
+            "GET /job/SD-2/1/consoleText",
         ]
     );
     let stats = e.stats();
     assert_eq!(
-        stats.requests.total, 8,
-        "engine calls: 2 starts + 4 status reads"
+        stats.requests.total, 9,
+        "engine calls: 2 starts + 4 status reads + 1 console read"
     );
     assert!(stats.breaker.is_closed);
 }
@@ -414,4 +416,76 @@ async fn the_jenkins_version_is_read_with_the_credentials() {
     let err = wrong.jenkins_version().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);
     assert_eq!(err.operation(), "version");
+}
+
+/// Native mode: a job Jenkins finished `SUCCESS` whose launcher never wrote the launch
+/// handshake to the console (upstream's launcher prints its usage on `--token-file` and
+/// exits 0, so the job script ends well) is `Failed` with `launchProtocol`; the reference
+/// launcher's handshake, followed by the script's cleanup output, is `Succeeded`.
+#[tokio::test]
+async fn success_without_the_handshake_in_the_console_is_launch_protocol() {
+    let (j, e) = setup().await;
+    j.set_launcher_handshake(false);
+    e.start(&build(31)).await.unwrap();
+    j.start_queued("SD-31").unwrap();
+    j.finish("SD-31", 1, "SUCCESS");
+    let s = status(&e, 31).await;
+    assert_eq!(s.phase, Phase::Failed, "{s:?}");
+    assert_eq!(s.reason(), Some(FailureReason::LaunchProtocol), "{s:?}");
+    assert!(
+        s.message.contains("SD-31 #1 ended SUCCESS"),
+        "{}",
+        s.message
+    );
+    assert!(
+        s.message.contains("localhost/sdx-launcher:"),
+        "{}",
+        s.message
+    );
+    assert!(e.verify(&build(31)).await.unwrap().is_failure());
+    // Remembered: asked again, no console read.
+    j.clear_requests();
+    assert_eq!(
+        status(&e, 31).await.reason(),
+        Some(FailureReason::LaunchProtocol)
+    );
+    assert!(j.requests().is_empty(), "{:?}", calls(&j));
+
+    // The reference launcher after 200 KiB of step output, then cleanup lines.
+    j.set_launcher_handshake(true);
+    e.start(&build(32)).await.unwrap();
+    j.start_queued("SD-32").unwrap();
+    j.append_console("SD-32", 1, &"step output line\n".repeat(12_000));
+    j.finish("SD-32", 1, "SUCCESS");
+    j.append_console("SD-32", 1, "+ docker rm --force SD-32-build SD-32-init\n");
+    assert!(j.console("SD-32", 1).unwrap().len() > 200_000);
+    assert_eq!(status(&e, 32).await.phase, Phase::Succeeded);
+
+    // A FAILURE stays what Jenkins says (no console read needed).
+    e.start(&build(33)).await.unwrap();
+    j.start_queued("SD-33").unwrap();
+    j.finish("SD-33", 1, "FAILURE");
+    j.clear_requests();
+    assert_eq!(status(&e, 33).await.phase, Phase::Failed);
+    assert!(!calls(&j).iter().any(|c| c.ends_with("consoleText")));
+}
+
+/// Screwdriver mode: upstream's launcher exits 0 whatever happened, so `SUCCESS` is all
+/// that can be known; the console is not read.
+#[tokio::test]
+async fn screwdriver_mode_keeps_success_without_a_handshake() {
+    let j = FakeJenkins::start().await;
+    let e = j
+        .executor_builder()
+        .with_launch_mode(executor_base::LaunchMode::Screwdriver)
+        .build()
+        .await
+        .unwrap();
+    j.set_launcher_handshake(false);
+    e.start(&build(34)).await.unwrap();
+    j.start_queued("SD-34").unwrap();
+    j.finish("SD-34", 1, "SUCCESS");
+    j.clear_requests();
+    assert_eq!(status(&e, 34).await.phase, Phase::Succeeded);
+    assert!(!calls(&j).iter().any(|c| c.ends_with("consoleText")));
 }

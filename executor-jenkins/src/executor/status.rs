@@ -4,7 +4,12 @@
 //! [`crate::TimeoutBackstop`]).
 
 use executor_base::engine::Idempotency::Idempotent;
-use executor_base::{BuildStatus, Error, Phase, StopConfig};
+use executor_base::launch_protocol::{LaunchResult, exit_zero_status};
+use executor_base::{BuildId, BuildStatus, Error, LaunchMode, Phase, StopConfig};
+
+/// How much of the end of a finished build's console log is searched for the launch
+/// handshake (the job script's cleanup lines follow it).
+pub(crate) const CONSOLE_TAIL_BYTES: usize = 64 * 1024;
 
 use super::{JenkinsExecutor, Tracked};
 use crate::SCHEME;
@@ -32,6 +37,13 @@ impl JenkinsExecutor {
                 None => return Err(tag(Error::build_not_found(id))),
             }
         };
+        let status = match t.number {
+            Some(n) if fin => self
+                .with_handshake(id, &name, n, status)
+                .await
+                .map_err(tag)?,
+            _ => status,
+        };
         self.remember(id, |r| {
             r.queue_id = t.queue_id;
             r.number = t.number.or(r.number);
@@ -43,6 +55,42 @@ impl JenkinsExecutor {
             }
         });
         Ok(status)
+    }
+
+    /// Native mode: a build Jenkins finished with `SUCCESS` succeeded only when `launch`
+    /// wrote the launch handshake for build `id` to the console log (its last
+    /// [`CONSOLE_TAIL_BYTES`] are read once, when the build has ended); otherwise it failed
+    /// (`launchProtocol`), naming the launcher image, through the shared
+    /// [`exit_zero_status`]. A console that is gone (the job was deleted meanwhile) holds
+    /// no handshake either.
+    async fn with_handshake(
+        &self,
+        id: BuildId,
+        name: &str,
+        number: u64,
+        status: BuildStatus,
+    ) -> Result<BuildStatus, Error> {
+        if status.phase != Phase::Succeeded || self.job.launch_mode != LaunchMode::Native {
+            return Ok(status);
+        }
+        let tail = self
+            .engine("get console", Idempotent, || {
+                self.client.console_tail(name, number, CONSOLE_TAIL_BYTES)
+            })
+            .await?;
+        let found = tail.and_then(|t| LaunchResult::find(&t, id.get()));
+        let mut s = exit_zero_status(
+            self.job.launch_mode,
+            id.get(),
+            found.as_ref(),
+            &self.job.launcher_image,
+        );
+        if s.phase == Phase::Failed {
+            // Jenkins reports a result, not the script's exit code.
+            s.exit_code = None;
+            s.message = format!("{name} #{number} ended SUCCESS, but {}", s.message);
+        }
+        Ok(s)
     }
 
     /// The status of build `b`; when it runs past its job timeout and the executor

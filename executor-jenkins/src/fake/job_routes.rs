@@ -39,6 +39,15 @@ pub(crate) fn job_route(s: &mut State, name: &str, rest: &[&str], req: &Req<'_>)
             Some(n) => json_ok(s.build_json(name, &s.jobs[name].builds[&n])),
             None => not_found(),
         },
+        ("GET", [n, "consoleText"]) => match build_number(s, name, n) {
+            // core Run.doConsoleText: the whole log, text/plain.
+            Some(n) => text(StatusCode::OK, s.jobs[name].builds[&n].console.clone()),
+            None => not_found(),
+        },
+        ("GET", [n, "logText", "progressiveText"]) => match build_number(s, name, n) {
+            Some(n) => progressive_text(&s.jobs[name].builds[&n], req),
+            None => not_found(),
+        },
         ("POST", [n, "stop"]) => {
             let Some(n) = build_number(s, name, n) else {
                 return not_found();
@@ -72,6 +81,27 @@ pub(crate) fn job_route(s: &mut State, name: &str, rest: &[&str], req: &Req<'_>)
         }
         _ => not_found(),
     }
+}
+
+/// Stapler `LargeText.doProgressText` (`AnnotatedLargeText.doProgressiveText` without
+/// markup): the log from byte `start` (0 when `start` is past the end: "text rolled
+/// over"), `X-Text-Size` = the end offset, and `X-More-Data: true` while the build runs.
+fn progressive_text(b: &super::state::FakeBuild, req: &Req<'_>) -> Response {
+    let len = b.console.len();
+    let start = req
+        .query
+        .get("start")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|s| *s <= len)
+        .unwrap_or(0);
+    let body = String::from_utf8_lossy(&b.console.as_bytes()[start..]).into_owned();
+    let mut resp = text(StatusCode::OK, body);
+    let h = resp.headers_mut();
+    h.insert("X-Text-Size", len.into());
+    if b.building {
+        h.insert("X-More-Data", axum::http::HeaderValue::from_static("true"));
+    }
+    resp
 }
 
 fn build_number(s: &State, job: &str, n: &str) -> Option<u64> {

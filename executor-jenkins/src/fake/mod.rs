@@ -165,6 +165,7 @@ impl FakeJenkins {
             executable_delay: opts.executable_delay,
             abort_delay: opts.abort_delay,
             run_for: opts.run_for,
+            launcher_handshake: true,
             refuse_schedules: 0,
             faults: Vec::new(),
             requests: Vec::new(),
@@ -279,16 +280,45 @@ impl FakeJenkins {
     pub fn finish(&self, job: &str, number: u64, result: &str) -> bool {
         let mut s = self.state.lock();
         s.tick();
+        let handshake = s.launcher_handshake;
         match s.jobs.get_mut(job).and_then(|j| j.builds.get_mut(&number)) {
             Some(b) if b.building => {
-                b.building = false;
-                b.result = Some(result.to_string());
-                b.finish_at = None;
-                b.abort_at = None;
+                state::end(b, result, handshake);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Whether the jobs' launcher writes the launch handshake to the console when a
+    /// build ends (default `true`: the reference `launch`); `false` plays upstream's
+    /// launcher given native mode's `--token-file`, which prints its usage and exits 0,
+    /// so the job script ends and Jenkins records `SUCCESS` without a step having run.
+    pub fn set_launcher_handshake(&self, on: bool) {
+        self.state.lock().launcher_handshake = on;
+    }
+
+    /// Appends `text` to the console log of build `number` of `job`; `false` if there is
+    /// no such build.
+    pub fn append_console(&self, job: &str, number: u64, text: &str) -> bool {
+        let mut s = self.state.lock();
+        match s.jobs.get_mut(job).and_then(|j| j.builds.get_mut(&number)) {
+            Some(b) => {
+                b.console.push_str(text);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The console log of build `number` of `job`.
+    pub fn console(&self, job: &str, number: u64) -> Option<String> {
+        let s = self.state.lock();
+        s.jobs
+            .get(job)?
+            .builds
+            .get(&number)
+            .map(|b| b.console.clone())
     }
 
     /// The build-timeout plugin's timeout fires for build `number` of `job`: the job's

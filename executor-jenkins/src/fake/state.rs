@@ -30,6 +30,8 @@ pub(crate) struct FakeBuild {
     pub finish_at: Option<(Instant, String)>,
     /// An abort under way: the build ends `ABORTED` at this time.
     pub abort_at: Option<Instant>,
+    /// The console log (`consoleText`, `logText/progressiveText`).
+    pub console: String,
 }
 
 /// A fake job.
@@ -107,6 +109,9 @@ pub(crate) struct State {
     pub executable_delay: Duration,
     pub abort_delay: Duration,
     pub run_for: Option<(Duration, String)>,
+    /// Whether the job's launcher writes the launch handshake (the reference `launch`)
+    /// when a build ends, or not (upstream's launcher given native mode's flags).
+    pub launcher_handshake: bool,
     /// How many more schedules a `QueueDecisionHandler` vetoes (`buildWithParameters`
     /// then answers 302 without a queue item).
     pub refuse_schedules: usize,
@@ -193,9 +198,9 @@ impl State {
                     && *at <= now
                 {
                     let result = result.clone();
-                    end(b, &result);
+                    end(b, &result, self.launcher_handshake);
                 } else if b.abort_at.is_some_and(|t| t <= now) {
-                    end(b, "ABORTED");
+                    end(b, "ABORTED", self.launcher_handshake);
                 }
             }
         }
@@ -249,6 +254,10 @@ impl State {
                 timestamp_ms: now_ms(),
                 finish_at,
                 abort_at: None,
+                console: format!(
+                    "Started by remote host 127.0.0.1\nRunning as {}\n",
+                    self.user
+                ),
             },
         );
     }
@@ -264,7 +273,7 @@ impl State {
         {
             Some(b) if b.building => {
                 if delay.is_zero() {
-                    end(b, "ABORTED");
+                    end(b, "ABORTED", self.launcher_handshake);
                 } else if b.abort_at.is_none() {
                     b.abort_at = Some(Instant::now() + delay);
                 }
@@ -503,11 +512,27 @@ fn item_key<'a>(keys: impl Iterator<Item = &'a String> + Clone, path: &str) -> O
         .cloned()
 }
 
-fn end(b: &mut FakeBuild, result: &str) {
+/// Build `b` ends with `result`; its console gets what the job's script printed: the
+/// launcher's last lines (the launch handshake for build `SD_BUILD_ID` when `handshake`
+/// and the launcher ran to its end; upstream's usage text otherwise), then Jenkins'
+/// `Finished: <result>` (core `Run.execute`).
+pub(crate) fn end(b: &mut FakeBuild, result: &str, handshake: bool) {
     b.building = false;
     b.result = Some(result.to_string());
     b.finish_at = None;
     b.abort_at = None;
+    let id = b.params.get("SD_BUILD_ID").cloned().unwrap_or_default();
+    match (handshake, result) {
+        (true, "SUCCESS" | "FAILURE") => {
+            b.console
+                .push_str(&format!("sdx-launch-result protocol=1 build={id} status={result}\n"));
+        }
+        (true, _) => {}
+        (false, _) => b.console.push_str(
+            "Incorrect Usage. flag provided but not defined: -token-file\n\nNAME:\n   launcher - launch a build\n",
+        ),
+    }
+    b.console.push_str(&format!("Finished: {result}\n"));
 }
 
 /// An item path's folder and name: `ci/sd/SD-1` → (`ci/sd`, `SD-1`); (`""`, `SD-1`) at the
