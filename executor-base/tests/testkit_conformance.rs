@@ -364,3 +364,56 @@ async fn fails_a_backend_that_ignores_stop_in_the_timeout_check() {
         "{msg}"
     );
 }
+
+/// A fake whose every build's launcher exits 0: with `handshake_checked`, as a backend
+/// that reads the launch handshake reports it (failed, `launchProtocol`); without, as a
+/// backend that trusts exit 0 (succeeded).
+fn silent(handshake_checked: bool) -> conformance::SilentLauncher {
+    use executor_base::launch_protocol::exit_zero_status;
+    use executor_base::testkit::fake::Script;
+    let fake = FakeExecutor::new();
+    let end = if handshake_checked {
+        exit_zero_status(
+            executor_base::LaunchMode::Native,
+            1,
+            None,
+            "stock-launcher:stand-in",
+        )
+    } else {
+        BuildStatus::succeeded()
+    };
+    fake.set_default_script(Script::finish_after(Duration::from_millis(20), end));
+    conformance::SilentLauncher {
+        executor: Arc::new(move || {
+            let e: Arc<dyn Executor> = Arc::new(fake.clone());
+            async move { e }.boxed()
+        }),
+        api_uri: None,
+        reason: Some(executor_base::FailureReason::LaunchProtocol),
+    }
+}
+
+#[tokio::test]
+async fn a_backend_that_checks_the_handshake_passes_the_silent_launcher_rule() {
+    let mut c = cfg(5000);
+    c.silent_launcher = Some(silent(true));
+    conformance::silent_launcher_is_never_success(&c).await;
+}
+
+#[tokio::test]
+async fn fails_a_backend_that_trusts_exit_0_without_the_handshake() {
+    let mut c = cfg(5100);
+    c.silent_launcher = Some(silent(false));
+    let err = tokio::spawn(async move { conformance::silent_launcher_is_never_success(&c).await })
+        .await
+        .expect_err("the rule passed a backend that reports success without the handshake");
+    let payload = err.into_panic();
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("rule `silent_launcher_is_never_success` broken"),
+        "{msg}"
+    );
+}

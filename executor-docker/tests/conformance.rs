@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use executor_base::Executor;
 use executor_base::engine::RetryPolicy;
-use executor_base::testkit::conformance::{ConformanceConfig, LoseBuild, conformance};
+use executor_base::testkit::conformance::{
+    ConformanceConfig, LoseBuild, SilentLauncher, conformance,
+};
 use executor_base::testkit::daemon::require;
+use executor_base::{Executor, FailureReason};
 use executor_docker::testing;
 use executor_docker::{DockerExecutorBuilder, PullPolicy};
 use futures::FutureExt;
@@ -41,6 +43,37 @@ async fn docker_conformance() {
         .boxed()
     });
 
+    // The stand-in for upstream's launcher: usage and exit 0 on native mode's
+    // `--token-file`, no launch handshake.
+    let stock = format!("sdx-test/stock-launcher:{}", testing::TAG);
+    testing::build_launcher_image(
+        &testing::docker().await,
+        &stock,
+        testing::STOCK_LAUNCH.as_bytes(),
+    )
+    .await;
+    let silent_prefix = format!("{prefix}s");
+    let silent_launcher = SilentLauncher {
+        executor: Arc::new(move || {
+            let prefix = silent_prefix.clone();
+            async move {
+                let exec = DockerExecutorBuilder::new()
+                    .with_host(testing::docker_host())
+                    .with_launcher_image("sdx-test/stock-launcher", testing::TAG)
+                    .with_prefix(prefix)
+                    .with_network("none")
+                    .with_pull_policy(PullPolicy::Never)
+                    .build()
+                    .await
+                    .expect("executor");
+                Arc::new(exec) as Arc<dyn Executor>
+            }
+            .boxed()
+        }),
+        api_uri: None,
+        reason: Some(FailureReason::LaunchProtocol),
+    };
+
     let factory = || {
         let images = images.clone();
         let prefix = prefix.clone();
@@ -72,6 +105,7 @@ async fn docker_conformance() {
             concurrent_builds: 50,
             settle: Duration::from_secs(60),
             lose_build: Some(lose),
+            silent_launcher: Some(silent_launcher),
         },
     )
     .await;

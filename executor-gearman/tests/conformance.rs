@@ -7,9 +7,12 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use executor_base::Executor;
-use executor_base::testkit::conformance::{ConformanceConfig, LoseBuild, conformance};
+use executor_base::launch_protocol::exit_zero_status;
+use executor_base::testkit::conformance::{
+    ConformanceConfig, LoseBuild, SilentLauncher, conformance,
+};
 use executor_base::testkit::fake::{FakeExecutor, Script};
+use executor_base::{Executor, LaunchMode};
 use futures::FutureExt;
 
 on_both_servers! {
@@ -24,9 +27,28 @@ async fn gearman_executor_conforms(server: Server) {
         let f = lost_fake.clone();
         async move { f.lose(id).expect("the fake knows the build") }.boxed()
     });
+    // A second worker whose backend saw every launcher exit 0 without the launch
+    // handshake: it reports those builds failed (`launchProtocol`), and the Gearman relay
+    // must not turn that into a success (its wire result carries no reason).
+    let silent_job = unique("conformance-silent");
+    let silent_fake = FakeExecutor::new();
+    silent_fake.set_default_script(Script::finish_after(
+        std::time::Duration::from_millis(50),
+        exit_zero_status(LaunchMode::Native, 1, None, "stock-launcher:stand-in"),
+    ));
+    let silent_worker =
+        RunningWorker::start(server, &silent_job, silent_fake.clone(), |c| c.max_builds = 8).await;
     let cfg = ConformanceConfig {
         first_build_id: u64::from(rand::random::<u32>()) * 1000 + 1,
         lose_build: Some(lose),
+        silent_launcher: Some(SilentLauncher {
+            executor: Arc::new(move || {
+                let job = silent_job.clone();
+                async move { Arc::new(executor(server, &job).await) as Arc<dyn Executor> }.boxed()
+            }),
+            api_uri: None,
+            reason: None,
+        }),
         ..ConformanceConfig::default()
     };
     conformance(
@@ -41,5 +63,6 @@ async fn gearman_executor_conforms(server: Server) {
     let all: Vec<_> = fake.live_builds();
     wait_not_live(&fake, &all).await;
     worker.kill().await;
+    silent_worker.kill().await;
 }
 }

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use executor_base::Executor;
-use executor_base::testkit::conformance::{ConformanceConfig, LoseBuild, conformance as run_suite};
+use executor_base::testkit::conformance::{
+    ConformanceConfig, LoseBuild, SilentLauncher, conformance as run_suite,
+};
+use executor_base::{Executor, FailureReason};
 use executor_jenkins::fake::{FakeJenkins, FakeOptions};
+use futures::FutureExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
@@ -33,6 +36,28 @@ async fn conformance() {
             Arc::new(j.executor_builder().build().await.expect("executor")) as Arc<dyn Executor>
         }
     };
+    // A second Jenkins whose builds end SUCCESS after a launcher that never wrote the
+    // launch handshake to the console.
+    let silent = Arc::new(
+        FakeJenkins::start_with(FakeOptions {
+            queue_delay: Some(Duration::from_millis(20)),
+            ..FakeOptions::default()
+        })
+        .await,
+    );
+    silent.set_launcher_handshake(false);
+    silent.set_run_for(Some((Duration::from_millis(50), "SUCCESS")));
+    let silent_launcher = SilentLauncher {
+        executor: Arc::new(move || {
+            let j = silent.clone();
+            async move {
+                Arc::new(j.executor_builder().build().await.expect("executor")) as Arc<dyn Executor>
+            }
+            .boxed()
+        }),
+        api_uri: None,
+        reason: Some(FailureReason::LaunchProtocol),
+    };
     run_suite(
         factory,
         ConformanceConfig {
@@ -40,6 +65,7 @@ async fn conformance() {
             container: "busybox:latest".into(),
             settle: Duration::from_secs(10),
             lose_build: Some(lose),
+            silent_launcher: Some(silent_launcher),
             ..ConformanceConfig::default()
         },
     )

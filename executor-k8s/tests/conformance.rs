@@ -1,13 +1,14 @@
 //! The executor-base conformance suite against the fake API server, whose kubelet keeps
-//! every pod running until it is deleted.
+//! every pod running until it is deleted; a second fake's kubelet ends every build
+//! container with exit 0 and no launch handshake.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use executor_base::Executor;
-use executor_base::testkit::conformance::{ConformanceConfig, conformance};
+use executor_base::testkit::conformance::{ConformanceConfig, SilentLauncher, conformance};
+use executor_base::{Executor, FailureReason};
 use executor_k8s::fake::{AutoKubelet, FakeApiServer};
 use futures::FutureExt;
 use support::{NS, builder, executor};
@@ -17,6 +18,12 @@ async fn conformance_suite() {
     let fake = FakeApiServer::start().await;
     let _kubelet = fake.auto_kubelet(AutoKubelet::RunUntilDeleted);
     let lose_fake = fake.clone();
+    // A second API server whose kubelet ends every build container with exit 0 and no
+    // launch handshake in its termination message.
+    let silent = FakeApiServer::start().await;
+    let silent_kubelet = silent.auto_kubelet(AutoKubelet::ExitWithoutHandshakeAfter(
+        Duration::from_millis(50),
+    ));
     let cfg = ConformanceConfig {
         first_build_id: 5_000,
         settle: Duration::from_secs(20),
@@ -30,6 +37,15 @@ async fn conformance_suite() {
             }
             .boxed()
         })),
+        silent_launcher: Some(SilentLauncher {
+            executor: Arc::new(move || {
+                let silent = silent.clone();
+                async move { Arc::new(executor(builder(&silent)).await) as Arc<dyn Executor> }
+                    .boxed()
+            }),
+            api_uri: None,
+            reason: Some(FailureReason::LaunchProtocol),
+        }),
         ..ConformanceConfig::default()
     };
     conformance(
@@ -40,4 +56,5 @@ async fn conformance_suite() {
         cfg,
     )
     .await;
+    silent_kubelet.abort();
 }

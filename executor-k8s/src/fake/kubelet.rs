@@ -19,8 +19,12 @@ use super::store::{Kind, Selector};
 pub enum AutoKubelet {
     /// Schedule, run the init container, then keep the build running until deleted.
     RunUntilDeleted,
-    /// Like `RunUntilDeleted`, then exit 0 after the given time.
+    /// Like `RunUntilDeleted`, then exit 0 after the given time (the reference `launch`,
+    /// with its launch handshake, see [`Kubelet::exit`]).
     SucceedAfter(Duration),
+    /// Like `RunUntilDeleted`, then exit 0 after the given time **without** the launch
+    /// handshake (see [`Kubelet::exit_without_handshake`]).
+    ExitWithoutHandshakeAfter(Duration),
 }
 
 /// Drives the pods of one namespace.
@@ -484,11 +488,20 @@ pub(crate) fn spawn_auto(shared: Arc<Shared>, mode: AutoKubelet) -> tokio::task:
             kubelet.schedule(&name, "node-1");
             kubelet.init_running(&name);
             kubelet.run(&name);
-            if let AutoKubelet::SucceedAfter(d) = mode {
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    kubelet.exit(&name, 0);
-                });
+            match mode {
+                AutoKubelet::RunUntilDeleted => {}
+                AutoKubelet::SucceedAfter(d) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        kubelet.exit(&name, 0);
+                    });
+                }
+                AutoKubelet::ExitWithoutHandshakeAfter(d) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        kubelet.exit_without_handshake(&name, 0);
+                    });
+                }
             }
         }
     })

@@ -468,6 +468,61 @@ impl Kubelet {
         }
     }
 
+    /// A background kubelet for builds named `<prefix>...` whose launcher exits 0 without
+    /// the launch handshake: binds each pod and ends its build container with exit 0 and
+    /// no termination message (polling every 50 ms); finishes graceful deletions.
+    pub fn auto_exit_without_handshake(&self, prefix: &str) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            loop {
+                let lp = ListParams::default().labels("app=screwdriver");
+                for p in me.pods.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+                    let ours = p
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("sdbuild"))
+                        .is_some_and(|b| b.starts_with(&prefix));
+                    let Some(name) = p.metadata.name.clone().filter(|_| ours) else {
+                        continue;
+                    };
+                    if p.metadata.deletion_timestamp.is_some() {
+                        let now = DeleteParams {
+                            grace_period_seconds: Some(0),
+                            ..DeleteParams::default()
+                        };
+                        let _ = me.pods.delete(&name, &now).await;
+                        continue;
+                    }
+                    let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+                    if phase.as_deref() == Some("Succeeded") {
+                        continue;
+                    }
+                    let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+                    if !bound && me.try_bind(&name).await.is_err() {
+                        continue;
+                    }
+                    let c = p.spec.as_ref().unwrap().containers[0].name.clone();
+                    let t = now();
+                    let _ = me
+                        .pods
+                        .patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {"phase": "Succeeded",
+                                "containerStatuses": [{"name": c, "image": "x",
+                                "imageID": "", "ready": false, "restartCount": 0,
+                                "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                "startedAt": t, "finishedAt": t}}}]}})),
+                        )
+                        .await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    }
+
     /// A background kubelet for builds named `<prefix>...`: binds and runs every new pod,
     /// and finishes graceful deletions at once (what a node's kubelet confirms), as a
     /// cluster would. Stops when the handle is aborted.

@@ -19,8 +19,9 @@
 //! [`status_of_unknown_is_not_found`], [`start_status_stop`], [`stop_is_idempotent`],
 //! [`start_of_live_build_is_already_exists`], [`tokens_never_leak`],
 //! [`concurrent_starts_do_not_interfere`], [`timed_out_build_is_stopped`],
-//! [`lost_build_is_never_success`] (only with [`ConformanceConfig::lose_build`]) and
-//! [`cleanup_keeps_live_builds`]. A broken rule panics with `conformance: rule <name> broken:
+//! [`lost_build_is_never_success`] (only with [`ConformanceConfig::lose_build`]),
+//! [`cleanup_keeps_live_builds`] and [`silent_launcher_is_never_success`] (only with
+//! [`ConformanceConfig::silent_launcher`]). A broken rule panics with `conformance: rule <name> broken:
 //! ...`. Every check stops each build it started, also when it fails.
 //!
 //! Throughout, a capturing `tracing` layer watches every event and span field (at every
@@ -39,6 +40,33 @@ use futures::future::BoxFuture;
 
 use crate::executor::Executor;
 use crate::ids::BuildId;
+
+/// A factory of executors whose launcher exits 0 **without** the launch handshake (a
+/// stand-in for upstream's launcher given native mode's flags), for
+/// [`silent_launcher_is_never_success`].
+pub type SilentFactory = Arc<dyn Fn() -> BoxFuture<'static, Arc<dyn Executor>> + Send + Sync>;
+
+/// How a backend runs a launcher that exits 0 without the launch handshake.
+#[derive(Clone)]
+pub struct SilentLauncher {
+    /// Executors (of the backend under test) whose builds end that way.
+    pub executor: SilentFactory,
+    /// The `apiUri` of the build, when the misbehaviour is picked by it (the Docker test
+    /// launcher's `/exit/0`); `None`: [`ConformanceConfig::api_uri`].
+    pub api_uri: Option<String>,
+    /// The failure reason the backend must report; `None`: any failure (a relay such as
+    /// Gearman's, whose wire result has no reason).
+    pub reason: Option<crate::FailureReason>,
+}
+
+impl std::fmt::Debug for SilentLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SilentLauncher")
+            .field("api_uri", &self.api_uri)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A hook that makes a build vanish behind the executor's back (remove its container,
 /// delete its pod), for [`lost_build_is_never_success`].
@@ -61,6 +89,9 @@ pub struct ConformanceConfig {
     /// Optional: how to lose a build behind the executor's back; without it
     /// [`lost_build_is_never_success`] is skipped.
     pub lose_build: Option<LoseBuild>,
+    /// Optional: executors whose launcher exits 0 without the launch handshake; without
+    /// it [`silent_launcher_is_never_success`] is skipped (loudly).
+    pub silent_launcher: Option<SilentLauncher>,
 }
 
 impl Default for ConformanceConfig {
@@ -72,6 +103,7 @@ impl Default for ConformanceConfig {
             concurrent_builds: 50,
             settle: Duration::from_secs(30),
             lose_build: None,
+            silent_launcher: None,
         }
     }
 }
@@ -85,6 +117,7 @@ impl std::fmt::Debug for ConformanceConfig {
             .field("concurrent_builds", &self.concurrent_builds)
             .field("settle", &self.settle)
             .field("lose_build", &self.lose_build.is_some())
+            .field("silent_launcher", &self.silent_launcher)
             .finish()
     }
 }
@@ -101,6 +134,7 @@ pub(crate) mod ids {
     pub const LOST: u64 = 7;
     pub const LEAK: u64 = 8;
     pub const CLEANUP: u64 = 9;
+    pub const SILENT: u64 = 10;
     pub const CONCURRENT: u64 = 100;
 }
 
@@ -137,4 +171,5 @@ where
     timed_out_build_is_stopped(factory().await, &cfg).await;
     lost_build_is_never_success(factory().await, &cfg).await;
     cleanup_keeps_live_builds(factory().await, &cfg).await;
+    silent_launcher_is_never_success(&cfg).await;
 }

@@ -463,3 +463,56 @@ pub async fn cleanup_keeps_live_builds(exec: Arc<dyn Executor>, cfg: &Conformanc
     })
     .await;
 }
+
+/// A build whose launcher exits 0 **without** the launch handshake (native mode: it never
+/// proved it ran the build, as upstream's launcher does on an unknown flag) is **never**
+/// `Succeeded`: it ends failed (with [`SilentLauncher::reason`](super::SilentLauncher::reason) when given), its API
+/// status is not `SUCCESS`, verify calls it a failure, and stop still works.
+pub async fn silent_launcher_is_never_success(cfg: &ConformanceConfig) {
+    const RULE: &str = "silent_launcher_is_never_success";
+    let Some(silent) = cfg.silent_launcher.clone() else {
+        eprintln!("conformance: skipping {RULE}: ConformanceConfig::silent_launcher is not set");
+        return;
+    };
+    let mut c = cfg.clone();
+    if let Some(api) = &silent.api_uri {
+        c.api_uri = api.clone();
+    }
+    let exec = (silent.executor)().await;
+    check(RULE, exec, &c, |p| async move {
+        let build = p.config(ids::SILENT);
+        p.start(&build)
+            .await
+            .unwrap_or_else(|e| broken!(RULE, "start failed: {e}"));
+        let s = p
+            .wait_for(RULE, &build, |s| s.is_terminal(), "a terminal status")
+            .await;
+        if s.phase != Phase::Failed {
+            broken!(
+                RULE,
+                "a launcher that exited 0 without the launch handshake reports {s}, expected failed"
+            );
+        }
+        if s.api_status().as_str() == "SUCCESS" {
+            broken!(RULE, "the API status of {s} is SUCCESS");
+        }
+        if let Some(want) = silent.reason
+            && s.reason() != Some(want)
+        {
+            broken!(
+                RULE,
+                "the failure reason is {:?}, expected {want:?}: {s}",
+                s.reason()
+            );
+        }
+        match p.verify(&build).await {
+            Ok(v) if v.is_failure() => {}
+            Ok(v) => broken!(RULE, "verify of the build is not a failure: {v:?}"),
+            Err(e) => broken!(RULE, "verify failed: {e}"),
+        }
+        if let Err(e) = p.stop(&build).await {
+            broken!(RULE, "stop failed: {e}");
+        }
+    })
+    .await;
+}
