@@ -9,11 +9,13 @@ use tempfile::TempDir;
 
 use crate::{ProcessExecutor, ProcessExecutorBuilder};
 
-/// A job-tools directory whose `launch` runs `body` under `/bin/sh`.
+/// A job-tools directory whose `launch` runs `body` under `/bin/sh` and, exiting 0,
+/// writes the launch handshake as the reference `launch` does (an `EXIT` trap).
 pub(crate) fn job_tools(body: &str) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
     let launch = dir.path().join("launch");
-    std::fs::write(&launch, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let trap = r#"trap '[ $? = 0 ] && echo "sdx-launch-result protocol=1 build=$SD_BUILD_ID status=SUCCESS"' EXIT"#;
+    std::fs::write(&launch, format!("#!/bin/sh\n{trap}\n{body}\n")).unwrap();
     std::fs::set_permissions(&launch, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
