@@ -19,6 +19,7 @@ fn calls(max_retries: u32, max_failures: u32) -> EngineCalls {
             max_backoff: Duration::from_millis(50),
             multiplier: 2.0,
             jitter: true,
+            budget: None,
         },
         BreakerConfig {
             max_failures,

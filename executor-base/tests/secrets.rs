@@ -87,6 +87,7 @@ fn options() -> TokenExchangeOptions {
             max_backoff: Duration::from_secs(2),
             multiplier: 2.0,
             jitter: false,
+            budget: None,
         },
         ..TokenExchangeOptions::default()
     }

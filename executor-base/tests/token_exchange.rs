@@ -24,6 +24,7 @@ fn options() -> TokenExchangeOptions {
             max_backoff: Duration::from_secs(5),
             multiplier: 2.0,
             jitter: true,
+            budget: None,
         },
         ..TokenExchangeOptions::default()
     }

@@ -261,7 +261,6 @@ impl DockerExecutorBuilder {
         let policies = Policies {
             retry: c.retry.clone(),
             breaker: c.breaker.clone(),
-            retry_budget: c.retry_budget(),
             pull_timeout: c.pull_timeout(),
         };
         let engine = Engine::new(c.endpoint(), connect, policies);

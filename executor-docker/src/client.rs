@@ -13,7 +13,7 @@
 //! pulling are `Start`; inspecting and listing are `Read`; killing and removing are `Stop`,
 //! which is always attempted. While a breaker is open, a `GET /_ping` (at most once a
 //! second) tells whether the daemon is back, so the first call after it returns works.
-//! Calls stop retrying after the retry budget (`retryBudgetSecs`), so a call on a
+//! Calls stop retrying after the retry budget (`retry.budgetMs`, 5 s by default), so a call on a
 //! daemon that is down answers `Unavailable` within seconds.
 //!
 //! **The registry is not the daemon.** A pull the daemon answers with an error (the
@@ -111,8 +111,6 @@ pub(crate) struct Policies {
     pub retry: RetryPolicy,
     /// Breakers and the per-call bound.
     pub breaker: BreakerConfig,
-    /// No retry starts later than this after a call began (`None`: no bound).
-    pub retry_budget: Option<Duration>,
     /// The bound on one image pull.
     pub pull_timeout: Duration,
 }
@@ -124,9 +122,6 @@ impl Engine {
     /// A handle on `endpoint` with these policies.
     pub(crate) fn new(endpoint: String, connect: Connect, p: Policies) -> Self {
         let mut calls = EngineCalls::new(crate::SCHEME, p.retry, p.breaker.clone());
-        if let Some(b) = p.retry_budget {
-            calls = calls.with_retry_budget(b);
-        }
         if let Some(ping) = pinger(&endpoint, &connect) {
             calls = calls.with_health_probe(
                 PROBE_EVERY,

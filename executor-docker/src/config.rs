@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use executor_base::engine::{BreakerConfig, RetryPolicy};
+use executor_base::engine::{BreakerConfig, DEFAULT_RETRY_BUDGET, RetryPolicy};
 use executor_base::launch::DEFAULT_MOUNT_POINT;
 use executor_base::options::{Configurable, Kind, OptionValue, Options};
 use executor_base::{Ecosystem, LaunchMode, ResourceRequest, ResourceTable, TimeoutPolicy};
@@ -125,16 +125,13 @@ pub struct DockerConfig {
     pub expiry_grace_minutes: u32,
     /// Store and UI URLs passed to every build (a build's own `storeUri`/`uiUri` win).
     pub ecosystem: Ecosystem,
-    /// Retry policy of Docker API calls.
+    /// Retry policy of Docker API calls (its budget, `retry.budgetMs`, is what makes a
+    /// call on a daemon that is down answer `Unavailable` within seconds).
     pub retry: RetryPolicy,
     /// Circuit breaker and per-call timeout of Docker API calls (except pulls).
     pub breaker: BreakerConfig,
     /// Bound on one image pull, seconds.
     pub pull_timeout_secs: u64,
-    /// No retry of a Docker API call starts later than this many seconds after the call
-    /// began (`0`: retry as long as `retry` allows), so a call on a daemon that is down
-    /// answers `Unavailable` within seconds.
-    pub retry_budget_secs: u64,
 }
 
 impl Default for DockerConfig {
@@ -160,7 +157,6 @@ impl Default for DockerConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             pull_timeout_secs: 600,
-            retry_budget_secs: 5,
         }
     }
 }
@@ -183,7 +179,7 @@ impl fmt::Debug for DockerConfig {
             .field("network", &self.network)
             .field("timeout", &self.timeout)
             .field("expiry_grace_minutes", &self.expiry_grace_minutes)
-            .field("retry_budget_secs", &self.retry_budget_secs)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -210,11 +206,6 @@ impl DockerConfig {
     /// The bound on one pull.
     pub fn pull_timeout(&self) -> Duration {
         Duration::from_secs(self.pull_timeout_secs.max(1))
-    }
-
-    /// The retry budget of Docker API calls (`None` when `retryBudgetSecs` is 0).
-    pub fn retry_budget(&self) -> Option<Duration> {
-        (self.retry_budget_secs > 0).then(|| Duration::from_secs(self.retry_budget_secs))
     }
 }
 
@@ -324,10 +315,17 @@ impl Configurable for DockerConfig {
                 .field("pullTimeoutSecs", "Bound on one image pull, seconds.", |c| {
                     &mut c.pull_timeout_secs
                 })
-                .field(
+                .custom(
                     "retryBudgetSecs",
-                    "No retry of a Docker API call starts later than this many seconds after the call began (`0`: as long as `retry` allows), so a call on a daemon that is down answers `Unavailable` within seconds.",
-                    |c| &mut c.retry_budget_secs,
+                    "Deprecated spelling of `retry.budgetMs` in seconds (`0`: no budget).",
+                    Kind::Integer,
+                    |c, raw| {
+                        let secs = u64::parse_option(raw)?;
+                        c.retry.budget = (secs > 0).then(|| Duration::from_secs(secs));
+                        Ok(())
+                    },
+                    |c| c.retry.budget.map_or(0, |d| d.as_secs()).to_string(),
+                    |c| c.retry.budget = Some(DEFAULT_RETRY_BUDGET),
                 )
                 .timeout(|c| &mut c.timeout)
                 .ecosystem(|c| &mut c.ecosystem)
@@ -389,6 +387,14 @@ mod tests {
         assert!(o.set(&mut c, "uiUri", "ftp://x").is_err());
         o.set(&mut c, "timeoutDefaultMinutes", "7").unwrap();
         assert_eq!(c.timeout.default_minutes, 7, "old spelling still accepted");
+
+        assert_eq!(c.retry.budget, Some(Duration::from_secs(5)), "5 s");
+        o.set(&mut c, "retry.budgetMs", "2500").unwrap();
+        assert_eq!(c.retry.budget, Some(Duration::from_millis(2500)));
+        o.set(&mut c, "retryBudgetSecs", "7").unwrap();
+        assert_eq!(c.retry.budget, Some(Duration::from_secs(7)), "old spelling");
+        o.set(&mut c, "retry.budgetMs", "0").unwrap();
+        assert_eq!(c.retry.budget, None, "0: no budget");
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn fast_retry() -> RetryPolicy {
         max_backoff: Duration::from_millis(200),
         multiplier: 2.0,
         jitter: false,
+        budget: None,
     }
 }
 

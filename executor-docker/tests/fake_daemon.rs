@@ -19,6 +19,7 @@ fn retry(n: u32) -> RetryPolicy {
         max_backoff: Duration::from_millis(20),
         multiplier: 2.0,
         jitter: false,
+        budget: None,
     }
 }
 

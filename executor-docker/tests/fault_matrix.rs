@@ -40,10 +40,9 @@ async fn every_fault_scenario_through_a_proxy_in_front_of_dockerd() {
         }
         .boxed()
     });
-    let host = proxy.url("unix");
     let report = fault_matrix(
-        || {
-            let (host, prefix, images) = (host.clone(), prefix.clone(), images.clone());
+        |p: &FaultProxy| {
+            let (host, prefix, images) = (p.url("unix"), prefix.clone(), images.clone());
             async move {
                 Arc::new(
                     DockerExecutorBuilder::new()

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::client::GearmanClient;
 use crate::config::{GearmanConfig, JOB_ANNOTATION, NODE_ANNOTATION};
 use crate::launcher::config::check_name;
-use crate::tracker::{Cmd, GearmanBuildInfo, Tracked, track};
+use crate::tracker::{Cmd, GearmanBuildInfo, Tracked, stop_orphan, track};
 use crate::worker_check::WorkerCheck;
 
 /// An [`Executor`] that submits each build as a `build:<job>` Gearman job and follows it
@@ -296,7 +296,10 @@ impl Executor for GearmanExecutor {
             }
         };
         if tracked.is_terminal() {
-            return Ok(());
+            // A build lost with the connection may still run on its launcher.
+            return stop_orphan(&self.inner, &tracked)
+                .await
+                .map_err(|e| e.with_executor(crate::SCHEME).with_operation("stop"));
         }
         let (reply, answer) = oneshot::channel();
         if tracked.cmds.send(Cmd::Stop(reply)).is_err() {
@@ -370,7 +373,7 @@ impl Executor for GearmanExecutor {
                 .iter()
                 .filter(|(_, slot)| match slot {
                     Slot::Starting => true,
-                    Slot::Tracked(t) => !t.is_terminal(),
+                    Slot::Tracked(t) => !t.is_terminal() || t.orphaned_on.lock().is_some(),
                 })
                 .map(|(id, _)| *id)
                 .collect();

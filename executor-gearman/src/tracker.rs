@@ -73,6 +73,10 @@ pub(crate) struct Tracked {
     pub(crate) finished_at: Mutex<Option<Instant>>,
     /// When `start` was called.
     pub(crate) began: Instant,
+    /// The launcher of a build lost with the connection while it ran, until a stop of it
+    /// was confirmed: the build may still run there, so `stop` (and `stop_all`) ask that
+    /// launcher again.
+    pub(crate) orphaned_on: Mutex<Option<StartAnnouncement>>,
 }
 
 impl Tracked {
@@ -91,6 +95,7 @@ impl Tracked {
             cmds,
             finished_at: Mutex::new(None),
             began,
+            orphaned_on: Mutex::new(None),
         });
         (t, rx)
     }
@@ -231,12 +236,10 @@ impl Tracker {
             JobEvent::Disconnected => {
                 if let Some(a) = self.announced.clone() {
                     // Nobody can see this build's outcome any more: do not let it run on.
-                    let inner = self.inner.clone();
-                    tokio::spawn(async move {
-                        let client =
-                            GearmanClient::lazy(&inner.cfg.server, inner.cfg.client_options());
-                        request_stop(&inner, &client, &a).await
-                    });
+                    // If gearmand cannot be reached now, the next `stop` asks again.
+                    *self.shared.orphaned_on.lock() = Some(a.clone());
+                    let (inner, shared) = (self.inner.clone(), self.shared.clone());
+                    tokio::spawn(async move { stop_orphan(&inner, &shared).await });
                 }
                 let s = BuildStatus::lost(
                     Some(self.started()),
@@ -434,6 +437,19 @@ impl Tracker {
         }
         Flow::Continue
     }
+}
+
+/// Stops a build lost with the connection on the launcher that announced it, if it has
+/// not been stopped yet ([`Tracked::orphaned_on`]); forgets the launcher once it confirmed.
+pub(crate) async fn stop_orphan(inner: &Inner, t: &Tracked) -> Result<(), Error> {
+    let Some(a) = t.orphaned_on.lock().clone() else {
+        return Ok(());
+    };
+    let client = GearmanClient::lazy(&inner.cfg.server, inner.cfg.client_options());
+    request_stop(inner, &client, &a).await?;
+    t.orphaned_on.lock().take();
+    tracing::info!(manager = %a.manager, "stopped a build lost with the connection");
+    Ok(())
 }
 
 /// Asks the announcing launcher to stop the build (`stop:<manager>`) and waits for its

@@ -22,6 +22,7 @@ async fn executor_options_from_env_file_and_flags() {
         ("EXECUTOR_GEARMAN_CHECK_WORKERS", "false"),
         ("EXECUTOR_GEARMAN_LIVENESS_INTERVAL_MS", "250"),
         ("EXECUTOR_GEARMAN_WORKER_JOBS", "not-the-executors"),
+        ("EXECUTOR_GEARMAN_RETRY_BUDGET_MS", "2500"),
     ];
     let flags = [("queueTimeoutSecs".to_string(), "30".to_string())];
     let e = GearmanExecutorBuilder::new()
@@ -35,6 +36,15 @@ async fn executor_options_from_env_file_and_flags() {
     assert_eq!(c.liveness_interval_ms, 250);
     assert_eq!(c.queue_timeout_secs, 30, "flag over file");
     assert_eq!(c.breaker.max_failures, 2);
+    assert_eq!(
+        c.retry.budget,
+        Some(std::time::Duration::from_millis(2500)),
+        "the shared retry.budgetMs key"
+    );
+    assert_eq!(
+        GearmanConfig::default().retry.budget,
+        Some(executor_base::engine::DEFAULT_RETRY_BUDGET)
+    );
 
     let m =
         refused(GearmanExecutorBuilder::new().with_vars([("EXECUTOR_GEARMAN_CHECK_WORKER", "no")]))

@@ -46,6 +46,7 @@ pub(crate) fn reconnect_policy() -> RetryPolicy {
         max_backoff: Duration::from_secs(3),
         multiplier: 2.0,
         jitter: true,
+        budget: None,
     }
 }
 

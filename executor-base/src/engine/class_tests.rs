@@ -13,6 +13,7 @@ fn policy(max_retries: u32) -> RetryPolicy {
         max_backoff: Duration::from_secs(30),
         multiplier: 2.0,
         jitter: false,
+        budget: None,
     }
 }
 

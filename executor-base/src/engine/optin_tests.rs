@@ -15,6 +15,7 @@ fn policy(max_retries: u32) -> RetryPolicy {
         max_backoff: Duration::from_secs(30),
         multiplier: 2.0,
         jitter: false,
+        budget: None,
     }
 }
 
@@ -60,6 +61,52 @@ async fn a_retry_budget_bounds_the_time_a_call_spends_on_a_down_engine() {
         .await
         .unwrap_err();
     assert_eq!(t0.elapsed(), Duration::from_secs(31));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_policy_bounds_a_call_on_an_engine_that_swallows_connections() {
+    // Every attempt hangs until the 10 s call timeout (a blackholed engine). Defaults
+    // only: past the 5 s budget after the first attempt, no retry starts, so the call
+    // fails within budget + one call timeout, not after the 91 s the full series of 5
+    // retries would take.
+    let calls = EngineCalls::with_defaults("jenkins");
+    assert_eq!(calls.retry_budget(), Some(DEFAULT_RETRY_BUDGET));
+    let n = AtomicU32::new(0);
+    let t0 = Instant::now();
+    let e = calls
+        .call_in(CallClass::Start, "create", Idempotency::Idempotent, || {
+            n.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<(), Error>>()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    let took = t0.elapsed();
+    let bound = DEFAULT_RETRY_BUDGET + BreakerConfig::default().call_timeout;
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 1, "no retry after the budget");
+
+    // `retry.budgetMs=0` (no budget) restores the whole series.
+    let calls = EngineCalls::new(
+        "jenkins",
+        RetryPolicy {
+            budget: None,
+            jitter: false,
+            ..RetryPolicy::default()
+        },
+        BreakerConfig {
+            max_failures: 0,
+            ..BreakerConfig::default()
+        },
+    );
+    let t0 = Instant::now();
+    calls
+        .call_in(CallClass::Start, "create", Idempotency::Idempotent, || {
+            std::future::pending::<Result<(), Error>>()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(t0.elapsed(), Duration::from_secs(6 * 10 + 31));
 }
 
 #[tokio::test(start_paused = true)]

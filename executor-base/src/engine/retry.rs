@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 /// ("equal jitter"), so concurrent callers spread out but never retry sooner than half the
 /// backoff. A `Retry-After` from the engine is a lower bound on the wait.
 ///
+/// `budget` bounds the whole series: no retry starts later than `budget` after the call
+/// began, so a call on an engine that is down fails within `budget` plus one call
+/// timeout instead of after every backoff (the default, [`DEFAULT_RETRY_BUDGET`], keeps
+/// a call within 15 s with the default 10 s call timeout, where the full series of 5
+/// retries could take 91 s against an engine that swallows connections). A caller that
+/// wants to ride out a longer outage retries the call itself, or raises the budget.
+///
 /// ```
 /// use std::time::Duration;
 /// use executor_base::engine::RetryPolicy;
@@ -34,10 +41,21 @@ pub struct RetryPolicy {
     pub multiplier: f64,
     /// Randomise each wait within its upper half; turn off for deterministic tests.
     pub jitter: bool,
+    /// No retry starts later than this after the call began (`None`: retry as long as
+    /// `max_retries` allows). Serialised as milliseconds, `0` for none.
+    #[serde(with = "option_millis")]
+    pub budget: Option<Duration>,
 }
 
+/// The default [`RetryPolicy::budget`]: 5 s, so a call on an engine that is down answers
+/// within seconds (refused: attempts at 0, ~1 and ~3 s), and within 15 s when every
+/// attempt waits out its 10 s call timeout.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
+
 impl Default for RetryPolicy {
-    /// Upstream circuit-fuses: 5 retries, exponential from 1 s doubling, capped at 30 s.
+    /// Upstream circuit-fuses: 5 retries, exponential from 1 s doubling, capped at 30 s;
+    /// and (unlike upstream) no retry later than [`DEFAULT_RETRY_BUDGET`] after the call
+    /// began.
     fn default() -> Self {
         Self {
             max_retries: 5,
@@ -45,6 +63,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(30),
             multiplier: 2.0,
             jitter: true,
+            budget: Some(DEFAULT_RETRY_BUDGET),
         }
     }
 }
@@ -103,5 +122,20 @@ pub(super) mod duration_millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Serialises an optional duration as integer milliseconds, `0` for `None`.
+pub(super) mod option_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        u64::deserialize(d).map(|ms| (ms > 0).then(|| Duration::from_millis(ms)))
     }
 }

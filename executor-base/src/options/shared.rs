@@ -37,7 +37,7 @@ impl<C: Clone + Default + 'static> Options<C> {
     }
 
     /// `retry.maxRetries`, `retry.initialBackoffMs`, `retry.maxBackoffMs`,
-    /// `retry.multiplier`, `retry.jitter` ([`RetryPolicy`]).
+    /// `retry.multiplier`, `retry.jitter`, `retry.budgetMs` ([`RetryPolicy`]).
     pub fn retry(self, lens: impl Lens<C, RetryPolicy>) -> Self {
         self.field(
             "retry.maxRetries",
@@ -65,6 +65,23 @@ impl<C: Clone + Default + 'static> Options<C> {
             "retry.jitter",
             "Randomise each wait within its upper half.",
             move |c| &mut lens(c).jitter,
+        )
+        .custom(
+            "retry.budgetMs",
+            "No retry starts later than this many ms after the call began (`0`: as long as `retry.maxRetries` allows), so a call on an engine that is down fails within this plus one `breaker.callTimeoutMs`.",
+            Kind::Integer,
+            move |c, raw| {
+                let ms = u64::parse_option(raw)?;
+                lens(c).budget = (ms > 0).then(|| Duration::from_millis(ms));
+                Ok(())
+            },
+            move |c| {
+                lens(&mut c.clone())
+                    .budget
+                    .map_or(0, |d| d.as_millis())
+                    .to_string()
+            },
+            move |c| lens(c).budget = lens(&mut C::default()).budget,
         )
     }
 

@@ -4,11 +4,12 @@
 //! ```no_run
 //! # async fn demo(proxy: executor_base::testkit::proxy::FaultProxy) {
 //! use std::sync::Arc;
+//! use executor_base::testkit::proxy::FaultProxy;
 //! use executor_base::Executor;
 //! use executor_base::testkit::faults::{fault_matrix, FaultMatrixConfig};
 //! use executor_base::testkit::fake::FakeExecutor;
 //! let report = fault_matrix(
-//!     || async { Arc::new(FakeExecutor::new()) as Arc<dyn Executor> },
+//!     |_proxy: &FaultProxy| async { Arc::new(FakeExecutor::new()) as Arc<dyn Executor> },
 //!     &proxy,
 //!     FaultMatrixConfig { first_build_id: 7000, ..Default::default() },
 //! )
@@ -53,7 +54,7 @@ use crate::engine::refused_by_breaker;
 use crate::error::{Error, ErrorKind};
 use crate::executor::Executor;
 use crate::ids::BuildId;
-use crate::status::{BuildStatus, Phase};
+use crate::status::{BuildStatus, FailureReason, Phase};
 
 /// Finds what is left of a build in the engine (containers, pods, jobs...), by name.
 pub type Leftovers = Arc<dyn Fn(BuildId) -> BoxFuture<'static, Vec<String>> + Send + Sync>;
@@ -78,6 +79,16 @@ pub struct FaultMatrixConfig {
     pub recovery_bound: Duration,
     /// What is left of a build after stop and gc (required: no orphan).
     pub leftovers: Option<Leftovers>,
+    /// The backend observes a build through the one connection that started it (Gearman:
+    /// only the submitting connection hears the job's result), so a fault that breaks
+    /// that connection while the build runs may end the build
+    /// [`FailureReason::InfrastructureLost`]; the matrix then accepts that outcome (never
+    /// `Succeeded`, and stop and gc must still leave nothing of the build).
+    pub lost_on_disconnect: bool,
+    /// Scenarios run this many at a time, each lane with its own proxy
+    /// ([`FaultProxy::twin`]) and its own executors; most of a scenario is waiting on a
+    /// timeout, so lanes cut the matrix's run time about as many times.
+    pub lanes: usize,
 }
 
 impl Default for FaultMatrixConfig {
@@ -91,6 +102,8 @@ impl Default for FaultMatrixConfig {
             call_bound: Duration::from_secs(40),
             recovery_bound: Duration::from_secs(30),
             leftovers: None,
+            lost_on_disconnect: false,
+            lanes: 4,
         }
     }
 }
@@ -106,6 +119,8 @@ impl fmt::Debug for FaultMatrixConfig {
             .field("call_bound", &self.call_bound)
             .field("recovery_bound", &self.recovery_bound)
             .field("leftovers", &self.leftovers.is_some())
+            .field("lost_on_disconnect", &self.lost_on_disconnect)
+            .field("lanes", &self.lanes)
             .finish()
     }
 }
@@ -257,38 +272,67 @@ macro_rules! broken {
 }
 
 /// Runs every scenario of [`scenarios`], each on a fresh executor from `factory` that
-/// talks to its engine through `proxy`. Panics naming the first broken rule, or when
-/// fewer than 30 scenarios ran. `SDX_FAULT_SCENARIOS=2,36` runs only those (debugging).
+/// talks to its engine through the proxy it is given: `proxy` or, with
+/// [`FaultMatrixConfig::lanes`] > 1, one of its twins (lanes run concurrently, each its
+/// scenarios in turn). Panics naming the first broken rule, or when fewer than 30
+/// scenarios ran. `SDX_FAULT_SCENARIOS=2,36` runs only those (debugging).
 pub async fn fault_matrix<F, Fut>(
     factory: F,
     proxy: &FaultProxy,
     cfg: FaultMatrixConfig,
 ) -> MatrixReport
 where
-    F: Fn() -> Fut,
+    F: Fn(&FaultProxy) -> Fut,
     Fut: Future<Output = Arc<dyn Executor>>,
 {
-    let mut report = MatrixReport::default();
     let only = only_scenarios();
-    for (i, sc) in scenarios(&cfg).into_iter().enumerate() {
-        if only.as_ref().is_some_and(|o| !o.contains(&(i + 1))) {
-            continue;
-        }
-        proxy.set(FaultMode::Pass);
-        let exec = factory().await;
-        let first = cfg.first_build_id + 10 * i as u64;
-        eprintln!("fault matrix: scenario {}: {sc}", i + 1);
-        let o = run_scenario(exec, proxy, &cfg, &sc, first).await;
-        eprintln!(
-            "fault matrix: scenario {}: {} in {:.1} s, recovered in {:.1} s",
-            i + 1,
-            o.answered,
-            o.call.as_secs_f64(),
-            o.recovery.as_secs_f64()
-        );
-        report.outcomes.push(o);
+    let all: Vec<(usize, Scenario)> = scenarios(&cfg)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| only.as_ref().is_none_or(|o| o.contains(&(i + 1))))
+        .collect();
+    let lanes = cfg.lanes.clamp(1, all.len().max(1));
+    let mut proxies = vec![proxy.clone()];
+    for _ in 1..lanes {
+        proxies.push(proxy.twin().await.expect("fault matrix: a twin proxy"));
     }
-    proxy.set(FaultMode::Pass);
+    let runs = proxies.iter().enumerate().map(|(lane, p)| {
+        let mine: Vec<(usize, Scenario)> = all
+            .iter()
+            .filter(|(i, _)| i % lanes == lane)
+            .cloned()
+            .collect();
+        let (factory, cfg) = (&factory, &cfg);
+        async move {
+            let mut out = Vec::new();
+            for (i, sc) in mine {
+                p.set(FaultMode::Pass);
+                let exec = factory(p).await;
+                let first = cfg.first_build_id + 10 * i as u64;
+                eprintln!("fault matrix: scenario {}: {sc}", i + 1);
+                let o = run_scenario(exec, p, cfg, &sc, first).await;
+                eprintln!(
+                    "fault matrix: scenario {}: {} in {:.1} s, recovered in {:.1} s",
+                    i + 1,
+                    o.answered,
+                    o.call.as_secs_f64(),
+                    o.recovery.as_secs_f64()
+                );
+                out.push((i, o));
+            }
+            p.set(FaultMode::Pass);
+            out
+        }
+    });
+    let mut done: Vec<(usize, Outcome)> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    done.sort_by_key(|(i, _)| *i);
+    let report = MatrixReport {
+        outcomes: done.into_iter().map(|(_, o)| o).collect(),
+    };
     if only.is_none() {
         assert!(
             report.outcomes.len() >= 30,
@@ -441,14 +485,31 @@ impl Run {
         self.wait_running(b).await;
     }
 
-    async fn wait_running(&self, b: &StartConfig) -> Duration {
+    async fn wait_running(&self, b: &StartConfig) {
+        self.wait_running_or_lost(b, false).await;
+    }
+
+    /// Whether `s` is the outcome a fault that broke the backend's connection may cause
+    /// ([`FaultMatrixConfig::lost_on_disconnect`]).
+    fn lost_to_fault(&self, s: &BuildStatus, faulty: bool) -> bool {
+        faulty
+            && self.cfg.lost_on_disconnect
+            && s.reason() == Some(FailureReason::InfrastructureLost)
+    }
+
+    /// Waits until build `b` runs; returns `false` instead when it was lost to the fault
+    /// (`faulty`: the scenario's fault may have broken the backend's connection).
+    async fn wait_running_or_lost(&self, b: &StartConfig, faulty: bool) -> bool {
         let t = Instant::now();
         loop {
             match self.exec.status(&b.to_stop()).await {
                 Ok(s) => {
                     self.look_status(&s);
                     if s.phase == Phase::Running {
-                        return t.elapsed();
+                        return true;
+                    }
+                    if self.lost_to_fault(&s, faulty) {
+                        return false;
                     }
                     if s.is_terminal() {
                         broken!(self.name, "build {} ended: {s}", b.build_id);
@@ -515,25 +576,34 @@ impl Run {
         }
     }
 
+    /// After stop, `gc` leaves nothing of `builds`: a request a killed start had already
+    /// sent may land on the engine after the first `gc` (a busy daemon creates the
+    /// container a moment later), so `gc` runs again until nothing is left or the
+    /// recovery bound has passed, as a periodic `gc` would.
     async fn no_orphans(&self, builds: &[&StartConfig]) {
-        match self.exec.gc(false).await {
-            Ok(_) => {}
-            Err(e) => {
+        let t = Instant::now();
+        loop {
+            if let Err(e) = self.exec.gc(false).await {
                 self.look_error(&e);
                 broken!(self.name, "gc failed once the engine is back: {e}");
             }
-        }
-        if let Some(left) = &self.cfg.leftovers {
+            let Some(left) = &self.cfg.leftovers else {
+                break;
+            };
+            let mut found = Vec::new();
             for b in builds {
                 let l = left(b.build_id).await;
                 if !l.is_empty() {
-                    broken!(
-                        self.name,
-                        "build {} left {l:?} after stop and gc",
-                        b.build_id
-                    );
+                    found.push((b.build_id, l));
                 }
             }
+            let Some((id, l)) = found.into_iter().next() else {
+                break;
+            };
+            if t.elapsed() > self.cfg.recovery_bound {
+                broken!(self.name, "build {id} left {l:?} after stop and gc");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let stats = self.exec.stats();
         self.look("stats", &format!("{stats:?}"));
@@ -607,7 +677,7 @@ impl Run {
                 }
                 self.proxy.set(FaultMode::Pass);
                 if r.is_ok() {
-                    self.wait_running(&b).await;
+                    self.wait_running_or_lost(&b, !harmless).await;
                 }
                 (a, d)
             }
@@ -615,7 +685,12 @@ impl Run {
                 self.start_ok(&b).await;
                 self.proxy.set(m.clone());
                 let (r, d) = self.timed("status", self.exec.status(&b.to_stop())).await;
+                let mut lost = false;
                 let a = match &r {
+                    Ok(s) if self.lost_to_fault(s, !harmless) => {
+                        lost = true;
+                        "lost with the connection".to_string()
+                    }
                     Ok(s) => {
                         self.look_status(s);
                         if s.is_terminal() {
@@ -631,20 +706,26 @@ impl Run {
                     }
                 };
                 self.proxy.set(FaultMode::Pass);
-                // The build kept running through the fault.
-                self.wait_running(&b).await;
-                (a, d)
+                // The build kept running through the fault (or, where the backend
+                // observes it through the broken connection, is known lost).
+                if !lost && !self.wait_running_or_lost(&b, !harmless).await {
+                    (format!("{a}, then lost with the connection"), d)
+                } else {
+                    (a, d)
+                }
             }
             When::AtStop => {
                 self.start_ok(&b).await;
                 self.proxy.set(m.clone());
-                let before = self.proxy.accepted();
+                let before = (self.proxy.accepted(), self.proxy.received());
                 let (r, d) = self.timed("stop", self.exec.stop(&b.to_stop())).await;
                 let a = self.answer(m, "stop", &r);
                 if harmless && r.is_err() {
                     broken!(self.name, "stop failed under a harmless delay: {a}");
                 }
-                if *m != FaultMode::Refuse && self.proxy.accepted() == before {
+                if *m != FaultMode::Refuse
+                    && (self.proxy.accepted(), self.proxy.received()) == before
+                {
                     broken!(
                         self.name,
                         "stop was not attempted (nothing reached the engine)"
@@ -707,12 +788,12 @@ impl Run {
             broken!(self.name, "8 failing starts opened no breaker");
         }
         // A stop goes to the engine however open the breakers are.
-        let before = self.proxy.accepted();
+        let before = (self.proxy.accepted(), self.proxy.received());
         let (r, _) = self
             .timed("stop", self.exec.stop(&builds[0].to_stop()))
             .await;
         let _ = self.answer(&m, "stop", &r);
-        if self.proxy.accepted() == before {
+        if (self.proxy.accepted(), self.proxy.received()) == before {
             broken!(self.name, "a stop with the breakers open was not attempted");
         }
         self.proxy.set(FaultMode::Pass);

@@ -108,6 +108,8 @@ struct Shared {
     generation: watch::Sender<u64>,
     accepted: AtomicUsize,
     answered: AtomicUsize,
+    /// Bytes read from clients, whatever the mode.
+    received: AtomicUsize,
     shutdown: CancellationToken,
 }
 
@@ -167,6 +169,26 @@ impl FaultProxy {
         ))
     }
 
+    /// Another proxy in front of the same upstream, listening on a fresh TCP port or on
+    /// `<this socket>.<n>`; its mode is its own. The fault matrix gives each of its lanes
+    /// one.
+    pub async fn twin(&self) -> io::Result<Self> {
+        static TWINS: AtomicUsize = AtomicUsize::new(0);
+        match (&self.shared.listen, &self.shared.upstream) {
+            (Endpoint::Unix(at), Endpoint::Unix(up)) => {
+                let n = TWINS.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut name = at.clone().into_os_string();
+                name.push(format!(".{n}"));
+                Self::unix(up, PathBuf::from(name)).await
+            }
+            (_, Endpoint::Tcp(up)) => Self::tcp(&up.to_string()).await,
+            (Endpoint::Tcp(_), Endpoint::Unix(up)) => Err(io::Error::other(format!(
+                "no TCP twin of a proxy in front of the Unix socket {}",
+                up.display()
+            ))),
+        }
+    }
+
     fn spawn(listen: Endpoint, upstream: Endpoint, l: Listener) -> Self {
         let shutdown = CancellationToken::new();
         let path = match &listen {
@@ -182,6 +204,7 @@ impl FaultProxy {
             generation: watch::channel(0).0,
             accepted: AtomicUsize::new(0),
             answered: AtomicUsize::new(0),
+            received: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
         });
         tokio::spawn(accept_loop(shared.clone()));
@@ -207,11 +230,22 @@ impl FaultProxy {
         }
     }
 
-    /// Sets the mode of every new connection (after the script), severing live ones.
+    /// Sets the mode of every new connection (after the script), severing live ones;
+    /// except when a short delay (under 1 s) or no fault gives way to no fault: those
+    /// connections were healthy, and cutting them would be a fault of its own (a client
+    /// that keeps one connection, like Gearman's, would see it).
     pub fn set(&self, mode: FaultMode) {
-        *self.shared.mode.lock() = mode;
+        let back_to_pass = mode == FaultMode::Pass;
+        let old = std::mem::replace(&mut *self.shared.mode.lock(), mode);
         sync_listener(&self.shared);
-        self.shared.generation.send_modify(|g| *g += 1);
+        let healthy = match old {
+            FaultMode::Pass => true,
+            FaultMode::Delay(d) => d < Duration::from_secs(1),
+            _ => false,
+        };
+        if !(back_to_pass && healthy) {
+            self.shared.generation.send_modify(|g| *g += 1);
+        }
     }
 
     /// The next connections get these modes, one each, before the set mode applies again.
@@ -229,6 +263,13 @@ impl FaultProxy {
     /// Connections accepted so far (refused ones are not seen).
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the proxy has read from its clients so far, in any mode (refused
+    /// connections send none): whether a request was attempted, also over a connection
+    /// a client kept open.
+    pub fn received(&self) -> usize {
+        self.shared.received.load(Ordering::SeqCst)
     }
 
     /// Requests answered with an injected HTTP status so far.
@@ -347,11 +388,13 @@ async fn run(s: &Shared, mut conn: BoxStream, mode: FaultMode) {
         FaultMode::Refuse => {}
         FaultMode::Blackhole => {
             let mut buf = vec![0u8; 16 * 1024];
-            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+            while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                s.received.fetch_add(n, Ordering::SeqCst);
+            }
             std::future::pending::<()>().await;
         }
         FaultMode::Status { code, retry_after } => {
-            if read_head(&mut conn).await.is_ok() {
+            if read_head(s, &mut conn).await.is_ok() {
                 s.answered.fetch_add(1, Ordering::SeqCst);
                 let body = format!(
                     "{{\"message\":\"fault proxy: injected {code}\",\"kind\":\"Status\",\"code\":{code}}}"
@@ -370,18 +413,27 @@ async fn run(s: &Shared, mut conn: BoxStream, mode: FaultMode) {
             }
         }
         FaultMode::Delay(d) => {
+            // The request is taken at once (so it counts as attempted) and reaches the
+            // engine `d` later.
+            let mut first = vec![0u8; 16 * 1024];
+            let n = match conn.read(&mut first).await {
+                Ok(n @ 1..) => n,
+                _ => return,
+            };
+            s.received.fetch_add(n, Ordering::SeqCst);
+            first.truncate(n);
             tokio::time::sleep(d).await;
-            forward(s, conn, None, false).await;
+            forward(s, conn, first, None, false).await;
         }
-        FaultMode::Pass => forward(s, conn, None, false).await,
-        FaultMode::ResetAfter(n) => forward(s, conn, Some(n), true).await,
-        FaultMode::CutAfter(n) => forward(s, conn, Some(n), false).await,
+        FaultMode::Pass => forward(s, conn, Vec::new(), None, false).await,
+        FaultMode::ResetAfter(n) => forward(s, conn, Vec::new(), Some(n), true).await,
+        FaultMode::CutAfter(n) => forward(s, conn, Vec::new(), Some(n), false).await,
     }
 }
 
-/// Forwards both ways; with `limit`, the answer ends after that many bytes (by a reset
-/// when `reset`).
-async fn forward(s: &Shared, conn: BoxStream, limit: Option<usize>, reset: bool) {
+/// Forwards both ways (`first`: what was already read from the client); with `limit`,
+/// the answer ends after that many bytes (by a reset when `reset`).
+async fn forward(s: &Shared, conn: BoxStream, first: Vec<u8>, limit: Option<usize>, reset: bool) {
     let Ok(up) = connect(&s.upstream).await else {
         // The engine itself is down: the client sees its connection closed.
         return;
@@ -389,7 +441,15 @@ async fn forward(s: &Shared, conn: BoxStream, limit: Option<usize>, reset: bool)
     let (mut cr, mut cw) = tokio::io::split(conn);
     let (mut ur, mut uw) = tokio::io::split(up);
     let to_up = async {
-        let _ = tokio::io::copy(&mut cr, &mut uw).await;
+        if uw.write_all(&first).await.is_ok() {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                s.received.fetch_add(n, Ordering::SeqCst);
+                if uw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
         let _ = uw.shutdown().await;
         std::future::pending::<()>().await;
     };
@@ -418,11 +478,12 @@ async fn forward(s: &Shared, conn: BoxStream, limit: Option<usize>, reset: bool)
 }
 
 /// Reads up to the end of an HTTP request head (the body, if any, is left unread).
-async fn read_head(conn: &mut BoxStream) -> io::Result<()> {
+async fn read_head(s: &Shared, conn: &mut BoxStream) -> io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = conn.read(&mut buf).await?;
+        s.received.fetch_add(n, Ordering::SeqCst);
         if n == 0 || head.len() > 64 * 1024 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

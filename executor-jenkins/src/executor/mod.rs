@@ -17,7 +17,7 @@ use std::fmt;
 use std::future::Future;
 
 use async_trait::async_trait;
-use executor_base::engine::{EngineCalls, Idempotency};
+use executor_base::engine::{CallClass, EngineCalls, Idempotency};
 use executor_base::{
     BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, StartConfig, Stats, StopConfig,
 };
@@ -129,15 +129,33 @@ impl JenkinsExecutor {
         Ok(version)
     }
 
-    /// One engine call through the retry policy and breaker.
+    /// One engine call through the retry policy and the breaker of its class
+    /// ([`call_class`]).
     async fn engine<T, F, Fut>(&self, op: &'static str, idem: Idempotency, f: F) -> Result<T, Error>
     where
         F: Fn() -> Fut + Send + Sync,
         Fut: Future<Output = Result<T, JenkinsError>> + Send,
         T: Send,
     {
+        self.engine_in(call_class(op), op, idem, f).await
+    }
+
+    /// One engine call in `class`: a read made on behalf of a stop is a
+    /// [`CallClass::Stop`] call, so an open breaker never keeps a stop from Jenkins.
+    async fn engine_in<T, F, Fut>(
+        &self,
+        class: CallClass,
+        op: &'static str,
+        idem: Idempotency,
+        f: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T, JenkinsError>> + Send,
+        T: Send,
+    {
         self.calls
-            .call(op, idem, || {
+            .call_in(class, op, idem, || {
                 let fut = f();
                 async move { fut.await.map_err(Error::from) }
             })
@@ -167,7 +185,12 @@ impl JenkinsExecutor {
     }
 
     async fn get_job(&self, name: &str) -> Result<Option<JobInfo>, Error> {
-        self.engine("get job", Idempotent, || self.client.job(name))
+        self.get_job_in(CallClass::Read, name).await
+    }
+
+    /// [`JenkinsExecutor::get_job`] as a call of `class` (a stop's reads are stop calls).
+    async fn get_job_in(&self, class: CallClass, name: &str) -> Result<Option<JobInfo>, Error> {
+        self.engine_in(class, "get job", Idempotent, || self.client.job(name))
             .await
     }
 
@@ -232,5 +255,17 @@ impl Executor for JenkinsExecutor {
 
     async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
         self.do_gc(dry_run).await
+    }
+}
+
+/// The breaker class of a Jenkins call, by its operation name: creating and triggering
+/// jobs are starts (a controller that refuses them must not make status reads fail
+/// fast), reads are reads, and stopping, cancelling, deleting and the timeout marker
+/// are stops, which are always attempted.
+fn call_class(op: &str) -> CallClass {
+    match op {
+        "create job" | "update job" | "buildWithParameters" | "check folder" => CallClass::Start,
+        "stop build" | "cancel queue item" | "delete job" | "describe build" => CallClass::Stop,
+        _ => CallClass::Read,
     }
 }

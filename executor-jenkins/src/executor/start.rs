@@ -47,6 +47,8 @@ impl JenkinsExecutor {
     /// outcome open, Jenkins is asked whether the build was queued before any retry.
     async fn trigger(&self, name: &str, form: &Body, before: u64) -> Result<Tracked, TriggerError> {
         let policy = self.calls.retry_policy().clone();
+        let budget = self.calls.retry_budget();
+        let began = tokio::time::Instant::now();
         let mut attempt = 0;
         loop {
             let err = match self
@@ -66,9 +68,11 @@ impl JenkinsExecutor {
                 Err(e) => return Err(TriggerError::Refused(e)),
             };
             tracing::warn!(job = name, error = %err, "buildWithParameters outcome unknown; asking Jenkins before any retry");
-            // Give a request still in flight on Jenkins' side time to land before looking.
+            // Give a request still in flight on Jenkins' side time to land before looking
+            // (within the retry budget: past it, look at once and answer).
             if let Some(d) = policy.delay(attempt, None) {
-                tokio::time::sleep(d).await;
+                let left = budget.map_or(d, |b| b.saturating_sub(began.elapsed()));
+                tokio::time::sleep(d.min(left)).await;
             }
             let info = match self.get_job(name).await {
                 Ok(i) => i,
@@ -104,7 +108,7 @@ impl JenkinsExecutor {
                     ));
                 }
             }
-            if attempt >= policy.max_retries {
+            if attempt >= policy.max_retries || budget.is_some_and(|b| began.elapsed() >= b) {
                 return Err(TriggerError::Refused(err));
             }
             attempt += 1;

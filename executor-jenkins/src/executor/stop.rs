@@ -8,6 +8,7 @@
 //! after `stop` the build reads `Running` ("being stopped") until Jenkins has aborted it,
 //! then `Canceled`.
 
+use executor_base::engine::CallClass::Stop;
 use executor_base::engine::Idempotency::Idempotent;
 use executor_base::{Error, ErrorKind, StopConfig};
 
@@ -29,7 +30,7 @@ impl JenkinsExecutor {
         let mut number = t.number;
         let mut queue = if number.is_none() { t.queue_id } else { None };
         if number.is_none() && queue.is_none() {
-            match self.get_job(name).await.map_err(tag)? {
+            match self.get_job_in(Stop, name).await.map_err(tag)? {
                 None => return Ok(()),
                 Some(j) if j.in_queue => queue = j.queue_item.map(|q| q.id),
                 Some(j) => number = j.last_build.filter(|b| b.building).map(|b| b.number),
@@ -84,16 +85,20 @@ impl JenkinsExecutor {
         detail: &str,
     ) -> Result<Option<u64>, Error> {
         let policy = self.calls.retry_policy().clone();
+        let budget = self.calls.retry_budget();
+        let began = tokio::time::Instant::now();
         let mut attempt = 0;
         loop {
             let item = self
-                .engine("get queue item", Idempotent, || self.client.queue_item(q))
+                .engine_in(Stop, "get queue item", Idempotent, || {
+                    self.client.queue_item(q)
+                })
                 .await?;
             match item {
                 // Forgotten (5 minutes after it left): the job knows the build.
                 None => {
                     return Ok(self
-                        .get_job(name)
+                        .get_job_in(Stop, name)
                         .await?
                         .and_then(|j| j.last_build)
                         .filter(|b| b.building && b.number > before)
@@ -105,10 +110,9 @@ impl JenkinsExecutor {
                 Some(i) if i.has_left() => {}
                 Some(_) => return Err(cancel_refused(q, status, detail)),
             }
-            let Some(delay) = policy
-                .delay(attempt, None)
-                .filter(|_| attempt < policy.max_retries)
-            else {
+            let Some(delay) = policy.delay(attempt, None).filter(|d| {
+                attempt < policy.max_retries && budget.is_none_or(|b| began.elapsed() + *d <= b)
+            }) else {
                 return Err(Error::new(
                     ErrorKind::Unexpected,
                     format!(

@@ -203,6 +203,12 @@ impl FakeJenkins {
         self.state.lock().password.clone()
     }
 
+    /// The user and its API token (for a builder with the default settings).
+    pub fn credentials(&self) -> (String, String) {
+        let s = self.state.lock();
+        (s.user.clone(), s.token.clone())
+    }
+
     /// A builder pointed at this fake with its user and API token, quick retries and
     /// short timeouts.
     pub fn executor_builder(&self) -> JenkinsExecutorBuilder {
@@ -221,6 +227,7 @@ impl FakeJenkins {
                 max_backoff: Duration::from_millis(200),
                 multiplier: 2.0,
                 jitter: false,
+                budget: None,
             })
             .with_breaker(BreakerConfig {
                 max_failures: 50,

@@ -21,6 +21,7 @@ pub fn fast_retry() -> RetryPolicy {
         max_backoff: Duration::from_secs(5),
         multiplier: 2.0,
         jitter: false,
+        budget: None,
     }
 }
 
