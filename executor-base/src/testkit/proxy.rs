@@ -394,7 +394,9 @@ async fn run(s: &Shared, mut conn: BoxStream, mode: FaultMode) {
             std::future::pending::<()>().await;
         }
         FaultMode::Status { code, retry_after } => {
-            if read_head(s, &mut conn).await.is_ok() {
+            let head = read_head(&mut conn).await;
+            if let Ok(n) = head {
+                s.received.fetch_add(n, Ordering::SeqCst);
                 s.answered.fetch_add(1, Ordering::SeqCst);
                 let body = format!(
                     "{{\"message\":\"fault proxy: injected {code}\",\"kind\":\"Status\",\"code\":{code}}}"
@@ -477,19 +479,19 @@ async fn forward(s: &Shared, conn: BoxStream, first: Vec<u8>, limit: Option<usiz
     }
 }
 
-/// Reads up to the end of an HTTP request head (the body, if any, is left unread).
-async fn read_head(s: &Shared, conn: &mut BoxStream) -> io::Result<()> {
+/// Reads up to the end of an HTTP request head (the body, if any, is left unread);
+/// returns how many bytes it read.
+async fn read_head(conn: &mut BoxStream) -> io::Result<usize> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = conn.read(&mut buf).await?;
-        s.received.fetch_add(n, Ordering::SeqCst);
         if n == 0 || head.len() > 64 * 1024 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         head.extend_from_slice(&buf[..n]);
     }
-    Ok(())
+    Ok(head.len())
 }
 
 fn reason(code: u16) -> &'static str {
