@@ -17,6 +17,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use executor_base::testkit::faults::{FaultMatrixConfig, Leftovers, Scenario, run_scenario};
@@ -138,7 +139,14 @@ async fn a_dropped_start_is_whole_status_answers_and_stop_and_gc_clean_up() {
         let b = common::build(6_200_000 + i as u64, "a-secret-token");
         let stop = b.to_stop();
         let (e, bb) = (exec.clone(), b.clone());
-        let task = tokio::spawn(async move { e.start(&bb).await });
+        // Set in the poll that calls `start` (which hands the start to a task of its own
+        // in that same poll): a task aborted before its first poll started nothing.
+        let polled = Arc::new(AtomicBool::new(false));
+        let p = polled.clone();
+        let task = tokio::spawn(async move {
+            p.store(true, Ordering::SeqCst);
+            e.start(&bb).await
+        });
         tokio::time::sleep(Duration::from_micros(us)).await;
         task.abort();
         let _ = task.await;
@@ -152,6 +160,17 @@ async fn a_dropped_start_is_whole_status_answers_and_stop_and_gc_clean_up() {
                 "{us} µs: a dropped start is {s}"
             ),
             Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "{us} µs: {e}"),
+        }
+        if !polled.load(Ordering::SeqCst) {
+            // Dropped before it began: nothing of it may exist.
+            assert_eq!(
+                exec.status(&stop).await.unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+            let left = leftovers_of(&builds, b.build_id.get());
+            assert!(left.is_empty(), "{us} µs: left {left:?}");
+            assert!(!builds.join(b.build_id.to_string()).exists());
+            continue;
         }
         // The start completed in the background: the build runs, watched by a reaper.
         let running = tokio::time::timeout(Duration::from_secs(20), async {
