@@ -158,10 +158,13 @@ async fn deadlines_of_a_dead_service_are_fired_by_the_others() {
         drop(dying);
         fired.wait_for(51, Duration::from_secs(15)).await;
         let seen = fired.snapshot();
-        assert_eq!(
-            seen.len(),
-            51,
-            "every deadline of the dead fired ({every:?})"
+        let missing: Vec<u64> = (1..=50)
+            .chain([99])
+            .filter(|b| !seen.contains_key(b))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "every deadline of the dead fired ({every:?}); not fired within 15 s: {missing:?}"
         );
         assert!(seen.values().all(|(n, _)| *n == 1), "{seen:?}");
         assert!(dead_fired.snapshot().is_empty());

@@ -207,8 +207,13 @@ impl Engine {
     }
 
     /// The daemon's CPU count, when it said (connecting on first use, as a start call:
-    /// bounded, retried and counted like the others).
+    /// bounded, retried and counted like the others). Once connected it is the value read
+    /// then, with no call: a cached answer is no news of the engine, so it must not count
+    /// as one (it would close every breaker the failing calls around it opened).
     pub(crate) async fn ncpu(&self) -> Result<Option<i64>, Error> {
+        if let Some(c) = self.inner.connected.get() {
+            return Ok(c.ncpu);
+        }
         self.inner
             .calls
             .call_in(

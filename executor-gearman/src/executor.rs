@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use executor_base::engine::{EngineCalls, Idempotency};
+use executor_base::engine::{CallClass, EngineCalls, Idempotency};
 use executor_base::{
     BuildCounter, BuildId, BuildStatus, Error, ErrorKind, Executor, StartConfig, Stats, StopConfig,
 };
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::client::GearmanClient;
 use crate::config::{GearmanConfig, JOB_ANNOTATION, NODE_ANNOTATION};
 use crate::launcher::config::check_name;
-use crate::tracker::{Cmd, GearmanBuildInfo, Tracked, stop_orphan, track};
+use crate::tracker::{Cmd, GearmanBuildInfo, Tracked, stop_by_uuid, stop_orphan, track};
 use crate::worker_check::WorkerCheck;
 
 /// An [`Executor`] that submits each build as a `build:<job>` Gearman job and follows it
@@ -38,6 +38,10 @@ pub(crate) struct Inner {
     pub(crate) workers: WorkerCheck,
     pub(crate) counter: BuildCounter,
     builds: Mutex<HashMap<BuildId, Slot>>,
+    /// Builds whose `start` failed after a `SUBMIT_JOB` went out: the job's uuid, and
+    /// when. A launcher may have taken the job before the connection broke, so `stop`
+    /// (and `stop_all`) ask every launcher to stop that uuid ([`stop_by_uuid`]).
+    uncertain: Mutex<HashMap<BuildId, (String, Instant)>>,
 }
 
 enum Slot {
@@ -70,6 +74,7 @@ impl GearmanExecutor {
                 workers,
                 counter: BuildCounter::new(),
                 builds: Mutex::new(HashMap::new()),
+                uncertain: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -169,6 +174,28 @@ impl GearmanExecutor {
             Slot::Starting => true,
             Slot::Tracked(t) => t.finished_at.lock().is_none_or(|at| at.elapsed() < retain),
         });
+        // Past the retention window the launcher's own abandoned-job check (or its
+        // drain) has long ended such a build.
+        self.inner
+            .uncertain
+            .lock()
+            .retain(|_, (_, at)| at.elapsed() < retain.max(Duration::from_secs(3600)));
+    }
+
+    /// Asks every launcher to stop the job of a `start` that failed after its job went
+    /// out; forgets it once they answered.
+    async fn stop_uncertain(&self, id: BuildId) -> Result<(), Error> {
+        let Some((uuid, _)) = self.inner.uncertain.lock().get(&id).cloned() else {
+            return Ok(());
+        };
+        stop_by_uuid(&self.inner, &uuid)
+            .await
+            .map_err(|e| e.with_executor(crate::SCHEME).with_operation("stop"))?;
+        let mut uncertain = self.inner.uncertain.lock();
+        if uncertain.get(&id).is_some_and(|(u, _)| *u == uuid) {
+            uncertain.remove(&id);
+        }
+        Ok(())
     }
 
     async fn submit(
@@ -203,21 +230,43 @@ impl GearmanExecutor {
             Bytes::from(serde_json::to_vec(&self.arguments(build, job, &uuid)).unwrap_or_default());
         // Safe to retry: a job whose connection broke before its JOB_CREATED reached us is
         // withdrawn with that connection (both gearmand and geard drop a foreground job
-        // whose client is gone), so a retry never leaves a second job behind. geard
-        // listens with a backlog of one: a burst of starts sees resets there.
-        let (client, submitted) = inner
+        // whose client is gone) unless a launcher took it already; a retry submits the
+        // same unique id, which gearmand attaches to that job and the sdx launcher to
+        // that build. If every attempt fails after a job went out, the uuid is kept so
+        // that `stop` reaches the build wherever a launcher took it. geard listens with
+        // a backlog of one: a burst of starts sees resets there.
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        let submitted = inner
             .calls
-            .call("start", Idempotency::Idempotent, || async {
-                let client = GearmanClient::connect(&cfg.server, cfg.client_options())
-                    .await
-                    .map_err(Error::from)?;
-                let job = client
-                    .submit(function, &uuid, data.clone())
-                    .await
-                    .map_err(Error::from)?;
-                Ok((client, job))
-            })
-            .await?;
+            .call_in(
+                CallClass::Start,
+                "start",
+                Idempotency::Idempotent,
+                || async {
+                    let client = GearmanClient::connect(&cfg.server, cfg.client_options())
+                        .await
+                        .map_err(Error::from)?;
+                    sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let job = client
+                        .submit(function, &uuid, data.clone())
+                        .await
+                        .map_err(Error::from)?;
+                    Ok((client, job))
+                },
+            )
+            .await;
+        let (client, submitted) = match submitted {
+            Ok(s) => s,
+            Err(e) => {
+                if sent.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.inner
+                        .uncertain
+                        .lock()
+                        .insert(build.build_id, (uuid, Instant::now()));
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(build_id = %build.build_id, %function, handle = %submitted.handle, "build submitted to gearmand");
         let (tracked, cmds) = Tracked::new(
             GearmanBuildInfo {
@@ -276,6 +325,7 @@ impl Executor for GearmanExecutor {
     }
 
     async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
+        self.stop_uncertain(build.build_id).await?;
         let deadline = Instant::now() + self.inner.cfg.stop_timeout();
         let tracked = loop {
             match self.tracked(build.build_id) {
@@ -377,7 +427,9 @@ impl Executor for GearmanExecutor {
                 })
                 .map(|(id, _)| *id)
                 .collect();
+            ids.extend(self.inner.uncertain.lock().keys().copied());
             ids.sort();
+            ids.dedup();
             ids
         };
         executor_base::stop_builds(self, live).await

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use executor_base::engine::Idempotency;
+use executor_base::engine::{CallClass, Idempotency};
 use executor_base::{BuildStatus, Error, ErrorKind, FailureReason, Phase};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::client::{GearmanClient, JobEvent, SubmittedJob};
 use crate::executor::Inner;
-use crate::zuul::{BuildRef, BuildReport, LauncherException, StartAnnouncement};
+use crate::zuul::{BuildRef, BuildReport, LauncherException, StartAnnouncement, StopTarget};
 
 /// What the executor knows about a build's Gearman job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -452,6 +452,74 @@ pub(crate) async fn stop_orphan(inner: &Inner, t: &Tracked) -> Result<(), Error>
     Ok(())
 }
 
+/// Stops the build of the job `uuid` wherever it runs: a `start` that failed after its
+/// `SUBMIT_JOB` went out (the connection broke before `JOB_CREATED` arrived) may have left
+/// a job a launcher took, and nobody knows which launcher. Every `stop:<manager>`
+/// function registered now is asked to stop the build of that uuid (an sdx extension of
+/// the stop arguments: [`StopTarget::Uuid`]); launchers that do not run it answer
+/// `"stopped": false`, launchers that do not know the extension refuse it (ignored).
+/// Whether one launcher stopped it; an error when gearmand or a launcher could not be
+/// asked (try again).
+pub(crate) async fn stop_by_uuid(inner: &Inner, uuid: &str) -> Result<bool, Error> {
+    let cfg = &inner.cfg;
+    let managers = inner
+        .workers
+        .served_with_prefix(&inner.calls, "stop", "stop:")
+        .await?;
+    if managers.is_empty() {
+        return Ok(false);
+    }
+    let client = GearmanClient::lazy(&cfg.server, cfg.client_options());
+    let args = Bytes::from(
+        serde_json::to_vec(&StopTarget::Uuid {
+            uuid: uuid.to_string(),
+        })
+        .unwrap_or_default(),
+    );
+    let asks = managers.iter().map(|function| {
+        let (client, args) = (&client, args.clone());
+        async move {
+            let job = inner
+                .calls
+                .call_in(CallClass::Stop, "stop", Idempotency::Idempotent, || async {
+                    client
+                        .submit(function, "", args.clone())
+                        .await
+                        .map_err(Error::from)
+                })
+                .await?;
+            match tokio::time::timeout(cfg.stop_timeout(), job.wait()).await {
+                Ok((_, JobEvent::Complete(d))) => Ok(serde_json::from_slice::<serde_json::Value>(&d)
+                    .ok()
+                    .and_then(|v| v.get("stopped").and_then(serde_json::Value::as_bool))
+                    .unwrap_or(false)),
+                Ok((_, JobEvent::Disconnected)) => Err(Error::new(
+                    ErrorKind::Unexpected,
+                    "connection to gearmand lost while stopping",
+                )
+                .temporary()),
+                Ok((_, other)) => {
+                    tracing::debug!(%function, answer = ?other, "a launcher refused a stop by uuid");
+                    Ok(false)
+                }
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{function} did not answer a stop within {:?}", cfg.stop_timeout()),
+                )
+                .temporary()),
+            }
+        }
+    });
+    let mut stopped = false;
+    for r in futures::future::join_all(asks).await {
+        stopped |= r?;
+    }
+    if stopped {
+        tracing::info!(%uuid, "stopped a build whose start had failed after its job was sent");
+    }
+    Ok(stopped)
+}
+
 /// Asks the announcing launcher to stop the build (`stop:<manager>`) and waits for its
 /// answer. A launcher that is gone has nothing left to stop.
 async fn request_stop(
@@ -478,7 +546,7 @@ async fn request_stop(
     );
     let job = inner
         .calls
-        .call("stop", Idempotency::Idempotent, || async {
+        .call_in(CallClass::Stop, "stop", Idempotency::Idempotent, || async {
             client
                 .submit(&function, "", args.clone())
                 .await

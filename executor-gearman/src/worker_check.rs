@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executor_base::Error;
-use executor_base::engine::{EngineCalls, Idempotency};
+use executor_base::engine::{CallClass, EngineCalls, Idempotency};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -58,6 +58,24 @@ impl WorkerCheck {
         }
     }
 
+    /// The functions starting with `prefix` that have workers, from an answer read now
+    /// (for the `stop:<manager>` functions: a launcher that just registered counts).
+    pub(crate) async fn served_with_prefix(
+        &self,
+        calls: &EngineCalls,
+        operation: &'static str,
+        prefix: &str,
+    ) -> Result<Vec<String>, Error> {
+        let map = self.read(calls, operation, Instant::now(), true).await?;
+        let mut found: Vec<String> = map
+            .iter()
+            .filter(|(f, n)| f.starts_with(prefix) && **n > 0)
+            .map(|(f, _)| f.clone())
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
     /// The snapshot: the cached one when young enough (and, with `fresh`, read after
     /// `asked`), else a new one. Concurrent callers wait for one refresh.
     async fn read(
@@ -80,15 +98,31 @@ impl WorkerCheck {
         }
         let (server, timeout) = (&self.server, self.timeout);
         let list = calls
-            .call(operation, Idempotency::Idempotent, || async move {
-                crate::admin::status(server, timeout)
-                    .await
-                    .map_err(Error::from)
-            })
+            .call_in(
+                class_of(operation),
+                operation,
+                Idempotency::Idempotent,
+                || async move {
+                    crate::admin::status(server, timeout)
+                        .await
+                        .map_err(Error::from)
+                },
+            )
             .await?;
         let map: Arc<HashMap<String, u64>> =
             Arc::new(list.into_iter().map(|f| (f.function, f.workers)).collect());
         *slot = Some((Instant::now(), map.clone()));
         Ok(map)
+    }
+}
+
+/// The breaker class of a Gearman call made for `operation`: a start's calls (the worker
+/// check, `SUBMIT_JOB`) are [`CallClass::Start`], a stop's are [`CallClass::Stop`] (always
+/// attempted, whatever the start breaker says), anything else [`CallClass::Read`].
+pub(crate) fn class_of(operation: &str) -> CallClass {
+    match operation {
+        "start" => CallClass::Start,
+        "stop" => CallClass::Stop,
+        _ => CallClass::Read,
     }
 }

@@ -800,3 +800,75 @@ async fn an_oversized_job_is_failed_with_its_reason_and_nothing_restarts(server:
     assert_eq!(w.fake.calls().start, 2);
 }
 }
+
+on_both_servers! {
+async fn a_stop_by_uuid_reaches_a_build_whose_announcement_never_arrived(server: Server) {
+    // What the executor sends when a start failed after its job went out: it knows the
+    // job's uuid, not the launcher nor the build number.
+    let job = unique("by-uuid");
+    let w = RunningWorker::start(server, &job, fake(Script::run_until_stopped()), |_| {}).await;
+    let client = GearmanClient::connect(&server.addr(), ClientOptions::default())
+        .await
+        .unwrap();
+    let id = build_id();
+    let uuid = format!("lost-announcement-{id}");
+    let mut args = build(id).to_json_with_token();
+    for (k, v) in [
+        ("ZUUL_UUID", uuid.as_str()),
+        ("ZUUL_PROJECT", "org/repo"),
+        ("ZUUL_PIPELINE", "check"),
+        ("ZUUL_REF", "refs/zuul/master/Z1"),
+        ("ZUUL_COMMIT", "0123456"),
+    ] {
+        args[k] = json!(v);
+    }
+    let mut submitted = client
+        .submit(
+            &format!("build:{job}"),
+            &uuid,
+            serde_json::to_vec(&args).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    loop {
+        match submitted.events.recv().await {
+            Some(JobEvent::Status { .. }) => break,
+            Some(e) if e.is_terminal() => panic!("the build ended: {e:?}"),
+            Some(_) => {}
+            None => panic!("the build's job ended"),
+        }
+    }
+    let stop = |body: serde_json::Value| {
+        let (client, m) = (&client, w.worker.manager().to_string());
+        async move {
+            client
+                .submit(
+                    &format!("stop:{m}"),
+                    "",
+                    serde_json::to_vec(&body).unwrap().into(),
+                )
+                .await
+                .unwrap()
+                .wait()
+                .await
+                .1
+        }
+    };
+    let JobEvent::Complete(answer) = stop(json!({"uuid": "nobody-runs-this"})).await else {
+        panic!("a stop of an unknown uuid is answered")
+    };
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer, json!({"uuid": "nobody-runs-this", "stopped": false, "message": "no such running build on this launcher"}));
+    let JobEvent::Complete(answer) = stop(json!({"uuid": uuid})).await else {
+        panic!("a stop by uuid is answered")
+    };
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer, json!({"uuid": uuid, "stopped": true}));
+    wait_on_fake(&w.fake, id, |s| s.phase == Phase::Canceled, "Canceled").await;
+    let JobEvent::Exception(x) = stop(json!({"uuid": ""})).await else {
+        panic!("an empty uuid is refused")
+    };
+    let x = LauncherException::from_data(&x);
+    assert_eq!(x.fields[0].field, "uuid", "{x:?}");
+}
+}

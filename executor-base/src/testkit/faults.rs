@@ -158,7 +158,9 @@ impl fmt::Display for Scenario {
         match self {
             Self::Fault(m, w) => write!(f, "{} {}", mode_name(m), when_name(*w)),
             Self::BackAfter(d) => write!(f, "engine back after {}s during a start", d.as_secs()),
-            Self::HalfOpen => f.write_str("breakers open, stop still sent, half-open recovery"),
+            Self::HalfOpen => {
+                f.write_str("breakers open, a running build's stop still sent, half-open recovery")
+            }
             Self::Storm429 => f.write_str("429 storm with Retry-After, then the engine"),
             Self::CrashMidStart(d) => write!(f, "start killed after {} ms, then gc", d.as_millis()),
         }
@@ -765,6 +767,10 @@ impl Run {
         } else {
             FaultMode::CutAfter(0)
         };
+        // A build that runs before the engine starts failing: its stop must still be
+        // sent once every breaker is open.
+        let running = self.config(9);
+        self.start_ok(&running).await;
         self.proxy.set(m.clone());
         let mut builds = Vec::new();
         let mut last = String::new();
@@ -789,14 +795,13 @@ impl Run {
         }
         // A stop goes to the engine however open the breakers are.
         let before = (self.proxy.accepted(), self.proxy.received());
-        let (r, _) = self
-            .timed("stop", self.exec.stop(&builds[0].to_stop()))
-            .await;
+        let (r, _) = self.timed("stop", self.exec.stop(&running.to_stop())).await;
         let _ = self.answer(&m, "stop", &r);
         if (self.proxy.accepted(), self.proxy.received()) == before {
             broken!(self.name, "a stop with the breakers open was not attempted");
         }
         self.proxy.set(FaultMode::Pass);
+        builds.push(running);
         for b in &builds {
             self.stop_clean(b).await;
         }

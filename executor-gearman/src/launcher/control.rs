@@ -1,7 +1,8 @@
 //! `stop:<manager>` and `set_description:<manager>` jobs.
 //!
 //! `stop:` with `{name, number}` stops that build on the wrapped executor and completes
-//! with `{"name", "number", "stopped": true}`; the build's own job then ends with
+//! with `{"name", "number", "stopped": true}` (with `{uuid}`, the build of that
+//! `ZUUL_UUID`, answered `{"uuid", "stopped"}`: see [`crate::zuul::StopTarget`]); the build's own job then ends with
 //! `WORK_DATA {"result": "ABORTED"}` and `WORK_FAIL`. Stopping a build this worker does
 //! not run (finished, never started, another attempt) completes with `"stopped": false`:
 //! stop is idempotent. A stop that arrives while the build is still starting waits for
@@ -18,7 +19,7 @@ use serde_json::json;
 use super::Launcher;
 use super::build::send_exception;
 use crate::gearman_worker::Job;
-use crate::zuul::{parse_build_ref, parse_description};
+use crate::zuul::{StopTarget, parse_description, parse_stop_target};
 
 impl Launcher {
     pub(super) async fn run_control(self: Arc<Self>, job: Job) {
@@ -45,20 +46,31 @@ impl Launcher {
     }
 
     async fn stop_build(&self, job: &Job) -> Result<serde_json::Value, Error> {
-        let b = parse_build_ref(&job.data)?;
-        let entry = self.registry.lock().get(&b.name, b.number);
-        let Some(entry) = entry else {
-            return Ok(json!({"name": b.name, "number": b.number, "stopped": false,
-                             "message": "no such running build on this launcher"}));
+        let target = parse_stop_target(&job.data)?;
+        let (entry, mut answer) = match &target {
+            StopTarget::Build(b) => (
+                self.registry.lock().get(&b.name, b.number),
+                json!({"name": b.name, "number": b.number}),
+            ),
+            StopTarget::Uuid { uuid } => (
+                self.registry.lock().get_by_uuid(uuid),
+                json!({"uuid": uuid}),
+            ),
         };
-        tracing::info!(name = %b.name, number = b.number, build_id = %entry.stop.build_id, "stop requested");
+        let Some(entry) = entry else {
+            answer["stopped"] = false.into();
+            answer["message"] = "no such running build on this launcher".into();
+            return Ok(answer);
+        };
+        tracing::info!(name = %entry.name, number = entry.number, build_id = %entry.stop.build_id, "stop requested");
         entry.request_stop();
         // A build still starting is stopped once its start returns; its driver sees the
         // end through the executor and reports `ABORTED`.
         if entry.wait_started().await {
             self.executor.stop(&entry.stop).await?;
         }
-        Ok(json!({"name": b.name, "number": b.number, "stopped": true}))
+        answer["stopped"] = true.into();
+        Ok(answer)
     }
 
     fn describe(&self, job: &Job) -> Result<serde_json::Value, Error> {

@@ -232,6 +232,11 @@ impl Registry {
         self.by_key.get(&(name.to_string(), number)).cloned()
     }
 
+    /// The running build of the job `uuid` (`ZUUL_UUID`).
+    pub(crate) fn get_by_uuid(&self, uuid: &str) -> Option<Arc<BuildEntry>> {
+        self.by_uuid.get(uuid).cloned()
+    }
+
     /// Running builds.
     pub(crate) fn running(&self) -> usize {
         self.by_key.len()

@@ -15,6 +15,38 @@ pub struct BuildRef {
     pub number: u64,
 }
 
+/// What a `stop:<manager>` job names: a build by its start announcement's
+/// `{name, number}` (Zuul's protocol), or, an sdx extension, by the `{uuid}` (`ZUUL_UUID`)
+/// of a job whose announcement never reached its submitter (its connection broke before
+/// `JOB_CREATED` arrived, so only the uuid is known). A launcher that does not know the
+/// extension refuses the second form; sdx's executor sends it to every `stop:` function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StopTarget {
+    /// `{name, number}`.
+    Build(BuildRef),
+    /// `{uuid}`.
+    Uuid {
+        /// The job's `ZUUL_UUID` (its Gearman unique id).
+        uuid: String,
+    },
+}
+
+/// Parses `stop:` arguments: `{uuid}` (a non-empty string) when there is a `uuid` and no
+/// `name`, else `{name, number}` as [`parse_build_ref`]; names the bad field.
+pub fn parse_stop_target(data: &[u8]) -> Result<StopTarget, Error> {
+    let v: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
+    match (v.get("uuid"), v.get("name")) {
+        (Some(u), None) => match u.as_str() {
+            Some(uuid) if !uuid.is_empty() => Ok(StopTarget::Uuid {
+                uuid: uuid.to_string(),
+            }),
+            _ => Err(Error::invalid_field("uuid", "must be a non-empty string")),
+        },
+        _ => parse_build_ref(data).map(StopTarget::Build),
+    }
+}
+
 /// `set_description:<manager>` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DescriptionRequest {
@@ -92,6 +124,25 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid: name: is required; number: must be a positive integer"
+        );
+        assert_eq!(
+            parse_stop_target(br#"{"uuid":"abc"}"#).unwrap(),
+            StopTarget::Uuid { uuid: "abc".into() }
+        );
+        assert_eq!(
+            parse_stop_target(br#"{"name":"unit","number":5}"#).unwrap(),
+            StopTarget::Build(BuildRef {
+                name: "unit".into(),
+                number: 5
+            })
+        );
+        let e = parse_stop_target(br#"{"uuid":""}"#).unwrap_err();
+        assert_eq!(e.field_errors()[0].field, "uuid");
+        let e = parse_stop_target(br#"{"uuid":7}"#).unwrap_err();
+        assert_eq!(e.field_errors()[0].field, "uuid");
+        assert_eq!(
+            serde_json::to_string(&StopTarget::Uuid { uuid: "abc".into() }).unwrap(),
+            r#"{"uuid":"abc"}"#
         );
         let e = parse_description(br#"{"name":"unit","number":5}"#).unwrap_err();
         assert_eq!(e.field_errors()[0].field, "html_description");

@@ -13,7 +13,7 @@
 //!   clients see why) and then `WORK_EXCEPTION` carrying a [`LauncherException`]
 //!   ([`exception`]), which gearmand turns into `WORK_FAIL` for clients that did not ask
 //!   for exceptions.
-//! - `stop:<manager>` takes a [`BuildRef`]; `set_description:<manager>` a
+//! - `stop:<manager>` takes a [`StopTarget`] (a [`BuildRef`], or a job's uuid); `set_description:<manager>` a
 //!   [`DescriptionRequest`] ([`control`]).
 
 pub mod control;
@@ -22,7 +22,9 @@ pub mod params;
 mod reader;
 pub mod reports;
 
-pub use control::{BuildRef, DescriptionRequest, parse_build_ref, parse_description};
+pub use control::{
+    BuildRef, DescriptionRequest, StopTarget, parse_build_ref, parse_description, parse_stop_target,
+};
 pub use exception::{ExceptionField, LauncherException};
 pub use params::{ChangeRef, ZuulParams, build_environment, is_environment_parameter};
 pub use reports::{
