@@ -204,3 +204,44 @@ pub fn exit_zero_status(
     s.exit_code = Some(0);
     s
 }
+
+/// `launch`'s exit code for "the build ran past its timeout" (native launch mode).
+pub const EXIT_TIMED_OUT: i32 = 3;
+
+/// `launch`'s exit code for "the API had already aborted the build when `launch` asked to
+/// mark it RUNNING": no step ran, and the build is `Canceled`, as the API says (native
+/// launch mode). Without it such a build looked like a usage or API error (exit 2).
+pub const EXIT_ABORTED_BY_API: i32 = 4;
+
+/// What a native `launch`'s exit code means where the protocol gives it a meaning of its
+/// own: [`EXIT_TIMED_OUT`] is `TimedOut`, [`EXIT_ABORTED_BY_API`] is `Canceled`; `None` for
+/// every other code, which the backend maps (0 through [`exit_zero_status`], the rest
+/// failures). Every backend that sees `launch`'s exit code maps it through here.
+///
+/// ```
+/// use executor_base::Phase;
+/// use executor_base::launch_protocol::{EXIT_ABORTED_BY_API, status_of_launch_exit};
+/// let s = status_of_launch_exit(EXIT_ABORTED_BY_API).unwrap();
+/// assert_eq!((s.phase, s.exit_code), (Phase::Canceled, Some(4)));
+/// assert_eq!(status_of_launch_exit(3).unwrap().phase, Phase::TimedOut);
+/// assert!(status_of_launch_exit(1).is_none());
+/// ```
+pub fn status_of_launch_exit(code: i32) -> Option<crate::BuildStatus> {
+    use crate::{BuildStatus, Phase};
+    let mut s = match code {
+        EXIT_TIMED_OUT => {
+            BuildStatus::timed_out("launch stopped the build at its timeout (exit code 3)")
+        }
+        EXIT_ABORTED_BY_API => {
+            let mut s = BuildStatus::canceled();
+            debug_assert_eq!(s.phase, Phase::Canceled);
+            s.message =
+                "the API had aborted the build before launch started it; no step ran (exit code 4)"
+                    .into();
+            s
+        }
+        _ => return None,
+    };
+    s.exit_code = Some(code);
+    Some(s)
+}

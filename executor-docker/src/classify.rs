@@ -19,8 +19,6 @@
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
 use executor_base::{BuildStatus, FailureReason, LaunchMode};
 
-/// The native launcher's exit code for a build that ran past its timeout.
-pub(crate) const LAUNCH_TIMEOUT_EXIT: i64 = 3;
 /// Exit codes of a PID 1 killed by SIGKILL / SIGTERM (128 + signal).
 const KILLED_FROM_OUTSIDE: [(i64, &str); 2] = [(137, "SIGKILL"), (143, "SIGTERM")];
 
@@ -75,11 +73,11 @@ pub(crate) fn classify(c: &ContainerInspectResponse, mode: LaunchMode) -> BuildS
                 }
                 return s;
             }
-            if mode == LaunchMode::Native && code == LAUNCH_TIMEOUT_EXIT {
-                let mut s = BuildStatus::timed_out(
-                    "the launcher stopped the build at its timeout (exit code 3)",
-                );
-                s.exit_code = Some(3);
+            if mode == LaunchMode::Native
+                && let Some(s) = i32::try_from(code)
+                    .ok()
+                    .and_then(executor_base::launch_protocol::status_of_launch_exit)
+            {
                 return s;
             }
             BuildStatus::exited(code as i32)

@@ -17,8 +17,9 @@ use crate::oom::OomProbe;
 use crate::os::{self, SIGKILL};
 use crate::record::Build;
 
-/// `launch`'s exit code for "the build ran past its timeout" (the native launch contract).
-pub const LAUNCH_EXIT_TIMEOUT: i32 = 3;
+/// `launch`'s exit code for "the build ran past its timeout" (the native launch contract;
+/// [`executor_base::launch_protocol::EXIT_TIMED_OUT`]).
+pub const LAUNCH_EXIT_TIMEOUT: i32 = executor_base::launch_protocol::EXIT_TIMED_OUT;
 
 /// Waits for `child` and records how it ended.
 pub(crate) async fn reap(
@@ -84,15 +85,11 @@ fn memory_peak(cgroup: &std::path::Path) -> Option<u64> {
 
 /// The status of a `launch` that exited on its own with `code`.
 pub(crate) fn classify_code(code: i32) -> BuildStatus {
+    if let Some(s) = executor_base::launch_protocol::status_of_launch_exit(code) {
+        return s;
+    }
     match code {
         0 => BuildStatus::succeeded(),
-        LAUNCH_EXIT_TIMEOUT => {
-            let mut s = BuildStatus::timed_out(
-                "launch reported that the build ran past its timeout (exit code 3)",
-            );
-            s.exit_code = Some(code);
-            s
-        }
         _ => {
             let mut s = BuildStatus::exited(code);
             s.message = match code {
@@ -161,6 +158,10 @@ mod tests {
             classify(ExitStatus::from_raw(42 << 8), None).exit_code,
             Some(42)
         );
+        // launch found the build already aborted by the API: canceled, as the API says.
+        let aborted = classify(ExitStatus::from_raw(4 << 8), None);
+        assert_eq!(aborted.phase, Phase::Canceled);
+        assert_eq!(aborted.exit_code, Some(4));
     }
 
     #[test]

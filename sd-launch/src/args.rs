@@ -37,7 +37,7 @@ options (environment variable in brackets):
 
 exit codes: 0 success, 1 a step failed or the build was aborted, 2 usage error or the
 build could not start (token exchange, RUNNING or the steps refused or unreachable),
-3 build timeout. The exit code is the build's outcome even when the final report waits
+3 build timeout, 4 the API had already aborted the build (nothing ran). The exit code is the build's outcome even when the final report waits
 in the spool.";
 
 /// Parsed command line of `launch`.

@@ -54,7 +54,7 @@ pub fn line(build_id: u64, outcome: Outcome) -> String {
     let status = match outcome {
         Outcome::Success => "SUCCESS",
         Outcome::StepFailed => "FAILURE",
-        Outcome::Aborted => "ABORTED",
+        Outcome::Aborted | Outcome::AbortedByApi => "ABORTED",
         Outcome::TimedOut => "TIMEOUT",
         Outcome::UsageOrApiError => "ERROR",
     };

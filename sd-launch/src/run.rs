@@ -29,6 +29,9 @@ pub enum Outcome {
     TimedOut,
     /// Aborted by SIGTERM, SIGINT or SIGHUP (exit 1).
     Aborted,
+    /// The API had already aborted the build when RUNNING was asked for: no step ran
+    /// (exit 4, so the executor reports it canceled, as the API does).
+    AbortedByApi,
 }
 
 impl Outcome {
@@ -39,6 +42,7 @@ impl Outcome {
             Outcome::StepFailed | Outcome::Aborted => 1,
             Outcome::UsageOrApiError => 2,
             Outcome::TimedOut => 3,
+            Outcome::AbortedByApi => 4,
         }
     }
 }
@@ -169,6 +173,12 @@ impl Launcher {
         }
         let reporter = Reporter::new(api.clone(), Some(Spool::new(&a.spool_file)));
         if let Err(e) = mark_running(&api, patience) {
+            if aborted_by_api(&api, &e) {
+                eprintln!(
+                    "launch: the build was aborted before it started (the API refused RUNNING: {e}); no step runs"
+                );
+                return Outcome::AbortedByApi;
+            }
             eprintln!("launch: cannot mark the build RUNNING: {e}");
             return Outcome::UsageOrApiError;
         }
@@ -342,6 +352,16 @@ impl Launcher {
         }
         env
     }
+}
+
+/// Whether RUNNING was refused because the build is already ABORTED (read back once: an
+/// abort that raced the start), as opposed to a bad token or an unreachable API.
+fn aborted_by_api(api: &ApiClient, refused: &crate::api::ApiError) -> bool {
+    !is_transient(refused)
+        && refused.status == Some(403)
+        && api
+            .get_build()
+            .is_ok_and(|b| b["status"].as_str() == Some("ABORTED"))
 }
 
 /// Marks the build RUNNING, retrying an unreachable API until `patience`. When an

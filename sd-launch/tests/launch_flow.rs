@@ -140,7 +140,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
                 auth,
                 body,
             });
-            if running && st.lose_running_answer {
+            if running && st.status == "ABORTED" {
+                (
+                    403,
+                    json!({"message": "Can not update status to RUNNING: the build is already ABORTED"}),
+                )
+            } else if running && st.lose_running_answer {
                 if st.status == "RUNNING" {
                     (
                         403,
@@ -644,6 +649,28 @@ fn a_running_mark_whose_answer_was_lost_is_not_a_second_launch() {
             .is_empty(),
         "no step ran"
     );
+}
+
+#[test]
+fn a_build_aborted_before_it_started_exits_4_and_runs_nothing() {
+    // Before: the abort raced the start; RUNNING was refused and launch exited 2 (usage or
+    // API error), so the process executor called the build failed while the API said
+    // ABORTED.
+    let api = FakeApi::start(json!([{"name": "hello", "command": "echo hi"}]));
+    api.state.lock().unwrap().status = "ABORTED".into();
+    let ws = tempfile::tempdir().unwrap();
+    let out = Launcher::new(args(&api, ws.path(), Duration::from_secs(60)))
+        .with_env_token(Some(jwt(json!({"username": "42", "scope": ["build"]}))))
+        .run();
+    assert_eq!(out, Outcome::AbortedByApi);
+    assert_eq!(out.exit_code(), 4);
+    assert_eq!(api.statuses(), ["RUNNING"], "no final status is reported");
+    assert!(
+        api.find("POST", "/v4/builds/42/steps/hello/logs")
+            .is_empty(),
+        "no step ran"
+    );
+    assert!(sd_launch::handshake::line(42, out).ends_with("status=ABORTED"));
 }
 
 #[test]
