@@ -87,6 +87,7 @@ use tokio::time::{Duration, Instant};
 
 use breaker::{Admission, Breakers};
 pub use breaker::{BREAKER_CONTEXT, BreakerConfig, BreakerState, CallClass, refused_by_breaker};
+pub(crate) use retry::duration_millis;
 pub use retry::{DEFAULT_RETRY_BUDGET, RetryPolicy};
 
 use crate::error::{Error, ErrorKind};

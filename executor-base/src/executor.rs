@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{StartConfig, StopConfig, TimerConfig};
 use crate::error::{Error, ErrorKind};
+use crate::preflight::Preflight;
 use crate::stats::Stats;
 use crate::status::BuildStatus;
 use crate::verdict::Verdict;
@@ -105,6 +106,27 @@ pub trait Executor: Debug + Send + Sync {
             dry_run,
             expired: Vec::new(),
         })
+    }
+
+    /// Checks, before anything is created, whether `build` could run on this executor as
+    /// configured: the engine is reachable, the images exist and speak the launch
+    /// protocol of the mode, the credentials and permissions are there (see each
+    /// backend's README). Answers a list of [`crate::Finding`]s; a build whose pre-flight
+    /// has a `fail` finding ([`Preflight::passed`] is false) should not be started.
+    ///
+    /// # Contract
+    ///
+    /// * Creates nothing on the engine and never starts the build.
+    /// * An engine that cannot be reached is a `fail` finding naming its address, within
+    ///   the backend's `preflight.timeoutMs`; an `Err` is for this executor's own faults only.
+    /// * Answers may be reused for `preflight.cacheMs` for builds with the same key
+    ///   ([`crate::PreflightCache`]), so calling it before every start is cheap.
+    ///
+    /// Default: nothing to check (an empty, passing [`Preflight`]). Wrappers (the
+    /// router, the timer wrapper, `Arc`/`Box`) forward it.
+    async fn preflight(&self, build: &StartConfig) -> Result<Preflight, Error> {
+        let _ = build;
+        Ok(Preflight::new(self.name()))
     }
 
     /// Arms the build's timeout. Default: no-op (see `timer::TimerService`).
@@ -235,6 +257,9 @@ macro_rules! forward {
             }
             async fn gc(&self, dry_run: bool) -> Result<GcReport, Error> {
                 (**self).gc(dry_run).await
+            }
+            async fn preflight(&self, build: &StartConfig) -> Result<Preflight, Error> {
+                (**self).preflight(build).await
             }
             async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
                 (**self).start_timer(timer).await

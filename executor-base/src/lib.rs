@@ -23,6 +23,7 @@ pub mod options;
 pub mod owner;
 #[cfg(feature = "postgres")]
 pub mod pg;
+pub mod preflight;
 pub mod resources;
 pub mod router;
 pub mod stats;
@@ -47,6 +48,7 @@ pub use image::ImageRef;
 pub use labels::{BuildLabels, build_name};
 pub use launch::{Ecosystem, LaunchCommand, LaunchMode, LaunchSpec, TokenDelivery};
 pub use owner::{Liveness, Owner};
+pub use preflight::{Finding, Level, Preflight, PreflightCache, PreflightOptions};
 pub use resources::{ResourceTable, TierTable};
 pub use stats::{BreakerStats, BuildCounter, BuildCounts, CacheFreshness, RequestStats, Stats};
 pub use status::{BuildStatus, Failure, FailureReason, Fault, Phase};

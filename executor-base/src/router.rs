@@ -490,6 +490,15 @@ impl Executor for Router {
         }
     }
 
+    /// Forwards to the build's backend (an unknown `screwdriver.cd/executor` is the
+    /// usual validation error).
+    async fn preflight(&self, build: &StartConfig) -> Result<crate::Preflight, Error> {
+        self.table
+            .for_build(build.build_id, &build.annotations)?
+            .preflight(build)
+            .await
+    }
+
     async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
         match &self.timers {
             Some(t) => t.start_timer(timer).await.map(|_| ()),

@@ -111,7 +111,7 @@ impl RetryPolicy {
 }
 
 /// Serialises durations as integer milliseconds (config files stay readable).
-pub(super) mod duration_millis {
+pub(crate) mod duration_millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::{Kind, OptionValue, Options};
 use crate::engine::{BreakerConfig, RetryPolicy};
 use crate::launch::Ecosystem;
+use crate::preflight::PreflightOptions;
 use crate::resources::ResourceTable;
 use crate::timeout::TimeoutPolicy;
 
@@ -122,6 +123,20 @@ impl<C: Clone + Default + 'static> Options<C> {
             move |c| &mut lens(c).max_minutes,
         )
         .alias("timeoutMaxMinutes")
+    }
+
+    /// `preflight.cacheMs`, `preflight.timeoutMs` ([`PreflightOptions`]).
+    pub fn preflight(self, lens: impl Lens<C, PreflightOptions>) -> Self {
+        self.millis(
+            "preflight.cacheMs",
+            "How long a pre-flight answer is reused for builds with the same key (launcher image, launch mode, build image, ...), ms (`0`: check every build).",
+            move |c| &mut lens(c).cache_ttl,
+        )
+        .millis(
+            "preflight.timeoutMs",
+            "Bound on each pre-flight engine check, ms; past it the check fails naming the address.",
+            move |c| &mut lens(c).check_timeout,
+        )
     }
 
     /// `storeUri`, `uiUri` ([`Ecosystem`]).

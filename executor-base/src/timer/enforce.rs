@@ -199,6 +199,10 @@ impl Executor for TimedExecutor {
         self.inner.gc(dry_run).await
     }
 
+    async fn preflight(&self, build: &StartConfig) -> Result<crate::Preflight, Error> {
+        self.inner.preflight(build).await
+    }
+
     async fn start_timer(&self, timer: &TimerConfig) -> Result<(), Error> {
         self.timers.start_timer(timer).await.map(|_| ())
     }

@@ -167,6 +167,8 @@ struct Inner {
     counter: BuildCounter,
     /// Timers armed through `start_timer` and not yet disarmed.
     timers: Mutex<HashMap<BuildId, TimerConfig>>,
+    /// What `preflight` answers.
+    preflight: Mutex<Vec<crate::preflight::Finding>>,
 }
 
 /// An in-memory [`Executor`] whose builds follow [`Script`]s and whose engine can be made
@@ -230,8 +232,15 @@ impl FakeExecutor {
                 requests: Requests::default(),
                 counter: BuildCounter::new(),
                 timers: Mutex::new(HashMap::new()),
+                preflight: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// Makes [`Executor::preflight`] answer these findings (default: none, a pass), as a
+    /// backend would for a misconfigured engine.
+    pub fn set_preflight(&self, findings: Vec<crate::preflight::Finding>) {
+        *self.inner.preflight.lock() = findings;
     }
 
     /// The timers armed through [`Executor::start_timer`] (with a `RUNNING` build status)
@@ -417,6 +426,14 @@ impl FakeExecutor {
 impl Executor for FakeExecutor {
     fn name(&self) -> &str {
         self.inner.name
+    }
+
+    async fn preflight(&self, build: &StartConfig) -> Result<crate::Preflight, Error> {
+        let _ = build;
+        Ok(crate::Preflight {
+            backend: self.inner.name.to_string(),
+            findings: self.inner.preflight.lock().clone(),
+        })
     }
 
     async fn start(&self, build: &StartConfig) -> Result<(), Error> {
