@@ -266,6 +266,7 @@ impl DockerExecutorBuilder {
         let engine = Engine::new(c.endpoint(), connect, policies);
         Ok(DockerExecutor {
             launcher: launcher.expect("checked"),
+            preflight: Arc::new(executor_base::PreflightCache::new(c.preflight.cache_ttl)),
             cfg: Arc::new(c),
             engine,
             builds: Arc::new(Builds::default()),

@@ -132,6 +132,8 @@ pub struct DockerConfig {
     pub breaker: BreakerConfig,
     /// Bound on one image pull, seconds.
     pub pull_timeout_secs: u64,
+    /// Pre-flight cache and check timeout (`preflight.cacheMs`, `preflight.timeoutMs`).
+    pub preflight: executor_base::PreflightOptions,
 }
 
 impl Default for DockerConfig {
@@ -157,6 +159,7 @@ impl Default for DockerConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             pull_timeout_secs: 600,
+            preflight: executor_base::PreflightOptions::default(),
         }
     }
 }
@@ -331,6 +334,7 @@ impl Configurable for DockerConfig {
                 .ecosystem(|c| &mut c.ecosystem)
                 .retry(|c| &mut c.retry)
                 .breaker(|c| &mut c.breaker)
+                .preflight(|c| &mut c.preflight)
         });
         &OPTIONS
     }

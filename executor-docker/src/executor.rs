@@ -62,6 +62,8 @@ pub struct DockerExecutor {
     pub(crate) fault: Option<FaultHook>,
     /// Written on every resource ([`executor_base::owner`]).
     pub(crate) owner: Option<Owner>,
+    /// Pre-flight answers, reused for `preflight.cacheMs`.
+    pub(crate) preflight: Arc<executor_base::PreflightCache>,
 }
 
 impl fmt::Debug for DockerExecutor {
@@ -372,6 +374,15 @@ fn start_outcome(e: &Error) -> Option<BuildStatus> {
 
 #[async_trait]
 impl Executor for DockerExecutor {
+    /// Pre-flight: daemon, launcher image and its launch-protocol label, build image; cached
+    /// per launcher image, launch mode, pull policy and build image.
+    async fn preflight(&self, build: &StartConfig) -> Result<executor_base::Preflight, Error> {
+        let key = crate::preflight::key(self, build);
+        self.preflight
+            .get_or_run(&key, || crate::preflight::run(self, build))
+            .await
+    }
+
     fn name(&self) -> &str {
         crate::SCHEME
     }

@@ -103,6 +103,7 @@ mod executor;
 mod gc;
 pub mod launcher_image;
 mod plan;
+mod preflight;
 mod state;
 mod stdin;
 mod undo;
