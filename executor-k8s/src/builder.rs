@@ -331,13 +331,17 @@ impl K8sExecutorBuilder {
         self.problems.check(SCHEME)?;
         let cfg = self.config;
         validate(&cfg)?;
-        let (client, namespace, throttle) = match self.client {
+        let (client, namespace, throttle, api_url) = match self.client {
             Some(c) => {
                 let ns = cfg
                     .namespace
                     .clone()
                     .unwrap_or_else(|| c.default_namespace().to_string());
-                (c, ns, None)
+                let url = cfg
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| "the API server of the given client".to_string());
+                (c, ns, None, url)
             }
             None => connect(&cfg).await?,
         };
@@ -369,6 +373,8 @@ impl K8sExecutorBuilder {
             .abort_handle()
         });
         Ok(K8sExecutor::from_inner(Inner {
+            preflight: executor_base::PreflightCache::new(cfg.preflight.cache_ttl),
+            api_url,
             cfg,
             namespace,
             client: k,
@@ -380,7 +386,10 @@ impl K8sExecutorBuilder {
     }
 }
 
-async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Throttle>>), Error> {
+/// What [`connect`] makes: the client, the namespace, the throttle and the API server's URL.
+type Connected = (kube::Client, String, Option<Arc<Throttle>>, String);
+
+async fn connect(cfg: &K8sConfig) -> Result<Connected, Error> {
     executor_base::tls::install_default_provider();
     let mut kc = match (&cfg.url, &cfg.kubeconfig) {
         (Some(u), _) => {
@@ -411,12 +420,13 @@ async fn connect(cfg: &K8sConfig) -> Result<(kube::Client, String, Option<Arc<Th
     let burst =
         NonZeroU32::new(cfg.burst).ok_or_else(|| config_error("burst", "must be positive"))?;
     let throttle = Throttle::new(qps, burst);
+    let api_url = kc.cluster_url.to_string();
     let client = ClientBuilder::try_from(kc)
         .map_err(|e| config_error("url", e))?
         .with_layer(&ThrottleLayer(throttle.clone()))
         .with_layer(&UserAgentLayer)
         .build();
-    Ok((client, namespace, Some(throttle)))
+    Ok((client, namespace, Some(throttle), api_url))
 }
 
 /// A DNS-label-like name: lowercase alphanumerics and `-`, at most `max` characters.

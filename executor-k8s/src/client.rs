@@ -42,14 +42,19 @@ pub(crate) struct K8sClient {
 /// server refuses (400) a manifest with a field it does not know instead of silently
 /// dropping it. (kube's `PostParams` has no field validation, so the request is built
 /// here.)
-fn create_request<K>(ns: &str, obj: &K) -> Result<http::Request<Vec<u8>>, kube::Error>
+pub(crate) fn create_request<K>(
+    ns: &str,
+    obj: &K,
+    dry_run: bool,
+) -> Result<http::Request<Vec<u8>>, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize,
 {
     let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
     http::Request::post(format!(
-        "{}?fieldManager={FIELD_MANAGER}&fieldValidation=Strict",
-        K::url_path(&(), Some(ns))
+        "{}?fieldManager={FIELD_MANAGER}&fieldValidation=Strict{}",
+        K::url_path(&(), Some(ns)),
+        if dry_run { "&dryRun=All" } else { "" }
     ))
     .header(http::header::CONTENT_TYPE, "application/json")
     .body(body)
@@ -89,7 +94,7 @@ impl K8sClient {
                 operation,
                 Idempotency::NotIdempotent,
                 || async move {
-                    let req = create_request(ns, obj).map_err(error::map)?;
+                    let req = create_request(ns, obj, false).map_err(error::map)?;
                     client.request::<K>(req).await.map_err(error::map)
                 },
             )

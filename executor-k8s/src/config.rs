@@ -135,6 +135,8 @@ pub struct K8sConfig {
     pub retry: RetryPolicy,
     /// Circuit breaker of API calls.
     pub breaker: BreakerConfig,
+    /// Pre-flight cache and check timeout (`preflight.cacheMs`, `preflight.timeoutMs`).
+    pub preflight: executor_base::PreflightOptions,
     /// Accept invalid TLS certificates of the API server (upstream always did; off by default).
     pub accept_invalid_certs: bool,
 }
@@ -182,6 +184,7 @@ impl Default for K8sConfig {
             burst: 200,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+            preflight: executor_base::PreflightOptions::default(),
             accept_invalid_certs: false,
         }
     }
@@ -437,6 +440,7 @@ fn declare() -> Options<K8sConfig> {
         .ecosystem(|c| &mut c.ecosystem)
         .retry(|c| &mut c.retry)
         .breaker(|c| &mut c.breaker)
+        .preflight(|c| &mut c.preflight)
 }
 
 #[cfg(test)]

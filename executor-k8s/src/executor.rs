@@ -42,6 +42,10 @@ pub(crate) struct Inner {
     pub(crate) stops: Mutex<HashMap<BuildId, tokio::task::AbortHandle>>,
     /// Written on every pod and Secret ([`executor_base::owner`]).
     pub(crate) owner: Option<Owner>,
+    /// The API server's URL, for messages.
+    pub(crate) api_url: String,
+    /// Pre-flight answers, reused for `preflight.cacheMs`.
+    pub(crate) preflight: executor_base::PreflightCache,
 }
 
 impl Drop for Inner {
@@ -146,6 +150,16 @@ impl K8sExecutor {
     /// The validated config.
     pub fn config(&self) -> &K8sConfig {
         &self.inner.cfg
+    }
+
+    /// The API server's URL.
+    pub fn api_url(&self) -> String {
+        self.inner.api_url.clone()
+    }
+
+    /// The kube client (pre-flight's reviews and dry runs).
+    pub(crate) fn kube_client(&self) -> kube::Client {
+        self.inner.client.client.clone()
     }
 
     /// Who the pods and Secrets this executor creates belong to (see
@@ -650,6 +664,17 @@ impl K8sExecutor {
 impl Executor for K8sExecutor {
     fn name(&self) -> &str {
         SCHEME
+    }
+
+    /// Pre-flight: the namespace, one access review per verb the executor uses, and a
+    /// server-side dry run of the build's pod (and token Secret); cached per build image
+    /// and annotations.
+    async fn preflight(&self, build: &StartConfig) -> Result<executor_base::Preflight, Error> {
+        let key = crate::preflight::key(self, build);
+        self.inner
+            .preflight
+            .get_or_run(&key, || crate::preflight::run(self, build))
+            .await
     }
 
     /// Creates the pod, then the token Secret owned by it (two requests in native mode,

@@ -12,6 +12,7 @@ mod manifest;
 mod names;
 mod pod_extras;
 mod policy;
+pub mod preflight;
 mod throttle;
 mod user_agent;
 mod view;

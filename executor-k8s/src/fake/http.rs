@@ -25,6 +25,11 @@ type Q = Query<HashMap<String, String>>;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/version", get(version))
+        .route("/api/v1/namespaces/{ns}", get(get_namespace))
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            axum::routing::post(access_review),
+        )
         .route(
             "/api/v1/namespaces/{ns}/{kind}",
             get(list_or_watch).post(create).delete(delete_collection),
@@ -105,7 +110,13 @@ async fn faults_and_counts(State(s): State<Arc<Shared>>, req: Request, next: Nex
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
         });
-        *s.counts.lock().entry(key).or_default() += 1;
+        *s.counts.lock().entry(key.clone()).or_default() += 1;
+        if s.denied.lock().contains(&key) {
+            return error_response(
+                &forbidden(&verb, &kind, &namespace_of(req.uri().path())),
+                None,
+            );
+        }
         let fault = {
             let mut faults = s.faults.lock();
             let hit = faults.iter_mut().find(|f| {
@@ -135,6 +146,62 @@ async fn faults_and_counts(State(s): State<Arc<Shared>>, req: Request, next: Nex
         }
     }
     next.run(req).await
+}
+
+/// The namespace of a namespaced path (`/api/v1/namespaces/<ns>/...`).
+fn namespace_of(path: &str) -> String {
+    path.strip_prefix("/api/v1/namespaces/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The RBAC authorizer's refusal, worded as the API server words it.
+fn forbidden(verb: &str, resource: &str, ns: &str) -> ApiError {
+    ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "{resource} is forbidden: User \"fake\" cannot {verb} resource \"{resource}\" in API group \"\" in the namespace \"{ns}\""
+        ),
+    )
+}
+
+fn absent_namespace(ns: &str) -> ApiError {
+    ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
+}
+
+/// `GET /api/v1/namespaces/<ns>`: every namespace exists unless removed.
+async fn get_namespace(State(s): State<Arc<Shared>>, Path(ns): Path<String>) -> Answer {
+    if s.absent_namespaces.lock().contains(&ns) {
+        return Err(absent_namespace(&ns));
+    }
+    Ok(json_response(
+        200,
+        &json!({"kind": "Namespace", "apiVersion": "v1",
+                "metadata": {"name": ns}, "status": {"phase": "Active"}}),
+    ))
+}
+
+/// `POST .../selfsubjectaccessreviews`: allowed unless [`super::FakeApiServer::deny`]
+/// denied the verb on the resource; the review echoed with its status, as the API
+/// server answers (201).
+async fn access_review(State(s): State<Arc<Shared>>, body: Bytes) -> Answer {
+    let mut review =
+        parse_body(&body)?.ok_or_else(|| ApiError::new(400, "BadRequest", "empty body"))?;
+    let attrs = &review["spec"]["resourceAttributes"];
+    let key = format!(
+        "{} {}",
+        attrs["verb"].as_str().unwrap_or_default(),
+        attrs["resource"].as_str().unwrap_or_default()
+    );
+    let allowed = !s.denied.lock().contains(&key);
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "RBAC: allowed by the fake"})
+    } else {
+        json!({"allowed": false})
+    };
+    Ok(json_response(201, &review))
 }
 
 async fn version() -> Response {
@@ -353,6 +420,13 @@ async fn create(
     if kind == Kind::Pods {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
         super::validate::runtime_class(&obj, name, &s.runtime_classes.lock())?;
+    }
+    if s.absent_namespaces.lock().contains(&ns) {
+        return Err(absent_namespace(&ns));
+    }
+    if q.get("dryRun").map(String::as_str) == Some("All") {
+        // Validated and admitted, never stored (`dryRun=All`): the object as it would be.
+        return Ok(json_response(201, &obj));
     }
     let created = s.store.lock().create(kind, &ns, obj)?;
     Ok(json_response(201, &created))

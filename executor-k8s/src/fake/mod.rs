@@ -125,6 +125,11 @@ pub(crate) struct Shared {
     /// The RuntimeClasses that exist (pods naming another are refused, as by the
     /// RuntimeClass admission plugin).
     pub(crate) runtime_classes: Mutex<std::collections::BTreeSet<String>>,
+    /// Namespaces that do not exist (every other one does).
+    pub(crate) absent_namespaces: Mutex<std::collections::BTreeSet<String>>,
+    /// `<verb> <resource>`s RBAC denies the client (`create pods`): refused with 403,
+    /// and answered `allowed: false` by a `SelfSubjectAccessReview`.
+    pub(crate) denied: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A fault being served.
@@ -181,6 +186,8 @@ impl FakeApiServer {
             details: Mutex::new(Vec::new()),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
             runtime_classes: Mutex::new(Default::default()),
+            absent_namespaces: Mutex::new(Default::default()),
+            denied: Mutex::new(Default::default()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -235,6 +242,21 @@ impl FakeApiServer {
     /// [`AutoKubelet`]); it stops when the handle is dropped or aborted.
     pub fn auto_kubelet(&self, mode: AutoKubelet) -> tokio::task::JoinHandle<()> {
         kubelet::spawn_auto(self.shared.clone(), mode)
+    }
+
+    /// Makes namespace `ns` absent: reading it, and creating in it, answer 404 (every
+    /// other namespace exists).
+    pub fn remove_namespace(&self, ns: &str) {
+        self.shared.absent_namespaces.lock().insert(ns.to_string());
+    }
+
+    /// Makes RBAC deny `verb` on `resource` (`"create"`, `"pods"`): requests answer 403 as
+    /// the API server's authorizer does, and access reviews answer `allowed: false`.
+    pub fn deny(&self, verb: &str, resource: &str) {
+        self.shared
+            .denied
+            .lock()
+            .insert(format!("{verb} {resource}"));
     }
 
     /// Makes a RuntimeClass exist (pods naming a missing one are refused with 403, as
