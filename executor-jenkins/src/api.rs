@@ -121,6 +121,31 @@ pub(crate) struct PluginList {
     pub plugins: Vec<PluginInfo>,
 }
 
+/// The `tree` of a label's `GET /label/<label>/api/json`.
+pub(crate) const LABEL_TREE: &str =
+    "name,offline,totalExecutors,busyExecutors,idleExecutors,nodes[nodeName]";
+
+/// A label (core `hudson.model.Label`'s exported fields): `totalExecutors` counts the
+/// executors of its *online* nodes only; `offline` is true when no node of the label is
+/// online (also when it has no node at all: Jenkins answers 200 for any label).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct LabelInfo {
+    pub name: String,
+    pub offline: bool,
+    pub total_executors: u32,
+    pub busy_executors: u32,
+    pub idle_executors: u32,
+    pub nodes: Vec<LabelNode>,
+}
+
+/// A node of a label.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct LabelNode {
+    pub node_name: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

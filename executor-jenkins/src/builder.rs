@@ -376,6 +376,7 @@ impl JenkinsExecutorBuilder {
                 template,
             },
             c.require_timeout_plugin,
+            c.preflight,
         );
         executor
             .check_plugins()

@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::api::{
-    BUILD_TREE, BuildInfo, CrumbAnswer, JOB_TREE, JOBS_TREE, JobInfo, JobList, PLUGINS_TREE,
-    PluginInfo, PluginList, QUEUE_TREE, QueueItem,
+    BUILD_TREE, BuildInfo, CrumbAnswer, JOB_TREE, JOBS_TREE, JobInfo, JobList, LABEL_TREE,
+    LabelInfo, PLUGINS_TREE, PluginInfo, PluginList, QUEUE_TREE, QueueItem,
 };
 use crate::crumb::{Crumb, CrumbCache, CrumbState, cookie_header, is_crumb_rejection};
 use crate::error::{JenkinsError, excerpt};
@@ -532,6 +532,16 @@ impl Client {
         }
         let list: PluginList = decode("GET /pluginManager/api/json", &a.body)?;
         Ok(list.plugins)
+    }
+
+    /// `GET /label/<label>/api/json`: the label's nodes and online executors.
+    pub async fn label(&self, label: &str) -> Result<LabelInfo, JenkinsError> {
+        let url = self.url(&["label", label, "api", "json"], &[("tree", LABEL_TREE)]);
+        let a = self.get(&url).await?;
+        if !a.status.is_success() {
+            return Err(self.refused("GET /label/<label>/api/json", &a));
+        }
+        decode("GET /label/<label>/api/json", &a.body)
     }
 
     /// `POST /job/<name>/<n>/stop`; `false` when the job or build does not exist.

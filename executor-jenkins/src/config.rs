@@ -139,6 +139,8 @@ pub struct JenkinsConfig {
     pub retry: RetryPolicy,
     /// Circuit breaker and per-call bound of Jenkins calls.
     pub breaker: BreakerConfig,
+    /// Pre-flight cache and check timeout (`preflight.cacheMs`, `preflight.timeoutMs`).
+    pub preflight: executor_base::PreflightOptions,
 }
 
 impl Default for JenkinsConfig {
@@ -171,6 +173,7 @@ impl Default for JenkinsConfig {
                 call_timeout: Duration::from_secs(30),
                 ..BreakerConfig::default()
             },
+            preflight: executor_base::PreflightOptions::default(),
         }
     }
 }
@@ -326,6 +329,7 @@ fn declare() -> Options<JenkinsConfig> {
         .ecosystem(|c| &mut c.ecosystem)
         .retry(|c| &mut c.retry)
         .breaker(|c| &mut c.breaker)
+        .preflight(|c| &mut c.preflight)
 }
 
 #[cfg(test)]

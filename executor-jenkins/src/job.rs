@@ -88,7 +88,7 @@ impl JobSettings {
 
     /// The node label: `<nodeLabel>-<annotation>` when the build has a
     /// `screwdriver.cd/nodeLabel` annotation (upstream), else `<nodeLabel>`.
-    fn node_label(&self, build: &StartConfig) -> Result<String, Error> {
+    pub(crate) fn node_label(&self, build: &StartConfig) -> Result<String, Error> {
         let extra = match build.annotations.get("nodeLabel") {
             None | Some(serde_json::Value::Null) => return Ok(self.node_label.clone()),
             Some(serde_json::Value::String(s)) => s.clone(),

@@ -8,6 +8,7 @@
 
 mod backstop;
 mod gc;
+mod preflight;
 mod start;
 mod status;
 mod stop;
@@ -66,6 +67,8 @@ pub struct JenkinsExecutor {
     counter: BuildCounter,
     backstop: Mutex<backstop::BackstopState>,
     require_timeout_plugin: bool,
+    preflight: executor_base::PreflightOptions,
+    preflight_cache: executor_base::PreflightCache,
 }
 
 impl fmt::Debug for JenkinsExecutor {
@@ -86,6 +89,7 @@ impl JenkinsExecutor {
         calls: EngineCalls,
         job: JobSettings,
         require_timeout_plugin: bool,
+        preflight: executor_base::PreflightOptions,
     ) -> Self {
         Self {
             client,
@@ -96,6 +100,8 @@ impl JenkinsExecutor {
             counter: BuildCounter::new(),
             backstop: Mutex::new(backstop::BackstopState::default()),
             require_timeout_plugin,
+            preflight_cache: executor_base::PreflightCache::new(preflight.cache_ttl),
+            preflight,
         }
     }
 
@@ -208,6 +214,12 @@ impl JenkinsExecutor {
 impl Executor for JenkinsExecutor {
     fn name(&self) -> &str {
         SCHEME
+    }
+
+    /// Pre-flight: credentials, the plugins the job template needs, an online agent with
+    /// the build's node label; cached per node label.
+    async fn preflight(&self, build: &StartConfig) -> Result<executor_base::Preflight, Error> {
+        self.run_preflight(build).await
     }
 
     async fn start(&self, build: &StartConfig) -> Result<(), Error> {

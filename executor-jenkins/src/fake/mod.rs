@@ -156,6 +156,19 @@ impl FakeJenkins {
             issued_crumbs: 0,
             plugins: opts.plugins.into_iter().map(|p| (p, true)).collect(),
             denied: Default::default(),
+            agents: opts
+                .agents
+                .into_iter()
+                .map(|(name, labels, executors)| {
+                    let agent = state::FakeAgent {
+                        labels: labels.into_iter().collect(),
+                        executors,
+                        busy: 0,
+                        online: true,
+                    };
+                    (name, agent)
+                })
+                .collect(),
             jobs: BTreeMap::new(),
             folders: Default::default(),
             queue: BTreeMap::new(),
@@ -384,6 +397,35 @@ impl FakeJenkins {
     /// The user gets `permission` back.
     pub fn allow(&self, permission: &str) {
         self.state.lock().denied.remove(permission);
+    }
+
+    /// Adds (or replaces) an online agent `name` with `labels` and `executors`.
+    pub fn add_agent(&self, name: &str, labels: &[&str], executors: u32) {
+        self.state.lock().agents.insert(
+            name.to_string(),
+            state::FakeAgent {
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                executors,
+                busy: 0,
+                online: true,
+            },
+        );
+    }
+
+    /// Connects (`true`) or disconnects agent `name`; `false` when there is no such agent.
+    pub fn set_agent_online(&self, name: &str, online: bool) -> bool {
+        match self.state.lock().agents.get_mut(name) {
+            Some(a) => {
+                a.online = online;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every agent: no label has a node.
+    pub fn remove_agents(&self) {
+        self.state.lock().agents.clear();
     }
 
     /// Installs (and activates) a plugin; jobs loaded from now on may use it.

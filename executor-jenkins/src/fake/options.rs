@@ -53,6 +53,9 @@ pub struct FakeOptions {
     /// Builds finish with this result after this run time; `None`: they run until the
     /// test finishes them or they are stopped.
     pub run_for: Option<(Duration, String)>,
+    /// The agents: name, labels, executors; all online. Default: `agent-1` with the label
+    /// `screwdriver` (the executor's default `nodeLabel`) and two executors.
+    pub agents: Vec<(String, Vec<String>, u32)>,
 }
 
 impl Default for FakeOptions {
@@ -70,6 +73,7 @@ impl Default for FakeOptions {
             executable_delay: Duration::ZERO,
             abort_delay: Duration::from_millis(100),
             run_for: None,
+            agents: vec![("agent-1".to_string(), vec!["screwdriver".to_string()], 2)],
         }
     }
 }

@@ -221,6 +221,7 @@ fn process(
             }
             json_ok(s.plugins_json())
         }
+        ("GET", ["label", label, "api", "json"]) => json_ok(s.label_json(label)),
         ("GET", ["queue", "item", id, "api", "json"]) => {
             match id.parse::<u64>().ok().and_then(|id| s.queue.get(&id)) {
                 Some(q) => json_ok(s.queue_json(q)),

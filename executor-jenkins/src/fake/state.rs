@@ -100,6 +100,8 @@ pub(crate) struct State {
     pub plugins: BTreeMap<String, bool>,
     /// Permissions the user lacks (`Job/Cancel`, `Overall/SystemRead`, ...).
     pub denied: BTreeSet<String>,
+    /// Agents (nodes) by name.
+    pub agents: BTreeMap<String, FakeAgent>,
     pub jobs: BTreeMap<String, FakeJob>,
     pub folders: BTreeSet<String>,
     pub queue: BTreeMap<u64, QueueEntry>,
@@ -388,6 +390,31 @@ impl State {
 
     /// `api/json` of the plugin manager (`PluginManager.getApi`, `PluginWrapper`'s
     /// exported fields).
+    /// `GET /label/<label>/api/json` as core `hudson.model.Label` exports it: any label
+    /// answers 200 (`Jenkins.getLabel` creates it); a node's name is a label of its own
+    /// (`Node.getSelfLabel`); `totalExecutors` counts online nodes' executors only and
+    /// `offline` is true when no node of the label is online (also when it has none).
+    /// Only single labels are modelled, not label expressions.
+    pub fn label_json(&self, label: &str) -> Value {
+        let nodes: Vec<(&String, &FakeAgent)> = self
+            .agents
+            .iter()
+            .filter(|(name, a)| name.as_str() == label || a.labels.contains(label))
+            .collect();
+        let online = nodes.iter().filter(|(_, a)| a.online);
+        let total: u32 = online.clone().map(|(_, a)| a.executors).sum();
+        let busy: u32 = online.map(|(_, a)| a.busy.min(a.executors)).sum();
+        json!({
+            "_class": "hudson.model.labels.LabelAtom",
+            "name": label,
+            "offline": !nodes.iter().any(|(_, a)| a.online),
+            "totalExecutors": total,
+            "busyExecutors": busy,
+            "idleExecutors": total - busy,
+            "nodes": nodes.iter().map(|(n, _)| json!({"_class": "hudson.slaves.DumbSlave", "nodeName": n})).collect::<Vec<_>>(),
+        })
+    }
+
     pub fn plugins_json(&self) -> Value {
         let plugins: Vec<Value> = self
             .plugins
@@ -556,4 +583,17 @@ pub(crate) fn url_path(path: &str) -> String {
         .map(|s| format!("job/{s}"))
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// An agent of the fake Jenkins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FakeAgent {
+    /// Its labels (besides its name).
+    pub labels: BTreeSet<String>,
+    /// Its executors.
+    pub executors: u32,
+    /// Executors running something.
+    pub busy: u32,
+    /// Whether it is connected and not marked offline.
+    pub online: bool,
 }
