@@ -70,6 +70,8 @@ pub struct GearmanConfig {
     pub retry: RetryPolicy,
     /// Circuit breaker of gearmand calls.
     pub breaker: BreakerConfig,
+    /// Pre-flight cache and check timeout (`preflight.cacheMs`, `preflight.timeoutMs`).
+    pub preflight: executor_base::PreflightOptions,
 }
 
 impl Default for GearmanConfig {
@@ -92,6 +94,7 @@ impl Default for GearmanConfig {
             retain_finished_secs: 3600,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+            preflight: executor_base::PreflightOptions::default(),
         }
     }
 }
@@ -263,4 +266,5 @@ fn declare() -> Options<GearmanConfig> {
         )
         .retry(|c| &mut c.retry)
         .breaker(|c| &mut c.breaker)
+        .preflight(|c| &mut c.preflight)
 }

@@ -42,6 +42,7 @@ pub(crate) struct Inner {
     /// when. A launcher may have taken the job before the connection broke, so `stop`
     /// (and `stop_all`) ask every launcher to stop that uuid ([`stop_by_uuid`]).
     uncertain: Mutex<HashMap<BuildId, (String, Instant)>>,
+    preflight: executor_base::PreflightCache,
 }
 
 enum Slot {
@@ -69,6 +70,7 @@ impl GearmanExecutor {
         );
         Self {
             inner: Arc::new(Inner {
+                preflight: executor_base::PreflightCache::new(cfg.preflight.cache_ttl),
                 cfg,
                 calls,
                 workers,
@@ -291,6 +293,19 @@ impl GearmanExecutor {
 impl Executor for GearmanExecutor {
     fn name(&self) -> &str {
         crate::SCHEME
+    }
+
+    /// Pre-flight: gearmand answers its admin `status`, and at least one worker is
+    /// registered for the build's function; cached per function.
+    async fn preflight(&self, build: &StartConfig) -> Result<executor_base::Preflight, Error> {
+        let (_, function) = self.function_for(build)?;
+        let cfg = &self.inner.cfg;
+        self.inner
+            .preflight
+            .get_or_run(&function, || {
+                crate::preflight::run(&cfg.server, &function, cfg.preflight.check_timeout)
+            })
+            .await
     }
 
     async fn start(&self, build: &StartConfig) -> Result<(), Error> {

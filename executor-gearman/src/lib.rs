@@ -13,6 +13,7 @@ mod executor;
 pub mod gearman_worker;
 pub mod launcher;
 pub mod packet;
+mod preflight;
 mod tracker;
 mod worker_check;
 pub mod zuul;

@@ -378,6 +378,14 @@ impl Executor for ProcessExecutor {
         SCHEME
     }
 
+    /// Pre-flight: job-tools' `launch` (and its `#!` interpreter) is executable and the
+    /// state directory is writable.
+    async fn preflight(&self, build: &StartConfig) -> Result<executor_base::Preflight, Error> {
+        let _ = build;
+        let s = &self.inner.settings;
+        Ok(crate::preflight::run(&s.launch(), &s.builds_dir))
+    }
+
     /// Runs to its end even when the caller stops waiting: the start is a task of its
     /// own, so dropping this future (a caller's timeout, an aborted task) never leaves a
     /// half-started build behind. The build is then either spawned (and `stop` ends it) or

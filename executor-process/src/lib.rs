@@ -119,6 +119,7 @@ mod handshake;
 mod oom;
 mod os;
 mod pause;
+mod preflight;
 mod reaper;
 mod record;
 mod requests;
