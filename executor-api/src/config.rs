@@ -57,6 +57,10 @@ pub struct ApiConfig {
     /// and looks for builds to adopt, milliseconds; at most half of `leaseTtlMs`.
     /// Default 5 000.
     pub lease_renew_ms: u64,
+    /// Ask the executor's pre-flight (`Executor::preflight`, cached by the executor)
+    /// before accepting a build, and refuse one whose pre-flight fails with 422 and the
+    /// findings. Default `true`; off only to exercise an engine's own start failures.
+    pub preflight: bool,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +80,7 @@ impl Default for ApiConfig {
             final_exit_wait_ms: 10_000,
             lease_ttl_ms: 15_000,
             lease_renew_ms: 5_000,
+            preflight: true,
         }
     }
 }
@@ -103,6 +108,7 @@ impl fmt::Debug for ApiConfig {
             .field("final_exit_wait_ms", &self.final_exit_wait_ms)
             .field("lease_ttl_ms", &self.lease_ttl_ms)
             .field("lease_renew_ms", &self.lease_renew_ms)
+            .field("preflight", &self.preflight)
             .finish()
     }
 }
@@ -241,6 +247,11 @@ fn declare() -> Options<ApiConfig> {
             "leaseRenewMs",
             "With a shared store: how often an instance renews all its leases (one statement) and looks for builds to adopt, ms; at most half of `leaseTtlMs`.",
             |c| &mut c.lease_renew_ms,
+        )
+        .field(
+            "preflight",
+            "Refuse (422, with the findings) a build whose executor pre-flight fails; `false`: start it anyway.",
+            |c| &mut c.preflight,
         )
         .timeout(|c| &mut c.timeout)
 }

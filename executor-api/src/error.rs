@@ -17,6 +17,8 @@ pub struct HttpError {
     pub message: String,
     /// Rejected fields (`[{"field", "reason"}]`), for 400 and 422.
     pub fields: Vec<FieldError>,
+    /// The executor's pre-flight findings, for a build refused by pre-flight (422).
+    pub preflight: Option<executor_base::Preflight>,
 }
 
 impl HttpError {
@@ -26,6 +28,7 @@ impl HttpError {
             status,
             message: message.into(),
             fields: Vec::new(),
+            preflight: None,
         }
     }
 
@@ -65,6 +68,22 @@ impl HttpError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message,
             fields,
+            preflight: None,
+        }
+    }
+
+    /// 422 Unprocessable Entity: the executor's pre-flight of the build failed; the body
+    /// carries the findings (`"preflight": {"backend", "passed", "findings"}`).
+    pub fn preflight_failed(preflight: executor_base::Preflight) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: format!(
+                "The {} executor's pre-flight failed: {}",
+                preflight.backend,
+                preflight.summary()
+            ),
+            fields: Vec::new(),
+            preflight: Some(preflight),
         }
     }
 
@@ -81,6 +100,9 @@ impl HttpError {
                 .iter()
                 .map(|f| json!({"field": f.field, "reason": f.reason}))
                 .collect();
+        }
+        if let Some(p) = &self.preflight {
+            v["preflight"] = serde_json::to_value(p).unwrap_or(Value::Null);
         }
         v
     }

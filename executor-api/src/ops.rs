@@ -137,6 +137,21 @@ impl ApiState {
         self.submit(new).await
     }
 
+    /// `POST /v4/builds?dryRun=true`: the executor's pre-flight of the build, which is
+    /// neither stored nor started.
+    pub(crate) async fn op_dry_run(
+        &self,
+        caller: &Caller,
+        body: &Value,
+    ) -> Result<executor_base::Preflight, HttpError> {
+        users_only(caller)?;
+        if !body.is_object() {
+            return Err(HttpError::bad_request("The body must be a JSON object"));
+        }
+        let new = NewBuild::parse(body).map_err(HttpError::unprocessable)?;
+        self.dry_run(new).await
+    }
+
     /// `GET /v4/builds`.
     pub(crate) async fn op_list(&self, caller: &Caller) -> Result<Value, HttpError> {
         users_only(caller)?;

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | GET | `/v4/status` | anyone | `OK` |
 //! | GET | `/v4/auth/key` | anyone | `{"key": "<PEM>"}`: the ES256 public key |
-//! | POST | `/v4/builds` | user | submit `{steps, container?, annotations?, environment?, executor?, jobId?, id?}` → 201 `{"id"}` |
+//! | POST | `/v4/builds` | user | submit `{steps, container?, annotations?, environment?, executor?, jobId?, id?}` → 201 `{"id"}`; 422 `{..., "preflight": {"backend", "passed", "findings"}}` when the executor's pre-flight fails; `?dryRun=true`: 200 with the pre-flight, nothing stored or started |
 //! | GET | `/v4/builds` | user | `[{"id", "state", "status"}]` |
 //! | GET | `/v4/builds/{id}` | user, own build | the build, its `state` and `steps` |
 //! | PUT | `/v4/builds/{id}` | user, own build | `{status?, statusMessage?, meta?}` (§9.6 rules) |
@@ -111,13 +111,23 @@ async fn auth_key(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({ "key": s.issuer().public_key_pem() }))
 }
 
+/// `POST /v4/builds`: 201 with the new id; 422 with the findings when the executor's
+/// pre-flight fails. With `?dryRun=true`, 200 with the pre-flight (`{"backend",
+/// "passed", "findings"}`) and nothing stored or started.
 async fn submit(
     State(s): State<ApiState>,
     headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let caller = authenticate(&s, &headers)?;
     let body = parse_body(&body)?;
+    if q.get("dryRun")
+        .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
+    {
+        let p = s.op_dry_run(&caller, &body).await?;
+        return Ok((StatusCode::OK, Json(p)).into_response());
+    }
     let id = s.op_submit(&caller, &body).await?;
     Ok((
         StatusCode::CREATED,

@@ -337,40 +337,22 @@ impl ApiState {
                 "The API is shutting down: no new builds are accepted",
             ));
         }
-        let container = match new.container {
-            Some(c) => c,
-            None => executor_base::ImageRef::parse(&self.inner.config.default_container)
-                .map_err(|r| HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, r))?,
-        };
+        let container = self.container_of(new.container.clone())?;
         let id = match new.id {
             Some(id) => id,
             None => self.inner.store.next_id().await.map_err(store_error)?,
         };
+        let record = self.new_record(id, container, new);
+        // Refused before anything is stored or started: 422 with the findings. The
+        // executor caches its answers (`preflight.cacheMs`), so this costs no engine
+        // call per build on the hot path.
+        if self.inner.config.preflight {
+            let preflight = self.preflight(&record).await?;
+            if !preflight.passed() {
+                return Err(HttpError::preflight_failed(preflight));
+            }
+        }
         let message = "Waiting for the executor";
-        let record = BuildRecord {
-            id,
-            owner: self.inner.owner.clone(),
-            version: 1,
-            settled: false,
-            job_id: new.job_id.unwrap_or(JobId::new(1).expect("1 is positive")),
-            event_id: new.event_id,
-            pipeline_id: new.pipeline_id,
-            job_name: new.job_name,
-            container,
-            annotations: new.annotations,
-            environment: new.environment,
-            status: ApiBuildStatus::Queued,
-            status_message: Some(message.into()),
-            meta: json!({}),
-            create_time: Utc::now(),
-            start_time: None,
-            end_time: None,
-            steps: new
-                .steps
-                .into_iter()
-                .map(|(n, c)| StepRecord::new(n, c))
-                .collect(),
-        };
         let inserted = match &self.inner.leases {
             None => self.inner.store.insert(&record).await,
             Some(l) => self
@@ -397,6 +379,90 @@ impl ApiState {
         let state = self.clone();
         self.spawn(async move { crate::dispatch::start(state, id).await });
         Ok(id)
+    }
+
+    /// The build's image: its own, else the configured default.
+    fn container_of(
+        &self,
+        container: Option<executor_base::ImageRef>,
+    ) -> Result<executor_base::ImageRef, HttpError> {
+        match container {
+            Some(c) => Ok(c),
+            None => executor_base::ImageRef::parse(&self.inner.config.default_container)
+                .map_err(|r| HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, r)),
+        }
+    }
+
+    /// The record of a new submission with id `id` (queued, waiting for the executor).
+    fn new_record(
+        &self,
+        id: BuildId,
+        container: executor_base::ImageRef,
+        new: NewBuild,
+    ) -> BuildRecord {
+        let message = "Waiting for the executor";
+        BuildRecord {
+            id,
+            owner: self.inner.owner.clone(),
+            version: 1,
+            settled: false,
+            job_id: new.job_id.unwrap_or(JobId::new(1).expect("1 is positive")),
+            event_id: new.event_id,
+            pipeline_id: new.pipeline_id,
+            job_name: new.job_name,
+            container,
+            annotations: new.annotations,
+            environment: new.environment,
+            status: ApiBuildStatus::Queued,
+            status_message: Some(message.into()),
+            meta: json!({}),
+            create_time: Utc::now(),
+            start_time: None,
+            end_time: None,
+            steps: new
+                .steps
+                .into_iter()
+                .map(|(n, c)| StepRecord::new(n, c))
+                .collect(),
+        }
+    }
+
+    /// The executor's pre-flight of build `record` (see `Executor::preflight`). An
+    /// executor that cannot even run it answers an error: 422 for a build it refuses
+    /// (an unknown `screwdriver.cd/executor`, a bad annotation), 503 otherwise.
+    pub(crate) async fn preflight(
+        &self,
+        record: &BuildRecord,
+    ) -> Result<executor_base::Preflight, HttpError> {
+        let cfg = self.start_config(record).map_err(|e| {
+            HttpError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        })?;
+        self.executor()
+            .preflight(&cfg)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Invalid | ErrorKind::ConfigInvalid if !e.field_errors().is_empty() => {
+                    HttpError::unprocessable(e.field_errors().to_vec())
+                }
+                ErrorKind::Invalid | ErrorKind::ConfigInvalid => HttpError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    e.message().to_string(),
+                ),
+                _ => HttpError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("The executor's pre-flight could not run: {e}"),
+                ),
+            })
+    }
+
+    /// The executor's pre-flight of a build that is not submitted (`POST
+    /// /v4/builds?dryRun=true`, `sdx run --dry-run`): nothing is stored or started, and
+    /// no id is taken from the sequence (the build's own id, else 1, names it).
+    pub async fn dry_run(&self, new: NewBuild) -> Result<executor_base::Preflight, HttpError> {
+        let container = self.container_of(new.container.clone())?;
+        let id = new.id.unwrap_or(BuildId::new(1).expect("1 is positive"));
+        let record = self.new_record(id, container, new);
+        self.preflight(&record).await
     }
 
     /// The start config of build `b`, with a freshly minted temporary token (scope

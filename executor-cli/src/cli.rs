@@ -61,7 +61,8 @@ pub enum Command {
     /// `sdx run` processes and `sdx gearman-worker`s that were killed (recording their
     /// outcome).
     Gc(GcArgs),
-    /// Check each backend: configuration, reachability, version, permissions.
+    /// Check each backend: configuration, reachability, version, permissions, and its
+    /// pre-flight findings (human table or --json).
     Doctor(DoctorArgs),
     /// Serve the reference API, dispatching builds to the configured backend(s); builds
     /// outlive a restart (SIGINT/SIGTERM leave them running, the next serve adopts them).
@@ -143,6 +144,13 @@ pub struct RunArgs {
     /// Build timeout in minutes (`screwdriver.cd/timeout`).
     #[arg(long, value_name = "MINUTES")]
     pub timeout: Option<u32>,
+    /// Run the executor's pre-flight checks for this build and show the findings,
+    /// without starting it (exit 1 when a check fails).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print the findings as JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     /// Remote API.
     #[command(flatten)]
     pub remote: RemoteApi,
@@ -195,6 +203,9 @@ pub struct DoctorArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// The build image pre-flight checks (default: the sdx launcher image).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
 }
 
 /// `sdx serve`.

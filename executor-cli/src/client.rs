@@ -90,6 +90,19 @@ impl ApiClient {
             .ok_or_else(|| CliError::failure("POST /v4/builds: the answer has no id"))
     }
 
+    /// `POST /v4/builds?dryRun=true`: the executor's pre-flight of the build, nothing
+    /// started.
+    pub async fn dry_run(&self, body: &Value) -> CliResult<executor_base::Preflight> {
+        let v = self
+            .call(Method::POST, "/v4/builds?dryRun=true", Some(body))
+            .await?;
+        serde_json::from_value(v).map_err(|e| {
+            CliError::failure(format!(
+                "POST /v4/builds?dryRun=true: the answer is not a pre-flight: {e}"
+            ))
+        })
+    }
+
     /// `GET /v4/builds/{id}`.
     pub async fn build(&self, id: u64) -> CliResult<Value> {
         self.call(Method::GET, &format!("/v4/builds/{id}"), None)

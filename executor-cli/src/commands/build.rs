@@ -10,6 +10,8 @@ use crate::follow;
 use crate::progress::{Progress, summary};
 
 fn submit_error(e: executor_api::HttpError) -> CliError {
+    // One line: a pre-flight refusal's message names every failed check (`sdx run
+    // --dry-run` shows the whole table).
     let msg = format!(
         "the build was refused ({}): {}",
         e.status.as_u16(),

@@ -1,5 +1,7 @@
 //! `sdx doctor`: for each backend, is it configured, is its engine reachable, which
-//! version, are the permissions there.
+//! version, are the permissions there, and what its pre-flight finds
+//! ([`executor_base::Executor::preflight`]) for a probe build of `--image` (default: the
+//! sdx launcher image, present wherever the native defaults work).
 //!
 //! Reachability and permissions are checked through the executor contract itself (a
 //! `status` of a build id nobody uses must answer "not found"; a dry-run `gc` must be
@@ -9,7 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use executor_base::{BuildId, ErrorKind, StopConfig};
+use executor_base::{BuildId, ErrorKind, Finding, Preflight, StartConfig, StopConfig};
 use serde::Serialize;
 
 use super::Ctx;
@@ -42,13 +44,23 @@ pub struct Report {
     pub healthy: bool,
     /// Whether the backend is configured at all (it could be built).
     pub configured: bool,
+    /// The pre-flight's findings for the probe build (a configuration the backend could
+    /// not be built with is one `fail` finding naming the key).
+    pub preflight: Option<Preflight>,
 }
 
 async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(CHECK_TIMEOUT, f).await.ok()
 }
 
-async fn check(ctx: &Ctx, name: &str) -> Report {
+/// The probe build pre-flight checks: build id [`PROBE_BUILD`], image `image`.
+fn probe_build(image: &str) -> Result<StartConfig, String> {
+    StartConfig::builder(PROBE_BUILD, "http://127.0.0.1:9", image, "sdx-doctor-probe")
+        .build()
+        .map_err(|e| format!("--image: {e}"))
+}
+
+async fn check(ctx: &Ctx, name: &str, image: &str) -> Report {
     let mut r = Report {
         backend: name.to_string(),
         reachable: "-".into(),
@@ -66,6 +78,9 @@ async fn check(ctx: &Ctx, name: &str) -> Report {
     {
         Some(Ok(b)) => b,
         Some(Err(e)) => {
+            let mut p = Preflight::new(name);
+            p.push(Finding::fail(format!("{name}.config"), e.message.clone()));
+            r.preflight = Some(p);
             r.config = e.message;
             return r;
         }
@@ -119,7 +134,31 @@ async fn check(ctx: &Ctx, name: &str) -> Report {
             None => r.version = format!("unknown (no answer within {}s)", CHECK_TIMEOUT.as_secs()),
         }
     }
-    r.healthy = r.reachable == "yes" && r.permissions.starts_with("ok");
+    r.preflight = Some(match probe_build(image) {
+        Ok(build) => match bounded(built.executor.preflight(&build)).await {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                let mut p = Preflight::new(name);
+                p.push(Finding::fail(format!("{name}.preflight"), e.to_string()));
+                p
+            }
+            None => {
+                let mut p = Preflight::new(name);
+                p.push(Finding::fail(
+                    format!("{name}.preflight"),
+                    format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+                ));
+                p
+            }
+        },
+        Err(e) => {
+            let mut p = Preflight::new(name);
+            p.push(Finding::fail(format!("{name}.preflight"), e));
+            p
+        }
+    });
+    let passed = r.preflight.as_ref().is_some_and(Preflight::passed);
+    r.healthy = r.reachable == "yes" && r.permissions.starts_with("ok") && passed;
     r
 }
 
@@ -214,9 +253,13 @@ pub async fn run(ctx: &Ctx, a: DoctorArgs) -> CliResult<u8> {
     } else {
         backends::compiled().into_iter().map(String::from).collect()
     };
+    let image = a
+        .image
+        .clone()
+        .unwrap_or_else(|| executor_base::launch_protocol::SDX_LAUNCHER_REFERENCE.to_string());
     let mut reports = Vec::new();
     for n in &names {
-        reports.push(check(ctx, n).await);
+        reports.push(check(ctx, n, &image).await);
     }
     let bad = reports
         .iter()
@@ -241,6 +284,13 @@ pub async fn run(ctx: &Ctx, a: DoctorArgs) -> CliResult<u8> {
             say!("  reachable:   {}", r.reachable);
             say!("  permissions: {}", r.permissions);
             say!("  version:     {}", r.version);
+            if let Some(p) = &r.preflight {
+                say!(
+                    "  preflight:   {} (build image {image})",
+                    if p.passed() { "passed" } else { "FAILED" }
+                );
+                say_raw!("{}", super::findings::table(p, "    "));
+            }
         }
     }
     Ok(if bad { EXIT_FAILURE } else { 0 })

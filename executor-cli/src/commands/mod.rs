@@ -3,6 +3,7 @@
 mod build;
 mod demo;
 mod doctor;
+mod findings;
 mod gc;
 #[cfg(feature = "gearman")]
 mod gearman;

@@ -13,7 +13,7 @@ use super::build::{on_embedded, on_remote};
 use crate::cli::RunArgs;
 use crate::client::ApiClient;
 use crate::embedded::{Embedded, EmbeddedOptions, Mode, api_config};
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
 fn pair<'a>(flag: &str, s: &'a str) -> CliResult<(&'a str, &'a str)> {
     s.split_once('=')
@@ -85,9 +85,61 @@ pub fn body(args: &RunArgs) -> CliResult<Value> {
     Ok(body)
 }
 
+/// Shows a pre-flight (`--dry-run`); exit 0 when it passed.
+fn show_preflight(p: &executor_base::Preflight, json: bool) -> u8 {
+    if json {
+        say!("{}", serde_json::to_string_pretty(p).unwrap_or_default());
+    } else {
+        say!(
+            "pre-flight of the build on {}: {} (dry run: nothing was started)",
+            p.backend,
+            if p.passed() { "passed" } else { "FAILED" }
+        );
+        say_raw!("{}", super::findings::table(p, "  "));
+    }
+    if p.passed() { 0 } else { EXIT_FAILURE }
+}
+
+/// `sdx run --dry-run`: the API's pre-flight of the build (`POST /v4/builds?dryRun=true`
+/// on a remote API, the same call on the embedded one), nothing started.
+async fn dry_run(ctx: &Ctx, args: &RunArgs, body: &Value) -> CliResult<u8> {
+    let p = if let Some(api) = &args.remote.api {
+        let client = ApiClient::new(api, args.remote.api_token.clone())?;
+        client.dry_run(body).await?
+    } else {
+        let opts = EmbeddedOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            mode: Mode::Run,
+            api: api_config(&ctx.file)?,
+        };
+        let emb = Embedded::start(&ctx.file, &ctx.executors, opts).await?;
+        let new = executor_api::NewBuild::parse(body).map_err(|fields| {
+            CliError::usage(
+                fields
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        });
+        let p = match new {
+            Ok(new) => emb.server.state().dry_run(new).await.map_err(|e| {
+                CliError::failure(format!("pre-flight ({}): {}", e.status.as_u16(), e.message))
+            }),
+            Err(e) => Err(e),
+        };
+        emb.shutdown(false).await;
+        p?
+    };
+    Ok(show_preflight(&p, args.json))
+}
+
 /// Runs the build.
 pub async fn run(ctx: &Ctx, args: RunArgs) -> CliResult<u8> {
     let body = body(&args)?;
+    if args.dry_run {
+        return dry_run(ctx, &args, &body).await;
+    }
     if let Some(api) = &args.remote.api {
         let client = ApiClient::new(api, args.remote.api_token.clone())?;
         return on_remote(&client, &body, api).await;
@@ -116,6 +168,8 @@ mod tests {
             annotations: vec!["screwdriver.cd/cpu=HIGH".into()],
             env: vec!["GREETING=hi".into()],
             timeout: Some(5),
+            dry_run: false,
+            json: false,
             remote: RemoteApi {
                 api: None,
                 api_token: None,
