@@ -119,6 +119,10 @@ async fn sdx_demo_with_the_docker_executor_succeeds() {
             .env("EXECUTOR_DOCKER_LAUNCHER_VERSION", &tag)
             .env("EXECUTOR_DOCKER_NETWORK", "host")
             .env("EXECUTOR_DOCKER_PULL_POLICY", "never")
+            // The test launcher image has the real `launch` but not the launch-protocol
+            // label the API's pre-flight asks for (`tests/launcher_image.rs` runs the
+            // labelled sdx launcher image with pre-flight on).
+            .env("EXECUTOR_API_PREFLIGHT", "false")
             .env("EXECUTOR_DOCKER_PREFIX", &prefix)
             .env("DOCKER_HOST", testing::docker_host())
             .output()

@@ -208,6 +208,18 @@ async fn a_default_docker_build_runs_its_steps_with_the_sdx_launcher_image() {
     )
     .await
     .expect("reference API");
+    // The API's pre-flight (on by default) passes with the defaults and the sdx image.
+    let pre = server
+        .state()
+        .dry_run(
+            NewBuild::parse(
+                &json!({"container": images.build, "steps": [{"name": "x", "command": "true"}]}),
+            )
+            .expect("build body"),
+        )
+        .await
+        .expect("pre-flight");
+    assert!(pre.passed(), "{pre:#?}");
     let ok = NewBuild::parse(&json!({
         "container": images.build,
         "steps": [
