@@ -179,9 +179,15 @@ async fn docker_build_through_the_reference_api_succeeds() {
         .await
         .expect("docker executor");
     let exec = Arc::new(exec);
+    // The test launcher image has the real `launch` but not the launch-protocol label
+    // the API's pre-flight asks for (`tests/launcher_image.rs` runs the labelled sdx
+    // launcher image through the API with pre-flight on).
     let server = ApiServer::start(
         exec.clone(),
-        ApiConfig::default(),
+        ApiConfig {
+            preflight: false,
+            ..ApiConfig::default()
+        },
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
