@@ -228,7 +228,7 @@ impl EngineCalls {
                 executor,
                 retry,
                 breaker_config: breaker.clone(),
-                breakers: Arc::new(Mutex::new(Breakers::new(breaker))),
+                breakers: Arc::new(Mutex::new(Breakers::new(executor, breaker))),
                 counters,
                 opt_ins: Arc::default(),
             }),
@@ -393,6 +393,11 @@ impl EngineCalls {
             let error = match self.attempt(class, operation, timeout, &mut f).await {
                 Ok(v) => return Ok(v),
                 Err(Failed::Refused(e)) => {
+                    crate::metrics::record::engine_call_refused(
+                        self.inner.executor,
+                        operation,
+                        class,
+                    );
                     return Err(with_attempts(self.tag(e, operation), attempt));
                 }
                 Err(Failed::Engine(e)) => self.tag(e, operation),
@@ -417,6 +422,7 @@ impl EngineCalls {
                 delay_ms = delay.as_millis() as u64,
                 "engine call failed, retrying"
             );
+            crate::metrics::record::engine_retry(self.inner.executor, operation, class);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -496,7 +502,15 @@ impl EngineCalls {
             )
             .temporary()),
         };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let took = started.elapsed();
+        crate::metrics::record::engine_call(
+            self.inner.executor,
+            operation,
+            class,
+            crate::metrics::record::outcome(&result),
+            took,
+        );
+        let elapsed_ms = took.as_secs_f64() * 1000.0;
         {
             let mut c = self.inner.counters.lock();
             c.finished += 1;

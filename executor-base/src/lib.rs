@@ -19,6 +19,7 @@ pub mod jwt;
 pub mod labels;
 pub mod launch;
 pub mod launch_protocol;
+pub mod metrics;
 pub mod options;
 pub mod owner;
 #[cfg(feature = "postgres")]

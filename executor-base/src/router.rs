@@ -25,6 +25,7 @@ use crate::config::{StartConfig, StopConfig, TimerConfig};
 use crate::error::{Error, ErrorKind};
 use crate::executor::{Executor, GcReport};
 use crate::ids::BuildId;
+use crate::metrics::BuildMeter;
 use crate::stats::{BuildCounts, RequestStats, Stats};
 use crate::status::BuildStatus;
 use crate::timer::{Expired, ExpiryHandler, TimedOutBuilds, TimerService};
@@ -43,6 +44,8 @@ struct Table {
     backends: BTreeMap<String, Arc<dyn Executor>>,
     default: String,
     routes: Mutex<HashMap<BuildId, (String, DateTime<Utc>)>>,
+    /// Build metrics (started, finished, start latency) of every build routed here.
+    meter: BuildMeter,
 }
 
 impl Table {
@@ -89,12 +92,22 @@ impl Table {
         id: BuildId,
         annotations: &Annotations,
     ) -> Result<Arc<dyn Executor>, Error> {
+        self.for_build_named(id, annotations).map(|(_, b)| b)
+    }
+
+    /// [`Table::for_build`] with the backend's name.
+    fn for_build_named(
+        &self,
+        id: BuildId,
+        annotations: &Annotations,
+    ) -> Result<(String, Arc<dyn Executor>), Error> {
         if let Some((name, _)) = self.routes.lock().get(&id)
             && let Some(b) = self.backends.get(name)
         {
-            return Ok(b.clone());
+            return Ok((name.clone(), b.clone()));
         }
-        Ok(self.for_start(annotations)?.1.clone())
+        let (name, b) = self.for_start(annotations)?;
+        Ok((name.to_string(), b.clone()))
     }
 
     fn route(&self, id: BuildId, name: &str) {
@@ -260,6 +273,7 @@ impl RouterBuilder {
             backends,
             default,
             routes: Mutex::new(HashMap::new()),
+            meter: BuildMeter::default(),
         });
         let timed_out = self.stop_on_timeout.then(TimedOutBuilds::new);
         if let Some(timers) = &self.timers
@@ -296,6 +310,10 @@ async fn stop_expired(table: &Table, e: Expired) {
         }
     };
     tracing::info!(build_id = %e.build_id, executor = backend.name(), late_ms = e.lateness.as_millis() as u64, "build ran past its timeout; stopping it");
+    table.meter.ended(
+        e.build_id,
+        &BuildStatus::timed_out(format!("ran past its {} minute timeout", e.timeout_minutes)),
+    );
     if let Err(err) = backend.stop(&stop).await {
         tracing::warn!(build_id = %e.build_id, error = %err, "could not stop a timed-out build");
     }
@@ -397,6 +415,7 @@ impl Executor for Router {
         }
         backend.start(build).await?;
         self.table.route(build.build_id, name);
+        self.table.meter.started(build.build_id, name);
         if let Some(t) = &self.timed_out {
             t.forget(build.build_id);
         }
@@ -407,7 +426,9 @@ impl Executor for Router {
         self.table
             .for_build(build.build_id, &build.annotations)?
             .stop(build)
-            .await
+            .await?;
+        self.table.meter.stopped(build.build_id);
+        Ok(())
     }
 
     async fn verify(&self, build: &StartConfig) -> Result<Verdict, Error> {
@@ -422,12 +443,15 @@ impl Executor for Router {
 
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
         if let Some(s) = self.timed_out(build.build_id) {
+            self.table.meter.ended(build.build_id, &s);
             return Ok(s);
         }
-        self.table
-            .for_build(build.build_id, &build.annotations)?
-            .status(build)
-            .await
+        let (name, backend) = self
+            .table
+            .for_build_named(build.build_id, &build.annotations)?;
+        let s = backend.status(build).await?;
+        self.table.meter.observed(build.build_id, &name, &s);
+        Ok(s)
     }
 
     fn stats(&self) -> Stats {
@@ -452,7 +476,7 @@ impl Executor for Router {
     /// `Unsupported` backend included, is returned after).
     async fn stop_all(&self) -> Result<Vec<crate::BuildId>, Error> {
         let results = join_all(self.table.backends.values().map(|b| b.stop_all())).await;
-        let mut ids = Vec::new();
+        let mut ids: Vec<crate::BuildId> = Vec::new();
         let mut first_err = None;
         for r in results {
             match r {
@@ -461,6 +485,9 @@ impl Executor for Router {
                     first_err.get_or_insert(e);
                 }
             }
+        }
+        for id in &ids {
+            self.table.meter.stopped(*id);
         }
         match first_err {
             Some(e) => Err(e),
@@ -476,9 +503,14 @@ impl Executor for Router {
             expired: Vec::new(),
         };
         let mut first_err = None;
-        for r in results {
+        for (name, r) in self.table.backends.keys().zip(results) {
             match r {
-                Ok(mut g) => report.expired.append(&mut g.expired),
+                Ok(mut g) => {
+                    if !dry_run {
+                        crate::metrics::record::gc_removed(name, g.expired.len());
+                    }
+                    report.expired.append(&mut g.expired)
+                }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
@@ -531,13 +563,15 @@ impl Executor for Router {
         last_seen: &BuildStatus,
     ) -> Result<BuildStatus, Error> {
         if let Some(s) = self.timed_out(build.build_id) {
+            self.table.meter.ended(build.build_id, &s);
             return Ok(s);
         }
-        let s = self
+        let (name, backend) = self
             .table
-            .for_build(build.build_id, &build.annotations)?
-            .wait_for_change(build, last_seen)
-            .await?;
-        Ok(self.timed_out(build.build_id).unwrap_or(s))
+            .for_build_named(build.build_id, &build.annotations)?;
+        let s = backend.wait_for_change(build, last_seen).await?;
+        let s = self.timed_out(build.build_id).unwrap_or(s);
+        self.table.meter.observed(build.build_id, &name, &s);
+        Ok(s)
     }
 }

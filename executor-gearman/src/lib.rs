@@ -11,6 +11,7 @@ mod conn;
 mod error;
 mod executor;
 pub mod gearman_worker;
+mod in_flight;
 pub mod launcher;
 pub mod packet;
 mod preflight;

@@ -132,6 +132,7 @@ pub(crate) async fn track(
     job: SubmittedJob,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
+    let _in_flight = crate::in_flight::InFlight::enter("executor");
     let mut t = Tracker {
         inner,
         shared,

@@ -368,6 +368,7 @@ impl K8sExecutorBuilder {
                 WatchSettings {
                     timeout_seconds: cfg.watch_timeout_seconds,
                     retain: Duration::from_secs(cfg.retain_finished_seconds),
+                    namespace: namespace.clone(),
                 },
             ))
             .abort_handle()

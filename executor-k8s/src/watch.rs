@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executor_base::engine::{EngineCalls, RetryPolicy};
+use executor_base::metrics::record as metrics;
 use executor_base::{Error, ErrorKind};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -57,6 +58,16 @@ pub(crate) struct WatchSettings {
     pub(crate) timeout_seconds: u32,
     /// How long finished builds are remembered (pruned on a timer here).
     pub(crate) retain: Duration,
+    /// The namespace watched (the metrics' `namespace` label).
+    pub(crate) namespace: String,
+}
+
+/// Now as unix seconds, for the cache-synced timestamp metric.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The kube client error inside a watcher error.
@@ -117,6 +128,10 @@ pub(crate) async fn run_watch(
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures: u32 = 0;
     let mut outage: Option<Instant> = None;
+    let ns = settings.namespace.as_str();
+    // Metrics: never synced yet, so the cache is as old as the executor.
+    let mut synced = false;
+    metrics::k8s_watch_state(ns, false, Some(unix_now()));
     loop {
         let stream = watcher::watcher(api.clone(), wc.clone());
         futures::pin_mut!(stream);
@@ -133,6 +148,9 @@ pub(crate) async fn run_watch(
                     let listed = matches!(event, Event::InitDone);
                     shared.apply(event);
                     if listed {
+                        synced = true;
+                        metrics::k8s_watch_relist(ns);
+                        metrics::k8s_watch_state(ns, true, Some(unix_now()));
                         calls.report_healthy();
                         if let Some(since) = outage.take() {
                             shared.recovered.notify_waiters();
@@ -164,6 +182,10 @@ pub(crate) async fn run_watch(
                 d
             };
             let err = classify(&e);
+            metrics::k8s_watch_error(ns);
+            if std::mem::take(&mut synced) {
+                metrics::k8s_watch_state(ns, false, Some(unix_now()));
+            }
             shared.watch_failed(WatchFailure {
                 message: err.message().to_string(),
                 unreachable: err.status().is_none() && err.is_temporary(),

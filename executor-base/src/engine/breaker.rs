@@ -207,13 +207,16 @@ impl Breaker {
 /// sign of life closes them all at once.
 #[derive(Debug)]
 pub(super) struct Breakers {
+    /// The backend, for the transition metric.
+    executor: &'static str,
     config: BreakerConfig,
     slots: [Breaker; 3],
 }
 
 impl Breakers {
-    pub(super) fn new(config: BreakerConfig) -> Self {
+    pub(super) fn new(executor: &'static str, config: BreakerConfig) -> Self {
         Self {
+            executor,
             config,
             slots: [Breaker::CLOSED, Breaker::CLOSED, Breaker::CLOSED],
         }
@@ -230,6 +233,7 @@ impl Breakers {
                 b.state = State::HalfOpen {
                     probe_in_flight: true,
                 };
+                transition(self.executor, class, "half_open");
                 return Admission::Allowed { probe: true };
             }
             State::Open { until } => Some(until - now),
@@ -278,6 +282,7 @@ impl Breakers {
             State::Closed { failures } => {
                 b.failures = failures + 1;
                 b.state = if failures + 1 >= max {
+                    transition(self.executor, class, "open");
                     open
                 } else {
                     State::Closed {
@@ -288,6 +293,7 @@ impl Breakers {
             State::HalfOpen { .. } if probe => {
                 b.failures += 1;
                 b.state = open;
+                transition(self.executor, class, "open");
             }
             // A call admitted before the breaker opened: it adds evidence, not time.
             State::Open { .. } | State::HalfOpen { .. } => {}
@@ -296,6 +302,11 @@ impl Breakers {
 
     /// The engine answered (here or through another channel): close every breaker.
     pub(super) fn healthy(&mut self) {
+        for (class, b) in SLOT_CLASSES.iter().zip(&self.slots) {
+            if !matches!(b.state, State::Closed { .. }) {
+                transition(self.executor, *class, "closed");
+            }
+        }
         self.slots = [Breaker::CLOSED, Breaker::CLOSED, Breaker::CLOSED];
     }
 
@@ -331,6 +342,19 @@ impl Breakers {
                 .iter()
                 .all(|b| matches!(b.state, State::Closed { .. }))
     }
+}
+
+/// The class of each breaker slot (see [`CallClass::slot`]).
+const SLOT_CLASSES: [CallClass; 3] = [CallClass::Start, CallClass::Read, CallClass::General];
+
+fn transition(executor: &'static str, class: CallClass, state: &'static str) {
+    tracing::debug!(
+        executor,
+        class = class.as_str(),
+        state,
+        "circuit breaker changed state"
+    );
+    crate::metrics::record::breaker_transition(executor, class, state);
 }
 
 /// The error of a call refused by `b`: its last real cause, the breaker's state as context.

@@ -311,6 +311,7 @@ impl TimerService {
                 timeout_minutes: d.timeout_minutes,
             },
         );
+        crate::metrics::record::timers_pending(st.slots.len());
         Ok(())
     }
 
@@ -325,13 +326,15 @@ impl TimerService {
             .map_err(|e| e.with_operation("stop_timer"))?;
         let mut st = shared.state.lock();
         let st = &mut *st;
-        Ok(match st.slots.remove(&build_id) {
+        let removed = match st.slots.remove(&build_id) {
             Some(slot) => {
                 st.queue.remove(&slot.key);
                 true
             }
             None => false,
-        })
+        };
+        crate::metrics::record::timers_pending(st.slots.len());
+        Ok(removed)
     }
 
     /// The build's pending deadline, if any.
@@ -368,6 +371,9 @@ async fn next_local(shared: &Shared) -> Vec<StoredDeadline> {
             }
         }
         // An empty queue answers Ready(None) but keeps our waker: insert wakes us.
+        if !batch.is_empty() {
+            crate::metrics::record::timers_pending(st.slots.len());
+        }
         if batch.is_empty() {
             Poll::Pending
         } else {
@@ -417,6 +423,7 @@ async fn sweep(shared: &Shared) -> Vec<StoredDeadline> {
                 st.slots.remove(&d.build_id);
             }
         }
+        crate::metrics::record::timers_pending(st.slots.len());
     }
     due
 }
@@ -446,15 +453,17 @@ async fn run(shared: Arc<Shared>, sweep_every: Option<Duration>) {
         let handler = shared.handler.read().clone();
         if let Some(h) = handler {
             for d in &batch {
+                let lateness = now
+                    .signed_duration_since(d.deadline)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO);
+                crate::metrics::record::timer_fired(lateness);
                 h(Expired {
                     build_id: d.build_id,
                     job_id: d.job_id,
                     deadline: d.deadline,
                     timeout_minutes: d.timeout_minutes,
-                    lateness: now
-                        .signed_duration_since(d.deadline)
-                        .to_std()
-                        .unwrap_or(Duration::ZERO),
+                    lateness,
                 });
             }
         }

@@ -88,6 +88,7 @@ pub(super) fn send_exception(sink: &JobSink, e: &Error) {
 
 impl Launcher {
     pub(super) async fn run_build(self: Arc<Self>, job: Job) {
+        let _in_flight = crate::in_flight::InFlight::enter("worker");
         // The slot goes with the build (which may outlive this job), not the job.
         let slot = job.take_slot();
         let Job {
