@@ -19,6 +19,7 @@ use crate::join::join_all;
 use crate::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use crate::annotations::Annotations;
 use crate::config::{StartConfig, StopConfig, TimerConfig};
@@ -319,6 +320,11 @@ async fn stop_expired(table: &Table, e: Expired) {
     }
 }
 
+/// The span of one build operation: `build{op, build_id, backend}`.
+fn span(op: &'static str, id: BuildId, backend: &str) -> tracing::Span {
+    tracing::info_span!("build", op, build_id = %id, backend = %backend)
+}
+
 impl Router {
     /// A builder.
     pub fn builder() -> RouterBuilder {
@@ -413,7 +419,10 @@ impl Executor for Router {
             .with_executor("router")
             .with_operation("start"));
         }
-        backend.start(build).await?;
+        backend
+            .start(build)
+            .instrument(span("start", build.build_id, name))
+            .await?;
         self.table.route(build.build_id, name);
         self.table.meter.started(build.build_id, name);
         if let Some(t) = &self.timed_out {
@@ -423,9 +432,12 @@ impl Executor for Router {
     }
 
     async fn stop(&self, build: &StopConfig) -> Result<(), Error> {
-        self.table
-            .for_build(build.build_id, &build.annotations)?
+        let (name, backend) = self
+            .table
+            .for_build_named(build.build_id, &build.annotations)?;
+        backend
             .stop(build)
+            .instrument(span("stop", build.build_id, &name))
             .await?;
         self.table.meter.stopped(build.build_id);
         Ok(())
@@ -449,7 +461,10 @@ impl Executor for Router {
         let (name, backend) = self
             .table
             .for_build_named(build.build_id, &build.annotations)?;
-        let s = backend.status(build).await?;
+        let s = backend
+            .status(build)
+            .instrument(tracing::debug_span!("build", op = "status", build_id = %build.build_id, backend = %name))
+            .await?;
         self.table.meter.observed(build.build_id, &name, &s);
         Ok(s)
     }
@@ -569,7 +584,10 @@ impl Executor for Router {
         let (name, backend) = self
             .table
             .for_build_named(build.build_id, &build.annotations)?;
-        let s = backend.wait_for_change(build, last_seen).await?;
+        let s = backend
+            .wait_for_change(build, last_seen)
+            .instrument(tracing::debug_span!("build", op = "wait_for_change", build_id = %build.build_id, backend = %name))
+            .await?;
         let s = self.timed_out(build.build_id).unwrap_or(s);
         self.table.meter.observed(build.build_id, &name, &s);
         Ok(s)

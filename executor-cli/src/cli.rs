@@ -237,6 +237,10 @@ pub struct ServeArgs {
     /// keep running and the next `sdx serve` adopts them).
     #[arg(long)]
     pub cancel_on_exit: bool,
+    /// Serve the library's metrics in Prometheus' text format at
+    /// `http://ADDR/metrics` (off by default; port 0 picks a free port).
+    #[arg(long, env = "SDX_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// `sdx gearman-worker`.

@@ -31,6 +31,8 @@
 //! * `bollard`, `kube` (features `docker`, `k8s`): the engines' version endpoints for
 //!   `doctor`; the backends themselves build on them already.
 //! * `tempfile`: the demo's job-tools and state directories, removed at the end.
+//! * `metrics-exporter-prometheus` (recorder only) + `axum`: `sdx serve --metrics`, see
+//!   the `metrics_server` module; axum is the reference API's server already.
 
 /// `println!` that ignores a closed stdout (`sdx demo | head` must not panic).
 macro_rules! say {
@@ -58,6 +60,7 @@ mod config;
 mod embedded;
 mod error;
 mod follow;
+mod metrics_server;
 mod progress;
 #[cfg(feature = "docker")]
 mod static_launch;

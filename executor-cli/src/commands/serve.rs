@@ -83,6 +83,15 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
     } else {
         Some(lock_state_dir(&state_dir)?)
     };
+    // Before the backends start, so their first engine calls are counted.
+    let metrics = match &a.metrics {
+        Some(m) => {
+            let addr = listen_addr(m)
+                .map_err(|_| CliError::usage(format!("--metrics: not an address: {m:?}")))?;
+            Some(crate::metrics_server::MetricsServer::start(addr).await?)
+        }
+        None => None,
+    };
     let opts = EmbeddedOptions {
         listen: listen_addr(&a.listen)?,
         mode: Mode::Serve(a.store.clone()),
@@ -111,6 +120,9 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> CliResult<u8> {
         token_file.display(),
         emb.server.url()
     );
+    if let Some(m) = &metrics {
+        say!("metrics at http://{}/metrics", m.addr());
+    }
     if let Some(id) = emb.server.state().instance() {
         say!(
             "instance {id}: shares the store with other sdx serve instances (lease {} ms, renewed every {} ms)",
