@@ -9,6 +9,10 @@
 //! timer (a `HashMap` of join handles; stop = abort). Also the durable SQLite store's
 //! pairs per second, for reference. The allocator counts every allocation with atomics,
 //! which slows both sides alike.
+//!
+//! Then the cost of metrics: the same TimerService figures with a Prometheus recorder
+//! installed and recording, against no recorder (the recorder switched off), three
+//! interleaved runs each, medians compared.
 
 use std::alloc::System;
 use std::collections::HashMap;
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use executor_base::testkit::metrics_switch::SwitchedRecorder;
 use executor_base::timer::{MemoryTimerStore, SqliteTimerStore, TimerService};
 use executor_base::{Annotations, ApiBuildStatus, BuildId, JobId, TimerConfig};
 use parking_lot::Mutex;
@@ -269,12 +274,67 @@ fn sqlite_pairs_per_s(rt: &tokio::runtime::Runtime) -> f64 {
     })
 }
 
+/// TimerService figures with metrics recorded against none, in one run.
+fn metrics_overhead(rt: &tokio::runtime::Runtime) {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = prometheus.handle();
+    let (recorder, on) = SwitchedRecorder::new(prometheus);
+    metrics::set_global_recorder(recorder).expect("the only recorder");
+    let (mut off_runs, mut on_runs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for recording in [false, true] {
+            on.store(recording, std::sync::atomic::Ordering::Relaxed);
+            let f = service_figures(rt);
+            if recording {
+                &mut on_runs
+            } else {
+                &mut off_runs
+            }
+            .push(f);
+        }
+    }
+    on.store(false, std::sync::atomic::Ordering::Relaxed);
+    let fired = handle
+        .render()
+        .lines()
+        .find(|l| l.starts_with("sdx_timers_fired_total"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    let median = |runs: &[Figures], f: fn(&Figures) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "metrics: TimerService with a Prometheus recorder recording vs none (3 interleaved runs each, medians; {fired})"
+    );
+    println!(
+        "{:<34} {:>14} {:>16} {:>8}",
+        "", "recording", "no recorder", "ratio"
+    );
+    for (name, f) in [
+        (
+            "start+stop pairs/s (memory store)",
+            (|f: &Figures| f.pairs_per_s) as fn(&Figures) -> f64,
+        ),
+        ("lateness p50 (ms)", |f: &Figures| f.p50_ms),
+        ("lateness p99 (ms)", |f: &Figures| f.p99_ms),
+    ] {
+        let (a, b) = (median(&on_runs, f), median(&off_runs, f));
+        println!("{name:<34} {a:>14.2} {b:>16.2} {:>7.3}x", a / b.max(1e-9));
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing: run anyway.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
+    if std::env::var_os("SDX_BENCH_METRICS_ONLY").is_some() {
+        metrics_overhead(&rt);
+        return;
+    }
     let s = service_figures(&rt);
     let b = baseline_figures(&rt);
     let sql = sqlite_pairs_per_s(&rt);
@@ -312,4 +372,5 @@ fn main() {
         "targets (>= 500000 pairs/s, < 256 B/timer, p99 < 20 ms): {}",
         if ok { "met" } else { "NOT met" }
     );
+    metrics_overhead(&rt);
 }

@@ -9,15 +9,19 @@
 //!    interleaved; medians are compared.
 //! 2. 20 builds started concurrently vs one after another, for both; the daemon's
 //!    observed parallelism is baseline-sequential / baseline-concurrent.
+//! 3. The cost of metrics: `start()` (token mode `stdin`) with a Prometheus recorder
+//!    installed and recording, interleaved with the runs of 1 (no recorder: switched off).
 //!
 //! `cargo bench -p executor-docker --features test-support --bench start_latency`
 //! (`ITERATIONS=<n>` to change the sample count). Skips when the daemon is absent.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use executor_base::testkit::metrics_switch::SwitchedRecorder;
 use executor_base::{Executor, StartConfig};
 use executor_docker::testing::{self, TestImages};
 use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy, TokenMode};
@@ -229,13 +233,23 @@ async fn run() {
         baseline_cleanup(&docker, base_id + 90 + i).await;
     }
 
-    let (mut ours, mut base, mut naive, mut file) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = prometheus.handle();
+    let (recorder, recording) = SwitchedRecorder::new(prometheus);
+    metrics::set_global_recorder(recorder).expect("the only recorder");
+    let (mut ours, mut base, mut naive, mut file, mut metered) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations {
         let id = base_id + i;
         // Rotate the order so no variant always runs right after the cleanups.
-        for k in 0..4 {
-            match (i + k) % 4 {
+        for k in 0..5 {
+            match (i + k) % 5 {
+                4 => {
+                    recording.store(true, Ordering::Relaxed);
+                    metered.push(ours_once(&exec, &docker, id + 2_000, &images.build).await);
+                    recording.store(false, Ordering::Relaxed);
+                    stop(&exec, id + 2_000, &images.build).await;
+                }
                 0 => ours.push(ours_once(&exec, &docker, id, &images.build).await),
                 1 => base.push(baseline_once(&docker, &images, id).await),
                 2 => {
@@ -280,6 +294,17 @@ async fn run() {
     println!(
         "  tokenMode=file to the same-container baseline: {:.3}x",
         ms(median(file)) / ms(mb)
+    );
+    let calls: f64 = handle
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("sdx_engine_calls_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    println!(
+        "  executor-docker start() with a Prometheus recorder recording: {}; ratio to no recorder {:.3}x ({calls} engine calls recorded)",
+        quartiles(metered.clone()),
+        ms(median(metered)) / ms(mo)
     );
 
     // Concurrency: 20 at once vs one after another, ROUNDS rounds (medians).

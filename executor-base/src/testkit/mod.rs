@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod daemon;
 pub mod fake;
 pub mod faults;
+pub mod metrics_switch;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod proxy;
