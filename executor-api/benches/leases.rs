@@ -38,6 +38,7 @@ fn record(id: u64) -> BuildRecord {
         start_time: None,
         end_time: None,
         steps: vec![StepRecord::new("one", "true")],
+        timings: Default::default(),
     }
 }
 

@@ -189,6 +189,12 @@ async fn finish_once(state: &ApiState, id: BuildId, wait_exit: bool) {
     if !state.fence(id, "stop").await {
         return;
     }
+    // Before the stop, which may remove what the engine knows (Docker's container).
+    match state.executor().timings(&cfg).await {
+        Ok(Some(t)) if !t.is_empty() => state.record_timings(id.get(), t).await,
+        Ok(_) => {}
+        Err(e) => tracing::debug!(build = id.get(), error = %e, "no timings from the executor"),
+    }
     tracing::info!(build = id.get(), status = %b.status, "ending the build on the engine");
     let mut settled = true;
     if let Err(e) = state.executor().stop(&cfg).await {

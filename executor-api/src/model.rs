@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use executor_base::{
-    AnnotationMode, Annotations, ApiBuildStatus, BuildId, EventId, FieldError, ImageRef, JobId,
-    PipelineId,
+    AnnotationMode, Annotations, ApiBuildStatus, BuildId, BuildTimings, EventId, FieldError,
+    ImageRef, JobId, PipelineId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -142,6 +142,9 @@ pub struct BuildRecord {
     pub end_time: Option<DateTime<Utc>>,
     /// The steps, in order.
     pub steps: Vec<StepRecord>,
+    /// Where the build's time went on its engine and its peak memory, as the executor
+    /// told when the build concluded (empty until then, or when it cannot tell).
+    pub timings: BuildTimings,
 }
 
 impl BuildRecord {
@@ -164,6 +167,7 @@ impl BuildRecord {
             "startTime": self.start_time.as_ref().map(iso),
             "endTime": self.end_time.as_ref().map(iso),
             "steps": self.steps.iter().map(StepRecord::to_json).collect::<Vec<_>>(),
+            "timings": self.timings,
         })
     }
 

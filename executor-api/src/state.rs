@@ -424,6 +424,7 @@ impl ApiState {
                 .into_iter()
                 .map(|(n, c)| StepRecord::new(n, c))
                 .collect(),
+            timings: Default::default(),
         }
     }
 
@@ -645,6 +646,19 @@ impl ApiState {
 
     /// Records that the engine confirmed build `id` ended (nothing left to stop), as its
     /// driver (fenced), and gives up its lease.
+    /// Keeps what the executor tells of a concluded build's timings.
+    pub(crate) async fn record_timings(&self, id: u64, timings: executor_base::BuildTimings) {
+        let r = self
+            .modify_as(id, true, |b| {
+                b.timings = timings.clone();
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(build = id, error = %e, "cannot record the build's timings");
+        }
+    }
+
     pub(crate) async fn mark_settled(&self, id: u64) {
         let r = self
             .modify_as(id, true, |b| {

@@ -36,6 +36,13 @@ fn record(id: BuildId) -> BuildRecord {
             StepRecord::new("one", "true"),
             StepRecord::new("two", "false"),
         ],
+        // Kept as given (the SQLite and PostgreSQL stores keep them in the row's JSON).
+        timings: executor_base::BuildTimings {
+            accepted: Some(chrono::DateTime::from_timestamp_millis(1_764_700_000_123).unwrap()),
+            running: Some(chrono::DateTime::from_timestamp_millis(1_764_700_001_456).unwrap()),
+            peak_memory_bytes: Some(12_345_678),
+            ..Default::default()
+        },
     }
 }
 

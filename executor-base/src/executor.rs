@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind};
 use crate::preflight::Preflight;
 use crate::stats::Stats;
 use crate::status::BuildStatus;
+use crate::timings::BuildTimings;
 use crate::verdict::Verdict;
 
 /// First pause between two status reads of the default [`Executor::wait_for_change`].
@@ -189,6 +190,17 @@ pub trait Executor: Debug + Send + Sync {
     ) -> Result<BuildStatus, Error> {
         poll_for_change(self, build, last_seen).await
     }
+
+    /// Where the build's time went and its peak memory, as far as the engine can tell
+    /// (see [`BuildTimings`] for what each backend fills); `None` when the backend keeps
+    /// no such record or no longer has the build. Read it before `stop` removes an
+    /// ended build's leftovers: the reference API stores it when it concludes a build.
+    ///
+    /// The default answers `None`.
+    async fn timings(&self, build: &StopConfig) -> Result<Option<BuildTimings>, Error> {
+        let _ = build;
+        Ok(None)
+    }
 }
 
 /// The default [`Executor::wait_for_change`]: reads `status` with pauses growing from
@@ -273,6 +285,9 @@ macro_rules! forward {
                 last_seen: &BuildStatus,
             ) -> Result<BuildStatus, Error> {
                 (**self).wait_for_change(build, last_seen).await
+            }
+            async fn timings(&self, build: &StopConfig) -> Result<Option<BuildTimings>, Error> {
+                (**self).timings(build).await
             }
         }
     };

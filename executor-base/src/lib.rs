@@ -32,6 +32,7 @@ pub mod status;
 mod sync;
 pub mod timeout;
 pub mod timer;
+pub mod timings;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "token-exchange")]
@@ -54,6 +55,7 @@ pub use resources::{ResourceTable, TierTable};
 pub use stats::{BreakerStats, BuildCounter, BuildCounts, CacheFreshness, RequestStats, Stats};
 pub use status::{BuildStatus, Failure, FailureReason, Fault, Phase};
 pub use timeout::{TOKEN_BUFFER_MINUTES, TimeoutPolicy};
+pub use timings::BuildTimings;
 pub use verdict::Verdict;
 
 pub use engine::{BreakerConfig, CallClass, EngineCalls, Idempotency, RetryPolicy};

@@ -30,6 +30,7 @@ use crate::metrics::BuildMeter;
 use crate::stats::{BuildCounts, RequestStats, Stats};
 use crate::status::BuildStatus;
 use crate::timer::{Expired, ExpiryHandler, TimedOutBuilds, TimerService};
+use crate::timings::BuildTimings;
 use crate::verdict::Verdict;
 
 /// The annotation field named in routing errors.
@@ -591,5 +592,12 @@ impl Executor for Router {
         let s = self.timed_out(build.build_id).unwrap_or(s);
         self.table.meter.observed(build.build_id, &name, &s);
         Ok(s)
+    }
+
+    async fn timings(&self, build: &StopConfig) -> Result<Option<BuildTimings>, Error> {
+        self.table
+            .for_build(build.build_id, &build.annotations)?
+            .timings(build)
+            .await
     }
 }

@@ -177,6 +177,12 @@ pub fn summary(build: &Value, executor: &str) -> String {
         };
         let _ = writeln!(out, "  {name:<width$}  {code:>4}  {took:>8}");
     }
+    let timings: executor_base::BuildTimings =
+        serde_json::from_value(build["timings"].clone()).unwrap_or_default();
+    let phases = timings.to_string();
+    if !phases.is_empty() {
+        let _ = writeln!(out, "  on the engine: {phases}");
+    }
     out
 }
 
@@ -206,5 +212,25 @@ mod tests {
         assert!(s.contains("  hello       0     0.10s\n"), "{s}");
         assert!(s.contains("  test        1     1.00s\n"), "{s}");
         assert!(s.contains("  publish     -   skipped\n"), "{s}");
+        assert!(!s.contains("on the engine"), "no timings, no line: {s}");
+    }
+
+    #[test]
+    fn summary_shows_the_phases_the_engine_knows() {
+        let b = json!({
+            "id": 5, "status": "SUCCESS", "steps": [],
+            "timings": {
+                "accepted": "2026-01-01T00:00:00Z", "scheduled": "2026-01-01T00:00:01Z",
+                "running": "2026-01-01T00:00:01.500Z", "finished": "2026-01-01T00:00:11.500Z",
+                "peakMemoryBytes": 52428800u64
+            }
+        });
+        let s = summary(&b, "docker");
+        assert!(
+            s.ends_with(
+                "  on the engine: queued 1.0s, starting 0.5s, running 10.0s; peak memory 50.0 MiB\n"
+            ),
+            "{s}"
+        );
     }
 }

@@ -64,6 +64,9 @@ fn demo_runs_a_three_step_build_to_success() {
         "build 1 SUCCESS (done)",
         "\nbuild 1 SUCCESS in ",
         "  STEP     EXIT      TIME\n",
+        // The process backend's record: spawned within `start`, so no phase before
+        // running; reaped at the end.
+        "  on the engine: running ",
     ] {
         assert!(stdout.contains(want), "{want:?} missing from:\n{stdout}");
     }

@@ -801,6 +801,24 @@ impl Executor for K8sExecutor {
         self.lookup(build.build_id).await.map(|(s, _)| s)
     }
 
+    /// From the build's newest pod (one list call; see the `timings` module); `None`
+    /// once the pod is gone.
+    async fn timings(
+        &self,
+        build: &StopConfig,
+    ) -> Result<Option<executor_base::BuildTimings>, Error> {
+        let name = self.build_name(build.build_id);
+        let pods = self
+            .inner
+            .client
+            .list_pods(&format!("{LABEL_SDBUILD}={name}"))
+            .await?;
+        Ok(pods
+            .iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.clone())
+            .map(crate::timings::from_pod))
+    }
+
     fn stats(&self) -> Stats {
         let i = &self.inner;
         Stats {

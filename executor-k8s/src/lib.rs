@@ -14,6 +14,7 @@ mod pod_extras;
 mod policy;
 pub mod preflight;
 mod throttle;
+mod timings;
 mod user_agent;
 mod view;
 mod volumes;

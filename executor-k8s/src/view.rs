@@ -200,7 +200,7 @@ fn boxed(s: Option<&str>) -> Option<Box<str>> {
 }
 
 /// When the condition `type_` of `pod` last turned `True`.
-fn became_true(pod: &Pod, type_: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn became_true(pod: &Pod, type_: &str) -> Option<DateTime<Utc>> {
     pod.status
         .as_ref()?
         .conditions

@@ -61,6 +61,25 @@ async fn pending_then_initializing_then_running_then_succeeded() {
     let s = until(&e, 1, "succeeded", |s| s.is_terminal()).await;
     assert_eq!((s.phase, s.exit_code), (Phase::Succeeded, Some(0)));
     assert_eq!(verdict(&e, 1).await, Verdict::Healthy);
+    // The pod tells its timings: created, PodScheduled, the build container's times.
+    let t = e.timings(&stop_cfg(1)).await.unwrap().unwrap();
+    let (a, sc, r, f) = (
+        t.accepted.unwrap(),
+        t.scheduled.unwrap(),
+        t.running.unwrap(),
+        t.finished.unwrap(),
+    );
+    assert!(a <= sc && sc <= r && r <= f, "{t:?}");
+    assert_eq!(
+        (t.pull_started, t.peak_memory_bytes),
+        (None, None),
+        "no pulls nor memory without events and metrics-server"
+    );
+    assert_eq!(
+        e.timings(&stop_cfg(2)).await.unwrap(),
+        None,
+        "a build without a pod has none"
+    );
 }
 
 #[tokio::test]

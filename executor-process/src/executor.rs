@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use executor_base::{
-    BuildCounter, BuildId, BuildStatus, Error, Executor, GcReport, Liveness, StartConfig, Stats,
-    StopConfig,
+    BuildCounter, BuildId, BuildStatus, BuildTimings, Error, Executor, GcReport, Liveness,
+    StartConfig, Stats, StopConfig,
 };
 use parking_lot::Mutex;
 
@@ -416,6 +416,13 @@ impl Executor for ProcessExecutor {
         inner.requests.track(inner.status(build.build_id)).await
     }
 
+    /// From the build's record: accepted and running when `launch` was spawned (one
+    /// step of `start`), finished when the reaper saw it exit, and the cgroup's
+    /// `memory.peak` where cgroup v2 accounts memory.
+    async fn timings(&self, build: &StopConfig) -> Result<Option<BuildTimings>, Error> {
+        Ok(self.inner.timings(build.build_id))
+    }
+
     fn stats(&self) -> Stats {
         Stats {
             requests: self.inner.requests.snapshot(),
@@ -486,6 +493,7 @@ mod tests {
                 status: None,
                 cgroup: None,
                 memory_peak: None,
+                finished_at: None,
             })
             .unwrap();
         std::fs::write(paths.token(), "a-secret-token").unwrap();

@@ -128,6 +128,7 @@ mod stop;
 mod supervisor;
 #[cfg(test)]
 mod testutil;
+mod timings;
 mod tree;
 
 pub use builder::ProcessExecutorBuilder;

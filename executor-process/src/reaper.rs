@@ -29,14 +29,18 @@ pub(crate) async fn reap(
     oom: Option<OomProbe>,
 ) {
     let waited = child.wait().await;
+    let exited_at = chrono::Utc::now();
     let pid = build.snapshot().pid.unwrap_or(0);
     // The build is over when `launch` is: anything it left behind goes too (its group,
     // its cgroup, every process carrying its marker).
     let peak = build.snapshot().cgroup.and_then(|cg| memory_peak(&cg));
     inner.kill_tree(&build).await;
-    if peak.is_some() {
-        build.update(|r| r.memory_peak = peak).await;
-    }
+    build
+        .update(|r| {
+            r.memory_peak = peak.or(r.memory_peak);
+            r.finished_at = Some(exited_at);
+        })
+        .await;
     // A stop asked by another process sharing the state directory (`sdx stop`) counts too.
     build.merge_disk_stop();
     let r = build.snapshot();

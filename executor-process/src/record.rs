@@ -53,6 +53,9 @@ pub(crate) struct Record {
     /// The most memory the build's cgroup used (`memory.peak`, bytes), when accounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_peak: Option<u64>,
+    /// When the reaper saw `launch` exit (for [`executor_base::BuildTimings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl Record {
@@ -372,6 +375,7 @@ mod tests {
             status: None,
             cgroup: None,
             memory_peak: None,
+            finished_at: None,
         }
     }
 

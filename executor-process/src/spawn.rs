@@ -73,6 +73,7 @@ impl Inner {
             status: None,
             cgroup: self.cgroups.path_for(id),
             memory_peak: None,
+            finished_at: None,
         };
         let paths = BuildPaths::new(&self.settings.builds_dir, id);
         let build = Arc::new(Build::new(paths, record, true));

@@ -817,3 +817,36 @@ fn a_silent_launch_that_ended_while_no_executor_ran_is_launch_protocol_after_a_r
         assert_eq!(s.exit_code, Some(0));
     });
 }
+
+#[tokio::test]
+async fn timings_come_from_the_supervisor_and_survive_a_restart() {
+    let tools = job_tools("sleep 0.4");
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exec = executor(tools.path(), state.path(), out.path()).await;
+    let b = build(41, "tok-timings");
+    let before = chrono::Utc::now();
+    exec.start(&b).await.unwrap();
+    let s = common::finished(&exec, &b.to_stop()).await;
+    assert_eq!(s.phase, Phase::Succeeded, "{s}");
+    let t = exec.timings(&b.to_stop()).await.unwrap().unwrap();
+    let (accepted, running, done) = (t.accepted.unwrap(), t.running.unwrap(), t.finished.unwrap());
+    assert!(before <= accepted && accepted <= running, "{t:?}");
+    assert!(
+        done - running >= chrono::Duration::milliseconds(350),
+        "`launch` slept 0.4 s: {t:?}"
+    );
+    // cgroup v2 memory.peak only where the build got a cgroup that accounts memory.
+    if !exec.uses_cgroups() {
+        assert_eq!(t.peak_memory_bytes, None);
+    }
+    // The record on disk carries them: a new executor on the same state tells the same.
+    drop(exec);
+    let again = executor(tools.path(), state.path(), out.path()).await;
+    assert_eq!(again.timings(&b.to_stop()).await.unwrap(), Some(t));
+    // An unknown build has none.
+    assert_eq!(
+        again.timings(&build(42, "x").to_stop()).await.unwrap(),
+        None
+    );
+}

@@ -188,6 +188,7 @@ pub(super) fn body(b: &BuildRecord) -> String {
         "createTime": iso(&b.create_time),
         "startTime": b.start_time.as_ref().map(iso),
         "endTime": b.end_time.as_ref().map(iso),
+        "timings": b.timings,
     })
     .to_string()
 }
@@ -238,6 +239,11 @@ pub(super) fn record(
         create_time: time(s("createTime")).ok_or_else(|| corrupt("createTime"))?,
         start_time: time(s("startTime")),
         end_time: time(s("endTime")),
+        // Absent in builds stored before timings existed.
+        timings: v
+            .get("timings")
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default(),
         steps: Vec::new(),
     })
 }

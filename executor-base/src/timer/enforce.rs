@@ -222,4 +222,11 @@ impl Executor for TimedExecutor {
         let s = self.inner.wait_for_change(build, last_seen).await?;
         Ok(self.timed_out.status(build.build_id).unwrap_or(s))
     }
+
+    async fn timings(
+        &self,
+        build: &StopConfig,
+    ) -> Result<Option<crate::timings::BuildTimings>, Error> {
+        self.inner.timings(build).await
+    }
 }

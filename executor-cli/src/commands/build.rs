@@ -35,6 +35,8 @@ pub fn exit_code(build: &Value) -> u8 {
 
 /// How long `sdx run` waits, after its build is final, for the engine to confirm the end.
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long `sdx demo` waits for the same, for the phase breakdown in its summary.
+const DEMO_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Submits `body` to the embedded API, shows the build until it is final, prints the
 /// summary; returns the exit code. With `own_ids` (`sdx run`), a body without an `id`
@@ -53,8 +55,17 @@ pub async fn on_embedded(emb: &Embedded, body: &Value, own_ids: bool) -> CliResu
     let mut p = Progress::new(id);
     let done = follow::local(state, rx, id, &mut p).await;
     p.finish();
-    let build = done?;
-    if own_ids && !state.wait_settled(id, SETTLE_WAIT).await {
+    let mut build = done?;
+    // `sdx demo` waits briefly: only for the phase breakdown, recorded at the end.
+    let wait = if own_ids {
+        SETTLE_WAIT
+    } else {
+        DEMO_SETTLE_WAIT
+    };
+    if state.wait_settled(id, wait).await {
+        // Now with the timings the executor reported when the build concluded.
+        build = state.build_json(id).await.unwrap_or(build);
+    } else if own_ids {
         say!("build {id}: the engine has not confirmed the end of the build yet");
     }
     say!();
