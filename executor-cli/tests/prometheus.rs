@@ -320,6 +320,28 @@ async fn prometheus_scrapes_the_builds_that_ran() {
         "the builds' outcomes"
     );
 
+    // Each build's JSON carries the timings its executor reported when it concluded:
+    // the process record (spawn, exit) and the Docker container (created, started) with
+    // the executor's own `start` time.
+    wait_until(Duration::from_secs(30), "timings recorded", || {
+        for id in &ids {
+            let (_, b) = api.call("GET", &format!("/v4/builds/{id}"), None)?;
+            let t = &b["timings"];
+            let docker = dockers.contains(id);
+            let ok = t["running"].is_string()
+                && t["accepted"].is_string()
+                && if docker {
+                    t["scheduled"].is_string()
+                } else {
+                    t["finished"].is_string()
+                };
+            if !ok {
+                return Err(format!("build {id}: {t}"));
+            }
+        }
+        Ok(())
+    });
+
     // What Prometheus scraped.
     expect(
         prom_port,

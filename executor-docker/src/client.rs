@@ -40,7 +40,7 @@ use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    StatsOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use executor_base::engine::{BreakerConfig, CallClass, EngineCalls, Idempotency, RetryPolicy};
@@ -442,6 +442,30 @@ impl Engine {
             |d| async move { d.inspect_container(name, None).await.map(Some) },
         )
         .await
+    }
+
+    /// Follows a running container's stats stream (the daemon sends a sample about once a
+    /// second and ends the stream when the container exits), calling `seen` with each
+    /// sample's memory figure: the cgroup's own maximum (`max_usage`, cgroup v1) where the
+    /// daemon reports it, else the current usage (cgroup v2). Not an engine call (no
+    /// retry, breaker or call metrics: it lasts as long as the build); ends quietly on any
+    /// error, which only means a less precise peak.
+    pub(crate) async fn watch_memory(&self, name: &str, mut seen: impl FnMut(u64) + Send) {
+        let Ok(d) = self.docker().await else { return };
+        let opts = StatsOptionsBuilder::new()
+            .stream(true)
+            .one_shot(false)
+            .build();
+        let mut stream = d.stats(name, Some(opts));
+        while let Some(Ok(sample)) = stream.next().await {
+            if let Some(bytes) = sample
+                .memory_stats
+                .and_then(|m| m.max_usage.or(m.usage))
+                .filter(|b| *b > 0)
+            {
+                seen(bytes);
+            }
+        }
     }
 
     /// The last `lines` lines of a container's standard output (where `launch` writes

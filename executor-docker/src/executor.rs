@@ -127,6 +127,17 @@ impl DockerExecutor {
         }
     }
 
+    /// Samples the started build container's memory until it exits (a background task:
+    /// the daemon's stats stream; see `Engine::watch_memory`).
+    fn watch_memory(&self, id: BuildId, container: String) {
+        let (engine, builds) = (self.engine.clone(), self.builds.clone());
+        tokio::spawn(async move {
+            engine
+                .watch_memory(&container, |bytes| builds.memory_seen(id, bytes))
+                .await;
+        });
+    }
+
     async fn pull(&self, id: BuildId, image: &ImageRef) -> Result<(), Error> {
         self.builds.pulling(id, true);
         let r = self.engine.pull(image).await;
@@ -415,6 +426,7 @@ impl Executor for DockerExecutor {
             Ok(()) => {
                 undo.disarm();
                 starting.started();
+                self.watch_memory(id, plan.names.build.clone());
                 tracing::info!(build_id = %id, container = %plan.names.build, image = %plan.image, "build started");
                 Ok(())
             }
@@ -509,6 +521,18 @@ impl Executor for DockerExecutor {
             }
             None => self.lost_or_unknown(id, &names).await,
         }
+    }
+
+    /// From the build container's inspect answer, with what this process saw of the
+    /// start (accepted, pulls) and the stats samples' peak memory (see the `timings`
+    /// module); `None` once neither the container nor this process knows the build.
+    async fn timings(&self, s: &StopConfig) -> Result<Option<executor_base::BuildTimings>, Error> {
+        let names = Names::new(&self.cfg.prefix, s.build_id);
+        let container = self.engine.inspect_container(&names.build).await?;
+        Ok(crate::timings::merge(
+            container.as_ref(),
+            self.builds.acct(s.build_id),
+        ))
     }
 
     fn stats(&self) -> Stats {

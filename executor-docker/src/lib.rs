@@ -106,6 +106,7 @@ mod plan;
 mod preflight;
 mod state;
 mod stdin;
+mod timings;
 mod undo;
 
 #[cfg(feature = "test-support")]

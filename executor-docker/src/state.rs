@@ -8,7 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use executor_base::{BuildCounter, BuildCounts, BuildId, BuildStatus};
+use chrono::{DateTime, Utc};
+use executor_base::{BuildCounter, BuildCounts, BuildId, BuildStatus, BuildTimings};
 use parking_lot::Mutex;
 
 /// How many ended builds are remembered (oldest forgotten first).
@@ -41,6 +42,32 @@ struct Entry {
     live: bool,
     /// Whether the counters already saw this build finish.
     counted: bool,
+    /// What this process saw of the build's timings (kept when it ends).
+    acct: Acct,
+}
+
+/// The parts of a build's [`BuildTimings`] only this process sees (the container tells
+/// the rest): kept in memory, so lost with the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Acct {
+    /// `start` was called.
+    pub accepted: Option<DateTime<Utc>>,
+    /// The first pull of the start began.
+    pub pull_started: Option<DateTime<Utc>>,
+    /// The last pull of the start ended.
+    pub pull_finished: Option<DateTime<Utc>>,
+    /// The most memory a stats sample showed.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl Acct {
+    /// Fills `t`'s fields this process knows.
+    pub(crate) fn fill(&self, t: &mut BuildTimings) {
+        t.accepted = t.accepted.or(self.accepted);
+        t.pull_started = t.pull_started.or(self.pull_started);
+        t.pull_finished = t.pull_finished.or(self.pull_finished);
+        t.peak_memory_bytes = t.peak_memory_bytes.or(self.peak_memory_bytes);
+    }
 }
 
 /// A start in progress; see [`Builds::starting`].
@@ -130,6 +157,10 @@ impl Builds {
                 pulls: 0,
                 live: false,
                 counted: false,
+                acct: Acct {
+                    accepted: Some(Utc::now()),
+                    ..Acct::default()
+                },
             },
         );
         Starting {
@@ -149,6 +180,11 @@ impl Builds {
             } else {
                 e.pulls.saturating_sub(1)
             };
+            if pulling {
+                e.acct.pull_started = e.acct.pull_started.or(Some(Utc::now()));
+            } else if e.pulls == 0 {
+                e.acct.pull_finished = Some(Utc::now());
+            }
             e.known = Known::Starting {
                 pulling: e.pulls > 0,
             };
@@ -204,6 +240,7 @@ impl Builds {
             pulls: 0,
             live: false,
             counted: false,
+            acct: Acct::default(),
         });
         e.known = Known::Stopping(status);
     }
@@ -229,7 +266,11 @@ impl Builds {
     }
 
     fn end(&self, id: BuildId, status: BuildStatus, counted: bool) {
-        let live = self.entries.lock().get(&id).is_some_and(|e| e.live);
+        let (live, acct) = self
+            .entries
+            .lock()
+            .get(&id)
+            .map_or((false, Acct::default()), |e| (e.live, e.acct));
         self.entries.lock().insert(
             id,
             Entry {
@@ -237,6 +278,7 @@ impl Builds {
                 pulls: 0,
                 live,
                 counted,
+                acct,
             },
         );
         let mut ended = self.ended.lock();
@@ -275,6 +317,18 @@ impl Builds {
         }
     }
 
+    /// What this process saw of build `id`'s timings, if it knows the build.
+    pub(crate) fn acct(&self, id: BuildId) -> Option<Acct> {
+        self.entries.lock().get(&id).map(|e| e.acct)
+    }
+
+    /// A stats sample of build `id` showed `bytes` of memory in use (or as its peak).
+    pub(crate) fn memory_seen(&self, id: BuildId, bytes: u64) {
+        if let Some(e) = self.entries.lock().get_mut(&id) {
+            e.acct.peak_memory_bytes = Some(e.acct.peak_memory_bytes.unwrap_or(0).max(bytes));
+        }
+    }
+
     /// Counter snapshot.
     pub(crate) fn counts(&self) -> BuildCounts {
         self.counter.snapshot()
@@ -307,6 +361,33 @@ mod tests {
         let c = b.counts();
         assert_eq!((c.started, c.running, c.finished, c.failed), (2, 0, 2, 1));
         assert_eq!(b.get(id(2)), Some(Known::Ended(BuildStatus::canceled())));
+    }
+
+    #[test]
+    fn accounting_survives_the_end_of_the_build() {
+        let b = Builds::default();
+        let s = b.starting(id(4));
+        let accepted = b.acct(id(4)).unwrap().accepted.unwrap();
+        b.pulling(id(4), true);
+        b.pulling(id(4), true);
+        b.pulling(id(4), false);
+        let a = b.acct(id(4)).unwrap();
+        assert!(a.pull_started.unwrap() >= accepted);
+        assert_eq!(a.pull_finished, None, "one pull still runs");
+        b.pulling(id(4), false);
+        s.started();
+        b.memory_seen(id(4), 10 << 20);
+        b.memory_seen(id(4), 30 << 20);
+        b.memory_seen(id(4), 20 << 20);
+        b.ended(id(4), BuildStatus::canceled());
+        let a = b.acct(id(4)).unwrap();
+        assert!(a.pull_finished.unwrap() >= a.pull_started.unwrap());
+        assert_eq!(a.peak_memory_bytes, Some(30 << 20), "the largest sample");
+        let mut t = BuildTimings::default();
+        a.fill(&mut t);
+        assert_eq!(t.accepted, Some(accepted));
+        assert!(t.running.is_none(), "only the container tells");
+        assert_eq!(b.acct(id(5)), None);
     }
 
     #[test]

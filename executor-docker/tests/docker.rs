@@ -242,6 +242,57 @@ async fn a_build_killed_for_memory_is_an_oom_failure_even_with_exit_code_0() {
 }
 
 #[tokio::test]
+async fn docker_build_timings_and_peak_memory() {
+    let Some((docker, images, exec)) = setup("timings").await else {
+        return;
+    };
+    // A build that runs until stopped: the stats stream has time for samples.
+    let before = chrono::Utc::now();
+    let b = build(128, "/run", &images.build);
+    exec.start(&b).await.expect("start");
+    wait_running(&exec, &b).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let t = exec.timings(&b.to_stop()).await.unwrap().unwrap();
+    let (accepted, created, running) = (
+        t.accepted.unwrap(),
+        t.scheduled.unwrap(),
+        t.running.unwrap(),
+    );
+    assert!(before <= accepted, "{t:?}");
+    // The daemon's clock and ours are the same machine's, at Docker's precision.
+    let slack = chrono::Duration::milliseconds(50);
+    assert!(accepted <= created + slack && created <= running, "{t:?}");
+    assert_eq!(t.finished, None, "still running: {t:?}");
+    assert_eq!(t.pull_started, None, "pull policy never: {t:?}");
+    let peak = t.peak_memory_bytes.expect("stats samples");
+    assert!(peak > 0 && peak < 1 << 30, "{peak}");
+    exec.stop(&b.to_stop()).await.unwrap();
+    // The container is gone; what this process saw remains.
+    let after = exec.timings(&b.to_stop()).await.unwrap().unwrap();
+    assert_eq!(
+        (after.accepted, after.running, after.peak_memory_bytes),
+        (Some(accepted), None, Some(peak))
+    );
+
+    // A build that ends by itself: finished from the container, before `stop`.
+    let b = build(129, "/exit/3", &images.build);
+    exec.start(&b).await.expect("start");
+    assert_eq!(finish(&exec, &b).await.exit_code, Some(3));
+    let t = exec.timings(&b.to_stop()).await.unwrap().unwrap();
+    assert!(t.running.unwrap() <= t.finished.unwrap(), "{t:?}");
+    exec.stop(&b.to_stop()).await.unwrap();
+    assert_nothing_left(&docker, &exec, 128).await;
+    assert_nothing_left(&docker, &exec, 129).await;
+    // A build this process never saw, without a container, has none.
+    assert_eq!(
+        exec.timings(&build(130, "/run", &images.build).to_stop())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
 async fn a_missing_image_with_pull_policy_never_fails_and_leaves_nothing() {
     let Some((docker, _images, exec)) = setup("never").await else {
         return;
