@@ -394,6 +394,20 @@ impl Executor for GearmanExecutor {
         }
     }
 
+    /// What the job's packets told, by this process' clock (see the tracker): accepted,
+    /// scheduled (the launcher announced it), running, finished; nothing of pulls or
+    /// memory (the Zuul launcher protocol carries neither). `None` for builds this
+    /// process does not track.
+    async fn timings(
+        &self,
+        build: &StopConfig,
+    ) -> Result<Option<executor_base::BuildTimings>, Error> {
+        Ok(match self.tracked(build.build_id) {
+            Some(Ok(t)) => Some(t.timings.lock().clone()),
+            _ => None,
+        })
+    }
+
     fn stats(&self) -> Stats {
         Stats {
             requests: self.inner.calls.request_stats(),

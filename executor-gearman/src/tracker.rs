@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use executor_base::engine::{CallClass, Idempotency};
-use executor_base::{BuildStatus, Error, ErrorKind, FailureReason, Phase};
+use executor_base::{BuildStatus, BuildTimings, Error, ErrorKind, FailureReason, Phase};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -77,6 +78,8 @@ pub(crate) struct Tracked {
     /// was confirmed: the build may still run there, so `stop` (and `stop_all`) ask that
     /// launcher again.
     pub(crate) orphaned_on: Mutex<Option<StartAnnouncement>>,
+    /// What the job's packets told of its timings (see [`Tracked::mark`]).
+    pub(crate) timings: Mutex<BuildTimings>,
 }
 
 impl Tracked {
@@ -96,12 +99,31 @@ impl Tracked {
             finished_at: Mutex::new(None),
             began,
             orphaned_on: Mutex::new(None),
+            timings: Mutex::new(BuildTimings {
+                accepted: chrono::Duration::from_std(began.elapsed())
+                    .ok()
+                    .map(|ago| chrono::Utc::now() - ago),
+                ..BuildTimings::default()
+            }),
         });
         (t, rx)
     }
 
     pub(crate) fn is_terminal(&self) -> bool {
         self.status.borrow().is_terminal()
+    }
+
+    /// Sets the timestamp `field` picks to now, unless it is already known. Gearman
+    /// knows: accepted (`start` called), scheduled (a launcher announced the build, its
+    /// first `WORK_DATA`), running (announced running, or its first `WORK_STATUS`) and
+    /// finished (the job's end, when the build ran), all by this process' clock as the
+    /// packets arrive; no pulls, no memory.
+    fn mark(&self, field: fn(&mut BuildTimings) -> &mut Option<DateTime<Utc>>) {
+        let mut t = self.timings.lock();
+        let slot = field(&mut t);
+        if slot.is_none() {
+            *slot = Some(Utc::now());
+        }
     }
 }
 
@@ -192,6 +214,10 @@ impl Tracker {
         if !self.shared.is_terminal() {
             tracing::info!(handle = %self.handle, status = %status, "gearman build finished");
             self.inner.counter.finished(&status);
+            // Before the status: whoever sees it final finds the end in the timings.
+            if self.shared.timings.lock().running.is_some() {
+                self.shared.mark(|t| &mut t.finished);
+            }
             self.shared.status.send_replace(status);
             *self.shared.finished_at.lock() = Some(Instant::now());
         }
@@ -230,6 +256,7 @@ impl Tracker {
                 self.shared.info.lock().progress = Some((numerator, denominator));
                 // Zuul launchers send WORK_STATUS once the build runs.
                 if self.started() && self.status().phase == Phase::Pending {
+                    self.shared.mark(|t| &mut t.running);
                     self.shared.status.send_replace(BuildStatus::running());
                 }
                 Flow::Continue
@@ -297,12 +324,19 @@ impl Tracker {
                     info.time_to_announcement = Some(self.shared.began.elapsed());
                 }
                 tracing::debug!(handle = %self.handle, manager = %a.manager, number = a.number, "build started on a launcher");
+                self.shared.mark(|t| &mut t.scheduled);
                 if self.status().phase == Phase::Pending {
-                    self.shared.status.send_replace(if a.is_starting() {
-                        BuildStatus::pending(format!("starting on launcher {}", a.manager))
+                    if a.is_starting() {
+                        self.shared
+                            .status
+                            .send_replace(BuildStatus::pending(format!(
+                                "starting on launcher {}",
+                                a.manager
+                            )));
                     } else {
-                        BuildStatus::running()
-                    });
+                        self.shared.mark(|t| &mut t.running);
+                        self.shared.status.send_replace(BuildStatus::running());
+                    }
                 }
                 self.announced = Some(a);
                 if !self.stop_waiters.is_empty() {

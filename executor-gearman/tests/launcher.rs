@@ -56,6 +56,23 @@ async fn a_build_succeeds_and_is_announced(server: Server) {
     );
     // The launcher released the build on the engine after reporting it.
     assert!(w.fake.calls().stop >= 1);
+    // Timings by the executor's clock as the packets arrived; the build ran ~300 ms.
+    let t = exec.timings(&b.to_stop()).await.unwrap().unwrap();
+    let (a, sc, r, f) = (
+        t.accepted.unwrap(),
+        t.scheduled.unwrap(),
+        t.running.unwrap(),
+        t.finished.unwrap(),
+    );
+    assert!(a <= sc && sc <= r && r <= f, "{t:?}");
+    assert!(f - r >= chrono::Duration::milliseconds(100), "{t:?}");
+    assert_eq!((t.pull_started, t.peak_memory_bytes), (None, None));
+    assert_eq!(
+        exec.timings(&executor_base::StopConfig::new(executor_base::BuildId::new(999_999_999).unwrap()))
+            .await
+            .unwrap(),
+        None
+    );
 }
 }
 

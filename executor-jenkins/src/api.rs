@@ -4,11 +4,12 @@
 use serde::Deserialize;
 
 /// `tree` of `GET /job/<name>/api/json`.
-pub(crate) const JOB_TREE: &str = "name,description,inQueue,nextBuildNumber,queueItem[id,why,cancelled],lastBuild[number,building,result,description,timestamp,queueId]";
+pub(crate) const JOB_TREE: &str = "name,description,inQueue,nextBuildNumber,queueItem[id,why,cancelled,inQueueSince],lastBuild[number,building,result,description,timestamp,duration,queueId]";
 /// `tree` of `GET /job/<name>/<n>/api/json`.
-pub(crate) const BUILD_TREE: &str = "number,building,result,description,timestamp,queueId";
+pub(crate) const BUILD_TREE: &str = "number,building,result,description,timestamp,duration,queueId";
 /// `tree` of `GET /queue/item/<id>/api/json`.
-pub(crate) const QUEUE_TREE: &str = "id,why,cancelled,blocked,stuck,executable[number]";
+pub(crate) const QUEUE_TREE: &str =
+    "id,why,cancelled,blocked,stuck,inQueueSince,executable[number]";
 /// `tree` of `GET <folder>/api/json` (the job list gc reads; `/api/json` at the root).
 pub(crate) const JOBS_TREE: &str =
     "jobs[name,description,inQueue,lastBuild[number,building,result,description,timestamp]]";
@@ -61,6 +62,9 @@ pub(crate) struct QueueItem {
     pub cancelled: Option<bool>,
     pub blocked: Option<bool>,
     pub stuck: Option<bool>,
+    /// When it entered the queue, milliseconds since the epoch (`Item.getInQueueSince`;
+    /// left items keep it).
+    pub in_queue_since: Option<i64>,
     pub executable: Option<Executable>,
 }
 
@@ -93,6 +97,8 @@ pub(crate) struct BuildInfo {
     pub description: Option<String>,
     /// When it started, milliseconds since the epoch (`Run.getTimestamp`).
     pub timestamp: Option<i64>,
+    /// How long it ran, in milliseconds (`Run.getDuration`: 0 while it is building).
+    pub duration: Option<i64>,
     /// The queue item it came from (`Run.getQueueId`).
     pub queue_id: Option<u64>,
 }
@@ -174,18 +180,19 @@ mod tests {
         .unwrap();
         assert!(starting.has_left() && starting.executable.is_none());
         let waiting: QueueItem = serde_json::from_str(
-            r#"{"_class":"hudson.model.Queue$BuildableItem","id":8,"why":"w"}"#,
+            r#"{"_class":"hudson.model.Queue$BuildableItem","id":8,"why":"w","inQueueSince":1700000000000}"#,
         )
         .unwrap();
         assert!(!waiting.has_left());
+        assert_eq!(waiting.in_queue_since, Some(1_700_000_000_000));
         let b: BuildInfo = serde_json::from_str(
-            r#"{"number":3,"building":false,"result":"UNSTABLE","description":null,"timestamp":1700000000000,"queueId":7}"#,
+            r#"{"number":3,"building":false,"result":"UNSTABLE","description":null,"timestamp":1700000000000,"duration":61500,"queueId":7}"#,
         )
         .unwrap();
         assert_eq!(b.result.as_deref(), Some("UNSTABLE"));
         assert_eq!(
-            (b.timestamp, b.queue_id),
-            (Some(1_700_000_000_000), Some(7))
+            (b.timestamp, b.duration, b.queue_id),
+            (Some(1_700_000_000_000), Some(61_500), Some(7))
         );
         let p: PluginList = serde_json::from_str(
             r#"{"_class":"hudson.LocalPluginManager","plugins":[{"active":true,"enabled":true,"shortName":"build-timeout","version":"1.33"}]}"#,

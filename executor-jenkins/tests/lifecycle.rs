@@ -489,3 +489,41 @@ async fn screwdriver_mode_keeps_success_without_a_handshake() {
     assert_eq!(status(&e, 34).await.phase, Phase::Succeeded);
     assert!(!calls(&j).iter().any(|c| c.ends_with("consoleText")));
 }
+
+#[tokio::test]
+async fn timings_come_from_the_queue_item_and_the_build() {
+    let (j, e) = setup().await;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    e.start(&build(42)).await.unwrap();
+    // Queued: the queue item's inQueueSince, nothing else yet.
+    let t = e.timings(&stop_cfg(42)).await.unwrap().unwrap();
+    let accepted = t.accepted.expect("inQueueSince");
+    assert!(accepted >= before, "{t:?}");
+    assert_eq!((t.scheduled, t.running, t.finished), (None, None, None));
+
+    assert_eq!(j.start_queued("SD-42"), Some(1));
+    let t = e.timings(&stop_cfg(42)).await.unwrap().unwrap();
+    let running = t.running.expect("the build's timestamp");
+    assert_eq!(t.scheduled, Some(running));
+    assert!(running >= accepted && t.finished.is_none(), "{t:?}");
+
+    // The build ran 3 s (its timestamp moved back), then finished.
+    assert!(j.backdate("SD-42", 1, std::time::Duration::from_secs(3)));
+    assert!(j.finish("SD-42", 1, "SUCCESS"));
+    assert_eq!(status(&e, 42).await.phase, Phase::Succeeded);
+    let t = e.timings(&stop_cfg(42)).await.unwrap().unwrap();
+    let ran = t.finished.unwrap() - t.running.unwrap();
+    assert!(
+        ran >= chrono::Duration::seconds(3) && ran < chrono::Duration::seconds(30),
+        "timestamp + duration: {t:?}"
+    );
+    assert_eq!(t.running, Some(running - chrono::Duration::seconds(3)));
+    assert_eq!(t.peak_memory_bytes, None, "Jenkins does not account memory");
+    // The end is known: no more requests for it.
+    let n = j.request_count();
+    assert_eq!(e.timings(&stop_cfg(42)).await.unwrap(), Some(t));
+    assert_eq!(j.request_count(), n);
+
+    // A build Jenkins never had has none.
+    assert_eq!(e.timings(&stop_cfg(7)).await.unwrap(), None);
+}

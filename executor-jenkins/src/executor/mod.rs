@@ -53,6 +53,47 @@ struct Tracked {
     counted: bool,
     /// Counted as finished or stopped.
     done_counted: bool,
+    /// When this executor's `start` queued it.
+    accepted: Option<chrono::DateTime<chrono::Utc>>,
+    /// The queue item's `inQueueSince` (ms since the epoch), once read.
+    in_queue_since_ms: Option<i64>,
+    /// The build's `timestamp` (ms since the epoch: it left the queue and began).
+    started_ms: Option<i64>,
+    /// The build's `duration` (ms), once it is no longer building.
+    duration_ms: Option<i64>,
+}
+
+impl Tracked {
+    /// Takes what a queue item says of the build's timings.
+    fn saw_queue_item(&mut self, q: &crate::api::QueueItem) {
+        self.in_queue_since_ms = q.in_queue_since.or(self.in_queue_since_ms);
+    }
+
+    /// Takes what a build says of its timings.
+    fn saw_build(&mut self, b: &crate::api::BuildInfo) {
+        self.started_ms = b.timestamp.or(self.started_ms);
+        if !b.building {
+            self.duration_ms = b.duration.or(self.duration_ms);
+        }
+    }
+
+    /// The build's timings: accepted from the queue item's `inQueueSince` (else when our
+    /// `start` queued it), scheduled and running from the build's `timestamp` (Jenkins
+    /// exports no separate start of execution), finished at `timestamp + duration`.
+    fn timings(&self) -> executor_base::BuildTimings {
+        let ms = |v: Option<i64>| v.and_then(chrono::DateTime::from_timestamp_millis);
+        let started = ms(self.started_ms);
+        executor_base::BuildTimings {
+            accepted: ms(self.in_queue_since_ms).or(self.accepted),
+            scheduled: started,
+            running: started,
+            finished: self
+                .started_ms
+                .zip(self.duration_ms)
+                .and_then(|(t, d)| ms(Some(t + d))),
+            ..executor_base::BuildTimings::default()
+        }
+    }
 }
 
 /// Runs each Screwdriver build as a Jenkins job `SD-<buildId>`; see the crate docs.
@@ -234,6 +275,29 @@ impl Executor for JenkinsExecutor {
 
     async fn status(&self, build: &StopConfig) -> Result<BuildStatus, Error> {
         self.do_status(build).await
+    }
+
+    /// From the queue item's `inQueueSince` and the build's `timestamp` and `duration`
+    /// (see `Tracked::timings`), read by `status` (which this calls first unless the
+    /// build's end is already known). No peak memory: Jenkins does not account it.
+    async fn timings(
+        &self,
+        build: &StopConfig,
+    ) -> Result<Option<executor_base::BuildTimings>, Error> {
+        let known = self
+            .tracked(build.build_id)
+            .is_some_and(|t| t.terminal.is_some() && t.duration_ms.is_some());
+        if !known {
+            match self.do_status(build).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == executor_base::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self
+            .tracked(build.build_id)
+            .map(|t| t.timings())
+            .filter(|t| !t.is_empty()))
     }
 
     fn stats(&self) -> Stats {

@@ -61,6 +61,7 @@ impl JenkinsExecutor {
                     return Ok(Tracked {
                         queue_id: Some(queue_id),
                         before,
+                        accepted: Some(chrono::Utc::now()),
                         ..Tracked::default()
                     });
                 }
@@ -91,6 +92,7 @@ impl JenkinsExecutor {
                     return Ok(Tracked {
                         queue_id: j.queue_item.map(|q| q.id),
                         before,
+                        accepted: Some(chrono::Utc::now()),
                         ..Tracked::default()
                     });
                 }
@@ -98,6 +100,7 @@ impl JenkinsExecutor {
                     return Ok(Tracked {
                         number: Some(j.last_number()),
                         before,
+                        accepted: Some(chrono::Utc::now()),
                         ..Tracked::default()
                     });
                 }

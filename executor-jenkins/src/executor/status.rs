@@ -47,6 +47,9 @@ impl JenkinsExecutor {
         self.remember(id, |r| {
             r.queue_id = t.queue_id;
             r.number = t.number.or(r.number);
+            r.in_queue_since_ms = t.in_queue_since_ms.or(r.in_queue_since_ms);
+            r.started_ms = t.started_ms.or(r.started_ms);
+            r.duration_ms = t.duration_ms.or(r.duration_ms);
             r.before = t.before;
             r.job_timeout_minutes = t.job_timeout_minutes.or(r.job_timeout_minutes);
             r.timed_out |= t.timed_out;
@@ -101,6 +104,7 @@ impl JenkinsExecutor {
         b: &BuildInfo,
         t: &mut Tracked,
     ) -> Result<(BuildStatus, bool), Error> {
+        t.saw_build(b);
         if !t.timed_out
             && !t.stopped
             && self
@@ -129,10 +133,13 @@ impl JenkinsExecutor {
         if t.number.is_none()
             && let Some(q) = t.queue_id
         {
-            match self
+            let item = self
                 .engine("get queue item", Idempotent, || self.client.queue_item(q))
-                .await?
-            {
+                .await?;
+            if let Some(item) = &item {
+                t.saw_queue_item(item);
+            }
+            match item {
                 Some(item) => match (&item.executable, from_queue(name, &item)) {
                     (Some(e), _) => t.number = Some(e.number),
                     (None, Some(s)) if s.is_terminal() && !t.stopped => {
@@ -180,6 +187,9 @@ impl JenkinsExecutor {
                     }
                     _ if j.in_queue => {
                         t.queue_id = j.queue_item.as_ref().map(|q| q.id);
+                        if let Some(q) = &j.queue_item {
+                            t.saw_queue_item(q);
+                        }
                         let s = j.queue_item.as_ref().and_then(|q| from_queue(name, q));
                         Ok((
                             s.unwrap_or_else(|| BuildStatus::pending(format!("{name} is queued"))),
@@ -212,6 +222,9 @@ impl JenkinsExecutor {
         Self::learn_from_job(t, &j);
         if j.in_queue {
             t.queue_id = j.queue_item.as_ref().map(|q| q.id);
+            if let Some(q) = &j.queue_item {
+                t.saw_queue_item(q);
+            }
             t.before = j.last_number();
             let s = j.queue_item.as_ref().and_then(|q| from_queue(name, q));
             return Ok(Some((
