@@ -14,8 +14,8 @@ use executor_api::{
 use executor_base::secrecy::{ExposeSecret, SecretString};
 use executor_base::testkit::fake::{FakeExecutor, Script};
 use executor_base::{
-    ApiBuildStatus, BuildStatus, Error, ErrorKind, Executor, GcReport, StartConfig, Stats,
-    StopConfig, TimerConfig, Verdict,
+    ApiBuildStatus, BuildStatus, BuildTimings, Error, ErrorKind, Executor, GcReport, StartConfig,
+    Stats, StopConfig, TimerConfig, Verdict,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -70,6 +70,22 @@ impl Executor for Recorder {
             .lock()
             .push(format!("stop_timer {}", build.build_id));
         Ok(())
+    }
+    async fn timings(&self, build: &StopConfig) -> Result<Option<BuildTimings>, Error> {
+        self.log.lock().push(format!("timings {}", build.build_id));
+        Ok(Some(recorded_timings()))
+    }
+}
+
+/// What the recorder reports as every build's timings.
+fn recorded_timings() -> BuildTimings {
+    let t0 = chrono::DateTime::from_timestamp_millis(1_764_700_000_000).unwrap();
+    BuildTimings {
+        accepted: Some(t0),
+        running: Some(t0 + chrono::Duration::milliseconds(1_250)),
+        finished: Some(t0 + chrono::Duration::seconds(5)),
+        peak_memory_bytes: Some(42 << 20),
+        ..BuildTimings::default()
     }
 }
 
@@ -1026,6 +1042,51 @@ async fn a_build_that_ends_on_the_engine_without_reporting_gets_the_engines_outc
         .set_default_script(Script::lost_after(Duration::from_millis(5)));
     let lost = h.submit().await;
     h.wait_for_status(lost, "FAILURE").await;
+}
+
+#[tokio::test]
+async fn a_concluded_build_keeps_the_timings_its_executor_reported_before_the_stop() {
+    let h = Harness::new().await;
+    h.exec
+        .fake
+        .set_default_script(Script::succeed_after(Duration::from_millis(5)));
+    let id = h.submit().await;
+    h.wait_for_status(id, "SUCCESS").await;
+    h.wait_for_log(&format!("stop {id}")).await;
+    // Asked before the stop that removes what the engine knows.
+    let log = h.exec.log.lock().clone();
+    let asked = log.iter().position(|l| *l == format!("timings {id}"));
+    let stopped = log.iter().position(|l| *l == format!("stop {id}"));
+    assert!(asked.is_some() && asked < stopped, "{log:?}");
+    let mut timings = Value::Null;
+    for _ in 0..500 {
+        let (_, v) = h
+            .call(
+                "GET",
+                &format!("/v4/builds/{id}"),
+                Some("admin-token"),
+                None,
+            )
+            .await;
+        timings = v["timings"].clone();
+        if !timings.as_object().is_none_or(|o| o.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        timings,
+        json!({
+            "accepted": "2025-12-02T18:26:40Z",
+            "running": "2025-12-02T18:26:41.250Z",
+            "finished": "2025-12-02T18:26:45Z",
+            "peakMemoryBytes": 44040192u64,
+        })
+    );
+    assert_eq!(
+        serde_json::from_value::<BuildTimings>(timings).unwrap(),
+        recorded_timings()
+    );
 }
 
 #[tokio::test]
