@@ -80,15 +80,36 @@ pub fn build_start_latency(backend: &str, latency: Duration) {
         .record(latency.as_secs_f64());
 }
 
-/// The timer service holds `n` pending deadlines.
-pub fn timers_pending(n: usize) {
-    ::metrics::gauge!(TIMERS_PENDING.name).set(n as f64);
+/// The timer service's metrics, registered once per service: the pending gauge changes on
+/// every start and stop of a timer, where a registry lookup per call would cost more than
+/// the timer operation itself. Handles taken before a recorder is installed stay no-ops.
+#[derive(Debug, Clone)]
+pub struct TimerMetrics {
+    pending: ::metrics::Gauge,
+    fired: ::metrics::Counter,
+    lateness: ::metrics::Histogram,
 }
 
-/// A deadline fired `lateness` after it passed.
-pub fn timer_fired(lateness: Duration) {
-    ::metrics::counter!(TIMERS_FIRED.name).increment(1);
-    ::metrics::histogram!(TIMER_LATENESS.name).record(lateness.as_secs_f64());
+impl TimerMetrics {
+    /// Registers the handles with the recorder installed now.
+    pub fn register() -> Self {
+        Self {
+            pending: ::metrics::gauge!(TIMERS_PENDING.name),
+            fired: ::metrics::counter!(TIMERS_FIRED.name),
+            lateness: ::metrics::histogram!(TIMER_LATENESS.name),
+        }
+    }
+
+    /// The timer service holds `n` pending deadlines.
+    pub fn pending(&self, n: usize) {
+        self.pending.set(n as f64);
+    }
+
+    /// A deadline fired `lateness` after it passed.
+    pub fn fired(&self, lateness: Duration) {
+        self.fired.increment(1);
+        self.lateness.record(lateness.as_secs_f64());
+    }
 }
 
 /// The state of a Kubernetes namespace's pod watch: whether it is synced, and when (unix

@@ -331,8 +331,9 @@ async fn every_recorded_name_is_in_the_catalog() {
     super::record::k8s_watch_relist("builds");
     super::record::k8s_watch_error("builds");
     super::record::gearman_in_flight("worker", 1.0);
-    super::record::timers_pending(0);
-    super::record::timer_fired(Duration::ZERO);
+    let timers = super::record::TimerMetrics::register();
+    timers.pending(0);
+    timers.fired(Duration::ZERO);
     super::record::breaker_transition("docker", CallClass::Read, "open");
     let text = handle.render();
     let seen = names(&text);

@@ -59,6 +59,8 @@ struct Shared {
     store: Arc<dyn TimerStore>,
     handler: RwLock<Option<ExpiryHandler>>,
     handler_set: Notify,
+    /// Registered when the service is built (see [`TimerServiceBuilder::build`]).
+    metrics: crate::metrics::record::TimerMetrics,
 }
 
 /// How often a service on a shared store sweeps it for due deadlines armed elsewhere
@@ -190,6 +192,11 @@ impl TimerServiceBuilder {
 
     /// Loads the store's pending deadlines and starts the timer task. Must run inside a
     /// Tokio runtime.
+    ///
+    /// The service's metrics (`sdx_timers_pending`, `sdx_timers_fired_total`,
+    /// `sdx_timer_lateness_seconds`) are registered here, once, so that arming and
+    /// disarming a deadline costs no metric lookup: install the `metrics` recorder before
+    /// building the service (`sdx serve` does), or they go to the no-op recorder.
     pub async fn build(self) -> Result<TimerService, Error> {
         let store = self
             .store
@@ -218,6 +225,7 @@ impl TimerServiceBuilder {
             store,
             handler: RwLock::new(self.handler),
             handler_set: Notify::new(),
+            metrics: crate::metrics::record::TimerMetrics::register(),
         });
         let sweep = shared
             .store
@@ -311,7 +319,7 @@ impl TimerService {
                 timeout_minutes: d.timeout_minutes,
             },
         );
-        crate::metrics::record::timers_pending(st.slots.len());
+        shared.metrics.pending(st.slots.len());
         Ok(())
     }
 
@@ -333,7 +341,7 @@ impl TimerService {
             }
             None => false,
         };
-        crate::metrics::record::timers_pending(st.slots.len());
+        shared.metrics.pending(st.slots.len());
         Ok(removed)
     }
 
@@ -372,7 +380,7 @@ async fn next_local(shared: &Shared) -> Vec<StoredDeadline> {
         }
         // An empty queue answers Ready(None) but keeps our waker: insert wakes us.
         if !batch.is_empty() {
-            crate::metrics::record::timers_pending(st.slots.len());
+            shared.metrics.pending(st.slots.len());
         }
         if batch.is_empty() {
             Poll::Pending
@@ -423,7 +431,7 @@ async fn sweep(shared: &Shared) -> Vec<StoredDeadline> {
                 st.slots.remove(&d.build_id);
             }
         }
-        crate::metrics::record::timers_pending(st.slots.len());
+        shared.metrics.pending(st.slots.len());
     }
     due
 }
@@ -457,7 +465,7 @@ async fn run(shared: Arc<Shared>, sweep_every: Option<Duration>) {
                     .signed_duration_since(d.deadline)
                     .to_std()
                     .unwrap_or(Duration::ZERO);
-                crate::metrics::record::timer_fired(lateness);
+                shared.metrics.fired(lateness);
                 h(Expired {
                     build_id: d.build_id,
                     job_id: d.job_id,
