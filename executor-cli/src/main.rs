@@ -61,6 +61,8 @@ mod embedded;
 mod error;
 mod follow;
 mod metrics_server;
+#[cfg(feature = "otlp")]
+mod otel;
 mod progress;
 #[cfg(feature = "docker")]
 mod static_launch;
@@ -89,12 +91,38 @@ fn log_filter(verbose: u8) -> tracing_subscriber::EnvFilter {
     .add_directive("bollard=info".parse().expect("a valid directive"))
 }
 
-fn init_tracing(verbose: u8) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(log_filter(verbose))
+/// What must live until the end of `main`, after the async runtime is gone, for the
+/// traces to be complete (with feature `otlp`: dropping it flushes the spans batched for
+/// export).
+struct Telemetry {
+    #[cfg(feature = "otlp")]
+    _otel: Option<otel::Guard>,
+}
+
+/// Logs to stderr by the `-v` filter; with feature `otlp` and an OTLP endpoint in the
+/// environment, spans also go there (see the `otel` module).
+fn init_tracing(verbose: u8) -> Result<Telemetry, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .with_filter(log_filter(verbose));
+    #[cfg(feature = "otlp")]
+    {
+        let (layer, guard) = otel::layer()?.unzip();
+        let _ = tracing_subscriber::registry()
+            .with(stderr)
+            .with(layer)
+            .try_init();
+        Ok(Telemetry { _otel: guard })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = tracing_subscriber::registry().with(stderr).try_init();
+        Ok(Telemetry {})
+    }
 }
 
 fn main() -> ExitCode {
@@ -116,9 +144,17 @@ fn main() -> ExitCode {
         eprintln!("sdx: internal error: {}", msg.replace('\n', " "));
     }));
     let cli = cli::Cli::parse();
-    init_tracing(cli.verbose);
-    // reqwest (remote API, doctor) and kube take rustls' process-wide provider: ring.
+    // reqwest (remote API, doctor, the OTLP exporter) and kube take rustls' process-wide
+    // provider: ring.
     executor_base::tls::install_default_provider();
+    // Dropped last, at the end of `main`: after the runtime's shutdown.
+    let _telemetry = match init_tracing(cli.verbose) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("sdx: {e}");
+            return ExitCode::from(error::EXIT_USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
