@@ -105,6 +105,9 @@ fn serve(dir: &Path, port: u16, metrics: u16, images: &testing::TestImages) -> (
         .env("EXECUTOR_DOCKER_LAUNCHER_VERSION", &images.launcher_tag)
         .env("EXECUTOR_DOCKER_NETWORK", "none")
         .env("EXECUTOR_DOCKER_PULL_POLICY", "missing")
+        // The test launcher image carries no launch-protocol label: the API's pre-flight
+        // would refuse its Docker builds (422), which this test does not measure.
+        .env("EXECUTOR_API_PREFLIGHT", "false")
         .args(["-e", "process,docker", "serve", "-v", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--metrics")

@@ -9,6 +9,10 @@
 //! own peak) goes with it, so the last sample is the latest figure to be had. On cgroup
 //! v1 each sample carries the cgroup's `max_usage` (the true peak up to that sample); on
 //! cgroup v2 only the current usage, so the peak is the largest of the ~1 s samples.
+//!
+//! Docker records `StartedAt` once its start call returns, so a launcher that exits at
+//! once can read as finished a few milliseconds before it started; the phase breakdown
+//! counts that as no time running.
 
 use bollard::models::ContainerInspectResponse;
 use chrono::{DateTime, Utc};

@@ -279,7 +279,9 @@ async fn docker_build_timings_and_peak_memory() {
     exec.start(&b).await.expect("start");
     assert_eq!(finish(&exec, &b).await.exit_code, Some(3));
     let t = exec.timings(&b.to_stop()).await.unwrap().unwrap();
-    assert!(t.running.unwrap() <= t.finished.unwrap(), "{t:?}");
+    // Docker records StartedAt once its start call returns, so a launcher that exits at
+    // once can read as finished a few ms before it started (phases clamp it to zero).
+    assert!(t.running.unwrap() <= t.finished.unwrap() + slack, "{t:?}");
     exec.stop(&b.to_stop()).await.unwrap();
     assert_nothing_left(&docker, &exec, 128).await;
     assert_nothing_left(&docker, &exec, 129).await;

@@ -35,14 +35,15 @@ pub(crate) async fn reap(
     // its cgroup, every process carrying its marker).
     let peak = build.snapshot().cgroup.and_then(|cg| memory_peak(&cg));
     inner.kill_tree(&build).await;
+    // A stop asked by another process sharing the state directory (`sdx stop`) counts too.
+    // Merged before the record is written again, which would otherwise overwrite it.
+    build.merge_disk_stop();
     build
         .update(|r| {
             r.memory_peak = peak.or(r.memory_peak);
             r.finished_at = Some(exited_at);
         })
         .await;
-    // A stop asked by another process sharing the state directory (`sdx stop`) counts too.
-    build.merge_disk_stop();
     let r = build.snapshot();
     let status = match (r.stop, waited) {
         (Some(reason), _) => r.stopped_status(reason),
