@@ -12,7 +12,7 @@
 //!
 //! Then the cost of metrics: the same TimerService figures with a Prometheus recorder
 //! installed and recording, against no recorder (the recorder switched off), three
-//! interleaved runs each, medians compared.
+//! interleaved runs each (`SDX_BENCH_METRICS_RUNS=<n>` for more), medians compared.
 
 use std::alloc::System;
 use std::collections::HashMap;
@@ -281,7 +281,12 @@ fn metrics_overhead(rt: &tokio::runtime::Runtime) {
     let (recorder, on) = SwitchedRecorder::new(prometheus);
     metrics::set_global_recorder(recorder).expect("the only recorder");
     let (mut off_runs, mut on_runs) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    let runs: usize = std::env::var("SDX_BENCH_METRICS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(3);
+    for _ in 0..runs {
         for recording in [false, true] {
             on.store(recording, std::sync::atomic::Ordering::Relaxed);
             let f = service_figures(rt);
@@ -306,7 +311,7 @@ fn metrics_overhead(rt: &tokio::runtime::Runtime) {
         v[v.len() / 2]
     };
     println!(
-        "metrics: TimerService with a Prometheus recorder recording vs none (3 interleaved runs each, medians; {fired})"
+        "metrics: TimerService with a Prometheus recorder recording vs none ({runs} interleaved runs each, medians; {fired})"
     );
     println!(
         "{:<34} {:>14} {:>16} {:>8}",
