@@ -28,18 +28,40 @@ use crate::state::{ApiState, Transition};
 const EXIT_POLL: Duration = Duration::from_millis(100);
 
 /// Dispatches build `id` to the executor (a new submission).
+///
+/// A store that cannot answer (reading the build, checking the lease) is asked again with
+/// a capped backoff: giving up would leave the build queued for good, since this instance
+/// holds its lease and keeps it alive, so no other instance would ever adopt it.
 pub(crate) async fn start(state: ApiState, id: BuildId) {
     crate::faults::pause("starting").await;
-    let Some(b) = state.build(id.get()).await else {
-        return;
+    let mut backoff = StoreBackoff::new();
+    let b = loop {
+        match state.load(id.get()).await {
+            Ok(Some(b)) => break b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(build = id.get(), error = %e, "cannot read the build to start it; trying again");
+                if !backoff.wait(&state, id).await {
+                    return;
+                }
+            }
+        }
     };
     if is_final(b.status) {
         // Aborted before the executor was asked: nothing was started.
         state.mark_settled(id.get()).await;
         return;
     }
-    if !state.fence(id, "start").await {
-        return;
+    loop {
+        match state.try_fence(id, "start").await {
+            Ok(true) => break,
+            Ok(false) => return,
+            Err(()) => {
+                if !backoff.wait(&state, id).await {
+                    return;
+                }
+            }
+        }
     }
     let result = match state.start_config(&b) {
         Ok(cfg) => state.executor().start(&cfg).await,
@@ -48,6 +70,29 @@ pub(crate) async fn start(state: ApiState, id: BuildId) {
     match result {
         Ok(()) => accepted(state, id).await,
         Err(e) => start_failed(&state, id, e).await,
+    }
+}
+
+/// Waits between attempts at a store that did not answer: 100 ms doubling to 5 s.
+struct StoreBackoff(Duration);
+
+impl StoreBackoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    /// Sleeps the next delay; `false` once the instance is shutting down.
+    async fn wait(&mut self, state: &ApiState, id: BuildId) -> bool {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        if !state.accepting() {
+            tracing::info!(
+                build = id.get(),
+                "shutting down: the build is left to the next instance"
+            );
+            return false;
+        }
+        true
     }
 }
 

@@ -105,8 +105,14 @@ impl ApiState {
     /// The fence before an engine action on build `id`: whether this instance's lease is
     /// still live and current in the store. A refusal drops the lease.
     pub(crate) async fn fence(&self, id: BuildId, action: &str) -> bool {
+        self.try_fence(id, action).await.unwrap_or(false)
+    }
+
+    /// [`Self::fence`] that tells a store that could not answer (`Err`, already logged)
+    /// from a lease that is not ours (`Ok(false)`), for callers that retry the first.
+    pub(crate) async fn try_fence(&self, id: BuildId, action: &str) -> Result<bool, ()> {
         let Some(leases) = &self.inner.leases else {
-            return true;
+            return Ok(true);
         };
         let Some(lease) = leases.get(id) else {
             tracing::info!(
@@ -114,17 +120,17 @@ impl ApiState {
                 action,
                 "not acting: this instance does not hold the build's lease"
             );
-            return false;
+            return Ok(false);
         };
         match self.store().check(&lease).await {
-            Ok(true) => true,
+            Ok(true) => Ok(true),
             Ok(false) => {
                 self.lost(id, action);
-                false
+                Ok(false)
             }
             Err(e) => {
                 tracing::warn!(build = id.get(), action, error = %e, "cannot check the lease; not acting");
-                false
+                Err(())
             }
         }
     }
