@@ -190,6 +190,15 @@ impl ApiState {
         let Some(leases) = &self.inner.leases else {
             return;
         };
+        // Only leases held before the statement went out can be missing from its answer:
+        // a build submitted while it ran was inserted after the statement's snapshot, and
+        // calling it lost left it queued for good (its start saw no lease and gave up).
+        let before: HashMap<BuildId, u64> = leases
+            .held
+            .lock()
+            .values()
+            .map(|l| (l.build_id, l.token))
+            .collect();
         match self.store().renew(&leases.holder, leases.ttl).await {
             Ok(live) => {
                 let live: HashMap<BuildId, u64> =
@@ -198,6 +207,7 @@ impl ApiState {
                     .held
                     .lock()
                     .values()
+                    .filter(|l| before.get(&l.build_id) == Some(&l.token))
                     .filter(|l| live.get(&l.build_id) != Some(&l.token))
                     .map(|l| l.build_id)
                     .collect();

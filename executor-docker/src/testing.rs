@@ -59,9 +59,9 @@ case "$api" in
   */oom*) head -c 1073741824 /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj; exec tail' > /dev/null
      exit 0 ;;
   */env-token-sha256/*) want="${api##*/env-token-sha256/}"; got="$(printf %s "$SD_TOKEN" | sha256sum)"
-     [ "${got%% *}" = "${want%%/*}" ] && ok; exit 4 ;;
+     [ "${got%% *}" = "${want%%/*}" ] && ok; exit 5 ;;
   */token-sha256/*) want="${api##*/token-sha256/}"; got="$(sha256sum < "$tokfile")"
-     [ "${got%% *}" = "${want%%/*}" ] && ok; exit 4 ;;
+     [ "${got%% *}" = "${want%%/*}" ] && ok; exit 5 ;;
   *) exec sleep 2147483647 ;;
 esac
 "#;

@@ -239,6 +239,12 @@ mod tests {
 
         let report = exec.gc(false).await.unwrap();
         assert_eq!(report.expired, ["build/1", "build/3"]);
+        // SIGKILLed and reaped by its supervisor's exit: gone within moments, however
+        // loaded the machine.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while crate::os::is_alive(pid, None) && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert!(!crate::os::is_alive(pid, None));
         for b in [&running, &done] {
             assert!(!exec.builds_dir().join(b.build_id.to_string()).exists());

@@ -11,7 +11,7 @@ use executor_base::{BuildId, ErrorKind, Executor, Phase, StartConfig, StopConfig
 const WITHIN: Duration = Duration::from_secs(20);
 
 /// `launch` waits for `$OUT/go-<build id>`, then exits with code 4.
-const WAIT_FOR_GO: &str = "while [ ! -f \"$OUT/go-$SD_BUILD_ID\" ]; do sleep 0.01; done; exit 4";
+const WAIT_FOR_GO: &str = "while [ ! -f \"$OUT/go-$SD_BUILD_ID\" ]; do sleep 0.01; done; exit 5";
 
 #[tokio::test]
 async fn an_exit_and_a_stop_wake_the_waiter_with_the_new_status() {
@@ -43,7 +43,7 @@ async fn an_exit_and_a_stop_wake_the_waiter_with_the_new_status() {
         .unwrap()
         .unwrap();
     assert_eq!(ended.phase, Phase::Failed);
-    assert_eq!(ended.exit_code, Some(4));
+    assert_eq!(ended.exit_code, Some(5));
     // Terminal: returned at once, even when it is what the caller saw.
     assert_eq!(
         exec.wait_for_change(&a.to_stop(), &ended).await.unwrap(),
@@ -96,7 +96,7 @@ async fn an_adopted_build_is_followed_too() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!((ended.phase, ended.exit_code), (Phase::Failed, Some(4)));
+    assert_eq!((ended.phase, ended.exit_code), (Phase::Failed, Some(5)));
 }
 
 #[tokio::test]

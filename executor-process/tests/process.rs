@@ -386,7 +386,7 @@ fn a_build_that_ended_while_no_executor_ran_keeps_its_exit_code() {
     // Build 24 fails with code 4, build 25 succeeds, build 26 dies of SIGUSR1, each after
     // its executor (the "old server") is gone.
     let tools = job_tools(
-        r#"sleep 0.3; case "$SD_BUILD_ID" in 24) exit 4 ;; 26) kill -USR1 $$; sleep 5 ;; esac; exit 0"#,
+        r#"sleep 0.3; case "$SD_BUILD_ID" in 24) exit 5 ;; 26) kill -USR1 $$; sleep 5 ;; esac; exit 0"#,
     );
     let state = tempfile::tempdir().unwrap();
     let builds = [build(24, "tok"), build(25, "tok"), build(26, "tok")];
@@ -412,7 +412,7 @@ fn a_build_that_ended_while_no_executor_ran_keeps_its_exit_code() {
         let exec = executor(tools.path(), state.path(), state.path()).await;
         let failed = exec.status(&builds[0].to_stop()).await.unwrap();
         assert_eq!(failed.phase, Phase::Failed, "{failed}");
-        assert_eq!(failed.exit_code, Some(4));
+        assert_eq!(failed.exit_code, Some(5));
         assert_eq!(failed.reason(), Some(FailureReason::NonZeroExit));
         let ok = exec.status(&builds[1].to_stop()).await.unwrap();
         assert_eq!(ok.phase, Phase::Succeeded, "{ok}");
