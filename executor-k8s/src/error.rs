@@ -67,12 +67,30 @@ fn transport(e: &kube::Error) -> Error {
     }
     // A broken connection may or may not have delivered the request: temporary, but a
     // non-idempotent call is not retried on it.
-    let t = Transport::classify(e);
+    let t = match Transport::classify(e) {
+        Transport::Broken if failed_to_connect(e) => Transport::Connect,
+        t => t,
+    };
     let message = match t {
         Transport::Connect => format!("cannot reach the API server: {text}"),
         _ => text,
     };
     transport_error(t, message).with_executor(SCHEME)
+}
+
+/// Whether the client failed before a request went out: hyper's connect phase (TCP
+/// connect and TLS handshake), whatever the I/O error (a handshake cut by a restarting
+/// API server or a proxy is a reset, not a refusal). Nothing reached the server, so it
+/// is `Unavailable` and safe to retry, like a refused connection.
+fn failed_to_connect(e: &kube::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return h.is_connect();
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A refused pod create, explained where the refusal is about our configuration rather
