@@ -367,13 +367,20 @@ impl Executor for GearmanExecutor {
                 .map_err(|e| e.with_executor(crate::SCHEME).with_operation("stop"));
         }
         let (reply, answer) = oneshot::channel();
+        // The task ends when the connection breaks, which may be between the check above
+        // and now: then the build may run on, on its launcher.
+        let orphan = || async {
+            stop_orphan(&self.inner, &tracked)
+                .await
+                .map_err(|e| e.with_executor(crate::SCHEME).with_operation("stop"))
+        };
         if tracked.cmds.send(Cmd::Stop(reply)).is_err() {
-            return Ok(()); // the task ended: the build is over
+            return orphan().await;
         }
         let bound = self.inner.cfg.stop_timeout() * 2 + Duration::from_secs(5);
         match tokio::time::timeout(bound, answer).await {
             Ok(Ok(r)) => r.map_err(|e| e.with_operation("stop")),
-            Ok(Err(_)) => Ok(()),
+            Ok(Err(_)) => orphan().await,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!("no stop confirmation within {bound:?}"),
