@@ -514,35 +514,17 @@ pub(crate) async fn stop_by_uuid(inner: &Inner, uuid: &str) -> Result<bool, Erro
     let asks = managers.iter().map(|function| {
         let (client, args) = (&client, args.clone());
         async move {
-            let job = inner
-                .calls
-                .call_in(CallClass::Stop, "stop", Idempotency::Idempotent, || async {
-                    client
-                        .submit(function, "", args.clone())
-                        .await
-                        .map_err(Error::from)
-                })
-                .await?;
-            match tokio::time::timeout(cfg.stop_timeout(), job.wait()).await {
-                Ok((_, JobEvent::Complete(d))) => Ok(serde_json::from_slice::<serde_json::Value>(&d)
+            let stopped: Result<bool, Error> = match send_stop(inner, client, function, args).await? {
+                JobEvent::Complete(d) => Ok(serde_json::from_slice::<serde_json::Value>(&d)
                     .ok()
                     .and_then(|v| v.get("stopped").and_then(serde_json::Value::as_bool))
                     .unwrap_or(false)),
-                Ok((_, JobEvent::Disconnected)) => Err(Error::new(
-                    ErrorKind::Unexpected,
-                    "connection to gearmand lost while stopping",
-                )
-                .temporary()),
-                Ok((_, other)) => {
+                other => {
                     tracing::debug!(%function, answer = ?other, "a launcher refused a stop by uuid");
                     Ok(false)
                 }
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("{function} did not answer a stop within {:?}", cfg.stop_timeout()),
-                )
-                .temporary()),
-            }
+            };
+            stopped
         }
     });
     let mut stopped = false;
@@ -563,7 +545,6 @@ async fn request_stop(
     a: &StartAnnouncement,
 ) -> Result<(), Error> {
     let function = format!("stop:{}", a.manager);
-    let cfg = &inner.cfg;
     let workers = inner
         .workers
         .workers(&inner.calls, "stop", &function)
@@ -579,37 +560,52 @@ async fn request_stop(
         })
         .unwrap_or_default(),
     );
-    let job = inner
-        .calls
-        .call_in(CallClass::Stop, "stop", Idempotency::Idempotent, || async {
-            client
-                .submit(&function, "", args.clone())
-                .await
-                .map_err(Error::from)
-        })
-        .await?;
-    match tokio::time::timeout(cfg.stop_timeout(), job.wait()).await {
-        Ok((_, JobEvent::Complete(_))) => Ok(()),
-        Ok((_, JobEvent::Exception(d))) => {
+    match send_stop(inner, client, &function, args).await? {
+        JobEvent::Complete(_) => Ok(()),
+        JobEvent::Exception(d) => {
             let x = LauncherException::from_data(&d);
             Err(Error::new(
                 ErrorKind::Unexpected,
                 format!("the launcher refused the stop: {}", x.message),
             ))
         }
+        other => Err(Error::new(
+            ErrorKind::Unexpected,
+            format!("the launcher answered the stop with {other:?}"),
+        )),
+    }
+}
+
+/// Submits one `stop:<manager>` job (a stop-class call: no breaker refuses it) and waits
+/// up to the stop timeout for its end; a broken connection and no answer in time are
+/// temporary errors, any other end is returned for the caller to read.
+async fn send_stop(
+    inner: &Inner,
+    client: &GearmanClient,
+    function: &str,
+    args: Bytes,
+) -> Result<JobEvent, Error> {
+    let cfg = &inner.cfg;
+    let job = inner
+        .calls
+        .call_in(CallClass::Stop, "stop", Idempotency::Idempotent, || async {
+            client
+                .submit(function, "", args.clone())
+                .await
+                .map_err(Error::from)
+        })
+        .await?;
+    match tokio::time::timeout(cfg.stop_timeout(), job.wait()).await {
         Ok((_, JobEvent::Disconnected)) => Err(Error::new(
             ErrorKind::Unexpected,
             "connection to gearmand lost while stopping",
         )
         .temporary()),
-        Ok((_, other)) => Err(Error::new(
-            ErrorKind::Unexpected,
-            format!("the launcher answered the stop with {other:?}"),
-        )),
+        Ok((_, end)) => Ok(end),
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
             format!(
-                "the launcher did not confirm the stop within {:?}",
+                "{function} did not confirm the stop within {:?}",
                 cfg.stop_timeout()
             ),
         )
