@@ -68,12 +68,16 @@
 //!   if the engine answers, every breaker closes and the call goes through. So the first
 //!   call after the engine returns works, whatever its class and however long the breaker
 //!   had left to stay open.
+//! - [`EngineCalls::create_named`]: a create of an object under a name the client
+//!   chose, retried on every temporary error (a repeat is refused by name, never
+//!   creates twice), with a lost answer turned into [`Created::Earlier`].
 //! - [`EngineCalls::call_with_timeout`]: one call with its own per-attempt bound (an image
 //!   pull takes minutes, other calls seconds) through the same breakers.
 //!
 //! All waits use [`tokio::time`], so tests can run them with paused time.
 
 mod breaker;
+mod named_create;
 mod retry;
 
 use std::fmt;
@@ -87,6 +91,7 @@ use tokio::time::{Duration, Instant};
 
 use breaker::{Admission, Breakers};
 pub use breaker::{BREAKER_CONTEXT, BreakerConfig, BreakerState, CallClass, refused_by_breaker};
+pub use named_create::Created;
 pub(crate) use retry::duration_millis;
 pub use retry::{DEFAULT_RETRY_BUDGET, RetryPolicy};
 

@@ -20,7 +20,8 @@
 //!
 //! A `Retry-After` on any answer is kept ([`Error::retry_after`]). `Unavailable` is the
 //! one kind [`crate::Idempotency::NotIdempotent`] calls are retried on besides
-//! `RateLimited`: it promises the engine did nothing. A backend adds only its engine's
+//! `RateLimited`: it promises the engine did nothing. (A create under a name of the
+//! caller's own is retried on any temporary error: [`crate::engine::EngineCalls::create_named`].) A backend adds only its engine's
 //! own cases on top (Kubernetes' 400/422 for a refused manifest, token exchange's 401 for
 //! a refused temporary token, Jenkins' folder 404) and its own wording of the message.
 

@@ -43,7 +43,9 @@ use bollard::query_parameters::{
     StatsOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
-use executor_base::engine::{BreakerConfig, CallClass, EngineCalls, Idempotency, RetryPolicy};
+use executor_base::engine::{
+    BreakerConfig, CallClass, Created, EngineCalls, Idempotency, RetryPolicy,
+};
 use executor_base::{Error, ErrorKind, ImageRef};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
@@ -291,33 +293,64 @@ impl Engine {
 
     /// Creates a container named `name`; returns its id, or `None` when the daemon does
     /// not have its image (a 404 the caller expects with pull policy `missing`).
+    ///
+    /// The name is the build's own, so the create is retried on any temporary error
+    /// ([`EngineCalls::create_named`]): a kept-alive connection the daemon closed under
+    /// the request cannot fail a start whose container was in fact created. A retry
+    /// refused with 409 means the lost attempt created it; the container is inspected
+    /// and must carry the labels we sent.
     pub(crate) async fn create_container(
         &self,
         name: &str,
         body: &ContainerCreateBody,
     ) -> Result<Option<String>, Error> {
-        self.call_expecting(
-            CallClass::Start,
-            "create_container",
-            Idempotency::NotIdempotent,
-            |e| {
-                if error::is_missing_image(&e) {
-                    Ok(None)
-                } else {
-                    Err(e)
+        let endpoint = &self.inner.endpoint;
+        let created = self
+            .inner
+            .calls
+            .create_named(CallClass::Start, "create_container", || async move {
+                let d = self.docker().await?;
+                let opts = CreateContainerOptionsBuilder::new().name(name).build();
+                match d.create_container(Some(opts), body.clone()).await {
+                    Ok(r) => Ok(Some(r.id)),
+                    Err(e) => {
+                        let e = map(e, endpoint);
+                        if error::is_missing_image(&e) {
+                            Ok(None)
+                        } else {
+                            Err(e)
+                        }
+                    }
                 }
-            },
-            |d| {
-                let body = body.clone();
-                async move {
-                    let opts = CreateContainerOptionsBuilder::new().name(name).build();
-                    d.create_container(Some(opts), body)
-                        .await
-                        .map(|r| Some(r.id))
+            })
+            .await?;
+        match created {
+            Created::Now(id) => Ok(id),
+            Created::Earlier => {
+                let found = self.inspect_container(name).await?;
+                let labels = found
+                    .as_ref()
+                    .and_then(|c| c.config.as_ref()?.labels.as_ref());
+                let ours = body.labels.as_ref().is_none_or(|want| {
+                    labels.is_some_and(|have| want.iter().all(|(k, v)| have.get(k) == Some(v)))
+                });
+                match found.and_then(|c| c.id) {
+                    Some(id) if ours => {
+                        tracing::info!(
+                            executor = crate::SCHEME,
+                            container = name,
+                            "the answer to a create was lost; the container it created was found"
+                        );
+                        Ok(Some(id))
+                    }
+                    _ => Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("container {name} exists and is not the one this start created"),
+                    )
+                    .with_operation("create_container")),
                 }
-            },
-        )
-        .await
+            }
+        }
     }
 
     /// Starts a container (already running is fine).

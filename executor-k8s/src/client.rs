@@ -1,7 +1,9 @@
 //! The raw API calls, each through [`EngineCalls`] (retry, breaker, counters).
 //!
-//! Creates are `NotIdempotent` (retried only after a refused connection or a 429);
-//! reads, deletes and the owner patch are `Idempotent` (5xx retried with backoff).
+//! Creates name their objects (a random suffix per pod), so they go through
+//! [`EngineCalls::create_named`]: retried on any temporary error, a lost answer read back
+//! by name. Reads, deletes and the owner patch are `Idempotent` (5xx retried with
+//! backoff).
 //! Deleting something already gone is success.
 //!
 //! Breaker classes ([`CallClass`]): the start's creates and owner patch are `Start`,
@@ -11,7 +13,7 @@
 
 use std::sync::Arc;
 
-use executor_base::engine::{CallClass, EngineCalls, Idempotency};
+use executor_base::engine::{CallClass, Created, EngineCalls, Idempotency};
 use executor_base::{Error, ErrorKind};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -79,26 +81,74 @@ impl K8sClient {
         }
     }
 
+    /// Creates `obj` under its own name (pods and Secrets carry a random suffix no one
+    /// else uses), so the create is retried on any temporary error like a read: a
+    /// kept-alive connection that a restarting API server closed under the request, or a
+    /// 5xx, cannot leave the start failed for a pod that was in fact created. A retry
+    /// refused with 409 means the lost attempt created it; the object is read back
+    /// (its uid owns the token Secret) and must carry our labels.
     async fn create<K>(&self, operation: &'static str, obj: &K) -> Result<K, Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Serialize
             + DeserializeOwned
+            + Clone
+            + std::fmt::Debug
             + Send
             + Sync,
     {
         let (client, ns) = (&self.client, self.namespace.as_str());
-        self.calls
+        let created = self
+            .calls
+            .create_named(CallClass::Start, operation, || async move {
+                let req = create_request(ns, obj, false).map_err(error::map)?;
+                client.request::<K>(req).await.map_err(error::map)
+            })
+            .await?;
+        match created {
+            Created::Now(k) => Ok(k),
+            Created::Earlier => self.read_back(operation, obj).await,
+        }
+    }
+
+    /// The object a lost create attempt made, read by name; refused unless its labels
+    /// are the ones we sent.
+    async fn read_back<K>(&self, operation: &'static str, sent: &K) -> Result<K, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + DeserializeOwned
+            + Clone
+            + std::fmt::Debug
+            + Send
+            + Sync,
+    {
+        let name = sent.meta().name.as_deref().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api = &api;
+        let found = self
+            .calls
             .call_in(
                 CallClass::Start,
                 operation,
-                Idempotency::NotIdempotent,
-                || async move {
-                    let req = create_request(ns, obj, false).map_err(error::map)?;
-                    client.request::<K>(req).await.map_err(error::map)
-                },
+                Idempotency::Idempotent,
+                || async move { api.get(name).await.map_err(error::map) },
             )
-            .await
+            .await?;
+        if found.meta().labels != sent.meta().labels {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{name} already exists and is not the object this start created"),
+            )
+            .with_executor(crate::SCHEME)
+            .with_operation(operation));
+        }
+        tracing::info!(
+            executor = crate::SCHEME,
+            name,
+            operation,
+            "the answer to a create was lost; the object it created was read back"
+        );
+        Ok(found)
     }
 
     pub(crate) async fn create_secret(&self, secret: &Secret) -> Result<Secret, Error> {

@@ -246,18 +246,60 @@ async fn start_of_a_live_build_is_already_exists_and_creates_nothing() {
 #[tokio::test]
 async fn a_failed_pod_create_creates_no_secret() {
     let (fake, k, e) = setup().await;
-    fake.inject(Fault::status(500).on("create", "pods"));
+    fake.inject(Fault::status(500).on("create", "pods").times(1_000));
     let err = e.start(&start_cfg(46)).await.unwrap_err();
     assert!(err.is_temporary(), "{err}");
-    // A create is not idempotent: a 500 is not retried.
-    assert_eq!(fake.request_count("create pods"), 1);
+    // The pod is named by us, so a 500 is retried (a repeat cannot create two pods),
+    // within the retry policy.
+    assert!(fake.request_count("create pods") > 1);
     assert_eq!(fake.request_count("create secrets"), 0);
     assert!(k.pods().is_empty() && k.secrets().is_empty());
     assert!(!format!("{err} {err:?}").contains(TOKEN));
     // Nothing is left tracked: the build can be started again.
     assert!(e.status(&stop_cfg(46)).await.is_err());
+    fake.clear_faults();
     e.start(&start_cfg(46)).await.unwrap();
     assert_eq!(k.pods().len(), 1);
+}
+
+#[tokio::test]
+async fn a_pod_create_answered_500_once_is_retried_under_its_name() {
+    let (fake, k, e) = setup().await;
+    fake.inject(Fault::status(500).on("create", "pods"));
+    e.start(&start_cfg(146)).await.unwrap();
+    assert_eq!(fake.request_count("create pods"), 2);
+    assert_eq!((k.pods().len(), k.secrets().len()), (1, 1));
+}
+
+/// The API server's 504 after the write reached etcd (or any answer lost on the way
+/// back): the pod exists though the create failed. The retry is refused with 409, the
+/// pod is read back, and its uid owns the token Secret; one pod, one Secret.
+#[tokio::test]
+async fn a_lost_pod_create_answer_is_read_back_and_owns_the_secret() {
+    let (fake, k, e) = setup().await;
+    fake.inject(Fault::status(504).on("create", "pods").after_applying());
+    e.start(&start_cfg(147)).await.unwrap();
+    assert_eq!(fake.request_count("create pods"), 2);
+    assert_eq!(fake.request_count("get pods"), 1);
+    let pods = k.pods();
+    let secrets = k.secrets();
+    assert_eq!((pods.len(), secrets.len()), (1, 1));
+    let owner = &secrets[0].metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(Some(&owner.uid), pods[0].metadata.uid.as_ref());
+    // The build is the executor's own: it runs and stops as any other.
+    let name = pod_name(&k, 147);
+    k.run(&name);
+    e.stop(&stop_cfg(147)).await.unwrap();
+    assert!(k.pods().is_empty() || k.pods()[0].metadata.deletion_timestamp.is_some());
+}
+
+#[tokio::test]
+async fn a_lost_secret_create_answer_is_read_back() {
+    let (fake, k, e) = setup().await;
+    fake.inject(Fault::status(504).on("create", "secrets").after_applying());
+    e.start(&start_cfg(148)).await.unwrap();
+    assert_eq!(fake.request_count("create secrets"), 2);
+    assert_eq!((k.pods().len(), k.secrets().len()), (1, 1));
 }
 
 #[tokio::test]

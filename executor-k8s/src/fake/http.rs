@@ -142,6 +142,9 @@ async fn faults_and_counts(State(s): State<Arc<Shared>>, req: Request, next: Nex
                 reason,
                 format!("injected fault for {verb} {kind}"),
             );
+            if f.applied {
+                let _ = next.run(req).await;
+            }
             return error_response(&e, f.retry_after);
         }
     }

@@ -8,8 +8,8 @@
 //! watches with bookmarks, replay from a resource version and `410 Gone` once the history
 //! is compacted. The owner-reference garbage collector removes a Secret when its owning
 //! pod goes (or at once, if the owner no longer exists). Faults are injectable per verb
-//! and resource (429 with `Retry-After`, 5xx), watches can be cut, and every request is
-//! counted. A small [`Kubelet`] moves pods through their lives on the test's command,
+//! and resource (429 with `Retry-After`, 5xx, or a lost answer: the request carried out
+//! and its answer replaced by a 5xx), watches can be cut, and every request is counted. A small [`Kubelet`] moves pods through their lives on the test's command,
 //! or automatically ([`FakeApiServer::auto_kubelet`]).
 //!
 //! ```
@@ -51,6 +51,10 @@ pub struct Fault {
     pub retry_after: Option<u64>,
     /// How many requests it hits.
     pub times: u32,
+    /// The request is carried out and only its answer is replaced by `status`: the API
+    /// server's `504` when its handler timed out after the write reached etcd, or any
+    /// answer lost on the way back.
+    pub applied: bool,
 }
 
 impl Fault {
@@ -62,6 +66,7 @@ impl Fault {
             status,
             retry_after: None,
             times: 1,
+            applied: false,
         }
     }
 
@@ -81,6 +86,13 @@ impl Fault {
     /// For the next `n` matching requests.
     pub fn times(mut self, n: u32) -> Self {
         self.times = n;
+        self
+    }
+
+    /// Carry the request out, then answer `status` instead of the result (see
+    /// [`Fault::applied`]).
+    pub fn after_applying(mut self) -> Self {
+        self.applied = true;
         self
     }
 }
@@ -140,6 +152,7 @@ pub(crate) struct FaultState {
     pub(crate) status: u16,
     pub(crate) retry_after: Option<u64>,
     pub(crate) times: u32,
+    pub(crate) applied: bool,
 }
 
 struct ServerGuard(tokio::task::AbortHandle);
@@ -273,6 +286,7 @@ impl FakeApiServer {
             status: f.status,
             retry_after: f.retry_after,
             times: f.times,
+            applied: f.applied,
         });
     }
 
