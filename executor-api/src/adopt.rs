@@ -127,7 +127,7 @@ pub(crate) async fn adopt_one(state: ApiState, b: BuildRecord, how: Adoption) {
         // died inside the executor's `start`): nothing of the build ran, so it is started
         // now, exactly once.
         Some(engine) if queued && engine.as_ref().is_none_or(never_started) => match how {
-            Adoption::Resume => start_again(state, &b).await,
+            Adoption::Resume => start_again(state, &b, engine.is_some()).await,
             Adoption::Abort(why) => {
                 let _ = state
                     .transition_owned(id.get(), Some(ApiBuildStatus::Aborted), Some(why))
@@ -169,10 +169,17 @@ pub(crate) fn never_started(s: &BuildStatus) -> bool {
 }
 
 /// Starts a build whose start never reached the engine. `AlreadyExists` means it did
-/// after all (the process died after the engine accepted it): then it is watched.
-async fn start_again(state: ApiState, b: &BuildRecord) {
+/// after all (the process died after the engine accepted it): then it is watched. With
+/// `leftovers` (the engine holds what the dead start created, which never ran: a
+/// container created and never started), they are removed first, so the new start does
+/// not collide with them.
+async fn start_again(state: ApiState, b: &BuildRecord, leftovers: bool) {
     if !state.fence(b.id, "start").await {
         return;
+    }
+    if leftovers && let Err(e) = state.executor().stop(&state.stop_config(b)).await {
+        tracing::warn!(build = %b.id, error = %e,
+            "cannot remove what a dead start of the build left; starting it anyway");
     }
     let result = match state.start_config(b) {
         Ok(cfg) => state.executor().start(&cfg).await,

@@ -103,6 +103,39 @@ impl Owner {
         Ok(Owner::Instance(id.to_string()))
     }
 
+    /// The instance owner of a deployment whose processes come and go but whose builds
+    /// live on, named after what its processes share (`key`: a server's build store, its
+    /// path or its database address): `<name>-<16 hex digits of FNV-1a(key)>`, the same
+    /// for every process and every restart of the deployment. `sdx serve` labels its
+    /// Docker and Kubernetes resources so: a killed instance's builds are adopted by the
+    /// next one (or by another instance on the same store), not orphaned.
+    ///
+    /// ```
+    /// use executor_base::owner::{Liveness, Owner};
+    /// let a = Owner::deployment("serve", "postgres://db:5432/sdx");
+    /// assert_eq!(a, Owner::deployment("serve", "postgres://db:5432/sdx"));
+    /// assert_ne!(a, Owner::deployment("serve", "postgres://db:5432/other"));
+    /// assert!(a.to_label().starts_with("i.serve-"));
+    /// assert_eq!(a.liveness(), Liveness::Unknown);
+    /// ```
+    pub fn deployment(name: &str, key: &str) -> Owner {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(MAX_INSTANCE_ID - 17)
+            .collect();
+        let name = name.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+        let id = if name.is_empty() {
+            format!("{hash:016x}")
+        } else {
+            format!("{name}-{hash:016x}")
+        };
+        Owner::Instance(id)
+    }
+
     /// The [`LABEL_OWNER`] value.
     pub fn to_label(&self) -> String {
         match self {

@@ -46,6 +46,11 @@ pub struct ProcessOverrides {
     /// garbage never mix with a server's on the same Docker daemon or namespace.
     #[cfg_attr(not(any(feature = "docker", feature = "k8s")), allow(dead_code))]
     pub run_prefix: bool,
+    /// Who the Docker and Kubernetes resources belong to, when not this process:
+    /// `sdx serve`'s deployment ([`executor_base::Owner::deployment`]), whose builds
+    /// outlive any one of its processes.
+    #[cfg_attr(not(any(feature = "docker", feature = "k8s")), allow(dead_code))]
+    pub owner: Option<executor_base::Owner>,
 }
 
 /// The name and label prefix of `sdx run`'s builds on Docker and Kubernetes: the
@@ -226,6 +231,9 @@ pub async fn build_with_endpoint(
                 let prefix = run_prefix(&b.config().prefix);
                 b = b.with_prefix(prefix);
             }
+            if let Some(owner) = &o.owner {
+                b = b.with_owner(owner.clone());
+            }
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {
                 endpoint: Some(exec.endpoint().to_string()),
@@ -240,6 +248,9 @@ pub async fn build_with_endpoint(
             if o.run_prefix {
                 let prefix = run_prefix(&b.config().prefix);
                 b = b.with_prefix(prefix);
+            }
+            if let Some(owner) = &o.owner {
+                b = b.with_owner(owner.clone());
             }
             let exec = b.build().await.map_err(context(name))?;
             Ok(Built {

@@ -111,15 +111,21 @@ impl Embedded {
             Mode::Demo => JobTools::create()?,
             _ => JobTools::in_dir(&state_dir.join("job-tools"))?,
         };
-        let overrides = ProcessOverrides {
-            job_tools: Some(tools.path().to_path_buf()),
-            state_dir: temp.as_ref().map(|s| s.path().to_path_buf()),
-            run_prefix: opts.mode == Mode::Run,
-        };
         let store = match &opts.mode {
             Mode::Demo => StoreUri::Memory,
             Mode::Run => StoreUri::Sqlite(state_dir.join("run.db")),
             Mode::Serve(explicit) => serve_store(explicit.as_deref(), &opts.api, &state_dir)?,
+        };
+        let overrides = ProcessOverrides {
+            job_tools: Some(tools.path().to_path_buf()),
+            state_dir: temp.as_ref().map(|s| s.path().to_path_buf()),
+            run_prefix: opts.mode == Mode::Run,
+            // A serve's builds outlive its process: the next serve on the same store (or
+            // another instance sharing it) adopts them. Labelled with the process, they
+            // would be orphans the moment it died: `Lost` to the adopter and removed by
+            // any gc or shutdown cleanup. `demo` and `run` own their builds themselves.
+            owner: matches!(opts.mode, Mode::Serve(_))
+                .then(|| executor_base::Owner::deployment("serve", &store.identity())),
         };
         let timers = match (&opts.mode, &store) {
             (Mode::Serve(_), StoreUri::Postgres(uri)) => Timers::Postgres(uri.clone()),

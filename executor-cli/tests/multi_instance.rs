@@ -16,16 +16,20 @@
 //!   abort, then resumed with SIGCONT: it never acts on the build again (no stop of its
 //!   own reaches the engine; its fenced checks and writes are refused).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use executor_base::testkit::daemon::require;
 use executor_base::testkit::postgres::TestDb;
+use executor_docker::testing;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 #[path = "support/api.rs"]
@@ -195,6 +199,7 @@ impl Api {
 /// Starts `sdx serve` #`n` on `port` over `state` and the database; waits until it
 /// answers. Its log (`-v`) goes to `serve-<n>.log` in the state directory.
 fn serve(
+    engine: &Engine,
     state: &Path,
     n: usize,
     port: u16,
@@ -226,6 +231,7 @@ fn serve(
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
+    engine.configure(&mut cmd);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
@@ -259,23 +265,164 @@ enum Kind {
     Stop,
 }
 
-fn body(kind: Kind, marks: &Path) -> Value {
-    let work = match kind {
-        Kind::Succeed => "sleep 12; echo done",
-        Kind::Fail => "sleep 12; echo failing >&2; exit 7",
-        Kind::TimeOut | Kind::Stop => "sleep 300",
-    };
-    let mut b = json!({
-        "environment": {"MARKS": marks.display().to_string()},
-        "steps": [
-            {"name": "mark", "command": "echo run >> \"$MARKS/$SD_BUILD_ID\""},
-            {"name": "work", "command": work},
-        ]
-    });
-    if kind == Kind::TimeOut {
-        b["annotations"] = json!({"screwdriver.cd/timeout": 1});
+/// Where the builds run, and how the test sees them there.
+enum Engine {
+    /// The process backend on the shared state directory; a build's runs are the lines
+    /// its first step appends to `marks/<id>`.
+    Process {
+        /// The marks directory.
+        marks: PathBuf,
+    },
+    /// The shared dockerd (`-e docker`, host network, the default sdx launcher image
+    /// built by `sdx launcher-image build`); a build's runs are the daemon's `create`
+    /// events of its build container.
+    Docker {
+        /// The instances' container name prefix.
+        prefix: String,
+        /// The build image.
+        image: String,
+        /// Build container starts per build id, from the daemon's event stream.
+        starts: Arc<Mutex<HashMap<u64, usize>>>,
+    },
+}
+
+impl Engine {
+    /// The options of every instance.
+    fn configure(&self, cmd: &mut Command) {
+        if let Engine::Docker { prefix, .. } = self {
+            cmd.env("EXECUTOR_DOCKER_HOST", testing::docker_host())
+                .env("DOCKER_HOST", testing::docker_host())
+                .env("EXECUTOR_DOCKER_PREFIX", prefix)
+                .env("EXECUTOR_DOCKER_NETWORK", "host")
+                .args(["-e", "docker"]);
+        }
     }
-    b
+
+    /// The submission of a build of `kind`: a first step that marks the run, then the
+    /// work.
+    fn body(&self, kind: Kind) -> Value {
+        let work = match kind {
+            Kind::Succeed => "sleep 12; echo done",
+            Kind::Fail => "sleep 12; echo failing >&2; exit 7",
+            Kind::TimeOut | Kind::Stop => "sleep 300",
+        };
+        let mut b = match self {
+            Engine::Process { marks } => json!({
+                "environment": {"MARKS": marks.display().to_string()},
+                "steps": [
+                    {"name": "mark", "command": "echo run >> \"$MARKS/$SD_BUILD_ID\""},
+                    {"name": "work", "command": work},
+                ]
+            }),
+            Engine::Docker { image, .. } => json!({
+                "container": image,
+                "steps": [
+                    {"name": "mark", "command": "echo run"},
+                    {"name": "work", "command": work},
+                ]
+            }),
+        };
+        if kind == Kind::TimeOut {
+            b["annotations"] = json!({"screwdriver.cd/timeout": 1});
+        }
+        b
+    }
+
+    /// How many times build `id` was started on the engine.
+    fn runs(&self, id: u64) -> usize {
+        match self {
+            Engine::Process { marks } => std::fs::read_to_string(marks.join(id.to_string()))
+                .map(|s| s.lines().count())
+                .unwrap_or(0),
+            Engine::Docker { starts, .. } => starts.lock().unwrap().get(&id).copied().unwrap_or(0),
+        }
+    }
+
+    /// Whether build `id` was started on the engine.
+    fn ran(&self, id: u64) -> bool {
+        self.runs(id) >= 1
+    }
+
+    /// Builds still running on the engine: live processes of the state directory's
+    /// builds (by their marker variable), or running containers of the prefix.
+    fn left(&self, state: &Path) -> usize {
+        match self {
+            Engine::Process { .. } => {
+                let needle = format!("SD_PROCESS_BUILD={}/builds/", state.display());
+                std::fs::read_dir("/proc")
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                    })
+                    .filter(|e| {
+                        std::fs::read(e.path().join("environ"))
+                            .map(|env| String::from_utf8_lossy(&env).contains(&needle))
+                            .unwrap_or(false)
+                    })
+                    .count()
+            }
+            Engine::Docker { prefix, .. } => block_on(async {
+                let docker = testing::docker().await;
+                let filters = HashMap::from([("name".to_string(), vec![prefix.clone()])]);
+                docker
+                    .list_containers(Some(
+                        ListContainersOptionsBuilder::new()
+                            .filters(&filters)
+                            .build(),
+                    ))
+                    .await
+                    .expect("list containers")
+                    .len()
+            }),
+        }
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Counts the daemon's `start` events of build containers whose name starts with
+/// `prefix`, per build id, from `since` (Unix seconds) on, in a thread of its own.
+fn count_starts(prefix: &str, since: i64) -> Arc<Mutex<HashMap<u64, usize>>> {
+    let starts: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    let (out, prefix) = (starts.clone(), prefix.to_string());
+    std::thread::spawn(move || {
+        block_on(async move {
+            let docker = testing::docker().await;
+            let filters = HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                ("event".to_string(), vec!["start".to_string()]),
+                (
+                    "label".to_string(),
+                    vec!["screwdriver.cd/docker-role=build".to_string()],
+                ),
+            ]);
+            let opts = EventsOptionsBuilder::new()
+                .since(&since.to_string())
+                .filters(&filters)
+                .build();
+            let mut events = docker.events(Some(opts));
+            while let Some(Ok(e)) = events.next().await {
+                let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
+                let ours = attrs.get("name").is_some_and(|n| n.starts_with(&prefix));
+                let id = attrs
+                    .get("screwdriver.cd/build-id")
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let (true, Some(id)) = (ours, id) {
+                    *out.lock().unwrap().entry(id).or_default() += 1;
+                }
+            }
+        });
+    });
+    starts
 }
 
 fn is_final(b: &Value) -> bool {
@@ -298,31 +445,6 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Processes of this state directory's builds still alive (by their marker variable).
-fn build_processes(state: &Path) -> usize {
-    let needle = format!("SD_PROCESS_BUILD={}/builds/", state.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .map(|env| String::from_utf8_lossy(&env).contains(&needle))
-                .unwrap_or(false)
-        })
-        .count()
-}
-
-fn runs(marks: &Path, id: u64) -> usize {
-    std::fs::read_to_string(marks.join(id.to_string()))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
-
 /// How many lines of `log` carry `what` for build `id`.
 fn log_count(log: &str, what: &str, id: u64) -> usize {
     let field = format!("build={id}");
@@ -336,35 +458,48 @@ fn log_count(log: &str, what: &str, id: u64) -> usize {
 /// its first step one instance is SIGKILLed and another stopped with SIGTERM. The
 /// survivor must finish every build with its true outcome, each run once, each timeout
 /// fired once, and no build process left.
-fn three_instances_one_killed_one_stopped(db_prefix: &str, total: usize) {
-    let Some(db) = test_db(db_prefix) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (state, marks) = (dir.path().to_path_buf(), dir.path().join("marks"));
-    std::fs::create_dir(&marks).unwrap();
+fn three_instances_one_killed_one_stopped(
+    db: &TestDb,
+    state: &Path,
+    engine: &Engine,
+    total: usize,
+) {
     let ports = [free_port(), free_port(), free_port()];
     let lb = balancer(ports.to_vec());
     let mut inst: Vec<Instance> = (0..3)
-        .map(|n| serve(&state, n, ports[n], db.uri(), lb, None))
+        .map(|n| serve(engine, state, n, ports[n], db.uri(), lb, None))
         .collect();
     let kinds = [Kind::Succeed, Kind::Fail, Kind::TimeOut, Kind::Stop];
     let mut builds: Vec<(u64, Kind, usize)> = Vec::new();
     for i in 0..total {
         let kind = kinds[i % 4];
         let n = i % 3;
-        builds.push((inst[n].api.submit(&body(kind, &marks)), kind, n));
+        builds.push((inst[n].api.submit(&engine.body(kind)), kind, n));
     }
     // Every build's launch has marked it before the instances go.
     // Generous for a loaded 2-core machine: 300 builds are ~900 processes.
     let scale = Duration::from_millis(500) * total as u32;
     let started = Instant::now();
+    // Running on the engine, and `launch` told the API so (it has its token and runs):
+    // no start is left in flight on the instances about to go.
+    let mut running = std::collections::HashSet::new();
     let all_ran = wait_until(Duration::from_secs(90) + scale, || {
-        builds.iter().all(|(id, _, _)| runs(&marks, *id) >= 1)
+        for (id, _, n) in &builds {
+            if !running.contains(id)
+                && engine.ran(*id)
+                && matches!(
+                    inst[*n].api.build(*id)["status"].as_str(),
+                    Some("RUNNING" | "SUCCESS" | "FAILURE" | "ABORTED")
+                )
+            {
+                running.insert(*id);
+            }
+        }
+        running.len() == builds.len()
     });
     let waiting: Vec<(u64, Value)> = builds
         .iter()
-        .filter(|(id, _, _)| runs(&marks, *id) == 0)
+        .filter(|(id, _, _)| !engine.ran(*id))
         .take(5)
         .map(|(id, _, _)| (*id, inst[2].api.build(*id)))
         .collect();
@@ -372,10 +507,7 @@ fn three_instances_one_killed_one_stopped(db_prefix: &str, total: usize) {
         all_ran,
         "every build ran its first step within {:?}; {} did not, e.g. {waiting:#?}\n{}",
         started.elapsed(),
-        builds
-            .iter()
-            .filter(|(id, _, _)| runs(&marks, *id) == 0)
-            .count(),
+        builds.iter().filter(|(id, _, _)| !engine.ran(*id)).count(),
         inst.iter()
             .flat_map(|i| {
                 i.log()
@@ -435,7 +567,7 @@ fn three_instances_one_killed_one_stopped(db_prefix: &str, total: usize) {
             ok,
             "build {id} ({kind:?}, submitted to #{n}) ended {status}: {msg}"
         );
-        assert_eq!(runs(&marks, *id), 1, "build {id} ran exactly once");
+        assert_eq!(engine.runs(*id), 1, "build {id} ran exactly once");
         if *kind == Kind::TimeOut {
             // The API's timer and `launch` both end the build at its timeout: whichever
             // is first. The timer fires at most once across the instances, and when it
@@ -457,15 +589,80 @@ fn three_instances_one_killed_one_stopped(db_prefix: &str, total: usize) {
         }
     }
     assert!(
-        wait_until(Duration::from_secs(30) + scale, || build_processes(&state)
-            == 0),
-        "no build process left"
+        wait_until(Duration::from_secs(30) + scale, || engine.left(state) == 0),
+        "no build left running"
     );
 }
 
 #[test]
 fn three_instances_share_300_builds_one_killed_one_stopped_default_leases() {
-    three_instances_one_killed_one_stopped("multi3", 300);
+    let Some(db) = test_db("multi3") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    three_instances_one_killed_one_stopped(&db, dir.path(), &Engine::Process { marks }, 300);
+}
+
+/// The same on the shared dockerd, with the defaults a user gets: the sdx launcher
+/// image as `sdx launcher-image build` makes it, pre-flight on, default leases. The
+/// builds of the killed and the stopped instance keep running in their containers and
+/// must be adopted, not taken for orphans of a dead process.
+#[cfg(feature = "docker")]
+#[test]
+fn three_instances_share_300_docker_builds_one_killed_one_stopped_default_leases() {
+    if !require(
+        "dockerd",
+        testing::docker_reachable(),
+        "nothing answers on the Docker socket (DOCKER_HOST or /var/run/docker.sock)",
+    ) {
+        return;
+    }
+    let Some(db) = test_db("multi3docker") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let built = Command::new(SDX)
+        .args(["launcher-image", "build"])
+        .env("DOCKER_HOST", testing::docker_host())
+        .env_remove("SDX_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "sdx launcher-image build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let image = block_on(testing::test_images()).build;
+    let prefix = format!("sdx-multi-{}-", std::process::id());
+    let since = chrono_now_secs() - 1;
+    let engine = Engine::Docker {
+        starts: count_starts(&prefix, since),
+        prefix,
+        image,
+    };
+    three_instances_one_killed_one_stopped(&db, dir.path(), &engine, 300);
+    // Nothing of the builds is left once they are over (the survivor removed them).
+    let Engine::Docker { prefix, .. } = &engine else {
+        unreachable!()
+    };
+    let label = "app.kubernetes.io/managed-by=sdx";
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let (c, _) =
+                block_on(async { testing::labelled(&testing::docker().await, label).await });
+            c.iter().all(|n| !n.starts_with(prefix.as_str()))
+        }),
+        "containers of the builds left after they ended"
+    );
+}
+
+fn chrono_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[test]
@@ -476,14 +673,15 @@ fn a_paused_instance_whose_lease_was_taken_never_acts_again() {
     let dir = tempfile::tempdir().unwrap();
     let (state, marks) = (dir.path().to_path_buf(), dir.path().join("marks"));
     std::fs::create_dir(&marks).unwrap();
+    let engine = Engine::Process { marks };
     let config = state.join("sdx.toml");
     std::fs::write(&config, "[api]\nleaseTtlMs = 2000\nleaseRenewMs = 500\n").unwrap();
     let ports = [free_port(), free_port()];
     let lb = balancer(ports.to_vec());
-    let a = serve(&state, 0, ports[0], db.uri(), lb, Some(&config));
-    let b = serve(&state, 1, ports[1], db.uri(), lb, Some(&config));
-    let id = a.api.submit(&body(Kind::Stop, &marks));
-    assert!(wait_until(Duration::from_secs(60), || runs(&marks, id) == 1));
+    let a = serve(&engine, &state, 0, ports[0], db.uri(), lb, Some(&config));
+    let b = serve(&engine, &state, 1, ports[1], db.uri(), lb, Some(&config));
+    let id = a.api.submit(&engine.body(Kind::Stop));
+    assert!(wait_until(Duration::from_secs(60), || engine.runs(id) == 1));
     a.signal("-STOP");
     assert!(
         wait_until(Duration::from_secs(30), || log_count(
@@ -499,7 +697,7 @@ fn a_paused_instance_whose_lease_was_taken_never_acts_again() {
         wait_until(Duration::from_secs(60), || b.api.build(id)["status"]
             == "ABORTED"
             && log_count(&b.log(), "ending the build on the engine", id) == 1
-            && build_processes(&state) == 0),
+            && engine.left(&state) == 0),
         "stopped by the new holder: {}",
         b.log()
     );
@@ -516,6 +714,6 @@ fn a_paused_instance_whose_lease_was_taken_never_acts_again() {
         log_count(&a_log, "lost the lease", id) + log_count(&a_log, "not acting", id) >= 1,
         "the paused instance noticed it lost the lease: {a_log}"
     );
-    assert_eq!(runs(&marks, id), 1);
+    assert_eq!(engine.runs(id), 1);
     assert_eq!(a.api.build(id)["status"], "ABORTED");
 }

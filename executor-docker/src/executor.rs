@@ -513,8 +513,11 @@ impl Executor for DockerExecutor {
         let names = Names::new(&self.cfg.prefix, id);
         match self.engine.inspect_container(&names.build).await? {
             Some(c) => {
-                let st =
-                    crate::gc::orphaned(&c).unwrap_or_else(|| classify(&c, self.cfg.launch_mode));
+                // Not being started by this process (checked above): a container left
+                // created by a dead start is lost, whoever owned it.
+                let st = crate::gc::orphaned(&c)
+                    .or_else(|| crate::gc::abandoned_start(&c, Utc::now()))
+                    .unwrap_or_else(|| classify(&c, self.cfg.launch_mode));
                 let st = self.with_handshake(id, &names.build, st).await?;
                 self.builds.observed(id, &st);
                 Ok(st)

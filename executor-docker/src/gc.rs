@@ -88,6 +88,39 @@ pub(crate) fn orphaned(c: &ContainerInspectResponse) -> Option<BuildStatus> {
     Some(s)
 }
 
+/// How long a build container may stay created but not started before its start counts
+/// as dead: a live start goes from the create to the start in seconds (each call is
+/// bounded by `breaker.callTimeoutMs` and the retry budget; the pull comes before).
+pub(crate) const ABANDONED_START: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// The status of a build container created more than [`ABANDONED_START`] ago and never
+/// started, which no start of this process is working on (the caller checks): `Lost`,
+/// never started. The process whose start created it died half-way; whoever adopts the
+/// build (a restarted server, another instance on a shared store) may start it again.
+/// `None` otherwise. Found by state and age, not by owner: a server's resources belong
+/// to its deployment, which outlives the process that died.
+pub(crate) fn abandoned_start(
+    c: &ContainerInspectResponse,
+    now: DateTime<Utc>,
+) -> Option<BuildStatus> {
+    if c.state.as_ref()?.status? != ContainerStateStatusEnum::CREATED {
+        return None;
+    }
+    let created = DateTime::parse_from_rfc3339(c.created.as_deref()?).ok()?;
+    let age = now.signed_duration_since(created);
+    if age < ABANDONED_START {
+        return None;
+    }
+    Some(BuildStatus::lost(
+        Some(false),
+        format!(
+            "the build container was created {} s ago and never started: the start that \
+             created it is gone (its process was killed or crashed half-way)",
+            age.num_seconds()
+        ),
+    ))
+}
+
 /// Whether labels mark a resource of the executor with `prefix`; returns its build id.
 fn ours(prefix: &str, labels: &HashMap<String, String>) -> Option<BuildId> {
     let id: BuildId = labels.get(LABEL_BUILD_ID)?.parse().ok()?;
@@ -190,5 +223,29 @@ mod tests {
         assert_eq!(ours("ci-", &labels("ci-42", "43")), None);
         assert_eq!(ours("", &labels("42", "42")).map(BuildId::get), Some(42));
         assert_eq!(ours("", &HashMap::new()), None);
+    }
+
+    #[test]
+    fn a_container_left_created_by_a_dead_start_is_lost_never_started() {
+        use bollard::models::ContainerState;
+        let c = |status, created: &str| ContainerInspectResponse {
+            created: Some(created.to_string()),
+            state: Some(ContainerState {
+                status: Some(status),
+                ..ContainerState::default()
+            }),
+            ..ContainerInspectResponse::default()
+        };
+        let now: DateTime<Utc> = "2026-12-04T10:05:00Z".parse().unwrap();
+        let old = "2026-12-04T10:00:00.123456789Z";
+        let s = abandoned_start(&c(ContainerStateStatusEnum::CREATED, old), now).unwrap();
+        assert_eq!(s.phase, executor_base::Phase::Lost);
+        assert_eq!(s.failure.unwrap().build_started, Some(false));
+        assert!(s.message.contains("299 s ago") || s.message.contains("300 s ago"));
+        // A start still under way somewhere, or a container that ran: not abandoned.
+        let fresh = "2026-12-04T10:04:30Z";
+        assert!(abandoned_start(&c(ContainerStateStatusEnum::CREATED, fresh), now).is_none());
+        assert!(abandoned_start(&c(ContainerStateStatusEnum::RUNNING, old), now).is_none());
+        assert!(abandoned_start(&c(ContainerStateStatusEnum::EXITED, old), now).is_none());
     }
 }

@@ -39,6 +39,22 @@ pub(crate) fn owner_liveness(dir: &std::path::Path) -> Liveness {
     Owner::liveness_of_label(owner.as_deref().map(str::trim))
 }
 
+/// Removes a build's directory. A process of another instance sharing the state
+/// directory may still write into it for a moment (its reaper's last record): "not
+/// empty" is tried again a few times.
+fn remove_build_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// When the directory of a start interrupted before its claim counts as abandoned.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -78,13 +94,15 @@ impl Inner {
                     first_error.get_or_insert(e);
                     continue;
                 }
+                // The reaper's last write may still be under way: let it land first.
+                let _ = build.flush().await;
                 let mut map = self.builds.lock();
                 if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &build)) {
                     map.remove(&id);
                 }
             }
             let dir = paths.dir.clone();
-            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            let removed = tokio::task::spawn_blocking(move || remove_build_dir(&dir))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             match removed {

@@ -270,6 +270,19 @@ impl Build {
         Ok(())
     }
 
+    /// Writes the newest record unless it is on disk already, and waits for a write in
+    /// progress: afterwards no earlier change writes the state file again (an older
+    /// change's write finds a newer one saved and skips). Whoever removes the build's
+    /// directory calls this first, or a write still under way (the reaper's final one)
+    /// recreates a file in it and the removal fails with "directory not empty".
+    pub(crate) async fn flush(&self) -> std::io::Result<()> {
+        let (change, snapshot) = {
+            let r = self.record.lock();
+            (self.changes.load(Ordering::SeqCst), r.clone())
+        };
+        self.persist(change, snapshot).await
+    }
+
     /// Records the spawned process and its cgroup; unlike [`Build::update`], failing to
     /// persist is an error (the state file is what lets a restarted executor find the
     /// process).

@@ -269,6 +269,28 @@ impl StoreUri {
     pub fn is_shared(&self) -> bool {
         matches!(self, StoreUri::Postgres(_))
     }
+
+    /// What tells this store from another, the same from every process that uses it:
+    /// the absolute path of an SQLite file, the address of a PostgreSQL database
+    /// (password redacted), `memory:` (never shared). Names a deployment's engine
+    /// resources ([`executor_base::Owner::deployment`]).
+    ///
+    /// ```
+    /// use executor_api::store::StoreUri;
+    /// let a = StoreUri::parse("postgres://sdx:secret@db:5432/sdx").unwrap();
+    /// assert!(!a.identity().contains("secret"));
+    /// assert_eq!(StoreUri::parse("sqlite:///var/x.db").unwrap().identity(), "sqlite:/var/x.db");
+    /// ```
+    pub fn identity(&self) -> String {
+        match self {
+            StoreUri::Memory => "memory:".into(),
+            StoreUri::Sqlite(p) => {
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                format!("sqlite:{}", abs.display())
+            }
+            StoreUri::Postgres(uri) => executor_base::pg::redact(uri),
+        }
+    }
 }
 
 /// The error of a store that cannot be used.

@@ -126,8 +126,19 @@ pub async fn run(ctx: &Ctx, a: GearmanWorkerArgs) -> CliResult<u8> {
         ));
     }
     let tools = JobTools::create()?;
+    // The worker's builds outlive its process: a restarted worker on the same stateDir
+    // adopts them, so Docker and Kubernetes resources belong to the worker's stateDir,
+    // not to this process (which would make them orphans the moment it was killed).
+    let state_dir = cfg.state_dir.clone().unwrap_or_default();
+    let state_key = std::path::absolute(&state_dir)
+        .map(|p| p.display().to_string())
+        .unwrap_or(state_dir);
     let overrides = ProcessOverrides {
         job_tools: Some(tools.path().to_path_buf()),
+        owner: Some(executor_base::Owner::deployment(
+            "gearman-worker",
+            &state_key,
+        )),
         ..ProcessOverrides::default()
     };
     let exec = backends::router(
