@@ -192,7 +192,9 @@ impl Api {
                 Some(&json!({"status": "ABORTED", "statusMessage": "stopped by the test"})),
             )
             .unwrap();
-        assert_eq!(s, 200, "abort of {id}: {v}");
+        // A build that already ended cannot be aborted (403): its outcome is checked
+        // with the others.
+        assert!(s == 200 || s == 403, "abort of {id}: {s} {v}");
     }
 }
 

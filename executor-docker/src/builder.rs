@@ -264,6 +264,7 @@ impl DockerExecutorBuilder {
             pull_timeout: c.pull_timeout(),
         };
         let engine = Engine::new(c.endpoint(), connect, policies);
+        let c_slots = c.max_concurrent_starts;
         Ok(DockerExecutor {
             launcher: launcher.expect("checked"),
             preflight: Arc::new(executor_base::PreflightCache::new(c.preflight.cache_ttl)),
@@ -272,6 +273,7 @@ impl DockerExecutorBuilder {
             builds: Arc::new(Builds::default()),
             fault: self.fault,
             owner: self.owner,
+            start_slots: (c_slots > 0).then(|| Arc::new(tokio::sync::Semaphore::new(c_slots))),
         })
     }
 }

@@ -23,6 +23,12 @@ pub const DEFAULT_LAUNCHER_VERSION: &str = executor_base::launch_protocol::SDX_L
 /// Where the per-build token volume is mounted in the build container.
 pub const DEFAULT_TOKEN_DIR: &str = "/run/sd";
 
+/// Default of [`DockerConfig::max_concurrent_starts`]: enough to keep a daemon busy,
+/// few enough that each of its answers comes within the per-call timeout (300 builds
+/// submitted at once to three instances on a 2-core host: starts timed out at 10 s
+/// without a limit).
+pub const DEFAULT_MAX_CONCURRENT_STARTS: usize = 8;
+
 /// When images are pulled before a build starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,6 +138,11 @@ pub struct DockerConfig {
     pub breaker: BreakerConfig,
     /// Bound on one image pull, seconds.
     pub pull_timeout_secs: u64,
+    /// Builds of this executor creating and starting their containers at once (after
+    /// their images are there); the others wait their turn (`0`: no limit). A daemon
+    /// asked to start a hundred containers at once answers each one late, past the
+    /// per-call timeout, and the starts fail.
+    pub max_concurrent_starts: usize,
     /// Pre-flight cache and check timeout (`preflight.cacheMs`, `preflight.timeoutMs`).
     pub preflight: executor_base::PreflightOptions,
 }
@@ -159,6 +170,7 @@ impl Default for DockerConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             pull_timeout_secs: 600,
+            max_concurrent_starts: DEFAULT_MAX_CONCURRENT_STARTS,
             preflight: executor_base::PreflightOptions::default(),
         }
     }
@@ -318,6 +330,11 @@ impl Configurable for DockerConfig {
                 .field("pullTimeoutSecs", "Bound on one image pull, seconds.", |c| {
                     &mut c.pull_timeout_secs
                 })
+                .field(
+                    "maxConcurrentStarts",
+                    "Builds creating and starting their containers at once (after their images are there); others wait (`0`: no limit).",
+                    |c| &mut c.max_concurrent_starts,
+                )
                 .custom(
                     "retryBudgetSecs",
                     "Deprecated spelling of `retry.budgetMs` in seconds (`0`: no budget).",

@@ -64,6 +64,8 @@ pub struct DockerExecutor {
     pub(crate) owner: Option<Owner>,
     /// Pre-flight answers, reused for `preflight.cacheMs`.
     pub(crate) preflight: Arc<executor_base::PreflightCache>,
+    /// Turns to create and start containers (`maxConcurrentStarts`); `None`: no limit.
+    pub(crate) start_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl fmt::Debug for DockerExecutor {
@@ -206,6 +208,13 @@ impl DockerExecutor {
             undo.volume(&plan.names.token);
         }
         self.step(StartStep::ImagesReady, id, t0)?;
+        // Held until the build container runs (or the start failed).
+        let _turn = match &self.start_slots {
+            Some(slots) => Some(slots.acquire().await.map_err(|_| {
+                Error::new(ErrorKind::Unavailable, "the executor is shutting down")
+            })?),
+            None => None,
+        };
 
         // The launcher and build containers are created concurrently: the build mounts the
         // volumes with `NoCopy`, so only the launcher image fills the tools volume, whichever
