@@ -255,6 +255,12 @@ pub(crate) fn lost(view: Option<&PodView>, how: &str) -> BuildStatus {
     )
 }
 
+/// A pod's resource version as a number (`None` when absent or not one: see
+/// [`PodView::resource_version`]).
+fn resource_version(pod: &Pod) -> Option<u64> {
+    pod.metadata.resource_version.as_deref()?.parse().ok()
+}
+
 fn sdbuild(pod: &Pod) -> Option<&str> {
     pod.metadata
         .labels
@@ -374,6 +380,16 @@ impl Shared {
                 let name = pod.metadata.name.as_deref().unwrap_or_default();
                 let list = st.pods.entry(key).or_insert_with(|| Vec::with_capacity(1));
                 let idx = list.iter().position(|p| &*p.name == name);
+                let older = |i: usize| {
+                    matches!(
+                        (list[i].resource_version, resource_version(&pod)),
+                        (Some(cached), Some(event)) if cached > event
+                    )
+                };
+                if idx.is_some_and(older) {
+                    // Older than what a GET already cached.
+                    return;
+                }
                 let view = self.view(&pod, idx.map(|i| &list[i]), now);
                 if let Some(id) = self.build_id(&pod)
                     && let Some(t) = st.tracked.get_mut(&id)
@@ -433,5 +449,50 @@ impl Shared {
         if st.pods.len() * 4 < st.pods.capacity() {
             st.pods.shrink_to_fit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::K8sConfig;
+    use crate::handshake::HandshakeCheck;
+
+    fn pod(rv: &str, running: bool) -> Pod {
+        let state = if running {
+            serde_json::json!({"running": {"startedAt": "2026-12-04T10:00:00Z"}})
+        } else {
+            serde_json::json!({"waiting": {"reason": "ContainerCreating"}})
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sd-7-abcde", "resourceVersion": rv,
+                "labels": {"sdbuild": "sd-7", "screwdriver.cd/build-id": "7"}},
+            "spec": {"containers": [{"name": "sd-7"}], "nodeName": "n1"},
+            "status": {"phase": if running { "Running" } else { "Pending" },
+                "containerStatuses": [{"name": "sd-7", "image": "x", "imageID": "",
+                    "ready": running, "restartCount": 0, "state": state}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_older_pod_never_replaces_a_newer_one_in_the_cache() {
+        let cfg = K8sConfig::default();
+        let shared = Shared::new(
+            ReasonPolicy::default(),
+            "sd-".into(),
+            HandshakeCheck::new(&cfg),
+        );
+        let phase = |s: &Shared| s.state.read().pod("sd-7", "sd-7-abcde").map(|v| v.phase);
+        shared.apply(Event::Apply(pod("20", true)));
+        assert_eq!(phase(&shared), Some(crate::view::PodPhase::Running));
+        // A watch event older than what is cached (a GET answered first): ignored.
+        shared.apply(Event::Apply(pod("15", false)));
+        assert_eq!(phase(&shared), Some(crate::view::PodPhase::Running));
+        // Newer, or not a number (cannot order): applied.
+        shared.apply(Event::Apply(pod("25", false)));
+        assert_eq!(phase(&shared), Some(crate::view::PodPhase::Pending));
+        shared.apply(Event::Apply(pod("x", true)));
+        assert_eq!(phase(&shared), Some(crate::view::PodPhase::Running));
     }
 }

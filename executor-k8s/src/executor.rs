@@ -396,12 +396,21 @@ impl K8sExecutor {
                         let view = PodView::from_pod(&p, idx.map(|x| &list[x]), now, |t, st| {
                             i.shared.policy.wants_condition(t, st)
                         });
+                        // The watch may have cached a newer state while this GET was in
+                        // flight: that one stands (and is the answer).
+                        let view = match idx {
+                            Some(x) if list[x].is_newer_than(&view) => list[x].clone(),
+                            Some(x) => {
+                                list[x] = view.clone();
+                                view
+                            }
+                            None => {
+                                list.push(view.clone());
+                                view
+                            }
+                        };
                         let s = self.classify(id, &view);
                         let phase = Some(view.phase);
-                        match idx {
-                            Some(x) => list[x] = view,
-                            None => list.push(view),
-                        }
                         (s, phase)
                     }
                     None => {

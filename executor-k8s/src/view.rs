@@ -173,6 +173,10 @@ pub(crate) struct ConditionView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodView {
     pub(crate) name: Box<str>,
+    /// `metadata.resourceVersion` as a number, when it is one (etcd's revision, as every
+    /// API server stores it; the API calls it opaque, so `None` just means "cannot
+    /// order"): tells an older answer from a newer one, see [`PodView::is_newer_than`].
+    pub(crate) resource_version: Option<u64>,
     pub(crate) created: Option<DateTime<Utc>>,
     /// `metadata.deletionTimestamp` is set (someone asked for deletion).
     pub(crate) deleting: bool,
@@ -284,6 +288,10 @@ impl PodView {
             .max();
         Self {
             name: meta.name.as_deref().unwrap_or_default().into(),
+            resource_version: meta
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok()),
             created,
             deleting: meta.deletion_timestamp.is_some(),
             phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
@@ -296,6 +304,17 @@ impl PodView {
             changed,
             init,
             build,
+        }
+    }
+
+    /// Whether `other` (a view of the same pod) was read later than this one: a GET
+    /// answered after a watch event, or a watch event lagging behind a GET, must not put
+    /// an older state back in the cache (a running build shown `pulling` again). When a
+    /// resource version is not a number, the later arrival wins, as before.
+    pub(crate) fn is_newer_than(&self, other: &PodView) -> bool {
+        match (self.resource_version, other.resource_version) {
+            (Some(mine), Some(theirs)) => mine > theirs,
+            _ => false,
         }
     }
 
