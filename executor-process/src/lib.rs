@@ -126,6 +126,7 @@ mod requests;
 mod spawn;
 mod stop;
 mod supervisor;
+mod sweep;
 #[cfg(test)]
 mod testutil;
 mod timings;
