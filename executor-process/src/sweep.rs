@@ -6,14 +6,24 @@
 //! A pass only answers callers that asked before it began: a pass already under way may
 //! have read `/proc` before a process the caller cares about was spawned (or before the
 //! caller killed the group it now checks), so a caller arriving during a pass waits for
-//! the next one, which runs for everybody who arrived meanwhile. Blocking: callers run on
-//! blocking threads (`Tree::kill`), so a `Mutex` and a `Condvar` do.
+//! the next one, which runs for everybody who arrived meanwhile.
+//!
+//! Passes begin at most every [`PASS_GAP`]: a caller arriving sooner after the last
+//! pass began waits for the rest of the gap, so the builds ending within it share the
+//! next pass. Without it, at a few hundred build ends a second most passes would serve
+//! a single caller (a pass takes about as long as the time between two build ends); the
+//! gap adds at most its length to the end of a build. Blocking: callers run on blocking
+//! threads (`Tree::kill`), so a `Mutex` and a `Condvar` do.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::tree::MARK_ENV;
+
+/// The least time between the beginnings of two passes of the host's sweeper.
+pub(crate) const PASS_GAP: Duration = Duration::from_millis(5);
 
 /// What one pass does: for each of the marks, the pids that carry it.
 type Scan = dyn Fn(&HashSet<String>) -> HashMap<String, Vec<u32>> + Send + Sync;
@@ -23,6 +33,8 @@ pub(crate) struct Sweeper {
     state: Mutex<State>,
     done: Condvar,
     scan: Box<Scan>,
+    /// The least time between the beginnings of two passes.
+    gap: Duration,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -39,6 +51,8 @@ struct State {
     finished: u64,
     /// Whether a pass runs now.
     running: bool,
+    /// When the latest pass began.
+    last_start: Option<Instant>,
     /// The marks waited for, with how many callers wait for each.
     wanted: HashMap<String, usize>,
     /// Each wanted mark's pids from the latest finished pass that looked for it.
@@ -47,7 +61,7 @@ struct State {
 
 /// The host's sweeper (marks are unique on the host: every executor in this process
 /// shares it).
-static SWEEPER: LazyLock<Sweeper> = LazyLock::new(|| Sweeper::new(Box::new(scan_proc)));
+static SWEEPER: LazyLock<Sweeper> = LazyLock::new(|| Sweeper::new(Box::new(scan_proc), PASS_GAP));
 
 /// Pids (other than ours) whose environment holds `MARK_ENV=<mark>`, from a pass over
 /// `/proc` that began after this call did. Blocking.
@@ -56,18 +70,19 @@ pub(crate) fn marked(mark: &str) -> Vec<u32> {
 }
 
 impl Sweeper {
-    /// A sweeper whose passes run `scan`.
-    pub(crate) fn new(scan: Box<Scan>) -> Self {
+    /// A sweeper whose passes run `scan` and begin at least `gap` apart.
+    pub(crate) fn new(scan: Box<Scan>, gap: Duration) -> Self {
         Self {
             state: Mutex::new(State::default()),
             done: Condvar::new(),
             scan,
+            gap,
         }
     }
 
     /// The pids carrying `mark`, from a pass that began after this call: runs that pass
-    /// itself when none runs, else waits for the pass after the current one (run by
-    /// whichever waiter gets there first).
+    /// itself when none runs and the gap since the last one passed, else waits for it
+    /// (run by whichever waiter gets there first).
     pub(crate) fn find(&self, mark: &str) -> Vec<u32> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *st.wanted.entry(mark.to_string()).or_default() += 1;
@@ -81,6 +96,18 @@ impl Sweeper {
                 st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
+            let now = Instant::now();
+            if let Some(due) = st.last_start.map(|t| t + self.gap)
+                && now < due
+            {
+                st = self
+                    .done
+                    .wait_timeout(st, due - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            st.last_start = Some(now);
             st.running = true;
             st.started += 1;
             let marks: HashSet<String> = st.wanted.keys().cloned().collect();
@@ -242,13 +269,16 @@ mod tests {
             wait_marked(p, &marks[*i]);
         }
         let passes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let sweeper = Arc::new(Sweeper::new({
-            let passes = passes.clone();
-            Box::new(move |m| {
-                passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                scan_proc(m)
-            })
-        }));
+        let sweeper = Arc::new(Sweeper::new(
+            {
+                let passes = passes.clone();
+                Box::new(move |m| {
+                    passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    scan_proc(m)
+                })
+            },
+            Duration::ZERO,
+        ));
         let callers: Vec<_> = (0..48)
             .map(|c| {
                 let (sweeper, mark) = (sweeper.clone(), marks[c % marks.len()].clone());
@@ -278,14 +308,17 @@ mod tests {
         let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let gate = Mutex::new(Some((read_tx, go_rx)));
-        let sweeper = Arc::new(Sweeper::new(Box::new(move |m| {
-            let found = scan_proc(m);
-            if let Some((read, go)) = gate.lock().unwrap().take() {
-                read.send(()).unwrap();
-                go.recv().unwrap();
-            }
-            found
-        })));
+        let sweeper = Arc::new(Sweeper::new(
+            Box::new(move |m| {
+                let found = scan_proc(m);
+                if let Some((read, go)) = gate.lock().unwrap().take() {
+                    read.send(()).unwrap();
+                    go.recv().unwrap();
+                }
+                found
+            }),
+            Duration::ZERO,
+        ));
         // An early caller starts the first pass, which finds nothing yet.
         let early = {
             let (s, m) = (sweeper.clone(), mark.clone());
@@ -312,6 +345,38 @@ mod tests {
             "{early:?}"
         );
         assert_eq!(late.join().unwrap(), vec![late_proc.pid()]);
+    }
+
+    #[test]
+    fn callers_arriving_within_the_gap_share_one_pass() {
+        let passes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sweeper = Arc::new(Sweeper::new(
+            {
+                let passes = passes.clone();
+                Box::new(move |m: &HashSet<String>| {
+                    passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    m.iter()
+                        .map(|m| (m.clone(), vec![m.len() as u32]))
+                        .collect()
+                })
+            },
+            Duration::from_millis(400),
+        ));
+        let began = std::time::Instant::now();
+        assert_eq!(sweeper.find("a"), vec![1], "the first pass runs at once");
+        let callers: Vec<_> = ["bb", "ccc", "bb", "dddd"]
+            .into_iter()
+            .map(|m| {
+                let s = sweeper.clone();
+                std::thread::spawn(move || (m.len() as u32, s.find(m)))
+            })
+            .collect();
+        for t in callers {
+            let (want, got) = t.join().unwrap();
+            assert_eq!(got, vec![want]);
+        }
+        assert!(began.elapsed() >= Duration::from_millis(400));
+        assert_eq!(passes.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
