@@ -62,6 +62,10 @@ pub(crate) struct Record {
     /// When the reaper saw `launch` exit (for [`executor_base::BuildTimings`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The process that claimed the build's directory ([`executor_base::Owner`] label),
+    /// so `gc` can tell an interrupted start whose claimant is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Record {
@@ -400,6 +404,7 @@ mod tests {
             cgroup: None,
             memory_peak: None,
             finished_at: None,
+            owner: None,
         }
     }
 
