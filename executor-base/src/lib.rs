@@ -25,6 +25,7 @@ pub mod owner;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod preflight;
+pub mod record_file;
 pub mod resources;
 pub mod router;
 pub mod stats;

@@ -23,9 +23,9 @@ use crate::supervisor;
 use crate::tree::{Cgroups, Tree};
 
 /// How long an adopted build may sit without a recorded pid while it cannot be told
-/// whether the instance that claimed it still runs (no readable `owner` file) before it
-/// counts as never spawned. With an `owner` file, a claimant that is gone settles it at
-/// once and a live one is waited for.
+/// whether the instance that claimed it still runs (no recorded owner) before it counts
+/// as never spawned. With an owner recorded, a claimant that is gone settles it at once
+/// and a live one is waited for.
 const START_WINDOW: Duration = Duration::from_secs(10);
 /// How long to wait for the owning instance to record an exit before calling a vanished
 /// process lost.
@@ -494,6 +494,7 @@ mod tests {
                 cgroup: None,
                 memory_peak: None,
                 finished_at: None,
+                owner: None,
             })
             .unwrap();
         std::fs::write(paths.token(), "a-secret-token").unwrap();

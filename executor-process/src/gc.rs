@@ -2,9 +2,10 @@
 //! buffer) are stopped and their directories (log, state, work) removed; and `stop_all`,
 //! the explicit "stop every live build" (`cleanup` never stops a live build).
 //!
-//! A start prepares its directory under a temporary name (`.<id>.<pid>.<random>`, with
-//! an `owner` file naming the process, [`executor_base::owner`]) and renames it to the
-//! id with its state file in place. A temporary directory is collected at once when its
+//! A start prepares its directory under a temporary name (`.<id>.<pid>.<random>`, its
+//! state file, written first, naming the process as `owner`, [`executor_base::owner`];
+//! earlier versions wrote an `owner` file, still read) and renames it to the id with its
+//! state file in place. A temporary directory is collected at once when its
 //! owner is gone, else after an hour; a build directory without a state file (made by an
 //! older sdx) at once when its owner is gone, else after the longest timeout and the
 //! buffer. A started build belongs to the state directory, not to the process that
@@ -19,24 +20,27 @@ use crate::error;
 use crate::executor::Inner;
 use crate::record::{BuildPaths, StopReason};
 
-/// The file naming the owner of a build's directory (the process that claimed it).
+/// The file that named the owner of a build's directory before the state file did
+/// (read for directories an earlier sdx made).
 const OWNER_FILE: &str = "owner";
 
-/// Records this process as the owner of a just claimed build directory (best effort: a
-/// directory without it waits for its expiry).
-pub(crate) fn write_owner(dir: &std::path::Path) {
-    if let Some(me) = Owner::current()
-        && let Err(e) = std::fs::write(dir.join(OWNER_FILE), me.to_label())
-    {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot record the build directory's owner");
-    }
+/// The owner label of the build directory `dir` (the process that claimed it): from its
+/// state file, else from an `owner` file. Blocking (small reads).
+fn owner_label(dir: &std::path::Path) -> Option<String> {
+    let paths = BuildPaths {
+        dir: dir.to_path_buf(),
+    };
+    paths.load().and_then(|r| r.owner).or_else(|| {
+        std::fs::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .map(|l| l.trim().to_string())
+    })
 }
 
 /// Whether the process that claimed the build directory `dir` still runs
-/// ([`Liveness::Unknown`] without a readable `owner` file). Blocking (a small read).
+/// ([`Liveness::Unknown`] without a recorded owner). Blocking (small reads).
 pub(crate) fn owner_liveness(dir: &std::path::Path) -> Liveness {
-    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).ok();
-    Owner::liveness_of_label(owner.as_deref().map(str::trim))
+    Owner::liveness_of_label(owner_label(dir).as_deref())
 }
 
 /// Removes a build's directory. A process of another instance sharing the state
@@ -148,9 +152,7 @@ impl Inner {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > ABANDONED_AFTER);
-                let owner = std::fs::read_to_string(e.path().join(OWNER_FILE)).ok();
-                let gone =
-                    Owner::liveness_of_label(owner.as_deref().map(str::trim)) == Liveness::Gone;
+                let gone = owner_liveness(&e.path()) == Liveness::Gone;
                 if e.file_name().to_string_lossy().starts_with('.') && (old || gone) {
                     match std::fs::remove_dir_all(e.path()) {
                         Ok(()) => tracing::info!(path = %e.path().display(), "gc removed an interrupted start"),
@@ -166,8 +168,7 @@ impl Inner {
     /// it and writing the state): now when its owner is gone, else its modification time
     /// plus the longest timeout and the buffer. Undatable directories are never expired.
     fn undated_expiry(&self, paths: &BuildPaths) -> Option<DateTime<Utc>> {
-        let owner = std::fs::read_to_string(paths.dir.join(OWNER_FILE)).ok();
-        if Owner::liveness_of_label(owner.as_deref().map(str::trim)) == Liveness::Gone {
+        if owner_liveness(&paths.dir) == Liveness::Gone {
             // Orphaned by a start killed half-way: collect now.
             return Some(DateTime::<Utc>::MIN_UTC);
         }
@@ -326,10 +327,13 @@ mod tests {
         assert!(exec.builds_dir().join("12").exists());
         assert!(exec.builds_dir().join("13").exists());
 
-        // A real start records its owner (this process).
+        // A real start records its owner (this process) in the state file, no file of
+        // its own.
         exec.start(&config(14)).await.unwrap();
-        let label = std::fs::read_to_string(exec.builds_dir().join("14").join(OWNER_FILE)).unwrap();
+        let dir = exec.builds_dir().join("14");
+        let label = super::owner_label(&dir).unwrap();
         assert_eq!(Owner::parse(&label), Owner::current());
+        assert!(!dir.join(OWNER_FILE).exists());
         exec.cleanup().await.unwrap();
     }
 }

@@ -52,8 +52,8 @@
 //! * **Interrupted starts**: `start` runs as a task of its own, so dropping its future
 //!   (a caller's timeout) never leaves half a build: it is spawned (and `stop` ends it)
 //!   or rolled back. A start killed with its process between claiming the directory and
-//!   spawning `launch` leaves a state file without a pid; the directory's `owner` file
-//!   names the claiming process, so once that process is gone (and no supervisor carries
+//!   spawning `launch` leaves a state file without a pid; its `owner` field (an `owner`
+//!   file in directories of earlier versions) names the claiming process, so once that process is gone (and no supervisor carries
 //!   the build's marker) the build is `Lost` with `build_started: false` ("launch was
 //!   never spawned") at once, its token file removed, and a new `start` of the id takes
 //!   the directory over: a caller (the reference API's adoption) starts it again and it
@@ -126,6 +126,7 @@ mod requests;
 mod spawn;
 mod stop;
 mod supervisor;
+mod sweep;
 #[cfg(test)]
 mod testutil;
 mod timings;

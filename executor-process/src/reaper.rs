@@ -38,12 +38,6 @@ pub(crate) async fn reap(
     // A stop asked by another process sharing the state directory (`sdx stop`) counts too.
     // Merged before the record is written again, which would otherwise overwrite it.
     build.merge_disk_stop();
-    build
-        .update(|r| {
-            r.memory_peak = peak.or(r.memory_peak);
-            r.finished_at = Some(exited_at);
-        })
-        .await;
     let r = build.snapshot();
     let status = match (r.stop, waited) {
         (Some(reason), _) => r.stopped_status(reason),
@@ -58,7 +52,13 @@ pub(crate) async fn reap(
     if !build.is_finished() {
         inner.counter.finished(&status);
     }
-    build.finish(status).await;
+    // One save for the exit time, the memory peak and the status.
+    build
+        .finish_with(status, |r| {
+            r.memory_peak = peak.or(r.memory_peak);
+            r.finished_at = Some(exited_at);
+        })
+        .await;
 }
 
 /// `status`, unless it is a success without `launch`'s handshake (see `handshake`);

@@ -1,12 +1,18 @@
 //! One build's record: what is persisted in `<state>/builds/<id>/state.json` (so a
 //! restarted executor can still answer `status`, `stop` and `gc`), and the in-memory
 //! handle around it that waiters watch.
+//!
+//! The state file is rewritten in place ([`executor_base::record_file`]): a save creates
+//! no file, a writer killed at any moment leaves the previous or the new record, and
+//! `sdx stop`/`status` in another process never read a torn one. Only the save that
+//! makes the build terminal is `fdatasync`ed: the earlier ones describe processes a
+//! power loss kills anyway.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
+use executor_base::record_file::{self, Durability};
 use executor_base::{BuildId, BuildStatus};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -56,6 +62,10 @@ pub(crate) struct Record {
     /// When the reaper saw `launch` exit (for [`executor_base::BuildTimings`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The process that claimed the build's directory ([`executor_base::Owner`] label),
+    /// so `gc` can tell an interrupted start whose claimant is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Record {
@@ -123,27 +133,21 @@ impl BuildPaths {
         self.dir.join("work")
     }
 
-    /// Reads `state.json`; `None` when missing or unreadable.
+    /// Reads `state.json` (either format of [`record_file`]); `None` when missing or
+    /// unreadable.
     pub(crate) fn load(&self) -> Option<Record> {
-        let text = std::fs::read(self.state()).ok()?;
-        serde_json::from_slice(&text).ok()
+        record_file::load_json(&self.state())
     }
 
-    /// Writes `state.json` atomically (temporary file + rename).
+    /// Writes `state.json` in place ([`record_file`]); `fdatasync`ed once the record is
+    /// terminal.
     pub(crate) fn save(&self, record: &Record) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!(
-            ".state.json.{}.{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let body = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-        let result = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_data()))
-            .and_then(|()| std::fs::rename(&tmp, self.state()));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        let durability = if record.status.is_some() {
+            Durability::PowerLoss
+        } else {
+            Durability::ProcessCrash
+        };
+        record_file::save_json(&self.state(), record, durability)
     }
 
     /// Removes the token file; a missing file is fine.
@@ -236,8 +240,8 @@ impl Build {
         self.changed.subscribe()
     }
 
-    /// Changes the record with `f`, persists it (on a blocking thread: the save ends with
-    /// an fsync), and wakes waiters. A failed save is logged; see [`Build::set_spawned`].
+    /// Changes the record with `f`, persists it (on a blocking thread), and wakes
+    /// waiters. A failed save is logged; see [`Build::set_spawned`].
     pub(crate) async fn update<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
         let (out, change, snapshot) = self.change(f);
         if let Err(e) = self.persist(change, snapshot).await {
@@ -329,10 +333,21 @@ impl Build {
     /// Records the terminal `status` unless one is already recorded; removes the token
     /// file and cancels timers. Returns whether this call made the build terminal.
     pub(crate) async fn finish(&self, status: BuildStatus) -> bool {
+        self.finish_with(status, |_| {}).await
+    }
+
+    /// [`Build::finish`], applying `also` to the record in the same save (whether or not
+    /// a status was recorded already).
+    pub(crate) async fn finish_with(
+        &self,
+        status: BuildStatus,
+        also: impl FnOnce(&mut Record),
+    ) -> bool {
         // First, so whoever sees the terminal status finds the token gone.
         self.paths.remove_token();
         let made_terminal = self
             .update(|r| {
+                also(r);
                 if r.status.is_some() {
                     false
                 } else {
@@ -389,6 +404,7 @@ mod tests {
             cgroup: None,
             memory_peak: None,
             finished_at: None,
+            owner: None,
         }
     }
 
@@ -402,8 +418,24 @@ mod tests {
         r.status = Some(BuildStatus::exited(2));
         paths.save(&r).unwrap();
         assert_eq!(paths.load().unwrap(), r);
-        // no temporary files left behind
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(paths.state()).unwrap());
+        r.memory_peak = Some(42);
+        paths.save(&r).unwrap();
+        assert_eq!(paths.load().unwrap(), r);
+        // rewritten in place; no temporary files left behind
+        let now = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(paths.state()).unwrap());
+        assert_eq!(now, inode);
         assert_eq!(std::fs::read_dir(&paths.dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_state_file_of_the_earlier_format_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BuildPaths::new(dir.path(), BuildId::new(8).unwrap());
+        std::fs::create_dir(&paths.dir).unwrap();
+        let r = record(8);
+        std::fs::write(paths.state(), serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        assert_eq!(paths.load().unwrap(), r);
     }
 
     #[tokio::test]

@@ -74,6 +74,7 @@ impl Inner {
             cgroup: self.cgroups.path_for(id),
             memory_peak: None,
             finished_at: None,
+            owner: executor_base::Owner::current().map(|o| o.to_label()),
         };
         let paths = BuildPaths::new(&self.settings.builds_dir, id);
         let build = Arc::new(Build::new(paths, record, true));
@@ -296,7 +297,6 @@ fn prepare_and_claim(
         .mode(0o700)
         .create(&tmp.dir)
         .map_err(|e| error::io("start", "cannot create the build directory", &tmp.dir, e))?;
-    crate::gc::write_owner(&tmp.dir);
     let result = prepare(&tmp, token, record).and_then(|p| claim(&tmp, paths, id).map(|()| p));
     if result.is_err() {
         remove_dir(&tmp.dir);
@@ -304,9 +304,13 @@ fn prepare_and_claim(
     result
 }
 
-/// Writes the token file (unless the token goes through the environment), creates the
-/// work directory and the build log, and saves the record. Blocking.
+/// Saves the record (first: it names the directory's owner), writes the token file
+/// (unless the token goes through the environment), creates the work directory and the
+/// build log. Blocking.
 fn prepare(paths: &BuildPaths, token: Option<&str>, record: &Record) -> Result<Prepared, Error> {
+    paths
+        .save(record)
+        .map_err(|e| error::io("start", "cannot write the state file", &paths.state(), e))?;
     if let Some(token) = token {
         let token_path = paths.token();
         write_private(&token_path, token.as_bytes())
@@ -327,9 +331,6 @@ fn prepare(paths: &BuildPaths, token: Option<&str>, record: &Record) -> Result<P
     let log_err = log
         .try_clone()
         .map_err(|e| error::io("start", "cannot share the build log", &log_path, e))?;
-    paths
-        .save(record)
-        .map_err(|e| error::io("start", "cannot write the state file", &paths.state(), e))?;
     Ok(Prepared { log, log_err })
 }
 

@@ -249,22 +249,10 @@ fn cgroup_pids(dir: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Pids (other than ours) whose environment holds `MARK_ENV=<mark>`.
+/// Pids (other than ours) whose environment holds `MARK_ENV=<mark>`, from a pass over
+/// `/proc` shared with the builds ending at the same time (see `sweep`). Blocking.
 pub(crate) fn marked(mark: &str) -> Vec<u32> {
-    let needle = format!("{MARK_ENV}={mark}");
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
-        })
-        .collect()
+    crate::sweep::marked(mark)
 }
 
 /// The supervisor of the build marked `mark`, if it runs: the marked process whose

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{alive, build, executor, file, finished, job_tools, wait_dead, wait_file};
+use executor_base::record_file;
 use executor_base::{Error, ErrorKind, Executor, FailureReason, Phase, Verdict};
 use std::os::unix::fs::PermissionsExt;
 
@@ -627,7 +628,7 @@ fn the_backstop_of_a_restarted_executor_kills_every_process_of_the_build() {
     // The deadline passed while no executor ran.
     let state_file = state.path().join("builds/30/state.json");
     let mut record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+        serde_json::from_slice(&record_file::read(&state_file).unwrap().unwrap()).unwrap();
     record["killAt"] = serde_json::json!("2000-01-01T00:00:00Z");
     std::fs::write(&state_file, record.to_string()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -703,7 +704,7 @@ fn a_build_whose_executor_died_before_recording_its_pid_is_found_by_its_marker()
     // What a crash between spawning and recording the pid leaves.
     let state_file = state.path().join("builds/34/state.json");
     let mut record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+        serde_json::from_slice(&record_file::read(&state_file).unwrap().unwrap()).unwrap();
     record["pid"] = serde_json::Value::Null;
     record["procStart"] = serde_json::Value::Null;
     std::fs::write(&state_file, record.to_string()).unwrap();

@@ -11,7 +11,10 @@
 //! second worker on the same directory is refused while the first lives and a restarted
 //! one takes over at once. The manager name is kept so that `stop:<manager>` jobs sent
 //! for the previous incarnation's builds reach the worker that adopted them. Records are
-//! written atomically (a temporary file renamed over the old one).
+//! rewritten in place ([`executor_base::record_file`], as the process backend's state
+//! files): a save creates no file, a worker killed at any moment leaves the previous or
+//! the new record, and only a `Finished` record is `fdatasync`ed (the earlier ones name
+//! builds a power loss ends anyway; a restarted worker adopts or settles them).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -19,6 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use executor_base::record_file::{self, Durability};
 use executor_base::{Error, ErrorKind, StopConfig};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -208,11 +212,16 @@ impl StateDir {
         fs::rename(&tmp, path).map_err(|e| io_error("write", path, e))
     }
 
-    /// Writes a build's record.
+    /// Writes a build's record in place.
     pub(crate) fn save(&self, r: &Record) -> Result<(), Error> {
         let data =
             serde_json::to_vec(r).map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
-        self.write_atomically(&self.record_path(r.number), &data)
+        let durability = match r.stage {
+            Stage::Finished => Durability::PowerLoss,
+            Stage::Starting | Stage::Running => Durability::ProcessCrash,
+        };
+        let path = self.record_path(r.number);
+        record_file::write(&path, &data, durability).map_err(|e| io_error("write", &path, e))
     }
 
     /// Forgets a build.
@@ -237,8 +246,9 @@ impl StateDir {
             if path.extension().and_then(|x| x.to_str()) != Some("json") {
                 continue;
             }
-            match fs::read(&path)
+            match record_file::read(&path)
                 .map_err(|e| e.to_string())
+                .and_then(|d| d.ok_or_else(|| "no complete record".to_string()))
                 .and_then(|d| serde_json::from_slice::<Record>(&d).map_err(|e| e.to_string()))
             {
                 Ok(r) => out.push(r),
@@ -287,6 +297,18 @@ mod tests {
         assert_eq!(all[0].stop_config().unwrap().build_id.get(), 7);
         let disk = fs::read_to_string(tmp.path().join("builds/7.json")).unwrap();
         assert!(!disk.contains("secret-token"), "{disk}");
+        // Rewritten in place as the build moves on; a record of the earlier format (plain
+        // JSON, temporary file + rename) still loads.
+        let mut finished = record(7);
+        finished.stage = Stage::Finished;
+        state.save(&finished).unwrap();
+        let old = serde_json::to_vec(&record(9)).unwrap();
+        fs::write(tmp.path().join("builds/9.json"), old).unwrap();
+        let all = state.load_all();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].stage, Stage::Finished);
+        assert_eq!(all[1].number, 9);
+        assert_eq!(fs::read_dir(tmp.path().join("builds")).unwrap().count(), 2);
 
         let e = StateDir::open(tmp.path()).unwrap_err();
         assert!(
