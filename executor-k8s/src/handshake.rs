@@ -12,8 +12,8 @@
 //! `SUCCESS` one is `Failed` with `launchProtocol`. Screwdriver mode keeps exit 0 as
 //! success (upstream's launcher exits 0 whatever happened).
 
-use executor_base::launch_protocol::{LaunchResult, exit_zero_status};
-use executor_base::{BuildId, BuildStatus, LaunchMode, Phase};
+use executor_base::launch_protocol::{LaunchResult, exit_zero_status, status_of_launch_exit};
+use executor_base::{BuildId, BuildStatus, FailureReason, LaunchMode, Phase};
 
 use crate::config::K8sConfig;
 use crate::view::PodView;
@@ -35,9 +35,21 @@ impl HandshakeCheck {
     }
 
     /// `status` (classified from `view`, the pod of build `id`) unless it is a success
-    /// without the handshake.
+    /// without the handshake, or (native mode) a plain non-zero exit that is one of
+    /// `launch`'s own codes: 3 timed out, 4 aborted by the API before anything ran
+    /// ([`status_of_launch_exit`], as the Docker and process backends map them).
     pub(crate) fn apply(&self, id: BuildId, view: &PodView, status: BuildStatus) -> BuildStatus {
-        if status.phase != Phase::Succeeded || self.mode != LaunchMode::Native {
+        if self.mode != LaunchMode::Native {
+            return status;
+        }
+        if status.reason() == Some(FailureReason::NonZeroExit)
+            && let Some((code, _, _)) = view.build.terminated()
+            && status.exit_code == Some(code)
+            && let Some(own) = status_of_launch_exit(code)
+        {
+            return own;
+        }
+        if status.phase != Phase::Succeeded {
             return status;
         }
         let found = view
@@ -52,20 +64,47 @@ impl HandshakeCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use executor_base::FailureReason;
     use k8s_openapi::api::core::v1::Pod;
 
     fn view(message: Option<&str>) -> PodView {
+        exited(0, message)
+    }
+
+    fn exited(code: i32, message: Option<&str>) -> PodView {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "sd-7-abcde"},
             "spec": {"containers": [{"name": "sd-7"}]},
-            "status": {"phase": "Succeeded", "containerStatuses": [{
+            "status": {"phase": if code == 0 { "Succeeded" } else { "Failed" },
+                "containerStatuses": [{
                 "name": "sd-7", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                "state": {"terminated": {"exitCode": code,
+                    "reason": if code == 0 { "Completed" } else { "Error" },
                     "message": message}}}]}
         }))
         .unwrap();
         PodView::from_pod(&pod, None, chrono::Utc::now(), |_, _| false)
+    }
+
+    #[test]
+    fn launchs_own_exit_codes_are_its_outcomes_in_native_mode() {
+        let id = BuildId::new(7).unwrap();
+        let native = HandshakeCheck::new(&K8sConfig::default());
+        let s = native.apply(id, &exited(3, None), BuildStatus::exited(3));
+        assert_eq!((s.phase, s.exit_code), (Phase::TimedOut, Some(3)));
+        let s = native.apply(id, &exited(4, None), BuildStatus::exited(4));
+        assert_eq!((s.phase, s.exit_code), (Phase::Canceled, Some(4)));
+        let five = BuildStatus::exited(5);
+        assert_eq!(native.apply(id, &exited(5, None), five.clone()), five);
+        // An out-of-memory kill that happens to exit 3 stays what it is.
+        let oom = BuildStatus::oom(Some(3), "OOMKilled");
+        assert_eq!(native.apply(id, &exited(3, None), oom.clone()), oom);
+        // Screwdriver mode: upstream's launcher gives these codes no meaning.
+        let sd = HandshakeCheck::new(&K8sConfig {
+            launch_mode: LaunchMode::Screwdriver,
+            ..K8sConfig::default()
+        });
+        let three = BuildStatus::exited(3);
+        assert_eq!(sd.apply(id, &exited(3, None), three.clone()), three);
     }
 
     #[test]

@@ -99,10 +99,10 @@ async fn when_only_the_watch_fails_status_reads_the_pod_directly() {
     fake.inject(Fault::status(403).on("watch", "pods").times(1_000));
     fake.disconnect_watches();
     eventually("not synced", || async { (!e.is_synced()).then_some(()) }).await;
-    k.exit(&pod, 3);
+    k.exit(&pod, 5);
     let gets = fake.request_count("get pods");
     let s = e.status(&stop_cfg(3)).await.unwrap();
-    assert_eq!((s.phase, s.exit_code), (Phase::Failed, Some(3)));
+    assert_eq!((s.phase, s.exit_code), (Phase::Failed, Some(5)));
     assert_eq!(fake.request_count("get pods"), gets + 1);
 }
 

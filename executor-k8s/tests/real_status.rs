@@ -138,10 +138,24 @@ async fn the_pod_state_table_on_a_real_api_server() {
             |pod| {
                 k.bind(&pod).await;
                 k.running(&pod).await;
+                k.failed(&pod, 5).await
+            },
+            "failed 5",
+            |s| s.reason() == Some(FailureReason::NonZeroExit) && s.exit_code == Some(5)
+        )
+        .boxed_local(),
+        row!(
+            e,
+            k,
+            P,
+            17,
+            |pod| {
+                k.bind(&pod).await;
+                k.running(&pod).await;
                 k.failed(&pod, 3).await
             },
-            "failed 3",
-            |s| s.reason() == Some(FailureReason::NonZeroExit) && s.exit_code == Some(3)
+            "launch's timeout (exit 3)",
+            |s| s.phase == Phase::TimedOut && s.exit_code == Some(3)
         )
         .boxed_local(),
         row!(
@@ -300,7 +314,7 @@ async fn the_pod_state_table_on_a_real_api_server() {
         .boxed_local(),
     ])
     .await;
-    assert_eq!(rows.len(), 16);
+    assert_eq!(rows.len(), 17);
 
     // The verify strings of a few of them.
     assert_eq!(verdict(e, 1).await, Verdict::Waiting);

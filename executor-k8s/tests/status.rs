@@ -83,15 +83,27 @@ async fn pending_then_initializing_then_running_then_succeeded() {
 }
 
 #[tokio::test]
+async fn launchs_exit_3_is_timed_out_and_4_canceled() {
+    let (_f, k, e) = setup().await;
+    for (id, code, phase) in [(31, 3, Phase::TimedOut), (32, 4, Phase::Canceled)] {
+        let pod = started(&e, &k, id).await;
+        k.run(&pod);
+        k.exit(&pod, code);
+        let s = until(&e, id, "ended", |s| s.is_terminal()).await;
+        assert_eq!((s.phase, s.exit_code), (phase, Some(code)), "{s:?}");
+    }
+}
+
+#[tokio::test]
 async fn non_zero_exit_fails_with_the_exit_code() {
     let (_f, k, e) = setup().await;
     let pod = started(&e, &k, 2).await;
     k.run(&pod);
-    k.exit(&pod, 3);
+    k.exit(&pod, 5);
     let s = until(&e, 2, "failed", |s| s.is_terminal()).await;
     assert_eq!(
         (s.phase, s.exit_code, s.reason()),
-        (Phase::Failed, Some(3), Some(FailureReason::NonZeroExit))
+        (Phase::Failed, Some(5), Some(FailureReason::NonZeroExit))
     );
     assert_eq!(verdict(&e, 2).await.as_str(), pod_status_message("failed"));
     assert_eq!(e.stats().builds.by_reason.get("nonZeroExit"), Some(&1));
