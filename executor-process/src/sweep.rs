@@ -117,9 +117,13 @@ impl Sweeper {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.scan)(&marks)))
                     .unwrap_or_default();
             st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Only for marks still wanted: a caller that left while this pass ran (its
+            // answer came from an earlier pass) must not leave an entry behind.
             for m in marks {
-                let pids = found.get(&m).cloned().unwrap_or_default();
-                st.found.insert(m, pids);
+                if st.wanted.contains_key(&m) {
+                    let pids = found.get(&m).cloned().unwrap_or_default();
+                    st.found.insert(m, pids);
+                }
             }
             st.finished = st.started;
             st.running = false;
