@@ -459,20 +459,25 @@ async fn run(shared: Arc<Shared>, sweep_every: Option<Duration>) {
         }
         let now = Utc::now();
         let handler = shared.handler.read().clone();
+        let lateness = |d: &StoredDeadline| {
+            now.signed_duration_since(d.deadline)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        };
         if let Some(h) = handler {
             for d in &batch {
-                let lateness = now
-                    .signed_duration_since(d.deadline)
-                    .to_std()
-                    .unwrap_or(Duration::ZERO);
-                shared.metrics.fired(lateness);
                 h(Expired {
                     build_id: d.build_id,
                     job_id: d.job_id,
                     deadline: d.deadline,
                     timeout_minutes: d.timeout_minutes,
-                    lateness,
+                    lateness: lateness(d),
                 });
+            }
+            // Recorded once every handler of the batch ran: a histogram update per
+            // deadline must not make the later deadlines of a burst fire later.
+            for d in &batch {
+                shared.metrics.fired(lateness(d));
             }
         }
         let _w = shared.serialise().await;
