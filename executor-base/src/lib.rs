@@ -10,6 +10,7 @@ pub mod db_thread;
 pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod fnv;
 pub mod http;
 pub mod ids;
 pub mod image;

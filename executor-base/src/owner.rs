@@ -119,9 +119,7 @@ impl Owner {
     /// assert_eq!(a.liveness(), Liveness::Unknown);
     /// ```
     pub fn deployment(name: &str, key: &str) -> Owner {
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = crate::fnv::fnv1a(key.bytes());
         let name: String = name
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))

@@ -260,13 +260,12 @@ fn encode(seq: u64, slot: usize, record: &[u8]) -> Vec<u8> {
 /// FNV-1a over the header's numbers and the record.
 fn checksum(seq: u64, slot: usize, record: &[u8]) -> u64 {
     let numbers = [seq, slot as u64, record.len() as u64];
-    numbers
-        .iter()
-        .flat_map(|n| n.to_le_bytes())
-        .chain(record.iter().copied())
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+    crate::fnv::fnv1a(
+        numbers
+            .iter()
+            .flat_map(|n| n.to_le_bytes())
+            .chain(record.iter().copied()),
+    )
 }
 
 /// The header at the start of `data`: `(seq, slot, len, hash)`.

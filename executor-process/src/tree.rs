@@ -27,6 +27,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use executor_base::fnv::fnv1a;
+
 use crate::os;
 
 /// The variable every process of a build inherits: the build's directory
@@ -68,7 +70,7 @@ impl Cgroups {
             .unwrap_or_else(|| "/".into());
         let base = mount.join(own.trim_start_matches('/')).join(format!(
             "sdx-{:016x}",
-            fnv1a(builds_dir.as_os_str().as_encoded_bytes())
+            fnv1a(builds_dir.as_os_str().as_encoded_bytes().iter().copied())
         ));
         if let Err(e) = create_base(&base) {
             tracing::debug!(cgroup = %base.display(), error = %e, "cannot create a cgroup: builds are tracked by process group and marker");
@@ -284,13 +286,6 @@ pub(crate) fn unified_path(membership: &str) -> Option<&str> {
         .filter(|p| p.starts_with('/'))
 }
 
-/// FNV-1a: a short, stable name for the builds directory (no hashing crate needed).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,8 +302,8 @@ mod tests {
 
     #[test]
     fn hashes_are_stable_and_distinct() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_ne!(fnv1a(b"/a/builds"), fnv1a(b"/b/builds"));
+        assert_eq!(fnv1a(*b""), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(fnv1a(*b"/a/builds"), fnv1a(*b"/b/builds"));
     }
 
     #[test]
