@@ -255,12 +255,6 @@ pub(crate) fn lost(view: Option<&PodView>, how: &str) -> BuildStatus {
     )
 }
 
-/// A pod's resource version as a number (`None` when absent or not one: see
-/// [`PodView::resource_version`]).
-fn resource_version(pod: &Pod) -> Option<u64> {
-    pod.metadata.resource_version.as_deref()?.parse().ok()
-}
-
 fn sdbuild(pod: &Pod) -> Option<&str> {
     pod.metadata
         .labels
@@ -380,17 +374,11 @@ impl Shared {
                 let name = pod.metadata.name.as_deref().unwrap_or_default();
                 let list = st.pods.entry(key).or_insert_with(|| Vec::with_capacity(1));
                 let idx = list.iter().position(|p| &*p.name == name);
-                let older = |i: usize| {
-                    matches!(
-                        (list[i].resource_version, resource_version(&pod)),
-                        (Some(cached), Some(event)) if cached > event
-                    )
-                };
-                if idx.is_some_and(older) {
+                let view = self.view(&pod, idx.map(|i| &list[i]), now);
+                if idx.is_some_and(|i| list[i].is_newer_than(&view)) {
                     // Older than what a GET already cached.
                     return;
                 }
-                let view = self.view(&pod, idx.map(|i| &list[i]), now);
                 if let Some(id) = self.build_id(&pod)
                     && let Some(t) = st.tracked.get_mut(&id)
                     && *t.pod == *name
