@@ -39,11 +39,7 @@ use api::Api;
 const SDX: &str = env!("CARGO_BIN_EXE_sdx");
 
 fn test_db(prefix: &str) -> Option<TestDb> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(TestDb::create(prefix))
+    block_on(TestDb::create(prefix))
 }
 
 fn free_port() -> u16 {
