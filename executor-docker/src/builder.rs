@@ -262,6 +262,7 @@ impl DockerExecutorBuilder {
             retry: c.retry.clone(),
             breaker: c.breaker.clone(),
             pull_timeout: c.pull_timeout(),
+            start_timeout: c.start_timeout(),
         };
         let engine = Engine::new(c.endpoint(), connect, policies);
         let c_slots = c.max_concurrent_starts;
@@ -379,6 +380,9 @@ fn validate(c: &DockerConfig, problems: &mut Vec<String>) {
     }
     if c.pull_timeout_secs == 0 {
         bad("pullTimeoutSecs", "must be positive");
+    }
+    if c.start_timeout_secs == 0 {
+        bad("startTimeoutSecs", "must be positive");
     }
     if c.launcher_image.trim().is_empty() {
         bad("launcherImage", "must not be empty");

@@ -16,6 +16,13 @@
 //! Calls stop retrying after the retry budget (`retry.budgetMs`, 5 s by default), so a call on a
 //! daemon that is down answers `Unavailable` within seconds.
 //!
+//! **Bounds.** Each call is bounded by the call timeout (`breaker.callTimeoutMs`), except
+//! pulls (`pullTimeoutSecs`) and the creates and starts of containers
+//! (`startTimeoutSecs`, 2 min as kubelet's runtime calls): a daemon busy with other
+//! builds' containers answers those late, and failing a build for it is wrong. A start
+//! whose answer was lost is checked before it is repeated
+//! ([`Engine::start_container`]).
+//!
 //! **The registry is not the daemon.** A pull the daemon answers with an error (the
 //! registry refused the connection, the manifest is unknown, the registry said 5xx or
 //! 429) is the build's [`ErrorKind::ImagePull`] failure naming the registry and the cause;
@@ -32,10 +39,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Volume};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    Volume,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
@@ -77,6 +88,8 @@ struct Connected {
     docker: Docker,
     /// Pulls: the same connections, with the pull bound on the answer's headers.
     puller: Docker,
+    /// Creates and starts of containers: the same connections, with the start bound.
+    worker: Docker,
     ncpu: Option<i64>,
 }
 
@@ -94,6 +107,8 @@ struct Inner {
     /// Counts pulls only (no retries, no breaker: the pull itself goes through `calls`).
     pulls: EngineCalls,
     pull_timeout: Duration,
+    /// The bound on each create and start of a container.
+    start_timeout: Duration,
     /// The bound on each ordinary call ([`BreakerConfig::call_timeout`]).
     call_timeout: Duration,
 }
@@ -115,6 +130,8 @@ pub(crate) struct Policies {
     pub breaker: BreakerConfig,
     /// The bound on one image pull.
     pub pull_timeout: Duration,
+    /// The bound on one create or start of a container (`startTimeoutSecs`).
+    pub start_timeout: Duration,
 }
 
 /// Role label values and the role label key.
@@ -149,6 +166,7 @@ impl Engine {
                 calls,
                 pulls,
                 pull_timeout: p.pull_timeout,
+                start_timeout: p.start_timeout,
                 call_timeout: p.breaker.call_timeout,
             }),
         }
@@ -188,11 +206,19 @@ impl Engine {
                 // Pulls get their own handle on the same connection pool whose
                 // response-header bound is the pull's (a registry may be slow to answer
                 // the manifest before the daemon sends the progress stream's headers).
-                let puller = match &self.inner.connect {
-                    Connect::Given(d) => d.clone(),
-                    Connect::Endpoint => docker.clone().with_timeout(self.inner.pull_timeout),
+                let (puller, worker) = match &self.inner.connect {
+                    Connect::Given(d) => (d.clone(), d.clone()),
+                    Connect::Endpoint => (
+                        docker.clone().with_timeout(self.inner.pull_timeout),
+                        docker.clone().with_timeout(self.inner.start_timeout),
+                    ),
                 };
-                Ok(Connected { docker, puller, ncpu })
+                Ok(Connected {
+                    docker,
+                    puller,
+                    worker,
+                    ncpu,
+                })
             })
             .await
     }
@@ -206,6 +232,11 @@ impl Engine {
     /// The connected client (connecting on first use).
     pub(crate) async fn docker(&self) -> Result<Docker, Error> {
         Ok(self.connected().await?.docker.clone())
+    }
+
+    /// The connected client for creates and starts, whose bound is the start timeout.
+    async fn worker(&self) -> Result<Docker, Error> {
+        Ok(self.connected().await?.worker.clone())
     }
 
     /// The daemon's CPU count, when it said (connecting on first use, as a start call:
@@ -298,7 +329,8 @@ impl Engine {
     /// ([`EngineCalls::create_named`]): a kept-alive connection the daemon closed under
     /// the request cannot fail a start whose container was in fact created. A retry
     /// refused with 409 means the lost attempt created it; the container is inspected
-    /// and must carry the labels we sent.
+    /// and must carry the labels we sent. Each attempt is bounded by the start timeout
+    /// (the daemon creates the container's writable layer before it answers).
     pub(crate) async fn create_container(
         &self,
         name: &str,
@@ -308,21 +340,26 @@ impl Engine {
         let created = self
             .inner
             .calls
-            .create_named(CallClass::Start, "create_container", || async move {
-                let d = self.docker().await?;
-                let opts = CreateContainerOptionsBuilder::new().name(name).build();
-                match d.create_container(Some(opts), body.clone()).await {
-                    Ok(r) => Ok(Some(r.id)),
-                    Err(e) => {
-                        let e = map(e, endpoint);
-                        if error::is_missing_image(&e) {
-                            Ok(None)
-                        } else {
-                            Err(e)
+            .create_named_with_timeout(
+                CallClass::Start,
+                "create_container",
+                self.inner.start_timeout,
+                || async move {
+                    let d = self.worker().await?;
+                    let opts = CreateContainerOptionsBuilder::new().name(name).build();
+                    match d.create_container(Some(opts), body.clone()).await {
+                        Ok(r) => Ok(Some(r.id)),
+                        Err(e) => {
+                            let e = map(e, endpoint);
+                            if error::is_missing_image(&e) {
+                                Ok(None)
+                            } else {
+                                Err(e)
+                            }
                         }
                     }
-                }
-            })
+                },
+            )
             .await?;
         match created {
             Created::Now(id) => Ok(id),
@@ -353,15 +390,74 @@ impl Engine {
         }
     }
 
-    /// Starts a container (already running is fine).
+    /// Starts a container, at most once (already running is fine: Docker answers 304).
+    ///
+    /// Each attempt is bounded by the start timeout, not the call timeout: a loaded
+    /// daemon answers starts late. A start whose answer was lost (a timeout, a connection
+    /// broken after the request went out, a 5xx) may have started the container, and
+    /// Docker starts an exited container again; so before a retry, and after a last
+    /// attempt that failed so, the container is inspected, and one that has left
+    /// `created` was started by the lost attempt (a build that ran and exited meanwhile
+    /// must not run twice). Only a container still `created` is started again; Docker
+    /// starts a container under its lock, so a repeat meeting a start still in flight
+    /// waits for it and answers 304.
     pub(crate) async fn start_container(&self, name: &str) -> Result<(), Error> {
-        self.call(
-            CallClass::Start,
-            "start_container",
-            Idempotency::Idempotent,
-            |d| async move { d.start_container(name, None).await },
-        )
-        .await
+        // Set once a start request has been sent: from then on every attempt looks first
+        // (whichever bound fired, bollard's or the attempt's, and whatever the error).
+        let sent = &AtomicBool::new(false);
+        let started = self
+            .inner
+            .calls
+            .call_with_timeout(
+                CallClass::Start,
+                "start_container",
+                Idempotency::Idempotent,
+                self.inner.start_timeout,
+                || async move {
+                    if sent.load(Ordering::SeqCst) && self.was_started(name).await? {
+                        return Ok(());
+                    }
+                    let d = self.worker().await?;
+                    sent.store(true, Ordering::SeqCst);
+                    d.start_container(name, None)
+                        .await
+                        .map_err(|e| map(e, &self.inner.endpoint))
+                },
+            )
+            .await;
+        match started {
+            Err(e) if may_have_landed(&e) && sent.load(Ordering::SeqCst) => {
+                match self.was_started(name).await {
+                    Ok(true) => Ok(()),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Whether the container `name` has been started (its state is no longer `created`,
+    /// which Docker reports until the container first runs, also after a refused
+    /// start). Logs the lost answer it explains. A container that is gone is an error.
+    async fn was_started(&self, name: &str) -> Result<bool, Error> {
+        let Some(found) = self.inspect_container(name).await? else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("container {name} was removed while it was being started"),
+            )
+            .with_operation("start_container"));
+        };
+        let state = found.state.and_then(|s| s.status);
+        let started = state.is_some_and(|s| s != ContainerStateStatusEnum::CREATED);
+        if started {
+            tracing::info!(
+                executor = crate::SCHEME,
+                container = name,
+                state = ?state,
+                "the answer to a start was lost; the container had started"
+            );
+        }
+        Ok(started)
     }
 
     /// Attaches to the stdin (only) of a created container, for [`StdinFeed::deliver`]
@@ -676,6 +772,12 @@ impl Progress {
         self.last.insert(key, status.to_string());
         tracing::debug!(image, layer = layer.unwrap_or(""), status, "pull progress");
     }
+}
+
+/// Whether a failed call may have been applied: a temporary error that does not prove
+/// the request never reached the daemon (a timeout, a broken connection, a 5xx).
+fn may_have_landed(e: &Error) -> bool {
+    e.is_temporary() && !Idempotency::NotIdempotent.may_retry(e)
 }
 
 /// A 404 of what a stop removes: it is already gone.

@@ -29,6 +29,13 @@ pub const DEFAULT_TOKEN_DIR: &str = "/run/sd";
 /// without a limit).
 pub const DEFAULT_MAX_CONCURRENT_STARTS: usize = 8;
 
+/// Default of [`DockerConfig::start_timeout_secs`]: kubelet's bound on every
+/// container-runtime call (`--runtime-request-timeout`, 2 min). The limit on concurrent
+/// starts keeps the daemon's answers short on its own host, not on a daemon other
+/// executors load too (three instances sharing a 2-core daemon: a start answered in
+/// more than 10 s failed its build before this bound existed).
+pub const DEFAULT_START_TIMEOUT_SECS: u64 = 120;
+
 /// When images are pulled before a build starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +145,11 @@ pub struct DockerConfig {
     pub breaker: BreakerConfig,
     /// Bound on one image pull, seconds.
     pub pull_timeout_secs: u64,
+    /// Bound on each create and start of a build's containers, seconds (default 120,
+    /// kubelet's bound on container-runtime calls). These are the calls the daemon does real work for
+    /// (a container's writable layer, its runtime task); a loaded daemon answers them
+    /// long after the per-call timeout that suits reads (`breaker.callTimeoutMs`).
+    pub start_timeout_secs: u64,
     /// Builds of this executor creating and starting their containers at once (after
     /// their images are there); the others wait their turn (`0`: no limit). A daemon
     /// asked to start a hundred containers at once answers each one late, past the
@@ -170,6 +182,7 @@ impl Default for DockerConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             pull_timeout_secs: 600,
+            start_timeout_secs: DEFAULT_START_TIMEOUT_SECS,
             max_concurrent_starts: DEFAULT_MAX_CONCURRENT_STARTS,
             preflight: executor_base::PreflightOptions::default(),
         }
@@ -221,6 +234,11 @@ impl DockerConfig {
     /// The bound on one pull.
     pub fn pull_timeout(&self) -> Duration {
         Duration::from_secs(self.pull_timeout_secs.max(1))
+    }
+
+    /// The bound on one create or start of a container.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_secs.max(1))
     }
 }
 
@@ -330,6 +348,11 @@ impl Configurable for DockerConfig {
                 .field("pullTimeoutSecs", "Bound on one image pull, seconds.", |c| {
                     &mut c.pull_timeout_secs
                 })
+                .field(
+                    "startTimeoutSecs",
+                    "Bound on each create and start of a build's containers, seconds: the calls a loaded daemon answers late (default 120, as kubelet's `--runtime-request-timeout`).",
+                    |c| &mut c.start_timeout_secs,
+                )
                 .field(
                     "maxConcurrentStarts",
                     "Builds creating and starting their containers at once (after their images are there); others wait (`0`: no limit).",

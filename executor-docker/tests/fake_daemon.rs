@@ -447,3 +447,153 @@ async fn an_abandoned_start_is_cleaned_up_and_forgotten() {
         ErrorKind::NotFound
     );
 }
+
+/// The daemon answers `GET /containers/<name>/json` with a container in `state`.
+async fn container_in_state(server: &MockServer, name: &str, state: &str) {
+    Mock::given(method("GET"))
+        .and(path_regex(format!(r"/containers/{name}/json$")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Id": "c0ffee",
+            "Name": format!("/{name}"),
+            "State": {"Status": state, "Running": state == "running", "ExitCode": 0},
+            "Config": {"Labels": {}},
+        })))
+        .mount(server)
+        .await;
+}
+
+/// The daemon answers the first start of any container after `delay`, later ones at once.
+async fn first_start_answered_after(server: &MockServer, delay: Duration) {
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        .respond_with(ResponseTemplate::new(204).set_delay(delay))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(server)
+        .await;
+}
+
+/// An executor with every default but the endpoint and what the fake daemon needs.
+async fn executor_with_defaults(server: &MockServer, options: &[(&str, &str)]) -> DockerExecutor {
+    let mut b = DockerExecutorBuilder::new()
+        .with_token_mode(TokenMode::File)
+        .with_host(server.uri())
+        .with_launcher_image("sdx-test/launcher", "fake")
+        .with_prefix("fake-")
+        .with_pull_policy(PullPolicy::Never);
+    for (k, v) in options {
+        b = b.with_option(k, v);
+    }
+    b.build().await.expect("executor")
+}
+
+/// The issue: on a daemon loaded by other executors (three instances starting 24
+/// containers at once on the project's CI), one start was answered after the 10 s call
+/// timeout and its build failed. With the defaults a start has 120 s.
+#[tokio::test]
+async fn a_start_answered_late_past_the_call_timeout_succeeds_with_the_defaults() {
+    let server = daemon().await;
+    first_start_answered_after(&server, Duration::from_secs(11)).await;
+    let exec = executor_with_defaults(&server, &[]).await;
+    exec.start(&build(46))
+        .await
+        .expect("a late answer within startTimeoutSecs is a start");
+    assert_eq!(
+        calls(&server, "POST", "/start").await,
+        ["start"],
+        "one start"
+    );
+    assert_eq!(exec.stats().builds.started, 1);
+}
+
+/// A start whose answer was lost, of a container that then ran and exited: Docker would
+/// run an exited container again, so the start is not repeated.
+#[tokio::test]
+async fn a_lost_start_of_a_container_that_ran_is_not_repeated() {
+    let server = daemon().await;
+    first_start_answered_after(&server, Duration::from_secs(4)).await;
+    container_in_state(&server, "fake-47-build", "exited").await;
+    let exec = executor_with_defaults(&server, &[("startTimeoutSecs", "1")]).await;
+    exec.start(&build(47))
+        .await
+        .expect("the lost attempt started it");
+    assert_eq!(
+        calls(&server, "POST", "/start").await.len(),
+        1,
+        "never repeated"
+    );
+    assert_eq!(
+        calls(&server, "GET", "fake-47-build/json").await.len(),
+        1,
+        "looked before repeating"
+    );
+}
+
+/// The same with no retry left (the budget spent on the lost attempt): the container is
+/// still inspected before the start is reported failed.
+#[tokio::test]
+async fn a_lost_start_on_the_last_attempt_is_checked_before_it_fails() {
+    let server = daemon().await;
+    first_start_answered_after(&server, Duration::from_secs(4)).await;
+    container_in_state(&server, "fake-48-build", "running").await;
+    let exec = executor_with_defaults(
+        &server,
+        &[("startTimeoutSecs", "1"), ("retry.maxRetries", "0")],
+    )
+    .await;
+    exec.start(&build(48)).await.expect("it is running");
+    assert_eq!(calls(&server, "POST", "/start").await.len(), 1);
+
+    // A container still `created` after the last attempt: the start failed, temporary,
+    // and what it created is removed.
+    let server = daemon().await;
+    first_start_answered_after(&server, Duration::from_secs(4)).await;
+    container_in_state(&server, "fake-49-build", "created").await;
+    let exec = executor_with_defaults(
+        &server,
+        &[("startTimeoutSecs", "1"), ("retry.maxRetries", "0")],
+    )
+    .await;
+    let e = exec.start(&build(49)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_temporary(), "{e}");
+    let mut removed = calls(&server, "DELETE", "").await;
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            "fake-49-build",
+            "fake-49-init",
+            "fake-49-token",
+            "fake-49-tools"
+        ]
+    );
+}
+
+/// A lost start of a container still `created` is repeated (Docker answers a repeat
+/// that meets the first still in flight with 304 once it has run).
+#[tokio::test]
+async fn a_lost_start_of_a_container_still_created_is_repeated() {
+    let server = daemon().await;
+    first_start_answered_after(&server, Duration::from_secs(4)).await;
+    container_in_state(&server, "fake-50-build", "created").await;
+    let exec = executor_with_defaults(&server, &[("startTimeoutSecs", "1")]).await;
+    exec.start(&build(50)).await.expect("the repeat started it");
+    assert_eq!(calls(&server, "POST", "/start").await.len(), 2);
+}
+
+#[tokio::test]
+async fn start_timeout_secs_must_be_positive() {
+    let e = DockerExecutorBuilder::new()
+        .with_option("startTimeoutSecs", "0")
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+    assert!(e.message().contains("startTimeoutSecs"), "{e}");
+}

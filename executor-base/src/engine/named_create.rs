@@ -60,6 +60,27 @@ impl EngineCalls {
         &self,
         class: CallClass,
         operation: &'static str,
+        f: F,
+    ) -> Result<Created<T>, Error>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, Error>> + Send,
+        T: Send,
+    {
+        let timeout = self.breaker_config().call_timeout;
+        self.create_named_with_timeout(class, operation, timeout, f)
+            .await
+    }
+
+    /// [`EngineCalls::create_named`] with `timeout` as the bound on each attempt instead
+    /// of [`BreakerConfig::call_timeout`](super::BreakerConfig::call_timeout): for creates
+    /// the engine does real work for (a Docker container's writable layer), which a
+    /// loaded engine answers late.
+    pub async fn create_named_with_timeout<T, F, Fut>(
+        &self,
+        class: CallClass,
+        operation: &'static str,
+        timeout: std::time::Duration,
         mut f: F,
     ) -> Result<Created<T>, Error>
     where
@@ -68,7 +89,7 @@ impl EngineCalls {
         T: Send,
     {
         let may_have_landed = &AtomicBool::new(false);
-        self.call_in(class, operation, Idempotency::Idempotent, || {
+        self.call_with_timeout(class, operation, Idempotency::Idempotent, timeout, || {
             let attempt = f();
             async move {
                 match attempt.await {
