@@ -11,8 +11,9 @@
 //! which slows both sides alike.
 //!
 //! Then the cost of metrics: the same TimerService figures with a Prometheus recorder
-//! installed and recording, against no recorder (the recorder switched off), three
-//! interleaved runs each (`SDX_BENCH_METRICS_RUNS=<n>` for more), medians compared.
+//! installed and recording, against no recorder (the recorder switched off), in three
+//! pairs of runs (`SDX_BENCH_METRICS_RUNS=<n>` for more) whose order alternates (off
+//! first, then on first): medians, and the median of the pair-by-pair ratios.
 
 use std::alloc::System;
 use std::collections::HashMap;
@@ -286,8 +287,15 @@ fn metrics_overhead(rt: &tokio::runtime::Runtime) {
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(3);
-    for _ in 0..runs {
-        for recording in [false, true] {
+    // Counterbalanced: pairs alternate which side runs first (off-on, on-off, ...), so a
+    // drift within the process (the heap the previous run left) weighs on both sides.
+    for run in 0..runs {
+        let order = if run % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for recording in order {
             on.store(recording, std::sync::atomic::Ordering::Relaxed);
             let f = service_figures(rt);
             if recording {
@@ -305,17 +313,17 @@ fn metrics_overhead(rt: &tokio::runtime::Runtime) {
         .find(|l| l.starts_with("sdx_timers_fired_total"))
         .map(str::to_string)
         .unwrap_or_default();
-    let median = |runs: &[Figures], f: fn(&Figures) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
+    let sorted = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+        v
     };
+    let median = |v: &[f64]| v[v.len() / 2];
     println!(
-        "metrics: TimerService with a Prometheus recorder recording vs none ({runs} interleaved runs each, medians; {fired})"
+        "metrics: TimerService with a Prometheus recorder recording vs none ({runs} pairs, order alternating; medians, and the median and range of the {runs} pair-by-pair ratios; {fired})"
     );
     println!(
-        "{:<34} {:>14} {:>16} {:>8}",
-        "", "recording", "no recorder", "ratio"
+        "{:<34} {:>12} {:>12} {:>8} {:>8} {:>16}",
+        "", "recording", "no recorder", "ratio", "pairs", "pair range"
     );
     for (name, f) in [
         (
@@ -325,8 +333,24 @@ fn metrics_overhead(rt: &tokio::runtime::Runtime) {
         ("lateness p50 (ms)", |f: &Figures| f.p50_ms),
         ("lateness p99 (ms)", |f: &Figures| f.p99_ms),
     ] {
-        let (a, b) = (median(&on_runs, f), median(&off_runs, f));
-        println!("{name:<34} {a:>14.2} {b:>16.2} {:>7.3}x", a / b.max(1e-9));
+        let a = sorted(on_runs.iter().map(f).collect());
+        let b = sorted(off_runs.iter().map(f).collect());
+        let ratios = sorted(
+            on_runs
+                .iter()
+                .zip(&off_runs)
+                .map(|(x, y)| f(x) / f(y).max(1e-9))
+                .collect(),
+        );
+        println!(
+            "{name:<34} {:>12.2} {:>12.2} {:>7.3}x {:>7.3}x {:>7.3}-{:.3}x",
+            median(&a),
+            median(&b),
+            median(&a) / median(&b).max(1e-9),
+            median(&ratios),
+            ratios[0],
+            ratios[ratios.len() - 1],
+        );
     }
 }
 
