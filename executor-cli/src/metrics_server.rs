@@ -8,7 +8,6 @@
 //! [`BUCKETS`], so `histogram_quantile()` and `_count` work across instances.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::http::header::CONTENT_TYPE;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -18,9 +17,7 @@ use crate::error::{CliError, CliResult};
 
 /// Histogram buckets in seconds: from an engine call's milliseconds to a slow start's
 /// minutes (image pulls, a busy cluster).
-pub const BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-];
+pub const BUCKETS: &[f64] = executor_base::metrics::SECONDS_BUCKETS;
 
 /// Prometheus' text exposition format.
 const CONTENT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -59,7 +56,7 @@ impl MetricsServer {
         // Upkeep drains histogram samples into their buckets between scrapes, so memory
         // stays bounded however rarely Prometheus scrapes.
         let upkeep = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
+            let mut every = tokio::time::interval(executor_base::metrics::UPKEEP_EVERY);
             loop {
                 every.tick().await;
                 handle.run_upkeep();

@@ -10,7 +10,9 @@
 //! 2. 20 builds started concurrently vs one after another, for both; the daemon's
 //!    observed parallelism is baseline-sequential / baseline-concurrent.
 //! 3. The cost of metrics: `start()` (token mode `stdin`) with a Prometheus recorder
-//!    installed and recording, interleaved with the runs of 1 (no recorder: switched off).
+//!    installed and recording (configured as `sdx serve --metrics` does), against the same
+//!    start with the recorder switched off, each stopped at once, in the same iteration;
+//!    the median of the per-iteration ratios.
 //!
 //! `cargo bench -p executor-docker --features test-support --bench start_latency`
 //! (`ITERATIONS=<n>` to change the sample count). Skips when the daemon is absent.
@@ -233,22 +235,57 @@ async fn run() {
         baseline_cleanup(&docker, base_id + 90 + i).await;
     }
 
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    // The recorder as `sdx serve --metrics` installs it: buckets for every `_seconds`
+    // histogram, and the upkeep draining samples into them every 5 s.
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            executor_base::metrics::SECONDS_BUCKETS,
+        )
+        .expect("buckets")
+        .build_recorder();
     let handle = prometheus.handle();
+    std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            loop {
+                std::thread::sleep(executor_base::metrics::UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        }
+    });
     let (recorder, recording) = SwitchedRecorder::new(prometheus);
     metrics::set_global_recorder(recorder).expect("the only recorder");
-    let (mut ours, mut base, mut naive, mut file, mut metered) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut base, mut naive, mut file, mut metered, mut unmetered) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for i in 0..iterations {
         let id = base_id + i;
         // Rotate the order so no variant always runs right after the cleanups.
         for k in 0..5 {
             match (i + k) % 5 {
+                // The metrics pair: the same start, stopped at once, with and without a
+                // recorder recording, in alternating order (the first of the two follows
+                // whatever cleanup the variant before left the daemon doing).
                 4 => {
-                    recording.store(true, Ordering::Relaxed);
-                    metered.push(ours_once(&exec, &docker, id + 2_000, &images.build).await);
-                    recording.store(false, Ordering::Relaxed);
-                    stop(&exec, id + 2_000, &images.build).await;
+                    for recorded in [i % 2 == 0, i % 2 == 1] {
+                        let id = id + if recorded { 2_000 } else { 3_000 };
+                        recording.store(recorded, Ordering::Relaxed);
+                        let took = ours_once(&exec, &docker, id, &images.build).await;
+                        recording.store(false, Ordering::Relaxed);
+                        stop(&exec, id, &images.build).await;
+                        if recorded {
+                            &mut metered
+                        } else {
+                            &mut unmetered
+                        }
+                        .push(took);
+                    }
                 }
                 0 => ours.push(ours_once(&exec, &docker, id, &images.build).await),
                 1 => base.push(baseline_once(&docker, &images, id).await),
@@ -268,6 +305,14 @@ async fn run() {
         baseline_cleanup(&docker, id).await;
     }
     let (mo, mb) = (median(ours.clone()), median(base.clone()));
+    // Each iteration's recorded start against its unrecorded twin (the same start, stopped
+    // at once as well, in the same iteration), so the machine's drift weighs on both.
+    let mut metered_ratios: Vec<f64> = metered
+        .iter()
+        .zip(&unmetered)
+        .map(|(m, o)| ms(*m) / ms(*o))
+        .collect();
+    metered_ratios.sort_by(|a, b| a.total_cmp(b));
     println!("start -> build container running ({iterations} runs each; p25 / median / p75):");
     println!(
         "  executor-docker start():                 {}",
@@ -302,9 +347,13 @@ async fn run() {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     println!(
-        "  executor-docker start() with a Prometheus recorder recording: {}; ratio to no recorder {:.3}x ({calls} engine calls recorded)",
+        "  executor-docker start() with a Prometheus recorder recording: {}; without (its twin): {}; ratio {:.3}x, per iteration {:.3}x (p25 {:.3}x, p75 {:.3}x) ({calls} engine calls recorded)",
         quartiles(metered.clone()),
-        ms(median(metered)) / ms(mo)
+        quartiles(unmetered.clone()),
+        ms(median(metered)) / ms(median(unmetered)),
+        metered_ratios[metered_ratios.len() / 2],
+        metered_ratios[(metered_ratios.len() - 1) / 4],
+        metered_ratios[(metered_ratios.len() - 1) * 3 / 4],
     );
 
     // Concurrency: 20 at once vs one after another, ROUNDS rounds (medians).

@@ -27,5 +27,16 @@ pub mod record;
 pub use builds::BuildMeter;
 pub use catalog::{CATALOG, MetricDef, MetricKind, describe};
 
+/// Histogram buckets in seconds for every `_seconds` metric, from an engine call's
+/// milliseconds to a slow start's minutes (image pulls, a busy cluster): what `sdx serve
+/// --metrics` exports them with, and what the benchmarks of the metrics' cost record into.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// How often `sdx serve --metrics` drains recorded histogram samples into their buckets
+/// (the exporter's upkeep), so memory stays bounded however rarely Prometheus scrapes.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[cfg(test)]
 mod tests;
