@@ -111,7 +111,7 @@ impl Launcher {
                 report.name = Some(rec.name.clone());
                 report.number = Some(rec.number);
                 tracing::info!(number = rec.number, uuid = %rec.uuid, result = %report.result, "the previous worker's build ended meanwhile");
-                self.record(&entry, Stage::Finished, Some(&report));
+                self.record(&entry, Stage::Finished, Some(&report)).await;
                 self.registry.lock().retire(&entry, Some(report));
                 self.stop_quietly(&entry).await;
                 return false;

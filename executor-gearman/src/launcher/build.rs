@@ -167,7 +167,8 @@ impl Launcher {
             // No further builds on this node; it goes offline once the running ones end.
             self.offline.cancel();
         }
-        self.record(&entry, crate::launcher::state::Stage::Starting, None);
+        self.record(&entry, crate::launcher::state::Stage::Starting, None)
+            .await;
         tokio::spawn(self.clone().drive(entry.clone(), Some(p.start), slot));
         self.attach(&sink, local_addr, &entry).await;
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use executor_base::{ApiBuildStatus, BuildStatus, ErrorKind, StartConfig, TimerConfig};
+use executor_base::{ApiBuildStatus, BuildStatus, Error, ErrorKind, StartConfig, TimerConfig};
 use tokio::time::Instant;
 
 use super::Launcher;
@@ -56,7 +56,7 @@ impl Launcher {
                 return;
             }
             entry.settle(true);
-            self.record(&entry, Stage::Running, None);
+            self.record(&entry, Stage::Running, None).await;
             tracing::info!(build_id = %start.build_id, name = %entry.name, number = entry.number, uuid = %entry.uuid, "build started");
             self.arm_timer(&start).await;
         }
@@ -68,7 +68,7 @@ impl Launcher {
         report.name = Some(entry.name.clone());
         report.number = Some(entry.number);
         tracing::info!(build_id = %entry.stop.build_id, result = %report.result, %status, "build finished");
-        self.record(&entry, Stage::Finished, Some(&report));
+        self.record(&entry, Stage::Finished, Some(&report)).await;
         self.registry.lock().retire(&entry, Some(report.clone()));
         entry.finish(report);
         // Release what the build holds on the engine (containers, pods, token files).
@@ -255,8 +255,18 @@ impl Launcher {
     }
 
     /// Writes the build's record to the state directory, if there is one.
-    pub(super) fn record(&self, entry: &BuildEntry, stage: Stage, report: Option<&BuildReport>) {
-        let Some(state) = &self.state else { return };
+    /// Writes the build's record on a blocking thread (a terminal record is
+    /// `fdatasync`ed: milliseconds a runtime thread must not spend waiting) and returns
+    /// once it is written.
+    pub(super) async fn record(
+        &self,
+        entry: &BuildEntry,
+        stage: Stage,
+        report: Option<&BuildReport>,
+    ) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
         let began = chrono::Duration::from_std(entry.began.elapsed()).unwrap_or_default();
         let r = Record {
             uuid: entry.uuid.clone(),
@@ -271,8 +281,12 @@ impl Launcher {
             report: report.cloned(),
             finished_at: report.map(|_| Utc::now()),
         };
-        if let Err(e) = state.save(&r) {
-            tracing::warn!(number = entry.number, error = %e, "cannot record the build");
+        let number = entry.number;
+        let saved = tokio::task::spawn_blocking(move || state.save(&r))
+            .await
+            .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
+        if let Err(e) = saved {
+            tracing::warn!(number, error = %e, "cannot record the build");
         }
     }
 

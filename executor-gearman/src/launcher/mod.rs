@@ -115,7 +115,7 @@ impl LauncherWorker {
     pub fn new(executor: Arc<dyn Executor>, cfg: WorkerConfig) -> Result<Self, Error> {
         let mut cfg = cfg.validate()?;
         let state = match &cfg.raw.state_dir {
-            Some(dir) => Some(StateDir::open(Path::new(dir))?),
+            Some(dir) => Some(Arc::new(StateDir::open(Path::new(dir))?)),
             None => None,
         };
         if let Some(state) = &state
@@ -292,8 +292,9 @@ struct Launcher {
     watcher: OnceLock<GearmanClient>,
     /// Set once the server is seen not to answer `GET_STATUS_UNIQUE` (`geard`).
     unique_unanswered: AtomicBool,
-    /// Where builds are recorded, if anywhere.
-    state: Option<StateDir>,
+    /// Where builds are recorded, if anywhere (shared with the blocking threads that
+    /// write the records).
+    state: Option<Arc<StateDir>>,
 }
 
 impl Launcher {
