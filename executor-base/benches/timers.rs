@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use executor_base::testkit::metrics_switch::SwitchedRecorder;
 use executor_base::timer::{MemoryTimerStore, SqliteTimerStore, TimerService};
 use executor_base::{Annotations, ApiBuildStatus, BuildId, JobId, TimerConfig};
 use parking_lot::Mutex;
@@ -384,26 +383,8 @@ fn paired_figures(
 
 /// TimerService figures with metrics recorded against none, in one run.
 fn metrics_overhead(rt: &tokio::runtime::Runtime) {
-    // The recorder as `sdx serve --metrics` installs it: buckets for every `_seconds`
-    // histogram, and the upkeep draining samples into them every 5 s.
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-            executor_base::metrics::SECONDS_BUCKETS,
-        )
-        .expect("buckets")
-        .build_recorder();
-    let handle = prometheus.handle();
-    std::thread::spawn({
-        let handle = handle.clone();
-        move || {
-            loop {
-                std::thread::sleep(executor_base::metrics::UPKEEP_EVERY);
-                handle.run_upkeep();
-            }
-        }
-    });
-    let (recorder, on) = SwitchedRecorder::new(prometheus);
+    // The recorder as `sdx serve --metrics` installs it.
+    let (recorder, on, handle) = executor_base::testkit::metrics_switch::serve_like_recorder();
     metrics::set_global_recorder(recorder).expect("the only recorder");
     let (mut off_runs, mut on_runs) = (Vec::new(), Vec::new());
     let runs: usize = std::env::var("SDX_BENCH_METRICS_RUNS")

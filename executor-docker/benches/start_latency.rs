@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
-use executor_base::testkit::metrics_switch::SwitchedRecorder;
 use executor_base::{Executor, StartConfig};
 use executor_docker::testing::{self, TestImages};
 use executor_docker::{DockerExecutor, DockerExecutorBuilder, PullPolicy, TokenMode};
@@ -235,26 +234,9 @@ async fn run() {
         baseline_cleanup(&docker, base_id + 90 + i).await;
     }
 
-    // The recorder as `sdx serve --metrics` installs it: buckets for every `_seconds`
-    // histogram, and the upkeep draining samples into them every 5 s.
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-            executor_base::metrics::SECONDS_BUCKETS,
-        )
-        .expect("buckets")
-        .build_recorder();
-    let handle = prometheus.handle();
-    std::thread::spawn({
-        let handle = handle.clone();
-        move || {
-            loop {
-                std::thread::sleep(executor_base::metrics::UPKEEP_EVERY);
-                handle.run_upkeep();
-            }
-        }
-    });
-    let (recorder, recording) = SwitchedRecorder::new(prometheus);
+    // The recorder as `sdx serve --metrics` installs it.
+    let (recorder, recording, handle) =
+        executor_base::testkit::metrics_switch::serve_like_recorder();
     metrics::set_global_recorder(recorder).expect("the only recorder");
     let (mut ours, mut base, mut naive, mut file, mut metered, mut unmetered) = (
         Vec::new(),

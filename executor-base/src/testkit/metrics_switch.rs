@@ -6,6 +6,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// A Prometheus recorder configured as `sdx serve --metrics` configures its own (buckets
+/// [`crate::metrics::SECONDS_BUCKETS`] for every `_seconds` histogram, and a thread
+/// running the exporter's upkeep every [`crate::metrics::UPKEEP_EVERY`]), switched off
+/// at first: what a benchmark of the metrics' cost records into. Install the recorder
+/// with [`metrics::set_global_recorder`]; the handle renders what it recorded.
+pub fn serve_like_recorder() -> (
+    SwitchedRecorder<PrometheusRecorder>,
+    Arc<AtomicBool>,
+    PrometheusHandle,
+) {
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            crate::metrics::SECONDS_BUCKETS,
+        )
+        .expect("the buckets are not empty")
+        .build_recorder();
+    let handle = prometheus.handle();
+    std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            loop {
+                std::thread::sleep(crate::metrics::UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        }
+    });
+    let (recorder, on) = SwitchedRecorder::new(prometheus);
+    (recorder, on, handle)
+}
 
 /// Forwards to `inner` while on; while off, hands out no-op handles, as the facade does
 /// when no recorder is installed.
