@@ -17,8 +17,8 @@
 //! daemon that is down answers `Unavailable` within seconds.
 //!
 //! **Bounds.** Each call is bounded by the call timeout (`breaker.callTimeoutMs`), except
-//! pulls (`pullTimeoutSecs`) and the creates and starts of containers
-//! (`startTimeoutSecs`, 2 min as kubelet's runtime calls): a daemon busy with other
+//! pulls (`pullTimeoutSecs`) and the calls that set up and start a build's containers
+//! (create, attach, upload, start: `startTimeoutSecs`, 2 min as kubelet's runtime calls): a daemon busy with other
 //! builds' containers answers those late, and failing a build for it is wrong. A start
 //! whose answer was lost is checked before it is repeated
 //! ([`Engine::start_container`]).
@@ -88,7 +88,8 @@ struct Connected {
     docker: Docker,
     /// Pulls: the same connections, with the pull bound on the answer's headers.
     puller: Docker,
-    /// Creates and starts of containers: the same connections, with the start bound.
+    /// The calls that set up and start containers: the same connections, with the start
+    /// bound.
     worker: Docker,
     ncpu: Option<i64>,
 }
@@ -130,7 +131,7 @@ pub(crate) struct Policies {
     pub breaker: BreakerConfig,
     /// The bound on one image pull.
     pub pull_timeout: Duration,
-    /// The bound on one create or start of a container (`startTimeoutSecs`).
+    /// The bound on each call that sets up or starts a container (`startTimeoutSecs`).
     pub start_timeout: Duration,
 }
 
@@ -234,7 +235,7 @@ impl Engine {
         Ok(self.connected().await?.docker.clone())
     }
 
-    /// The connected client for creates and starts, whose bound is the start timeout.
+    /// The connected client for the calls of a start, whose bound is the start timeout.
     async fn worker(&self) -> Result<Docker, Error> {
         Ok(self.connected().await?.worker.clone())
     }
@@ -272,6 +273,31 @@ impl Engine {
         T: Send,
     {
         self.call_expecting(class, op, idem, Err, f).await
+    }
+
+    /// An idempotent [`CallClass::Start`] call made while a build's containers are set
+    /// up (attach, upload), bounded by the start timeout as creates and starts are: a
+    /// daemon busy starting other containers answers those late too.
+    async fn call_of_start<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, Error>
+    where
+        F: Fn(Docker) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T, bollard::errors::Error>> + Send,
+        T: Send,
+    {
+        let f = &f;
+        self.inner
+            .calls
+            .call_with_timeout(
+                CallClass::Start,
+                op,
+                Idempotency::Idempotent,
+                self.inner.start_timeout,
+                || async move {
+                    let d = self.worker().await?;
+                    f(d).await.map_err(|e| map(e, &self.inner.endpoint))
+                },
+            )
+            .await
     }
 
     /// [`Engine::call`] where `expected` turns answers the caller expects (a 404 of what
@@ -461,53 +487,44 @@ impl Engine {
     }
 
     /// Attaches to the stdin (only) of a created container, for [`StdinFeed::deliver`]
-    /// after its start.
+    /// after its start. A call of the start: bounded by the start timeout.
     pub(crate) async fn attach_stdin(&self, name: &str) -> Result<StdinFeed, Error> {
-        self.call(
-            CallClass::Start,
-            "attach_container",
-            Idempotency::Idempotent,
-            |d| async move {
-                let opts = AttachContainerOptionsBuilder::new()
-                    .stdin(true)
-                    .stream(true)
-                    .stdout(false)
-                    .stderr(false)
-                    .logs(false)
-                    .build();
-                d.attach_container(name, Some(opts))
-                    .await
-                    .map(|a| StdinFeed {
-                        container: name.to_string(),
-                        input: a.input,
-                    })
-            },
-        )
+        self.call_of_start("attach_container", |d| async move {
+            let opts = AttachContainerOptionsBuilder::new()
+                .stdin(true)
+                .stream(true)
+                .stdout(false)
+                .stderr(false)
+                .logs(false)
+                .build();
+            d.attach_container(name, Some(opts))
+                .await
+                .map(|a| StdinFeed {
+                    container: name.to_string(),
+                    input: a.input,
+                })
+        })
         .await
     }
 
-    /// Copies a tar archive into a container's file system (including its volumes).
+    /// Copies a tar archive into a container's file system (including its volumes). A
+    /// call of the start: bounded by the start timeout.
     pub(crate) async fn upload(
         &self,
         container: &str,
         path: &str,
         tar: Bytes,
     ) -> Result<(), Error> {
-        self.call(
-            CallClass::Start,
-            "upload_to_container",
-            Idempotency::Idempotent,
-            |d| {
-                // A stream body: bollard logs a full body's bytes at trace level, and this
-                // one carries the token.
-                let body = futures::stream::once(std::future::ready(tar.clone()));
-                async move {
-                    let opts = UploadToContainerOptionsBuilder::new().path(path).build();
-                    d.upload_to_container(container, Some(opts), bollard::body_stream(body))
-                        .await
-                }
-            },
-        )
+        self.call_of_start("upload_to_container", |d| {
+            // A stream body: bollard logs a full body's bytes at trace level, and this
+            // one carries the token.
+            let body = futures::stream::once(std::future::ready(tar.clone()));
+            async move {
+                let opts = UploadToContainerOptionsBuilder::new().path(path).build();
+                d.upload_to_container(container, Some(opts), bollard::body_stream(body))
+                    .await
+            }
+        })
         .await
     }
 

@@ -145,10 +145,11 @@ pub struct DockerConfig {
     pub breaker: BreakerConfig,
     /// Bound on one image pull, seconds.
     pub pull_timeout_secs: u64,
-    /// Bound on each create and start of a build's containers, seconds (default 120,
-    /// kubelet's bound on container-runtime calls). These are the calls the daemon does real work for
-    /// (a container's writable layer, its runtime task); a loaded daemon answers them
-    /// long after the per-call timeout that suits reads (`breaker.callTimeoutMs`).
+    /// Bound on each call that sets up and starts a build's containers (create, attach,
+    /// upload, start), seconds (default 120, kubelet's bound on container-runtime calls).
+    /// The daemon does real work for these (a container's writable layer, its runtime
+    /// task); a loaded daemon answers them long after the per-call timeout that suits
+    /// reads (`breaker.callTimeoutMs`).
     pub start_timeout_secs: u64,
     /// Builds of this executor creating and starting their containers at once (after
     /// their images are there); the others wait their turn (`0`: no limit). A daemon
@@ -236,7 +237,7 @@ impl DockerConfig {
         Duration::from_secs(self.pull_timeout_secs.max(1))
     }
 
-    /// The bound on one create or start of a container.
+    /// The bound on one call that sets up or starts a container.
     pub fn start_timeout(&self) -> Duration {
         Duration::from_secs(self.start_timeout_secs.max(1))
     }
@@ -350,7 +351,7 @@ impl Configurable for DockerConfig {
                 })
                 .field(
                     "startTimeoutSecs",
-                    "Bound on each create and start of a build's containers, seconds: the calls a loaded daemon answers late (default 120, as kubelet's `--runtime-request-timeout`).",
+                    "Bound on each call that sets up and starts a build's containers (create, attach, upload, start), seconds: the calls a loaded daemon answers late (default 120, as kubelet's `--runtime-request-timeout`).",
                     |c| &mut c.start_timeout_secs,
                 )
                 .field(

@@ -597,3 +597,38 @@ async fn start_timeout_secs_must_be_positive() {
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
     assert!(e.message().contains("startTimeoutSecs"), "{e}");
 }
+
+/// The other calls of a start have the same bound: an attach (token mode `stdin`, the
+/// default) answered after the 10 s call timeout is still an attach.
+#[tokio::test]
+async fn an_attach_answered_late_past_the_call_timeout_succeeds_with_the_defaults() {
+    let server = daemon().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/attach$"))
+        .respond_with(
+            ResponseTemplate::new(101)
+                .insert_header("Connection", "Upgrade")
+                .insert_header("Upgrade", "tcp")
+                .set_delay(Duration::from_secs(11)),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/[^/]+/start$"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let exec = DockerExecutorBuilder::new()
+        .with_host(server.uri())
+        .with_launcher_image("sdx-test/launcher", "fake")
+        .with_prefix("fake-")
+        .with_pull_policy(PullPolicy::Never)
+        .build()
+        .await
+        .expect("executor");
+    let r = exec.start(&build(51)).await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(calls(&server, "POST", "/attach").await.len(), 1, "{r:?}");
+    assert_eq!(calls(&server, "POST", "/start").await.len(), 1, "{r:?}");
+}
