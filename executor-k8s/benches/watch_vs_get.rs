@@ -226,8 +226,11 @@ async fn run(url: &str, mode: &'static str, watch: bool, first_id: u64, n: usize
             .await
             .expect("patch");
         let t = Instant::now();
+        // Any terminal status: the change is seen. (Without the launch handshake in the
+        // container's termination message an exit 0 is `Failed`, not `Succeeded`, since
+        // native mode checks it; waiting for `Succeeded` never ended.)
         loop {
-            if e.status(b).await.expect("status").phase == Phase::Succeeded {
+            if e.status(b).await.expect("status").is_terminal() {
                 break;
             }
             tokio::task::yield_now().await;
