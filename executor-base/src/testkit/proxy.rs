@@ -5,14 +5,18 @@
 //! Every new connection gets the next [`FaultMode`] of the script ([`FaultProxy::script`]),
 //! or the proxy's current mode ([`FaultProxy::set`]). Changing the mode severs every live
 //! connection, as an engine going away does, so a client's pooled connections see the new
-//! mode at once. The modes:
+//! mode at once; except a switch between no fault and a short delay (under 1 s), the one
+//! change an engine makes without dropping a connection: live connections are kept, and
+//! while a delay is set each request on them reaches the engine that much later (a
+//! client that keeps one connection, like Gearman's, sees a slow engine, not a cut). The
+//! modes:
 //!
 //! | mode | what the client sees |
 //! |---|---|
 //! | [`FaultMode::Pass`] | the engine |
 //! | [`FaultMode::Refuse`] | connection refused: the listener is closed (as set mode; in a script, a connection accepted and closed at once) |
 //! | [`FaultMode::Blackhole`] | a connection accepted that never answers |
-//! | [`FaultMode::Delay`] | the engine, each connection held this long first |
+//! | [`FaultMode::Delay`] | the engine, each request held this long first (on live connections too) |
 //! | [`FaultMode::ResetAfter`] | the request reaches the engine; the answer is cut by a TCP reset after that many bytes (a plain close on a Unix socket) |
 //! | [`FaultMode::CutAfter`] | the request reaches the engine; the answer ends (orderly close) after that many bytes: a truncated body |
 //! | [`FaultMode::Status`] | HTTP only: the request never reaches the engine; the answer is that status (with `Retry-After` when given) and a JSON body, then close |
@@ -26,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -231,19 +235,15 @@ impl FaultProxy {
     }
 
     /// Sets the mode of every new connection (after the script), severing live ones;
-    /// except when a short delay (under 1 s) or no fault gives way to no fault: those
-    /// connections were healthy, and cutting them would be a fault of its own (a client
-    /// that keeps one connection, like Gearman's, would see it).
+    /// except a switch between no fault and a short delay (under 1 s), either way: those
+    /// connections are healthy, and cutting them would be a fault of its own (a client
+    /// that keeps one connection, like Gearman's, would see it). A short delay reaches
+    /// them request by request instead.
     pub fn set(&self, mode: FaultMode) {
-        let back_to_pass = mode == FaultMode::Pass;
+        let healthy_now = is_healthy(&mode);
         let old = std::mem::replace(&mut *self.shared.mode.lock(), mode);
         sync_listener(&self.shared);
-        let healthy = match old {
-            FaultMode::Pass => true,
-            FaultMode::Delay(d) => d < Duration::from_secs(1),
-            _ => false,
-        };
-        if !(back_to_pass && healthy) {
+        if !(healthy_now && is_healthy(&old)) {
             self.shared.generation.send_modify(|g| *g += 1);
         }
     }
@@ -331,6 +331,24 @@ fn sync_listener(s: &Shared) {
                 Err(e) => panic!("fault proxy: cannot listen on {:?} again: {e}", s.listen),
             }
         }
+    }
+}
+
+/// No fault, or a delay short enough that an engine answering that slowly keeps its
+/// connections.
+fn is_healthy(mode: &FaultMode) -> bool {
+    match mode {
+        FaultMode::Pass => true,
+        FaultMode::Delay(d) => *d < Duration::from_secs(1),
+        _ => false,
+    }
+}
+
+/// The delay set now, which every forwarded request waits (see [`FaultProxy::set`]).
+fn current_delay(s: &Shared) -> Option<Duration> {
+    match *s.mode.lock() {
+        FaultMode::Delay(d) => Some(d),
+        _ => None,
     }
 }
 
@@ -442,11 +460,20 @@ async fn forward(s: &Shared, conn: BoxStream, first: Vec<u8>, limit: Option<usiz
     };
     let (mut cr, mut cw) = tokio::io::split(conn);
     let (mut ur, mut uw) = tokio::io::split(up);
+    // Whether the engine answered since the client last sent: the client's next bytes
+    // begin a new request, which a delay set meanwhile holds (once per request, not per
+    // chunk of a long upload).
+    let answered = AtomicBool::new(false);
     let to_up = async {
         if uw.write_all(&first).await.is_ok() {
             let mut buf = vec![0u8; 16 * 1024];
             while let Ok(n @ 1..) = cr.read(&mut buf).await {
                 s.received.fetch_add(n, Ordering::SeqCst);
+                if answered.swap(false, Ordering::SeqCst)
+                    && let Some(d) = current_delay(s)
+                {
+                    tokio::time::sleep(d).await;
+                }
                 if uw.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
@@ -456,13 +483,13 @@ async fn forward(s: &Shared, conn: BoxStream, first: Vec<u8>, limit: Option<usiz
         std::future::pending::<()>().await;
     };
     let to_client = async {
-        match limit {
-            None => {
-                let _ = tokio::io::copy(&mut ur, &mut cw).await;
+        let mut answer = (&mut ur).take(limit.map_or(u64::MAX, |n| n as u64));
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = answer.read(&mut buf).await {
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
             }
-            Some(n) => {
-                let _ = tokio::io::copy(&mut (&mut ur).take(n as u64), &mut cw).await;
-            }
+            answered.store(true, Ordering::SeqCst);
         }
         let _ = cw.flush().await;
         if !reset {

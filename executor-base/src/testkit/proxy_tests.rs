@@ -154,3 +154,75 @@ async fn a_mode_change_severs_live_connections() {
     // Closed without an answer.
     assert!(out.map(|b| b.is_empty()).unwrap_or(true));
 }
+
+/// An upstream with one long-lived connection per client and a request/answer
+/// protocol: a request is a 4-byte big-endian length and that many bytes, the answer one
+/// byte `k`.
+async fn request_answer_upstream_tcp() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut body = Vec::new();
+                while let Ok(n) = c.read_u32().await {
+                    body.resize(n as usize, 0);
+                    if c.read_exact(&mut body).await.is_err() || c.write_all(b"k").await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a request of `bytes` bytes on `c` and reads its answer; how long it took.
+async fn round_trip(c: &mut TcpStream, bytes: usize) -> Duration {
+    let t = std::time::Instant::now();
+    let mut request = (bytes as u32).to_be_bytes().to_vec();
+    request.resize(4 + bytes, b'g');
+    c.write_all(&request)
+        .await
+        .expect("the live connection was kept");
+    let mut answer = [0u8; 1];
+    c.read_exact(&mut answer)
+        .await
+        .expect("the live connection was kept");
+    assert_eq!(&answer, b"k");
+    t.elapsed()
+}
+
+#[tokio::test]
+async fn a_short_delay_reaches_live_connections_request_by_request_without_cutting_them() {
+    let up = request_answer_upstream_tcp().await;
+    let proxy = FaultProxy::tcp(&up).await.unwrap();
+    let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert!(round_trip(&mut c, 10).await < Duration::from_millis(200));
+    let delay = Duration::from_millis(300);
+    proxy.set(FaultMode::Delay(delay));
+    for _ in 0..2 {
+        let took = round_trip(&mut c, 10).await;
+        assert!(
+            took >= delay,
+            "a request on a live connection was not delayed: {took:?}"
+        );
+    }
+    // A long request (many reads on the proxy's side) is held once, not per chunk.
+    let took = round_trip(&mut c, 4 << 20).await;
+    assert!(took >= delay, "{took:?}");
+    assert!(
+        took < delay * 5,
+        "a long request was held per chunk: {took:?}"
+    );
+    proxy.set(FaultMode::Pass);
+    assert!(round_trip(&mut c, 10).await < Duration::from_millis(200));
+    assert_eq!(proxy.accepted(), 1, "the connection was cut and made again");
+    // A fault that is not a short delay still severs it.
+    proxy.set(FaultMode::Delay(Duration::from_secs(5)));
+    let mut buf = [0u8; 1];
+    let cut = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+        .await
+        .expect("severed");
+    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+}
