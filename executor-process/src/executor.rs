@@ -310,7 +310,7 @@ impl Inner {
                 .with_operation("status")
         })?;
         self.refresh(&build).await;
-        let r = build.snapshot();
+        let r = build.durable_snapshot().await;
         Ok(match (r.status, r.pid) {
             (Some(status), _) => status,
             (None, None) => BuildStatus::pending("starting launch"),

@@ -225,6 +225,22 @@ impl Build {
         self.record.lock().clone()
     }
 
+    /// A copy of the record for `status`: a terminal status is returned only once it is
+    /// on disk (`fdatasync`ed, see [`BuildPaths::save`]), waiting for its write if that
+    /// is under way, so whoever reports the outcome on (the Gearman worker's
+    /// `WORK_COMPLETE`, the API's final status) never reports one a power loss could
+    /// take back. Before the build is terminal it is [`Build::snapshot`].
+    pub(crate) async fn durable_snapshot(&self) -> Record {
+        let r = self.snapshot();
+        if r.status.is_none() {
+            return r;
+        }
+        if let Err(e) = self.flush().await {
+            tracing::warn!(build_id = %self.id, error = %e, "cannot persist build state");
+        }
+        self.snapshot()
+    }
+
     /// Whether the build reached a terminal status.
     pub(crate) fn is_finished(&self) -> bool {
         self.record.lock().status.is_some()
@@ -463,6 +479,49 @@ mod tests {
         );
         assert!(!paths.token().exists(), "finish removes the token file");
         assert_eq!(paths.load().unwrap().status, Some(BuildStatus::canceled()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_terminal_status_is_answered_only_once_it_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BuildPaths::new(dir.path(), BuildId::new(9).unwrap());
+        std::fs::create_dir(&paths.dir).unwrap();
+        paths.save(&record(9)).unwrap();
+        let b = std::sync::Arc::new(Build::new(paths.clone(), record(9), true));
+        // A slow disk: the reaper's terminal write cannot begin yet.
+        let disk = b.saved.lock().await;
+        let reaper = tokio::spawn({
+            let b = b.clone();
+            async move { b.finish(BuildStatus::exited(0)).await }
+        });
+        while !b.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let asker = tokio::spawn({
+            let b = b.clone();
+            async move { b.durable_snapshot().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !asker.is_finished(),
+            "answered a status that is not on disk"
+        );
+        assert_eq!(paths.load().unwrap().status, None);
+        drop(disk);
+        let answered = asker.await.unwrap();
+        assert_eq!(answered.status, Some(BuildStatus::exited(0)));
+        assert_eq!(paths.load().unwrap().status, Some(BuildStatus::exited(0)));
+        assert!(reaper.await.unwrap());
+        // Before the build is terminal, nothing waits.
+        let running = Build::new(paths.clone(), record(9), true);
+        let _disk = running.saved.lock().await;
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            running.durable_snapshot(),
+        )
+        .await
+        .expect("a running build's status does not wait for the disk");
+        assert_eq!(r.status, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -254,10 +254,9 @@ impl Launcher {
         }
     }
 
-    /// Writes the build's record to the state directory, if there is one.
-    /// Writes the build's record on a blocking thread (a terminal record is
-    /// `fdatasync`ed: milliseconds a runtime thread must not spend waiting) and returns
-    /// once it is written.
+    /// Writes the build's record to the state directory, if there is one, on a blocking
+    /// thread (file I/O, which a runtime thread must not wait for), and returns once it
+    /// is written.
     pub(super) async fn record(
         &self,
         entry: &BuildEntry,
