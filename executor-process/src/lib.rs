@@ -49,6 +49,9 @@
 //!   (succeeded, failed with the code, timed out, or killed by a signal); only a build
 //!   whose whole process group vanished without a recorded exit is `Lost`. Builds are
 //!   *not* killed when the executor is dropped: a server restart does not cancel them.
+//!   The terminal `state.json` is `fdatasync`ed, and `status` answers a terminal status
+//!   only once it is on disk, so an outcome reported on (the Gearman worker's
+//!   `WORK_COMPLETE`) survives a power loss.
 //! * **Interrupted starts**: `start` runs as a task of its own, so dropping its future
 //!   (a caller's timeout) never leaves half a build: it is spawned (and `stop` ends it)
 //!   or rolled back. A start killed with its process between claiming the directory and
