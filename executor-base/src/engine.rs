@@ -127,6 +127,15 @@ impl Idempotency {
     }
 }
 
+/// Whether a failed call may still have been applied by the engine: a temporary error
+/// (a timeout, a connection broken after the request went out, a 5xx) that does not
+/// prove the request never reached it, as a refused connection or a 429 does. A
+/// non-idempotent request that failed so is never retried blindly; its outcome must be
+/// looked up.
+pub fn may_have_been_applied(error: &Error) -> bool {
+    error.is_temporary() && !Idempotency::NotIdempotent.may_retry(error)
+}
+
 /// The retry policy, circuit breakers and request counters of one executor's engine.
 ///
 /// Cheap to clone: clones share the breakers and the counters.

@@ -55,7 +55,7 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use executor_base::engine::{
-    BreakerConfig, CallClass, Created, EngineCalls, Idempotency, RetryPolicy,
+    BreakerConfig, CallClass, Created, EngineCalls, Idempotency, RetryPolicy, may_have_been_applied,
 };
 use executor_base::{Error, ErrorKind, ImageRef};
 use futures::{FutureExt, StreamExt};
@@ -133,6 +133,15 @@ pub(crate) struct Policies {
     pub pull_timeout: Duration,
     /// The bound on each call that sets up or starts a container (`startTimeoutSecs`).
     pub start_timeout: Duration,
+}
+
+/// Which bound (and the client carrying it as its answer's bound) a call runs with.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The call timeout (`breaker.callTimeoutMs`).
+    Call,
+    /// The start timeout (`startTimeoutSecs`): the calls that set up and start containers.
+    Start,
 }
 
 /// Role label values and the role label key.
@@ -284,19 +293,8 @@ impl Engine {
         Fut: Future<Output = Result<T, bollard::errors::Error>> + Send,
         T: Send,
     {
-        let f = &f;
-        self.inner
-            .calls
-            .call_with_timeout(
-                CallClass::Start,
-                op,
-                Idempotency::Idempotent,
-                self.inner.start_timeout,
-                || async move {
-                    let d = self.worker().await?;
-                    f(d).await.map_err(|e| map(e, &self.inner.endpoint))
-                },
-            )
+        let idem = Idempotency::Idempotent;
+        self.call_bounded(Bound::Start, CallClass::Start, op, idem, Err, f)
             .await
     }
 
@@ -316,11 +314,39 @@ impl Engine {
         T: Into<U> + Send,
         U: Send,
     {
+        self.call_bounded(Bound::Call, class, op, idem, expected, f)
+            .await
+    }
+
+    /// Runs one bollard call through the engine-call policy on the client of `bound`,
+    /// each attempt bounded by that bound; `expected` as in [`Engine::call_expecting`].
+    async fn call_bounded<T, U, F, Fut>(
+        &self,
+        bound: Bound,
+        class: CallClass,
+        op: &'static str,
+        idem: Idempotency,
+        expected: fn(Error) -> Result<U, Error>,
+        f: F,
+    ) -> Result<U, Error>
+    where
+        F: Fn(Docker) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T, bollard::errors::Error>> + Send,
+        T: Into<U> + Send,
+        U: Send,
+    {
         let f = &f;
+        let timeout = match bound {
+            Bound::Call => self.inner.call_timeout,
+            Bound::Start => self.inner.start_timeout,
+        };
         self.inner
             .calls
-            .call_in(class, op, idem, || async move {
-                let d = self.docker().await?;
+            .call_with_timeout(class, op, idem, timeout, || async move {
+                let d = match bound {
+                    Bound::Call => self.docker().await?,
+                    Bound::Start => self.worker().await?,
+                };
                 match f(d).await {
                     Ok(v) => Ok(v.into()),
                     Err(e) => expected(map(e, &self.inner.endpoint)),
@@ -452,7 +478,7 @@ impl Engine {
             )
             .await;
         match started {
-            Err(e) if may_have_landed(&e) && sent.load(Ordering::SeqCst) => {
+            Err(e) if may_have_been_applied(&e) && sent.load(Ordering::SeqCst) => {
                 match self.was_started(name).await {
                     Ok(true) => Ok(()),
                     _ => Err(e),
@@ -789,12 +815,6 @@ impl Progress {
         self.last.insert(key, status.to_string());
         tracing::debug!(image, layer = layer.unwrap_or(""), status, "pull progress");
     }
-}
-
-/// Whether a failed call may have been applied: a temporary error that does not prove
-/// the request never reached the daemon (a timeout, a broken connection, a 5xx).
-fn may_have_landed(e: &Error) -> bool {
-    e.is_temporary() && !Idempotency::NotIdempotent.may_retry(e)
 }
 
 /// A 404 of what a stop removes: it is already gone.

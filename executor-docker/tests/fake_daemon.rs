@@ -478,6 +478,15 @@ async fn first_start_answered_after(server: &MockServer, delay: Duration) {
         .await;
 }
 
+/// A fake daemon that answers the first start after 4 s (past a 1 s `startTimeoutSecs`:
+/// its answer is lost) and reports container `name` in `state` afterwards.
+async fn daemon_losing_the_first_start(name: &str, state: &str) -> MockServer {
+    let server = daemon().await;
+    first_start_answered_after(&server, Duration::from_secs(4)).await;
+    container_in_state(&server, name, state).await;
+    server
+}
+
 /// An executor with every default but the endpoint and what the fake daemon needs.
 async fn executor_with_defaults(server: &MockServer, options: &[(&str, &str)]) -> DockerExecutor {
     let mut b = DockerExecutorBuilder::new()
@@ -515,9 +524,7 @@ async fn a_start_answered_late_past_the_call_timeout_succeeds_with_the_defaults(
 /// run an exited container again, so the start is not repeated.
 #[tokio::test]
 async fn a_lost_start_of_a_container_that_ran_is_not_repeated() {
-    let server = daemon().await;
-    first_start_answered_after(&server, Duration::from_secs(4)).await;
-    container_in_state(&server, "fake-47-build", "exited").await;
+    let server = daemon_losing_the_first_start("fake-47-build", "exited").await;
     let exec = executor_with_defaults(&server, &[("startTimeoutSecs", "1")]).await;
     exec.start(&build(47))
         .await
@@ -538,9 +545,7 @@ async fn a_lost_start_of_a_container_that_ran_is_not_repeated() {
 /// still inspected before the start is reported failed.
 #[tokio::test]
 async fn a_lost_start_on_the_last_attempt_is_checked_before_it_fails() {
-    let server = daemon().await;
-    first_start_answered_after(&server, Duration::from_secs(4)).await;
-    container_in_state(&server, "fake-48-build", "running").await;
+    let server = daemon_losing_the_first_start("fake-48-build", "running").await;
     let exec = executor_with_defaults(
         &server,
         &[("startTimeoutSecs", "1"), ("retry.maxRetries", "0")],
@@ -551,9 +556,7 @@ async fn a_lost_start_on_the_last_attempt_is_checked_before_it_fails() {
 
     // A container still `created` after the last attempt: the start failed, temporary,
     // and what it created is removed.
-    let server = daemon().await;
-    first_start_answered_after(&server, Duration::from_secs(4)).await;
-    container_in_state(&server, "fake-49-build", "created").await;
+    let server = daemon_losing_the_first_start("fake-49-build", "created").await;
     let exec = executor_with_defaults(
         &server,
         &[("startTimeoutSecs", "1"), ("retry.maxRetries", "0")],
@@ -579,9 +582,7 @@ async fn a_lost_start_on_the_last_attempt_is_checked_before_it_fails() {
 /// that meets the first still in flight with 304 once it has run).
 #[tokio::test]
 async fn a_lost_start_of_a_container_still_created_is_repeated() {
-    let server = daemon().await;
-    first_start_answered_after(&server, Duration::from_secs(4)).await;
-    container_in_state(&server, "fake-50-build", "created").await;
+    let server = daemon_losing_the_first_start("fake-50-build", "created").await;
     let exec = executor_with_defaults(&server, &[("startTimeoutSecs", "1")]).await;
     exec.start(&build(50)).await.expect("the repeat started it");
     assert_eq!(calls(&server, "POST", "/start").await.len(), 2);

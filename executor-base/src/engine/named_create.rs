@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{CallClass, EngineCalls, Idempotency};
+use super::{CallClass, EngineCalls, Idempotency, may_have_been_applied};
 use crate::error::{Error, ErrorKind};
 
 /// What a create under a chosen name came to.
@@ -102,8 +102,8 @@ impl EngineCalls {
                     }
                     Err(e) => {
                         // Only an error that proves the request was not applied leaves
-                        // the name free for certain.
-                        if !Idempotency::NotIdempotent.may_retry(&e) {
+                        // the name free for certain (the others end the call unretried).
+                        if may_have_been_applied(&e) {
                             may_have_landed.store(true, Ordering::SeqCst);
                         }
                         Err(e)

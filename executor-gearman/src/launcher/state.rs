@@ -18,8 +18,8 @@
 //! `state.json` before it wakes the build's waiters; dockerd and the Kubernetes API keep
 //! their own), and a restarted worker settles a `Starting` or `Running` record from the
 //! engine's status (see `adopt`). The worker's `Finished` record is a cache of that
-//! outcome for the retention window; a second `fdatasync` per build before
-//! `WORK_COMPLETE` cost a third of the worker's throughput on a journaled ext4.
+//! outcome for the retention window, and a second `fdatasync` of it per build would
+//! make nothing more durable.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
