@@ -9,8 +9,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -94,9 +92,15 @@ impl Claims {
 }
 
 /// 128 random bits as hex (token ids, generated user tokens).
+///
+/// From the operating system's generator (ring's `SystemRandom`): these ids are secrets.
 pub fn random_id() -> String {
-    let bits: u128 = rand::random();
-    format!("{bits:032x}")
+    use ring::rand::SecureRandom as _;
+    let mut bits = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bits)
+        .expect("the operating system's random generator failed");
+    format!("{:032x}", u128::from_be_bytes(bits))
 }
 
 /// Why a token was refused (never contains the token).
@@ -135,14 +139,7 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 ];
 
 fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    executor_base::jwt::pem::encode(label, der)
 }
 
 impl TokenIssuer {
@@ -166,14 +163,8 @@ impl TokenIssuer {
 
     /// An issuer from an EC P-256 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
     pub fn from_pkcs8_pem(pem_text: &str) -> Result<Self, String> {
-        let body: String = pem_text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with("-----") && !l.is_empty())
-            .collect();
-        let der = STANDARD
-            .decode(body)
-            .map_err(|_| "jwtPrivateKey: not a PEM document".to_string())?;
+        let (_, der) = executor_base::jwt::pem::decode(pem_text.as_bytes())
+            .ok_or_else(|| "jwtPrivateKey: not a PEM document".to_string())?;
         Self::from_pkcs8_der(&der)
     }
 
@@ -265,7 +256,12 @@ mod tests {
                 .starts_with("-----BEGIN PUBLIC KEY-----\n")
         );
         let t = a.mint(&Claims::for_build(1, SCOPE_BUILD, 5)).unwrap();
-        let key = DecodingKey::from_ec_pem(a.public_key_pem().as_bytes()).unwrap();
+        let point = executor_base::jwt::pem::public_key(
+            a.public_key_pem().as_bytes(),
+            executor_base::jwt::pem::KeyFamily::Ec,
+        )
+        .unwrap();
+        let key = DecodingKey::from_ec_der(&point);
         let claims = jsonwebtoken::decode::<Claims>(&t, &key, &Validation::new(Algorithm::ES256))
             .unwrap()
             .claims;

@@ -987,8 +987,12 @@ async fn unknown_paths_and_methods_are_json_and_public_endpoints_answer() {
     assert_eq!((s, v), (StatusCode::OK, json!("OK")));
     let (s, v) = h.call("GET", "/v4/auth/key", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    let key =
-        jsonwebtoken::DecodingKey::from_ec_pem(v["key"].as_str().unwrap().as_bytes()).unwrap();
+    let point = executor_base::jwt::pem::public_key(
+        v["key"].as_str().unwrap().as_bytes(),
+        executor_base::jwt::pem::KeyFamily::Ec,
+    )
+    .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ec_der(&point);
     let t = h.mint(&Claims::for_build(3, SCOPE_BUILD, 5));
     let claims: Claims = jsonwebtoken::decode(
         &t,

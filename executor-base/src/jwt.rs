@@ -28,6 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+pub mod pem;
 mod ring_provider;
 
 pub use ring_provider::RING_PROVIDER;
@@ -235,20 +236,25 @@ impl fmt::Debug for JwtVerifier {
 }
 
 impl JwtVerifier {
-    /// An RSA public key in PEM (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`), allowing
+    /// An RSA public key in PEM (`BEGIN PUBLIC KEY`, `BEGIN RSA PUBLIC KEY` or the key of a
+    /// `BEGIN CERTIFICATE`), allowing
     /// RS256 (Screwdriver's algorithm), RS384 and RS512.
     pub fn from_rsa_pem(pem: &[u8]) -> Result<Self, Error> {
-        let key =
-            DecodingKey::from_rsa_pem(pem).map_err(|_| bad_key("an RSA public key in PEM"))?;
+        let key = pem::public_key(pem, pem::KeyFamily::Rsa)
+            .map(|der| DecodingKey::from_rsa_der(&der))
+            .ok_or_else(|| bad_key("an RSA public key in PEM"))?;
         Ok(Self::new(
             key,
             &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
         ))
     }
 
-    /// An EC public key in PEM (P-256 or P-384), allowing ES256 and ES384.
+    /// An EC public key in PEM (P-256 or P-384; `BEGIN PUBLIC KEY` or the key of a
+    /// `BEGIN CERTIFICATE`), allowing ES256 and ES384.
     pub fn from_ec_pem(pem: &[u8]) -> Result<Self, Error> {
-        let key = DecodingKey::from_ec_pem(pem).map_err(|_| bad_key("an EC public key in PEM"))?;
+        let key = pem::public_key(pem, pem::KeyFamily::Ec)
+            .map(|point| DecodingKey::from_ec_der(&point))
+            .ok_or_else(|| bad_key("an EC public key in PEM"))?;
         Ok(Self::new(key, &[Algorithm::ES256, Algorithm::ES384]))
     }
 

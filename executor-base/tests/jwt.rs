@@ -75,6 +75,37 @@ fn ec_keys_verify_es256() {
     );
 }
 
+/// The three PEM forms a Screwdriver operator may hold besides `PUBLIC KEY`: a PKCS#1
+/// `RSA PUBLIC KEY` and the key of a self-signed `CERTIFICATE` (RSA and EC), all made
+/// with `openssl` from the fixture keys.
+#[test]
+fn pkcs1_keys_and_certificates_verify_as_their_public_keys_do() {
+    let rs = secret(&build_token());
+    let es = secret(&es256(&claims("build", 60)));
+    for (file, token, other) in [
+        ("jwt_rsa_public_pkcs1.pem", &rs, &es),
+        ("jwt_rsa_cert.pem", &rs, &es),
+        ("jwt_ec_cert.pem", &es, &rs),
+    ] {
+        let v = JwtVerifier::from_pem(&fixture(file)).unwrap();
+        assert_eq!(
+            jwt::verify(token, &v).unwrap().build().unwrap().get(),
+            42,
+            "{file}"
+        );
+        assert_eq!(
+            jwt::verify(other, &v).unwrap_err().kind(),
+            ErrorKind::TokenRejected,
+            "{file}"
+        );
+    }
+    // The family is read from the key, not guessed: an EC certificate is no RSA key.
+    let e = JwtVerifier::from_rsa_pem(&fixture("jwt_ec_cert.pem")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+    let e = JwtVerifier::from_ec_pem(&fixture("jwt_rsa_public_pkcs1.pem")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+}
+
 #[test]
 fn algorithms_outside_the_allowed_set_are_refused() {
     let e = jwt::verify(

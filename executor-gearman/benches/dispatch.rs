@@ -117,7 +117,7 @@ async fn raw(
             let mut job = client
                 .submit(
                     function,
-                    &format!("raw-{i}-{}", rand::random::<u64>()),
+                    &format!("raw-{i}-{}", fastrand::u64(..)),
                     Bytes::from_static(b"{}"),
                 )
                 .await
@@ -196,7 +196,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let tag = format!("{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff);
+        let tag = format!("{}-{:06x}", std::process::id(), fastrand::u32(..) & 0xff_ffff);
 
         // Raw echo worker: WORK_DATA then WORK_COMPLETE at once.
         let echo_fn = format!("bench-echo-{tag}");

@@ -227,7 +227,7 @@ impl GearmanExecutor {
                 .with_context("function", function));
             }
         }
-        let uuid = format!("{:032x}", rand::random::<u128>());
+        let uuid = format!("{:032x}", fastrand::u128(..));
         let data =
             Bytes::from(serde_json::to_vec(&self.arguments(build, job, &uuid)).unwrap_or_default());
         // Safe to retry: a job whose connection broke before its JOB_CREATED reached us is

@@ -526,7 +526,7 @@ where
 
 /// Between half and all of `d`, at random.
 fn jittered(d: Duration) -> Duration {
-    d / 2 + d.mul_f64(rand::random::<f64>() / 2.0)
+    d / 2 + d.mul_f64(fastrand::f64() / 2.0)
 }
 
 fn assigned(p: Packet, local_addr: Option<SocketAddr>, slot: SlotCell, mut sink: JobSink) -> Job {

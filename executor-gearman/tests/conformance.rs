@@ -39,7 +39,7 @@ async fn gearman_executor_conforms(server: Server) {
     let silent_worker =
         RunningWorker::start(server, &silent_job, silent_fake.clone(), |c| c.max_builds = 8).await;
     let cfg = ConformanceConfig {
-        first_build_id: u64::from(rand::random::<u32>()) * 1000 + 1,
+        first_build_id: u64::from(fastrand::u32(..)) * 1000 + 1,
         lose_build: Some(lose),
         silent_launcher: Some(SilentLauncher {
             executor: Arc::new(move || {

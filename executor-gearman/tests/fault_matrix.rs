@@ -49,7 +49,7 @@ async fn every_fault_scenario_through_a_proxy_in_front_of_gearmand() {
         },
         &proxy,
         FaultMatrixConfig {
-            first_build_id: u64::from(rand::random::<u32>()) * 1000 + 1,
+            first_build_id: u64::from(fastrand::u32(..)) * 1000 + 1,
             http: false,
             leftovers: Some(leftovers),
             // Only the submitting connection hears a job's result (Gearman protocol).

@@ -31,7 +31,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use rand::Rng;
 
 use crate::config::{K8sConfig, TERMINATION_MESSAGE_PATH};
 use crate::pod_extras::{DISK_LABEL, PodExtras};
@@ -62,9 +61,8 @@ impl Names {
     /// Fresh names for a build (random pod suffix, as upstream).
     pub(crate) fn new(labels: &BuildLabels) -> Self {
         const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let mut rng = rand::rng();
         let suffix: String = (0..5)
-            .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+            .map(|_| ALNUM[fastrand::usize(..ALNUM.len())] as char)
             .collect();
         let build = labels.name();
         let pod = format!("{build}-{suffix}");

@@ -290,7 +290,7 @@ fn prepare_and_claim(
         dir: builds_dir.join(format!(
             ".{id}.{}.{:08x}",
             std::process::id(),
-            rand::random::<u32>()
+            fastrand::u32(..)
         )),
     };
     DirBuilder::new()

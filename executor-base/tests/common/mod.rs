@@ -23,14 +23,16 @@ pub fn now() -> i64 {
 /// Signs `claims` with RS256 and the fixture RSA key.
 pub fn rs256(claims: &Value) -> String {
     executor_base::jwt::install_crypto_provider();
-    let key = EncodingKey::from_rsa_pem(&fixture("jwt_rsa_private.pem")).unwrap();
+    let (_, pkcs8) = executor_base::jwt::pem::decode(&fixture("jwt_rsa_private.pem")).unwrap();
+    let key = EncodingKey::from_rsa_der(&pkcs8);
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
 }
 
 /// Signs `claims` with ES256 and the fixture EC key.
 pub fn es256(claims: &Value) -> String {
     executor_base::jwt::install_crypto_provider();
-    let key = EncodingKey::from_ec_pem(&fixture("jwt_ec_private.pem")).unwrap();
+    let (_, pkcs8) = executor_base::jwt::pem::decode(&fixture("jwt_ec_private.pem")).unwrap();
+    let key = EncodingKey::from_ec_der(&pkcs8);
     jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &key).unwrap()
 }
 

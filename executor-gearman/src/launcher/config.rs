@@ -335,7 +335,7 @@ pub(crate) fn default_manager() -> String {
     format!(
         "sdx-{host}-{}-{:06x}",
         std::process::id(),
-        rand::random::<u32>() & 0xff_ffff
+        fastrand::u32(..) & 0xff_ffff
     )
 }
 

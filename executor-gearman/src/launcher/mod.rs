@@ -268,7 +268,7 @@ impl LauncherWorker {
 /// A random start for build numbers, so numbers of different workers (and restarts)
 /// do not collide; below 2^52 so they stay exact in JSON numbers everywhere.
 fn first_number() -> u64 {
-    (rand::random::<u64>() >> 13) | 1
+    (fastrand::u64(..) >> 13) | 1
 }
 
 /// State shared by the worker's job handlers and build drivers.

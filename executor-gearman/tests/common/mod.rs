@@ -112,11 +112,7 @@ pub fn gearmand() -> bool {
 
 /// A job name no other test (or test run) uses, so tests never take each other's jobs.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
+    format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 /// A running launcher worker in a task of its own.
@@ -219,7 +215,7 @@ pub fn build(id: u64) -> StartConfig {
 
 /// A random build id (builds of different tests never share an id on the fake).
 pub fn build_id() -> u64 {
-    u64::from(rand::random::<u32>()) + 1
+    u64::from(fastrand::u32(..)) + 1
 }
 
 /// Waits until the build's status satisfies `pred`; panics with the last status after

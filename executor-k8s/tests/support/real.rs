@@ -228,10 +228,8 @@ impl Drop for ControlPlane {
 }
 
 fn rand_suffix() -> String {
-    use rand::Rng;
-    let mut r = rand::rng();
     (0..6)
-        .map(|_| char::from(b'a' + r.random_range(0..26u8)))
+        .map(|_| char::from(b'a' + fastrand::u8(..26)))
         .collect()
 }
 
