@@ -7,11 +7,11 @@
 //!   engine's confirmation, e.g. mid-stop): the executor is given the usual wait to see
 //!   it end, then it is stopped (again) and settled;
 //! * open, and the engine says it ended (or never heard of a build `launch` reported
-//!   RUNNING for): [`conclude`] — what `launch` spooled is replayed, and otherwise the
+//!   RUNNING for): it is concluded — what `launch` spooled is replayed, and otherwise the
 //!   engine's outcome is recorded (a build that ended while no API ran gets its true
 //!   outcome, never "lost" for a success);
 //! * open and QUEUED, unknown to the engine, or known only as a start that never ran
-//!   anything ([`never_started`]: the process died inside the executor's `start`): the
+//!   anything (the process died inside the executor's `start`): the
 //!   build never ran; `Resume` starts it now (once: nothing of it runs), `Abort` aborts it;
 //! * open and running: `Resume` re-arms its timer (the durable timer store also reloads
 //!   it; overdue deadlines fire at once) and watches it again; `Abort` aborts and stops it

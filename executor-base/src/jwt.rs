@@ -8,7 +8,9 @@
 //! ([`JwtVerifier`]) the signature is verified too.
 //!
 //! `jsonwebtoken` was chosen because it is the de-facto JWT crate, supports RS256/ES256
-//! with PEM keys and has an explicit "insecure decode" for reading claims without a key.
+//! and has an explicit "insecure decode" for reading claims without a key. Public keys in
+//! PEM are read by [`pem`] (not jsonwebtoken's `use_pem` feature, whose ASN.1 parser costs
+//! more to compile than the whole walk to a key).
 //! Its cryptography comes from a process-wide provider; this module installs
 //! [`RING_PROVIDER`] (ring, the workspace's one crypto library: see `crate::tls`) before
 //! the first verification.

@@ -129,7 +129,7 @@ pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&data).ok()
 }
 
-/// Saves `value` as pretty-printed JSON with [`write`].
+/// Saves `value` as pretty-printed JSON with [`write()`].
 pub fn save_json<T: serde::Serialize>(
     path: &Path,
     value: &T,

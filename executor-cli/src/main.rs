@@ -34,6 +34,10 @@
 //! * `metrics-exporter-prometheus` (recorder only) + `axum`: `sdx serve --metrics`, see
 //!   the `metrics_server` module; axum is the reference API's server already.
 
+// The argument docs are clap's `--help` text, read in a terminal: `<job>` there is a
+// placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 /// `println!` that ignores a closed stdout (`sdx demo | head` must not panic).
 macro_rules! say {
     ($($arg:tt)*) => {{

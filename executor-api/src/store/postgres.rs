@@ -20,8 +20,8 @@ use crate::model::{BuildRecord, LogLine, MAX_LINES_PER_STEP, StepRecord, is_fina
 pub const MIGRATIONS: &[Migration] =
     &[(1, include_str!("../../migrations/postgres/builds_0001.sql"))];
 
-/// A [`BuildStore`] in PostgreSQL that several API instances share; see the
-/// [module docs](self) and [`crate::lease`].
+/// A [`BuildStore`] in PostgreSQL that several API instances share (who runs which
+/// build: [`crate::lease`]).
 #[derive(Clone)]
 pub struct PostgresBuildStore {
     pool: Pool,

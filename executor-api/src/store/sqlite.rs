@@ -62,7 +62,7 @@ CREATE TABLE log_lines (
 CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#];
 
-/// A durable [`BuildStore`] in one SQLite file; see the [module docs](self).
+/// A durable [`BuildStore`] in one SQLite file.
 ///
 /// `rusqlite` with the bundled SQLite is the workspace's one SQLite library (the timer
 /// store uses it too; `sqlx`'s SQLite driver pins another `libsqlite3-sys`, and only one

@@ -29,9 +29,9 @@ pub enum Created<T> {
 
 impl EngineCalls {
     /// Runs a create of an object named by the caller through the breaker of `class`,
-    /// retried on every temporary error (see the [module docs](self)); an
-    /// `AlreadyExists` after an attempt that may have reached the engine is
-    /// [`Created::Earlier`].
+    /// retried on every temporary error, the ambiguous ones included (a name only we use
+    /// cannot be created twice); an `AlreadyExists` after an attempt that may have
+    /// reached the engine is [`Created::Earlier`].
     ///
     /// ```
     /// use executor_base::engine::{CallClass, Created, EngineCalls};

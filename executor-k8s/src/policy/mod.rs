@@ -76,12 +76,12 @@ pub enum Match {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "status")]
 pub enum Outcome {
-    /// The build failed ([`Phase::Failed`]) for `reason`.
+    /// The build failed ([`Phase::Failed`](executor_base::Phase::Failed)) for `reason`.
     Fail {
         /// Why.
         reason: FailureReason,
     },
-    /// The infrastructure lost the build ([`Phase::Lost`]) for `reason`; the status says
+    /// The infrastructure lost the build ([`Phase::Lost`](executor_base::Phase::Lost)) for `reason`; the status says
     /// whether the build's process had started.
     Lost {
         /// Why.
