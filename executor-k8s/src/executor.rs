@@ -1,21 +1,18 @@
 //! The [`Executor`] implementation.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use executor_base::labels::{
-    BuildLabels, LABEL_EXPIRES, LABEL_MANAGED_BY, LABEL_SDBUILD, MANAGED_BY,
-};
-use executor_base::owner::{LABEL_OWNER, Liveness, Owner};
+use executor_base::labels::{BuildLabels, LABEL_SDBUILD};
+use executor_base::owner::Owner;
 use executor_base::verdict::pod_status_message;
 use executor_base::{
     BuildId, BuildStatus, Error, ErrorKind, Executor, FailureReason, GcReport, LaunchMode,
     StartConfig, Stats, StopConfig, Verdict, build_name,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
 
 use crate::SCHEME;
@@ -25,6 +22,9 @@ use crate::config::K8sConfig;
 use crate::manifest::{self, Names};
 use crate::pod_extras::PodExtras;
 use crate::view::{PodPhase, PodView};
+
+mod collect;
+mod stopping;
 
 /// Runs Screwdriver builds as Kubernetes pods. Cheap to clone.
 #[derive(Clone)]
@@ -451,221 +451,6 @@ impl K8sExecutor {
                 Ok((self.classify(id, &view), Some(view.phase)))
             }
         }
-    }
-
-    /// Deletes the objects among `items` (of `kind` `pod` or `secret`) that are expired,
-    /// or in `orphans`, and whose `sdbuild` label is in `only` when given.
-    async fn delete_collectable(
-        &self,
-        kind: &str,
-        items: Vec<ObjectMeta>,
-        orphans: &HashSet<String>,
-        only: Option<&HashSet<String>>,
-        dry_run: bool,
-        report: &mut GcReport,
-    ) -> Result<(), Error> {
-        let now = Utc::now();
-        for m in items {
-            let labels = m.labels.as_ref();
-            let expiry = labels
-                .and_then(|l| l.get(LABEL_EXPIRES))
-                .map(String::as_str);
-            let Some(name) = m.name.as_deref() else {
-                continue;
-            };
-            let build = labels.and_then(|l| l.get(LABEL_SDBUILD));
-            if !BuildLabels::is_expired(expiry, now) && !build.is_some_and(|b| orphans.contains(b))
-            {
-                continue;
-            }
-            if let Some(only) = only
-                && !build.is_some_and(|b| only.contains(b))
-            {
-                continue;
-            }
-            if !dry_run {
-                match kind {
-                    "pod" => self.inner.client.delete_pod(name, Some(0)).await?,
-                    _ => self.inner.client.delete_secret(name).await?,
-                }
-            }
-            report.expired.push(format!("{kind}/{name}"));
-        }
-        Ok(())
-    }
-
-    /// The builds (`sdbuild` values) among `pods` whose start was killed half-way: the
-    /// owner ([`LABEL_OWNER`]) is certainly gone and the pod's token Secret, which it
-    /// reads through `secretKeyRef`, was never made. Such a pod can never run its build
-    /// (the kubelet refuses it with `CreateContainerConfigError`), and nobody will make
-    /// the Secret or stop it, so it is collected at once rather than at its expiry. A
-    /// complete build of a gone owner runs on and is left to its expiry (a restarted
-    /// server adopts it).
-    async fn half_made(
-        &self,
-        pods: &[ObjectMeta],
-        secrets: &[ObjectMeta],
-    ) -> Result<HashSet<String>, Error> {
-        let have: HashSet<&str> = secrets.iter().filter_map(|m| m.name.as_deref()).collect();
-        let mut out = HashSet::new();
-        for m in pods {
-            let (Some(name), Some(labels)) = (m.name.as_deref(), m.labels.as_ref()) else {
-                continue;
-            };
-            let token = manifest::secret_name(name);
-            if have.contains(token.as_str())
-                || Owner::liveness_of_label(labels.get(LABEL_OWNER).map(String::as_str))
-                    != Liveness::Gone
-            {
-                continue;
-            }
-            // Only a native-mode pod reads a Secret (Screwdriver mode has none).
-            let Some(pod) = self.inner.client.get_pod(name).await? else {
-                continue;
-            };
-            let reads_token = pod.spec.iter().flat_map(|s| &s.containers).any(|c| {
-                c.env.iter().flatten().any(|e| {
-                    e.value_from
-                        .as_ref()
-                        .and_then(|v| v.secret_key_ref.as_ref())
-                        .is_some_and(|r| r.name == token)
-                })
-            });
-            if reads_token && let Some(b) = labels.get(LABEL_SDBUILD) {
-                out.insert(b.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    /// Garbage collection of the namespace, or (`only`) of these builds' objects.
-    async fn collect(
-        &self,
-        dry_run: bool,
-        only: Option<&HashSet<String>>,
-    ) -> Result<GcReport, Error> {
-        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_EXPIRES}");
-        let c = &self.inner.client;
-        let mut report = GcReport {
-            dry_run,
-            expired: Vec::new(),
-        };
-        let pods = c.list_pod_metadata(&selector).await?;
-        let secrets = c.list_secret_metadata(&selector).await?;
-        let orphans = self.half_made(&pods, &secrets).await?;
-        self.delete_collectable("pod", pods, &orphans, only, dry_run, &mut report)
-            .await?;
-        self.delete_collectable("secret", secrets, &orphans, only, dry_run, &mut report)
-            .await?;
-        Ok(report)
-    }
-
-    /// The deletes of one stop: the build's pods by label, and its Secrets unless they go
-    /// with the pod.
-    async fn delete_build(&self, plan: &StopPlan) -> Result<(), Error> {
-        let c = &*self.writer();
-        c.delete_pods(&plan.selector, plan.grace).await?;
-        if !plan.collected {
-            c.delete_secrets(&plan.selector).await?;
-        }
-        Ok(())
-    }
-
-    /// Marks a tracked build stopped (before its deletes go out, so the watch does not
-    /// call the deletion someone else's) and returns whether it was live.
-    fn mark_stopping(&self, id: BuildId) -> bool {
-        let mut st = self.inner.shared.state.write();
-        st.tracked.get_mut(&id).is_some_and(|t| {
-            let live = t.is_live();
-            t.stopped = true;
-            live
-        })
-    }
-
-    /// Records the outcome of a stop's deletes.
-    fn stop_done(&self, plan: &StopPlan, ok: bool) {
-        let i = &self.inner;
-        let mut st = i.shared.state.write();
-        match st.tracked.get_mut(&plan.id) {
-            Some(t) if plan.was_live && !ok => t.stopped = false,
-            Some(t) if plan.was_live => {
-                if t.terminal.is_none() {
-                    i.shared.counter.stopped();
-                }
-                t.finished_at.get_or_insert_with(tokio::time::Instant::now);
-            }
-            _ => {}
-        }
-    }
-
-    /// Retries a stop that failed with a temporary error until it succeeds or the build
-    /// expires (garbage collection takes over then), whatever the later attempts answer.
-    /// One retrier per build; it holds the executor weakly, so dropping the executor
-    /// ends it.
-    fn retry_stop_in_background(&self, plan: StopPlan) {
-        let mut stops = self.inner.stops.lock();
-        if stops.get(&plan.id).is_some_and(|h| !h.is_finished()) {
-            return;
-        }
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let policy = self.inner.cfg.retry.clone();
-        let id = plan.id;
-        let task = tokio::spawn(async move {
-            let mut attempt = 0u32;
-            loop {
-                let delay = policy
-                    .delay(attempt, None)
-                    .unwrap_or(policy.max_backoff)
-                    .min(policy.max_backoff);
-                // The backoff, cut short when the watch sees the API server come back.
-                let Some(shared) = weak.upgrade().map(|i| i.shared.clone()) else {
-                    return;
-                };
-                // (The shared cache does not keep the executor alive, and dropping the
-                // executor aborts this task.)
-                let recovered = shared.recovered.notified();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = recovered => {}
-                }
-                attempt = attempt.saturating_add(1);
-                let Some(inner) = weak.upgrade() else { return };
-                let exec = K8sExecutor { inner };
-                if Utc::now() >= plan.until {
-                    tracing::warn!(executor = SCHEME, build = %plan.id, "gave up stopping the build at its expiry; gc removes what is left");
-                    exec.inner.stops.lock().remove(&plan.id);
-                    return;
-                }
-                let mut plan = plan.clone();
-                plan.was_live = exec.mark_stopping(plan.id) || plan.was_live;
-                let r = exec.delete_build(&plan).await;
-                exec.stop_done(&plan, r.is_ok());
-                match r {
-                    Ok(()) => {
-                        tracing::info!(executor = SCHEME, build = %plan.id, attempts = attempt, "stopped the build after retrying");
-                        exec.inner.stops.lock().remove(&plan.id);
-                        return;
-                    }
-                    // Any failure is retried: an API server that is starting answers
-                    // 403 or 503 until its authorizer and storage are ready, and a
-                    // lasting refusal costs one request per backoff until the expiry.
-                    Err(e) => {
-                        tracing::debug!(executor = SCHEME, build = %plan.id, error = %e, "stop still failing; retrying");
-                    }
-                }
-            }
-        });
-        stops.insert(id, task.abort_handle());
-    }
-
-    /// Stops being retried in the background (for tests and monitoring).
-    pub fn pending_stops(&self) -> usize {
-        self.inner
-            .stops
-            .lock()
-            .values()
-            .filter(|h| !h.is_finished())
-            .count()
     }
 }
 
