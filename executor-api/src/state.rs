@@ -11,7 +11,7 @@ use executor_base::{
     ApiBuildStatus, BuildId, Error, ErrorKind, Executor, JobId, StartConfig, StopConfig,
 };
 use parking_lot::Mutex;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -19,10 +19,15 @@ use tokio::task::JoinHandle;
 use crate::config::ApiConfig;
 use crate::error::HttpError;
 use crate::events::BuildEvent;
-use crate::keys::{Claims, SCOPE_TEMPORAL, TokenIssuer, random_id};
+use crate::keys::{Claims, SCOPE_TEMPORAL, TokenIssuer};
 use crate::lease::Leases;
 use crate::model::{BuildRecord, NewBuild, StepRecord, is_final, module_state};
-use crate::store::{BuildStore, FencedWrite, MemoryBuildStore, StoreUri};
+use crate::store::BuildStore;
+
+mod builder;
+mod transitions;
+
+pub use builder::ApiStateBuilder;
 
 /// How many events a slow subscriber may fall behind before it misses some.
 pub const EVENT_CAPACITY: usize = 4096;
@@ -77,134 +82,6 @@ pub(crate) struct Transition {
     pub(crate) reported_by_launch: bool,
 }
 
-/// Builds an [`ApiState`]: the store, the owner of new builds, the spool locator.
-pub struct ApiStateBuilder {
-    executor: Arc<dyn Executor>,
-    config: ApiConfig,
-    store: Option<Arc<dyn BuildStore>>,
-    owner: String,
-    spool: Option<SpoolLocator>,
-    instance: Option<String>,
-}
-
-impl fmt::Debug for ApiStateBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiStateBuilder")
-            .field("config", &self.config)
-            .field("owner", &self.owner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ApiStateBuilder {
-    /// Keeps builds in `store` (default: `config.build_store`, else in memory).
-    pub fn store(mut self, store: Arc<dyn BuildStore>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// Marks new builds as driven by `owner` (default [`OWNER_SERVE`]); an adoption
-    /// takes over the builds of one owner only.
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.owner = owner.into();
-        self
-    }
-
-    /// Uses `uri` as `apiUri` unless the config names one (`publicUri`).
-    pub fn default_public_uri(mut self, uri: impl Into<String>) -> Self {
-        self.config.public_uri.get_or_insert_with(|| uri.into());
-        self
-    }
-
-    /// Where `launch` spools what it could not report (read on adoption).
-    pub fn spool(mut self, locator: SpoolLocator) -> Self {
-        self.spool = Some(locator);
-        self
-    }
-
-    /// With a shared store: the id this instance holds leases under (default
-    /// `<host>:<pid>:<random>`, fresh for every process). Two live instances must not
-    /// share one.
-    pub fn instance(mut self, id: impl Into<String>) -> Self {
-        self.instance = Some(id.into());
-        self
-    }
-
-    /// Validates the config (errors name the key), opens the store, and loads (or
-    /// creates and stores) the signing key and the administrator's token, so tokens
-    /// handed out before a restart stay valid after it.
-    pub async fn build(self) -> Result<ApiState, Error> {
-        let config = self.config;
-        config.validate()?;
-        let store = match self.store {
-            Some(s) => s,
-            None => match &config.build_store {
-                Some(uri) => StoreUri::parse(uri)?.open().await?,
-                None => Arc::new(MemoryBuildStore::new()),
-            },
-        };
-        let key_error = |e: String| {
-            Error::new(ErrorKind::ConfigInvalid, e).with_context("key", "jwtPrivateKey")
-        };
-        let issuer = match &config.jwt_private_key {
-            Some(pem) => TokenIssuer::from_pkcs8_pem(pem.expose_secret()).map_err(key_error)?,
-            None => {
-                let fresh = TokenIssuer::generate_pkcs8_pem().map_err(key_error)?;
-                let pem = store.secret("jwtPrivateKey", &fresh).await?;
-                TokenIssuer::from_pkcs8_pem(&pem).map_err(key_error)?
-            }
-        };
-        let user_token = match &config.user_token {
-            Some(t) => t.clone(),
-            None => SecretString::from(
-                store
-                    .secret("userToken", &format!("sdx-{}", random_id()))
-                    .await?,
-            ),
-        };
-        let api_uri = config
-            .public_uri
-            .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:8080".into())
-            .trim_end_matches('/')
-            .to_string();
-        let leases = store.shared().then(|| {
-            Leases::new(
-                self.instance.unwrap_or_else(executor_base::pg::instance_id),
-                std::time::Duration::from_millis(config.lease_ttl_ms),
-                std::time::Duration::from_millis(config.lease_renew_ms),
-            )
-        });
-        let state = ApiState {
-            inner: Arc::new(Inner {
-                executor: self.executor,
-                issuer,
-                config,
-                api_uri,
-                user_token,
-                store,
-                owner: self.owner,
-                spool: self.spool,
-                accepting: AtomicBool::new(true),
-                events: broadcast::channel(EVENT_CAPACITY).0,
-                tasks: Mutex::new(Vec::new()),
-                leases,
-            }),
-        };
-        if state.inner.leases.is_some() {
-            state.spawn(crate::lease::run(state.clone()));
-        }
-        Ok(state)
-    }
-}
-
-/// The answer to a fenced write by an instance whose lease was taken.
-fn lease_lost(id: u64) -> HttpError {
-    HttpError::conflict(format!(
-        "Build {id} is driven by another API instance (this one's lease is gone)"
-    ))
-}
-
 /// A store error as an HTTP answer (503: the API cannot serve without its store).
 pub(crate) fn store_error(e: Error) -> HttpError {
     tracing::warn!(error = %e, "build store failed");
@@ -215,24 +92,6 @@ pub(crate) fn store_error(e: Error) -> HttpError {
 }
 
 impl ApiState {
-    /// A builder of the state of an API dispatching builds to `executor` (a `Router` or
-    /// any backend).
-    pub fn builder(executor: Arc<dyn Executor>, config: ApiConfig) -> ApiStateBuilder {
-        ApiStateBuilder {
-            executor,
-            config,
-            store: None,
-            owner: OWNER_SERVE.into(),
-            spool: None,
-            instance: None,
-        }
-    }
-
-    /// The state with the store of `config.build_store` (default: in memory).
-    pub async fn new(executor: Arc<dyn Executor>, config: ApiConfig) -> Result<Self, Error> {
-        Self::builder(executor, config).build().await
-    }
-
     /// The executor builds are dispatched to.
     pub fn executor(&self) -> &Arc<dyn Executor> {
         &self.inner.executor
@@ -517,162 +376,6 @@ impl ApiState {
         s
     }
 
-    /// Changes build `id` with `f` and writes it back with a conditional write, reading
-    /// again and retrying when another writer came first. `f` sees the current build
-    /// every time and may refuse (its error is returned, nothing is written).
-    pub(crate) async fn modify<T>(
-        &self,
-        id: u64,
-        f: impl FnMut(&mut BuildRecord) -> Result<T, HttpError>,
-    ) -> Result<(T, BuildRecord), HttpError> {
-        self.modify_as(id, false, f).await
-    }
-
-    /// [`ApiState::modify`]; with `owned`, a fenced write: with a shared store it is
-    /// refused (409, and the lease is dropped) unless this instance still holds the
-    /// build's current lease. Owned writes are those derived from the engine.
-    pub(crate) async fn modify_as<T>(
-        &self,
-        id: u64,
-        owned: bool,
-        mut f: impl FnMut(&mut BuildRecord) -> Result<T, HttpError>,
-    ) -> Result<(T, BuildRecord), HttpError> {
-        let fence = match (owned, &self.inner.leases, BuildId::new(id)) {
-            (true, Some(_), Some(bid)) => match self.lease_of(bid) {
-                Some(l) => Some(l),
-                None => return Err(lease_lost(id)),
-            },
-            _ => None,
-        };
-        loop {
-            let mut b = self.load_existing(id).await?;
-            let out = f(&mut b)?;
-            let written = match &fence {
-                None => {
-                    if self.inner.store.update(&b).await.map_err(store_error)? {
-                        FencedWrite::Done
-                    } else {
-                        FencedWrite::Conflict
-                    }
-                }
-                Some(l) => self
-                    .inner
-                    .store
-                    .update_fenced(&b, l)
-                    .await
-                    .map_err(store_error)?,
-            };
-            match written {
-                FencedWrite::Done => {
-                    b.version += 1;
-                    return Ok((out, b));
-                }
-                FencedWrite::Conflict => tokio::task::yield_now().await,
-                FencedWrite::Fenced => {
-                    self.lost(b.id, "write");
-                    return Err(lease_lost(id));
-                }
-            }
-        }
-    }
-
-    /// Sets the status of build `id` after `check` accepted the build as it is (checks and
-    /// change are one conditional write). A final build is never changed (403).
-    pub(crate) async fn transition_checked(
-        &self,
-        id: u64,
-        status: Option<ApiBuildStatus>,
-        message: Option<String>,
-        meta: Option<Value>,
-        check: impl Fn(&BuildRecord) -> Result<(), HttpError>,
-    ) -> Result<(Transition, Value), HttpError> {
-        self.transition_as(id, false, status, message, meta, check)
-            .await
-    }
-
-    /// [`ApiState::transition_checked`], fenced when `owned` (see
-    /// [`ApiState::modify_as`]).
-    pub(crate) async fn transition_as(
-        &self,
-        id: u64,
-        owned: bool,
-        status: Option<ApiBuildStatus>,
-        message: Option<String>,
-        meta: Option<Value>,
-        check: impl Fn(&BuildRecord) -> Result<(), HttpError>,
-    ) -> Result<(Transition, Value), HttpError> {
-        let (t, b) = self
-            .modify_as(id, owned, |b| {
-                if is_final(b.status) {
-                    return Err(HttpError::forbidden(format!(
-                        "Build {id} is already {}: only unfinished builds can be updated",
-                        b.status
-                    )));
-                }
-                check(b)?;
-                Ok(apply_status(b, status, message.clone(), meta.clone()))
-            })
-            .await?;
-        self.emit(BuildEvent::Status {
-            build_id: id,
-            status: b.status,
-            state: module_state(b.status),
-            message: b.status_message.clone(),
-        });
-        Ok((t, b.to_json()))
-    }
-
-    /// [`ApiState::transition_checked`] without further checks.
-    pub(crate) async fn transition(
-        &self,
-        id: u64,
-        status: Option<ApiBuildStatus>,
-        message: Option<String>,
-    ) -> Result<(Transition, Value), HttpError> {
-        self.transition_checked(id, status, message, None, |_| Ok(()))
-            .await
-    }
-
-    /// [`ApiState::transition`] as the build's driver: fenced with a shared store.
-    pub(crate) async fn transition_owned(
-        &self,
-        id: u64,
-        status: Option<ApiBuildStatus>,
-        message: Option<String>,
-    ) -> Result<(Transition, Value), HttpError> {
-        self.transition_as(id, true, status, message, None, |_| Ok(()))
-            .await
-    }
-
-    /// Records that the engine confirmed build `id` ended (nothing left to stop), as its
-    /// driver (fenced), and gives up its lease.
-    /// Keeps what the executor tells of a concluded build's timings.
-    pub(crate) async fn record_timings(&self, id: u64, timings: executor_base::BuildTimings) {
-        let r = self
-            .modify_as(id, true, |b| {
-                b.timings = timings.clone();
-                Ok(())
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(build = id, error = %e, "cannot record the build's timings");
-        }
-    }
-
-    pub(crate) async fn mark_settled(&self, id: u64) {
-        let r = self
-            .modify_as(id, true, |b| {
-                b.settled = true;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(build = id, error = %e, "cannot record that the build ended on the engine");
-        } else if let Some(bid) = BuildId::new(id) {
-            self.release(bid).await;
-        }
-    }
-
     /// The handler to give the timer service of the executor when the store is shared
     /// (instead of the router's own stop on timeout): the instance that claims a
     /// build's deadline records the timeout, and the instance driving the build stops
@@ -766,46 +469,4 @@ pub enum Shutdown {
     LeaveRunning,
     /// Abort them and wait for their stops (`sdx serve --cancel-on-exit`).
     CancelOpen,
-}
-
-/// Applies a status (and message, meta) to `b`; what the change set off.
-fn apply_status(
-    b: &mut BuildRecord,
-    status: Option<ApiBuildStatus>,
-    message: Option<String>,
-    meta: Option<Value>,
-) -> Transition {
-    let mut t = Transition::default();
-    let now = Utc::now();
-    if let Some(s) = status {
-        let was = b.status;
-        b.status = s;
-        if s == ApiBuildStatus::Running && was != ApiBuildStatus::Running {
-            b.start_time = Some(now);
-            t.became_running = true;
-        }
-        if is_final(s) && !is_final(was) {
-            b.end_time = Some(now);
-            t.became_final = true;
-            for step in b
-                .steps
-                .iter_mut()
-                .filter(|st| st.start_time.is_some() && st.end_time.is_none())
-            {
-                step.end_time = Some(now);
-            }
-        }
-        if message.is_none() && s != was {
-            b.status_message = None;
-        }
-    }
-    if let Some(m) = message {
-        b.status_message = Some(m);
-    }
-    if let Some(Value::Object(m)) = meta
-        && let Value::Object(cur) = &mut b.meta
-    {
-        cur.extend(m);
-    }
-    t
 }
