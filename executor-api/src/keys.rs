@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use executor_base::jwt::pem;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -138,10 +139,6 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
-fn pem(label: &str, der: &[u8]) -> String {
-    executor_base::jwt::pem::encode(label, der)
-}
-
 impl TokenIssuer {
     /// A new issuer with a freshly generated P-256 key.
     pub fn generate() -> Result<Self, String> {
@@ -158,12 +155,12 @@ impl TokenIssuer {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .map_err(|_| "cannot generate a P-256 key".to_string())?;
-        Ok(pem("PRIVATE KEY", doc.as_ref()))
+        Ok(pem::encode("PRIVATE KEY", doc.as_ref()))
     }
 
     /// An issuer from an EC P-256 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
     pub fn from_pkcs8_pem(pem_text: &str) -> Result<Self, String> {
-        let (_, der) = executor_base::jwt::pem::decode(pem_text.as_bytes())
+        let (_, der) = pem::decode(pem_text.as_bytes())
             .ok_or_else(|| "jwtPrivateKey: not a PEM document".to_string())?;
         Self::from_pkcs8_der(&der)
     }
@@ -179,7 +176,7 @@ impl TokenIssuer {
         Ok(Self {
             encoding: EncodingKey::from_ec_der(der),
             decoding: DecodingKey::from_ec_der(point),
-            public_pem: pem("PUBLIC KEY", &spki),
+            public_pem: pem::encode("PUBLIC KEY", &spki),
         })
     }
 
@@ -247,7 +244,7 @@ mod tests {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .unwrap();
-        let private_pem = pem("PRIVATE KEY", doc.as_ref());
+        let private_pem = pem::encode("PRIVATE KEY", doc.as_ref());
         let a = TokenIssuer::from_pkcs8_pem(&private_pem).unwrap();
         let b = TokenIssuer::from_pkcs8_pem(&private_pem).unwrap();
         assert_eq!(a.public_key_pem(), b.public_key_pem());
@@ -256,11 +253,7 @@ mod tests {
                 .starts_with("-----BEGIN PUBLIC KEY-----\n")
         );
         let t = a.mint(&Claims::for_build(1, SCOPE_BUILD, 5)).unwrap();
-        let point = executor_base::jwt::pem::public_key(
-            a.public_key_pem().as_bytes(),
-            executor_base::jwt::pem::KeyFamily::Ec,
-        )
-        .unwrap();
+        let point = pem::public_key(a.public_key_pem().as_bytes(), pem::KeyFamily::Ec).unwrap();
         let key = DecodingKey::from_ec_der(&point);
         let claims = jsonwebtoken::decode::<Claims>(&t, &key, &Validation::new(Algorithm::ES256))
             .unwrap()
