@@ -177,6 +177,7 @@ struct Inner {
 struct OptIns {
     retry_budget: Option<Duration>,
     probe: Option<Arc<Probe>>,
+    endpoint: Option<Arc<str>>,
 }
 
 struct Probe {
@@ -305,6 +306,26 @@ impl EngineCalls {
             last: tokio::sync::Mutex::new(None),
         }));
         self
+    }
+
+    /// Names the engine these calls talk to (a socket, an API server's URL, a Gearman
+    /// server) in the errors they make themselves, so an attempt that times out says where
+    /// it was waiting: `unix:///run/docker.sock did not answer info within 10000 ms`.
+    /// `endpoint` must carry no credentials. Applies to every clone.
+    ///
+    /// ```
+    /// use executor_base::engine::EngineCalls;
+    /// let calls = EngineCalls::with_defaults("docker").with_endpoint("unix:///run/docker.sock");
+    /// assert_eq!(calls.endpoint().as_deref(), Some("unix:///run/docker.sock"));
+    /// ```
+    pub fn with_endpoint(self, endpoint: impl Into<String>) -> Self {
+        self.inner.opt_ins.lock().endpoint = Some(endpoint.into().into());
+        self
+    }
+
+    /// The endpoint set by [`EngineCalls::with_endpoint`].
+    pub fn endpoint(&self) -> Option<Arc<str>> {
+        self.inner.opt_ins.lock().endpoint.clone()
     }
 
     /// The same engine (shared breakers, counters, retry budget and health probe) with another retry policy: for
@@ -507,14 +528,7 @@ impl EngineCalls {
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, f()).await {
             Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{operation} did not finish within {} ms",
-                    timeout.as_millis()
-                ),
-            )
-            .temporary()),
+            Err(_) => Err(self.timed_out(operation, timeout)),
         };
         let took = started.elapsed();
         crate::metrics::record::engine_call(
@@ -547,6 +561,17 @@ impl EngineCalls {
         };
         guard.finish(failure, Instant::now());
         result.map_err(Failed::Engine)
+    }
+
+    /// The error of an attempt that did not finish within `timeout`, naming the endpoint
+    /// when one was set.
+    fn timed_out(&self, operation: &str, timeout: Duration) -> Error {
+        let ms = timeout.as_millis();
+        let message = match self.endpoint() {
+            Some(at) => format!("{at} did not answer {operation} within {ms} ms"),
+            None => format!("{operation} did not finish within {ms} ms"),
+        };
+        Error::new(ErrorKind::Timeout, message).temporary()
     }
 
     fn tag(&self, mut e: Error, operation: &'static str) -> Error {

@@ -62,7 +62,8 @@ impl fmt::Debug for GearmanExecutor {
 
 impl GearmanExecutor {
     pub(crate) fn new(cfg: GearmanConfig) -> Self {
-        let calls = EngineCalls::new(crate::SCHEME, cfg.retry.clone(), cfg.breaker.clone());
+        let calls = EngineCalls::new(crate::SCHEME, cfg.retry.clone(), cfg.breaker.clone())
+            .with_endpoint(cfg.server.clone());
         let workers = WorkerCheck::new(
             cfg.server.clone(),
             Duration::from_millis(cfg.worker_check_ttl_ms),

@@ -353,9 +353,10 @@ impl JenkinsExecutorBuilder {
         else {
             unreachable!("every missing piece is reported as a problem above");
         };
+        let calls = EngineCalls::new(SCHEME, c.retry, c.breaker).with_endpoint(base.as_str());
         let executor = JenkinsExecutor::new(
             Client::new(http, base, c.username, token).with_folder(folder),
-            EngineCalls::new(SCHEME, c.retry, c.breaker),
+            calls,
             JobSettings {
                 job_prefix: c.job_prefix,
                 node_label: c.node_label,

@@ -346,7 +346,8 @@ impl K8sExecutorBuilder {
             None => connect(&cfg).await?,
         };
         check_name("namespace", &namespace, 63)?;
-        let calls = EngineCalls::new(SCHEME, cfg.retry.clone(), cfg.breaker.clone());
+        let calls = EngineCalls::new(SCHEME, cfg.retry.clone(), cfg.breaker.clone())
+            .with_endpoint(api_url.clone());
         let k = K8sClient {
             pods: kube::Api::namespaced(client.clone(), &namespace),
             secrets: kube::Api::namespaced(client.clone(), &namespace),

@@ -190,6 +190,33 @@ async fn slow_attempts_time_out_as_temporary_errors() {
     let s = calls.request_stats();
     assert_eq!((s.total, s.timeouts, s.failure, s.concurrent), (1, 1, 1, 0));
     assert_eq!(s.average_time, 10_000.0);
+    assert!(
+        e.to_string()
+            .contains("hang did not finish within 10000 ms"),
+        "{e}"
+    );
+}
+
+/// A timeout names the endpoint the calls were given, in every clone, and only that.
+#[tokio::test(start_paused = true)]
+async fn timeouts_name_the_endpoint() {
+    let calls = EngineCalls::new("test", policy(0), breaker(5)).with_endpoint("tcp://engine:2375");
+    let other = calls.with_retry_policy(policy(0));
+    for c in [&calls, &other] {
+        let e = c
+            .call("info", Idempotency::Idempotent, || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(
+            e.to_string()
+                .contains("tcp://engine:2375 did not answer info within 10000 ms"),
+            "{e}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

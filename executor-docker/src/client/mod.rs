@@ -141,7 +141,8 @@ pub(crate) const LABEL_ROLE: &str = "screwdriver.cd/docker-role";
 impl Engine {
     /// A handle on `endpoint` with these policies.
     pub(crate) fn new(endpoint: String, connect: Connect, p: Policies) -> Self {
-        let mut calls = EngineCalls::new(crate::SCHEME, p.retry, p.breaker.clone());
+        let mut calls = EngineCalls::new(crate::SCHEME, p.retry, p.breaker.clone())
+            .with_endpoint(endpoint.clone());
         if let Some(ping) = pinger(&endpoint, &connect) {
             calls = calls.with_health_probe(
                 PROBE_EVERY,
@@ -158,7 +159,8 @@ impl Engine {
                 max_failures: 0,
                 ..p.breaker
             },
-        );
+        )
+        .with_endpoint(endpoint.clone());
         Self {
             inner: Arc::new(Inner {
                 endpoint,
