@@ -554,12 +554,16 @@ fn after_launch_exited_before_it_reported(short_retry: bool) -> Tally {
     };
     let (mut s, api) = case.serve(env);
     let ok = case.submit(&api, Kind::Succeed, 2);
-    case.submit(&api, Kind::Fail, 2);
-    assert!(wait_until(Duration::from_secs(30), || step(
-        &api.build(ok),
-        "work"
-    )["startTime"]
-        .is_string()));
+    let failing = case.submit(&api, Kind::Fail, 2);
+    // Both must be running their last step when the server goes: a launch still marking
+    // its build RUNNING would give up (after 1 s) before running any step.
+    for id in [ok, failing] {
+        assert!(wait_until(Duration::from_secs(30), || step(
+            &api.build(id),
+            "work"
+        )["startTime"]
+            .is_string()));
+    }
     case.kill(&mut s);
     if short_retry {
         // Both builds end (2 s), launch retries 1 s and exits.

@@ -48,8 +48,8 @@ pub fn retry_until<T>(
                 }
                 if !warned {
                     eprintln!(
-                        "launch: {e}; retrying for up to {}s",
-                        (deadline - now).as_secs()
+                        "launch: {e}; retrying for up to {:.1} s",
+                        (deadline - now).as_secs_f64()
                     );
                     warned = true;
                 }
