@@ -136,6 +136,27 @@ pub fn may_have_been_applied(error: &Error) -> bool {
     error.is_temporary() && !Idempotency::NotIdempotent.may_retry(error)
 }
 
+/// The error of an engine call that did not finish within `timeout`: temporary, and
+/// naming `endpoint` (the engine's address, without credentials) when there is one.
+/// [`EngineCalls`] makes it for attempts that time out; a backend bounding an exchange
+/// of its own (a connect) makes it here too, so both read the same.
+///
+/// ```
+/// use std::time::Duration;
+/// use executor_base::engine::timed_out;
+/// let e = timed_out(Some("tcp://engine:2375"), "info", Duration::from_secs(10));
+/// assert!(e.is_temporary());
+/// assert!(e.to_string().contains("tcp://engine:2375 did not answer info within 10000 ms"));
+/// ```
+pub fn timed_out(endpoint: Option<&str>, operation: &str, timeout: Duration) -> Error {
+    let ms = timeout.as_millis();
+    let message = match endpoint {
+        Some(at) => format!("{at} did not answer {operation} within {ms} ms"),
+        None => format!("{operation} did not finish within {ms} ms"),
+    };
+    Error::new(ErrorKind::Timeout, message).temporary()
+}
+
 /// The retry policy, circuit breakers and request counters of one executor's engine.
 ///
 /// Cheap to clone: clones share the breakers and the counters.
@@ -528,7 +549,7 @@ impl EngineCalls {
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, f()).await {
             Ok(r) => r,
-            Err(_) => Err(self.timed_out(operation, timeout)),
+            Err(_) => Err(timed_out(self.endpoint().as_deref(), operation, timeout)),
         };
         let took = started.elapsed();
         crate::metrics::record::engine_call(
@@ -561,17 +582,6 @@ impl EngineCalls {
         };
         guard.finish(failure, Instant::now());
         result.map_err(Failed::Engine)
-    }
-
-    /// The error of an attempt that did not finish within `timeout`, naming the endpoint
-    /// when one was set.
-    fn timed_out(&self, operation: &str, timeout: Duration) -> Error {
-        let ms = timeout.as_millis();
-        let message = match self.endpoint() {
-            Some(at) => format!("{at} did not answer {operation} within {ms} ms"),
-            None => format!("{operation} did not finish within {ms} ms"),
-        };
-        Error::new(ErrorKind::Timeout, message).temporary()
     }
 
     fn tag(&self, mut e: Error, operation: &'static str) -> Error {

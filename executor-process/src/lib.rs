@@ -68,7 +68,8 @@
 //!   the executor in `executor_base::timer::TimedExecutor` for the API-driven timers.
 //! * **gc / cleanup**: builds past start + timeout + 30 minutes are stopped and their
 //!   directories removed; `cleanup` does only that and never stops a live build (a server
-//!   restart leaves builds running). [`Executor::stop_all`](executor_base::Executor::stop_all) is the explicit "stop
+//!   restart leaves builds running).
+//!   [`Executor::stop_all`](executor_base::Executor::stop_all) is the explicit "stop
 //!   every live build of this state directory".
 //! * **Spool**: `launch` gets `SD_SPOOL_FILE=<stateDir>/builds/<id>/spool.jsonl` for the
 //!   reports it cannot deliver while the API is down ([`ProcessExecutor::spool_path`]).

@@ -376,14 +376,7 @@ async fn bounded<T>(
 ) -> Result<T, Error> {
     match tokio::time::timeout(bound, call).await {
         Ok(r) => r.map_err(|e| map(e, endpoint)),
-        Err(_) => Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "{endpoint} did not answer {op} within {} ms",
-                bound.as_millis()
-            ),
-        )
-        .temporary()),
+        Err(_) => Err(executor_base::engine::timed_out(Some(endpoint), op, bound)),
     }
 }
 

@@ -81,8 +81,8 @@ pub enum Outcome {
         /// Why.
         reason: FailureReason,
     },
-    /// The infrastructure lost the build ([`Phase::Lost`](executor_base::Phase::Lost)) for `reason`; the status says
-    /// whether the build's process had started.
+    /// The infrastructure lost the build ([`Phase::Lost`](executor_base::Phase::Lost))
+    /// for `reason`; the status says whether the build's process had started.
     Lost {
         /// Why.
         reason: FailureReason,
