@@ -132,34 +132,21 @@ impl Session {
             }
             PacketType::STATUS_RES => match self.answered(p.kind) {
                 Some(Pending::Status(reply)) => {
-                    let num = |i| {
-                        p.arg_str(i)
-                            .and_then(|s| s.trim().parse::<u64>().ok())
-                            .unwrap_or(0)
-                    };
-                    let _ = reply.send(Ok(JobStatus {
-                        known: p.arg_str(1) == Some("1"),
-                        running: p.arg_str(2) == Some("1"),
-                        numerator: num(3),
-                        denominator: num(4),
-                    }));
+                    let _ = reply.send(Ok(job_status(&p)));
                     return Ok(());
                 }
                 other => return Err(self.desync(other, p.kind)),
             },
             PacketType::STATUS_RES_UNIQUE => match self.answered(p.kind) {
                 Some(Pending::StatusUnique(reply)) => {
-                    let num = |i| {
-                        p.arg_str(i)
-                            .and_then(|s| s.trim().parse::<u64>().ok())
-                            .unwrap_or(0)
-                    };
+                    // The same fields as STATUS_RES, then the waiting clients.
+                    let s = job_status(&p);
                     let _ = reply.send(Ok(UniqueStatus {
-                        known: p.arg_str(1) == Some("1"),
-                        running: p.arg_str(2) == Some("1"),
-                        numerator: num(3),
-                        denominator: num(4),
-                        clients: num(5),
+                        known: s.known,
+                        running: s.running,
+                        numerator: s.numerator,
+                        denominator: s.denominator,
+                        clients: number_arg(&p, 5),
                     }));
                     return Ok(());
                 }
@@ -338,6 +325,24 @@ pub(super) async fn drive(
             std::mem::take(&mut session).shut();
         }
     }
+}
+
+/// The fields `STATUS_RES` and `STATUS_RES_UNIQUE` share: the job is known (1), running
+/// (1), and its progress numerator and denominator.
+fn job_status(p: &Packet) -> JobStatus {
+    JobStatus {
+        known: p.arg_str(1) == Some("1"),
+        running: p.arg_str(2) == Some("1"),
+        numerator: number_arg(p, 3),
+        denominator: number_arg(p, 4),
+    }
+}
+
+/// Argument `i` of `p` as a number; 0 when absent or not a number.
+fn number_arg(p: &Packet, i: usize) -> u64 {
+    p.arg_str(i)
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 fn fail_command(cmd: Command, e: GearmanError) {
