@@ -162,6 +162,14 @@ impl ProcessExecutorBuilder {
         self
     }
 
+    /// Whether each build's supervisor is forked from one long-lived shell per executor
+    /// (the zygote; default `true`, builds with a cgroup only) rather than started as a
+    /// shell of its own (see the crate docs).
+    pub fn with_zygote(mut self, yes: bool) -> Self {
+        self.config.zygote = yes;
+        self
+    }
+
     /// Validates the options, creates the state directory, and adopts builds a previous
     /// instance left running there. Errors are [`executor_base::ErrorKind::ConfigInvalid`]
     /// naming the option.
@@ -262,6 +270,7 @@ impl ProcessExecutorBuilder {
             pass_env: c.pass_env,
             token_env: c.token_env,
             cgroups: c.cgroups,
+            zygote: c.zygote,
         })
     }
 }
@@ -318,6 +327,8 @@ pub(crate) struct Settings {
     pub token_env: bool,
     /// Whether to try one cgroup per build.
     pub cgroups: bool,
+    /// Whether builds with a cgroup start through the zygote.
+    pub zygote: bool,
 }
 
 impl Settings {

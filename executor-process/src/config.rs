@@ -79,6 +79,11 @@ pub struct ProcessConfig {
     /// memory controller can be enabled. Without one, builds are tracked by process group
     /// and the `SD_PROCESS_BUILD` marker variable.
     pub cgroups: bool,
+    /// Fork each build's supervisor from one long-lived shell per executor (the zygote)
+    /// instead of starting a shell per build (`zygote`, default `true`; builds with a
+    /// cgroup only): one program start per build instead of two. Where the zygote cannot
+    /// run (no `setsid`, no pseudo-terminals), builds start under a shell of their own.
+    pub zygote: bool,
 }
 
 impl Default for ProcessConfig {
@@ -95,6 +100,7 @@ impl Default for ProcessConfig {
             pass_env: DEFAULT_PASS_ENV.iter().map(|s| (*s).to_string()).collect(),
             token_env: false,
             cgroups: true,
+            zygote: true,
         }
     }
 }
@@ -114,6 +120,7 @@ impl fmt::Debug for ProcessConfig {
             .field("pass_env", &self.pass_env)
             .field("token_env", &self.token_env)
             .field("cgroups", &self.cgroups)
+            .field("zygote", &self.zygote)
             .finish()
     }
 }
@@ -205,6 +212,11 @@ fn declare() -> Options<ProcessConfig> {
             "cgroups",
             "Give each build a cgroup (v2) of its own where the machine allows it; `false`: track builds by process group and marker variable only.",
             |c| &mut c.cgroups,
+        )
+        .field(
+            "zygote",
+            "Fork each build's supervisor from one long-lived shell per executor instead of starting a shell per build (builds with a cgroup only); `false`: a shell per build.",
+            |c| &mut c.zygote,
         )
         .timeout(|c| &mut c.timeout)
         .ecosystem(|c| &mut c.ecosystem)

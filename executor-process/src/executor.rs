@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub builds: Mutex<HashMap<BuildId, Arc<Build>>>,
     pub counter: BuildCounter,
     pub requests: Requests,
+    /// The shell that forks build supervisors (started on first use).
+    pub zygote: crate::zygote::Zygote,
 }
 
 impl ProcessExecutor {
@@ -73,6 +75,7 @@ impl ProcessExecutor {
             builds: Mutex::new(HashMap::new()),
             counter: BuildCounter::new(),
             requests: Requests::default(),
+            zygote: Default::default(),
         });
         for id in inner.build_ids_on_disk() {
             let paths = BuildPaths::new(&inner.settings.builds_dir, id);
@@ -149,6 +152,17 @@ impl fmt::Debug for ProcessExecutor {
 }
 
 impl Inner {
+    /// The supervisor of `build` when an executor died between spawning it and recording
+    /// its pid, and the build's cgroup (see [`crate::tree::find_unrecorded_supervisor`]).
+    fn find_unrecorded_supervisor(
+        &self,
+        build: &Build,
+        r: &crate::record::Record,
+    ) -> Option<(u32, Option<PathBuf>)> {
+        let cgroup = r.cgroup.clone().or_else(|| self.cgroups.path_for(build.id));
+        crate::tree::find_unrecorded_supervisor(&build.paths.mark(), cgroup)
+    }
+
     /// Ids of the build directories under `<state>/builds`.
     pub(crate) fn build_ids_on_disk(&self) -> Vec<BuildId> {
         let Ok(entries) = std::fs::read_dir(&self.settings.builds_dir) else {
@@ -215,12 +229,12 @@ impl Inner {
         // supervisor it spawned is visible by its marker.
         let claimant = crate::gc::owner_liveness(&build.paths.dir);
         if r.pid.is_none()
-            && let Some(pid) = crate::tree::find_supervisor(&build.paths.mark())
+            && let Some((pid, cgroup)) = self.find_unrecorded_supervisor(build, &r)
         {
             // Spawned by an executor that died before it recorded the pid.
             tracing::info!(build_id = %build.id, pid, "found the supervisor of a build with no recorded pid");
             let _ = build
-                .set_spawned(pid, os::proc_start_time(pid), r.cgroup.clone())
+                .set_spawned(pid, os::proc_start_time(pid), cgroup)
                 .await;
             r = build.snapshot();
         }

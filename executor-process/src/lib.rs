@@ -37,11 +37,25 @@
 //!   `memory.events` counted an OOM kill meanwhile (see the `oom` module). After `stop`:
 //!   `Canceled`; after a timeout: `TimedOut`.
 //! * **Supervisor**: `launch` runs under a small `/bin/sh` supervisor (the process group
-//!   leader) that waits for it, writes its exit code to `<stateDir>/builds/<id>/exit`, and
+//!   leader; see **Zygote** for how it starts) that waits for it, writes its exit code to `<stateDir>/builds/<id>/exit`, and
 //!   exits the same way (re-raising a fatal signal), so a build that ends while no executor
 //!   runs keeps its real outcome. It waits through `stop`'s SIGTERM, so `launch` can abort
 //!   gracefully; a `launch` that is a `#!` script with a missing interpreter is refused by
 //!   `start` (`ConfigInvalid`, naming `jobTools`).
+//! * **Zygote** (`zygote`, default on; builds with a cgroup): the supervisor is not a new
+//!   `/bin/sh` per build but a subshell forked by one long-lived shell per executor, which
+//!   saves a program start per build (the cost that bounds trivial builds per second; see
+//!   the README's Gearman figures). The zygote turns job control on through a
+//!   pseudo-terminal it then hangs up, so each supervisor still leads its own process
+//!   group, SIGINT and SIGQUIT are not ignored, and builds have no controlling terminal:
+//!   a test checks that `launch` sees the same environment, directory, signal dispositions
+//!   and terminal either way. It reports each supervisor's pid and launch's exit code on a
+//!   pipe; a supervisor killed before it reported is seen by its pid. Killing the zygote
+//!   costs no build (its supervisors run on, and the next start forks a new zygote);
+//!   killing the executor leaves it as before, and a restarted executor finds a
+//!   supervisor whose pid it never recorded among the build's cgroup members. Where the
+//!   zygote cannot run (no `setsid` program, no pseudo-terminals), builds start under a
+//!   shell of their own and the executor logs why once.
 //! * **Restarts**: `<stateDir>/builds/<id>/state.json` keeps pid, process start time (to
 //!   detect pid reuse), deadlines and the outcome. A new instance on the same state
 //!   directory adopts running builds (status, stop and its timeout backstop keep working);
@@ -109,6 +123,9 @@
 //! * `futures`: `join_all` to stop every build concurrently on `cleanup`.
 //! * `/bin/sh` (POSIX, builtins only) as the supervisor: it is on every host that can run
 //!   `launch`'s steps, and outlives the executor without a helper binary to install.
+//! * `setsid` (util-linux) to start the zygote in a session of its own (the standard
+//!   library's `setsid` is unstable, and `pre_exec` is `unsafe`); `nix`'s `pty` functions
+//!   for the zygote's brief terminal.
 //!
 //! Linux is the target (procfs for pid identity and the marker sweep, cgroup v2 for the
 //! build's cgroup and OOM evidence); on other Unix systems those extras are skipped and
@@ -135,6 +152,7 @@ mod sweep;
 mod testutil;
 mod timings;
 mod tree;
+mod zygote;
 
 pub use builder::ProcessExecutorBuilder;
 pub use config::{

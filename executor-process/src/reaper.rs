@@ -10,7 +10,6 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 
 use executor_base::{BuildStatus, FailureReason};
-use tokio::process::Child;
 
 use crate::executor::Inner;
 use crate::oom::OomProbe;
@@ -21,14 +20,13 @@ use crate::record::Build;
 /// [`executor_base::launch_protocol::EXIT_TIMED_OUT`]).
 pub const LAUNCH_EXIT_TIMEOUT: i32 = executor_base::launch_protocol::EXIT_TIMED_OUT;
 
-/// Waits for `child` and records how it ended.
-pub(crate) async fn reap(
-    inner: Arc<Inner>,
-    build: Arc<Build>,
-    mut child: Child,
-    oom: Option<OomProbe>,
-) {
-    let waited = child.wait().await;
+/// A build supervisor's end, as a waiting parent sees it: the per-build shell's own
+/// `wait`, or a zygote-forked supervisor's report ([`crate::zygote::wait`]).
+pub(crate) type Exit = futures::future::BoxFuture<'static, std::io::Result<ExitStatus>>;
+
+/// Waits for the build's supervisor to end and records how the build ended.
+pub(crate) async fn reap(inner: Arc<Inner>, build: Arc<Build>, exit: Exit, oom: Option<OomProbe>) {
+    let waited = exit.await;
     let exited_at = chrono::Utc::now();
     let pid = build.snapshot().pid.unwrap_or(0);
     // The build is over when `launch` is: anything it left behind goes too (its group,

@@ -2,6 +2,7 @@
 //! its own process group (and cgroup, where the machine allows) with its output going to
 //! `build.log`.
 
+use std::ffi::OsString;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -23,10 +24,11 @@ use crate::error;
 use crate::executor::Inner;
 use crate::oom::OomProbe;
 use crate::os;
-use crate::reaper::reap;
+use crate::reaper::{self, reap};
 use crate::record::{Build, BuildPaths, Record, StartGuard, StopReason};
 use crate::supervisor;
 use crate::tree::{MARK_ENV, Tree};
+use crate::zygote;
 
 /// Where `launch` spools the reports it could not deliver (read by `sd_launch`).
 pub const SPOOL_ENV: &str = "SD_SPOOL_FILE";
@@ -125,8 +127,15 @@ impl Inner {
         let token = (!self.settings.token_env).then(|| expose_token(&cfg.token).to_string());
         let builds_dir = self.settings.builds_dir.clone();
         let record = build.snapshot();
+        let cgroup = self.cgroups.path_for(id);
         let prepared = tokio::task::spawn_blocking(move || {
-            prepare_and_claim(&builds_dir, &paths, id, token.as_deref(), &record)
+            let claim = Claim {
+                builds_dir: &builds_dir,
+                paths: &paths,
+                id,
+                cgroup,
+            };
+            prepare_and_claim(&claim, token.as_deref(), &record)
         })
         .await
         .map_err(|e| {
@@ -186,51 +195,70 @@ impl Inner {
             .expect("validated as UTF-8 by the builder");
         let spec = LaunchSpec::new(cfg, job_tools, &s.ecosystem, timeout_minutes);
         let launch = spec.native(&delivery);
-        let cgroup_procs = cgroup
-            .as_ref()
-            .map(|c| c.join("cgroup.procs").into_os_string())
-            .unwrap_or_default();
-        // `launch` runs under the supervisor, which joins the build's cgroup and records
-        // launch's exit code in the build's directory for a later instance (see
-        // `supervisor`).
-        let mut command = Command::new(supervisor::SHELL);
-        command
-            .args(["-c", supervisor::SCRIPT, supervisor::ARG0])
-            .arg(paths.exit())
-            .arg(cgroup_procs)
-            .arg(&launch.entrypoint)
-            .args(&launch.args)
-            .env_clear()
-            .current_dir(paths.work())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(prepared.log))
-            .stderr(Stdio::from(prepared.log_err))
-            // Its own process group: `stop` signals the whole tree, and a Ctrl-C aimed at
-            // the server's terminal group does not reach builds.
-            .process_group(0)
-            .kill_on_drop(false);
-        for name in &s.pass_env {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        command.envs(s.env.iter().map(|(k, v)| (k, v)));
-        command.envs(launch.env.iter().map(|(k, v)| (k, v)));
-        // Set last, so nothing overrides them: the marker every process of the build
-        // inherits, where launch spools reports, and launch's share of the stop grace.
-        command
-            .env(MARK_ENV, paths.mark())
-            .env(SPOOL_ENV, paths.spool())
-            .env(crate::handshake::RESULT_FILE_ENV, paths.result())
-            .env(STOP_GRACE_ENV, s.stop_grace.as_millis().to_string());
-        if s.token_env {
-            command.env(TOKEN_ENV, expose_token(&cfg.token));
-        }
+        let cgroup_procs = cgroup.as_ref().map(|c| c.join("cgroup.procs"));
+        let env = self.build_env(paths, cfg, &launch.env);
         tracing::debug!(build_id = %build.id, command = ?launch, "spawning launch");
-        let child = command
-            .spawn()
-            .map_err(|e| error::spawn(std::path::Path::new(supervisor::SHELL), e))?;
-        let pid = child.id().expect("a just spawned child has a pid");
+        // Through the zygote where the build has a cgroup (see `zygote`), else (or when
+        // the zygote cannot take it) under a shell of its own.
+        let via_zygote = match &cgroup_procs {
+            Some(procs) if s.zygote => {
+                let job = zygote::Job {
+                    key: &build.id.to_string(),
+                    log: &paths.log(),
+                    exit: &paths.exit(),
+                    work: &paths.work(),
+                    cgroup_procs: procs,
+                    program: std::ffi::OsStr::new(&launch.entrypoint),
+                    args: &launch.args.iter().map(OsString::from).collect::<Vec<_>>(),
+                    env: &env,
+                };
+                match self.zygote.start(&job).await {
+                    Ok(started) => Some(started),
+                    Err(zygote::NotStarted::UseOwnShell) => None,
+                    Err(zygote::NotStarted::NoReport) => {
+                        // A subshell may still come up: empty the cgroup before anything.
+                        let (cg, mark) = (cgroup.clone(), paths.mark());
+                        let _ = tokio::task::spawn_blocking(move || {
+                            Tree {
+                                pgid: None,
+                                cgroup: cg.as_deref(),
+                                mark: &mark,
+                            }
+                            .kill()
+                        })
+                        .await;
+                        return Err(error::spawn(
+                            std::path::Path::new(supervisor::SHELL),
+                            std::io::Error::other(
+                                "the zygote did not report the build's supervisor",
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let (pid, exit): (u32, reaper::Exit) = match via_zygote {
+            Some(started) => {
+                drop(prepared);
+                let start = os::proc_start_time(started.pid);
+                let exit = zygote::wait(started.exit, started.pid, start, paths.exit());
+                (started.pid, Box::pin(exit))
+            }
+            None => {
+                let mut child = own_shell(
+                    paths,
+                    &launch,
+                    cgroup_procs.unwrap_or_default(),
+                    &env,
+                    prepared,
+                )
+                .spawn()
+                .map_err(|e| error::spawn(std::path::Path::new(supervisor::SHELL), e))?;
+                let pid = child.id().expect("a just spawned child has a pid");
+                (pid, Box::pin(async move { child.wait().await }))
+            }
+        };
         let proc_start = os::proc_start_time(pid);
         let oom = match &cgroup {
             Some(cg) if self.cgroups.has_memory() => OomProbe::for_cgroup(cg),
@@ -248,10 +276,7 @@ impl Inner {
                 .kill()
             })
             .await;
-            tokio::spawn(async move {
-                let mut child = child;
-                let _ = child.wait().await;
-            });
+            tokio::spawn(exit);
             return Err(error::io(
                 "start",
                 "cannot write the state file",
@@ -261,11 +286,78 @@ impl Inner {
         }
         tracing::info!(build_id = %build.id, pid, cgroup = ?build.snapshot().cgroup, "build started");
         self.counter.started();
-        tokio::spawn(reap(self.clone(), build.clone(), child, oom));
+        tokio::spawn(reap(self.clone(), build.clone(), exit, oom));
         let kill_at = build.snapshot().kill_at;
         self.arm_deadline(build, kill_at, StopReason::TimedOut);
         Ok(())
     }
+}
+
+impl Inner {
+    /// The whole environment of a build's `launch`, in order (a later value of a name
+    /// wins): the passed-through variables of the executor's own, the `env` option,
+    /// launch's own, and last, so nothing overrides them, the marker every process of the
+    /// build inherits, where launch spools reports, the handshake file and launch's share
+    /// of the stop grace (and the token, in `tokenEnv` mode).
+    fn build_env(
+        &self,
+        paths: &BuildPaths,
+        cfg: &StartConfig,
+        launch_env: &[(String, String)],
+    ) -> Vec<(OsString, OsString)> {
+        let s = &self.settings;
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        for name in &s.pass_env {
+            if let Some(value) = std::env::var_os(name) {
+                env.push((name.into(), value));
+            }
+        }
+        let pairs = s.env.iter().chain(launch_env);
+        env.extend(pairs.map(|(k, v)| (k.into(), v.into())));
+        env.push((MARK_ENV.into(), paths.mark().into()));
+        env.push((SPOOL_ENV.into(), paths.spool().into()));
+        env.push((
+            crate::handshake::RESULT_FILE_ENV.into(),
+            paths.result().into(),
+        ));
+        env.push((
+            STOP_GRACE_ENV.into(),
+            s.stop_grace.as_millis().to_string().into(),
+        ));
+        if s.token_env {
+            env.push((TOKEN_ENV.into(), expose_token(&cfg.token).into()));
+        }
+        env
+    }
+}
+
+/// `launch` under a supervisor shell of its own, which joins the build's cgroup and
+/// records launch's exit code in the build's directory for a later instance (see
+/// `supervisor`); in a process group of its own, so `stop` signals the whole tree and a
+/// Ctrl-C aimed at the server's terminal group does not reach builds.
+fn own_shell(
+    paths: &BuildPaths,
+    launch: &executor_base::LaunchCommand,
+    cgroup_procs: PathBuf,
+    env: &[(OsString, OsString)],
+    prepared: Prepared,
+) -> Command {
+    let mut command = Command::new(supervisor::SHELL);
+    command
+        .args(["-c", supervisor::SCRIPT, supervisor::ARG0])
+        .arg(paths.exit())
+        .arg(cgroup_procs)
+        .arg(&launch.entrypoint)
+        .args(&launch.args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(paths.work())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(prepared.log))
+        .stderr(Stdio::from(prepared.log_err))
+        .process_group(0)
+        .kill_on_drop(false);
+    command
 }
 
 /// The open files of a prepared build directory.
@@ -274,20 +366,28 @@ struct Prepared {
     log_err: File,
 }
 
+/// Where a build's directory goes, and the cgroup its supervisor would be in.
+struct Claim<'a> {
+    builds_dir: &'a std::path::Path,
+    paths: &'a BuildPaths,
+    id: executor_base::BuildId,
+    /// The cgroup a build with this id gets (`None`: builds get none).
+    cgroup: Option<PathBuf>,
+}
+
 /// Prepares the build's directory under a temporary name (token file, work directory,
 /// build log, and `state.json` without a pid), then claims `<builds>/<id>` by renaming it
 /// there, so the build's directory never exists without its state file: a crash at any
 /// point leaves either nothing under the id or a record a restarted executor can adopt.
 /// Blocking.
 fn prepare_and_claim(
-    builds_dir: &std::path::Path,
-    paths: &BuildPaths,
-    id: executor_base::BuildId,
+    claim: &Claim,
     token: Option<&str>,
     record: &Record,
 ) -> Result<Prepared, Error> {
+    let id = claim.id;
     let tmp = BuildPaths {
-        dir: builds_dir.join(format!(
+        dir: claim.builds_dir.join(format!(
             ".{id}.{}.{:08x}",
             std::process::id(),
             fastrand::u32(..)
@@ -297,7 +397,7 @@ fn prepare_and_claim(
         .mode(0o700)
         .create(&tmp.dir)
         .map_err(|e| error::io("start", "cannot create the build directory", &tmp.dir, e))?;
-    let result = prepare(&tmp, token, record).and_then(|p| claim(&tmp, paths, id).map(|()| p));
+    let result = prepare(&tmp, token, record).and_then(|p| claim.take(&tmp).map(|()| p));
     if result.is_err() {
         remove_dir(&tmp.dir);
     }
@@ -334,79 +434,88 @@ fn prepare(paths: &BuildPaths, token: Option<&str>, record: &Record) -> Result<P
     Ok(Prepared { log, log_err })
 }
 
-/// Renames the prepared `tmp` directory to the build's. A directory left there by an
-/// earlier build with the same id is replaced unless that build is still alive (or being
-/// started by another executor instance sharing the state directory).
-fn claim(tmp: &BuildPaths, paths: &BuildPaths, id: executor_base::BuildId) -> Result<(), Error> {
-    for _ in 0..3 {
-        match std::fs::rename(&tmp.dir, &paths.dir) {
-            Ok(()) => return Ok(()),
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY))
-                    || e.kind() == std::io::ErrorKind::AlreadyExists
-                    || e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
-            Err(e) => {
-                return Err(error::io(
-                    "start",
-                    "cannot create the build directory",
-                    &paths.dir,
-                    e,
-                ));
+impl Claim<'_> {
+    /// Renames the prepared `tmp` directory to the build's. A directory left there by an
+    /// earlier build with the same id is replaced unless that build is still alive (or being
+    /// started by another executor instance sharing the state directory).
+    fn take(&self, tmp: &BuildPaths) -> Result<(), Error> {
+        let (paths, id) = (self.paths, self.id);
+        for _ in 0..3 {
+            match std::fs::rename(&tmp.dir, &paths.dir) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY))
+                        || e.kind() == std::io::ErrorKind::AlreadyExists
+                        || e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
+                Err(e) => {
+                    return Err(error::io(
+                        "start",
+                        "cannot create the build directory",
+                        &paths.dir,
+                        e,
+                    ));
+                }
+            }
+            if let Some(why) = self.live() {
+                return Err(already_exists(id, why));
+            }
+            match std::fs::remove_dir_all(&paths.dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(error::io(
+                        "start",
+                        "cannot remove the previous build directory",
+                        &paths.dir,
+                        e,
+                    ));
+                }
             }
         }
-        if let Some(why) = live(paths) {
-            return Err(already_exists(id, why));
-        }
-        match std::fs::remove_dir_all(&paths.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(error::io(
-                    "start",
-                    "cannot remove the previous build directory",
-                    &paths.dir,
-                    e,
-                ));
-            }
-        }
+        Err(already_exists(id, "is being started"))
     }
-    Err(already_exists(id, "is being started"))
-}
 
-/// Why the build in `paths` still counts as live, if it does.
-fn live(paths: &BuildPaths) -> Option<&'static str> {
-    let young = || {
-        std::fs::metadata(&paths.dir)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age < CLAIM_WINDOW)
-    };
-    let claimant = || crate::gc::owner_liveness(&paths.dir);
-    match paths.load() {
-        Some(r) if r.status.is_none() => match r.pid {
-            Some(p) if os::is_alive(p, r.proc_start) => {
-                Some("is already running (started by another executor instance)")
-            }
-            Some(_) => None,
-            // Its claimant is gone (checked first: a supervisor it spawned is visible by
-            // now) and spawned nothing: an interrupted start, replaced.
-            None => match claimant() {
-                _ if crate::tree::find_supervisor(&paths.mark()).is_some() => {
+    /// Why the build already in its directory still counts as live, if it does.
+    fn live(&self) -> Option<&'static str> {
+        let paths = self.paths;
+        let young = || {
+            std::fs::metadata(&paths.dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < CLAIM_WINDOW)
+        };
+        let claimant = || crate::gc::owner_liveness(&paths.dir);
+        match paths.load() {
+            Some(r) if r.status.is_none() => match r.pid {
+                Some(p) if os::is_alive(p, r.proc_start) => {
                     Some("is already running (started by another executor instance)")
                 }
-                Liveness::Gone => None,
-                Liveness::Alive => Some("is being started by another executor instance"),
-                Liveness::Unknown if young() => {
-                    Some("is being started by another executor instance")
-                }
-                Liveness::Unknown => None,
+                Some(_) => None,
+                // Its claimant is gone (checked first: a supervisor it spawned is visible by
+                // now) and spawned nothing: an interrupted start, replaced.
+                None => match claimant() {
+                    _ if crate::tree::find_unrecorded_supervisor(
+                        &paths.mark(),
+                        r.cgroup.clone().or_else(|| self.cgroup.clone()),
+                    )
+                    .is_some() =>
+                    {
+                        Some("is already running (started by another executor instance)")
+                    }
+                    Liveness::Gone => None,
+                    Liveness::Alive => Some("is being started by another executor instance"),
+                    Liveness::Unknown if young() => {
+                        Some("is being started by another executor instance")
+                    }
+                    Liveness::Unknown => None,
+                },
             },
-        },
-        Some(_) => None,
-        // Only a directory made by something else (or an older sdx) lacks a state file.
-        None if young() => Some("is being started by another executor instance"),
-        None => None,
+            Some(_) => None,
+            // Only a directory made by something else (or an older sdx) lacks a state file.
+            None if young() => Some("is being started by another executor instance"),
+            None => None,
+        }
     }
 }
 

@@ -28,24 +28,56 @@ use crate::reaper;
 /// The shell every build runs under.
 pub(crate) const SHELL: &str = "/bin/sh";
 
-/// The supervisor script; `$1` is the exit file, `$2` the `cgroup.procs` file of the
-/// build's cgroup (empty: none), the rest is the `launch` command. It joins the cgroup
-/// before it starts `launch`, so every later process of the build is born inside.
-pub(crate) const SCRIPT: &str = r#"f="$1"; cg="$2"; shift 2
-if [ -n "$cg" ] && ! { printf '%s\n' "$$" > "$cg"; } 2>/dev/null; then
+/// The shell functions of a supervisor, shared by both ways one starts: the script below
+/// (a shell per build) and the [`crate::zygote`] (defined once, used by each build's
+/// forked subshell).
+///
+/// * `sd_join <cgroup.procs>` moves the calling shell into the build's cgroup (`0` is
+///   "the writer"; nothing when the argument is empty), so `launch` and everything it
+///   starts are born inside;
+/// * `sd_run <exit file> <launch...>` runs `launch` as the shell's child, waits for it
+///   through a stop's SIGTERM/SIGINT/SIGHUP (the trap runs only once `launch` is done),
+///   writes its exit code to the exit file and returns it. `launch` does not get the
+///   zygote's report pipe (3).
+macro_rules! functions {
+    () => {
+        r#"sd_join() {
+  [ -z "$1" ] || { echo 0 > "$1"; } 2>/dev/null
+}
+sd_run() {
+  sd_exit_file="$1"; shift
+  trap : TERM INT HUP
+  "$@" 3>&-
+  sd_code=$?
+  printf '%s\n' "$sd_code" > "$sd_exit_file"
+  return "$sd_code"
+}
+"#
+    };
+}
+
+/// [`functions!`] as a string, for the zygote's prelude.
+pub(crate) const FUNCTIONS: &str = functions!();
+
+/// The supervisor script of a shell per build; `$1` is the exit file, `$2` the
+/// `cgroup.procs` file of the build's cgroup (empty: none), the rest is the `launch`
+/// command. It exits as `launch` did: with its code, or killed by the same signal.
+pub(crate) const SCRIPT: &str = concat!(
+    functions!(),
+    r#"f="$1"; cg="$2"; shift 2
+if ! sd_join "$cg"; then
   printf 'sd-supervise: cannot join the cgroup %s; the build is tracked by process group and marker\n' "$cg" >&2
 fi
-trap : TERM INT HUP
-"$@"
+sd_run "$f" "$@"
 code=$?
-printf '%s\n' "$code" > "$f"
 if [ "$code" -gt 128 ] && [ "$code" -lt 160 ]; then
   trap - TERM INT HUP
   ulimit -c 0 2>/dev/null
   kill -$((code - 128)) $$
 fi
 exit "$code"
-"#;
+"#
+);
 
 /// The `$0` the supervisor shows in `ps`.
 pub(crate) const ARG0: &str = "sd-supervise";

@@ -22,7 +22,9 @@ pub(crate) fn job_tools(body: &str) -> TempDir {
 
 /// An executor over `tools` and `state` with a 200 ms stop grace.
 pub(crate) async fn executor(tools: &Path, state: &Path) -> ProcessExecutor {
-    ProcessExecutorBuilder::new()
+    // From the environment first: CI runs these tests again with
+    // `EXECUTOR_PROCESS_ZYGOTE=false`, the shell-per-build way.
+    ProcessExecutorBuilder::from_env()
         .with_job_tools(tools)
         .with_state_dir(state)
         .with_stop_grace(Duration::from_millis(200))

@@ -267,6 +267,31 @@ pub(crate) fn find_supervisor(mark: &str) -> Option<u32> {
     })
 }
 
+/// The supervisor of a build whose executor died between spawning it and recording its
+/// pid, with the build's cgroup: a shell of its own carries the build's `mark`; one the
+/// zygote forked does not, and is found among the members of the build's `cgroup` (the
+/// recorded one, else the path the build's id gives).
+pub(crate) fn find_unrecorded_supervisor(
+    mark: &str,
+    cgroup: Option<PathBuf>,
+) -> Option<(u32, Option<PathBuf>)> {
+    if let Some(pid) = find_supervisor(mark) {
+        return Some((pid, cgroup));
+    }
+    let cgroup = cgroup?;
+    let pid = find_zygote_supervisor(&cgroup)?;
+    Some((pid, Some(cgroup)))
+}
+
+/// The supervisor the zygote forked for the build whose cgroup is `cgroup`: the member
+/// whose command line is the zygote's (it carries no marker in its environment).
+fn find_zygote_supervisor(cgroup: &Path) -> Option<u32> {
+    cgroup_pids(cgroup).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| crate::zygote::is_zygote_cmdline(&c))
+    })
+}
+
 /// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.
 fn cgroup2_mount() -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;

@@ -72,7 +72,8 @@ fn leftovers_of(builds: &Path, id: u64) -> Vec<String> {
 
 async fn executor(tools: &Path, state: &Path) -> Arc<dyn Executor> {
     Arc::new(
-        ProcessExecutorBuilder::new()
+        // From the environment first: CI runs this again with `EXECUTOR_PROCESS_ZYGOTE=false`.
+        ProcessExecutorBuilder::from_env()
             .with_job_tools(tools)
             .with_state_dir(state)
             .build()

@@ -49,7 +49,9 @@ fn write_script(dir: &Path, body: &str) {
 /// A builder over `tools` and `state` with a 300 ms stop grace and `OUT=<out>` in the
 /// builds' environment.
 pub fn builder(tools: &Path, state: &Path, out: &Path) -> ProcessExecutorBuilder {
-    ProcessExecutorBuilder::new()
+    // From the environment first: CI runs these tests again with
+    // `EXECUTOR_PROCESS_ZYGOTE=false`, the shell-per-build way.
+    ProcessExecutorBuilder::from_env()
         .with_job_tools(tools)
         .with_state_dir(state)
         .with_stop_grace(Duration::from_millis(300))
