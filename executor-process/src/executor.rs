@@ -478,7 +478,7 @@ mod tests {
 
     use chrono::Utc;
     use executor_base::owner::ProcessIdentity;
-    use executor_base::{ErrorKind, Executor, ExecutorExt, Owner, Phase};
+    use executor_base::{ErrorKind, Executor, Owner, Phase};
 
     use crate::record::{BuildPaths, Record};
     use crate::testutil::{self, config};
@@ -556,14 +556,7 @@ mod tests {
         assert_eq!(runs(&builds, 21), 0);
         // The id is free for the start again (the API's adoption does it), which runs once.
         exec.start(&b).await.unwrap();
-        let s = exec
-            .wait_until_finished(
-                &b.to_stop(),
-                Duration::from_millis(20),
-                Duration::from_secs(20),
-            )
-            .await
-            .unwrap();
+        let s = testutil::finished(&exec, &b).await;
         assert_eq!(s.phase, Phase::Succeeded, "{s}");
         assert_eq!(runs(&builds, 21), 1);
     }

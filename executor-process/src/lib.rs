@@ -132,6 +132,7 @@
 //! liveness falls back to `kill(pid, 0)`.
 
 mod builder;
+mod claim;
 mod config;
 mod error;
 mod executor;

@@ -163,14 +163,7 @@ mod tests {
         let past = Utc::now() - chrono::Duration::seconds(1);
         build.update(|r| r.kill_at = past).await;
         exec.inner.arm_deadline(&build, past, StopReason::TimedOut);
-        let s = exec
-            .wait_until_finished(
-                &b.to_stop(),
-                Duration::from_millis(20),
-                Duration::from_secs(20),
-            )
-            .await
-            .unwrap();
+        let s = testutil::finished(&exec, &b).await;
         assert_eq!(s.phase, Phase::TimedOut, "{s}");
         assert!(s.message.contains("90-minute"), "{s}");
     }

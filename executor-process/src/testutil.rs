@@ -39,3 +39,18 @@ pub(crate) fn config(id: u64) -> StartConfig {
         .build()
         .unwrap()
 }
+
+/// Waits (up to 20 s) until build `b` is terminal.
+pub(crate) async fn finished(
+    exec: &ProcessExecutor,
+    b: &StartConfig,
+) -> executor_base::BuildStatus {
+    use executor_base::ExecutorExt;
+    exec.wait_until_finished(
+        &b.to_stop(),
+        Duration::from_millis(20),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap()
+}

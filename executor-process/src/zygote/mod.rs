@@ -95,12 +95,24 @@ impl Drop for ExitReport {
 }
 
 /// One executor's zygote, started on first use.
-#[derive(Default)]
 pub(crate) struct Zygote {
+    /// Where to look for `setsid` ([`SETSID`]).
+    setsid: &'static [&'static str],
     running: tokio::sync::Mutex<Option<Running>>,
     reports: Arc<Mutex<Waiting>>,
     /// Why the zygote cannot run here, once it failed to start.
     unavailable: OnceLock<String>,
+}
+
+impl Default for Zygote {
+    fn default() -> Self {
+        Self {
+            setsid: SETSID,
+            running: Default::default(),
+            reports: Default::default(),
+            unavailable: OnceLock::new(),
+        }
+    }
 }
 
 /// A started zygote: its script pipe, and whether it has exited.
@@ -202,7 +214,7 @@ impl Zygote {
     }
 
     /// Remembers that the zygote cannot run here, and says so once.
-    fn give_up(&self, why: String) {
+    pub(crate) fn give_up(&self, why: String) {
         if self.unavailable.set(why.clone()).is_ok() {
             tracing::warn!(
                 reason = %why,
@@ -221,7 +233,8 @@ impl Zygote {
     /// as its controlling terminal, turns job control on, defines the supervisor's
     /// functions and says `ready`; then the terminal is hung up.
     async fn spawn_zygote(&self) -> Result<Running, String> {
-        let setsid = SETSID
+        let setsid = self
+            .setsid
             .iter()
             .find(|p| Path::new(p).exists())
             .ok_or("no setsid program (util-linux)")?;
@@ -246,7 +259,7 @@ impl Zygote {
         stdin
             .write_all(prelude.as_bytes())
             .await
-            .map_err(|e| format!("cannot write to it: {e}"))?;
+            .map_err(|e| format!("its shell did not start: cannot write to it: {e}"))?;
         let mut first = String::new();
         let ready = tokio::time::timeout(REPORT_WITHIN, stdout.read_line(&mut first)).await;
         if !matches!(ready, Ok(Ok(_))) || first != "ready\n" {
@@ -297,5 +310,81 @@ async fn read_reports(stdout: BufReader<ChildStdout>, waiting: Arc<Mutex<Waiting
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil;
+    use executor_base::{Executor, Phase};
+    use std::ffi::OsStr;
+
+    fn job<'a>(dir: &'a Path) -> Job<'a> {
+        Job {
+            key: "1",
+            log: dir,
+            exit: dir,
+            work: dir,
+            cgroup_procs: dir,
+            program: OsStr::new("/bin/true"),
+            args: &[],
+            env: &[],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zygote_that_cannot_start_is_given_up_once_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        // No setsid program; then one that exits at once (no shell, no `ready`).
+        for (setsid, reason) in [
+            (&["/nonexistent/setsid"][..], "no setsid program"),
+            (&["/bin/true"][..], "its shell did not"),
+        ] {
+            let z = Zygote {
+                setsid,
+                ..Zygote::default()
+            };
+            assert!(matches!(
+                z.start(&job(dir.path())).await,
+                Err(NotStarted::UseOwnShell)
+            ));
+            let why = z.unavailable.get().expect("given up");
+            assert!(why.contains(reason), "{why}");
+            assert!(z.running.lock().await.is_none());
+            assert!(matches!(
+                z.start(&job(dir.path())).await,
+                Err(NotStarted::UseOwnShell)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_build_whose_zygote_cannot_run_starts_under_a_shell_of_its_own() {
+        let tools = testutil::job_tools("exec sleep 3600");
+        let state = tempfile::tempdir().unwrap();
+        let exec = testutil::executor(tools.path(), state.path()).await;
+        if !exec.uses_cgroups() {
+            return;
+        }
+        exec.inner.zygote.give_up("a test says so".into());
+        let b = testutil::config(61);
+        exec.start(&b).await.unwrap();
+        let pid = exec.pid(b.build_id).unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(!is_zygote_cmdline(&cmdline));
+        let arg0 = cmdline.split(|c| *c == 0).nth(3).unwrap();
+        assert_eq!(arg0, supervisor::ARG0.as_bytes());
+        exec.stop(&b.to_stop()).await.unwrap();
+        let s = testutil::finished(&exec, &b).await;
+        assert_eq!(s.phase, Phase::Canceled, "{s}");
+    }
+
+    #[test]
+    fn the_zygotes_command_line_is_told_apart() {
+        assert!(is_zygote_cmdline(b"/bin/sh\0-s\0sd-zygote\0"));
+        assert!(!is_zygote_cmdline(b"/bin/sh\0-s\0sd-zygote\0x\0"));
+        assert!(!is_zygote_cmdline(b"/bin/sh\0-c\0sd-zygote\0"));
+        assert!(!is_zygote_cmdline(b"sd-zygote\0"));
     }
 }
