@@ -16,8 +16,9 @@ const OBSERVING_LAUNCH: &str = r#"
 d="$OUT/$SD_BUILD_ID"; mkdir -p "$d"
 env | grep -v '^SD_STOP_GRACE_MS=' | sort > "$d/env"
 pwd > "$d/pwd"
-# Read with builtins only: while the shell waits for a command it starts, it blocks
-# every signal for a moment, which a `grep` of its status would see.
+for f in /proc/$$/fd/*; do echo "${f##*/}"; done > "$d/fds"
+# Read with builtins only: while the shell starts a command it blocks every signal for a
+# moment, and holds a pipeline's pipe, which an `ls` or a `grep` of it would see.
 while IFS= read -r l; do
   case "$l" in SigIgn*|SigBlk*) echo "$l" ;; esac
 done < /proc/$$/status > "$d/signals"
@@ -65,7 +66,7 @@ fn no_cgroups(exec: &ProcessExecutor) -> bool {
 
 /// What launch observed in build `id`, with the per-build paths made comparable.
 fn observed(out: &Path, state: &Path, id: u64) -> Vec<(String, String)> {
-    ["env", "pwd", "signals", "terminal"]
+    ["env", "pwd", "signals", "terminal", "fds"]
         .iter()
         .map(|name| {
             let text = std::fs::read_to_string(out.join(id.to_string()).join(name)).unwrap();
@@ -119,10 +120,13 @@ async fn a_build_sees_the_same_start_through_the_zygote_as_under_a_shell_of_its_
         seen.push(observed(out.path(), state.path(), id));
     }
     // The same environment (no variable of the zygote's own), working directory,
-    // signal dispositions (SIGINT and SIGQUIT not ignored) and no controlling terminal.
+    // signal dispositions (SIGINT and SIGQUIT not ignored), no controlling terminal, and
+    // the same open files: none of the zygote's pipes.
     assert_eq!(seen[0], seen[1]);
     let terminal = &seen[0][3].1;
     assert_eq!(terminal.trim(), "tty=0", "{terminal}");
+    let fds: Vec<&str> = seen[0][4].1.lines().collect();
+    assert!(["0", "1", "2"].iter().all(|fd| fds.contains(fd)), "{fds:?}");
 }
 
 #[tokio::test]
