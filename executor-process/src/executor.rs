@@ -233,6 +233,7 @@ impl Inner {
         {
             // Spawned by an executor that died before it recorded the pid.
             tracing::info!(build_id = %build.id, pid, "found the supervisor of a build with no recorded pid");
+            let cgroup = cgroup.or_else(|| r.cgroup.clone());
             let _ = build
                 .set_spawned(pid, os::proc_start_time(pid), cgroup)
                 .await;
@@ -299,20 +300,9 @@ impl Inner {
     /// blocking thread and waits until they are gone.
     pub(crate) async fn kill_tree(&self, build: &Build) {
         let r = build.snapshot();
-        let mark = build.paths.mark();
-        let id = build.id;
-        let killed = tokio::task::spawn_blocking(move || {
-            Tree {
-                pgid: r.pid,
-                cgroup: r.cgroup.as_deref(),
-                mark: &mark,
-            }
-            .kill()
-        })
-        .await
-        .unwrap_or_default();
+        let killed = crate::tree::kill_blocking(r.pid, r.cgroup, build.paths.mark()).await;
         if killed > 0 {
-            tracing::info!(build_id = %id, killed, "killed processes the build left running");
+            tracing::info!(build_id = %build.id, killed, "killed processes the build left running");
         }
     }
 

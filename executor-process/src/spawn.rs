@@ -26,7 +26,7 @@ use crate::os;
 use crate::reaper::{self, reap};
 use crate::record::{Build, BuildPaths, Record, StartGuard, StopReason};
 use crate::supervisor;
-use crate::tree::{MARK_ENV, Tree};
+use crate::tree::{MARK_ENV, kill_blocking};
 use crate::zygote;
 
 /// Where `launch` spools the reports it could not deliver (read by `sd_launch`).
@@ -212,16 +212,7 @@ impl Inner {
                     Err(zygote::NotStarted::UseOwnShell) => None,
                     Err(zygote::NotStarted::NoReport) => {
                         // A subshell may still come up: empty the cgroup before anything.
-                        let (cg, mark) = (cgroup.clone(), paths.mark());
-                        let _ = tokio::task::spawn_blocking(move || {
-                            Tree {
-                                pgid: None,
-                                cgroup: cg.as_deref(),
-                                mark: &mark,
-                            }
-                            .kill()
-                        })
-                        .await;
+                        kill_blocking(None, cgroup.clone(), paths.mark()).await;
                         return Err(error::spawn(
                             std::path::Path::new(supervisor::SHELL),
                             std::io::Error::other(
@@ -233,12 +224,12 @@ impl Inner {
             }
             _ => None,
         };
-        let (pid, exit): (u32, reaper::Exit) = match via_zygote {
+        let (pid, proc_start, exit): (u32, _, reaper::Exit) = match via_zygote {
             Some(started) => {
                 drop(prepared);
                 let start = os::proc_start_time(started.pid);
                 let exit = zygote::wait(started.exit, started.pid, start, paths.exit());
-                (started.pid, Box::pin(exit))
+                (started.pid, start, Box::pin(exit))
             }
             None => {
                 let mut child = own_shell(
@@ -251,26 +242,17 @@ impl Inner {
                 .spawn()
                 .map_err(|e| error::spawn(std::path::Path::new(supervisor::SHELL), e))?;
                 let pid = child.id().expect("a just spawned child has a pid");
-                (pid, Box::pin(async move { child.wait().await }))
+                let start = os::proc_start_time(pid);
+                (pid, start, Box::pin(async move { child.wait().await }))
             }
         };
-        let proc_start = os::proc_start_time(pid);
         let oom = match &cgroup {
             Some(cg) if self.cgroups.has_memory() => OomProbe::for_cgroup(cg),
             _ => OomProbe::for_pid(pid),
         };
         if let Err(e) = build.set_spawned(pid, proc_start, cgroup.clone()).await {
             // Without a state file a restart could neither find nor stop the build.
-            let mark = paths.mark();
-            let _ = tokio::task::spawn_blocking(move || {
-                Tree {
-                    pgid: Some(pid),
-                    cgroup: cgroup.as_deref(),
-                    mark: &mark,
-                }
-                .kill()
-            })
-            .await;
+            kill_blocking(Some(pid), cgroup, paths.mark()).await;
             tokio::spawn(exit);
             return Err(error::io(
                 "start",

@@ -154,6 +154,25 @@ pub(crate) struct Tree<'a> {
     pub mark: &'a str,
 }
 
+/// [`Tree::kill`] on a blocking thread, for async callers: SIGKILL to the process group
+/// `pgid`, the `cgroup` and every process marked `mark`. Answers how many were killed.
+pub(crate) async fn kill_blocking(
+    pgid: Option<u32>,
+    cgroup: Option<PathBuf>,
+    mark: String,
+) -> usize {
+    tokio::task::spawn_blocking(move || {
+        Tree {
+            pgid,
+            cgroup: cgroup.as_deref(),
+            mark: &mark,
+        }
+        .kill()
+    })
+    .await
+    .unwrap_or_default()
+}
+
 impl Tree<'_> {
     /// The pids of the build's live processes (cgroup members and marked processes).
     pub(crate) fn members(&self) -> Vec<u32> {
@@ -268,15 +287,15 @@ pub(crate) fn find_supervisor(mark: &str) -> Option<u32> {
 }
 
 /// The supervisor of a build whose executor died between spawning it and recording its
-/// pid, with the build's cgroup: a shell of its own carries the build's `mark`; one the
-/// zygote forked does not, and is found among the members of the build's `cgroup` (the
-/// recorded one, else the path the build's id gives).
+/// pid: a shell of its own carries the build's `mark`; one the zygote forked does not,
+/// and is found among the members of the build's `cgroup` (the recorded one, else the
+/// path the build's id gives). With the cgroup it was found in, if it was found there.
 pub(crate) fn find_unrecorded_supervisor(
     mark: &str,
     cgroup: Option<PathBuf>,
 ) -> Option<(u32, Option<PathBuf>)> {
     if let Some(pid) = find_supervisor(mark) {
-        return Some((pid, cgroup));
+        return Some((pid, None));
     }
     let cgroup = cgroup?;
     let pid = find_zygote_supervisor(&cgroup)?;

@@ -145,11 +145,7 @@ impl Zygote {
             w.started.insert(key.clone(), started_tx);
             w.exits.insert(key.clone(), exit_tx);
         }
-        let result = self.send_and_wait(&text, started_rx).await;
-        if !matches!(result, Ok(Some(_))) {
-            self.forget(&key);
-        }
-        match result {
+        match self.send_and_wait(&text, started_rx).await {
             Ok(Some(pid)) => Ok(Started {
                 pid,
                 exit: ExitReport {
@@ -158,8 +154,13 @@ impl Zygote {
                     reports: self.reports.clone(),
                 },
             }),
-            Ok(None) | Err(NotStarted::UseOwnShell) => Err(NotStarted::UseOwnShell),
-            Err(NotStarted::NoReport) => Err(NotStarted::NoReport),
+            not_started => {
+                self.forget(&key);
+                Err(match not_started {
+                    Err(NotStarted::NoReport) => NotStarted::NoReport,
+                    _ => NotStarted::UseOwnShell,
+                })
+            }
         }
     }
 
